@@ -1,0 +1,146 @@
+"""Train our TotalVI and scvi-tools' TOTALVI with the same settings on the PBMC data.
+
+Needs the ``parity`` extra (``pip install -e .[parity]``). Prints seconds per epoch of both,
+final validation ELBO of both, latent agreement (kNN overlap), peak memory, and the max abs
+difference of latent means when the scvi-tools model is loaded into ours.
+
+Usage: ``python bench/train_vs_scvi_tools.py [--epochs 30] [--data PATH] [--out DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "h5ad" / "pbmc10k_6855x4000_14prot.h5ad"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def knn_overlap(a: np.ndarray, b: np.ndarray, k: int = 15) -> float:
+    """Mean fraction of each cell's k nearest neighbours shared between two embeddings."""
+    from sklearn.neighbors import NearestNeighbors
+
+    na = NearestNeighbors(n_neighbors=k + 1).fit(a).kneighbors(a, return_distance=False)[:, 1:]
+    nb = NearestNeighbors(n_neighbors=k + 1).fit(b).kneighbors(b, return_distance=False)[:, 1:]
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb, strict=True)]))
+
+
+def pseudo_batched(path: Path):
+    import anndata as ad
+
+    adata = ad.read_h5ad(path)
+    adata.obs["batch"] = np.where(np.arange(adata.n_obs) % 2 == 0, "b0", "b1")
+    adata.obs["batch"] = adata.obs["batch"].astype("category")
+    return adata
+
+
+def run_scvi(adata, epochs: int, seed: int, out: Path) -> dict:
+    import scvi
+    import torch
+
+    torch.set_num_threads(torch.get_num_threads())
+    scvi.settings.seed = seed
+    scvi.settings.dl_num_workers = 0
+    a = adata.copy()
+    scvi.model.TOTALVI.setup_anndata(
+        a, batch_key="batch", protein_expression_obsm_key="protein_expression"
+    )
+    model = scvi.model.TOTALVI(a)
+    t0 = time.perf_counter()
+    model.train(max_epochs=epochs, accelerator="cpu", early_stopping=False)
+    seconds = time.perf_counter() - t0
+    model.save(out, overwrite=True)
+    latent = model.get_latent_representation()
+    hist = model.history["elbo_validation"].iloc[:, 0].to_numpy()
+    return {
+        "seconds": seconds,
+        "sec_per_epoch": seconds / epochs,
+        "elbo_validation": float(hist[-1]),
+        "latent": latent,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def run_ours(adata, epochs: int, seed: int) -> dict:
+    from model import TotalVI
+    from model.data import from_anndata
+
+    data = from_anndata(adata, batch_key="batch", source="pbmc10k (pseudo-batches)")
+    model = TotalVI(data, seed=seed)
+    t0 = time.perf_counter()
+    result = model.train(max_epochs=epochs, seed=seed, early_stopping=False)
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "sec_per_epoch": seconds / epochs,
+        "elbo_validation": float(result.history["elbo_validation"].iloc[-1]),
+        "latent": model.get_latent_representation(),
+        "peak_rss_mb": _peak_rss_mb(),
+        "data": data,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--json", type=Path, default=None, help="also write results as JSON")
+    args = parser.parse_args(argv)
+
+    adata = pseudo_batched(args.data)
+    ours = run_ours(adata, args.epochs, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        theirs = run_scvi(adata, args.epochs, args.seed, Path(tmp) / "scvi_model")
+        from model import TotalVI
+
+        loaded = TotalVI.load(Path(tmp) / "scvi_model", data=ours["data"])
+        import scvi
+
+        ref_model = scvi.model.TOTALVI.load(str(Path(tmp) / "scvi_model"), adata=adata.copy())
+        ref_latent = ref_model.get_latent_representation()
+    ours_latent_of_scvi = loaded.get_latent_representation()
+    max_diff = float(np.abs(ours_latent_of_scvi - ref_latent).max())
+    overlap = knn_overlap(ours["latent"], theirs["latent"])
+    rows = [
+        ("seconds / epoch", ours["sec_per_epoch"], theirs["sec_per_epoch"]),
+        ("final validation ELBO", ours["elbo_validation"], theirs["elbo_validation"]),
+        ("peak RSS (MB, cumulative)", ours["peak_rss_mb"], theirs["peak_rss_mb"]),
+    ]
+    print(f"data: {args.data.name}, {adata.n_obs} cells, 2 pseudo-batches, {args.epochs} epochs")
+    print(f"{'metric':<28}{'ours':>14}{'scvi-tools':>14}")
+    for name, a, b in rows:
+        print(f"{name:<28}{a:>14.3f}{b:>14.3f}")
+    ratio = ours["sec_per_epoch"] / theirs["sec_per_epoch"]
+    print(f"{'epoch time ratio (ours/scvi)':<28}{ratio:>14.3f}")
+    print(f"{'latent kNN overlap (k=15)':<28}{overlap:>14.3f}")
+    print(f"{'max |latent diff| loaded':<28}{max_diff:>14.2e}")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "ours": {k: v for k, v in ours.items() if k not in ("latent", "data")},
+                    "scvi": {k: v for k, v in theirs.items() if k != "latent"},
+                    "ratio": ratio,
+                    "knn_overlap": overlap,
+                    "max_latent_diff": max_diff,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""``totalvi-explorer`` command line: train a model, inspect it, start the app.
+
+Errors in user input (bad files, unknown keys, bad checkpoints) print one clear line and exit
+with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT / "data" / "pbmc10k.h5ad"
+DEFAULT_MODEL = ROOT / "data" / "models" / "pbmc10k"
+
+
+def _print_progress(p: object) -> None:
+    print(
+        f"epoch {p.epoch:>4}/{p.max_epochs}  elbo_train {p.elbo_train:10.2f}  "
+        f"elbo_validation {p.elbo_validation:10.2f}  kl_weight {p.kl_weight:5.3f}  "
+        f"lr {p.lr:.2e}  {p.seconds:7.1f}s",
+        flush=True,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train TotalVI on a dataset and save the checkpoint."""
+    from model import TotalVI, read_cite_seq
+
+    data = read_cite_seq(
+        args.data, batch_key=args.batch_key, labels_key=args.labels_key, layer=args.layer
+    )
+    print(
+        f"{args.data}: {data.n_cells} cells, {data.n_genes} genes, {data.n_proteins} proteins, "
+        f"{data.n_batch} batch(es)"
+    )
+    model = TotalVI(data, n_latent=args.n_latent, seed=args.seed)
+    overrides = {"seed": args.seed}
+    if args.max_epochs:
+        overrides["max_epochs"] = args.max_epochs
+    if args.device:
+        overrides["device"] = args.device
+    result = model.train(progress=None if args.quiet else _print_progress, **overrides)
+    path = model.save(args.out, overwrite=True)
+    last = result.history.iloc[-1]
+    print(
+        f"trained {result.epochs} epochs in {result.seconds:.1f}s on {result.device}"
+        f"{' (early stop)' if result.stopped_early else ''}; validation ELBO "
+        f"{last['elbo_validation']:.2f}; saved {path}"
+    )
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print what a checkpoint holds (ours or scvi-tools')."""
+    from model import TotalVI, read_cite_seq
+
+    data = read_cite_seq(args.data, batch_key=args.batch_key) if args.data else None
+    model = TotalVI.load(args.model, data=data)
+    print(model)
+    print(f"config: {model.config}")
+    if not model.history.empty:
+        last = model.history.iloc[-1]
+        elbo = last.get("elbo_validation", float("nan"))
+        print(f"history: {len(model.history)} epochs, last validation ELBO {elbo:.2f}")
+    if data is not None and model.validation_indices is not None:
+        elbo = model.get_elbo(indices=model.validation_indices)
+        print(f"validation ELBO on {args.data}: {elbo:.2f}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Bring up the embedded default: PBMC data with its trained checkpoint."""
+    from model import TotalVI, read_cite_seq
+
+    data = read_cite_seq(args.data, batch_key="batch")
+    if (Path(args.model) / "model.pt").is_file():
+        model = TotalVI.load(args.model, data=data)
+        print(f"loaded {model} from {args.model}")
+    else:
+        print(f"no checkpoint in {args.model}: training one (progress below)")
+        model = TotalVI(data, seed=0)
+        model.train(progress=_print_progress, seed=0)
+        model.save(args.model, overwrite=True)
+    latent = model.get_latent_representation()
+    idx = model.validation_indices
+    elbo = model.get_elbo(indices=idx) if idx is not None and len(idx) else model.get_elbo()
+    print(
+        f"{data.n_cells} cells x {data.n_genes} genes x {data.n_proteins} proteins; "
+        f"latent {latent.shape}; validation ELBO {elbo:.2f}"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of all subcommands."""
+    parser = argparse.ArgumentParser(prog="totalvi-explorer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("train", help="train TotalVI on a CITE-seq file and save it")
+    p.add_argument("data", type=Path, help=".h5ad, .h5mu, 10x .h5 or 10x folder")
+    p.add_argument("--batch-key", default=None)
+    p.add_argument("--labels-key", default=None)
+    p.add_argument("--layer", default=None, help="RNA counts layer (default: X)")
+    p.add_argument("--n-latent", type=int, default=20)
+    p.add_argument("--max-epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    p.add_argument("--out", type=Path, default=Path("runs/model"))
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("info", help="describe a checkpoint (ours or scvi-tools')")
+    p.add_argument("model", type=Path)
+    p.add_argument("--data", type=Path, default=None)
+    p.add_argument("--batch-key", default=None)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("run", help="start on the embedded default data and model")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; with no subcommand, runs ``run`` on the embedded default."""
+    from model import CheckpointError, CiteSeqDataError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["run"])
+    try:
+        return int(args.func(args))
+    except (CiteSeqDataError, CheckpointError, FileExistsError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,756 @@
+"""User-facing TotalVI model: build from data, train, query and save/load.
+
+This is the façade over :class:`~model.module.TotalVAE` (like scvi-tools' ``TOTALVI`` over
+``TOTALVAE``). Every query runs in minibatches over any :class:`~model.data.CiteSeqData`
+whose genes and proteins can be aligned to the model, so large datasets fit in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from model.config import TotalVIConfig, TrainConfig
+
+from model.data import CiteSeqData, CiteSeqDataError, align_features
+from model.module import TotalVAE
+from model.priors import library_size_prior, protein_background_prior
+from model.train import (
+    DeviceData,
+    TrainProgress,
+    TrainResult,
+    resolve_device,
+    split_indices,
+    train_module,
+)
+
+CHECKPOINT_FORMAT = "totalvi-explorer"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_FILE = "model.pt"
+
+BatchSpec = None | int | str | Sequence[int | str]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be loaded; the message names the file and the problem."""
+
+
+class TotalVI:
+    """TotalVI for CITE-seq (Gayoso et al. 2021) in plain PyTorch.
+
+    Parameters
+    ----------
+    data
+        Training data; fixes the genes, proteins and batch categories of the model.
+    n_latent, gene_dispersion, protein_dispersion, gene_likelihood, latent_distribution
+        As in scvi-tools' ``TOTALVI``.
+    empirical_protein_background_prior
+        Initialise the background prior from the data; ``None`` means "if > 10 proteins".
+    override_missing_proteins
+        Treat all-zero proteins of a batch as measured (no masking, no adversarial training).
+    seed
+        Seeds weight initialisation and the prior fit.
+    **module_kwargs
+        Further :class:`~model.config.TotalVIConfig` fields (``n_hidden``, ``n_layers_encoder``…).
+    """
+
+    def __init__(
+        self,
+        data: CiteSeqData,
+        *,
+        n_latent: int = 20,
+        gene_dispersion: str = "gene",
+        protein_dispersion: str = "protein",
+        gene_likelihood: str = "nb",
+        latent_distribution: str = "normal",
+        empirical_protein_background_prior: bool | None = None,
+        override_missing_proteins: bool = False,
+        seed: int = 0,
+        **module_kwargs: Any,
+    ) -> None:
+        n_labels = len(data.label_categories) if data.label_categories else 1
+        config = TotalVIConfig(
+            n_genes=data.n_genes,
+            n_proteins=data.n_proteins,
+            n_batch=data.n_batch,
+            n_labels=n_labels,
+            n_latent=n_latent,
+            gene_dispersion=gene_dispersion,  # type: ignore[arg-type]
+            protein_dispersion=protein_dispersion,  # type: ignore[arg-type]
+            gene_likelihood=gene_likelihood,  # type: ignore[arg-type]
+            latent_distribution=latent_distribution,  # type: ignore[arg-type]
+            **module_kwargs,
+        )
+        mask = None if override_missing_proteins else data.protein_batch_mask
+        use_prior = (
+            data.n_proteins > 10
+            if empirical_protein_background_prior is None
+            else empirical_protein_background_prior
+        )
+        prior_mean = prior_scale = None
+        if use_prior:
+            prior_mean, prior_scale = protein_background_prior(
+                data.protein, data.batch, data.n_batch, protein_batch_mask=mask, seed=seed
+            )
+        lib_means = lib_vars = None
+        if not config.use_observed_lib_size:
+            lib_means, lib_vars = library_size_prior(data.rna, data.batch, data.n_batch)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = TotalVAE(
+                config,
+                protein_batch_mask=mask,
+                protein_background_prior_mean=prior_mean,
+                protein_background_prior_scale=prior_scale,
+                library_log_means=lib_means,
+                library_log_vars=lib_vars,
+            )
+        self._init(
+            module,
+            var_names=list(data.var_names),
+            protein_names=list(data.protein_names),
+            batch_categories=list(data.batch_categories),
+            protein_batch_mask=mask,
+        )
+        self.data: CiteSeqData | None = data
+        self.setup_args = {
+            "batch_key": data.batch_key,
+            "labels_key": data.labels_key,
+            "empirical_protein_background_prior": bool(use_prior),
+            "override_missing_proteins": override_missing_proteins,
+            "seed": seed,
+        }
+        self.data_fingerprint = data.fingerprint()
+
+    def _init(
+        self,
+        module: TotalVAE,
+        *,
+        var_names: list[str],
+        protein_names: list[str],
+        batch_categories: list[str],
+        protein_batch_mask: np.ndarray | None,
+    ) -> None:
+        self.module = module
+        self.config: TotalVIConfig = module.config
+        self.var_names = pd.Index(var_names)
+        self.protein_names = pd.Index(protein_names)
+        self.batch_categories = list(batch_categories)
+        self.protein_batch_mask = protein_batch_mask
+        self.train_indices: np.ndarray | None = None
+        self.validation_indices: np.ndarray | None = None
+        self.history: pd.DataFrame = pd.DataFrame()
+        self.train_config: TrainConfig | None = None
+        self.is_trained = False
+        self.source = CHECKPOINT_FORMAT
+        self.setup_args: dict[str, Any] = {}
+        self.data_fingerprint = ""
+        self.data = None
+        self.device = resolve_device(None)
+        self.module.to(self.device).eval()
+
+    @classmethod
+    def from_module(
+        cls,
+        module: TotalVAE,
+        *,
+        var_names: Sequence[str],
+        protein_names: Sequence[str],
+        batch_categories: Sequence[str],
+        protein_batch_mask: np.ndarray | None = None,
+    ) -> TotalVI:
+        """Wrap an existing module (used by the checkpoint loaders)."""
+        obj = cls.__new__(cls)
+        obj._init(
+            module,
+            var_names=list(var_names),
+            protein_names=list(protein_names),
+            batch_categories=list(batch_categories),
+            protein_batch_mask=protein_batch_mask,
+        )
+        return obj
+
+    def __repr__(self) -> str:
+        c = self.config
+        state = "trained" if self.is_trained else "untrained"
+        return (
+            f"TotalVI({state}, {c.n_genes} genes, {c.n_proteins} proteins, {c.n_batch} batches,"
+            f" n_latent={c.n_latent}, source={self.source})"
+        )
+
+    # ------------------------------------------------------------------ training
+    @property
+    def use_adversarial_classifier(self) -> bool:
+        """True when some protein is missing in some batch (spec §1)."""
+        return self.protein_batch_mask is not None and not bool(np.all(self.protein_batch_mask))
+
+    def to(self, device: str | torch.device) -> TotalVI:
+        """Move the module to ``device`` for queries."""
+        self.device = torch.device(device)
+        self.module.to(self.device)
+        return self
+
+    def train(
+        self,
+        config: TrainConfig | None = None,
+        *,
+        data: CiteSeqData | None = None,
+        progress: Callable[[TrainProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        **overrides: Any,
+    ) -> TrainResult:
+        """Train on ``data`` (default: the data the model was built from).
+
+        ``overrides`` replace fields of ``config`` (e.g. ``max_epochs=20``). ``progress`` is
+        called after every epoch; ``should_stop`` is polled every step to cancel.
+        """
+        cfg = config or TrainConfig()
+        if overrides:
+            cfg = TrainConfig(**{**cfg.to_dict(), **overrides})
+        data = self._prepare_data(data)
+        device = resolve_device(cfg.device)
+        train_idx, val_idx = split_indices(
+            data.n_cells, train_size=cfg.train_size, seed=cfg.seed, batch_size=cfg.batch_size
+        )
+        dev_data = DeviceData(data.rna, data.protein, data.batch, device, cfg.max_dense_bytes)
+        adversarial = (
+            self.use_adversarial_classifier
+            if cfg.adversarial_classifier is None
+            else cfg.adversarial_classifier
+        )
+        self.device = device
+        result = train_module(
+            self.module,
+            dev_data,
+            train_idx,
+            val_idx,
+            cfg,
+            n_cells_total=data.n_cells,
+            use_adversarial=adversarial,
+            progress=progress,
+            should_stop=should_stop,
+        )
+        self.train_indices, self.validation_indices = train_idx, val_idx
+        self.history = result.history
+        self.train_config = cfg
+        self.is_trained = True
+        self.data_fingerprint = data.fingerprint()
+        return result
+
+    # ------------------------------------------------------------------- helpers
+    def _prepare_data(self, data: CiteSeqData | None) -> CiteSeqData:
+        """Return ``data`` (or the attached data) aligned to the model's features and batches."""
+        if data is None:
+            if self.data is None:
+                msg = "this model has no attached data: pass a CiteSeqData to the query"
+                raise CiteSeqDataError(msg)
+            data = self.data
+        if not (
+            data.var_names.equals(self.var_names) and data.protein_names.equals(self.protein_names)
+        ):
+            data = align_features(data, var_names=self.var_names, protein_names=self.protein_names)
+        if list(data.batch_categories) != self.batch_categories:
+            data = self._map_batches(data)
+        return data
+
+    def _map_batches(self, data: CiteSeqData) -> CiteSeqData:
+        if len(self.batch_categories) == 1 and data.n_batch == 1:
+            return data.with_batches(np.zeros(data.n_cells, dtype=np.int64), self.batch_categories)
+        lookup = {name: i for i, name in enumerate(self.batch_categories)}
+        unknown = [c for c in data.batch_categories if c not in lookup]
+        if unknown:
+            msg = (
+                f"{data.source or 'data'}: batch categories {unknown[:5]} are not in the model "
+                f"(model batches: {self.batch_categories[:10]}); map them onto the model first"
+            )
+            raise CiteSeqDataError(msg)
+        codes = np.array([lookup[c] for c in data.batch_categories], dtype=np.int64)[data.batch]
+        return data.with_batches(codes, self.batch_categories, key=data.batch_key or "batch")
+
+    def _batch_codes(self, transform_batch: BatchSpec) -> list[int | None]:
+        if transform_batch is None:
+            return [None]
+        items = [transform_batch] if isinstance(transform_batch, (int, str)) else transform_batch
+        codes: list[int | None] = []
+        for item in items:
+            if isinstance(item, str):
+                if item not in self.batch_categories:
+                    msg = f"unknown batch {item!r}; the model knows {self.batch_categories}"
+                    raise ValueError(msg)
+                codes.append(self.batch_categories.index(item))
+            else:
+                if not 0 <= int(item) < self.config.n_batch:
+                    msg = f"batch code {item} out of range 0..{self.config.n_batch - 1}"
+                    raise ValueError(msg)
+                codes.append(int(item))
+        return codes
+
+    def _minibatches(
+        self, data: CiteSeqData, indices: np.ndarray | None, batch_size: int
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        idx_all = np.arange(data.n_cells) if indices is None else np.asarray(indices)
+        if idx_all.dtype == bool:
+            idx_all = np.flatnonzero(idx_all)
+        for start in range(0, len(idx_all), batch_size):
+            idx = idx_all[start : start + batch_size]
+            rows = data.rna[idx]
+            x = rows.toarray() if sp.issparse(rows) else np.asarray(rows)
+            yield (
+                idx,
+                torch.as_tensor(x, dtype=torch.float32, device=self.device),
+                torch.as_tensor(data.protein[idx], dtype=torch.float32, device=self.device),
+                torch.as_tensor(data.batch[idx], dtype=torch.long, device=self.device).view(-1, 1),
+            )
+
+    @contextlib.contextmanager
+    def _eval(self, seed: int | None) -> Iterator[None]:
+        was = self.module.training
+        self.module.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            try:
+                yield
+            finally:
+                self.module.train(was)
+
+    def _feature_index(self, names: Sequence[str] | None, all_names: pd.Index) -> np.ndarray:
+        if names is None:
+            return np.arange(len(all_names))
+        pos = all_names.get_indexer(list(names))
+        if (pos < 0).any():
+            missing = [n for n, p in zip(names, pos, strict=True) if p < 0]
+            msg = f"unknown feature(s) {missing[:5]} (model has {len(all_names)} of this kind)"
+            raise KeyError(msg)
+        return pos
+
+    # ------------------------------------------------------------------- queries
+    def get_latent_representation(
+        self,
+        data: CiteSeqData | None = None,
+        *,
+        indices: np.ndarray | None = None,
+        give_mean: bool = True,
+        mc_samples: int = 5000,
+        return_dist: bool = False,
+        batch_size: int = 1024,
+        seed: int | None = 0,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Posterior mean (or one sample) of z per cell; ``return_dist`` gives (mean, var)."""
+        data = self._prepare_data(data)
+        means, variances, out = [], [], []
+        with self._eval(seed):
+            for _, x, y, b in self._minibatches(data, indices, batch_size):
+                inf = self.module.inference(x, y, b)
+                means.append(inf.qz_m.cpu().numpy())
+                variances.append(inf.qz_v.cpu().numpy())
+                if not give_mean:
+                    out.append(inf.z.cpu().numpy())
+                elif self.config.latent_distribution == "ln":
+                    samples = torch.distributions.Normal(inf.qz_m, inf.qz_v.sqrt()).sample(
+                        (mc_samples,)
+                    )
+                    out.append(torch.softmax(samples, dim=-1).mean(0).cpu().numpy())
+                else:
+                    out.append(inf.qz_m.cpu().numpy())
+        if return_dist:
+            return np.concatenate(means), np.concatenate(variances)
+        return np.concatenate(out)
+
+    def get_latent_library_size(
+        self,
+        data: CiteSeqData | None = None,
+        *,
+        indices: np.ndarray | None = None,
+        give_mean: bool = True,
+        batch_size: int = 1024,
+        seed: int | None = 0,
+    ) -> np.ndarray:
+        """Library size per cell: log-normal mean of q(l) or the observed RNA total."""
+        data = self._prepare_data(data)
+        out = []
+        with self._eval(seed):
+            for _, x, y, b in self._minibatches(data, indices, batch_size):
+                inf = self.module.inference(x, y, b)
+                if give_mean:
+                    out.append(torch.exp(inf.ql_m + 0.5 * inf.ql_v).cpu().numpy())
+                else:
+                    out.append(inf.library_gene.cpu().numpy())
+        return np.concatenate(out).ravel()
+
+    def get_normalized_expression(
+        self,
+        data: CiteSeqData | None = None,
+        *,
+        indices: np.ndarray | None = None,
+        transform_batch: BatchSpec = None,
+        gene_list: Sequence[str] | None = None,
+        protein_list: Sequence[str] | None = None,
+        n_samples: int = 1,
+        library_size: float | Literal["latent"] = 1.0,
+        sample_protein_mixing: bool = False,
+        scale_protein: bool = False,
+        include_protein_background: bool = False,
+        return_mean: bool = True,
+        return_numpy: bool = False,
+        batch_size: int = 256,
+        seed: int | None = 0,
+    ) -> tuple[Any, Any]:
+        """Denoised RNA and protein (spec §7.3), averaged over ``transform_batch``.
+
+        RNA is ``px_scale · library_size`` (or ``px_rate`` for ``"latent"``); protein is the
+        foreground rate ``rate_fore · (1 − π)`` (+ background if asked). Efficiency scaling is
+        never applied, as in scvi-tools.
+        """
+        data = self._prepare_data(data)
+        gi = self._feature_index(gene_list, self.var_names)
+        pi = self._feature_index(protein_list, self.protein_names)
+        codes = self._batch_codes(transform_batch)
+        rna_parts, pro_parts, cells = [], [], []
+        with self._eval(seed):
+            for idx, x, y, b in self._minibatches(data, indices, batch_size):
+                rna_acc = pro_acc = None
+                for code in codes:
+                    inf = self.module.inference(x, y, b, n_samples=n_samples)
+                    gen = self.module.generative(
+                        inf.z, inf.library_gene, b, transform_batch=code, compute_dropout=False
+                    )
+                    px, py = gen.px, gen.py
+                    rna = px["rate"] if library_size == "latent" else px["scale"]
+                    rna = rna[..., gi]
+                    mix = torch.sigmoid(py["mixing"])
+                    if sample_protein_mixing:
+                        mix = torch.bernoulli(mix)
+                    pro = py["rate_fore"] * (1 - mix)
+                    if include_protein_background:
+                        pro = pro + py["rate_back"] * mix
+                    if scale_protein:
+                        pro = torch.nn.functional.normalize(pro, p=1, dim=-1)
+                    pro = pro[..., pi]
+                    rna_acc = rna if rna_acc is None else rna_acc + rna
+                    pro_acc = pro if pro_acc is None else pro_acc + pro
+                rna_acc = rna_acc / len(codes)
+                pro_acc = pro_acc / len(codes)
+                if library_size != "latent":
+                    rna_acc = rna_acc * float(library_size)
+                if n_samples > 1:
+                    rna_acc, pro_acc = rna_acc.permute(1, 2, 0), pro_acc.permute(1, 2, 0)
+                    if return_mean:
+                        rna_acc, pro_acc = rna_acc.mean(-1), pro_acc.mean(-1)
+                rna_parts.append(rna_acc.cpu().numpy())
+                pro_parts.append(pro_acc.cpu().numpy())
+                cells.append(idx)
+        rna_out, pro_out = np.concatenate(rna_parts), np.concatenate(pro_parts)
+        if return_numpy or rna_out.ndim == 3:
+            return rna_out, pro_out
+        obs_names = data.obs_names[np.concatenate(cells)]
+        return (
+            pd.DataFrame(rna_out, index=obs_names, columns=self.var_names[gi]),
+            pd.DataFrame(pro_out, index=obs_names, columns=self.protein_names[pi]),
+        )
+
+    def get_protein_foreground_probability(
+        self,
+        data: CiteSeqData | None = None,
+        *,
+        indices: np.ndarray | None = None,
+        transform_batch: BatchSpec = None,
+        protein_list: Sequence[str] | None = None,
+        n_samples: int = 1,
+        return_numpy: bool = False,
+        batch_size: int = 256,
+        seed: int | None = 0,
+    ) -> Any:
+        """Probability that each protein count is foreground: ``1 − mean_b σ(mixing)``."""
+        data = self._prepare_data(data)
+        pi = self._feature_index(protein_list, self.protein_names)
+        codes = self._batch_codes(transform_batch)
+        parts, cells = [], []
+        with self._eval(seed):
+            for idx, x, y, b in self._minibatches(data, indices, batch_size):
+                acc = None
+                for code in codes:
+                    inf = self.module.inference(x, y, b, n_samples=n_samples)
+                    gen = self.module.generative(
+                        inf.z, inf.library_gene, b, transform_batch=code, compute_dropout=False
+                    )
+                    mix = torch.sigmoid(gen.py["mixing"])[..., pi]
+                    if n_samples > 1:
+                        mix = mix.mean(0)
+                    acc = mix if acc is None else acc + mix
+                parts.append((1 - acc / len(codes)).cpu().numpy())
+                cells.append(idx)
+        out = np.concatenate(parts)
+        if return_numpy:
+            return out
+        return pd.DataFrame(
+            out, index=data.obs_names[np.concatenate(cells)], columns=self.protein_names[pi]
+        )
+
+    def posterior_predictive_sample(
+        self,
+        data: CiteSeqData | None = None,
+        *,
+        indices: np.ndarray | None = None,
+        n_samples: int = 1,
+        gene_list: Sequence[str] | None = None,
+        protein_list: Sequence[str] | None = None,
+        batch_size: int = 256,
+        seed: int | None = 0,
+    ) -> dict[str, np.ndarray]:
+        """Counts drawn from the posterior predictive: ``{"rna", "protein"}`` arrays.
+
+        Shapes are ``(cells, features)`` or ``(cells, features, n_samples)``.
+        """
+        if self.config.gene_likelihood != "nb":
+            msg = "posterior_predictive_sample needs gene_likelihood='nb' (as in scvi-tools)"
+            raise ValueError(msg)
+        data = self._prepare_data(data)
+        gi = self._feature_index(gene_list, self.var_names)
+        pi = self._feature_index(protein_list, self.protein_names)
+        rna_parts, pro_parts = [], []
+        with self._eval(seed):
+            for _, x, y, b in self._minibatches(data, indices, batch_size):
+                rna, pro = self.module.sample(x, y, b, n_samples=n_samples)
+                rna, pro = rna[..., gi], pro[..., pi]
+                if n_samples > 1:
+                    rna, pro = rna.permute(1, 2, 0), pro.permute(1, 2, 0)
+                rna_parts.append(rna.cpu().numpy())
+                pro_parts.append(pro.cpu().numpy())
+        return {"rna": np.concatenate(rna_parts), "protein": np.concatenate(pro_parts)}
+
+    def impute_missing_proteins(
+        self,
+        data: CiteSeqData | None = None,
+        *,
+        indices: np.ndarray | None = None,
+        n_samples: int = 1,
+        batch_size: int = 256,
+        seed: int | None = 0,
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Denoised protein for every cell, with each protein decoded in the batches that
+        measured it; also a boolean table of which entries were imputed (not measured)."""
+        data = self._prepare_data(data)
+        measured = (
+            np.ones((self.config.n_batch, self.config.n_proteins), dtype=bool)
+            if self.protein_batch_mask is None
+            else np.asarray(self.protein_batch_mask, dtype=bool)
+        )
+        per_batch = []
+        for code in range(self.config.n_batch):
+            _, pro = self.get_normalized_expression(
+                data,
+                indices=indices,
+                transform_batch=code,
+                n_samples=n_samples,
+                return_numpy=True,
+                batch_size=batch_size,
+                seed=seed,
+            )
+            per_batch.append(pro)
+        stack = np.stack(per_batch)  # (n_batch, cells, P)
+        weights = measured[:, None, :].astype(np.float32)
+        values = (stack * weights).sum(0) / np.maximum(weights.sum(0), 1)
+        idx = np.arange(data.n_cells) if indices is None else np.asarray(indices)
+        obs_names = data.obs_names[idx]
+        imputed = ~measured[data.batch[idx]]
+        return (
+            pd.DataFrame(values, index=obs_names, columns=self.protein_names),
+            pd.DataFrame(imputed, index=obs_names, columns=self.protein_names),
+        )
+
+    def get_elbo(
+        self,
+        data: CiteSeqData | None = None,
+        *,
+        indices: np.ndarray | None = None,
+        batch_size: int = 1024,
+        seed: int | None = 0,
+    ) -> float:
+        """Mean negative ELBO per cell (lower is better), as scvi-tools' ``get_elbo``."""
+        return self.get_reconstruction_error(
+            data, indices=indices, batch_size=batch_size, seed=seed
+        )["elbo"]
+
+    def get_reconstruction_error(
+        self,
+        data: CiteSeqData | None = None,
+        *,
+        indices: np.ndarray | None = None,
+        batch_size: int = 1024,
+        seed: int | None = 0,
+    ) -> dict[str, float]:
+        """Mean per-cell reconstruction losses (RNA, protein) and the negative ELBO."""
+        data = self._prepare_data(data)
+        tot = {"reconstruction_loss_gene": 0.0, "reconstruction_loss_protein": 0.0, "elbo": 0.0}
+        n = 0
+        with self._eval(seed):
+            for idx, x, y, b in self._minibatches(data, indices, batch_size):
+                _, _, out = self.module(x, y, b, 1.0)
+                tot["reconstruction_loss_gene"] += out.rec_gene.sum().item()
+                tot["reconstruction_loss_protein"] += out.rec_protein.sum().item()
+                tot["elbo"] += out.elbo_per_cell().sum().item()
+                n += len(idx)
+        return {k: v / max(n, 1) for k, v in tot.items()}
+
+    def get_marginal_ll(
+        self,
+        data: CiteSeqData | None = None,
+        *,
+        indices: np.ndarray | None = None,
+        n_mc_samples: int = 100,
+        batch_size: int = 256,
+        seed: int | None = 0,
+    ) -> float:
+        """Importance-sampled mean log p(x, y) per cell."""
+        data = self._prepare_data(data)
+        total, n = 0.0, 0
+        with self._eval(seed):
+            for idx, x, y, b in self._minibatches(data, indices, batch_size):
+                total += self.module.marginal_ll(x, y, b, n_mc_samples).sum().item()
+                n += len(idx)
+        return total / max(n, 1)
+
+    # --------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write ``path/model.pt`` atomically (temp file, then rename). Returns the file."""
+        folder = Path(path)
+        target = folder / CHECKPOINT_FILE
+        if target.exists() and not overwrite:
+            msg = f"{target} exists; pass overwrite=True to replace it"
+            raise FileExistsError(msg)
+        folder.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "config": self.config.to_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+            "var_names": [str(v) for v in self.var_names],
+            "protein_names": [str(v) for v in self.protein_names],
+            "batch_categories": [str(v) for v in self.batch_categories],
+            "protein_batch_mask": None
+            if self.protein_batch_mask is None
+            else torch.as_tensor(np.asarray(self.protein_batch_mask, dtype=bool)),
+            "train_indices": None
+            if self.train_indices is None
+            else torch.as_tensor(np.asarray(self.train_indices, dtype=np.int64)),
+            "validation_indices": None
+            if self.validation_indices is None
+            else torch.as_tensor(np.asarray(self.validation_indices, dtype=np.int64)),
+            "history": {c: self.history[c].tolist() for c in self.history.columns},
+            "train_config": None if self.train_config is None else self.train_config.to_dict(),
+            "setup_args": {k: v for k, v in self.setup_args.items() if _plain(v)},
+            "is_trained": bool(self.is_trained),
+            "source": self.source,
+            "data_fingerprint": self.data_fingerprint,
+        }
+        fd, tmp_name = tempfile.mkstemp(prefix=".model.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            torch.save(payload, tmp)
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], data: CiteSeqData | None = None) -> TotalVI:
+        """Load our own checkpoint or a scvi-tools ``model.pt`` (file or its folder).
+
+        Our format loads with ``weights_only=True``; scvi-tools files go through a restricted
+        unpickler that admits only tensors, numpy arrays and pandas tables.
+        """
+        from model.scvi_compat import from_scvi_tools_checkpoint, read_scvi_tools_checkpoint
+
+        file = _checkpoint_file(path)
+        try:
+            payload = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception:
+            payload = None
+        if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+            model = cls._from_payload(payload, file)
+        else:
+            model = from_scvi_tools_checkpoint(read_scvi_tools_checkpoint(file), source=file)
+        if data is not None:
+            model.data = model._prepare_data(data)
+            model.data_fingerprint = model.data.fingerprint()
+        return model
+
+    @classmethod
+    def _from_payload(cls, payload: dict[str, Any], file: Path) -> TotalVI:
+        if payload.get("format_version", 0) > CHECKPOINT_VERSION:
+            msg = (
+                f"{file}: written by a newer TotalVI Explorer (format {payload['format_version']})"
+            )
+            raise CheckpointError(msg)
+        try:
+            config = TotalVIConfig.from_dict(payload["config"])
+            mask = payload.get("protein_batch_mask")
+            mask_np = None if mask is None else mask.numpy().astype(bool)
+            module = TotalVAE(config, protein_batch_mask=mask_np)
+            module.load_state_dict(payload["state_dict"], strict=True)
+        except (KeyError, TypeError, RuntimeError) as err:
+            msg = f"{file}: checkpoint does not match a TotalVI model ({err})"
+            raise CheckpointError(msg) from None
+        model = cls.from_module(
+            module,
+            var_names=payload["var_names"],
+            protein_names=payload["protein_names"],
+            batch_categories=payload["batch_categories"],
+            protein_batch_mask=mask_np,
+        )
+        for key in ("train_indices", "validation_indices"):
+            value = payload.get(key)
+            setattr(model, key, None if value is None else value.numpy())
+        model.history = pd.DataFrame(payload.get("history") or {})
+        tc = payload.get("train_config")
+        model.train_config = None if tc is None else TrainConfig(**tc)
+        model.setup_args = dict(payload.get("setup_args") or {})
+        model.is_trained = bool(payload.get("is_trained", False))
+        model.source = str(payload.get("source", CHECKPOINT_FORMAT))
+        model.data_fingerprint = str(payload.get("data_fingerprint", ""))
+        return model
+
+    def summary(self) -> dict[str, Any]:
+        """Summary statistics as an scvi-hub model card lists them."""
+        return {
+            "n_cells": None if self.data is None else self.data.n_cells,
+            "n_vars": self.config.n_genes,
+            "n_proteins": self.config.n_proteins,
+            "n_batch": self.config.n_batch,
+            "n_labels": self.config.n_labels,
+            "n_latent": self.config.n_latent,
+        }
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        if (p / CHECKPOINT_FILE).is_file():
+            return p / CHECKPOINT_FILE
+        if (p / "model_params.pt").is_file():
+            msg = (
+                f"{p}: legacy scvi-tools save (< 0.15, model_params.pt); convert it with "
+                "scvi-tools' TOTALVI.convert_legacy_save first"
+            )
+            raise CheckpointError(msg)
+        msg = f"{p}: no {CHECKPOINT_FILE} in this folder"
+        raise CheckpointError(msg)
+    if not p.is_file():
+        msg = f"{p}: checkpoint file not found"
+        raise CheckpointError(msg)
+    return p
