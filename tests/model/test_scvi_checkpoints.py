@@ -142,3 +142,42 @@ def test_scvi_checkpoint_with_wrong_shapes_is_refused(shared, tmp_path) -> None:
     torch.save(ck, tmp_path / "model.pt")
     with pytest.raises(CheckpointError, match="do not match the architecture"):
         TotalVI.load(tmp_path)
+
+
+def test_scvi_hub_style_mudata_checkpoint_loads(shared, tmp_path) -> None:
+    """scvi-hub TOTALVI models: 1.2.0, setup_mudata, var_names per modality, no efficiency."""
+    from model.safe_pickle import load_checkpoint
+
+    ck = load_checkpoint(shared / CK / "scvi_tools_1.1.5_synthetic" / "model.pt")
+    reg = ck["attr_dict"]["registry_"]
+    reg["scvi_version"] = "1.2.0"
+    reg["setup_method_name"] = "setup_mudata"
+    reg["setup_args"] = {
+        "rna_layer": "counts",
+        "protein_layer": None,
+        "batch_key": "batch",
+        "modalities": {"rna_layer": "rna", "protein_layer": "protein", "batch_key": "rna"},
+    }
+    proteins = reg["field_registries"]["proteins"]["state_registry"]["column_names"]
+    ck["var_names"] = {"rna": ck["var_names"], "protein": np.asarray(proteins)}
+    torch.save(ck, tmp_path / "model.pt")
+    model = TotalVI.load(tmp_path)
+    v = model.config.variant
+    assert model.source == "scvi-tools 1.2.0"
+    assert v.bg_activation == "softplus" and not v.use_efficiency
+    assert not v.encoder_input_mean_norm and not v.kl_weight_on_protein_rec
+    assert list(model.var_names[:2]) == ["gene_0", "gene_1"]
+    assert len(model.protein_names) == 100
+    assert model.setup_args["setup_method_name"] == "setup_mudata"
+
+
+def test_post_131_checkpoint_without_efficiency_gets_zeros(shared, tmp_path) -> None:
+    """A >=1.3.1 registry whose weights lack log_per_batch_efficiency (convert_legacy_save)."""
+    from model.safe_pickle import load_checkpoint
+
+    ck = load_checkpoint(shared / CK / "scvi_tools_1.4.2_pbmc10k" / "model.pt")
+    del ck["model_state_dict"]["log_per_batch_efficiency"]
+    torch.save(ck, tmp_path / "model.pt")
+    model = TotalVI.load(tmp_path)
+    eff = model.module.state_dict()["log_per_batch_efficiency"]
+    assert eff.shape == (14, 2) and torch.count_nonzero(eff) == 0
