@@ -771,7 +771,9 @@ def _to_checked_csr(
         return int(np.searchsorted(m.indptr, k, side="right") - 1), int(m.indices[k])
 
     _check_counts(data, locate, where, modality, field_name, cells, features, feature_kind)
-    return _canonical_csr(m)
+    m = m.astype(np.float32, copy=False)  # m is already our own sorted, summed copy
+    m.eliminate_zeros()
+    return m
 
 
 def _to_checked_dense(
@@ -846,7 +848,7 @@ def _check_counts(
             (
                 "a NaN or infinite value",
                 lambda v: ~np.isfinite(v),
-                "replace missing values by 0 counts",
+                "Counts must be finite: fix those entries (an unmeasured value is usually 0)",
             )
         )
     checks.append(
@@ -883,11 +885,10 @@ def _check_unique(names: pd.Index, where: str, what: str, kind: str) -> None:
     if names.is_unique:
         return
     dups = pd.Index(names[names.duplicated()]).unique()
-    fix = (
-        "make them unique, e.g. adata.obs_names_make_unique()"
-        if kind == "cell"
-        else "make them unique, e.g. adata.var_names_make_unique()"
-    )
+    fix = {
+        "cell": "make them unique, e.g. adata.obs_names_make_unique()",
+        "gene": "make them unique, e.g. adata.var_names_make_unique()",
+    }.get(kind, f"rename the {kind}s so that each name occurs once")
     msg = f"{where}: {len(dups)} duplicate {what}: {_listing(dups)}; {fix}"
     raise CiteSeqDataError(msg)
 
@@ -905,7 +906,7 @@ def _get_layer(adata: anndata.AnnData, layer: str | None, where: str, what: str)
     if layer not in adata.layers:
         msg = (
             f"{where}: {what} has no layer {layer!r}; available layers: "
-            f"{_listing(adata.layers.keys())} (or None for X)"
+            f"{_listing(adata.layers.keys())}. Pass one of those, or None to use X"
         )
         raise CiteSeqDataError(msg)
     return adata.layers[layer]
