@@ -242,6 +242,18 @@ def raw_counts_properties(
 
 
 # ------------------------------------------------------------------------------- the engine
+def occurrence_index(draws: np.ndarray) -> np.ndarray:
+    """For each draw, how many earlier draws picked the same cell (0 for the first)."""
+    draws = np.asarray(draws)
+    order = np.argsort(draws, kind="stable")
+    sorted_draws = draws[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_draws)) + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, sorted_draws.size]))
+    occurrence = np.empty(draws.size, dtype=np.int64)
+    occurrence[order] = np.arange(draws.size) - run_start
+    return occurrence
+
+
 def _as_positions(idx: Any, n_cells: int, name: str) -> np.ndarray:
     arr = np.asarray(idx)
     if arr.dtype == bool:
@@ -373,16 +385,7 @@ class DifferentialEngine:
         if (pos < 0).any():
             msg = "a drawn cell is not among the cells this engine computed"
             raise ValueError(msg)
-        if self.k == 1:
-            cols = pos
-        else:
-            order = np.argsort(draws, kind="stable")
-            sorted_draws = draws[order]
-            starts = np.r_[0, np.flatnonzero(np.diff(sorted_draws)) + 1]
-            run_id = np.repeat(starts, np.diff(np.r_[starts, sorted_draws.size]))
-            occurrence = np.empty_like(draws)
-            occurrence[order] = np.arange(draws.size) - run_id
-            cols = pos * self.k + occurrence % self.k
+        cols = pos if self.k == 1 else pos * self.k + occurrence_index(draws) % self.k
         return torch.as_tensor(cols, dtype=torch.long, device=self.device)
 
     def compare(

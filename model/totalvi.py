@@ -20,7 +20,6 @@ import scipy.sparse as sp
 import torch
 
 from model.config import TotalVIConfig, TrainConfig
-
 from model.data import CiteSeqData, CiteSeqDataError, align_features
 from model.module import TotalVAE
 from model.priors import library_size_prior, protein_background_prior
