@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-GeneDispersion = Literal["gene", "gene-batch", "gene-label"]
+GeneDispersion = Literal["gene", "gene-batch", "gene-label", "gene-cell"]
 ProteinDispersion = Literal["protein", "protein-batch", "protein-label"]
 GeneLikelihood = Literal["nb", "zinb"]
 LatentDistribution = Literal["normal", "ln"]

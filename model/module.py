@@ -139,7 +139,7 @@ class TotalVAE(nn.Module):
         if v.use_efficiency:
             self.log_per_batch_efficiency = nn.Parameter(torch.zeros(P, n_batch))
 
-        n_disp_gene = {"gene": 0, "gene-batch": n_batch, "gene-label": c.n_labels}
+        n_disp_gene = {"gene": 0, "gene-batch": n_batch, "gene-label": c.n_labels, "gene-cell": 0}
         n_disp_prot = {"protein": 0, "protein-batch": n_batch, "protein-label": c.n_labels}
         ng = n_disp_gene[c.gene_dispersion]
         npr = n_disp_prot[c.protein_dispersion]
@@ -173,6 +173,7 @@ class TotalVAE(nn.Module):
             use_layer_norm=dec_ln,
             bg_activation=v.bg_activation,
             bg_beta_eps=v.bg_beta_eps,
+            gene_dispersion_per_cell=c.gene_dispersion == "gene-cell",
         )
         mask = None if protein_batch_mask is None else torch.as_tensor(protein_batch_mask)
         self.register_buffer(
@@ -263,6 +264,8 @@ class TotalVAE(nn.Module):
         oh_batch = one_hot(batch_index, c.n_batch)
         if c.gene_dispersion == "gene-batch":
             px_r = oh_batch @ self.px_r.T
+        elif c.gene_dispersion == "gene-cell":
+            px_r = px_["r_log"]
         elif c.gene_dispersion == "gene-label":
             px_r = one_hot(_labels_or_zero(label, batch_index), c.n_labels) @ self.px_r.T
         else:

@@ -182,6 +182,7 @@ class DecoderTotalVI(nn.Module):
         bg_activation: str = "softplus",
         bg_beta_eps: float = 1e-8,
         use_softplus_scale: bool = False,
+        gene_dispersion_per_cell: bool = False,
     ) -> None:
         super().__init__()
         self.bg_activation = bg_activation
@@ -216,6 +217,11 @@ class DecoderTotalVI(nn.Module):
         self.sigmoid_decoder = FCLayers(n_input, n_hidden, **hidden)
         self.px_dropout_decoder_gene = FCLayers(n_head_in, n_output_genes, **head)
         self.py_background_decoder = FCLayers(n_head_in, n_output_proteins, **head)
+        # "gene-cell" dispersion (our extension; scvi-tools' TOTALVI has no such head):
+        # log inverse dispersion per cell and gene, from the same hidden state as the scale.
+        self.px_r_decoder = (
+            FCLayers(n_head_in, n_output_genes, **head) if gene_dispersion_per_cell else None
+        )
 
     def forward(
         self,
@@ -239,6 +245,8 @@ class DecoderTotalVI(nn.Module):
         else:
             px_["scale"] = F.softmax(unnorm_px_scale, dim=-1)
         px_["rate"] = library_gene * px_["scale"]
+        if self.px_r_decoder is not None:
+            px_["r_log"] = self.px_r_decoder(px_cat_z, *cat_list)
 
         py_back = self.py_back_decoder(z, *cat_list)
         py_back_cat_z = torch.cat([py_back, z], dim=-1)

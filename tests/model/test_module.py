@@ -148,3 +148,23 @@ def test_latent_library_when_not_observed() -> None:
     _, _, out = m(x, y, b)
     assert (out.kl_l > 0).all()
     assert len(m.state_dict()) == 76  # 74 + library_log_means/vars buffers
+
+
+@pytest.mark.parametrize("dispersion", ["gene-batch", "gene-label", "gene-cell"])
+def test_gene_dispersion_variants(dispersion: str) -> None:
+    m = _module(gene_dispersion=dispersion, protein_dispersion="protein-batch")
+    x, y, b = _batch()
+    inf = m.inference(x, y, b)
+    gen = m.generative(inf.z, inf.library_gene, b)
+    theta = gen.px["r"]
+    if dispersion == "gene-label":
+        assert theta.shape == (16, G) and torch.allclose(theta[0], theta[1])
+    else:
+        assert theta.shape == (16, G)
+    if dispersion == "gene-cell":
+        assert "decoder.px_r_decoder.fc_layers.Layer 0.0.weight" in m.state_dict()
+        assert not torch.allclose(theta[0], theta[1])
+    assert gen.py["r"].shape == (16, P)
+    _, _, out = m(x, y, b)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
