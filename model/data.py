@@ -50,6 +50,56 @@ class CiteSeqDataError(ValueError):
     """Bad input: message names the file, field, cell or gene at fault and how to fix it."""
 
 
+@dataclass(frozen=True)
+class MinifiedPosterior:
+    """Cached latent posterior of a minified dataset (scvi-hub models ship their data so).
+
+    ``qzv`` is what scvi-tools stores: the posterior *variance* (spec §9).
+    """
+
+    qzm: np.ndarray  # (n_cells, n_latent)
+    qzv: np.ndarray  # (n_cells, n_latent)
+    observed_lib_size: np.ndarray  # (n_cells,)
+
+    def subset(self, idx: np.ndarray | slice) -> MinifiedPosterior:
+        """Rows ``idx``."""
+        return MinifiedPosterior(self.qzm[idx], self.qzv[idx], self.observed_lib_size[idx])
+
+
+MINIFY_UNS_KEY = "_scvi_adata_minify_type"
+_QZM_KEYS = ("_scvi_latent_qzm", "totalvi_latent_qzm", "latent_qzm")
+_QZV_KEYS = ("_scvi_latent_qzv", "totalvi_latent_qzv", "latent_qzv")
+_LIB_KEYS = ("_scvi_observed_lib_size", "observed_lib_size")
+
+
+def _minified_posterior(
+    uns: Any, obsms: list[Any], obss: list[pd.DataFrame], n: int, where: str
+) -> MinifiedPosterior | None:
+    """Read the cached posterior of a minified scvi-tools dataset, or None if not minified."""
+    kind = uns.get(MINIFY_UNS_KEY) if uns is not None else None
+    if kind is None:
+        return None
+    if str(kind) != "latent_posterior_parameters":
+        msg = f"{where}: minified data of type {kind!r} is not supported"
+        raise CiteSeqDataError(msg)
+
+    def find(containers: list[Any], keys: tuple[str, ...], what: str) -> np.ndarray:
+        for c in containers:
+            for k in keys:
+                if k in c:
+                    return np.asarray(c[k], dtype=np.float32)
+        msg = f"{where}: minified data without {what} (looked for {list(keys)})"
+        raise CiteSeqDataError(msg)
+
+    qzm = find(obsms, _QZM_KEYS, "latent means in obsm")
+    qzv = find(obsms, _QZV_KEYS, "latent variances in obsm")
+    lib = find(obss, _LIB_KEYS, "observed library sizes in obs").ravel()
+    if qzm.shape != qzv.shape or qzm.shape[0] != n or lib.shape != (n,):
+        msg = f"{where}: minified posterior has inconsistent shapes {qzm.shape}, {qzv.shape}"
+        raise CiteSeqDataError(msg)
+    return MinifiedPosterior(qzm, qzv, lib)
+
+
 @dataclass(eq=False)
 class CiteSeqData:
     """Validated CITE-seq counts for one dataset, in the layout the model trains on.
@@ -79,6 +129,9 @@ class CiteSeqData:
         ``None`` when every protein was measured in every batch.
     source
         Where the data came from (a path), used in messages.
+    minified
+        For minified scvi-hub data (all-zero counts): the cached latent posterior that
+        replaces the encoder; ``None`` for ordinary data.
     """
 
     rna: sp.csr_matrix
@@ -94,6 +147,7 @@ class CiteSeqData:
     labels_key: str | None = None
     protein_batch_mask: np.ndarray | None = None
     source: str = ""
+    minified: MinifiedPosterior | None = None
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -206,6 +260,7 @@ class CiteSeqData:
             if self.protein_batch_mask is None
             else self.protein_batch_mask.copy(),
             source=self.source,
+            minified=None if self.minified is None else self.minified.subset(idx),
         )
 
     def fingerprint(self) -> str:
@@ -240,6 +295,10 @@ class CiteSeqData:
                 put_names("label_categories", self.label_categories or [])
             if self.protein_batch_mask is not None:
                 put("protein_batch_mask", self.protein_batch_mask.tobytes())
+            if self.minified is not None:
+                put("minified.qzm", self.minified.qzm.tobytes())
+                put("minified.qzv", self.minified.qzv.tobytes())
+                put("minified.lib", self.minified.observed_lib_size.tobytes())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
@@ -283,8 +342,11 @@ class CiteSeqData:
             labels=self.labels,
             label_categories=self.label_categories,
             labels_key=self.labels_key,
-            protein_batch_mask=compute_protein_batch_mask(self.protein, codes, len(cats)),
+            protein_batch_mask=None
+            if self.minified is not None
+            else compute_protein_batch_mask(self.protein, codes, len(cats)),
             source=self.source,
+            minified=self.minified,
         )
 
     def to_anndata(self) -> anndata.AnnData:
@@ -444,6 +506,7 @@ def from_anndata(
         source=source,
         rna_field="X" if layer is None else f"layers[{layer!r}]",
         protein_field=field_name,
+        minified=_minified_posterior(adata.uns, [adata.obsm], [obs], n, where),
     )
 
 
@@ -537,6 +600,9 @@ def from_mudata(
         protein_field=f"{protein_modality}.X"
         if protein_layer is None
         else f"{protein_modality}.layers[{protein_layer!r}]",
+        minified=_minified_posterior(
+            mdata.uns, [mdata.obsm, rna_ad.obsm], [mdata.obs, rna_ad.obs], n, where
+        ),
     )
 
 
@@ -637,6 +703,7 @@ def align_features(
         labels_key=data.labels_key,
         protein_batch_mask=mask,
         source=data.source,
+        minified=data.minified,
     )
 
 
@@ -680,6 +747,7 @@ def _build(
     source: str,
     rna_field: str,
     protein_field: str,
+    minified: MinifiedPosterior | None = None,
 ) -> CiteSeqData:
     """Check names and counts, convert to the canonical dtypes and assemble the container."""
     where = source or "data"
@@ -719,8 +787,12 @@ def _build(
         labels=labels,
         label_categories=label_categories,
         labels_key=labels_key,
-        protein_batch_mask=compute_protein_batch_mask(prot_arr, batch, len(batch_categories)),
+        # minified counts are all zero: the model's own mask applies, not one from the data
+        protein_batch_mask=None
+        if minified is not None
+        else compute_protein_batch_mask(prot_arr, batch, len(batch_categories)),
         source=source,
+        minified=minified,
     )
 
 

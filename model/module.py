@@ -243,6 +243,38 @@ class TotalVAE(nn.Module):
             prior_sd=prior_sd,
         )
 
+    def cached_inference(
+        self,
+        qzm: torch.Tensor,
+        qzv: torch.Tensor,
+        observed_lib_size: torch.Tensor,
+        batch_index: torch.Tensor,
+        n_samples: int = 1,
+    ) -> InferenceOutputs:
+        """Inference from a stored posterior (minified scvi-hub data, spec §9).
+
+        As scvi-tools' ``_cached_inference`` does, the stored *variance* ``qzv`` is used as
+        the standard deviation of q(z), so samples match what scvi-tools produces.
+        """
+        qz = torch.distributions.Normal(qzm, qzv)
+        untran_z = qz.sample() if n_samples == 1 else qz.sample((n_samples,))
+        z = self.encoder.z_transformation(untran_z)
+        library = observed_lib_size.reshape(-1, 1)
+        nan = torch.full_like(library, float("nan"))
+        oh = one_hot(batch_index, self.config.n_batch)
+        return InferenceOutputs(
+            qz_m=qzm,
+            qz_v=qzv,
+            ql_m=nan,
+            ql_v=nan,
+            z=z,
+            untran_z=untran_z,
+            library_gene=library,
+            untran_l=nan,
+            prior_mu=oh @ self.background_pro_alpha.T,
+            prior_sd=oh @ torch.exp(self.background_pro_log_beta).T,
+        )
+
     # ----------------------------------------------------------------- generative
     def generative(
         self,
@@ -377,10 +409,16 @@ class TotalVAE(nn.Module):
     # ------------------------------------------------------------------- sampling
     @torch.no_grad()
     def sample(
-        self, x: torch.Tensor, y: torch.Tensor, batch_index: torch.Tensor, n_samples: int = 1
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_index: torch.Tensor,
+        n_samples: int = 1,
+        inf: InferenceOutputs | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior-predictive RNA and protein counts (unscaled protein rates, spec §7.5)."""
-        inf = self.inference(x, y, batch_index, n_samples=n_samples)
+        if inf is None:
+            inf = self.inference(x, y, batch_index, n_samples=n_samples)
         gen = self.generative(inf.z, inf.library_gene, batch_index)
         px, py = gen.px, gen.py
         rna = sample_nb(px["rate"], px["r"])

@@ -21,7 +21,7 @@ import torch
 
 from model.config import TotalVIConfig, TrainConfig
 from model.data import CiteSeqData, CiteSeqDataError, align_features
-from model.module import TotalVAE
+from model.module import InferenceOutputs, TotalVAE
 from model.priors import library_size_prior, protein_background_prior
 from model.train import (
     DeviceData,
@@ -216,6 +216,7 @@ class TotalVI:
         if overrides:
             cfg = TrainConfig(**{**cfg.to_dict(), **overrides})
         data = self._prepare_data(data)
+        self._require_counts(data, "training")
         device = resolve_device(cfg.device)
         train_idx, val_idx = split_indices(
             data.n_cells, train_size=cfg.train_size, seed=cfg.seed, batch_size=cfg.batch_size
@@ -259,6 +260,12 @@ class TotalVI:
             data = align_features(data, var_names=self.var_names, protein_names=self.protein_names)
         if list(data.batch_categories) != self.batch_categories:
             data = self._map_batches(data)
+        if data.minified is not None and data.minified.qzm.shape[1] != self.config.n_latent:
+            msg = (
+                f"{data.source or 'data'}: its stored latent posterior has "
+                f"{data.minified.qzm.shape[1]} dimensions, the model {self.config.n_latent}"
+            )
+            raise CiteSeqDataError(msg)
         return data
 
     def _map_batches(self, data: CiteSeqData) -> CiteSeqData:
@@ -310,6 +317,36 @@ class TotalVI:
                 torch.as_tensor(data.batch[idx], dtype=torch.long, device=self.device).view(-1, 1),
             )
 
+    def _infer(
+        self,
+        data: CiteSeqData,
+        idx: np.ndarray,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        b: torch.Tensor,
+        n_samples: int = 1,
+    ) -> InferenceOutputs:
+        """Encoder pass, or the stored posterior for minified (scvi-hub) data."""
+        if data.minified is None:
+            return self.module.inference(x, y, b, n_samples=n_samples)
+        m = data.minified
+        return self.module.cached_inference(
+            torch.as_tensor(m.qzm[idx], device=self.device),
+            torch.as_tensor(m.qzv[idx], device=self.device),
+            torch.as_tensor(m.observed_lib_size[idx], device=self.device),
+            b,
+            n_samples=n_samples,
+        )
+
+    @staticmethod
+    def _require_counts(data: CiteSeqData, what: str) -> None:
+        if data.minified is not None:
+            msg = (
+                f"{data.source or 'data'} is minified (counts were dropped, only the latent "
+                f"posterior is kept): {what} needs the original counts"
+            )
+            raise CiteSeqDataError(msg)
+
     @contextlib.contextmanager
     def _eval(self, seed: int | None) -> Iterator[None]:
         was = self.module.training
@@ -348,8 +385,8 @@ class TotalVI:
         data = self._prepare_data(data)
         means, variances, out = [], [], []
         with self._eval(seed):
-            for _, x, y, b in self._minibatches(data, indices, batch_size):
-                inf = self.module.inference(x, y, b)
+            for idx, x, y, b in self._minibatches(data, indices, batch_size):
+                inf = self._infer(data, idx, x, y, b)
                 means.append(inf.qz_m.cpu().numpy())
                 variances.append(inf.qz_v.cpu().numpy())
                 if not give_mean:
@@ -376,6 +413,7 @@ class TotalVI:
     ) -> np.ndarray:
         """Library size per cell: log-normal mean of q(l) or the observed RNA total."""
         data = self._prepare_data(data)
+        self._require_counts(data, "the latent library size")
         out = []
         with self._eval(seed):
             for _, x, y, b in self._minibatches(data, indices, batch_size):
@@ -419,7 +457,7 @@ class TotalVI:
             for idx, x, y, b in self._minibatches(data, indices, batch_size):
                 rna_acc = pro_acc = None
                 for code in codes:
-                    inf = self.module.inference(x, y, b, n_samples=n_samples)
+                    inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
                     gen = self.module.generative(
                         inf.z, inf.library_gene, b, transform_batch=code, compute_dropout=False
                     )
@@ -478,7 +516,7 @@ class TotalVI:
             for idx, x, y, b in self._minibatches(data, indices, batch_size):
                 acc = None
                 for code in codes:
-                    inf = self.module.inference(x, y, b, n_samples=n_samples)
+                    inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
                     gen = self.module.generative(
                         inf.z, inf.library_gene, b, transform_batch=code, compute_dropout=False
                     )
@@ -518,8 +556,9 @@ class TotalVI:
         pi = self._feature_index(protein_list, self.protein_names)
         rna_parts, pro_parts = [], []
         with self._eval(seed):
-            for _, x, y, b in self._minibatches(data, indices, batch_size):
-                rna, pro = self.module.sample(x, y, b, n_samples=n_samples)
+            for idx, x, y, b in self._minibatches(data, indices, batch_size):
+                inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
+                rna, pro = self.module.sample(x, y, b, n_samples=n_samples, inf=inf)
                 rna, pro = rna[..., gi], pro[..., pi]
                 if n_samples > 1:
                     rna, pro = rna.permute(1, 2, 0), pro.permute(1, 2, 0)
@@ -590,6 +629,7 @@ class TotalVI:
     ) -> dict[str, float]:
         """Mean per-cell reconstruction losses (RNA, protein) and the negative ELBO."""
         data = self._prepare_data(data)
+        self._require_counts(data, "the ELBO / reconstruction error")
         tot = {"reconstruction_loss_gene": 0.0, "reconstruction_loss_protein": 0.0, "elbo": 0.0}
         n = 0
         with self._eval(seed):
@@ -612,6 +652,7 @@ class TotalVI:
     ) -> float:
         """Importance-sampled mean log p(x, y) per cell."""
         data = self._prepare_data(data)
+        self._require_counts(data, "the marginal likelihood")
         total, n = 0.0, 0
         with self._eval(seed):
             for idx, x, y, b in self._minibatches(data, indices, batch_size):

@@ -181,3 +181,35 @@ def test_post_131_checkpoint_without_efficiency_gets_zeros(shared, tmp_path) -> 
     model = TotalVI.load(tmp_path)
     eff = model.module.state_dict()["log_per_batch_efficiency"]
     assert eff.shape == (14, 2) and torch.count_nonzero(eff) == 0
+
+
+def test_minified_scvi_hub_data_uses_the_stored_posterior(pbmc_scvi, tmp_path) -> None:
+    """scvi-hub ships minified data: zero counts plus qzm/qzv/observed_lib_size."""
+    import anndata as ad
+
+    from model import CiteSeqDataError, read_cite_seq
+
+    model, data, _ = pbmc_scvi
+    sub = data.subset(np.arange(300))
+    qzm, qzv = model.get_latent_representation(sub, return_dist=True)
+    adata = sub.to_anndata()
+    adata.X = adata.X * 0
+    adata.obsm["protein_expression"] = adata.obsm["protein_expression"] * 0
+    adata.obsm["_scvi_latent_qzm"] = qzm
+    adata.obsm["_scvi_latent_qzv"] = qzv
+    adata.obs["observed_lib_size"] = np.asarray(sub.rna.sum(1)).ravel()
+    adata.uns["_scvi_adata_minify_type"] = "latent_posterior_parameters"
+    adata.write_h5ad(tmp_path / "minified.h5ad")
+    mini = read_cite_seq(tmp_path / "minified.h5ad", batch_key="batch")
+    assert mini.minified is not None and mini.protein_batch_mask is None
+    np.testing.assert_array_equal(model.get_latent_representation(mini), qzm)
+    _, full = model.get_normalized_expression(sub, n_samples=10, seed=0)
+    _, from_cache = model.get_normalized_expression(mini, n_samples=10, seed=0)
+    r = np.corrcoef(np.log(full.to_numpy().ravel()), np.log(from_cache.to_numpy().ravel()))[0, 1]
+    assert r > 0.95
+    samples = model.posterior_predictive_sample(mini, n_samples=2)
+    assert samples["rna"].shape == (300, 4000, 2) and samples["rna"].sum() > 0
+    with pytest.raises(CiteSeqDataError, match="minified"):
+        model.get_elbo(mini)
+    with pytest.raises(CiteSeqDataError, match="minified"):
+        model.train(data=mini, max_epochs=1)
