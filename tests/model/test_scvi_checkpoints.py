@@ -185,7 +185,6 @@ def test_post_131_checkpoint_without_efficiency_gets_zeros(shared, tmp_path) -> 
 
 def test_minified_scvi_hub_data_uses_the_stored_posterior(pbmc_scvi, tmp_path) -> None:
     """scvi-hub ships minified data: zero counts plus qzm/qzv/observed_lib_size."""
-    import anndata as ad
 
     from model import CiteSeqDataError, read_cite_seq
 
