@@ -698,6 +698,9 @@ class TotalVI:
         tmp = Path(tmp_name)
         try:
             torch.save(payload, tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
             tmp.replace(target)
         finally:
             tmp.unlink(missing_ok=True)
