@@ -91,42 +91,43 @@ def fdr_de_prediction(proba_de: np.ndarray, fdr: float = 0.05) -> np.ndarray:
 def _median_last(x: torch.Tensor) -> torch.Tensor:
     """numpy's median along the last dim (mean of the two middle values when even)."""
     n = x.shape[-1]
-    lower = x.median(dim=-1).values  # torch returns the lower middle value
+    lower = x.median(dim=-1).values  # torch returns the lower middle value (k = n // 2)
     if n % 2 == 1:
         return lower
-    upper = -(-x).median(dim=-1).values
+    # the upper middle value is the next order statistic: ``lower`` again if it occurs more
+    # than ``n // 2`` times among the smallest, else the smallest value above it
+    low = lower.unsqueeze(-1)
+    repeats = (x <= low).sum(-1) > n // 2
+    above = torch.where(x > low, x, torch.full_like(x, float("inf"))).amin(-1)
+    upper = torch.where(repeats, lower, above)
     return (lower + upper) / 2
 
 
 def change_mode_statistics(
-    log_scales1: torch.Tensor,
-    log_scales2: torch.Tensor,
-    log_scales1_lfc: torch.Tensor,
-    log_scales2_lfc: torch.Tensor,
+    lfc_test: torch.Tensor,
+    lfc: torch.Tensor,
     *,
     delta: float = 0.25,
     test_mode: Literal["three", "two"] = "three",
 ) -> dict[str, np.ndarray]:
-    """Change-mode statistics from paired log2 scales laid out ``(features, n_pairs)``.
+    """Change-mode statistics from paired log fold changes laid out ``(n_pairs, features)``.
 
-    ``log_scales*`` are ``log2(s + pc)`` (used for the test) and ``log_scales*_lfc`` are
-    ``log2(s + 1e-3 pc)`` (used for the reported lfc summaries); column ``i`` of group 1 is
-    paired with column ``i`` of group 2. Returns numpy arrays per feature.
+    ``lfc_test`` is ``log2(s1 + pc) - log2(s2 + pc)`` (the test); ``lfc`` uses ``1e-3 pc``
+    (the reported summaries). Row ``i`` is pair ``i``. Returns numpy arrays per feature.
     """
-    lfc = log_scales1 - log_scales2  # (F, n_pairs)
-    n = lfc.shape[-1]
-    p_plus = (lfc >= delta).sum(-1).double() / n
-    p_minus = (lfc < -delta).sum(-1).double() / n
+    n = lfc_test.shape[0]
+    p_plus = (lfc_test >= delta).sum(0).double() / n
+    p_minus = (lfc_test < -delta).sum(0).double() / n
     proba_de = p_plus + p_minus if test_mode == "two" else torch.maximum(p_plus, p_minus)
-    del lfc
-    lfc = log_scales1_lfc - log_scales2_lfc  # (F, n_pairs)
+    mean = lfc.mean(0)
+    std = (lfc - mean).square_().mean(0).sqrt()  # two-pass variance, as numpy's std
     out = {
         "proba_de": proba_de,
-        "lfc_mean": lfc.mean(-1),
-        "lfc_median": _median_last(lfc),
-        "lfc_std": lfc.std(-1, correction=0),
-        "lfc_min": lfc.amin(-1),
-        "lfc_max": lfc.amax(-1),
+        "lfc_mean": mean,
+        "lfc_median": _median_last(lfc.T.contiguous()),
+        "lfc_std": std,
+        "lfc_min": lfc.amin(0),
+        "lfc_max": lfc.amax(0),
     }
     return {k: v.cpu().numpy() for k, v in out.items()}
 
@@ -151,20 +152,19 @@ def change_mode_from_scales(
     The reference form of the test (no caching, no gathering), used by unit tests and for
     small inputs. Columns as in :data:`STAT_COLUMNS` plus ``is_de_fdr_<fdr>``; input order.
     """
-    s1 = torch.as_tensor(np.asarray(scales1, dtype=np.float32)).T
-    s2 = torch.as_tensor(np.asarray(scales2, dtype=np.float32)).T
+    s1 = torch.as_tensor(np.asarray(scales1, dtype=np.float32))
+    s2 = torch.as_tensor(np.asarray(scales2, dtype=np.float32))
+    small = LFC_PSEUDOCOUNT_FACTOR * pseudocounts
     stats = change_mode_statistics(
-        torch.log2(s1 + pseudocounts),
-        torch.log2(s2 + pseudocounts),
-        torch.log2(s1 + LFC_PSEUDOCOUNT_FACTOR * pseudocounts),
-        torch.log2(s2 + LFC_PSEUDOCOUNT_FACTOR * pseudocounts),
+        torch.log2(s1 + pseudocounts) - torch.log2(s2 + pseudocounts),
+        torch.log2(s1 + small) - torch.log2(s2 + small),
         delta=delta,
         test_mode=test_mode,
     )
     frame = _stats_frame(
         stats,
-        scale1=s1.mean(-1).numpy(),
-        scale2=s2.mean(-1).numpy(),
+        scale1=s1.mean(0).numpy(),
+        scale2=s2.mean(0).numpy(),
         delta=delta,
         pseudocounts=pseudocounts,
     )
@@ -309,7 +309,7 @@ class DifferentialEngine:
         include_protein_background: bool = False,
         use_field: Sequence[Field] = ("rna", "protein"),
         batch_size: int = 512,
-        feature_chunk: int = 1024,
+        feature_chunk: int = 256,
         seed: int | None = 0,
     ) -> None:
         if z_samples_per_cell < 1:
@@ -367,17 +367,67 @@ class DifferentialEngine:
             parts.append(_cells_samples_features(pro, self.k) + np.float32(protein_prior_count))
         joint = np.concatenate(parts, axis=-1)  # (cells, k, F)
         n_feat = joint.shape[-1]
-        # (F, cells * k): column = cell_pos * k + sample
-        scales = torch.as_tensor(joint.reshape(-1, n_feat)).T.contiguous().to(self.device)
+        # (cells * k, F): row = cell_pos * k + sample, split into feature chunks so that a
+        # comparison gathers contiguous rows
+        scales = torch.as_tensor(joint.reshape(-1, n_feat))
         del joint, rna, pro
-        self._scales = scales
-        self._log = torch.log2(scales + self.pseudocounts)
-        self._log_lfc = torch.log2(scales + LFC_PSEUDOCOUNT_FACTOR * self.pseudocounts)
+        self.n_rows = scales.shape[0]
+        small = LFC_PSEUDOCOUNT_FACTOR * self.pseudocounts
+        self._chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for start in range(0, n_feat, self.feature_chunk):
+            sc = scales[:, start : start + self.feature_chunk].contiguous().to(self.device)
+            self._chunks.append((sc, torch.log2(sc + self.pseudocounts), torch.log2(sc + small)))
 
     @property
     def n_features(self) -> int:
         """Genes plus proteins compared."""
         return len(self.feature_names)
+
+    def raw_one_vs_rest(self, codes: np.ndarray, n_groups: int) -> list[dict[str, np.ndarray]]:
+        """:func:`raw_counts_properties` of every group ``g`` (cells with ``codes == g``)
+        versus the rest, for all groups at once with one sparse product per statistic."""
+        n = self.n_cells
+        onehot = sp.csr_matrix(
+            (np.ones(n), (np.arange(n), np.asarray(codes))), shape=(n, n_groups)
+        )
+        sizes = np.asarray(onehot.sum(0)).ravel()[:, None]
+
+        def group_and_rest(x: Any) -> tuple[np.ndarray, np.ndarray]:
+            """Means in each group and in its rest: two ``(n_groups, features)`` arrays."""
+            sums = onehot.T @ x
+            sums = np.asarray(sums.todense() if sp.issparse(sums) else sums)
+            total = np.asarray(x.sum(0)).ravel()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return sums / sizes, (total - sums) / (n - sizes)
+
+        stats: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {
+            "raw_mean": [],
+            "non_zeros_proportion": [],
+            "raw_normalized_mean": [],
+        }
+        if "rna" in self.use_field:
+            x = sp.csr_matrix(self.rna, dtype=np.float64)
+            nonzero = x.copy()
+            nonzero.data = (nonzero.data != 0).astype(np.float64)
+            with np.errstate(divide="ignore"):
+                scaling = 1e4 / self.library.astype(np.float64)
+            stats["raw_mean"].append(group_and_rest(x))
+            stats["non_zeros_proportion"].append(group_and_rest(nonzero))
+            stats["raw_normalized_mean"].append(group_and_rest(sp.diags(scaling) @ x))
+        if "protein" in self.use_field:
+            y = np.asarray(self.protein, dtype=np.float64)
+            stats["raw_mean"].append(group_and_rest(y))
+            stats["non_zeros_proportion"].append(group_and_rest((y > 0).astype(np.float64)))
+            nan = np.full((n_groups, y.shape[1]), np.nan)
+            stats["raw_normalized_mean"].append((nan, nan))
+        return [
+            {
+                f"{key}{j}": np.concatenate([pair[j - 1][g] for pair in parts])
+                for key, parts in stats.items()
+                for j in (1, 2)
+            }
+            for g in range(n_groups)
+        ]
 
     def _columns(self, draws: np.ndarray) -> torch.Tensor:
         """Column of each draw: its cell's slot and the occurrence-cycled z sample."""
@@ -399,14 +449,16 @@ class DifferentialEngine:
         test_mode: Literal["three", "two"] = "three",
         rng: np.random.Generator | int | None = 0,
         draws: tuple[np.ndarray, np.ndarray] | None = None,
+        raw: dict[str, np.ndarray] | None = None,
         sort: bool = True,
     ) -> pd.DataFrame:
         """Change-mode DE of group ``idx1`` versus ``idx2`` (positions or boolean masks).
 
         ``n_samples_overall`` cells are drawn with replacement from each group (or ``draws``
-        gives them). Returns one row per feature (genes, then proteins suffixed ``_protein``;
-        sorted by ``proba_de`` descending when ``sort``) with the statistics, the raw-count
-        summaries, ``is_de_fdr_<fdr_target>`` and a ``modality`` column.
+        gives them); ``raw`` may hold precomputed :func:`raw_counts_properties`. Returns one
+        row per feature (genes, then proteins suffixed ``_protein``; sorted by ``proba_de``
+        descending when ``sort``) with the statistics, the raw-count summaries,
+        ``is_de_fdr_<fdr_target>`` and a ``modality`` column.
         """
         cells1 = _as_positions(idx1, self.n_cells, "idx1")
         cells2 = _as_positions(idx2, self.n_cells, "idx2")
@@ -422,30 +474,23 @@ class DifferentialEngine:
             raise ValueError(msg)
         n_samples_overall = draws1.size
         cols1, cols2 = self._columns(draws1), self._columns(draws2)
-        weights = torch.zeros(self._scales.shape[1], dtype=torch.float64, device=self.device)
-        w1 = weights.index_add(0, cols1, torch.ones_like(cols1, dtype=torch.float64)) / (
-            n_samples_overall
-        )
-        w2 = weights.index_add(0, cols2, torch.ones_like(cols2, dtype=torch.float64)) / (
-            n_samples_overall
-        )
+        weights = torch.zeros(self.n_rows, dtype=torch.float32, device=self.device)
+        ones = torch.ones(n_samples_overall, dtype=torch.float32, device=self.device)
+        w1 = weights.index_add(0, cols1, ones) / n_samples_overall
+        w2 = weights.index_add(0, cols2, ones) / n_samples_overall
         pieces: list[dict[str, np.ndarray]] = []
         scale1, scale2 = [], []
-        for start in range(0, self.n_features, self.feature_chunk):
-            rows = slice(start, start + self.feature_chunk)
-            log, log_lfc, sc = self._log[rows], self._log_lfc[rows], self._scales[rows]
+        for sc, log, log_lfc in self._chunks:
             pieces.append(
                 change_mode_statistics(
-                    log.index_select(1, cols1),
-                    log.index_select(1, cols2),
-                    log_lfc.index_select(1, cols1),
-                    log_lfc.index_select(1, cols2),
+                    log.index_select(0, cols1) - log.index_select(0, cols2),
+                    log_lfc.index_select(0, cols1) - log_lfc.index_select(0, cols2),
                     delta=delta,
                     test_mode=test_mode,
                 )
             )
-            scale1.append((sc.double() @ w1).cpu().numpy())
-            scale2.append((sc.double() @ w2).cpu().numpy())
+            scale1.append((w1 @ sc).cpu().numpy())
+            scale2.append((w2 @ sc).cpu().numpy())
         stats = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
         frame = _stats_frame(
             stats,
@@ -455,14 +500,15 @@ class DifferentialEngine:
             pseudocounts=self.pseudocounts,
             index=self.feature_names,
         )
-        raw = raw_counts_properties(
-            self.rna,
-            self.protein,
-            cells1,
-            cells2,
-            use_field=self.use_field,
-            library=self.library,
-        )
+        if raw is None:
+            raw = raw_counts_properties(
+                self.rna,
+                self.protein,
+                cells1,
+                cells2,
+                use_field=self.use_field,
+                library=self.library,
+            )
         for key in RAW_COLUMNS:
             frame[key] = raw[key]
         frame["modality"] = self.modality
@@ -612,6 +658,10 @@ def differential_expression_one_vs_rest(
     )
     rng = np.random.default_rng(seed)
     values = lab.to_numpy()
+    codes = pd.Categorical(values, categories=categories).codes
+    raw_all = engine.raw_one_vs_rest(
+        np.where(codes < 0, len(categories), codes), len(categories) + 1
+    )
     frames = []
     for i, g in enumerate(categories):
         if should_stop is not None and should_stop():
@@ -626,6 +676,7 @@ def differential_expression_one_vs_rest(
             n_samples_overall=n_samples_overall,
             test_mode=test_mode,
             rng=rng,
+            raw=raw_all[i],
         )
         frames.append(_label(frame, g, "Rest"))
         if progress is not None:

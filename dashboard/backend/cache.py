@@ -1,0 +1,310 @@
+"""Results cache: diskcache on disk, a small LRU in memory, one computation per missing key.
+
+Values are pickled by this module and stored as bytes together with a tag
+``"<schema>:<sha256>:<nbytes>"`` in the same diskcache row, so a truncated, modified or
+half-written entry fails its checksum and is recomputed instead of being served.
+
+A missing key is computed once even when many threads or processes ask at the same time:
+:meth:`ResultCache.get_or_compute` takes a per-key lock (a thread lock plus an ``flock`` on a
+file under ``locks/``, which the OS releases if the holder dies), checks the cache again and
+only then computes. Waiters find the stored result when the lock is released.
+
+The cache folder is trusted like the code itself (values are unpickled); checksums protect
+against corruption, not against someone who can write to the folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import pickle
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from dashboard.backend.errors import CacheError
+from dashboard.backend.fingerprint import SCHEMA_VERSION
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: fall back to diskcache's lock
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_MISSING = object()
+_TAG_PREFIX = f"s{SCHEMA_VERSION}"
+
+
+@dataclass
+class CacheStats:
+    """Counters of one :class:`ResultCache` instance (used by tests and the benchmark)."""
+
+    hits: int = 0
+    memory_hits: int = 0
+    misses: int = 0
+    computed: int = 0
+    corrupt: int = 0
+
+
+class ResultCache:
+    """diskcache-backed store of computed results with validation and per-key locking.
+
+    Parameters
+    ----------
+    directory
+        diskcache folder (created if needed).
+    locks_dir
+        Folder of per-key lock files (default: ``<directory>/../locks``).
+    size_limit
+        Bytes before diskcache evicts entries.
+    eviction_policy
+        diskcache eviction policy (``"least-recently-used"``, ``"least-recently-stored"``...).
+    memory_items
+        Entries also kept in process memory (0 disables the memory layer).
+    lock_timeout
+        Seconds to wait for another computation of the same key before giving up.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        locks_dir: str | os.PathLike[str] | None = None,
+        size_limit: int = 8 * 1024**3,
+        eviction_policy: str = "least-recently-used",
+        memory_items: int = 32,
+        lock_timeout: float = 3600.0,
+    ) -> None:
+        import diskcache
+
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.locks_dir = Path(locks_dir) if locks_dir else self.directory.parent / "locks"
+        self.locks_dir.mkdir(parents=True, exist_ok=True)
+        self.lock_timeout = float(lock_timeout)
+        self._disk = diskcache.Cache(
+            str(self.directory),
+            size_limit=int(size_limit),
+            eviction_policy=eviction_policy,
+            timeout=60,
+        )
+        self._memory: OrderedDict[str, Any] = OrderedDict()
+        self._memory_items = int(memory_items)
+        self._guard = threading.Lock()
+        self._thread_locks: dict[str, threading.Lock] = {}
+        self.stats = CacheStats()
+
+    # ------------------------------------------------------------------ basics
+    def __contains__(self, key: str) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def __len__(self) -> int:
+        return len(self._disk)
+
+    def close(self) -> None:
+        """Close the diskcache connection (the object stays usable; it reopens lazily)."""
+        self._disk.close()
+
+    def volume(self) -> int:
+        """Bytes the cache uses on disk."""
+        return int(self._disk.volume())
+
+    def clear(self) -> None:
+        """Drop every entry (disk and memory)."""
+        with self._guard:
+            self._memory.clear()
+        self._disk.clear()
+
+    def delete(self, key: str) -> None:
+        """Drop one entry (disk and memory)."""
+        with self._guard:
+            self._memory.pop(key, None)
+        self._disk.delete(key)
+
+    def forget_memory(self) -> None:
+        """Empty the in-process layer only (next reads come from disk and are re-validated)."""
+        with self._guard:
+            self._memory.clear()
+
+    def entry_path(self, key: str) -> Path | None:
+        """File holding a large entry's bytes (``None`` if stored inline or absent)."""
+        row = self._disk._sql(
+            "SELECT filename FROM Cache WHERE key = ? AND raw = 1", (key,)
+        ).fetchone()
+        if not row or not row[0]:
+            return None
+        return self.directory / row[0]
+
+    # ---------------------------------------------------------------- get / set
+    def get(self, key: str, default: Any = None) -> Any:
+        """Validated value for ``key``, or ``default`` when missing or corrupt.
+
+        A corrupt entry (bad tag, checksum mismatch, unreadable file, unpicklable bytes) is
+        deleted so the next :meth:`get_or_compute` recomputes it.
+        """
+        with self._guard:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                self.stats.hits += 1
+                self.stats.memory_hits += 1
+                return self._memory[key]
+        value = self._read_disk(key)
+        if value is _MISSING:
+            self.stats.misses += 1
+            return default
+        self.stats.hits += 1
+        self._remember(key, value)
+        return value
+
+    def set(self, key: str, value: Any) -> None:
+        """Store ``value`` (pickled, checksummed) on disk and in memory."""
+        payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        tag = f"{_TAG_PREFIX}:{hashlib.sha256(payload).hexdigest()}:{len(payload)}"
+        self._disk.set(key, payload, tag=tag, retry=True)
+        self._remember(key, value)
+
+    def get_or_compute(
+        self,
+        key: str,
+        compute: Callable[[], T],
+        *,
+        on_wait: Callable[[], None] | None = None,
+    ) -> T:
+        """Cached value for ``key``; computes and stores it once if missing.
+
+        Concurrent callers (threads or processes) of the same missing key wait for the one
+        that computes. ``on_wait`` is called once if this caller has to wait. If ``compute``
+        raises, nothing is stored and earlier entries stay as they were.
+        """
+        value = self.get(key, _MISSING)
+        if value is not _MISSING:
+            return value
+        with self.lock(key, on_wait=on_wait):
+            value = self.get(key, _MISSING)
+            if value is not _MISSING:
+                return value
+            t0 = time.perf_counter()
+            value = compute()
+            self.stats.computed += 1
+            self.set(key, value)
+            logger.info("computed %s in %.2fs", key.split("/", 1)[0], time.perf_counter() - t0)
+            return value
+
+    # -------------------------------------------------------------------- locks
+    @contextlib.contextmanager
+    def lock(self, key: str, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+        """Exclusive per-key lock across threads of this process and across processes."""
+        with self._guard:
+            tlock = self._thread_locks.setdefault(key, threading.Lock())
+        waited = False
+        deadline = time.monotonic() + self.lock_timeout
+        if not tlock.acquire(blocking=False):
+            waited = True
+            if on_wait is not None:
+                on_wait()
+            if not tlock.acquire(timeout=max(self.lock_timeout, 0.001)):
+                msg = (
+                    f"waited {self.lock_timeout:.0f}s for another computation of {key!r}; "
+                    "raise lock_timeout or retry later"
+                )
+                raise CacheError(msg)
+        try:
+            with self._process_lock(key, deadline, None if waited else on_wait):
+                yield
+        finally:
+            tlock.release()
+
+    @contextlib.contextmanager
+    def _process_lock(
+        self, key: str, deadline: float, on_wait: Callable[[], None] | None
+    ) -> Iterator[None]:
+        if fcntl is None:  # pragma: no cover - non-POSIX
+            import diskcache
+
+            with diskcache.Lock(self._disk, f"__lock__/{key}", expire=self.lock_timeout):
+                yield
+            return
+        path = self.locks_dir / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            notified = False
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not notified and on_wait is not None:
+                        on_wait()
+                    notified = True
+                    if time.monotonic() > deadline:
+                        msg = (
+                            f"waited {self.lock_timeout:.0f}s for another process computing "
+                            f"{key!r}; raise lock_timeout or retry later"
+                        )
+                        raise CacheError(msg) from None
+                    time.sleep(0.02)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    # ----------------------------------------------------------------- internals
+    def _read_disk(self, key: str) -> Any:
+        try:
+            payload, tag = self._disk.get(key, default=None, tag=True, retry=True)
+        except Exception as err:
+            return self._drop_corrupt(key, f"unreadable ({err})")
+        if payload is None:
+            return _MISSING
+        if not isinstance(payload, bytes) or not isinstance(tag, str):
+            return self._drop_corrupt(key, "not written by ResultCache")
+        parts = tag.split(":")
+        if len(parts) != 3 or parts[0] != _TAG_PREFIX:
+            return self._drop_corrupt(key, f"unknown tag {tag!r}")
+        if len(payload) != int(parts[2]) or hashlib.sha256(payload).hexdigest() != parts[1]:
+            return self._drop_corrupt(key, "checksum mismatch")
+        try:
+            return pickle.loads(payload)
+        except Exception as err:
+            return self._drop_corrupt(key, f"cannot unpickle ({err})")
+
+    def _drop_corrupt(self, key: str, why: str) -> Any:
+        logger.warning("cache entry %s is corrupt (%s); it will be recomputed", key, why)
+        self.stats.corrupt += 1
+        with contextlib.suppress(Exception):
+            self._disk.delete(key, retry=True)
+        return _MISSING
+
+    def _remember(self, key: str, value: Any) -> None:
+        if self._memory_items <= 0:
+            return
+        _freeze(value)
+        with self._guard:
+            self._memory[key] = value
+            self._memory.move_to_end(key)
+            while len(self._memory) > self._memory_items:
+                self._memory.popitem(last=False)
+
+
+def _freeze(value: Any) -> None:
+    """Make numpy arrays read-only, so a caller cannot alter a shared cached value."""
+    if isinstance(value, np.ndarray):
+        value.flags.writeable = False
+    elif isinstance(value, dict):
+        for v in value.values():
+            _freeze(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _freeze(v)

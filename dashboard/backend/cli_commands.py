@@ -1,0 +1,187 @@
+"""Backend subcommands for ``totalvi-explorer``: ``train``, ``precompute`` and ``export``.
+
+``dashboard/cli.py`` wires them in with :func:`add_subcommands`. Each command builds an
+:class:`~dashboard.backend.service.AnalysisService` from the environment (``--cache-dir``
+overrides the cache folder), shows progress with tqdm and turns backend errors into one
+``error: ...`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dashboard.backend.errors import BackendError
+
+COMMANDS = ("train", "precompute", "export")
+
+
+def add_subcommands(
+    subparsers: Any, *, include: Sequence[str] = COMMANDS
+) -> dict[str, argparse.ArgumentParser]:
+    """Register ``train``, ``precompute`` and ``export`` (or those in ``include``).
+
+    ``subparsers`` is what ``ArgumentParser.add_subparsers()`` returns. Each parser gets
+    ``func`` set to its command function. Returns the parsers by name.
+    """
+    parsers: dict[str, argparse.ArgumentParser] = {}
+    if "train" in include:
+        p = subparsers.add_parser("train", help="train TotalVI on a CITE-seq file and save it")
+        _data_args(p)
+        p.add_argument("--max-epochs", type=int, default=None)
+        p.add_argument("--n-latent", type=int, default=20)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", type=Path, default=Path("runs/model"), help="model folder")
+        p.set_defaults(func=cmd_train)
+        parsers["train"] = p
+    if "precompute" in include:
+        p = subparsers.add_parser(
+            "precompute", help="fill the results cache (UMAP, clusters, DE, metrics)"
+        )
+        _data_args(p)
+        p.add_argument("--model", type=Path, required=True, help="model folder or model.pt")
+        p.set_defaults(func=cmd_precompute)
+        parsers["precompute"] = p
+    if "export" in include:
+        p = subparsers.add_parser("export", help="write results to .h5mu and tables to CSV")
+        _data_args(p)
+        p.add_argument("--model", type=Path, required=True, help="model folder or model.pt")
+        p.add_argument("--out", type=Path, required=True, help="output .h5mu file")
+        p.add_argument("--tables", type=Path, default=None, help="folder for CSV tables")
+        p.add_argument("--denoised-rna", action="store_true", help="also store denoised RNA")
+        p.set_defaults(func=cmd_export)
+        parsers["export"] = p
+    return parsers
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", type=Path, help=".h5ad, .h5mu, 10x .h5 or 10x folder")
+    p.add_argument("--batch-key", default=None)
+    p.add_argument("--labels-key", default=None)
+    p.add_argument("--layer", default=None, help="RNA counts layer (default: X)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="results cache folder")
+
+
+def _service(args: argparse.Namespace) -> Any:
+    from dashboard.backend.service import AnalysisService
+    from dashboard.backend.settings import Settings
+
+    overrides = {"cache_dir": args.cache_dir} if args.cache_dir else {}
+    return AnalysisService(Settings.from_env(**overrides))
+
+
+@contextmanager
+def _progress_bar(desc: str) -> Iterator[Callable[[float, str], None]]:
+    from tqdm import tqdm
+
+    with tqdm(total=100, desc=desc, unit="%", file=sys.stderr, leave=True) as bar:
+
+        def update(fraction: float, message: str) -> None:
+            if message:
+                bar.set_postfix_str(message[:60], refresh=False)
+            target = round(min(max(fraction, 0.0), 1.0) * 100)
+            if target > bar.n:
+                bar.update(target - bar.n)
+            else:
+                bar.refresh()
+
+        yield update
+
+
+def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except BackendError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+    run.__name__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def _open(service: Any, args: argparse.Namespace) -> Any:
+    return service.open_dataset(
+        args.data, batch_key=args.batch_key, labels_key=args.labels_key, layer=args.layer
+    )
+
+
+@_guard
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train TotalVI on DATA and save it to ``--out``."""
+    service = _service(args)
+    try:
+        dataset = _open(service, args)
+        with _progress_bar("train") as progress:
+            pair = service.train(
+                dataset,
+                out_dir=args.out,
+                max_epochs=args.max_epochs,
+                n_latent=args.n_latent,
+                seed=args.seed,
+                progress=progress,
+            )
+        history = service.training_history(pair)
+        last = history.iloc[-1] if len(history) else {}
+        print(
+            f"trained {len(history)} epochs; validation ELBO "
+            f"{float(last.get('elbo_validation', float('nan'))):.2f}; saved {args.out}"
+        )
+    finally:
+        service.close()
+    return 0
+
+
+@_guard
+def cmd_precompute(args: argparse.Namespace) -> int:
+    """Compute and cache everything the dashboard shows for DATA with ``--model``."""
+    service = _service(args)
+    try:
+        dataset = _open(service, args)
+        pair = service.load_model(dataset, args.model)
+        before = service.cache.stats.computed
+        with _progress_bar("precompute") as progress:
+            keys = service.precompute(pair, progress=progress)
+        computed = service.cache.stats.computed - before
+        print(
+            f"{len(keys)} results ready for {pair.id} ({computed} computed, the rest cached) "
+            f"in {service.settings.results_dir}"
+        )
+    finally:
+        service.close()
+    return 0
+
+
+@_guard
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write latent, UMAP, clusters, cell types and denoised protein to ``--out``
+    (``.h5mu``), and DE and metric tables to ``--tables``."""
+    from dashboard.backend.export import write_h5mu, write_tables
+
+    service = _service(args)
+    try:
+        dataset = _open(service, args)
+        pair = service.load_model(dataset, args.model)
+        with _progress_bar("export") as progress:
+            if args.tables is not None:
+                service.precompute(pair, progress=lambda f, m: progress(0.8 * f, m))
+            progress(0.8, "writing .h5mu")
+            path = write_h5mu(service, pair, args.out, include_denoised_rna=args.denoised_rna)
+            written = [path]
+            if args.tables is not None:
+                progress(0.9, "writing tables")
+                written += write_tables(service, pair, args.tables)
+            progress(1.0, "written")
+        for p in written:
+            print(p)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        service.close()
+    return 0

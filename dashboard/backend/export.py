@@ -1,0 +1,121 @@
+"""Export analysis results: a ``.h5mu`` with embeddings and annotations, CSV tables.
+
+The MuData holds ``rna`` (raw counts) and ``protein`` (raw counts, ``layers["denoised"]``,
+``layers["foreground_probability"]``) modalities; ``obsm["X_totalvi"]`` (latent mean),
+``obsm["X_umap"]``, and ``obs["leiden"]`` / ``obs["cell_type"]`` at the MuData level.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from dashboard.backend.refs import Pair
+    from dashboard.backend.service import AnalysisService
+
+
+def build_mudata(
+    service: AnalysisService,
+    pair: Pair,
+    *,
+    labels_key: str | None = None,
+    resolution: float | None = None,
+    include_denoised_rna: bool = False,
+) -> Any:
+    """A MuData of the pair's dataset with the model's results attached."""
+    import anndata as ad
+    import mudata as md
+
+    data = service.dataset(pair)
+    obs_names = pd.Index(data.obs_names.astype(str))
+    rna = ad.AnnData(
+        X=data.rna.copy(),
+        obs=pd.DataFrame(index=obs_names),
+        var=pd.DataFrame(index=data.var_names.astype(str)),
+    )
+    protein = ad.AnnData(
+        X=np.asarray(data.protein, dtype=np.float32).copy(),
+        obs=pd.DataFrame(index=obs_names),
+        var=pd.DataFrame(index=data.protein_names.astype(str)),
+    )
+    denoised = service.denoised_protein(pair)
+    protein.layers["denoised"] = denoised.loc[:, protein.var_names].to_numpy(np.float32)
+    fg = service.foreground_probability(pair)
+    protein.layers["foreground_probability"] = fg.loc[:, protein.var_names].to_numpy(np.float32)
+    if include_denoised_rna:
+        rna.layers["denoised"] = (
+            service.denoised_rna(pair).loc[:, rna.var_names].to_numpy(np.float32)
+        )
+    mdata = md.MuData({"rna": rna, "protein": protein})
+    obs = data.obs.copy()
+    obs.index = obs_names
+    for col in obs.columns:
+        mdata.obs[str(col)] = obs[col].to_numpy()
+    mdata.obs["leiden"] = pd.Categorical(service.clusters(pair, resolution).astype(str))
+    types = service.cell_types(pair, labels_key=labels_key, resolution=resolution)
+    mdata.obs["cell_type"] = pd.Categorical(types.astype(str).to_numpy())
+    mdata.obsm["X_totalvi"] = np.asarray(service.latent(pair), dtype=np.float32)
+    mdata.obsm["X_umap"] = service.umap(pair).to_numpy(np.float32)
+    mdata.uns["totalvi_explorer"] = json.dumps(
+        {"pair": pair.to_dict(), "summary": service.model_summary(pair)}, default=str
+    )
+    return mdata
+
+
+def write_h5mu(
+    service: AnalysisService,
+    pair: Pair,
+    path: str | os.PathLike[str],
+    **kwargs: Any,
+) -> Path:
+    """Write :func:`build_mudata` to ``path`` (``.h5mu``); returns the path."""
+    out = Path(path)
+    if out.suffix != ".h5mu":
+        msg = f"{out}: the export file must end in .h5mu"
+        raise ValueError(msg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build_mudata(service, pair, **kwargs).write(str(out))
+    return out
+
+
+def write_tables(
+    service: AnalysisService,
+    pair: Pair,
+    folder: str | os.PathLike[str],
+    *,
+    labels_key: str | None = None,
+    resolution: float | None = None,
+) -> list[Path]:
+    """DE (all cell types vs rest) and metric tables as CSV, the card as markdown."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    de = service.de_one_vs_rest(pair, labels_key=labels_key, resolution=resolution)
+    path = out / "de_one_vs_rest.csv"
+    de.to_csv(path, index_label="feature")
+    written.append(path)
+    metrics = service.metrics(pair, labels_key=labels_key, resolution=resolution)
+    for name, tables in (
+        ("cell_wise_cv", metrics.cell_wise_cv),
+        ("gene_wise_cv", metrics.gene_wise_cv),
+        ("diff_exp", metrics.diff_exp),
+    ):
+        for mod, table in tables.items():
+            path = out / f"metrics_{name}_{mod}.csv"
+            table.to_csv(path)
+            written.append(path)
+    path = out / "metrics.json"
+    path.write_text(json.dumps(metrics.markdown(), indent=4))
+    written.append(path)
+    path = out / "model_card.md"
+    path.write_text(
+        service.model_card(pair, labels_key=labels_key, resolution=resolution), encoding="utf-8"
+    )
+    written.append(path)
+    return written

@@ -1,0 +1,357 @@
+"""Background jobs with progress and cancel, and a job registry persisted in the cache folder.
+
+A job is a function ``fn(ctx) -> result`` run on a worker thread. It reports progress with
+``ctx.progress(fraction, message)`` and stops early when ``ctx.cancelled()`` turns true (long
+loops poll it; training passes it to ``TotalVI.train(should_stop=...)``). The registry holds
+one JSON file per job under ``<cache_dir>/jobs/`` (status, progress, message, error, result
+key), written atomically, so another process (a Dash background callback, the CLI) can read a
+job's state and request its cancellation through a ``<id>.cancel`` flag file.
+
+Results live in the results cache (the registry stores their key); a job that fails records
+its error message and writes nothing, so results from earlier runs stay intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from dashboard.backend.errors import JobCancelled, JobFailed, JobNotFound
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "JobContext",
+    "JobInfo",
+    "JobRegistry",
+    "JobRunner",
+    "JobStatus",
+]
+
+
+class JobStatus(StrEnum):
+    """Life cycle of a job."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for done, failed and cancelled."""
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What the registry knows about one job (JSON-serialisable)."""
+
+    id: str
+    kind: str
+    status: JobStatus = JobStatus.QUEUED
+    progress: float = 0.0
+    message: str = ""
+    error: str | None = None
+    result_key: str | None = None
+    result: Any = None  # small JSON-able result (e.g. the reference of a trained model)
+    params: dict[str, Any] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (status as its string value)."""
+        d = asdict(self)
+        d["status"] = str(self.status)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> JobInfo:
+        """Inverse of :meth:`to_dict`; ignores unknown keys."""
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known["status"] = JobStatus(known.get("status", "queued"))
+        return cls(**known)
+
+
+class JobContext:
+    """Handed to a job function: report progress, check for cancellation."""
+
+    def __init__(self, registry: JobRegistry, job_id: str, cancel_event: threading.Event):
+        self.job_id = job_id
+        self._registry = registry
+        self._event = cancel_event
+        self._last_write = 0.0
+        self._last_flag_check = 0.0
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Record progress (0..1) and a message; writes are throttled to 5 per second."""
+        now = time.monotonic()
+        if now - self._last_write < 0.2 and fraction < 1.0:
+            return
+        self._last_write = now
+        self._registry.update(
+            self.job_id, progress=float(min(max(fraction, 0.0), 1.0)), message=message
+        )
+
+    def cancelled(self) -> bool:
+        """True once cancellation was requested (here or by another process)."""
+        if self._event.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._last_flag_check > 0.1:
+            self._last_flag_check = now
+            if self._registry.cancel_requested(self.job_id):
+                self._event.set()
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`JobCancelled` if cancellation was requested."""
+        if self.cancelled():
+            msg = f"job {self.job_id} cancelled"
+            raise JobCancelled(msg)
+
+
+class JobRegistry:
+    """One JSON file per job in ``directory``; safe to read from other processes."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def _path(self, job_id: str) -> Path:
+        if not job_id or any(c not in "0123456789abcdef" for c in job_id):
+            msg = f"{job_id!r} is not a job id"
+            raise JobNotFound(msg)
+        return self.directory / f"{job_id}.json"
+
+    def write(self, info: JobInfo) -> None:
+        """Store ``info`` atomically (temp file + rename)."""
+        path = self._path(info.id)
+        fd, name = tempfile.mkstemp(prefix=".job.", suffix=".tmp", dir=self.directory)
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(info.to_dict(), fh, default=str)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read(self, job_id: str) -> JobInfo:
+        """The job's record; a running job whose process died reads as failed."""
+        path = self._path(job_id)
+        try:
+            info = JobInfo.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            msg = f"no job {job_id} in {self.directory}"
+            raise JobNotFound(msg) from None
+        if not info.status.finished and not _alive(info.pid, info.host):
+            info = replace(
+                info,
+                status=JobStatus.FAILED,
+                error=f"the worker process {info.pid} exited before the job finished",
+            )
+        return info
+
+    def update(self, job_id: str, **changes: Any) -> JobInfo:
+        """Read-modify-write one record (serialised within this process)."""
+        with self._lock:
+            info = replace(self.read(job_id), **changes)
+            self.write(info)
+            return info
+
+    def list(self) -> list[JobInfo]:
+        """All jobs, newest first."""
+        out = []
+        for p in self.directory.glob("*.json"):
+            with contextlib.suppress(JobNotFound, ValueError, json.JSONDecodeError):
+                out.append(self.read(p.stem))
+        return sorted(out, key=lambda i: i.created, reverse=True)
+
+    def request_cancel(self, job_id: str) -> None:
+        """Ask the job to stop (works across processes via a flag file)."""
+        self._path(job_id).with_suffix(".cancel").touch()
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """True if :meth:`request_cancel` was called for this job."""
+        return self._path(job_id).with_suffix(".cancel").exists()
+
+
+class JobRunner:
+    """Runs job functions on worker threads and records them in a :class:`JobRegistry`.
+
+    Parameters
+    ----------
+    registry
+        Where job records go.
+    max_workers
+        Jobs running at once (more wait in a queue).
+    """
+
+    def __init__(self, registry: JobRegistry, *, max_workers: int = 2) -> None:
+        self.registry = registry
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="job")
+        self._events: dict[str, threading.Event] = {}
+        self._futures: dict[str, Future[Any]] = {}
+        self._results: dict[str, Any] = {}
+
+    def submit(
+        self,
+        kind: str,
+        fn: Callable[[JobContext], Any],
+        *,
+        params: dict[str, Any] | None = None,
+        result_key: Callable[[], str | None] | None = None,
+        result_json: Callable[[Any], Any] | None = None,
+    ) -> str:
+        """Queue ``fn(ctx)``; returns the job id.
+
+        ``result_key()`` is read after ``fn`` returns and stored in the record (the cache key
+        of the result); ``result_json(result)`` gives a small JSON-able result to store too.
+        """
+        job_id = uuid.uuid4().hex
+        event = threading.Event()
+        self._events[job_id] = event
+        self.registry.write(JobInfo(id=job_id, kind=kind, params=_jsonable(params or {})))
+        self._futures[job_id] = self._pool.submit(
+            self._run, job_id, fn, event, result_key, result_json
+        )
+        return job_id
+
+    def _run(
+        self,
+        job_id: str,
+        fn: Callable[[JobContext], Any],
+        event: threading.Event,
+        result_key: Callable[[], str | None] | None,
+        result_json: Callable[[Any], Any] | None,
+    ) -> None:
+        ctx = JobContext(self.registry, job_id, event)
+        if ctx.cancelled():
+            self.registry.update(
+                job_id,
+                status=JobStatus.CANCELLED,
+                message="cancelled before start",
+                finished=time.time(),
+            )
+            return
+        self.registry.update(job_id, status=JobStatus.RUNNING, started=time.time())
+        try:
+            result = fn(ctx)
+        except (JobCancelled, InterruptedError) as err:
+            self.registry.update(
+                job_id, status=JobStatus.CANCELLED, message=str(err), finished=time.time()
+            )
+            return
+        except Exception as err:
+            if _is_cancel(err) or ctx.cancelled():
+                self.registry.update(
+                    job_id, status=JobStatus.CANCELLED, message=str(err), finished=time.time()
+                )
+                return
+            logger.exception("job %s failed", job_id)
+            self.registry.update(
+                job_id,
+                status=JobStatus.FAILED,
+                error=f"{type(err).__name__}: {err}",
+                message="failed",
+                finished=time.time(),
+            )
+            return
+        self._results[job_id] = result
+        changes: dict[str, Any] = {
+            "status": JobStatus.DONE,
+            "progress": 1.0,
+            "message": "done",
+            "finished": time.time(),
+        }
+        if result_key is not None:
+            changes["result_key"] = result_key()
+        if result_json is not None:
+            changes["result"] = _jsonable(result_json(result))
+        self.registry.update(job_id, **changes)
+
+    def status(self, job_id: str) -> JobInfo:
+        """Current record of a job."""
+        return self.registry.read(job_id)
+
+    def cancel(self, job_id: str) -> JobInfo:
+        """Request cancellation; a queued job never starts, a running one stops at its next
+        check. Returns the record as it is now."""
+        self.registry.request_cancel(job_id)
+        event = self._events.get(job_id)
+        if event is not None:
+            event.set()
+        return self.registry.read(job_id)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobInfo:
+        """Block until the job finishes (or ``timeout`` seconds pass); returns its record."""
+        future = self._futures.get(job_id)
+        if future is not None:
+            with contextlib.suppress(TimeoutError):
+                future.result(timeout=timeout)
+            return self.registry.read(job_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:  # a job of another process: poll the registry
+            info = self.registry.read(job_id)
+            if info.status.finished or (deadline is not None and time.monotonic() > deadline):
+                return info
+            time.sleep(0.1)
+
+    def result(self, job_id: str, timeout: float | None = None) -> Any:
+        """The job's return value; raises :class:`JobFailed` / :class:`JobCancelled`."""
+        info = self.wait(job_id, timeout)
+        if info.status == JobStatus.FAILED:
+            raise JobFailed(info.error or f"job {job_id} failed")
+        if info.status == JobStatus.CANCELLED:
+            raise JobCancelled(info.message or f"job {job_id} was cancelled")
+        if job_id not in self._results:
+            msg = f"job {job_id} ran in another process; read its result_key from the cache"
+            raise JobNotFound(msg)
+        return self._results[job_id]
+
+    def shutdown(self, *, cancel: bool = True) -> None:
+        """Stop accepting jobs; with ``cancel``, ask running jobs to stop, then wait."""
+        if cancel:
+            for job_id, event in self._events.items():
+                if not self._futures[job_id].done():
+                    event.set()
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
+
+
+def _is_cancel(err: BaseException) -> bool:
+    """Cancellation raised by lower layers (e.g. ``model.train.TrainingCancelled``)."""
+    return type(err).__name__ in {"TrainingCancelled", "JobCancelled"}
+
+
+def _alive(pid: int, host: str) -> bool:
+    if host != socket.gethostname():
+        return True  # cannot tell; trust the record
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,441 @@
+"""Model-card metrics as scvi-hub computes them (spec §8), and the card's model summary.
+
+Posterior predictive samples (``n_samples``, 3 on scvi-hub) are compared with the raw counts,
+separately for each modality (``rna``, then ``protein``):
+
+* **coefficient of variation** (CV = population std / mean) per cell across features
+  ("cell-wise", split into the model's training and validation cells when it has them) and
+  per feature across cells ("gene-wise"). The model CV is the mean over samples of the
+  per-sample CV (NaN skipped); the raw CV has NaN set to 0. Rows: Mean Absolute Error,
+  Pearson, Spearman, and R² = ``r2_score(y_true=model, y_pred=raw)`` (scvi's order).
+* **DE metric** per cell type: scanpy ``normalize_total(1e4)`` + ``log1p`` +
+  ``rank_genes_groups(method="t-test")`` on the raw counts and on the first posterior sample;
+  top-n F1, lfc MAE / Pearson / Spearman, ROC AUC and average precision of the sample's
+  t-scores against raw ``pvals_adj < 0.2`` (fallback: raw top-n), rows by n_cells descending.
+
+Two deliberate, documented deviations keep the tables defined where scvi-tools would raise:
+features whose model CV is NaN in every sample (all-zero samples) are left out of the CV
+rows, and groups with fewer than two cells are left out of the DE table (scanpy's t-test
+needs two). ``E[X²] - E[X]²`` is clipped at 0 before the square root.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from model.data import CiteSeqData
+    from model.totalvi import TotalVI
+
+MODALITIES = ("rna", "protein")
+CV_ROWS = ("Mean Absolute Error", "Pearson Correlation", "Spearman Correlation", "R² (R-Squared)")
+DE_COLUMNS = ("gene_f1", "lfc_mae", "lfc_pearson", "lfc_spearman", "roc_auc", "pr_auc", "n_cells")
+DEFAULT_N_TOP = 100  # scvi-tools' DEFAULT_DE_N_TOP_GENES_OVERLAP
+DEFAULT_P_VAL_THRESH = 0.2
+CELL_SCALE_FACTOR = 1e4
+
+
+@dataclass
+class MetricsResult:
+    """All model-card metric tables, per modality, and their scvi-hub markdown."""
+
+    cell_wise_cv: dict[str, pd.DataFrame] = field(default_factory=dict)
+    gene_wise_cv: dict[str, pd.DataFrame] = field(default_factory=dict)
+    diff_exp: dict[str, pd.DataFrame] = field(default_factory=dict)
+    n_samples: int = 3
+
+    def markdown(self) -> dict[str, str]:
+        """``{"cell_wise_cv", "gene_wise_cv", "diff_exp"}`` as scvi's ``metrics.json``."""
+        out = {"cell_wise_cv": "", "gene_wise_cv": "", "diff_exp": ""}
+        for mod in self.cell_wise_cv:
+            out["cell_wise_cv"] += (
+                f"Modality: {mod}\n\n" + cv_table_markdown(self.cell_wise_cv[mod]) + "\n\n"
+            )
+            out["gene_wise_cv"] += (
+                f"Modality: {mod}\n\n" + cv_table_markdown(self.gene_wise_cv[mod]) + "\n\n"
+            )
+            out["diff_exp"] += (
+                f"Modality: {mod}\n\n" + dataframe_to_markdown(self.diff_exp[mod]) + "\n\n"
+            )
+        return out
+
+
+# ------------------------------------------------------------------- coefficient of variation
+def coefficient_of_variation(x: np.ndarray | sp.spmatrix, axis: int) -> np.ndarray:
+    """Population std / mean along ``axis`` of a 2-D array (NaN where the mean is 0)."""
+    if sp.issparse(x):
+        x = sp.csr_matrix(x, dtype=np.float64)
+        mean = np.asarray(x.mean(axis=axis)).ravel()
+        sq = np.asarray(x.multiply(x).mean(axis=axis)).ravel()
+    else:
+        x = np.asarray(x)
+        mean = x.mean(axis=axis, dtype=np.float64)
+        sq = np.square(x, dtype=np.float64).mean(axis=axis)
+    std = np.sqrt(np.maximum(sq - mean**2, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return std / mean
+
+
+def model_and_raw_cv(
+    samples: np.ndarray, raw: np.ndarray | sp.spmatrix, *, cell_wise: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Model CV (mean over samples, NaN skipped) and raw CV (NaN -> 0).
+
+    ``samples`` is ``(cells, features, n_samples)``; ``cell_wise`` computes across features
+    for every cell (scvi's ``dim="features"``), else across cells for every feature.
+    """
+    axis = 1 if cell_wise else 0
+    per_sample = np.stack(
+        [coefficient_of_variation(samples[..., s], axis) for s in range(samples.shape[-1])]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN
+        model_cv = np.nanmean(per_sample, axis=0)
+    raw_cv = np.nan_to_num(coefficient_of_variation(raw, axis))
+    return model_cv, raw_cv
+
+
+def cv_metrics(model_cv: np.ndarray, raw_cv: np.ndarray) -> dict[str, float]:
+    """The four card rows for one split (features with a NaN model CV left out)."""
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import mean_absolute_error, r2_score
+
+    ok = np.isfinite(model_cv) & np.isfinite(raw_cv)
+    m, r = model_cv[ok], raw_cv[ok]
+    if m.size < 2:
+        return dict.fromkeys(CV_ROWS, float("nan"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input -> NaN correlation
+        return {
+            "Mean Absolute Error": float(mean_absolute_error(m, r)),
+            "Pearson Correlation": float(pearsonr(m, r)[0]),
+            "Spearman Correlation": float(spearmanr(m, r)[0]),
+            "R² (R-Squared)": float(r2_score(m, r)),  # y_true = model, as scvi-tools
+        }
+
+
+def cv_table(
+    model_cv: np.ndarray,
+    raw_cv: np.ndarray,
+    *,
+    train_indices: np.ndarray | None = None,
+    validation_indices: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Card table: rows :data:`CV_ROWS`; "Training Value" (+ "Validation Value" when both
+    index sets are non-empty, as scvi-tools does for the cell-wise table)."""
+    train = np.asarray([] if train_indices is None else train_indices, dtype=np.int64)
+    val = np.asarray([] if validation_indices is None else validation_indices, dtype=np.int64)
+    if train.size and val.size:
+        cols = {
+            "Training Value": cv_metrics(model_cv[train], raw_cv[train]),
+            "Validation Value": cv_metrics(model_cv[val], raw_cv[val]),
+        }
+    else:
+        cols = {"Training Value": cv_metrics(model_cv, raw_cv)}
+    frame = pd.DataFrame(cols).loc[list(CV_ROWS)]
+    frame.index.name = "Metric"
+    return frame
+
+
+def cv_table_markdown(table: pd.DataFrame) -> str:
+    """The card's CV markdown, spacing as scvi-tools' ``_cv_metrics`` writes it."""
+    v = {row: table.loc[row] for row in CV_ROWS}
+    if "Validation Value" in table.columns:
+        t, q = "Training Value", "Validation Value"
+        return (
+            "| Metric                  | Training Value | Validation Value |\n"
+            "|-------------------------|----------------|------------------|\n"
+            f"| Mean Absolute Error | {v[CV_ROWS[0]][t]:.2f}  | "
+            f"{v[CV_ROWS[0]][q]:.2f}           |\n"
+            f"| Pearson Correlation | {v[CV_ROWS[1]][t]:.2f}  | {v[CV_ROWS[1]][q]:.2f}  |\n"
+            f"| Spearman Correlation | {v[CV_ROWS[2]][t]:.2f} | {v[CV_ROWS[2]][q]:.2f}  |\n"
+            f"| R² (R-Squared) | {v[CV_ROWS[3]][t]:.2f}  | {v[CV_ROWS[3]][q]:.2f}      |"
+        )
+    t = "Training Value"
+    return (
+        "| Metric                  | Training Value |\n"
+        "|-------------------------|----------------|\n"
+        f"| Mean Absolute Error | {v[CV_ROWS[0]][t]:.2f}   |\n"
+        f"| Pearson Correlation | {v[CV_ROWS[1]][t]:.2f}  |\n"
+        f"| Spearman Correlation | {v[CV_ROWS[2]][t]:.2f} |\n"
+        f"| R² (R-Squared) | {v[CV_ROWS[3]][t]:.2f}  |"
+    )
+
+
+def dataframe_to_markdown(df: pd.DataFrame) -> str:
+    """scvi-tools' ``_dataframe_to_markdown``: ``| Index | ... |``, values ``.2f`` unless a
+    Python int.
+
+    Values keep their numpy type (as in scvi's object-dtype table), so an ``int64`` column
+    such as ``n_cells`` renders as ``1234.00`` exactly like the hub cards.
+    """
+    header = "| Index | " + " | ".join(map(str, df.columns)) + " |"
+    separator = "| --- | " + " | ".join("---" for _ in df.columns) + " |"
+    columns = [df[c].to_numpy() for c in df.columns]
+    rows = "\n".join(
+        "| "
+        + " | ".join(
+            [str(index)]
+            + [f"{value:.2f}" if not isinstance(value, int) else f"{value}" for value in row]
+        )
+        + " |"
+        for index, row in zip(df.index, zip(*columns, strict=True), strict=True)
+    )
+    return f"{header}\n{separator}\n{rows}"
+
+
+# ----------------------------------------------------------------------------- DE metric
+def n_top_features(n_vars: int, n_top: int = DEFAULT_N_TOP) -> int:
+    """scvi's cap: ``int(0.1 * n_vars)`` when ``10 * n_top > n_vars``."""
+    return int(0.1 * n_vars) if 10 * n_top > n_vars else n_top
+
+
+def _rank(
+    counts: np.ndarray | sp.spmatrix, labels: pd.Series, groups: list[str], names: pd.Index
+) -> Any:
+    import anndata as ad
+    import scanpy as sc
+
+    x = sp.csr_matrix(counts, dtype=np.float32) if sp.issparse(counts) else counts
+    adata = ad.AnnData(
+        X=np.array(x, dtype=np.float32) if not sp.issparse(x) else x.copy(),
+        obs=pd.DataFrame({"group": labels.to_numpy()}, index=labels.index),
+        var=pd.DataFrame(index=names),
+    )
+    sc.pp.normalize_total(adata, target_sum=CELL_SCALE_FACTOR)
+    sc.pp.log1p(adata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.rank_genes_groups(
+            adata, "group", groups=groups, use_raw=False, method="t-test", key_added="rgg"
+        )
+    return adata
+
+
+def de_metric_table(
+    raw: np.ndarray | sp.spmatrix,
+    sample: np.ndarray,
+    labels: Sequence[Any] | np.ndarray | pd.Series,
+    *,
+    feature_names: Sequence[str],
+    n_top: int = DEFAULT_N_TOP,
+    p_val_thresh: float = DEFAULT_P_VAL_THRESH,
+) -> pd.DataFrame:
+    """DE agreement between raw counts and one posterior predictive sample, per group.
+
+    Columns :data:`DE_COLUMNS`, index = group, sorted by ``n_cells`` descending.
+    """
+    import scanpy as sc
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
+    names = pd.Index([str(f) for f in feature_names])
+    lab = pd.Series(np.asarray(labels).astype(str), index=[str(i) for i in range(len(labels))])
+    lab = lab.astype("category")
+    counts = lab.value_counts()
+    groups = [str(g) for g in lab.cat.categories if counts[g] >= 2]
+    if len(groups) < 2 or len(lab.cat.categories) < 2:
+        msg = "the DE metric needs at least two groups with two or more cells each"
+        raise ValueError(msg)
+    n_top = n_top_features(len(names), n_top)
+    raw_ad = _rank(raw, lab, groups, names)
+    smp_ad = _rank(sample, lab, groups, names)
+    rows = {}
+    for group in groups:
+        rg = sc.get.rank_genes_groups_df(raw_ad, group=group, key="rgg").set_index("names")
+        sg = sc.get.rank_genes_groups_df(smp_ad, group=group, key="rgg").set_index("names")
+        all_genes = rg.index
+        true_genes = np.isin(all_genes, rg.index[:n_top]).astype(int)
+        pred_genes = np.isin(all_genes, sg.index[:n_top]).astype(int)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            f1 = precision_recall_fscore_support(true_genes, pred_genes, average="binary")[2]
+            sg = sg.reindex(rg.index)
+            rgd, sgd = rg["logfoldchanges"], sg["logfoldchanges"]
+            pearson = pearsonr(rgd, sgd)[0]
+            spearman = spearmanr(rgd, sgd)[0]
+        raw_p = rg["pvals_adj"].to_numpy()
+        true = (raw_p < p_val_thresh).astype(float)
+        pred = sg["scores"].to_numpy()
+        if true.sum() == 0 or true.sum() > 0.5 * len(true):
+            true = np.zeros_like(pred)
+            true[np.argsort(raw_p)[:n_top]] = 1
+        rows[group] = {
+            "gene_f1": float(f1),
+            "lfc_mae": float(np.mean(np.abs(rgd.to_numpy() - sgd.to_numpy()))),
+            "lfc_pearson": float(pearson),
+            "lfc_spearman": float(spearman),
+            "roc_auc": float(roc_auc_score(true, pred)),
+            "pr_auc": float(average_precision_score(true, pred)),
+            "n_cells": np.int64(counts[group]),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")[list(DE_COLUMNS)]
+    table.index.name = "group"
+    return table.sort_values("n_cells", ascending=False, kind="stable")
+
+
+# ------------------------------------------------------------------------------- pipeline
+def compute_metrics(
+    model: TotalVI,
+    data: CiteSeqData,
+    labels: Sequence[Any] | np.ndarray | pd.Series,
+    *,
+    n_samples: int = 3,
+    seed: int = 0,
+    use_model_split: bool = True,
+    progress: Any = None,
+) -> MetricsResult:
+    """Posterior predictive samples, then CV and DE tables for ``rna`` and ``protein``.
+
+    The cell-wise table is split into ``model.train_indices`` / ``validation_indices`` when
+    ``use_model_split`` and both exist and fit ``data`` (positions in the training data).
+    """
+    if progress is not None:
+        progress(0.0, f"drawing {n_samples} posterior predictive samples")
+    pp = model.posterior_predictive_sample(data, n_samples=n_samples, seed=seed)
+    train = val = None
+    if use_model_split:
+        ti, vi = model.train_indices, model.validation_indices
+        if (
+            ti is not None
+            and vi is not None
+            and len(ti)
+            and len(vi)
+            and max(np.max(ti), np.max(vi)) < data.n_cells
+        ):
+            train, val = np.asarray(ti), np.asarray(vi)
+    raw = {"rna": _aligned(data.rna, data.var_names, model.var_names)}
+    raw["protein"] = _aligned(data.protein, data.protein_names, model.protein_names)
+    names = {"rna": list(model.var_names), "protein": list(model.protein_names)}
+    result = MetricsResult(n_samples=n_samples)
+    for i, mod in enumerate(MODALITIES):
+        samples = np.asarray(pp[mod], dtype=np.float32)
+        if samples.ndim == 2:
+            samples = samples[..., None]
+        m_cell, r_cell = model_and_raw_cv(samples, raw[mod], cell_wise=True)
+        result.cell_wise_cv[mod] = cv_table(
+            m_cell, r_cell, train_indices=train, validation_indices=val
+        )
+        m_gene, r_gene = model_and_raw_cv(samples, raw[mod], cell_wise=False)
+        result.gene_wise_cv[mod] = cv_table(m_gene, r_gene)
+        if progress is not None:
+            progress((2 * i + 1) / 4, f"{mod}: DE metric")
+        result.diff_exp[mod] = de_metric_table(
+            raw[mod], samples[..., 0], labels, feature_names=names[mod]
+        )
+        if progress is not None:
+            progress((2 * i + 2) / 4, f"{mod}: done")
+    return result
+
+
+def _aligned(x: Any, have: Sequence[str], want: Sequence[str]) -> Any:
+    pos = pd.Index(have).get_indexer(list(want))
+    if (pos < 0).any():
+        msg = "the data lack some of the model's features; align the data to the model first"
+        raise ValueError(msg)
+    if np.array_equal(pos, np.arange(len(have))):
+        return x
+    return x[:, pos]
+
+
+# ------------------------------------------------------------------------- model summary
+def model_card_properties(
+    model: TotalVI,
+    data: CiteSeqData | None,
+    *,
+    layer: str | None = None,
+    protein_obsm_key: str = "protein_expression",
+) -> dict[str, Any]:
+    """The card's "Model Properties": parameters, setup arguments, registry, summary stats."""
+    cfg = model.config.to_dict()
+    for k in ("n_genes", "n_proteins", "n_batch", "n_labels"):
+        cfg.pop(k, None)
+    non_kwargs = {k: v for k, v in cfg.items() if not isinstance(v, dict)}
+    kwargs = {k2: v2 for v in cfg.values() if isinstance(v, dict) for k2, v2 in v.items()}
+    params = (
+        {**non_kwargs, **kwargs} if not set(kwargs) & set(non_kwargs) else cfg
+    )  # scvi-hub flattens nested kwargs the same way
+    setup = {
+        "layer": layer,
+        "protein_expression_obsm_key": protein_obsm_key,
+        **dict(model.setup_args),
+    }
+    source = (data.source if data is not None else "") or ""
+    mudata_source = source.lower().endswith(".h5mu")
+    registry = {
+        "X": "adata.mod['rna'].X"
+        if mudata_source
+        else ("adata.X" if layer is None else f"adata.layers['{layer}']"),
+        "batch": "adata.obs['_scvi_batch']",
+        "labels": "adata.obs['_scvi_labels']",
+        "proteins": "adata.mod['protein'].X"
+        if mudata_source
+        else f"adata.obsm['{protein_obsm_key}']",
+    }
+    stats = dict(model.summary())
+    if data is not None:
+        stats["n_cells"] = data.n_cells
+    return {
+        "model_parameters": params,
+        "setup_arguments": setup,
+        "data_registry": registry,
+        "summary_statistics": stats,
+    }
+
+
+def summary_stats_markdown(stats: Mapping[str, Any]) -> str:
+    """scvi's ``_view_summary_stats(as_markdown=True)``."""
+    rows = ["| Summary Stat Key          | Value |", "|--------------------------|-------|"]
+    rows += [f"| {k:<25} | {v} |" for k, v in stats.items()]
+    return "\n".join(rows)
+
+
+def data_registry_markdown(registry: Mapping[str, str]) -> str:
+    """scvi's ``_view_data_registry(as_markdown=True)``."""
+    rows = [
+        "| Registry Key             | scvi-tools Location                  |",
+        "|--------------------------|--------------------------------------|",
+    ]
+    rows += [f"| {k:<25} | {v:<36} |" for k, v in registry.items()]
+    return "\n".join(rows)
+
+
+def model_card_markdown(
+    properties: Mapping[str, Any], metrics: Mapping[str, str] | None = None
+) -> str:
+    """Metrics and Model Properties sections of an scvi-hub TOTALVI card."""
+    na = "Not provided by uploader"
+    m = metrics or {}
+    return (
+        "# Metrics\n\n"
+        "**Cell-wise Coefficient of Variation**:\n\n"
+        f"{m.get('cell_wise_cv', na)}\n\n"
+        "**Gene-wise Coefficient of Variation**:\n\n"
+        f"{m.get('gene_wise_cv', na)}\n\n"
+        "**Differential expression**:\n\n"
+        f"{m.get('diff_exp', na)}\n\n"
+        "# Model Properties\n\n"
+        "**Model Parameters**:\n```json\n"
+        f"{json.dumps(properties['model_parameters'], indent=4, default=str)}\n```\n\n"
+        "**Setup Data Arguments**:\n```json\n"
+        f"{json.dumps(properties['setup_arguments'], indent=4, default=str)}\n```\n\n"
+        "**Data Registry**:\n"
+        f"{data_registry_markdown(properties['data_registry'])}\n\n"
+        "**Summary Statistics**:\n\n"
+        f"{summary_stats_markdown(properties['summary_statistics'])}\n"
+    )
+
+
+Modality = Literal["rna", "protein"]

@@ -1,0 +1,775 @@
+"""The analysis service: the one object pages, the CLI and scripts ask for results.
+
+:class:`AnalysisService` loads datasets and models, and answers typed queries about a
+(dataset, model) :class:`~dashboard.backend.refs.Pair` (latent space, UMAP, clusters, cell
+types, denoised values, DE, model-card metrics). Every answer is cached in the results cache
+under a key made of the dataset's content hash, the model's weight hash, every parameter that
+changes the answer and the schema version, so a restart recomputes nothing and a changed input
+never gets a stale answer. Long computations can also run as background jobs with progress
+and cancel (:meth:`AnalysisService.submit`).
+
+The service is rebuildable from :class:`~dashboard.backend.settings.Settings` alone: a
+background worker in another process opens the same cache and reloads datasets and models
+from the paths recorded in the references (checking their fingerprints).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from dashboard.backend.cache import ResultCache
+from dashboard.backend.errors import (
+    BackendError,
+    DatasetNotFound,
+    InvalidSelection,
+    ModelDataMismatch,
+    ModelNotFound,
+    ModelNotTrained,
+)
+from dashboard.backend.fingerprint import cache_key, model_fingerprint
+from dashboard.backend.jobs import JobContext, JobInfo, JobRegistry, JobRunner
+from dashboard.backend.refs import DatasetRef, ModelRef, Pair
+from dashboard.backend.settings import Settings
+
+if TYPE_CHECKING:
+    from dashboard.backend.metrics import MetricsResult
+    from model.data import CiteSeqData
+    from model.totalvi import TotalVI
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[float, str], None]
+
+#: Queries that :meth:`AnalysisService.submit` can run as jobs.
+JOB_QUERIES = (
+    "latent",
+    "umap",
+    "clusters",
+    "cell_types",
+    "denoised_rna",
+    "denoised_protein",
+    "foreground_probability",
+    "imputed_proteins",
+    "de_one_vs_rest",
+    "de_groups",
+    "metrics",
+    "precompute",
+)
+
+
+class AnalysisService:
+    """Typed, cached analysis queries over (dataset, model) pairs, plus train/load commands.
+
+    Parameters
+    ----------
+    settings
+        Folders, cache limits and analysis defaults (default: :meth:`Settings.from_env`).
+    max_jobs
+        Background jobs that run at once.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, max_jobs: int = 2) -> None:
+        self.settings = settings or Settings.from_env()
+        s = self.settings
+        self.cache = ResultCache(
+            s.results_dir,
+            locks_dir=s.locks_dir,
+            size_limit=s.cache_size_limit,
+            eviction_policy=s.eviction_policy,
+            memory_items=s.memory_items,
+            lock_timeout=s.lock_timeout,
+        )
+        self.jobs = JobRunner(JobRegistry(s.jobs_dir), max_workers=max_jobs)
+        self._datasets: dict[str, CiteSeqData] = {}
+        self._models: dict[tuple[str, str], TotalVI] = {}
+        self._load_lock = threading.RLock()
+        self._tls = threading.local()
+
+    def close(self) -> None:
+        """Cancel running jobs and close the cache."""
+        self.jobs.shutdown(cancel=True)
+        self.cache.close()
+
+    # ================================================================== datasets
+    def open_dataset(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        layer: str | None = None,
+        name: str = "",
+    ) -> DatasetRef:
+        """Read a CITE-seq file (``.h5ad``, ``.h5mu``, 10x) and register it.
+
+        Relative paths are resolved against ``settings.data_dir`` when they do not exist as
+        given. Raises :class:`DatasetNotFound` with the reader's message on failure.
+        """
+        from model.data import CiteSeqDataError, read_cite_seq
+
+        p = self._resolve(path, self.settings.data_dir)
+        try:
+            data = read_cite_seq(p, batch_key=batch_key, labels_key=labels_key, layer=layer)
+        except CiteSeqDataError as err:
+            raise DatasetNotFound(str(err)) from None
+        ref = DatasetRef(
+            fingerprint=data.fingerprint(),
+            path=str(p),
+            batch_key=batch_key,
+            labels_key=labels_key,
+            layer=layer,
+            name=name or p.name,
+        )
+        with self._load_lock:
+            self._datasets[ref.fingerprint] = data
+        return ref
+
+    def add_dataset(
+        self, data: CiteSeqData, *, name: str = "", path: str | None = None
+    ) -> DatasetRef:
+        """Register an in-memory dataset (not reloadable by other processes unless ``path``
+        points at the same content)."""
+        ref = DatasetRef(
+            fingerprint=data.fingerprint(),
+            path=path,
+            batch_key=data.batch_key,
+            labels_key=data.labels_key,
+            name=name or data.source or "dataset",
+        )
+        with self._load_lock:
+            self._datasets[ref.fingerprint] = data
+        return ref
+
+    def dataset(self, ref: DatasetRef | Pair) -> CiteSeqData:
+        """The loaded dataset of ``ref`` (reloaded from its path if this process lacks it)."""
+        ref = ref.dataset if isinstance(ref, Pair) else ref
+        with self._load_lock:
+            data = self._datasets.get(ref.fingerprint)
+            if data is not None:
+                return data
+            if ref.path is None:
+                msg = f"dataset {ref.name or ref.id} is not loaded here and has no path"
+                raise DatasetNotFound(msg)
+            fresh = self.open_dataset(
+                ref.path, batch_key=ref.batch_key, labels_key=ref.labels_key, layer=ref.layer
+            )
+            if fresh.fingerprint != ref.fingerprint:
+                self._datasets.pop(fresh.fingerprint, None)
+                msg = f"{ref.path} changed since it was opened; open it again"
+                raise DatasetNotFound(msg)
+            return self._datasets[ref.fingerprint]
+
+    # ==================================================================== models
+    def load_model(
+        self,
+        dataset: DatasetRef,
+        path: str | os.PathLike[str],
+        *,
+        name: str = "",
+    ) -> Pair:
+        """Load a checkpoint (ours or scvi-tools') for ``dataset`` and register the pair."""
+        from model.data import CiteSeqDataError
+        from model.totalvi import CheckpointError, TotalVI
+
+        p = self._resolve(path, self.settings.model_dir)
+        data = self.dataset(dataset)
+        try:
+            model = TotalVI.load(p, data=data)
+        except CheckpointError as err:
+            raise ModelNotFound(str(err)) from None
+        except (CiteSeqDataError, KeyError) as err:
+            raise ModelDataMismatch(str(err)) from None
+        if not model.is_trained:
+            msg = f"{p}: the checkpoint is of an untrained model; train it first"
+            raise ModelNotTrained(msg)
+        return self.add_model(dataset, model, path=str(p), name=name or p.name)
+
+    def add_model(
+        self,
+        dataset: DatasetRef,
+        model: TotalVI,
+        *,
+        path: str | None = None,
+        name: str = "",
+    ) -> Pair:
+        """Register an in-memory model for ``dataset``; returns the pair."""
+        if self.settings.device is not None:
+            model.to(self.settings.device)
+        ref = ModelRef(fingerprint=model_fingerprint(model), path=path, name=name or "model")
+        with self._load_lock:
+            self._models[(dataset.fingerprint, ref.fingerprint)] = model
+        return Pair(dataset, ref)
+
+    def model(self, pair: Pair) -> TotalVI:
+        """The loaded model of ``pair`` (reloaded from its path if this process lacks it)."""
+        with self._load_lock:
+            key = (pair.dataset.fingerprint, pair.model.fingerprint)
+            model = self._models.get(key)
+            if model is not None:
+                return model
+            if pair.model.path is None:
+                name = pair.model.name or pair.model.id
+                msg = f"model {name} is not loaded here and has no path"
+                raise ModelNotFound(msg)
+            fresh = self.load_model(pair.dataset, pair.model.path)
+            if fresh.model.fingerprint != pair.model.fingerprint:
+                self._models.pop((pair.dataset.fingerprint, fresh.model.fingerprint), None)
+                msg = f"{pair.model.path} changed since it was loaded; load it again"
+                raise ModelNotFound(msg)
+            return self._models[key]
+
+    def train(
+        self,
+        dataset: DatasetRef,
+        *,
+        out_dir: str | os.PathLike[str],
+        max_epochs: int | None = None,
+        n_latent: int = 20,
+        seed: int | None = None,
+        module_kwargs: dict[str, Any] | None = None,
+        progress: ProgressFn | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        **train_overrides: Any,
+    ) -> Pair:
+        """Train a TotalVI on ``dataset``, save it to ``out_dir``, register the pair.
+
+        The checkpoint is written only after training succeeds (atomically), so a failed or
+        cancelled run leaves an earlier checkpoint in ``out_dir`` untouched. Cancellation
+        (``should_stop``) raises ``model.train.TrainingCancelled``.
+        """
+        from model.totalvi import TotalVI
+
+        data = self.dataset(dataset)
+        seed = self.settings.seed if seed is None else seed
+        model = TotalVI(data, n_latent=n_latent, seed=seed, **(module_kwargs or {}))
+        overrides = dict(train_overrides)
+        overrides["seed"] = seed
+        if max_epochs is not None:
+            overrides["max_epochs"] = max_epochs
+        if self.settings.device is not None:
+            overrides.setdefault("device", self.settings.device)
+
+        def on_epoch(p: Any) -> None:
+            if progress is not None:
+                progress(
+                    p.fraction,
+                    f"epoch {p.epoch}/{p.max_epochs}  ELBO train {p.elbo_train:.1f}  "
+                    f"validation {p.elbo_validation:.1f}",
+                )
+
+        model.train(progress=on_epoch, should_stop=should_stop, **overrides)
+        out = Path(out_dir)
+        model.save(out, overwrite=True)
+        return self.add_model(dataset, model, path=str(out), name=out.name)
+
+    # =================================================================== caching
+    def key(self, kind: str, pair: Pair, params: dict[str, Any] | None = None) -> str:
+        """Cache key of result ``kind`` for ``pair`` and ``params``."""
+        return cache_key(
+            kind,
+            dataset=pair.dataset.fingerprint,
+            model=pair.model.fingerprint,
+            params=params or {},
+        )
+
+    def _cached(
+        self,
+        kind: str,
+        pair: Pair,
+        params: dict[str, Any],
+        compute: Callable[[], Any],
+        progress: ProgressFn | None = None,
+    ) -> Any:
+        key = self.key(kind, pair, params)
+        self._tls.last_key = key
+
+        def on_wait() -> None:
+            if progress is not None:
+                progress(0.0, f"waiting for another computation of {kind}")
+
+        value = self.cache.get_or_compute(key, compute, on_wait=on_wait)
+        self._tls.last_key = key
+        return value
+
+    def _obs_names(self, pair: Pair) -> pd.Index:
+        return self.dataset(pair).obs_names
+
+    # =================================================================== queries
+    def latent(self, pair: Pair, *, progress: ProgressFn | None = None) -> np.ndarray:
+        """Posterior mean of z per cell: ``(n_cells, n_latent)`` float32."""
+        seed = self.settings.seed
+
+        def compute() -> np.ndarray:
+            model, data = self.model(pair), self.dataset(pair)
+            return np.asarray(model.get_latent_representation(data, seed=seed), dtype=np.float32)
+
+        return self._cached("latent", pair, {"seed": seed}, compute, progress)
+
+    def umap(
+        self,
+        pair: Pair,
+        *,
+        n_neighbors: int | None = None,
+        min_dist: float | None = None,
+        seed: int | None = None,
+        progress: ProgressFn | None = None,
+    ) -> pd.DataFrame:
+        """UMAP of the latent space: columns ``UMAP1``, ``UMAP2``, index = cell names."""
+        from dashboard.backend.embedding import compute_umap
+
+        s = self.settings
+        params = {
+            "n_neighbors": int(n_neighbors or s.umap_n_neighbors),
+            "min_dist": float(s.umap_min_dist if min_dist is None else min_dist),
+            "seed": int(s.seed if seed is None else seed),
+        }
+
+        def compute() -> pd.DataFrame:
+            if progress is not None:
+                progress(0.1, "latent space")
+            latent = self.latent(pair)
+            if progress is not None:
+                progress(0.3, "UMAP")
+            xy = compute_umap(latent, **params)
+            return pd.DataFrame(xy, index=self._obs_names(pair), columns=["UMAP1", "UMAP2"])
+
+        return self._cached("umap", pair, params, compute, progress)
+
+    def clusters(
+        self,
+        pair: Pair,
+        resolution: float | None = None,
+        *,
+        n_neighbors: int | None = None,
+        progress: ProgressFn | None = None,
+    ) -> pd.Series:
+        """Leiden cluster per cell (categorical of ``"0"``, ``"1"``..., largest first)."""
+        from dashboard.backend.clustering import leiden_clusters
+
+        s = self.settings
+        params = {
+            "resolution": float(s.leiden_resolution if resolution is None else resolution),
+            "n_neighbors": int(n_neighbors or s.n_neighbors),
+            "seed": s.seed,
+        }
+        if params["resolution"] <= 0:
+            msg = f"resolution must be positive, got {params['resolution']}"
+            raise InvalidSelection(msg)
+
+        def compute() -> pd.Series:
+            codes = leiden_clusters(self.latent(pair), **params)
+            cats = sorted(set(codes), key=int)
+            return pd.Series(
+                pd.Categorical(codes, categories=cats),
+                index=self._obs_names(pair),
+                name="leiden",
+            )
+
+        return self._cached("clusters", pair, params, compute, progress)
+
+    def cluster_names(self, pair: Pair, resolution: float | None = None) -> dict[str, str]:
+        """Readable, unique name per Leiden cluster from marker proteins and genes."""
+        from dashboard.backend.clustering import name_clusters
+
+        clusters = self.clusters(pair, resolution)
+        params = {"clusters": np.asarray(clusters.astype(str)), "seed": self.settings.seed}
+
+        def compute() -> dict[str, str]:
+            data = self.dataset(pair)
+            protein = self.denoised_protein(pair)
+            return name_clusters(
+                clusters.astype(str).to_numpy(),
+                rna=data.rna,
+                protein=protein.to_numpy(),
+                var_names=data.var_names,
+                protein_names=protein.columns,
+            )
+
+        return self._cached("cluster_names", pair, params, compute)
+
+    def label_columns(self, pair: Pair | DatasetRef) -> list[str]:
+        """obs columns that can serve as cell-type labels (categorical or string)."""
+        obs = self.dataset(pair).obs
+        out = []
+        for c in obs.columns:
+            col = obs[c]
+            if isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == object:
+                n = col.nunique(dropna=True)
+                if 1 < n < max(2, len(col) // 2):
+                    out.append(str(c))
+        return out
+
+    def cell_types(
+        self,
+        pair: Pair,
+        *,
+        labels_key: str | None = None,
+        resolution: float | None = None,
+    ) -> pd.Series:
+        """Cell type per cell: the chosen obs column, the dataset's labels, or named clusters.
+
+        With ``labels_key`` the obs column is used; else the labels the dataset was opened
+        with; else Leiden clusters named by their markers (:meth:`cluster_names`).
+        """
+        data = self.dataset(pair)
+        key = labels_key or data.labels_key
+        if key is not None:
+            if key not in data.obs.columns:
+                msg = f"no obs column {key!r}; choose one of {self.label_columns(pair)}"
+                raise InvalidSelection(msg)
+            col = data.obs[key].astype(str)
+            return pd.Series(pd.Categorical(col), index=data.obs_names, name="cell_type")
+        clusters = self.clusters(pair, resolution)
+        names = self.cluster_names(pair, resolution)
+        named = clusters.astype(str).map(names)
+        cats = [names[c] for c in clusters.cat.categories]
+        return pd.Series(
+            pd.Categorical(named, categories=cats), index=data.obs_names, name="cell_type"
+        )
+
+    def denoised_rna(
+        self,
+        pair: Pair,
+        genes: list[str] | None = None,
+        *,
+        progress: ProgressFn | None = None,
+    ) -> pd.DataFrame:
+        """Denoised RNA (per 10k counts), cells x genes (all genes, or ``genes``)."""
+        full = self._denoised(pair, progress)[0]
+        if genes is None:
+            return full
+        missing = [g for g in genes if g not in full.columns]
+        if missing:
+            msg = f"unknown gene(s) {missing[:5]}"
+            raise InvalidSelection(msg)
+        return full[list(genes)]
+
+    def denoised_protein(self, pair: Pair, *, progress: ProgressFn | None = None) -> pd.DataFrame:
+        """Denoised protein (foreground rate), cells x proteins."""
+        return self._denoised(pair, progress)[1]
+
+    def _denoised(
+        self, pair: Pair, progress: ProgressFn | None = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        from dashboard.backend.denoise import denoised_expression
+
+        params = {
+            "n_samples": self.settings.denoise_n_samples,
+            "library_size": 1e4,
+            "seed": self.settings.seed,
+        }
+
+        def compute() -> tuple[pd.DataFrame, pd.DataFrame]:
+            return denoised_expression(self.model(pair), self.dataset(pair), **params)
+
+        return self._cached("denoised", pair, params, compute, progress)
+
+    def foreground_probability(
+        self, pair: Pair, *, progress: ProgressFn | None = None
+    ) -> pd.DataFrame:
+        """Probability that each protein count is foreground, cells x proteins."""
+        from dashboard.backend.denoise import foreground_probability
+
+        params = {"n_samples": self.settings.denoise_n_samples, "seed": self.settings.seed}
+
+        def compute() -> pd.DataFrame:
+            return foreground_probability(self.model(pair), self.dataset(pair), **params)
+
+        return self._cached("foreground", pair, params, compute, progress)
+
+    def imputed_proteins(
+        self, pair: Pair, *, progress: ProgressFn | None = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Proteins for every cell decoded where measured, and which entries are imputed."""
+        from dashboard.backend.denoise import imputed_proteins
+
+        params = {"n_samples": self.settings.denoise_n_samples, "seed": self.settings.seed}
+
+        def compute() -> tuple[pd.DataFrame, pd.DataFrame]:
+            return imputed_proteins(self.model(pair), self.dataset(pair), **params)
+
+        return self._cached("imputed", pair, params, compute, progress)
+
+    def _de_params(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "n_samples_overall": s.de_n_samples,
+            "delta": s.de_delta,
+            "fdr_target": s.de_fdr,
+            "z_samples_per_cell": s.de_z_samples_per_cell,
+            "seed": s.seed,
+        }
+
+    def de_one_vs_rest(
+        self,
+        pair: Pair,
+        *,
+        labels_key: str | None = None,
+        resolution: float | None = None,
+        progress: ProgressFn | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> pd.DataFrame:
+        """Bayesian DE of every cell type versus the rest (genes and proteins)."""
+        from dashboard.backend.de import de_one_vs_rest
+
+        types = self.cell_types(pair, labels_key=labels_key, resolution=resolution)
+        params = {**self._de_params(), "labels": np.asarray(types.astype(str))}
+
+        def compute() -> pd.DataFrame:
+            return de_one_vs_rest(
+                self.model(pair),
+                self.dataset(pair),
+                types.astype(str).to_numpy(),
+                progress=progress,
+                should_stop=should_stop,
+                **self._de_params(),
+            )
+
+        return self._cached("de_one_vs_rest", pair, params, compute, progress)
+
+    def de_groups(
+        self,
+        pair: Pair,
+        idx1: Any,
+        idx2: Any | None = None,
+        *,
+        name1: str = "selection",
+        name2: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> pd.DataFrame:
+        """Bayesian DE of a selection versus another selection (``idx2=None``: the rest).
+
+        Selections are cell positions or boolean masks over the dataset's cells.
+        """
+        from dashboard.backend.de import de_groups, selection_positions
+
+        n = self.dataset(pair).n_cells
+        pos1 = selection_positions(idx1, n, name="group 1")
+        pos2 = None if idx2 is None else selection_positions(idx2, n, name="group 2")
+        params = {
+            **self._de_params(),
+            "idx1": pos1,
+            "idx2": pos2,
+            "name1": name1,
+            "name2": name2,
+        }
+
+        def compute() -> pd.DataFrame:
+            return de_groups(
+                self.model(pair),
+                self.dataset(pair),
+                pos1,
+                pos2,
+                name1=name1,
+                name2=name2,
+                max_cells=self.settings.max_de_cells,
+                **self._de_params(),
+            )
+
+        return self._cached("de_groups", pair, params, compute, progress)
+
+    def metrics(
+        self,
+        pair: Pair,
+        *,
+        labels_key: str | None = None,
+        resolution: float | None = None,
+        n_samples: int | None = None,
+        progress: ProgressFn | None = None,
+    ) -> MetricsResult:
+        """Model-card metrics (CV tables and DE metric per modality), as scvi-hub."""
+        from dashboard.backend.metrics import compute_metrics
+
+        model = self.model(pair)
+        types = self.cell_types(pair, labels_key=labels_key, resolution=resolution)
+        params = {
+            "labels": np.asarray(types.astype(str)),
+            "n_samples": int(n_samples or self.settings.n_posterior_samples),
+            "seed": self.settings.seed,
+            "train_indices": model.train_indices,
+            "validation_indices": model.validation_indices,
+        }
+
+        def compute() -> MetricsResult:
+            return compute_metrics(
+                model,
+                self.dataset(pair),
+                types.astype(str).to_numpy(),
+                n_samples=params["n_samples"],
+                seed=params["seed"],
+                progress=progress,
+            )
+
+        return self._cached("metrics", pair, params, compute, progress)
+
+    def metrics_markdown(self, pair: Pair, **kwargs: Any) -> dict[str, str]:
+        """scvi-hub ``metrics.json`` content: markdown per metric, per modality."""
+        return self.metrics(pair, **kwargs).markdown()
+
+    def model_summary(self, pair: Pair) -> dict[str, Any]:
+        """Model parameters, setup arguments, data registry and summary statistics."""
+        from dashboard.backend.metrics import model_card_properties
+
+        return model_card_properties(
+            self.model(pair), self.dataset(pair), layer=pair.dataset.layer
+        )
+
+    def model_card(self, pair: Pair, *, with_metrics: bool = True, **kwargs: Any) -> str:
+        """Markdown of the card's Metrics and Model Properties sections."""
+        from dashboard.backend.metrics import model_card_markdown
+
+        metrics = self.metrics_markdown(pair, **kwargs) if with_metrics else None
+        return model_card_markdown(self.model_summary(pair), metrics)
+
+    def training_history(self, pair: Pair) -> pd.DataFrame:
+        """Per-epoch training history of the model (empty if unknown)."""
+        return self.model(pair).history.copy()
+
+    def precompute(
+        self,
+        pair: Pair,
+        *,
+        progress: ProgressFn | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> dict[str, str]:
+        """Fill the cache with everything the pages show; returns ``{result: cache key}``."""
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("latent", lambda: self.latent(pair)),
+            ("umap", lambda: self.umap(pair)),
+            ("clusters", lambda: self.clusters(pair)),
+            ("denoised", lambda: self.denoised_protein(pair)),
+            ("cell_types", lambda: self.cell_types(pair)),
+            ("foreground", lambda: self.foreground_probability(pair)),
+            ("imputed", lambda: self.imputed_proteins(pair)),
+            ("de_one_vs_rest", lambda: self.de_one_vs_rest(pair, should_stop=should_stop)),
+            ("metrics", lambda: self.metrics(pair)),
+        ]
+        keys: dict[str, str] = {}
+        for i, (name, step) in enumerate(steps):
+            if should_stop is not None and should_stop():
+                msg = f"precompute cancelled before {name}"
+                raise InterruptedError(msg)
+            if progress is not None:
+                progress(i / len(steps), name)
+            step()
+            keys[name] = getattr(self._tls, "last_key", "")
+        if progress is not None:
+            progress(1.0, "done")
+        return keys
+
+    # ====================================================================== jobs
+    def submit(self, query: str, pair: Pair, **params: Any) -> str:
+        """Run query ``query`` (one of :data:`JOB_QUERIES`) for ``pair`` as a background job.
+
+        Returns the job id; the job's record gets the result's cache key when it finishes.
+        """
+        if query not in JOB_QUERIES:
+            msg = f"unknown job query {query!r}; choose one of {JOB_QUERIES}"
+            raise InvalidSelection(msg)
+        method = getattr(self, query)
+
+        accepted = inspect.signature(method).parameters
+
+        def run(ctx: JobContext) -> Any:
+            ctx.check()
+            kwargs = dict(params)
+            if "progress" in accepted:
+                kwargs["progress"] = ctx.progress
+            if "should_stop" in accepted:
+                kwargs["should_stop"] = ctx.cancelled
+            result = method(pair, **kwargs)
+            ctx.check()
+            return result
+
+        return self.jobs.submit(
+            query,
+            run,
+            params={"pair": pair.to_dict(), **{k: _describe(v) for k, v in params.items()}},
+            result_key=lambda: getattr(self._tls, "last_key", None),
+        )
+
+    def submit_train(self, dataset: DatasetRef, **kwargs: Any) -> str:
+        """:meth:`train` as a background job (cancel stops training at the next step)."""
+
+        def run(ctx: JobContext) -> Pair:
+            return self.train(dataset, progress=ctx.progress, should_stop=ctx.cancelled, **kwargs)
+
+        return self.jobs.submit(
+            "train",
+            run,
+            params={"dataset": dataset.to_dict(), **{k: _describe(v) for k, v in kwargs.items()}},
+            result_json=lambda pair: pair.to_dict(),
+        )
+
+    def submit_load_model(self, dataset: DatasetRef, path: str | os.PathLike[str]) -> str:
+        """:meth:`load_model` as a background job."""
+
+        def run(ctx: JobContext) -> Pair:
+            ctx.progress(0.1, f"loading {path}")
+            return self.load_model(dataset, path)
+
+        return self.jobs.submit(
+            "load_model",
+            run,
+            params={"dataset": dataset.to_dict(), "path": str(path)},
+            result_json=lambda pair: pair.to_dict(),
+        )
+
+    def job(self, job_id: str) -> JobInfo:
+        """A job's record (status, progress, message, error, result key)."""
+        return self.jobs.status(job_id)
+
+    def cancel(self, job_id: str) -> JobInfo:
+        """Request cancellation of a job."""
+        return self.jobs.cancel(job_id)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobInfo:
+        """Block until a job finishes; returns its record."""
+        return self.jobs.wait(job_id, timeout)
+
+    def job_result(self, job_id: str, timeout: float | None = None) -> Any:
+        """A finished job's result (from this process, else from the cache by its key)."""
+        from dashboard.backend.errors import JobNotFound
+
+        try:
+            return self.jobs.result(job_id, timeout)
+        except JobNotFound:
+            info = self.jobs.status(job_id)
+            if info.result is not None and info.kind in {"train", "load_model"}:
+                return Pair.from_dict(info.result)
+            if info.result_key is not None:
+                value = self.cache.get(info.result_key)
+                if value is not None:
+                    return value
+            raise
+
+    # ================================================================== helpers
+    @staticmethod
+    def _resolve(path: str | os.PathLike[str], base: Path) -> Path:
+        p = Path(path).expanduser()
+        if not p.exists() and not p.is_absolute() and (base / p).exists():
+            return base / p
+        return p
+
+
+def _describe(value: Any) -> Any:
+    """JSON-able description of a job parameter (arrays summarised)."""
+    if isinstance(value, np.ndarray):
+        return f"array{value.shape}"
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)[:200]
+
+
+DashboardService = AnalysisService  # the name the page layer uses
+
+__all__ = ["JOB_QUERIES", "AnalysisService", "BackendError", "DashboardService"]

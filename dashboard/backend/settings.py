@@ -1,0 +1,158 @@
+"""Backend configuration: one frozen dataclass, buildable from environment variables.
+
+Background workers rebuild the service from :class:`Settings` alone, so everything a worker
+needs to find data, models and cached results lives here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENV_PREFIX = "TOTALVI_EXPLORER_"
+
+EvictionPolicy = Literal[
+    "least-recently-stored", "least-recently-used", "least-frequently-used", "none"
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where data, models and the cache live, cache limits and analysis defaults.
+
+    Parameters
+    ----------
+    data_dir
+        Folder of datasets (relative dataset names are resolved against it).
+    model_dir
+        Folder of model checkpoints (relative model names are resolved against it).
+    cache_dir
+        Root of the cache: ``results/`` (diskcache of computed results), ``jobs/`` (job
+        registry), ``locks/`` (per-key file locks) and ``callbacks/`` (Dash background
+        callbacks). Gitignored under ``data/cache/`` by default.
+    cache_size_limit
+        Bytes the results cache may use before it evicts entries.
+    eviction_policy
+        diskcache's eviction policy for the results cache.
+    memory_items
+        Results also kept in process memory (LRU), so repeated page requests skip unpickling.
+    lock_timeout
+        Seconds to wait for another thread or process computing the same result.
+    device
+        Torch device for model queries (``None``: the model's device, CUDA when present).
+    seed
+        Seed of every stochastic step (model sampling, UMAP, Leiden, DE draws).
+    umap_n_neighbors, umap_min_dist
+        UMAP defaults (scanpy's ``min_dist`` 0.5 default).
+    n_neighbors, leiden_resolution
+        kNN graph size and Leiden resolution for clusters.
+    denoise_n_samples
+        Posterior samples averaged for denoised expression and foreground probability.
+    de_n_samples, de_delta, de_fdr, de_z_samples_per_cell
+        Bayesian DE settings (scvi-tools defaults: 5000 paired draws, delta 0.25, FDR 0.05).
+    n_posterior_samples
+        Posterior predictive samples for the model-card metrics (3, as on scvi-hub).
+    max_de_cells
+        Largest group a DE request may name (``None``: no limit).
+    redis_url
+        When set, Dash background callbacks use Celery with this Redis broker.
+    """
+
+    data_dir: Path = REPO_ROOT / "data"
+    model_dir: Path = REPO_ROOT / "data" / "models"
+    cache_dir: Path = REPO_ROOT / "data" / "cache"
+    cache_size_limit: int = 8 * 1024**3
+    eviction_policy: EvictionPolicy = "least-recently-used"
+    memory_items: int = 32
+    lock_timeout: float = 3600.0
+    device: str | None = None
+    seed: int = 0
+    umap_n_neighbors: int = 15
+    umap_min_dist: float = 0.5
+    n_neighbors: int = 15
+    leiden_resolution: float = 1.0
+    denoise_n_samples: int = 5
+    de_n_samples: int = 5000
+    de_delta: float = 0.25
+    de_fdr: float = 0.05
+    de_z_samples_per_cell: int = 1
+    n_posterior_samples: int = 3
+    max_de_cells: int | None = None
+    redis_url: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("data_dir", "model_dir", "cache_dir"):
+            object.__setattr__(self, name, Path(getattr(self, name)).expanduser())
+        if self.cache_size_limit <= 0:
+            msg = f"cache_size_limit must be positive, got {self.cache_size_limit}"
+            raise ValueError(msg)
+        if self.eviction_policy not in EvictionPolicy.__args__:  # type: ignore[attr-defined]
+            msg = f"eviction_policy must be one of {EvictionPolicy.__args__}"  # type: ignore[attr-defined]
+            raise ValueError(msg)
+
+    # ------------------------------------------------------------------- folders
+    @property
+    def results_dir(self) -> Path:
+        """diskcache folder of computed results."""
+        return self.cache_dir / "results"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Job registry (one JSON file per job)."""
+        return self.cache_dir / "jobs"
+
+    @property
+    def locks_dir(self) -> Path:
+        """Per-key lock files that make one process compute a missing result."""
+        return self.cache_dir / "locks"
+
+    @property
+    def callbacks_dir(self) -> Path:
+        """Dash's own background-callback bookkeeping (kept apart from results)."""
+        return self.cache_dir / "callbacks"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``TOTALVI_EXPLORER_<FIELD>`` variables (e.g. ``..._CACHE_DIR``).
+
+        Values are converted to the field's type; ``REDIS_URL`` is also read unprefixed.
+        Keyword ``overrides`` win over the environment.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        defaults = cls()
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None and f.name == "redis_url":
+                raw = env.get("REDIS_URL")
+            if raw is None:
+                continue
+            values[f.name] = _convert(raw, getattr(defaults, f.name), f.name)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _convert(raw: str, default: Any, name: str) -> Any:
+    if raw.strip().lower() in {"", "none", "null"}:
+        return None
+    if isinstance(default, Path):
+        return Path(raw)
+    if isinstance(default, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    try:
+        if isinstance(default, int) or name in {"max_de_cells"}:
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        msg = f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {type(default).__name__}"
+        raise ValueError(msg) from None
+    return raw

@@ -1,0 +1,108 @@
+"""Helpers for the backend's tests and benchmark: real PBMC slices and one small model.
+
+Kept in the package (like ``scanpy.testing``) so test modules and spawned worker processes can
+import them. Expensive results are memoised per process, so several test modules share one
+trained model.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from model.data import CiteSeqData
+    from model.totalvi import TotalVI
+
+#: Marker genes kept in every slice (monocytes, T, B, NK cells) so biology tests can look.
+MARKER_GENES = (
+    "LYZ", "S100A8", "S100A9", "CD14", "FCGR3A", "MS4A1", "CD79A", "CD19", "CD3E", "CD3D",
+    "CD4", "CD8A", "CD8B", "IL7R", "NKG7", "GNLY", "PPBP",
+)  # fmt: skip
+
+
+def pbmc_path() -> Path:
+    """The real PBMC file: ``$TOTALVI_EXPLORER_PBMC`` or ``../shared/data/h5ad/...``."""
+    env = os.environ.get("TOTALVI_EXPLORER_PBMC")
+    if env:
+        return Path(env)
+    root = Path(__file__).resolve().parents[2]
+    return root.parent / "shared" / "data" / "h5ad" / "pbmc10k_6855x4000_14prot.h5ad"
+
+
+@functools.cache
+def pbmc_slice(
+    path: str | None = None, *, n_cells: int = 1500, n_genes: int = 1000, seed: int = 0
+) -> CiteSeqData:
+    """``n_cells`` random cells x the ``n_genes`` most variable genes (log1p CP10k), plus the
+    :data:`MARKER_GENES`, and all proteins of the real PBMC data."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from model.data import from_anndata
+
+    adata = ad.read_h5ad(path or pbmc_path())
+    rng = np.random.default_rng(seed)
+    cells = np.sort(rng.choice(adata.n_obs, size=min(n_cells, adata.n_obs), replace=False))
+    adata = adata[cells].copy()
+    x = sp.csr_matrix(adata.X, dtype=np.float64)
+    lib = np.asarray(x.sum(1)).ravel()
+    x = sp.diags(1e4 / np.maximum(lib, 1)) @ x
+    x.data = np.log1p(x.data)
+    mean = np.asarray(x.mean(0)).ravel()
+    var = np.asarray(x.multiply(x).mean(0)).ravel() - mean**2
+    keep = set(np.argsort(-var)[:n_genes].tolist())
+    names = list(adata.var_names)
+    keep |= {names.index(g) for g in MARKER_GENES if g in names}
+    adata = adata[:, sorted(keep)].copy()
+    return from_anndata(adata, batch_key="batch", source=f"pbmc slice ({n_cells} cells)")
+
+
+@functools.cache
+def small_trained_model(
+    data_fingerprint: str, *, max_epochs: int = 30, n_hidden: int = 64, seed: int = 0
+) -> TotalVI:
+    """A small TotalVI trained on the slice with that fingerprint (see :func:`pbmc_slice`)."""
+    from model.totalvi import TotalVI
+
+    data = _slices[data_fingerprint]
+    model = TotalVI(data, n_hidden=n_hidden, n_latent=10, seed=seed)
+    model.train(max_epochs=max_epochs, seed=seed, device="cpu", early_stopping=False)
+    return model
+
+
+_slices: dict[str, CiteSeqData] = {}
+
+
+def trained_pbmc(
+    *, n_cells: int = 1500, n_genes: int = 1000, max_epochs: int = 50, seed: int = 0
+) -> tuple[CiteSeqData, TotalVI]:
+    """A PBMC slice and a small model trained on it (both memoised per process)."""
+    data = pbmc_slice(n_cells=n_cells, n_genes=n_genes, seed=seed)
+    _slices[data.fingerprint()] = data
+    return data, small_trained_model(data.fingerprint(), max_epochs=max_epochs, seed=seed)
+
+
+def count_compute_worker(
+    cache_dir: str, key: str, counter_path: str, delay: float, out_path: str
+) -> None:
+    """Process target for the cross-process test: ``get_or_compute`` a slow value that
+    appends one line to ``counter_path`` per real computation; writes what it got."""
+    from dashboard.backend.cache import ResultCache
+
+    cache = ResultCache(Path(cache_dir) / "results", locks_dir=Path(cache_dir) / "locks")
+
+    def compute() -> dict[str, float]:
+        with Path(counter_path).open("a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        time.sleep(delay)
+        return {"value": 42.0, "pid": float(os.getpid())}
+
+    value = cache.get_or_compute(key, compute)
+    Path(out_path).write_text(repr(value["value"]))
+    cache.close()

@@ -1,0 +1,110 @@
+"""CLI subcommands (train, precompute, export) on files, and the content-keyed cache: a
+pair loaded from disk hits results computed for the same content in memory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboard.backend.cli_commands import add_subcommands
+from dashboard.backend.service import AnalysisService
+from dashboard.backend.settings import Settings
+from dashboard.backend.testing import trained_pbmc
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    data, model = trained_pbmc()
+    root = tmp_path_factory.mktemp("cli")
+    data.to_anndata().write_h5ad(root / "pbmc.h5ad")
+    model.save(root / "model")
+    return {"root": root, "data": root / "pbmc.h5ad", "model": root / "model"}
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="totalvi-explorer")
+    add_subcommands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_add_subcommands_registers_three() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    assert set(add_subcommands(sub)) == {"train", "precompute", "export"}
+    assert set(
+        add_subcommands(argparse.ArgumentParser().add_subparsers(), include=["export"])
+    ) == {"export"}
+
+
+def test_precompute_fills_cache_then_computes_nothing(files, capsys) -> None:
+    cache = files["root"] / "cache"
+    argv = ["precompute", str(files["data"]), "--model", str(files["model"])]
+    argv += ["--batch-key", "batch", "--cache-dir", str(cache)]
+    assert run(argv) == 0
+    out = capsys.readouterr()
+    assert "9 results ready" in out.out
+    assert "precompute" in out.err  # the tqdm bar
+    assert run(argv) == 0
+    assert "(0 computed" in capsys.readouterr().out
+    # the same content held in memory (no path) hits the same entries
+    data, model = trained_pbmc()
+    svc = AnalysisService(Settings(cache_dir=cache))
+    try:
+        pair = svc.add_model(svc.add_dataset(data), model)
+        umap = svc.umap(pair)
+        assert svc.cache.stats.computed == 0
+        assert list(umap.columns) == ["UMAP1", "UMAP2"] and np.isfinite(umap.to_numpy()).all()
+        assert umap.index.equals(data.obs_names)
+    finally:
+        svc.close()
+
+
+def test_export_writes_h5mu_and_tables(files, capsys) -> None:
+    import mudata as md
+
+    out = files["root"] / "export" / "pbmc.h5mu"
+    tables = files["root"] / "tables"
+    argv = ["export", str(files["data"]), "--model", str(files["model"]), "--out", str(out)]
+    argv += ["--tables", str(tables), "--batch-key", "batch"]
+    argv += ["--cache-dir", str(files["root"] / "cache")]
+    assert run(argv) == 0
+    capsys.readouterr()
+    mdata = md.read_h5mu(out)
+    data, model = trained_pbmc()
+    assert set(mdata.mod) == {"rna", "protein"}
+    assert mdata.obsm["X_totalvi"].shape == (data.n_cells, model.config.n_latent)
+    assert mdata.obsm["X_umap"].shape == (data.n_cells, 2)
+    assert mdata["protein"].layers["denoised"].shape == (data.n_cells, 14)
+    fg = mdata["protein"].layers["foreground_probability"]
+    assert fg.min() >= 0 and fg.max() <= 1
+    assert mdata.obs["cell_type"].nunique() == mdata.obs["leiden"].nunique() > 3
+    np.testing.assert_array_equal(mdata["rna"].X.toarray(), data.rna.toarray())
+    de = pd.read_csv(tables / "de_one_vs_rest.csv", index_col=0)
+    n_types = mdata.obs["cell_type"].nunique()
+    assert len(de) == n_types * (data.n_genes + data.n_proteins)
+    for name in ("cell_wise_cv", "gene_wise_cv", "diff_exp"):
+        for mod in ("rna", "protein"):
+            assert (tables / f"metrics_{name}_{mod}.csv").is_file()
+    card = (tables / "model_card.md").read_text()
+    assert "# Metrics" in card and "# Model Properties" in card
+
+
+def test_train_command_and_errors(files, tmp_path, capsys) -> None:
+    argv = ["train", str(files["data"]), "--batch-key", "batch", "--max-epochs", "2"]
+    argv += ["--out", str(tmp_path / "m"), "--cache-dir", str(tmp_path / "cache")]
+    assert run(argv) == 0
+    assert "trained 2 epochs" in capsys.readouterr().out
+    assert (tmp_path / "m" / "model.pt").is_file()
+    missing = ["precompute", str(tmp_path / "nope.h5ad"), "--model", str(tmp_path / "m")]
+    assert run([*missing, "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    bad_model = ["precompute", str(files["data"]), "--model", str(tmp_path / "no-model")]
+    assert run([*bad_model, "--batch-key", "batch", "--cache-dir", str(tmp_path / "c")]) == 2
+    assert "no-model" in capsys.readouterr().err
