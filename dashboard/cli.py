@@ -72,26 +72,26 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Bring up the embedded default: PBMC data with its trained checkpoint."""
-    from model import TotalVI, read_cite_seq
+    """Start the dashboard (default: the embedded PBMC data with its trained checkpoint).
 
-    data = read_cite_seq(args.data, batch_key="batch")
-    if (Path(args.model) / "model.pt").is_file():
-        model = TotalVI.load(args.model, data=data)
-        print(f"loaded {model} from {args.model}")
-    else:
-        print(f"no checkpoint in {args.model}: training one (progress below)")
-        model = TotalVI(data, seed=0)
-        model.train(progress=_print_progress, seed=0)
-        model.save(args.model, overwrite=True)
-    latent = model.get_latent_representation()
-    idx = model.validation_indices
-    elbo = model.get_elbo(indices=idx) if idx is not None and len(idx) else model.get_elbo()
-    print(
-        f"{data.n_cells} cells x {data.n_genes} genes x {data.n_proteins} proteins; "
-        f"latent {latent.shape}; validation ELBO {elbo:.2f}"
-    )
-    return 0
+    The first start prepares the model's results (progress printed here and shown in the
+    page); they are cached, so later starts are ready in seconds.
+    """
+    from dashboard.backend.errors import BackendError
+    from dashboard.server import serve
+
+    try:
+        return serve(
+            args.data,
+            args.model,
+            host=args.host,
+            port=args.port,
+            batch_key=args.batch_key or None,
+            debug=args.debug,
+        )
+    except BackendError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,9 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-key", default=None)
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("run", help="start on the embedded default data and model")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    from dashboard.backend.cli_commands import add_subcommands
+
+    add_subcommands(sub, include=("precompute", "export"))
+
+    p = sub.add_parser("run", help="start the dashboard (default: embedded data and model)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset to open")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="checkpoint folder")
+    p.add_argument("--batch-key", default="batch", help="obs column of batches ('' for none)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8050, help="port to listen on")
+    p.add_argument("--debug", action="store_true", help="Dash debug mode (development only)")
     p.set_defaults(func=cmd_run)
     return parser
 

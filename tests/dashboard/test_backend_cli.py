@@ -28,10 +28,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="totalvi-explorer")
-    add_subcommands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The installed ``totalvi-explorer`` entry point."""
+    from dashboard.cli import main
+
+    return main(argv)
 
 
 def test_add_subcommands_registers_three() -> None:
@@ -98,7 +98,7 @@ def test_export_writes_h5mu_and_tables(files, capsys) -> None:
 
 def test_train_command_and_errors(files, tmp_path, capsys) -> None:
     argv = ["train", str(files["data"]), "--batch-key", "batch", "--max-epochs", "2"]
-    argv += ["--out", str(tmp_path / "m"), "--cache-dir", str(tmp_path / "cache")]
+    argv += ["--out", str(tmp_path / "m"), "--quiet"]
     assert run(argv) == 0
     assert "trained 2 epochs" in capsys.readouterr().out
     assert (tmp_path / "m" / "model.pt").is_file()

@@ -1,0 +1,262 @@
+"""Dash application factory: pages, shell, shell callbacks, compression and error handling.
+
+Long computations (preparing a model, DE, metrics, training) run as backend jobs on the
+server's worker threads and pages poll their progress with ``dcc.Interval``; the jobs see the
+models already loaded in this process, and the backend's job registry gives progress and
+cancel across processes. No traceback ever reaches the browser: every callback error is
+logged on the server and shown as a one-line alert (``on_error``), and Dash runs with debug
+off unless asked.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dash
+from dash import ClientsideFunction, Dash, Input, Output, State, no_update
+from dash._callback import GLOBAL_CALLBACK_LIST, GLOBAL_CALLBACK_MAP
+
+from dashboard import ids
+
+if TYPE_CHECKING:
+    from flask import Response
+
+    from dashboard.backend.service import AnalysisService
+    from dashboard.state import ActiveState
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "assets"
+PAGES = Path(__file__).resolve().parent / "pages"
+GZIP_MIN_BYTES = 1400
+GZIP_TYPES = ("application/json", "text/html", "application/javascript", "text/css")
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    service: AnalysisService | None = None, *, state: ActiveState | None = None
+) -> Dash:
+    """Build the Dash app over ``service`` (default: the process-wide backend service).
+
+    ``state`` holds the active (dataset, model) pair; by default an empty one over the
+    service (the Model page then offers to load or train). Tests pass a prepared service
+    and state; ``dashboard.server`` passes the embedded default.
+    """
+    from dashboard import backend
+    from dashboard.state import ActiveState, set_state
+
+    if service is None:
+        service = backend.get_service()
+    backend.set_service(service)
+    set_state(state if state is not None else ActiveState(service))
+
+    # Callbacks registered by an earlier app's pages that no request ever claimed (tests
+    # build several apps in one process) would otherwise be served twice by this app.
+    GLOBAL_CALLBACK_LIST.clear()
+    GLOBAL_CALLBACK_MAP.clear()
+
+    app = Dash(
+        "dashboard",
+        use_pages=True,
+        pages_folder=str(PAGES),
+        assets_folder=str(ASSETS),
+        title="TotalVI Explorer",
+        update_title=None,
+        suppress_callback_exceptions=True,
+        on_error=on_callback_error,
+        routing_callback_inputs={
+            "color_state": State(ids.COLOR_STORE, "data"),
+            "model": Input(ids.MODEL_VERSION_STORE, "data"),  # re-render pages on a switch
+        },
+        meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
+    )
+    from dashboard.layout import shell
+
+    app.layout = shell
+    register_shell_callbacks(app)
+    app.server.after_request(_gzip_response)
+    return app
+
+
+def on_callback_error(err: Exception) -> None:
+    """Last line of defence: log the traceback server-side, show one readable line."""
+    from dash import set_props
+
+    from dashboard.backend.errors import BackendError
+    from dashboard.components import alert
+
+    if isinstance(err, BackendError):
+        message = str(err)
+        log.warning("callback: %s", message)
+    else:
+        log.error("callback failed", exc_info=err)
+        message = (
+            f"Something went wrong ({type(err).__name__}: {err}). "
+            "The details are in the server log."
+        )
+    set_props(ids.ALERT, {"children": alert(message, dismissable=True)})
+
+
+# ------------------------------------------------------------------------ shell callbacks
+def update_status(_n: int | None, token: dict[str, Any] | None) -> tuple[list[Any], Any, int]:
+    """Status indicator, the version token (only when the active pair changed) and the
+    poll period (fast while something is being prepared)."""
+    from dashboard.layout import POLL_BUSY_MS, POLL_IDLE_MS, status_view, version_token
+    from dashboard.state import get_state
+
+    status = get_state().status().to_dict()
+    new = version_token(status)
+    busy = status["state"] == "preparing" or status.get("warming")
+    return (
+        status_view(status),
+        new if new != token else no_update,
+        POLL_BUSY_MS if busy else POLL_IDLE_MS,
+    )
+
+
+def update_url_query(
+    color: dict[str, Any] | None, selection: dict[str, Any] | None, token: dict[str, Any] | None
+) -> str:
+    """The shareable query string of the current colour and selection."""
+    from dashboard.state import get_state
+    from dashboard.url_state import view_search
+
+    cells = _valid_cells(selection, token)
+    n_cells = None
+    if cells:
+        try:
+            service, pair = get_state().require()
+            n_cells = service.dataset(pair).n_cells
+        except Exception:  # no model: share the colour only
+            cells = None
+    return view_search(color, cells, n_cells)
+
+
+def _valid_cells(selection: dict[str, Any] | None, token: dict[str, Any] | None) -> list | None:
+    if not selection or not selection.get("cells"):
+        return None
+    if token and selection.get("dataset") not in (None, token.get("dataset")):
+        return None
+    return list(selection["cells"])
+
+
+def seed_from_link(page_state: dict[str, Any] | None) -> tuple[Any, Any]:
+    """A page opened from a shared link: select its cells, or say why the link's selection
+    cannot be used."""
+    from dashboard.components import alert
+
+    if not page_state:
+        return no_update, no_update
+    if page_state.get("error"):
+        return no_update, alert(
+            f"Shared link: {page_state['error']}", kind="warning", dismissable=True
+        )
+    if "cells" in page_state:
+        data = {
+            "cells": list(page_state["cells"]),
+            "dataset": page_state.get("dataset"),
+            "source": "link",
+        }
+        return data, no_update
+    return no_update, no_update
+
+
+def reset_stale_selection(token: dict[str, Any] | None, selection: dict[str, Any] | None) -> Any:
+    """Drop a selection made on another dataset when the active dataset changes."""
+    if not selection or not token or not token.get("dataset"):
+        return no_update
+    if selection.get("dataset") not in (None, token["dataset"]):
+        return None
+    return no_update
+
+
+def close_alert(n_clicks: int | None) -> Any:
+    """The alert's × button."""
+    return None if n_clicks else no_update
+
+
+def register_shell_callbacks(app: Dash) -> None:
+    """Callbacks of the shell (registered on the app: page modules are re-run per app,
+    this module is not)."""
+    app.callback(
+        Output(ids.STATUS, "children"),
+        Output(ids.MODEL_VERSION_STORE, "data"),
+        Output(ids.STATUS_INTERVAL, "interval"),
+        Input(ids.STATUS_INTERVAL, "n_intervals"),
+        State(ids.MODEL_VERSION_STORE, "data"),
+    )(update_status)
+    app.callback(
+        Output(ids.URL_QUERY_STORE, "data"),
+        Input(ids.COLOR_STORE, "data"),
+        Input(ids.SELECTION_STORE, "data"),
+        State(ids.MODEL_VERSION_STORE, "data"),
+    )(update_url_query)
+    app.clientside_callback(
+        ClientsideFunction(namespace="tve", function_name="writeUrl"),
+        Output(ids.URL_SINK, "children"),
+        Input(ids.URL_QUERY_STORE, "data"),
+        Input(ids.URL, "pathname"),
+    )
+    app.callback(
+        Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
+        Output(ids.ALERT, "children", allow_duplicate=True),
+        Input(ids.PAGE_STATE, "data"),
+        prevent_initial_call=True,
+    )(seed_from_link)
+    app.callback(
+        Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
+        Input(ids.MODEL_VERSION_STORE, "data"),
+        State(ids.SELECTION_STORE, "data"),
+        prevent_initial_call=True,
+    )(reset_stale_selection)
+    app.callback(
+        Output(ids.ALERT, "children", allow_duplicate=True),
+        Input(ids.ALERT_CLOSE, "n_clicks"),
+        prevent_initial_call=True,
+    )(close_alert)
+    from dashboard.layout import nav_links
+
+    app.clientside_callback(
+        ClientsideFunction(namespace="tve", function_name="activeNav"),
+        [Output(link.id, "className") for link in nav_links()],
+        Input(ids.URL, "pathname"),
+        State(ids.NAV, "id"),
+    )
+    app.clientside_callback(
+        ClientsideFunction(namespace="tve", function_name="downloadFigure"),
+        Output(
+            {"type": ids.FIG_DOWNLOAD_SINK, "graph": dash.MATCH, "format": dash.MATCH}, "children"
+        ),
+        Input({"type": ids.FIG_DOWNLOAD, "graph": dash.MATCH, "format": dash.MATCH}, "n_clicks"),
+        prevent_initial_call=True,
+    )
+
+
+# ---------------------------------------------------------------------------- compression
+def _gzip_response(response: Response) -> Response:
+    """gzip JSON/HTML/JS responses for clients that accept it (no extra dependency).
+
+    Callback payloads (figures, hover text, typed arrays) shrink several-fold, which is
+    what a large dataset's first figure needs.
+    """
+    from flask import request
+
+    if (
+        response.direct_passthrough
+        or response.status_code != 200
+        or "Content-Encoding" in response.headers
+        or "gzip" not in request.headers.get("Accept-Encoding", "").lower()
+        or not (response.mimetype or "").startswith(GZIP_TYPES)
+    ):
+        return response
+    body = response.get_data()
+    if len(body) < GZIP_MIN_BYTES:
+        return response
+    response.set_data(gzip.compress(body, compresslevel=5))
+    response.headers["Content-Encoding"] = "gzip"
+    response.headers["Content-Length"] = str(len(response.get_data()))
+    response.vary.add("Accept-Encoding")
+    return response

@@ -1,0 +1,278 @@
+"""Small reusable pieces of page layout: cards, graphs with download buttons, alerts,
+progress bars, tables and the DE grid. Functions returning components; no callbacks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dash_ag_grid as dag
+import numpy as np
+import pandas as pd
+from dash import dcc, html
+
+from dashboard import ids
+from dashboard.figures import empty_figure, graph_config
+
+
+def card(
+    title: str | None,
+    children: Any,
+    *,
+    actions: Any = None,
+    class_name: str = "",
+    subtitle: str | None = None,
+) -> html.Section:
+    """A titled panel; ``actions`` go to the right of the title."""
+    header = None
+    if title is not None or actions is not None:
+        header = html.Div(
+            [
+                html.Div(
+                    [html.H3(title or "", className="card-title")]
+                    + ([html.P(subtitle, className="card-subtitle")] if subtitle else []),
+                ),
+                html.Div(actions, className="card-actions") if actions is not None else None,
+            ],
+            className="card-header",
+        )
+    return html.Section(
+        [header, html.Div(children, className="card-body")], className=f"card {class_name}"
+    )
+
+
+def download_buttons(graph_id: str) -> html.Div:
+    """PNG and SVG download buttons for a graph (handled by one clientside callback)."""
+    return html.Div(
+        [
+            html.Button(
+                fmt.upper(),
+                id={"type": ids.FIG_DOWNLOAD, "graph": graph_id, "format": fmt},
+                className="btn btn-ghost btn-xs",
+                title=f"Download this figure as {fmt.upper()}",
+                n_clicks=0,
+            )
+            for fmt in ("png", "svg")
+        ]
+        + [
+            html.Span(
+                id={"type": ids.FIG_DOWNLOAD_SINK, "graph": graph_id, "format": fmt},
+                hidden=True,
+            )
+            for fmt in ("png", "svg")
+        ],
+        className="download-buttons",
+    )
+
+
+def graph(
+    graph_id: str,
+    *,
+    figure: Any = None,
+    height: int = 480,
+    filename: str | None = None,
+    loading: bool = True,
+) -> Any:
+    """A ``dcc.Graph`` with the app's config (SVG modebar download, no logo) and a
+    delayed loading spinner (quick recolours do not flash it)."""
+    g = dcc.Graph(
+        id=graph_id,
+        figure=figure if figure is not None else empty_figure("Loading…"),
+        config=graph_config(filename or graph_id),
+        style={"height": f"{height}px"},
+        className="graph",
+    )
+    if not loading:
+        return g
+    return dcc.Loading(g, delay_show=600, type="circle", parent_className="graph-loading")
+
+
+def graph_card(
+    title: str,
+    graph_id: str,
+    *,
+    height: int = 480,
+    controls: Any = None,
+    subtitle: str | None = None,
+    class_name: str = "",
+    filename: str | None = None,
+) -> html.Section:
+    """A card holding one graph, its controls and its download buttons."""
+    body = ([html.Div(controls, className="controls")] if controls is not None else []) + [
+        graph(graph_id, height=height, filename=filename)
+    ]
+    return card(
+        title,
+        body,
+        actions=download_buttons(graph_id),
+        subtitle=subtitle,
+        class_name=class_name,
+    )
+
+
+def alert(message: str, *, kind: str = "error", dismissable: bool = False) -> html.Div:
+    """A readable message box (kind: error, warning, info, success)."""
+    children: list[Any] = [html.Span(message, className="alert-text")]
+    if dismissable:
+        children.append(
+            html.Button("×", id=ids.ALERT_CLOSE, className="alert-close", title="Dismiss")
+        )
+    return html.Div(children, className=f"alert alert-{kind}", role="alert")
+
+
+def notice(message: str, *, kind: str = "info") -> html.Div:
+    """A placeholder box for a view that has nothing to show yet."""
+    return html.Div(message, className=f"notice notice-{kind}")
+
+
+def progress_children(fraction: float, message: str = "") -> list[Any]:
+    """Children of a progress block: a bar at ``fraction`` and a message."""
+    pct = max(0.0, min(1.0, float(fraction))) * 100
+    return [
+        html.Div(
+            html.Div(className="progress-fill", style={"width": f"{pct:.0f}%"}),
+            className="progress-track",
+            role="progressbar",
+            **{"aria-valuenow": f"{pct:.0f}", "aria-valuemin": "0", "aria-valuemax": "100"},
+        ),
+        html.Div(
+            f"{pct:.0f}% · {message}" if message else f"{pct:.0f}%", className="progress-text"
+        ),
+    ]
+
+
+def kv_table(mapping: Mapping[str, Any], *, class_name: str = "") -> html.Table:
+    """Two-column table of keys and values."""
+    return html.Table(
+        html.Tbody([html.Tr([html.Th(str(k)), html.Td(_fmt(v))]) for k, v in mapping.items()]),
+        className=f"table kv-table {class_name}",
+    )
+
+
+def frame_table(
+    frame: pd.DataFrame, *, index_label: str | None = None, class_name: str = ""
+) -> html.Table:
+    """A small DataFrame as an HTML table (numbers to 3 decimals)."""
+    label = index_label if index_label is not None else (frame.index.name or "")
+    head = html.Thead(html.Tr([html.Th(label)] + [html.Th(str(c)) for c in frame.columns]))
+    rows = [
+        html.Tr([html.Th(str(idx))] + [html.Td(_fmt(v)) for v in row])
+        for idx, row in zip(frame.index, frame.itertuples(index=False), strict=True)
+    ]
+    return html.Table([head, html.Tbody(rows)], className=f"table data-table {class_name}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        return "–" if not np.isfinite(value) else f"{float(value):.3f}"
+    if value is None:
+        return "–"
+    return str(value)
+
+
+def de_grid(grid_id: str, rows: Sequence[Mapping[str, Any]] = (), *, height: int = 420) -> Any:
+    """The DE table: sortable, filterable, CSV export, one row per feature (id = key)."""
+    num = {"filter": "agNumberColumnFilter", "type": "numericColumn"}
+    fmt = {"function": "d3.format('.3~g')(params.value)"}
+    columns = [
+        {"field": "feature", "headerName": "Feature", "pinned": "left", "minWidth": 130},
+        {"field": "modality", "headerName": "Modality", "maxWidth": 120},
+        {"field": "lfc_mean", "headerName": "LFC (mean)", **num, "valueFormatter": fmt},
+        {"field": "bayes_factor", "headerName": "log Bayes factor", **num, "valueFormatter": fmt},
+        {"field": "proba_de", "headerName": "P(DE)", **num, "valueFormatter": fmt},
+        {
+            "field": "is_de",
+            "headerName": "DE (FDR 5%)",
+            "filter": "agTextColumnFilter",
+            "maxWidth": 130,
+        },
+        {"field": "lfc_std", "headerName": "LFC sd", **num, "valueFormatter": fmt},
+        {"field": "scale1", "headerName": "Expr. group 1", **num, "valueFormatter": fmt},
+        {"field": "scale2", "headerName": "Expr. group 2", **num, "valueFormatter": fmt},
+        {
+            "field": "non_zeros_proportion1",
+            "headerName": "Non-zero 1",
+            **num,
+            "valueFormatter": fmt,
+        },
+        {
+            "field": "non_zeros_proportion2",
+            "headerName": "Non-zero 2",
+            **num,
+            "valueFormatter": fmt,
+        },
+    ]
+    return dag.AgGrid(
+        id=grid_id,
+        rowData=list(rows),
+        columnDefs=columns,
+        defaultColDef={
+            "sortable": True,
+            "filter": True,
+            "resizable": True,
+            "floatingFilter": True,
+            "minWidth": 100,
+        },
+        getRowId="params.data.key",
+        columnSize="responsiveSizeToFit",
+        dashGridOptions={
+            "pagination": True,
+            "paginationPageSize": 50,
+            "paginationPageSizeSelector": False,
+            "rowSelection": {
+                "mode": "singleRow",
+                "checkboxes": False,
+                "enableClickSelection": True,
+            },
+            "animateRows": False,
+            "tooltipShowDelay": 300,
+        },
+        csvExportParams={"fileName": f"{grid_id}.csv"},
+        style={"height": f"{height}px", "width": "100%"},
+        className="ag-theme-quartz de-grid",
+    )
+
+
+def page_header(title: str, description: str, *, extra: Any = None) -> html.Div:
+    """Page title and a one-line description of what the page is for."""
+    return html.Div(
+        [
+            html.Div([html.H1(title), html.P(description, className="page-lead")]),
+            html.Div(extra, className="page-header-extra") if extra is not None else None,
+        ],
+        className="page-header",
+    )
+
+
+def page_state_store(data: Mapping[str, Any] | None) -> dcc.Store:
+    """The page-local store with the view state a link carried (colour, selection)."""
+    return dcc.Store(id=ids.PAGE_STATE, data=dict(data or {}))
+
+
+def layer_radio(component_id: str, *, value: str = "raw", protein: bool = True) -> Any:
+    """Raw / denoised / foreground-probability switch for feature colourings."""
+    options = [
+        {"label": "Raw", "value": "raw"},
+        {"label": "Denoised", "value": "denoised"},
+        {"label": "Foreground prob.", "value": "foreground", "disabled": not protein},
+    ]
+    return dcc.RadioItems(
+        id=component_id,
+        options=options,
+        value=value,
+        inline=True,
+        className="segmented",
+    )
+
+
+def field(label: str, control: Any, *, hint: str | None = None, class_name: str = "") -> html.Div:
+    """A labelled form control."""
+    return html.Div(
+        [html.Label(label, className="field-label"), control]
+        + ([html.Div(hint, className="field-hint")] if hint else []),
+        className=f"field {class_name}",
+    )

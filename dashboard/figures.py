@@ -1,0 +1,594 @@
+"""Pure figure builders: arrays and tables in, ``plotly.graph_objects.Figure`` out.
+
+No Dash and no backend imports, so every figure is testable on small data. Cell-level plots
+use WebGL (``Scattergl``), one trace with one point per cell in dataset order, so a point's
+index *is* the cell's position and a selection in one view maps to the same cells in every
+other view. Colourings are built by :func:`color_marker` as a self-contained ``marker``
+dict (values as base64 typed arrays), which is exactly what a recolour sends to the browser.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#393b79",
+    "#e6550d",
+    "#31a354",
+    "#756bb1",
+    "#636363",
+    "#843c39",
+    "#7b4173",
+    "#3182bd",
+    "#fd8d3c",
+    "#74c476",
+    "#9e9ac8",
+    "#bdbdbd",
+    "#d6616b",
+    "#ce6dbd",
+]
+CONTINUOUS = "Viridis"
+HIGHLIGHT = "#d62728"
+MUTED = "#c4c9d0"
+FONT = "Inter, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
+BASE_LAYOUT: dict[str, Any] = {
+    "template": "plotly_white",
+    "font": {"family": FONT, "size": 12, "color": "#1f2933"},
+    "margin": {"l": 50, "r": 10, "t": 44, "b": 44},
+    "title": {"font": {"size": 14}, "x": 0.01, "xanchor": "left"},
+    "uirevision": "keep",  # keep zoom and lasso across recolours
+}
+MAX_TICK_LABEL = 26
+
+
+# --------------------------------------------------------------------------- encodings
+def typed_array(values: np.ndarray | Sequence[float], dtype: str = "f4") -> dict[str, str]:
+    """plotly.js typed-array spec (``{"dtype", "bdata"}``): 4 bytes per float, 1 per code.
+
+    Plotly decodes it in the browser; it is several times smaller than a JSON number list
+    and costs no float formatting on the server.
+    """
+    arr = np.ascontiguousarray(values, dtype=np.dtype(dtype).newbyteorder("<"))
+    return {"dtype": dtype, "bdata": base64.b64encode(arr.tobytes()).decode("ascii")}
+
+
+def category_colors(categories: Sequence[str]) -> dict[str, str]:
+    """Stable colour per category (same order → same colour in every view)."""
+    return {str(c): PALETTE[i % len(PALETTE)] for i, c in enumerate(categories)}
+
+
+def discrete_colorscale(colors: Sequence[str]) -> list[list[float | str]]:
+    """Step colourscale giving codes ``0..n-1`` (with ``cmin=-0.5, cmax=n-0.5``) the flat
+    colours ``colors[0..n-1]``."""
+    n = max(len(colors), 1)
+    scale: list[list[float | str]] = []
+    for i, color in enumerate(colors):
+        scale += [[i / n, color], [(i + 1) / n, color]]
+    return scale
+
+
+def _short(label: str, limit: int = MAX_TICK_LABEL) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def color_marker(
+    values: np.ndarray | pd.Series | Sequence[Any],
+    *,
+    categorical: bool,
+    categories: Sequence[str] | None = None,
+    title: str = "",
+    size: float = 3.0,
+) -> dict[str, Any]:
+    """Marker of a colouring: the whole payload of a recolour (colours, scale, colourbar).
+
+    Categories become integer codes on a step colourscale whose colourbar names them;
+    numbers keep their values (float32), coloured from their minimum to the 99.5th
+    percentile so a few outliers do not wash out the rest. NaN shows in grey.
+    """
+    if categorical:
+        labels = pd.Series(np.asarray(values, dtype=object)).astype(str)
+        cats = [
+            str(c) for c in (categories if categories is not None else sorted(labels.unique()))
+        ]
+        codes = pd.Categorical(labels, categories=cats).codes.astype(np.int32)
+        n = len(cats)
+        colors = [PALETTE[i % len(PALETTE)] for i in range(n)]
+        if (codes < 0).any():  # labels outside ``categories``: one extra grey entry
+            cats, colors = [*cats, "other"], [*colors, MUTED]
+            codes = np.where(codes < 0, n, codes)
+            n += 1
+        # the colour bar runs bottom-up: code k draws category n-1-k, so the first
+        # category is listed at the top, as in a legend
+        codes = (n - 1 - codes).astype(np.uint8 if n <= 255 else np.uint16)
+        return {
+            "size": size,
+            "color": typed_array(codes, "u1" if n <= 255 else "u2"),
+            "colorscale": discrete_colorscale(colors[::-1]),
+            "cmin": -0.5,
+            "cmax": max(n, 1) - 0.5,
+            "showscale": True,
+            "colorbar": {
+                "title": {"text": _short(title), "side": "top"},
+                "tickvals": list(range(n)),
+                "ticktext": [_short(c) for c in cats[::-1]],
+                "thickness": 12,
+                "len": 1.0,
+                "outlinewidth": 0,
+                "tickfont": {"size": 10},
+            },
+        }
+    vals = np.asarray(values, dtype=np.float32)
+    finite = vals[np.isfinite(vals)]
+    lo = float(finite.min()) if finite.size else 0.0
+    hi = float(np.percentile(finite, 99.5)) if finite.size else 1.0
+    if hi <= lo:
+        hi = float(finite.max()) if finite.size and finite.max() > lo else lo + 1.0
+    return {
+        "size": size,
+        "color": typed_array(vals, "f4"),
+        "colorscale": CONTINUOUS,
+        "cmin": lo,
+        "cmax": hi,
+        "showscale": True,
+        "colorbar": {
+            "title": {"text": _short(title), "side": "top"},
+            "thickness": 12,
+            "len": 1.0,
+            "outlinewidth": 0,
+            "tickfont": {"size": 10},
+        },
+    }
+
+
+def hover_template(label: str, *, categorical: bool, value_in_text: bool = False) -> str:
+    """Hover text: the cell's base text (id, type, batch) plus the coloured value.
+
+    Categorical values come from ``hovertext`` (labels), numbers from the marker colour.
+    """
+    if value_in_text:
+        return "%{text}<extra></extra>"
+    value = "%{hovertext}" if categorical else "%{marker.color:.3g}"
+    return f"%{{text}}<br><b>{label}</b>: {value}<extra></extra>"
+
+
+def cell_hover_text(cell_ids: Sequence[str], columns: Mapping[str, Sequence[Any]]) -> list[str]:
+    """Per-cell base hover text: ``<b>id</b><br>name: value...``."""
+    cols = [(name, np.asarray(vals, dtype=object).astype(str)) for name, vals in columns.items()]
+    out = []
+    for i, cid in enumerate(cell_ids):
+        parts = [f"<b>{cid}</b>"] + [f"{name}: {vals[i]}" for name, vals in cols]
+        out.append("<br>".join(parts))
+    return out
+
+
+# ------------------------------------------------------------------------- cell views
+def cell_scatter_figure(
+    x: np.ndarray | Sequence[float],
+    y: np.ndarray | Sequence[float],
+    *,
+    marker: Mapping[str, Any],
+    hover_text: Sequence[str] | None = None,
+    hovertemplate: str | None = None,
+    hovertext: Sequence[str] | None = None,
+    selected: Sequence[int] | None = None,
+    title: str = "",
+    axis_titles: tuple[str, str] = ("UMAP 1", "UMAP 2"),
+    equal_axes: bool = False,
+    annotations: Sequence[Mapping[str, Any]] = (),
+) -> go.Figure:
+    """One WebGL trace of all cells (point ``i`` = cell ``i``), lasso selection enabled.
+
+    ``selected`` (cell positions) are drawn at full opacity and the rest faded; the same
+    property is what a selection ``Patch`` changes, so every view highlights the same cells.
+    """
+    n = len(x)
+    trace = go.Scattergl(
+        x=np.asarray(x, dtype=np.float32),
+        y=np.asarray(y, dtype=np.float32),
+        mode="markers",
+        marker=dict(marker),
+        customdata=np.arange(n, dtype=np.int32),
+        text=list(hover_text) if hover_text is not None else None,
+        hovertext=list(hovertext) if hovertext is not None else None,
+        hovertemplate=hovertemplate,
+        selectedpoints=list(selected) if selected is not None else None,
+        selected={"marker": {"opacity": 1.0}},
+        unselected={"marker": {"opacity": 0.12}},
+        showlegend=False,
+        name="cells",
+    )
+    fig = go.Figure(trace)
+    fig.update_layout(
+        **BASE_LAYOUT,
+        dragmode="lasso",
+        hovermode="closest",
+        xaxis={"title": axis_titles[0], "showgrid": False, "zeroline": False},
+        yaxis={"title": axis_titles[1], "showgrid": False, "zeroline": False},
+        annotations=list(annotations),
+    )
+    fig.update_layout(title={"text": title})
+    if equal_axes:
+        fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return fig
+
+
+def category_annotations(
+    x: np.ndarray, y: np.ndarray, labels: Sequence[Any], *, max_labels: int = 20
+) -> list[dict[str, Any]]:
+    """On-data labels at each category's median position (scanpy's ``legend_loc="on data"``)."""
+    frame = pd.DataFrame({"x": np.asarray(x), "y": np.asarray(y), "g": np.asarray(labels)})
+    med = frame.groupby("g", observed=True)[["x", "y"]].median()
+    if len(med) > max_labels:
+        return []
+    return [
+        {
+            "x": float(r.x),
+            "y": float(r.y),
+            "text": _short(str(g), 18),
+            "showarrow": False,
+            "font": {"size": 9, "color": "#1f2933"},
+            "opacity": 0.85,
+        }
+        for g, r in med.iterrows()
+    ]
+
+
+# ------------------------------------------------------------------- feature views
+def violin_figure(
+    frame: pd.DataFrame,
+    *,
+    group_column: str,
+    value_columns: Sequence[str],
+    titles: Sequence[str] | None = None,
+    group_order: Sequence[str] | None = None,
+    title: str = "",
+) -> go.Figure:
+    """Violins (with box) of each value column per group, side by side (e.g. raw | denoised).
+
+    Groups get the same colours as the embedding so a cell type reads the same everywhere.
+    """
+    groups = list(group_order) if group_order is not None else sorted(frame[group_column].unique())
+    colors = category_colors(groups)
+    fig = make_subplots(
+        rows=1,
+        cols=len(value_columns),
+        shared_yaxes=False,
+        subplot_titles=list(titles or value_columns),
+        horizontal_spacing=0.06,
+    )
+    g = frame[group_column].astype(str).to_numpy()
+    for col_i, col in enumerate(value_columns, start=1):
+        vals = frame[col].to_numpy()
+        for group in groups:
+            m = g == str(group)
+            if not m.any():
+                continue
+            fig.add_trace(
+                go.Violin(
+                    y=vals[m],
+                    name=_short(str(group), 22),
+                    legendgroup=str(group),
+                    showlegend=False,
+                    line={"color": colors[str(group)], "width": 1},
+                    fillcolor=colors[str(group)],
+                    opacity=0.75,
+                    box_visible=True,
+                    meanline_visible=False,
+                    points=False,
+                    spanmode="hard",
+                    scalemode="width",
+                    width=0.8,
+                    hoveron="violins+kde",
+                ),
+                row=1,
+                col=col_i,
+            )
+    fig.update_layout(**BASE_LAYOUT, violingap=0.15)
+    fig.update_layout(title={"text": title}, margin={"b": 120})
+    fig.update_xaxes(tickangle=-45, tickfont={"size": 10})
+    return fig
+
+
+def dotplot_figure(
+    mean_expression: pd.DataFrame, fraction_expressing: pd.DataFrame, *, title: str = ""
+) -> go.Figure:
+    """Dot plot, groups x features: colour = mean scaled to 0..1 per feature, size = fraction
+    of cells expressing (scanpy's ``dotplot``)."""
+    if mean_expression.empty:
+        return empty_figure("Choose features to compare across cell types")
+    features = [str(f) for f in mean_expression.columns]
+    groups = [str(g) for g in mean_expression.index]
+    mean = mean_expression.to_numpy(dtype=float)
+    lo, hi = np.nanmin(mean, axis=0), np.nanmax(mean, axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    scaled = (mean - lo) / span
+    frac = fraction_expressing.reindex(
+        index=mean_expression.index, columns=mean_expression.columns
+    ).to_numpy(dtype=float)
+    gi, fi = np.meshgrid(np.arange(len(groups)), np.arange(len(features)), indexing="ij")
+    gi, fi = gi.ravel(), fi.ravel()
+    texts = [
+        f"<b>{groups[a]}</b><br>{features[b]}<br>mean {mean[a, b]:.3g}"
+        f"<br>expressing {100 * frac[a, b]:.0f}%"
+        for a, b in zip(gi, fi, strict=True)
+    ]
+    fig = go.Figure(
+        go.Scatter(
+            x=[features[b] for b in fi],
+            y=[groups[a] for a in gi],
+            mode="markers",
+            marker={
+                "color": scaled.ravel(),
+                "size": 5 + 17 * np.nan_to_num(frac.ravel()),
+                "colorscale": "Reds",
+                "cmin": 0,
+                "cmax": 1,
+                "showscale": True,
+                "colorbar": {"title": {"text": "scaled mean", "side": "top"}, "thickness": 12},
+                "line": {"width": 0.5, "color": "#555"},
+            },
+            text=texts,
+            hovertemplate="%{text}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    fig.update_layout(**BASE_LAYOUT)
+    fig.update_layout(
+        title={"text": title},
+        xaxis={"tickangle": -45, "showgrid": True, "automargin": True},
+        yaxis={"autorange": "reversed", "showgrid": True, "automargin": True},
+    )
+    return fig
+
+
+# ------------------------------------------------------------------------------- DE
+def volcano_figure(
+    de: pd.DataFrame,
+    *,
+    lfc_column: str = "lfc_mean",
+    score_column: str = "bayes_factor",
+    de_column: str = "is_de_fdr_0.05",
+    key_column: str = "key",
+    label_column: str = "feature",
+    highlight: str | None = None,
+    title: str = "",
+    n_labels: int = 8,
+) -> go.Figure:
+    """Volcano plot: LFC vs log Bayes factor, DE features in red, proteins as diamonds.
+
+    ``customdata`` carries each point's key (``"gene:CD3E"``) so a click can recolour the
+    embedding; ``highlight`` (a key) is ringed.
+    """
+    if de.empty:
+        return empty_figure("No differential expression results")
+    is_de = (
+        de[de_column].to_numpy(dtype=bool) if de_column in de else np.zeros(len(de), dtype=bool)
+    )
+    modality = (
+        de["modality"].astype(str).to_numpy() if "modality" in de else np.full(len(de), "rna")
+    )
+    keys = de[key_column].astype(str).to_numpy()
+    names = de[label_column].astype(str).to_numpy()
+    fig = go.Figure()
+    for mod, symbol, size in (("rna", "circle", 6), ("protein", "diamond", 11)):
+        for flag, color, label in ((False, MUTED, "not DE"), (True, HIGHLIGHT, "DE")):
+            sel = (modality == mod) & (is_de == flag)
+            if not sel.any():
+                continue
+            fig.add_trace(
+                go.Scattergl(
+                    x=de.loc[sel, lfc_column].to_numpy(dtype=float),
+                    y=de.loc[sel, score_column].to_numpy(dtype=float),
+                    mode="markers",
+                    name=f"{'gene' if mod == 'rna' else 'protein'} · {label}",
+                    marker={
+                        "color": color,
+                        "symbol": symbol,
+                        "size": size,
+                        "line": {"width": 0.5, "color": "#fff"},
+                    },
+                    customdata=keys[sel],
+                    text=names[sel],
+                    hovertemplate="<b>%{text}</b><br>LFC %{x:.2f}<br>log BF %{y:.2f}"
+                    "<extra></extra>",
+                )
+            )
+    top = de.assign(_score=de[score_column] * np.sign(de[lfc_column]).clip(lower=0))
+    top = top.nlargest(n_labels, "_score")
+    annotations = [
+        {
+            "x": float(r[lfc_column]),
+            "y": float(r[score_column]),
+            "text": str(r[label_column]),
+            "showarrow": False,
+            "yshift": 10,
+            "font": {"size": 10},
+        }
+        for _, r in top.iterrows()
+    ]
+    if highlight is not None and highlight in set(keys):
+        row = de[de[key_column].astype(str) == highlight].iloc[0]
+        fig.add_trace(
+            go.Scatter(
+                x=[float(row[lfc_column])],
+                y=[float(row[score_column])],
+                mode="markers",
+                name="selected",
+                marker={
+                    "size": 18,
+                    "color": "rgba(0,0,0,0)",
+                    "line": {"width": 2.5, "color": "#111"},
+                },
+                hoverinfo="skip",
+            )
+        )
+        annotations.append(
+            {
+                "x": float(row[lfc_column]),
+                "y": float(row[score_column]),
+                "text": f"<b>{row[label_column]}</b>",
+                "showarrow": True,
+                "arrowhead": 0,
+                "ax": 30,
+                "ay": -30,
+            }
+        )
+    fig.update_layout(**BASE_LAYOUT, clickmode="event", hovermode="closest")
+    fig.update_layout(
+        title={"text": title},
+        xaxis_title="log fold change (mean)",
+        yaxis_title="log Bayes factor",
+        annotations=annotations,
+        legend={"orientation": "h", "y": -0.18, "font": {"size": 11}},
+    )
+    return fig
+
+
+# -------------------------------------------------------------------------- metrics
+def cv_scatter_figure(
+    observed: np.ndarray | Sequence[float],
+    generated: np.ndarray | Sequence[float],
+    *,
+    feature_names: Sequence[str] | None = None,
+    title: str = "",
+) -> go.Figure:
+    """Observed vs generated (posterior predictive) coefficient of variation per feature,
+    with the identity line; points on the line mean the model reproduces the dispersion."""
+    r = np.asarray(observed, dtype=float)
+    m = np.asarray(generated, dtype=float)
+    ok = np.isfinite(m) & np.isfinite(r)
+    if not ok.any():
+        return empty_figure("No finite CV values")
+    hi = float(max(m[ok].max(), r[ok].max())) * 1.05
+    names = None if feature_names is None else np.asarray(feature_names, dtype=object)[ok]
+    fig = go.Figure(
+        [
+            go.Scattergl(
+                x=r[ok],
+                y=m[ok],
+                mode="markers",
+                marker={"size": 4, "opacity": 0.55, "color": PALETTE[0]},
+                text=names,
+                hovertemplate="%{text}<br>observed %{x:.3g}<br>generated %{y:.3g}<extra></extra>"
+                if names is not None
+                else None,
+                name="features",
+            ),
+            go.Scatter(
+                x=[0, hi],
+                y=[0, hi],
+                mode="lines",
+                name="y = x",
+                line={"dash": "dash", "color": "#888"},
+                hoverinfo="skip",
+            ),
+        ]
+    )
+    fig.update_layout(**BASE_LAYOUT)
+    fig.update_layout(
+        title={"text": title},
+        xaxis_title="observed CV",
+        yaxis_title="generated CV",
+        showlegend=False,
+    )
+    return fig
+
+
+def metric_bars_figure(
+    table: pd.DataFrame, *, metrics: Sequence[str], title: str = ""
+) -> go.Figure:
+    """Grouped bars of DE metrics per cell type (one group of bars per row of ``table``)."""
+    present = [m for m in metrics if m in table]
+    if table.empty or not present:
+        return empty_figure("No DE metrics")
+    groups = [_short(str(g), 24) for g in table.index]
+    fig = go.Figure(
+        [
+            go.Bar(x=groups, y=table[m], name=m, marker_color=PALETTE[i % len(PALETTE)])
+            for i, m in enumerate(present)
+        ]
+    )
+    fig.update_layout(**BASE_LAYOUT, barmode="group")
+    fig.update_layout(
+        title={"text": title},
+        xaxis={"tickangle": -45, "automargin": True},
+        legend={"orientation": "h", "y": 1.12},
+    )
+    return fig
+
+
+def training_curve_figure(history: pd.DataFrame, *, title: str = "Training history") -> go.Figure:
+    """Train and validation ELBO per epoch (negative ELBO per cell: lower is better)."""
+    cols = [c for c in ("elbo_train", "elbo_validation") if c in history]
+    if history.empty or not cols:
+        return empty_figure("No training history stored with this model")
+    x = history["epoch"] if "epoch" in history else np.arange(1, len(history) + 1)
+    fig = go.Figure()
+    for col, name, color in (
+        ("elbo_train", "train", PALETTE[0]),
+        ("elbo_validation", "validation", PALETTE[1]),
+    ):
+        if col in history:
+            fig.add_trace(
+                go.Scatter(x=x, y=history[col], mode="lines", name=name, line={"color": color})
+            )
+    values = history[cols].to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    yaxis: dict[str, Any] = {"title": "negative ELBO per cell"}
+    if finite.size > 10:  # the first epochs dwarf the rest: zoom on the converged part
+        yaxis["range"] = [float(finite.min()) * 0.98, float(np.percentile(finite, 90)) * 1.02]
+    fig.update_layout(**BASE_LAYOUT)
+    fig.update_layout(
+        title={"text": title}, xaxis_title="epoch", yaxis=yaxis, legend={"orientation": "h"}
+    )
+    return fig
+
+
+def empty_figure(message: str) -> go.Figure:
+    """A blank figure that shows a message (no data yet, or an error)."""
+    fig = go.Figure()
+    fig.update_layout(**BASE_LAYOUT)
+    fig.update_layout(
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+        annotations=[
+            {
+                "text": message,
+                "showarrow": False,
+                "font": {"size": 14, "color": "#52606d"},
+                "xref": "paper",
+                "yref": "paper",
+                "x": 0.5,
+                "y": 0.5,
+            }
+        ],
+    )
+    return fig
+
+
+def graph_config(filename: str, *, image_format: str = "svg", scale: float = 2.0) -> dict:
+    """plotly config for every graph: modebar download as SVG (vector; PNG via the page's
+    buttons), no plotly logo, scroll zoom on."""
+    return {
+        "displaylogo": False,
+        "scrollZoom": True,
+        "toImageButtonOptions": {"format": image_format, "filename": filename, "scale": scale},
+        "modeBarButtonsToRemove": ["autoScale2d"],
+    }

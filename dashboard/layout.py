@@ -1,0 +1,142 @@
+"""The app shell: top bar (brand, navigation, status), alerts, page container, app stores.
+
+The stores hold what every page shares: the colour-by choice, the selected cells, the saved
+selections (browser-local, per dataset) and the active model's version. They live here, not
+in a page, so they survive page changes (the multi-page rule for shared state).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import dcc, html
+
+from dashboard import ids
+from dashboard.queries import DEFAULT_FEATURE
+
+NAV_ORDER = ["Explore", "Lookup", "Differential expression", "Model metrics", "Model"]
+#: Status poll period while something is being prepared, and when all is quiet (ms).
+POLL_BUSY_MS = 1000
+POLL_IDLE_MS = 5000
+
+
+def nav_links() -> list[Any]:
+    """One link per registered page, in :data:`NAV_ORDER`."""
+    pages = [p for p in dash.page_registry.values() if p["name"] in NAV_ORDER]
+    pages.sort(key=lambda p: NAV_ORDER.index(p["name"]))
+    return [
+        dcc.Link(
+            p["name"],
+            href=p["relative_path"],
+            className="nav-link",
+            id=f"nav-{p['module'].split('.')[-1]}",
+        )
+        for p in pages
+    ]
+
+
+def version_token(status: dict[str, Any]) -> dict[str, Any]:
+    """What pages rebuild on: the active pair and its version (not progress ticks)."""
+    return {
+        "version": status.get("version", 0),
+        "pair": status.get("pair"),
+        "dataset": status.get("dataset"),
+        "state": "ready" if status.get("pair") else status.get("state", "empty"),
+    }
+
+
+def shell() -> html.Div:
+    """The whole-app layout (a function: evaluated per page load, so it shows the current
+    model status at once)."""
+    from dashboard.state import get_state
+
+    status = get_state().status().to_dict()
+    return html.Div(
+        [
+            dcc.Location(id=ids.URL, refresh="callback-nav"),
+            dcc.Store(id=ids.SELECTION_STORE, storage_type="session", data=None),
+            dcc.Store(id=ids.SAVED_SELECTIONS_STORE, storage_type="local", data={}),
+            dcc.Store(
+                id=ids.COLOR_STORE,
+                storage_type="session",
+                data={"feature": DEFAULT_FEATURE, "layer": "raw"},
+            ),
+            dcc.Store(id=ids.MODEL_VERSION_STORE, data=version_token(status)),
+            dcc.Store(id=ids.URL_QUERY_STORE, data=""),
+            html.Div(id=ids.URL_SINK, hidden=True),
+            dcc.Interval(
+                id=ids.STATUS_INTERVAL,
+                interval=POLL_IDLE_MS if status["state"] == "ready" else POLL_BUSY_MS,
+            ),
+            html.Header(
+                [
+                    dcc.Link(
+                        [html.Span("◆", className="brand-mark"), "TotalVI Explorer"],
+                        href="/",
+                        className="brand",
+                    ),
+                    html.Nav(nav_links(), id=ids.NAV, className="nav"),
+                    html.Div(status_view(status), id=ids.STATUS, className="status"),
+                ],
+                className="topbar",
+            ),
+            html.Div(id=ids.ALERT, className="alert-area"),
+            html.Main(dash.page_container, className="page"),
+            html.Footer(
+                [
+                    html.Span("Default data: 10x Genomics pbmc_10k_protein_v3 (CC BY 4.0). "),
+                    html.Span("Model: totalVI (Gayoso et al., Nature Methods 2021) in PyTorch."),
+                ],
+                className="footer",
+            ),
+        ],
+        className="app",
+    )
+
+
+def status_view(status: dict[str, Any]) -> list[Any]:
+    """The top bar's status: a coloured dot, the active model, and preparation progress."""
+    state = status.get("state", "empty")
+    children: list[Any] = []
+    if status.get("pair_name"):
+        children.append(
+            html.Span(
+                [html.Span(className="dot dot-ok"), status["pair_name"]],
+                className="status-model",
+                title="Active model",
+            )
+        )
+    if state == "preparing":
+        pct = 100 * float(status.get("progress", 0.0))
+        children.append(
+            html.Div(
+                [
+                    html.Span(
+                        f"Preparing {status.get('pending_name', '')}: "
+                        f"{status.get('message', '')} ({pct:.0f}%)",
+                        className="status-text",
+                    ),
+                    html.Div(
+                        html.Div(className="progress-fill", style={"width": f"{pct:.0f}%"}),
+                        className="progress-track progress-thin",
+                    ),
+                ],
+                className="status-preparing",
+                id="app-status-preparing",
+            )
+        )
+    elif state == "failed":
+        children.append(
+            html.Span(
+                [html.Span(className="dot dot-error"), f"Failed: {status.get('message', '')}"],
+                className="status-error",
+            )
+        )
+    elif state == "empty":
+        children.append(
+            html.Span([html.Span(className="dot dot-idle"), "No model loaded"], className="muted")
+        )
+    if status.get("warming"):
+        children.append(html.Span("computing DE in the background", className="status-note muted"))
+    return children

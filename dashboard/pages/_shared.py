@@ -1,0 +1,293 @@
+"""Helpers the pages share: the active pair, cell-view figures and their patches, link
+state and job progress. Plain functions (no callbacks: Dash re-runs page modules for each
+app, but not this one, which it skips because of the leading underscore)."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from dash import Patch, ctx, html
+from dash.exceptions import MissingCallbackContextException
+
+from dashboard import components, figures, queries
+from dashboard.backend.errors import BackendError
+from dashboard.queries import ColorSpec, FeatureCatalog
+from dashboard.state import NotReady, get_state
+from dashboard.url_state import state_from_query
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from dashboard.backend.jobs import JobInfo
+    from dashboard.backend.refs import Pair
+    from dashboard.backend.service import AnalysisService
+
+UMAP_HEIGHT = 540
+POINT_SIZE = 3.0
+
+
+def active() -> tuple[AnalysisService, Pair]:
+    """``(service, active pair)``; raises :class:`NotReady` (a readable message) if none."""
+    return get_state().require()
+
+
+def triggered() -> Any:
+    """The id that triggered the running callback (``None`` on an initial call, or when
+    the function is called directly, as the unit tests do)."""
+    try:
+        return ctx.triggered_id
+    except MissingCallbackContextException:
+        return None
+
+
+def not_ready_page(title: str, err: Exception) -> html.Div:
+    """What a page shows while no model is active (the router re-renders it when one is)."""
+    return html.Div(
+        [
+            components.page_header(title, ""),
+            components.notice(str(err), kind="info"),
+        ],
+        className="page-waiting",
+    )
+
+
+def error_figure(err: Exception) -> go.Figure:
+    """An empty figure that names the problem (for views that cannot be drawn)."""
+    return figures.empty_figure(str(err))
+
+
+# ---------------------------------------------------------------------- colour choice
+def initial_color(
+    query: Mapping[str, Any], color_state: Mapping[str, Any] | None, catalog: FeatureCatalog
+) -> ColorSpec:
+    """Colouring a page opens with: the link's, else the shared one, else cell type."""
+    if query.get("color"):
+        spec = ColorSpec.from_state({"feature": query["color"], "layer": query.get("layer")})
+    else:
+        spec = ColorSpec.from_state(dict(color_state) if color_state else None)
+    return spec if catalog.has(spec.feature) else ColorSpec()
+
+
+def link_state(query: Mapping[str, Any], service: AnalysisService, pair: Pair) -> dict:
+    """The page-local store's content: cells of a shared link (or why they don't fit)."""
+    if not query.get("sel"):
+        return {}
+    out = state_from_query(query, service.dataset(pair).n_cells)
+    out.pop("color", None)
+    out["dataset"] = pair.dataset.id
+    return out
+
+
+def layer_options(feature: str | None) -> list[dict[str, Any]]:
+    """Value layers that apply to a feature (foreground probability: proteins only)."""
+    kind = (feature or "").split(":", 1)[0]
+    return [
+        {"label": "Raw", "value": "raw", "disabled": kind == "obs"},
+        {"label": "Denoised", "value": "denoised", "disabled": kind == "obs"},
+        {"label": "Foreground prob.", "value": "foreground", "disabled": kind != "protein"},
+    ]
+
+
+def normalise_layer(feature: str | None, layer: str | None) -> str:
+    """A layer valid for ``feature`` (``raw`` where the asked one does not apply)."""
+    return ColorSpec.from_state({"feature": feature, "layer": layer}).layer
+
+
+# ------------------------------------------------------------------- cell-view figures
+_hover_cache: OrderedDict[str, list[str]] = OrderedDict()
+_hover_lock = threading.Lock()
+
+
+def hover_text(service: AnalysisService, pair: Pair) -> list[str]:
+    """Base hover text of every cell (id, type, batch), memoised per pair."""
+    with _hover_lock:
+        if pair.id in _hover_cache:
+            return _hover_cache[pair.id]
+    data = service.dataset(pair)
+    text = figures.cell_hover_text(
+        [str(c) for c in data.obs_names], queries.hover_columns(service, pair)
+    )
+    with _hover_lock:
+        _hover_cache[pair.id] = text
+        while len(_hover_cache) > 4:
+            _hover_cache.popitem(last=False)
+    return text
+
+
+def color_parts(
+    service: AnalysisService, pair: Pair, spec: ColorSpec
+) -> tuple[dict[str, Any], str, list[str] | None, queries.ColorData]:
+    """Marker, hover template and per-cell hover labels of a colouring."""
+    cd = queries.color_data(service, pair, spec)
+    marker = figures.color_marker(
+        cd.values,
+        categorical=cd.categorical,
+        categories=cd.categories,
+        title=cd.label,
+        size=POINT_SIZE,
+    )
+    template = figures.hover_template(
+        cd.label, categorical=cd.categorical, value_in_text=cd.in_hover_text
+    )
+    labels = None
+    if cd.categorical and not cd.in_hover_text:
+        labels = [str(v) for v in cd.values]
+    return marker, template, labels, cd
+
+
+def valid_cells(selection: Mapping[str, Any] | None, n_cells: int) -> list[int] | None:
+    """The selected cell positions if they fit this dataset, else ``None``."""
+    if not selection or not selection.get("cells"):
+        return None
+    cells = [int(c) for c in selection["cells"]]
+    if not cells or min(cells) < 0 or max(cells) >= n_cells:
+        return None
+    return cells
+
+
+def cell_figure(
+    service: AnalysisService,
+    pair: Pair,
+    spec: ColorSpec,
+    *,
+    x: np.ndarray,
+    y: np.ndarray,
+    selected: Sequence[int] | None,
+    title: str,
+    axis_titles: tuple[str, str] = ("UMAP 1", "UMAP 2"),
+    labels_on_data: bool = False,
+) -> go.Figure:
+    """A cell view (one point per cell, dataset order) coloured by ``spec``."""
+    marker, template, labels, cd = color_parts(service, pair, spec)
+    annotations = []
+    if labels_on_data and cd.categorical and spec.feature == "obs:cell_type":
+        annotations = figures.category_annotations(x, y, cd.values)
+    return figures.cell_scatter_figure(
+        x,
+        y,
+        marker=marker,
+        hover_text=hover_text(service, pair),
+        hovertemplate=template,
+        hovertext=labels,
+        selected=selected,
+        title=title,
+        axis_titles=axis_titles,
+        annotations=annotations,
+    )
+
+
+def umap_figure(
+    service: AnalysisService,
+    pair: Pair,
+    spec: ColorSpec,
+    *,
+    selected: Sequence[int] | None = None,
+    title: str = "",
+) -> go.Figure:
+    """The latent UMAP of the pair coloured by ``spec``."""
+    xy = service.umap(pair)
+    return cell_figure(
+        service,
+        pair,
+        spec,
+        x=xy["UMAP1"].to_numpy(),
+        y=xy["UMAP2"].to_numpy(),
+        selected=selected,
+        title=title,
+        labels_on_data=True,
+    )
+
+
+def recolor_patch(
+    service: AnalysisService, pair: Pair, spec: ColorSpec, *, umap: bool = True
+) -> Patch:
+    """Only what a recolour changes: the marker (typed-array colours, scale, colour bar),
+    the hover template, the hover labels of categories and the on-data labels."""
+    marker, template, labels, cd = color_parts(service, pair, spec)
+    patch = Patch()
+    patch["data"][0]["marker"] = marker
+    patch["data"][0]["hovertemplate"] = template
+    patch["data"][0]["hovertext"] = labels
+    if umap:
+        annotations = []
+        if cd.categorical and spec.feature == "obs:cell_type":
+            xy = service.umap(pair)
+            annotations = figures.category_annotations(
+                xy["UMAP1"].to_numpy(), xy["UMAP2"].to_numpy(), cd.values
+            )
+        patch["layout"]["annotations"] = annotations
+    return patch
+
+
+def selection_patch(cells: Sequence[int] | None, *, clear_outline: bool) -> Patch:
+    """Highlight ``cells`` (``None``: show all cells at full opacity)."""
+    patch = Patch()
+    patch["data"][0]["selectedpoints"] = list(cells) if cells is not None else None
+    if clear_outline:
+        patch["layout"]["selections"] = []
+    return patch
+
+
+# ------------------------------------------------------------------------------ jobs
+def job_view(info: JobInfo) -> tuple[list[Any], bool, str | None]:
+    """Progress children, whether the job finished, and its error (failed/cancelled)."""
+    status = str(info.status)
+    if status == "done":
+        return components.progress_children(1.0, "done"), True, None
+    if status == "failed":
+        return [], True, info.error or "the computation failed"
+    if status == "cancelled":
+        return [], True, "cancelled"
+    message = info.message or ("queued" if status == "queued" else "working")
+    return components.progress_children(info.progress, message), False, None
+
+
+def job_info(job: Mapping[str, Any] | None) -> JobInfo | None:
+    """The job record of a job store (``{"job": id, ...}``), or ``None``."""
+    if not job or not job.get("job"):
+        return None
+    try:
+        return get_state().service.job(str(job["job"]))
+    except BackendError:
+        return None
+
+
+def feature_key_from_click(click: Mapping[str, Any] | None) -> str | None:
+    """The feature key carried by a volcano point's ``customdata``."""
+    if not click or not click.get("points"):
+        return None
+    value = click["points"][0].get("customdata")
+    return str(value) if isinstance(value, str) and ":" in value else None
+
+
+def groups_from_selection_stores(
+    selection: Mapping[str, Any] | None,
+    saved: Mapping[str, Any] | None,
+    dataset_id: str,
+    n_cells: int,
+) -> dict[str, list[int]]:
+    """Named cell groups the user made: the current selection and saved selections."""
+    from dashboard.url_state import decode_selection
+
+    out: dict[str, list[int]] = {}
+    cells = valid_cells(selection, n_cells)
+    if cells and (selection or {}).get("dataset") in (None, dataset_id):
+        out["__current__"] = cells
+    for name, item in ((saved or {}).get(dataset_id) or {}).items():
+        try:
+            out[f"saved:{name}"] = decode_selection(str(item["token"]), n_cells)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def notice_or_error(err: Exception) -> html.Div:
+    """Readable message for a failed view."""
+    return components.alert(str(err), kind="warning")
+
+
+__all__ = ["NotReady", "active", "cell_figure", "recolor_patch", "selection_patch", "umap_figure"]

@@ -1,0 +1,347 @@
+"""Differential expression: a cell type (vs all other cells) or a saved selection (vs the
+rest); a sortable, filterable, exportable table of genes and proteins and a volcano plot
+linked to it (click a point or a row: the cells are coloured by that feature here and
+wherever the shared colour choice is used)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import dash
+from dash import Input, Output, State, callback, dcc, html, no_update
+
+from dashboard import components, figures, ids, queries
+from dashboard.backend.errors import BackendError
+from dashboard.pages import _shared as sh
+from dashboard.queries import ColorSpec
+
+dash.register_page(
+    __name__,
+    path="/de",
+    name="Differential expression",
+    title="Differential expression · TotalVI Explorer",
+    description="Bayesian DE of genes and proteins per cell type or selection.",
+    order=2,
+)
+
+MODALITIES = [
+    {"label": "Genes and proteins", "value": "all"},
+    {"label": "Genes", "value": "rna"},
+    {"label": "Proteins", "value": "protein"},
+]
+#: Seconds a request waits for a job before showing its progress instead.
+QUICK_WAIT = 0.4
+
+
+def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> html.Div:
+    """The DE page."""
+    try:
+        service, pair = sh.active()
+    except sh.NotReady as err:
+        return sh.not_ready_page("Differential expression", err)
+    catalog = queries.feature_catalog(service, pair)
+    spec = sh.initial_color(query, color_state, catalog)
+    feature = spec.feature if spec.kind in {"gene", "protein"} else None
+    types = [str(c) for c in service.cell_types(pair).cat.categories]
+    options = [{"label": t, "value": f"type:{t}"} for t in types]
+    return html.Div(
+        [
+            components.page_header(
+                "Differential expression",
+                "totalVI's Bayesian test (change mode, |LFC| > 0.25) of one group against all "
+                "other cells, for genes and proteins together.",
+            ),
+            html.Div(
+                [
+                    components.field(
+                        "Group",
+                        dcc.Dropdown(
+                            id=ids.DE_GROUP,
+                            options=options,
+                            value=options[0]["value"] if options else None,
+                            clearable=False,
+                            maxHeight=360,
+                        ),
+                        class_name="field-wide",
+                    ),
+                    components.field(
+                        "Show",
+                        dcc.RadioItems(
+                            id=ids.DE_MODALITY,
+                            options=MODALITIES,
+                            value="all",
+                            inline=True,
+                            className="segmented",
+                        ),
+                    ),
+                    html.Button(
+                        "Export table (CSV)", id=ids.DE_EXPORT, className="btn btn-secondary"
+                    ),
+                ],
+                className="toolbar",
+            ),
+            html.Div(id=ids.DE_PROGRESS, className="progress-block"),
+            html.Div(id=ids.DE_STATUS, className="de-status"),
+            html.Div(
+                [
+                    components.graph_card(
+                        "Volcano plot",
+                        ids.DE_VOLCANO,
+                        height=470,
+                        subtitle="Click a point to colour the cells by it.",
+                    ),
+                    components.graph_card(
+                        "Cells",
+                        ids.DE_UMAP,
+                        height=470,
+                        subtitle="Coloured by the clicked feature",
+                    ),
+                ],
+                className="grid-2",
+            ),
+            components.card(
+                "Genes and proteins",
+                components.de_grid(ids.DE_TABLE, height=520),
+                subtitle="Sort and filter any column; click a row to colour the cells.",
+            ),
+            dcc.Store(id=ids.DE_JOB_STORE),
+            dcc.Store(id=ids.DE_READY_STORE),
+            dcc.Store(id=ids.DE_FEATURE_STORE, data=feature),
+            dcc.Interval(id=ids.DE_INTERVAL, interval=700, disabled=True),
+            components.page_state_store(sh.link_state(query, service, pair)),
+        ],
+        className="page-de",
+    )
+
+
+# ---------------------------------------------------------------------------- groups
+@callback(
+    Output(ids.DE_GROUP, "options"),
+    Input(ids.SAVED_SELECTIONS_STORE, "data"),
+    State(ids.DE_GROUP, "value"),
+)
+def group_options(saved: dict | None, value: str | None) -> list[dict[str, str]]:
+    """Cell types, then the saved selections of this dataset."""
+    try:
+        service, pair = sh.active()
+    except sh.NotReady:
+        return []
+    types = service.cell_types(pair)
+    counts = types.astype(str).value_counts()
+    options = [
+        {"label": f"{t} ({counts.get(t, 0):,} cells)", "value": f"type:{t}"}
+        for t in [str(c) for c in types.cat.categories]
+    ]
+    for name, item in ((saved or {}).get(pair.dataset.id) or {}).items():
+        options.append(
+            {
+                "label": f"{name} ({item.get('n', 0):,} cells, saved selection)",
+                "value": f"saved:{name}",
+            }
+        )
+    return options
+
+
+def submit_group(group: str, saved: dict | None) -> str:
+    """Start (or find cached) the DE job of a group; returns the job id."""
+    service, pair = sh.active()
+    if group.startswith("saved:"):
+        n = service.dataset(pair).n_cells
+        groups = sh.groups_from_selection_stores(None, saved, pair.dataset.id, n)
+        if group not in groups:
+            msg = "that saved selection no longer exists"
+            raise BackendError(msg)
+        return service.submit("de_groups", pair, idx1=groups[group], name1=group.split(":", 1)[1])
+    return service.submit("de_one_vs_rest", pair)
+
+
+@callback(
+    Output(ids.DE_JOB_STORE, "data"),
+    Output(ids.DE_INTERVAL, "disabled"),
+    Output(ids.DE_READY_STORE, "data"),
+    Output(ids.DE_PROGRESS, "children"),
+    Input(ids.DE_GROUP, "value"),
+    State(ids.SAVED_SELECTIONS_STORE, "data"),
+)
+def start_de(group: str | None, saved: dict | None) -> tuple:
+    """Run the DE of the chosen group as a background job; a cached result is shown at
+    once, otherwise the progress bar runs until it is ready."""
+    if not group:
+        return None, True, no_update, []
+    try:
+        job = submit_group(group, saved)
+        info = sh.active()[0].wait(job, timeout=QUICK_WAIT)
+    except BackendError as err:
+        return None, True, no_update, components.alert(str(err), kind="warning")
+    store = {"job": job, "group": group}
+    progress, finished, error = sh.job_view(info)
+    if error:
+        return store, True, no_update, components.alert(f"DE failed: {error}")
+    if finished:
+        return store, True, {**store, "t": time.time()}, []
+    return store, False, no_update, progress
+
+
+@callback(
+    Output(ids.DE_PROGRESS, "children", allow_duplicate=True),
+    Output(ids.DE_INTERVAL, "disabled", allow_duplicate=True),
+    Output(ids.DE_READY_STORE, "data", allow_duplicate=True),
+    Input(ids.DE_INTERVAL, "n_intervals"),
+    State(ids.DE_JOB_STORE, "data"),
+    prevent_initial_call=True,
+)
+def poll_de(_n: int | None, job: dict | None) -> tuple:
+    """Progress of the DE job; when it is done, the results are rendered."""
+    info = sh.job_info(job)
+    if info is None:
+        return [], True, no_update
+    progress, finished, error = sh.job_view(info)
+    if error:
+        return components.alert(f"DE failed: {error}"), True, no_update
+    if finished:
+        return [], True, {**(job or {}), "t": time.time()}
+    return progress, False, no_update
+
+
+def de_table(ready: dict | None, modality: str, saved: dict | None) -> Any:
+    """The DE table of a finished job's group (cache hit), filtered by modality."""
+    service, pair = sh.active()
+    group = str((ready or {}).get("group") or "")
+    if group.startswith("saved:"):
+        n = service.dataset(pair).n_cells
+        cells = sh.groups_from_selection_stores(None, saved, pair.dataset.id, n).get(group)
+        if cells is None:
+            msg = "that saved selection no longer exists"
+            raise BackendError(msg)
+        table = queries.de_display_table(
+            service.de_groups(pair, cells, name1=group.split(":", 1)[1])
+        )
+    else:
+        table = queries.de_display_table(
+            service.de_one_vs_rest(pair), group=group.split(":", 1)[1]
+        )
+    if modality in {"rna", "protein"}:
+        table = table[table["modality"] == modality].reset_index(drop=True)
+    return table
+
+
+@callback(
+    Output(ids.DE_TABLE, "rowData"),
+    Output(ids.DE_STATUS, "children"),
+    Input(ids.DE_READY_STORE, "data"),
+    Input(ids.DE_MODALITY, "value"),
+    State(ids.SAVED_SELECTIONS_STORE, "data"),
+    prevent_initial_call=True,
+)
+def render_table(ready: dict | None, modality: str, saved: dict | None) -> tuple:
+    """Fill the table with the finished DE of the chosen group."""
+    if not ready:
+        return no_update, no_update
+    try:
+        table = de_table(ready, modality, saved)
+    except BackendError as err:
+        return [], components.alert(str(err), kind="warning")
+    name = str(ready.get("group", "")).split(":", 1)[1]
+    n_de = int(table["is_de"].sum())
+    status = html.Span(
+        [html.B(name), f" vs all other cells: {n_de:,} of {len(table):,} features DE (FDR 5%)."]
+    )
+    return queries.de_rows(table), status
+
+
+@callback(
+    Output(ids.DE_VOLCANO, "figure"),
+    Input(ids.DE_READY_STORE, "data"),
+    Input(ids.DE_MODALITY, "value"),
+    Input(ids.DE_FEATURE_STORE, "data"),
+    State(ids.SAVED_SELECTIONS_STORE, "data"),
+)
+def render_volcano(
+    ready: dict | None, modality: str, feature: str | None, saved: dict | None
+) -> Any:
+    """Volcano plot of the finished DE, with the clicked feature ringed."""
+    if not ready:
+        return figures.empty_figure("Computing differential expression…")
+    try:
+        table = de_table(ready, modality, saved)
+    except BackendError as err:
+        return sh.error_figure(err)
+    name = str(ready.get("group", "")).split(":", 1)[1]
+    return figures.volcano_figure(table, highlight=feature, title=f"{name} vs rest")
+
+
+# ----------------------------------------------------------------------- feature click
+@callback(
+    Output(ids.DE_FEATURE_STORE, "data"),
+    Output(ids.COLOR_STORE, "data", allow_duplicate=True),
+    Input(ids.DE_VOLCANO, "clickData"),
+    prevent_initial_call=True,
+)
+def on_volcano_click(click: dict | None) -> tuple:
+    """A clicked volcano point colours the cells by that feature (denoised values)."""
+    key = sh.feature_key_from_click(click)
+    if key is None:
+        return no_update, no_update
+    return key, ColorSpec(key, "denoised").to_state()
+
+
+@callback(
+    Output(ids.DE_FEATURE_STORE, "data", allow_duplicate=True),
+    Output(ids.COLOR_STORE, "data", allow_duplicate=True),
+    Input(ids.DE_TABLE, "cellClicked"),
+    prevent_initial_call=True,
+)
+def on_row_click(cell: dict | None) -> tuple:
+    """A clicked table row colours the cells by that feature."""
+    key = (cell or {}).get("rowId")
+    if not key or ":" not in str(key):
+        return no_update, no_update
+    return str(key), ColorSpec(str(key), "denoised").to_state()
+
+
+@callback(
+    Output(ids.DE_UMAP, "figure"),
+    Input(ids.DE_UMAP, "id"),
+    State(ids.DE_FEATURE_STORE, "data"),
+)
+def build_de_umap(_id: str, feature: str | None) -> Any:
+    """The cells, coloured by the feature last clicked (cell type before any click)."""
+    try:
+        service, pair = sh.active()
+        spec = ColorSpec(feature, "denoised") if feature else ColorSpec()
+        return sh.umap_figure(service, pair, spec, title=_umap_title(service, pair, spec))
+    except BackendError as err:
+        return sh.error_figure(err)
+
+
+def _umap_title(service: Any, pair: Any, spec: ColorSpec) -> str:
+    if spec.kind == "obs":
+        return "Cell types"
+    return queries.feature_catalog(service, pair).label(spec.feature) + " (denoised)"
+
+
+@callback(
+    Output(ids.DE_UMAP, "figure", allow_duplicate=True),
+    Input(ids.DE_FEATURE_STORE, "data"),
+    prevent_initial_call=True,
+)
+def recolor_de_umap(feature: str | None) -> Any:
+    """Recolour the cells by the clicked feature (a marker patch)."""
+    if not feature:
+        return no_update
+    service, pair = sh.active()
+    spec = ColorSpec(feature, "denoised")
+    patch = sh.recolor_patch(service, pair, spec)
+    patch["layout"]["title"]["text"] = _umap_title(service, pair, spec)
+    return patch
+
+
+@callback(
+    Output(ids.DE_TABLE, "exportDataAsCsv"),
+    Input(ids.DE_EXPORT, "n_clicks"),
+    prevent_initial_call=True,
+)
+def export_table(n_clicks: int | None) -> bool:
+    """Download the table as CSV (with the grid's filters applied)."""
+    return bool(n_clicks)

@@ -1,0 +1,710 @@
+"""Explore: the latent UMAP and a linked protein view; select, name, keep and compare cells.
+
+Colouring changes send only a ``Patch`` of the marker; a lasso or box selection in either
+view becomes the app's selection store (in the browser) and every view highlights the same
+cells through ``selectedpoints``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import (
+    ALL,
+    ClientsideFunction,
+    Input,
+    Output,
+    State,
+    callback,
+    clientside_callback,
+    dcc,
+    html,
+    no_update,
+)
+
+from dashboard import components, figures, ids, queries
+from dashboard.backend.errors import BackendError
+from dashboard.pages import _shared as sh
+from dashboard.queries import ColorSpec
+from dashboard.url_state import decode_selection, encode_selection
+
+dash.register_page(
+    __name__,
+    path="/",
+    name="Explore",
+    title="Explore · TotalVI Explorer",
+    description="Latent space of every cell, linked protein views and cell selections.",
+    order=0,
+)
+
+LINKED_KINDS = [
+    {"label": "Protein vs protein", "value": "proteins"},
+    {"label": "Raw vs denoised", "value": "raw_denoised"},
+]
+SAVED_CHIP = "explore-saved-chip"
+SAVED_DELETE = "explore-saved-delete"
+
+
+def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> html.Div:
+    """The Explore page (query: ``color``, ``layer``, ``sel``, ``n`` from a shared link)."""
+    try:
+        service, pair = sh.active()
+    except sh.NotReady as err:
+        return sh.not_ready_page("Explore", err)
+    catalog = queries.feature_catalog(service, pair)
+    spec = sh.initial_color(query, color_state, catalog)
+    x0, y0 = queries.default_protein_pair(catalog)
+    protein_options = [
+        {"label": catalog.label(f"protein:{p}"), "value": p} for p in catalog.proteins
+    ]
+    color_options = queries.with_current(
+        queries.search_features(catalog, ""), catalog, spec.feature
+    )
+    data = service.dataset(pair)
+    return html.Div(
+        [
+            components.page_header(
+                "Explore",
+                f"{data.n_cells:,} cells in the model's latent space. Colour by any annotation, "
+                "gene or protein; lasso cells in either view to select them everywhere.",
+                extra=html.Div(
+                    [
+                        dcc.Clipboard(
+                            id=ids.EXPLORE_SHARE,
+                            title="Copy a link to this view (colour and selection)",
+                            className="clipboard",
+                            content="",
+                        ),
+                        html.Span("Copy link to this view", className="muted small"),
+                    ],
+                    className="share",
+                ),
+            ),
+            html.Div(
+                [
+                    components.field(
+                        "Colour by",
+                        dcc.Dropdown(
+                            id=ids.EXPLORE_COLOR,
+                            options=color_options,
+                            value=spec.feature,
+                            clearable=False,
+                            placeholder="Cell type, cluster, a gene or a protein…",
+                            maxHeight=320,
+                        ),
+                        class_name="field-wide",
+                    ),
+                    components.field(
+                        "Values",
+                        components.layer_radio(ids.EXPLORE_LAYER, value=spec.layer),
+                    ),
+                ],
+                className="toolbar",
+            ),
+            html.Div(
+                [
+                    components.graph_card(
+                        "Latent space (UMAP)",
+                        ids.EXPLORE_UMAP,
+                        height=sh.UMAP_HEIGHT,
+                        subtitle="Lasso or box-select cells; double-click to clear.",
+                    ),
+                    components.graph_card(
+                        "Linked view",
+                        ids.EXPLORE_LINKED,
+                        height=sh.UMAP_HEIGHT - 52,
+                        controls=[
+                            dcc.RadioItems(
+                                id=ids.EXPLORE_LINKED_KIND,
+                                options=LINKED_KINDS,
+                                value="proteins",
+                                inline=True,
+                                className="segmented",
+                            ),
+                            dcc.Dropdown(
+                                id=ids.EXPLORE_LINKED_X,
+                                options=protein_options,
+                                value=x0,
+                                clearable=False,
+                                className="dropdown-small",
+                            ),
+                            dcc.Dropdown(
+                                id=ids.EXPLORE_LINKED_Y,
+                                options=protein_options,
+                                value=y0,
+                                clearable=False,
+                                className="dropdown-small",
+                            ),
+                            dcc.RadioItems(
+                                id=ids.EXPLORE_LINKED_LAYER,
+                                options=[
+                                    {"label": "Raw", "value": "raw"},
+                                    {"label": "Denoised", "value": "denoised"},
+                                ],
+                                value="denoised",
+                                inline=True,
+                                className="segmented",
+                            ),
+                        ],
+                    ),
+                ],
+                className="grid-2",
+            ),
+            components.card(
+                "Selection",
+                [
+                    html.Div(id=ids.EXPLORE_SELECTION_INFO, className="selection-info"),
+                    html.Div(
+                        [
+                            dcc.Input(
+                                id=ids.EXPLORE_SELECTION_NAME,
+                                placeholder="Name this selection…",
+                                debounce=False,
+                                className="input",
+                                maxLength=60,
+                            ),
+                            html.Button(
+                                "Save selection",
+                                id=ids.EXPLORE_SAVE_SELECTION,
+                                className="btn btn-secondary",
+                            ),
+                            html.Button(
+                                "Clear",
+                                id=ids.EXPLORE_CLEAR_SELECTION,
+                                className="btn btn-ghost",
+                            ),
+                        ],
+                        className="row-inline",
+                    ),
+                    html.Div(id=ids.EXPLORE_SAVED_LIST, className="chips"),
+                    html.Div(
+                        [
+                            components.field(
+                                "Compare",
+                                dcc.Dropdown(id=ids.EXPLORE_COMPARE_A, clearable=False),
+                                class_name="field-mid",
+                            ),
+                            html.Span("vs", className="vs"),
+                            components.field(
+                                "against",
+                                dcc.Dropdown(id=ids.EXPLORE_COMPARE_B, clearable=False),
+                                class_name="field-mid",
+                            ),
+                            html.Button(
+                                "Compare (DE)",
+                                id=ids.EXPLORE_COMPARE,
+                                className="btn btn-primary",
+                            ),
+                        ],
+                        className="row-inline compare-row",
+                    ),
+                    dcc.Loading(
+                        html.Div(
+                            [
+                                html.Div(id=ids.EXPLORE_DE_STATUS, className="de-status"),
+                                html.Div(id="explore-de-wrap", className="de-wrap"),
+                            ]
+                        ),
+                        delay_show=300,
+                        type="dot",
+                    ),
+                    html.Button(
+                        "Export table (CSV)",
+                        id=ids.EXPLORE_DE_EXPORT,
+                        className="btn btn-ghost btn-small",
+                        hidden=True,
+                    ),
+                ],
+                subtitle="Bayesian differential expression (totalVI change mode) of genes and "
+                "proteins between two groups of cells. Click a row to colour the cells by it.",
+            ),
+            components.page_state_store(sh.link_state(query, service, pair)),
+        ],
+        className="page-explore",
+    )
+
+
+# --------------------------------------------------------------------------- figures
+def _selected(selection: dict | None, page_state: dict | None, n_cells: int, initial: bool):
+    """Cells to highlight when a view is built: a shared link's on first build, else the
+    selection store's."""
+    if initial and page_state and page_state.get("cells"):
+        return sh.valid_cells(page_state, n_cells)
+    return sh.valid_cells(selection, n_cells)
+
+
+@callback(
+    Output(ids.EXPLORE_UMAP, "figure"),
+    Input(ids.EXPLORE_UMAP, "id"),
+    State(ids.EXPLORE_COLOR, "value"),
+    State(ids.EXPLORE_LAYER, "value"),
+    State(ids.SELECTION_STORE, "data"),
+    State(ids.PAGE_STATE, "data"),
+)
+def build_umap(
+    _id: str, feature: str, layer: str, selection: dict | None, page_state: dict | None
+) -> Any:
+    """The UMAP, coloured and highlighted as the page's controls say."""
+    try:
+        service, pair = sh.active()
+        n = service.dataset(pair).n_cells
+        spec = ColorSpec.from_state({"feature": feature, "layer": layer})
+        cells = _selected(selection, page_state, n, sh.triggered() is None)
+        return sh.umap_figure(service, pair, spec, selected=cells)
+    except BackendError as err:
+        return sh.error_figure(err)
+
+
+def linked_values(
+    kind: str, x: str | None, y: str | None, layer: str
+) -> tuple[Any, Any, tuple[str, str], str]:
+    """x and y values, axis titles and title of the linked view."""
+    service, pair = sh.active()
+    catalog = queries.feature_catalog(service, pair)
+    if not x:
+        msg = "the dataset has no proteins to plot"
+        raise BackendError(msg)
+    name_x = catalog.label(f"protein:{x}").split(" · ")[0]
+    if kind == "raw_denoised":
+        xv = queries.feature_values(service, pair, ColorSpec(f"protein:{x}", "raw"))
+        yv = queries.feature_values(service, pair, ColorSpec(f"protein:{x}", "denoised"))
+        return (
+            xv,
+            yv,
+            (f"{name_x} raw (log1p)", f"{name_x} denoised (log1p)"),
+            (f"{name_x}: raw vs denoised"),
+        )
+    y = y or x
+    name_y = catalog.label(f"protein:{y}").split(" · ")[0]
+    xv = queries.feature_values(service, pair, ColorSpec(f"protein:{x}", layer))
+    yv = queries.feature_values(service, pair, ColorSpec(f"protein:{y}", layer))
+    what = queries.LAYERS[layer]
+    return xv, yv, (f"{name_x} {what}", f"{name_y} {what}"), f"{name_x} vs {name_y}"
+
+
+@callback(
+    Output(ids.EXPLORE_LINKED, "figure"),
+    Input(ids.EXPLORE_LINKED_KIND, "value"),
+    Input(ids.EXPLORE_LINKED_X, "value"),
+    Input(ids.EXPLORE_LINKED_Y, "value"),
+    Input(ids.EXPLORE_LINKED_LAYER, "value"),
+    State(ids.EXPLORE_COLOR, "value"),
+    State(ids.EXPLORE_LAYER, "value"),
+    State(ids.SELECTION_STORE, "data"),
+    State(ids.PAGE_STATE, "data"),
+)
+def build_linked(
+    kind: str,
+    x: str | None,
+    y: str | None,
+    linked_layer: str,
+    feature: str,
+    layer: str,
+    selection: dict | None,
+    page_state: dict | None,
+) -> Any:
+    """The linked scatter (protein vs protein, or raw vs denoised of one protein)."""
+    try:
+        service, pair = sh.active()
+        xv, yv, axes, title = linked_values(kind, x, y, linked_layer or "denoised")
+        spec = ColorSpec.from_state({"feature": feature, "layer": layer})
+        n = service.dataset(pair).n_cells
+        cells = _selected(selection, page_state, n, sh.triggered() is None)
+        return sh.cell_figure(
+            service, pair, spec, x=xv, y=yv, selected=cells, title=title, axis_titles=axes
+        )
+    except BackendError as err:
+        return sh.error_figure(err)
+
+
+@callback(
+    Output(ids.EXPLORE_LINKED_Y, "disabled"),
+    Output(ids.EXPLORE_LINKED_LAYER, "className"),
+    Input(ids.EXPLORE_LINKED_KIND, "value"),
+)
+def linked_controls(kind: str) -> tuple[bool, str]:
+    """The y protein and value switch only apply to protein-vs-protein."""
+    hidden = kind == "raw_denoised"
+    return hidden, "segmented is-hidden" if hidden else "segmented"
+
+
+# --------------------------------------------------------------------------- colour
+@callback(
+    Output(ids.EXPLORE_UMAP, "figure", allow_duplicate=True),
+    Output(ids.EXPLORE_LINKED, "figure", allow_duplicate=True),
+    Output(ids.COLOR_STORE, "data", allow_duplicate=True),
+    Output(ids.EXPLORE_LAYER, "options"),
+    Output(ids.EXPLORE_LAYER, "value"),
+    Input(ids.EXPLORE_COLOR, "value"),
+    Input(ids.EXPLORE_LAYER, "value"),
+    State(ids.COLOR_STORE, "data"),
+    prevent_initial_call=True,
+)
+def recolor(feature: str | None, layer: str | None, color_state: dict | None) -> tuple:
+    """Recolour both views by a new choice: a marker ``Patch`` each, nothing else."""
+    layer_fixed = sh.normalise_layer(feature, layer)
+    spec = ColorSpec.from_state({"feature": feature, "layer": layer_fixed})
+    options = sh.layer_options(spec.feature)
+    new_layer = layer_fixed if layer_fixed != layer else no_update
+    if spec == ColorSpec.from_state(color_state):  # e.g. the controls just mounted
+        return no_update, no_update, no_update, options, new_layer
+    service, pair = sh.active()
+    patch = sh.recolor_patch(service, pair, spec)
+    linked = sh.recolor_patch(service, pair, spec, umap=False)
+    return patch, linked, spec.to_state(), options, new_layer
+
+
+@callback(
+    Output(ids.EXPLORE_COLOR, "options"),
+    Input(ids.EXPLORE_COLOR, "search_value"),
+    State(ids.EXPLORE_COLOR, "value"),
+    prevent_initial_call=True,
+)
+def search_colors(search: str | None, value: str | None) -> Any:
+    """Ranked matches among annotations, genes and proteins (prefix first)."""
+    if search is None:
+        return no_update
+    service, pair = sh.active()
+    catalog = queries.feature_catalog(service, pair)
+    return queries.with_current(queries.search_features(catalog, search), catalog, value)
+
+
+# ------------------------------------------------------------------------ selection
+for _graph in (ids.EXPLORE_UMAP, ids.EXPLORE_LINKED):
+    clientside_callback(
+        ClientsideFunction(namespace="tve", function_name="selectionFromEvent"),
+        Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
+        Input(_graph, "selectedData"),
+        State(_graph, "id"),
+        State(ids.MODEL_VERSION_STORE, "data"),
+        prevent_initial_call=True,
+    )
+
+
+@callback(
+    Output(ids.EXPLORE_UMAP, "figure", allow_duplicate=True),
+    Output(ids.EXPLORE_LINKED, "figure", allow_duplicate=True),
+    Input(ids.SELECTION_STORE, "data"),
+    prevent_initial_call=True,
+)
+def highlight(selection: dict | None) -> tuple:
+    """Highlight the selected cells in both views (``selectedpoints`` patches); the view
+    the lasso was not drawn in also drops any old lasso outline."""
+    service, pair = sh.active()
+    cells = sh.valid_cells(selection, service.dataset(pair).n_cells)
+    source = (selection or {}).get("source")
+    return (
+        sh.selection_patch(cells, clear_outline=source != ids.EXPLORE_UMAP),
+        sh.selection_patch(cells, clear_outline=source != ids.EXPLORE_LINKED),
+    )
+
+
+@callback(
+    Output(ids.EXPLORE_SELECTION_INFO, "children"),
+    Input(ids.SELECTION_STORE, "data"),
+)
+def selection_info(selection: dict | None) -> Any:
+    """How many cells are selected and which cell types they are."""
+    try:
+        service, pair = sh.active()
+    except sh.NotReady:
+        return ""
+    n = service.dataset(pair).n_cells
+    cells = sh.valid_cells(selection, n)
+    if not cells:
+        return html.Span(
+            "No cells selected. Use the lasso or box tool in either view.", className="muted"
+        )
+    types = service.cell_types(pair).iloc[cells].astype(str).value_counts().head(4)
+    parts = ", ".join(f"{t} ({c:,})" for t, c in types.items())
+    return [
+        html.B(f"{len(cells):,} cells selected"),
+        html.Span(f" ({100 * len(cells) / n:.1f}% of {n:,}). Mostly: {parts}.", className="muted"),
+    ]
+
+
+@callback(
+    Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
+    Input(ids.EXPLORE_CLEAR_SELECTION, "n_clicks"),
+    prevent_initial_call=True,
+)
+def clear_selection(n_clicks: int | None) -> Any:
+    """Forget the selection (all cells shown at full opacity again)."""
+    return {"cells": [], "source": "clear"} if n_clicks else no_update
+
+
+@callback(
+    Output(ids.SAVED_SELECTIONS_STORE, "data"),
+    Output(ids.EXPLORE_SELECTION_NAME, "value"),
+    Output(ids.EXPLORE_DE_STATUS, "children", allow_duplicate=True),
+    Input(ids.EXPLORE_SAVE_SELECTION, "n_clicks"),
+    State(ids.EXPLORE_SELECTION_NAME, "value"),
+    State(ids.SELECTION_STORE, "data"),
+    State(ids.SAVED_SELECTIONS_STORE, "data"),
+    prevent_initial_call=True,
+)
+def save_selection(
+    n_clicks: int | None, name: str | None, selection: dict | None, saved: dict | None
+) -> tuple:
+    """Keep the current selection under a name (browser-local, per dataset)."""
+    if not n_clicks:
+        return no_update, no_update, no_update
+    service, pair = sh.active()
+    n = service.dataset(pair).n_cells
+    cells = sh.valid_cells(selection, n)
+    if not cells:
+        msg = "Select some cells first (lasso or box tool), then save them."
+        return no_update, no_update, components.alert(msg, kind="warning")
+    saved = dict(saved or {})
+    mine = dict(saved.get(pair.dataset.id) or {})
+    label = (name or "").strip() or f"selection {len(mine) + 1}"
+    mine[label] = {"token": encode_selection(cells, n), "n": len(cells)}
+    saved[pair.dataset.id] = mine
+    note = components.alert(f"Saved “{label}” ({len(cells):,} cells).", kind="success")
+    return saved, "", note
+
+
+@callback(
+    Output(ids.EXPLORE_SAVED_LIST, "children"),
+    Input(ids.SAVED_SELECTIONS_STORE, "data"),
+)
+def saved_list(saved: dict | None) -> Any:
+    """The saved selections of this dataset as chips (click: select; ×: delete)."""
+    try:
+        _, pair = sh.active()
+    except sh.NotReady:
+        return []
+    mine = (saved or {}).get(pair.dataset.id) or {}
+    if not mine:
+        return html.Span("No saved selections yet.", className="muted small")
+    return [
+        html.Span(
+            [
+                html.Button(
+                    f"{name} · {item.get('n', 0):,}",
+                    id={"type": SAVED_CHIP, "name": name},
+                    className="chip",
+                    title="Select these cells",
+                ),
+                html.Button(
+                    "×",
+                    id={"type": SAVED_DELETE, "name": name},
+                    className="chip-delete",
+                    title=f"Delete “{name}”",
+                ),
+            ],
+            className="chip-group",
+        )
+        for name, item in mine.items()
+    ]
+
+
+@callback(
+    Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
+    Input({"type": SAVED_CHIP, "name": ALL}, "n_clicks"),
+    State(ids.SAVED_SELECTIONS_STORE, "data"),
+    prevent_initial_call=True,
+)
+def select_saved(clicks: list[int | None], saved: dict | None) -> Any:
+    """Make a saved selection the current one."""
+    trigger = sh.triggered()
+    if not any(clicks or []) or not isinstance(trigger, dict):
+        return no_update
+    return saved_selection(trigger["name"], saved) or no_update
+
+
+def saved_selection(name: str, saved: dict | None) -> dict | None:
+    """The selection store's content for a saved selection (``None`` if unknown)."""
+    service, pair = sh.active()
+    item = ((saved or {}).get(pair.dataset.id) or {}).get(name)
+    if not item:
+        return None
+    cells = decode_selection(item["token"], service.dataset(pair).n_cells)
+    return {"cells": cells, "source": "saved", "dataset": pair.dataset.id}
+
+
+@callback(
+    Output(ids.SAVED_SELECTIONS_STORE, "data", allow_duplicate=True),
+    Input({"type": SAVED_DELETE, "name": ALL}, "n_clicks"),
+    State(ids.SAVED_SELECTIONS_STORE, "data"),
+    prevent_initial_call=True,
+)
+def delete_saved(clicks: list[int | None], saved: dict | None) -> Any:
+    """Forget a saved selection."""
+    trigger = sh.triggered()
+    if not any(clicks or []) or not isinstance(trigger, dict):
+        return no_update
+    _, pair = sh.active()
+    saved = dict(saved or {})
+    mine = dict(saved.get(pair.dataset.id) or {})
+    mine.pop(trigger["name"], None)
+    saved[pair.dataset.id] = mine
+    return saved
+
+
+# --------------------------------------------------------------------------- compare
+def compare_choices(selection: dict | None, saved: dict | None) -> tuple[list, list]:
+    """Options of the two compare dropdowns: the selection, saved selections, cell types
+    (and "all other cells" for the second)."""
+    service, pair = sh.active()
+    n = service.dataset(pair).n_cells
+    groups = sh.groups_from_selection_stores(selection, saved, pair.dataset.id, n)
+    first = []
+    if "__current__" in groups:
+        first.append(
+            {
+                "label": f"Current selection ({len(groups['__current__']):,})",
+                "value": "__current__",
+            }
+        )
+    first += [
+        {"label": f"{k.split(':', 1)[1]} ({len(v):,}, saved)", "value": k}
+        for k, v in groups.items()
+        if k.startswith("saved:")
+    ]
+    types = service.cell_types(pair)
+    counts = types.astype(str).value_counts()
+    first += [
+        {"label": f"{t} ({counts.get(t, 0):,})", "value": f"type:{t}"}
+        for t in [str(c) for c in types.cat.categories]
+    ]
+    second = [{"label": "All other cells", "value": "__rest__"}, *first]
+    return first, second
+
+
+@callback(
+    Output(ids.EXPLORE_COMPARE_A, "options"),
+    Output(ids.EXPLORE_COMPARE_A, "value"),
+    Output(ids.EXPLORE_COMPARE_B, "options"),
+    Output(ids.EXPLORE_COMPARE_B, "value"),
+    Input(ids.SELECTION_STORE, "data"),
+    Input(ids.SAVED_SELECTIONS_STORE, "data"),
+    State(ids.EXPLORE_COMPARE_A, "value"),
+    State(ids.EXPLORE_COMPARE_B, "value"),
+)
+def update_compare_options(
+    selection: dict | None, saved: dict | None, a: str | None, b: str | None
+) -> tuple:
+    """Keep the compare choices in step with the selection and the saved selections."""
+    try:
+        first, second = compare_choices(selection, saved)
+    except sh.NotReady:
+        return [], None, [], None
+    values_a = [o["value"] for o in first]
+    values_b = [o["value"] for o in second]
+    if "__current__" in values_a and sh.triggered() == ids.SELECTION_STORE:
+        a = "__current__"
+    a = a if a in values_a else (values_a[0] if values_a else None)
+    b = b if b in values_b and b != a else "__rest__"
+    return first, a, second, b
+
+
+def resolve_group(
+    value: str | None, selection: dict | None, saved: dict | None
+) -> tuple[list[int] | None, str]:
+    """Cell positions and a display name of a compare choice (``None`` = the rest)."""
+    service, pair = sh.active()
+    n = service.dataset(pair).n_cells
+    if value in (None, "__rest__"):
+        return None, "Rest"
+    if value.startswith("type:"):
+        name = value.split(":", 1)[1]
+        types = service.cell_types(pair).astype(str).to_numpy()
+        cells = [int(i) for i in (types == name).nonzero()[0]]
+        return cells, name
+    groups = sh.groups_from_selection_stores(selection, saved, pair.dataset.id, n)
+    if value not in groups:
+        msg = "that selection is gone; select cells or pick another group"
+        raise BackendError(msg)
+    name = "selection" if value == "__current__" else value.split(":", 1)[1]
+    return groups[value], name
+
+
+@callback(
+    Output("explore-de-wrap", "children"),
+    Output(ids.EXPLORE_DE_STATUS, "children"),
+    Output(ids.EXPLORE_DE_EXPORT, "hidden"),
+    Input(ids.EXPLORE_COMPARE, "n_clicks"),
+    State(ids.EXPLORE_COMPARE_A, "value"),
+    State(ids.EXPLORE_COMPARE_B, "value"),
+    State(ids.SELECTION_STORE, "data"),
+    State(ids.SAVED_SELECTIONS_STORE, "data"),
+    prevent_initial_call=True,
+)
+def run_compare(
+    n_clicks: int | None, a: str | None, b: str | None, selection: dict | None, saved: dict | None
+) -> tuple:
+    """Bayesian DE of group A vs group B (or the rest), shown as a table."""
+    if not n_clicks:
+        return no_update, no_update, no_update
+    try:
+        cells_a, name_a = resolve_group(a, selection, saved)
+        if not cells_a:
+            msg = "Choose a group of cells to compare (select cells first)."
+            raise BackendError(msg)
+        cells_b, name_b = resolve_group(b, selection, saved)
+        service, pair = sh.active()
+        table = queries.de_display_table(
+            queries.de_selection(
+                service,
+                pair,
+                cells_a,
+                cells_b,
+                name_a=name_a,
+                name_b=None if cells_b is None else name_b,
+            )
+        )
+    except BackendError as err:
+        return no_update, components.alert(str(err), kind="warning"), no_update
+    n_de = int(table["is_de"].sum())
+    status = html.Span(
+        [
+            html.B(f"{name_a} vs {name_b}: "),
+            f"{n_de:,} of {len(table):,} features differentially expressed (FDR 5%). "
+            "Sorted by Bayes factor; click a row to colour the cells by it.",
+        ]
+    )
+    return (
+        components.de_grid(ids.EXPLORE_DE_TABLE, queries.de_rows(table), height=380),
+        status,
+        False,
+    )
+
+
+@callback(
+    Output(ids.EXPLORE_COLOR, "value", allow_duplicate=True),
+    Output(ids.EXPLORE_COLOR, "options", allow_duplicate=True),
+    Output(ids.EXPLORE_LAYER, "value", allow_duplicate=True),
+    Input(ids.EXPLORE_DE_TABLE, "cellClicked"),
+    State(ids.EXPLORE_COLOR, "options"),
+    prevent_initial_call=True,
+)
+def color_by_de_row(cell: dict | None, options: list | None) -> tuple:
+    """Clicking a DE row colours the cells by that feature (denoised values)."""
+    key = (cell or {}).get("rowId")
+    if not key or ":" not in str(key):
+        return no_update, no_update, no_update
+    service, pair = sh.active()
+    catalog = queries.feature_catalog(service, pair)
+    return key, queries.with_current(list(options or []), catalog, key), "denoised"
+
+
+@callback(
+    Output(ids.EXPLORE_DE_TABLE, "exportDataAsCsv"),
+    Input(ids.EXPLORE_DE_EXPORT, "n_clicks"),
+    prevent_initial_call=True,
+)
+def export_de(n_clicks: int | None) -> bool:
+    """Download the DE table as CSV (what the grid shows, filters applied)."""
+    return bool(n_clicks)
+
+
+clientside_callback(
+    ClientsideFunction(namespace="tve", function_name="currentUrl"),
+    Output(ids.EXPLORE_SHARE, "content"),
+    Input(ids.EXPLORE_SHARE, "n_clicks"),
+    prevent_initial_call=True,
+)
+
+__all__ = ["build_linked", "build_umap", "figures", "highlight", "recolor", "run_compare"]

@@ -1,0 +1,251 @@
+"""Lookup: find any gene or protein, see it on the cells, raw vs denoised per cell type,
+and compare several features across cell types in a dot plot.
+
+Picking a feature also sets the app's colour choice, so the Explore page (and a shared
+link) shows the same colouring.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import Input, Output, State, callback, dcc, html, no_update
+
+from dashboard import components, figures, ids, queries
+from dashboard.backend.errors import BackendError
+from dashboard.pages import _shared as sh
+from dashboard.queries import ColorSpec
+
+dash.register_page(
+    __name__,
+    path="/lookup",
+    name="Lookup",
+    title="Lookup · TotalVI Explorer",
+    description="Search genes and proteins; raw vs denoised per cell type; dot plots.",
+    order=1,
+)
+
+
+def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> html.Div:
+    """The Lookup page; opens on the shared colour choice when it is a gene or protein."""
+    try:
+        service, pair = sh.active()
+    except sh.NotReady as err:
+        return sh.not_ready_page("Lookup", err)
+    catalog = queries.feature_catalog(service, pair)
+    spec = sh.initial_color(query, color_state, catalog)
+    value = spec.feature if spec.kind in {"gene", "protein"} else None
+    dot_features = queries.default_dot_features(catalog)
+    if value and value not in dot_features:
+        dot_features = [value, *dot_features]
+    n_genes, n_proteins = len(catalog.genes), len(catalog.proteins)
+    return html.Div(
+        [
+            components.page_header(
+                "Lookup",
+                f"Search {n_genes:,} genes and {n_proteins:,} proteins (any part of the name). "
+                "The choice also colours the Explore page.",
+            ),
+            html.Div(
+                [
+                    components.field(
+                        "Gene or protein",
+                        dcc.Dropdown(
+                            id=ids.LOOKUP_SEARCH,
+                            options=queries.with_current(
+                                queries.search_features(catalog, "", include_obs=False),
+                                catalog,
+                                value,
+                            ),
+                            value=value,
+                            placeholder="Type a name, e.g. CD3E, ms4a1 or CD8…",
+                            maxHeight=360,
+                        ),
+                        class_name="field-wide",
+                    ),
+                    components.field(
+                        "Values on the cells",
+                        components.layer_radio(
+                            ids.LOOKUP_LAYER, value=spec.layer if value else "raw"
+                        ),
+                    ),
+                    dcc.Link(
+                        "Open in Explore →",
+                        href="/",
+                        className="btn btn-ghost",
+                        id=ids.LOOKUP_OPEN_EXPLORE,
+                    ),
+                ],
+                className="toolbar",
+            ),
+            html.Div(
+                [
+                    components.graph_card(
+                        "Cells", ids.LOOKUP_UMAP, height=460, subtitle="Latent UMAP"
+                    ),
+                    components.graph_card(
+                        "Raw vs denoised by cell type",
+                        ids.LOOKUP_VIOLIN,
+                        height=460,
+                        subtitle="log1p values; denoised = the model's estimate without "
+                        "technical noise (and protein background).",
+                    ),
+                ],
+                className="grid-2",
+            ),
+            components.graph_card(
+                "Dot plot across cell types",
+                ids.LOOKUP_DOTPLOT,
+                height=520,
+                subtitle="Colour: denoised mean, scaled per feature. Size: share of cells "
+                "expressing (raw count > 0; proteins: foreground probability > 0.5).",
+                controls=dcc.Dropdown(
+                    id=ids.LOOKUP_FEATURES,
+                    options=queries.with_current([], catalog, dot_features),
+                    value=dot_features,
+                    multi=True,
+                    placeholder="Add genes or proteins…",
+                ),
+            ),
+            components.page_state_store(sh.link_state(query, service, pair)),
+        ],
+        className="page-lookup",
+    )
+
+
+def _search(search: str | None, value: Any) -> Any:
+    if search is None:
+        return no_update
+    service, pair = sh.active()
+    catalog = queries.feature_catalog(service, pair)
+    return queries.with_current(
+        queries.search_features(catalog, search, include_obs=False), catalog, value
+    )
+
+
+@callback(
+    Output(ids.LOOKUP_SEARCH, "options"),
+    Input(ids.LOOKUP_SEARCH, "search_value"),
+    State(ids.LOOKUP_SEARCH, "value"),
+    prevent_initial_call=True,
+)
+def search_feature(search: str | None, value: str | None) -> Any:
+    """Server-side autocomplete over all genes and proteins (prefix matches first)."""
+    return _search(search, value)
+
+
+@callback(
+    Output(ids.LOOKUP_FEATURES, "options"),
+    Input(ids.LOOKUP_FEATURES, "search_value"),
+    State(ids.LOOKUP_FEATURES, "value"),
+    prevent_initial_call=True,
+)
+def search_dot_features(search: str | None, value: list | None) -> Any:
+    """Autocomplete of the dot plot's feature list."""
+    return _search(search, value)
+
+
+@callback(
+    Output(ids.LOOKUP_UMAP, "figure"),
+    Input(ids.LOOKUP_UMAP, "id"),
+    State(ids.LOOKUP_SEARCH, "value"),
+    State(ids.LOOKUP_LAYER, "value"),
+    State(ids.SELECTION_STORE, "data"),
+)
+def build_lookup_umap(_id: str, feature: str | None, layer: str, selection: dict | None) -> Any:
+    """The UMAP coloured by the looked-up feature (cell type until one is chosen)."""
+    try:
+        service, pair = sh.active()
+        spec = (
+            ColorSpec.from_state({"feature": feature, "layer": layer})
+            if feature
+            else (ColorSpec())
+        )
+        cells = sh.valid_cells(selection, service.dataset(pair).n_cells)
+        return sh.umap_figure(service, pair, spec, selected=cells)
+    except BackendError as err:
+        return sh.error_figure(err)
+
+
+@callback(
+    Output(ids.LOOKUP_UMAP, "figure", allow_duplicate=True),
+    Output(ids.COLOR_STORE, "data", allow_duplicate=True),
+    Output(ids.LOOKUP_LAYER, "options"),
+    Output(ids.LOOKUP_LAYER, "value"),
+    Input(ids.LOOKUP_SEARCH, "value"),
+    Input(ids.LOOKUP_LAYER, "value"),
+    State(ids.COLOR_STORE, "data"),
+    prevent_initial_call=True,
+)
+def recolor_lookup(feature: str | None, layer: str | None, color_state: dict | None) -> tuple:
+    """Recolour the cells by the picked feature and share the choice with other pages."""
+    if not feature:
+        return no_update, no_update, sh.layer_options(None), no_update
+    layer_fixed = sh.normalise_layer(feature, layer)
+    spec = ColorSpec.from_state({"feature": feature, "layer": layer_fixed})
+    options = sh.layer_options(spec.feature)
+    new_layer = layer_fixed if layer_fixed != layer else no_update
+    if spec == ColorSpec.from_state(color_state):
+        return no_update, no_update, options, new_layer
+    service, pair = sh.active()
+    return sh.recolor_patch(service, pair, spec), spec.to_state(), options, new_layer
+
+
+@callback(
+    Output(ids.LOOKUP_VIOLIN, "figure"),
+    Input(ids.LOOKUP_SEARCH, "value"),
+)
+def update_violin(feature: str | None) -> Any:
+    """Violins of raw and denoised values per cell type, side by side."""
+    if not feature:
+        return figures.empty_figure("Search for a gene or protein above")
+    try:
+        service, pair = sh.active()
+        frame, order = queries.violin_frame(service, pair, feature)
+        name = queries.feature_catalog(service, pair).label(feature)
+        return figures.violin_figure(
+            frame,
+            group_column="cell_type",
+            value_columns=["raw", "denoised"],
+            titles=["raw (log1p)", "denoised (log1p)"],
+            group_order=order,
+            title=name,
+        )
+    except BackendError as err:
+        return sh.error_figure(err)
+
+
+@callback(
+    Output(ids.LOOKUP_FEATURES, "value"),
+    Output(ids.LOOKUP_FEATURES, "options", allow_duplicate=True),
+    Input(ids.LOOKUP_SEARCH, "value"),
+    State(ids.LOOKUP_FEATURES, "value"),
+    State(ids.LOOKUP_FEATURES, "options"),
+    prevent_initial_call=True,
+)
+def add_to_dotplot(feature: str | None, features: list | None, options: list | None) -> Any:
+    """A looked-up feature joins the dot plot (first, if not there yet)."""
+    features = list(features or [])
+    if not feature or feature in features:
+        return no_update, no_update
+    service, pair = sh.active()
+    catalog = queries.feature_catalog(service, pair)
+    value = [feature, *features]
+    return value, queries.with_current(list(options or []), catalog, value)
+
+
+@callback(
+    Output(ids.LOOKUP_DOTPLOT, "figure"),
+    Input(ids.LOOKUP_FEATURES, "value"),
+)
+def update_dotplot(features: list | None) -> Any:
+    """Dot plot of the chosen features across cell types."""
+    if not features:
+        return figures.empty_figure("Add genes or proteins to compare across cell types")
+    try:
+        service, pair = sh.active()
+        mean, frac = queries.dotplot_tables(service, pair, list(features))
+        return figures.dotplot_figure(mean, frac)
+    except BackendError as err:
+        return sh.error_figure(err)

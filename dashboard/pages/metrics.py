@@ -1,0 +1,314 @@
+"""Model metrics: the scvi-hub model card's tables and plots for the active model.
+
+Model parameters, setup arguments, summary statistics and the training curves show at once.
+The card's metrics (cell-wise and gene-wise coefficient of variation, DE agreement per cell
+type, for RNA and protein) need posterior predictive samples: they are computed in a
+background job with a progress bar the first time they are asked for, then read from the
+results cache.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import dash
+from dash import Input, Output, State, callback, dcc, html, no_update
+
+from dashboard import components, figures, ids, queries
+from dashboard.backend.errors import BackendError
+from dashboard.pages import _shared as sh
+
+if TYPE_CHECKING:
+    from dashboard.backend.jobs import JobContext
+    from dashboard.backend.refs import Pair
+    from dashboard.backend.service import AnalysisService
+
+dash.register_page(
+    __name__,
+    path="/metrics",
+    name="Model metrics",
+    title="Model metrics · TotalVI Explorer",
+    description="scvi-hub model-card metrics, parameters and training history.",
+    order=3,
+)
+
+QUICK_WAIT = 0.4
+MODALITY_NAMES = {"rna": "RNA", "protein": "Protein"}
+DE_PLOT_METRICS = ["gene_f1", "lfc_pearson", "lfc_spearman", "roc_auc", "pr_auc"]
+
+
+def layout(model: Any = None, **_: Any) -> html.Div:
+    """The metrics page: model summary and history now, card metrics via a job."""
+    try:
+        service, pair = sh.active()
+    except sh.NotReady as err:
+        return sh.not_ready_page("Model metrics", err)
+    summary = service.model_summary(pair)
+    history = service.training_history(pair)
+    return html.Div(
+        [
+            components.page_header(
+                "Model metrics",
+                "How well the model reproduces the data, as on an scvi-hub model card "
+                "(posterior predictive checks), with its parameters and training history.",
+            ),
+            html.Div(
+                [
+                    components.card(
+                        "Model",
+                        html.Div(
+                            [
+                                html.Div(
+                                    [
+                                        html.H4("Summary statistics"),
+                                        components.kv_table(summary["summary_statistics"]),
+                                    ]
+                                ),
+                                html.Div(
+                                    [
+                                        html.H4("Setup arguments"),
+                                        components.kv_table(summary["setup_arguments"]),
+                                    ]
+                                ),
+                                html.Div(
+                                    [
+                                        html.H4("Model parameters"),
+                                        components.kv_table(
+                                            summary["model_parameters"], class_name="kv-compact"
+                                        ),
+                                    ]
+                                ),
+                            ],
+                            className="summary-grid",
+                            id=ids.METRICS_SUMMARY,
+                        ),
+                    ),
+                    components.card(
+                        "Training history",
+                        components.graph(
+                            ids.METRICS_HISTORY,
+                            figure=figures.training_curve_figure(history, title=""),
+                            height=360,
+                            loading=False,
+                        ),
+                        actions=components.download_buttons(ids.METRICS_HISTORY),
+                        subtitle=_history_note(history),
+                    ),
+                ],
+                className="grid-2",
+            ),
+            components.card(
+                "Model-card metrics",
+                [
+                    html.Div(
+                        [
+                            html.Div(id=ids.METRICS_PROGRESS, className="progress-block"),
+                            html.Button(
+                                "Cancel",
+                                id=ids.METRICS_CANCEL,
+                                className="btn btn-ghost",
+                                hidden=True,
+                            ),
+                            html.Button(
+                                "Compute again",
+                                id=ids.METRICS_RETRY,
+                                className="btn btn-ghost",
+                                hidden=True,
+                            ),
+                        ],
+                        className="row-inline",
+                    ),
+                    dcc.Loading(html.Div(id=ids.METRICS_CONTENT), delay_show=300, type="dot"),
+                ],
+                subtitle="Posterior predictive samples (3, as scvi-hub) against the observed "
+                "counts, per modality.",
+            ),
+            dcc.Store(id=ids.METRICS_JOB_STORE),
+            dcc.Store(id=ids.METRICS_READY_STORE),
+            dcc.Interval(id=ids.METRICS_INTERVAL, interval=700, disabled=True),
+        ],
+        className="page-metrics",
+    )
+
+
+def _history_note(history: Any) -> str:
+    if history is None or history.empty:
+        return "This checkpoint has no training history."
+    last = history.iloc[-1]
+    val = last.get("elbo_validation", float("nan"))
+    return (
+        f"{len(history)} epochs; final validation ELBO {float(val):,.1f} per cell "
+        "(negative ELBO: lower is better)."
+    )
+
+
+def metrics_job(service: AnalysisService, pair: Pair) -> str:
+    """Submit the job computing the card metrics and the CV points behind the plots."""
+
+    def run(ctx: JobContext) -> None:
+        ctx.check()
+        service.metrics(pair, progress=lambda f, m: ctx.progress(0.8 * f, m))
+        ctx.check()
+        queries.cv_points(service, pair, progress=lambda f, m: ctx.progress(0.8 + 0.2 * f, m))
+
+    return service.jobs.submit("metrics_page", run, params={"pair": pair.to_dict()})
+
+
+@callback(
+    Output(ids.METRICS_JOB_STORE, "data"),
+    Output(ids.METRICS_INTERVAL, "disabled"),
+    Output(ids.METRICS_READY_STORE, "data"),
+    Output(ids.METRICS_PROGRESS, "children"),
+    Output(ids.METRICS_CANCEL, "hidden"),
+    Output(ids.METRICS_RETRY, "hidden"),
+    Input(ids.METRICS_RETRY, "n_clicks"),
+)
+def start_metrics(_n: int | None) -> tuple:
+    """Ask for the metrics: cached ones render at once, else a job runs with progress."""
+    try:
+        service, pair = sh.active()
+        job = metrics_job(service, pair)
+        info = service.wait(job, timeout=QUICK_WAIT)
+    except BackendError as err:
+        return None, True, no_update, components.alert(str(err), kind="warning"), True, False
+    store = {"job": job}
+    progress, finished, error = sh.job_view(info)
+    if error:
+        return store, True, no_update, components.alert(f"Metrics: {error}"), True, False
+    if finished:
+        return store, True, {"job": job, "t": time.time()}, [], True, True
+    return store, False, no_update, progress, False, True
+
+
+@callback(
+    Output(ids.METRICS_PROGRESS, "children", allow_duplicate=True),
+    Output(ids.METRICS_INTERVAL, "disabled", allow_duplicate=True),
+    Output(ids.METRICS_READY_STORE, "data", allow_duplicate=True),
+    Output(ids.METRICS_CANCEL, "hidden", allow_duplicate=True),
+    Output(ids.METRICS_RETRY, "hidden", allow_duplicate=True),
+    Input(ids.METRICS_INTERVAL, "n_intervals"),
+    State(ids.METRICS_JOB_STORE, "data"),
+    prevent_initial_call=True,
+)
+def poll_metrics(_n: int | None, job: dict | None) -> tuple:
+    """Progress of the metrics job."""
+    info = sh.job_info(job)
+    if info is None:
+        return [], True, no_update, True, False
+    progress, finished, error = sh.job_view(info)
+    if error:
+        return components.alert(f"Metrics: {error}", kind="warning"), True, no_update, True, False
+    if finished:
+        return [], True, {**(job or {}), "t": time.time()}, True, True
+    return progress, False, no_update, False, True
+
+
+@callback(
+    Output(ids.METRICS_PROGRESS, "children", allow_duplicate=True),
+    Input(ids.METRICS_CANCEL, "n_clicks"),
+    State(ids.METRICS_JOB_STORE, "data"),
+    prevent_initial_call=True,
+)
+def cancel_metrics(n_clicks: int | None, job: dict | None) -> Any:
+    """Stop the metrics job (it stops between steps)."""
+    if not n_clicks or not job:
+        return no_update
+    sh.active()[0].cancel(str(job["job"]))
+    return components.notice("Cancelling…")
+
+
+def metrics_sections(service: AnalysisService, pair: Pair) -> list[Any]:
+    """Tables and plots of the card metrics (from the cache)."""
+    result = service.metrics(pair)
+    points = queries.cv_points(service, pair)
+    sections: list[Any] = []
+    cv_tables = []
+    for mod in result.cell_wise_cv:
+        label = MODALITY_NAMES.get(mod, mod)
+        cv_tables.append(
+            html.Div(
+                [
+                    html.H4(f"{label}: cell-wise CV"),
+                    components.frame_table(
+                        result.cell_wise_cv[mod],
+                        index_label="Metric",
+                        class_name=f"cv-table cell-cv-{mod}",
+                    ),
+                    html.H4(f"{label}: gene-wise CV"),
+                    components.frame_table(
+                        result.gene_wise_cv[mod],
+                        index_label="Metric",
+                        class_name=f"cv-table gene-cv-{mod}",
+                    ),
+                ],
+                className="metric-block",
+                id=f"{ids.METRICS_CELL_CV}-{mod}",
+            )
+        )
+    sections.append(html.H3("Coefficient of variation", className="section-title"))
+    sections.append(html.Div(cv_tables, className="grid-2"))
+    plots = []
+    for mod, frame in points.items():
+        gid = f"{ids.METRICS_CV_PLOT}-{mod}"
+        plots.append(
+            components.card(
+                f"{MODALITY_NAMES.get(mod, mod)}: observed vs generated CV per feature",
+                components.graph(
+                    gid,
+                    figure=figures.cv_scatter_figure(
+                        frame["observed"], frame["generated"], feature_names=frame["feature"]
+                    ),
+                    height=380,
+                    loading=False,
+                ),
+                actions=components.download_buttons(gid),
+            )
+        )
+    sections.append(html.Div(plots, className="grid-2"))
+    sections.append(html.H3("Differential expression agreement", className="section-title"))
+    de_blocks = []
+    for mod, table in result.diff_exp.items():
+        gid = f"{ids.METRICS_DE_PLOT}-{mod}"
+        de_blocks.append(
+            components.card(
+                f"{MODALITY_NAMES.get(mod, mod)}: DE metrics per cell type",
+                [
+                    components.graph(
+                        gid,
+                        figure=figures.metric_bars_figure(table, metrics=DE_PLOT_METRICS),
+                        height=380,
+                        loading=False,
+                    ),
+                    html.Div(
+                        components.frame_table(
+                            table,
+                            index_label="Cell type",
+                            class_name=f"de-metric-table de-metric-{mod}",
+                        ),
+                        className="table-scroll",
+                    ),
+                ],
+                actions=components.download_buttons(gid),
+                subtitle="Raw data vs one posterior predictive sample: top-feature F1, "
+                "LFC agreement, ROC/PR AUC (scanpy t-test ranks).",
+            )
+        )
+    sections.append(html.Div(de_blocks, className="grid-2", id=ids.METRICS_DE))
+    return sections
+
+
+@callback(
+    Output(ids.METRICS_CONTENT, "children"),
+    Input(ids.METRICS_READY_STORE, "data"),
+    prevent_initial_call=True,
+)
+def render_metrics(ready: dict | None) -> Any:
+    """Show the card metrics once the job has put them in the cache."""
+    if not ready:
+        return no_update
+    try:
+        service, pair = sh.active()
+        return metrics_sections(service, pair)
+    except BackendError as err:
+        return components.alert(str(err), kind="warning")

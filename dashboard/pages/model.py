@@ -1,0 +1,498 @@
+"""Model: choose or upload a dataset, train a new TotalVI (live progress, cancel) or load a
+checkpoint (ours, scvi-tools' or scvi-hub's ``model.pt``). When the new model's results are
+ready, the whole app switches to it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dash
+from dash import Input, Output, State, callback, dcc, html, no_update
+
+from dashboard import components, ids, queries
+from dashboard.backend.errors import BackendError, InvalidSelection
+from dashboard.pages import _shared as sh
+from dashboard.state import get_state
+
+if TYPE_CHECKING:
+    from dashboard.backend.jobs import JobContext
+    from dashboard.backend.refs import Pair
+    from dashboard.backend.service import AnalysisService
+
+dash.register_page(
+    __name__,
+    path="/model",
+    name="Model",
+    title="Model · TotalVI Explorer",
+    description="Pick or upload data; train or load a TotalVI model.",
+    order=4,
+)
+
+NO_BATCH = "__none__"
+N_LATENT_RANGE = (2, 64)
+MAX_EPOCHS_RANGE = (1, 2000)
+
+
+def layout(model: Any = None, **_: Any) -> html.Div:
+    """The Model page (works with or without an active model)."""
+    state = get_state()
+    service = state.service
+    settings = service.settings
+    datasets = _dataset_options(service)
+    current = state.dataset
+    value = current.path if current is not None and current.path else None
+    if value is None and datasets:
+        value = datasets[0]["value"]
+    checkpoints = [
+        {"label": _short_path(p, settings.model_dir), "value": str(p)}
+        for p in queries.list_checkpoints(settings.model_dir)
+    ]
+    limit_mb = queries.max_upload_bytes() / 1024**2
+    return html.Div(
+        [
+            components.page_header(
+                "Model",
+                "Train TotalVI on your CITE-seq data or load a trained model; the other "
+                "pages switch to it as soon as its results are ready.",
+            ),
+            components.card("Active model", _active_view(), class_name="card-active"),
+            html.Div(
+                [
+                    components.card(
+                        "1 · Dataset",
+                        [
+                            components.field(
+                                "Dataset in the data folder",
+                                dcc.Dropdown(
+                                    id=ids.MODEL_DATASET,
+                                    options=datasets,
+                                    value=value,
+                                    clearable=False,
+                                    placeholder="No datasets found: upload one",
+                                ),
+                                hint=f"Files under {settings.data_dir}",
+                            ),
+                            dcc.Upload(
+                                id=ids.MODEL_UPLOAD,
+                                children=html.Div(
+                                    [
+                                        "Drop an .h5ad / .h5mu / 10x .h5 file here or ",
+                                        html.A("choose one"),
+                                        f" (up to {limit_mb:,.0f} MB)",
+                                    ]
+                                ),
+                                max_size=queries.max_upload_bytes(),
+                                multiple=False,
+                                className="upload",
+                            ),
+                            dcc.Loading(html.Div(id=ids.MODEL_UPLOAD_STATUS), type="dot"),
+                            components.field(
+                                "Batch key",
+                                dcc.Dropdown(id=ids.MODEL_BATCH_KEY, clearable=False),
+                                hint="obs column with the sample/batch of each cell",
+                            ),
+                            dcc.Loading(
+                                html.Div(id=ids.MODEL_DATASET_INFO, className="muted"), type="dot"
+                            ),
+                        ],
+                    ),
+                    html.Div(
+                        [
+                            components.card(
+                                "2 · Train a new model",
+                                [
+                                    html.Div(
+                                        [
+                                            components.field(
+                                                "Latent dimensions",
+                                                dcc.Input(
+                                                    id=ids.MODEL_N_LATENT,
+                                                    type="number",
+                                                    value=20,
+                                                    min=N_LATENT_RANGE[0],
+                                                    max=N_LATENT_RANGE[1],
+                                                    step=1,
+                                                    className="input",
+                                                ),
+                                            ),
+                                            components.field(
+                                                "Max epochs",
+                                                dcc.Input(
+                                                    id=ids.MODEL_MAX_EPOCHS,
+                                                    type="number",
+                                                    value=400,
+                                                    min=MAX_EPOCHS_RANGE[0],
+                                                    max=MAX_EPOCHS_RANGE[1],
+                                                    step=1,
+                                                    className="input",
+                                                ),
+                                                hint="stops early when validation ELBO stalls",
+                                            ),
+                                        ],
+                                        className="row-inline",
+                                    ),
+                                    html.Div(
+                                        [
+                                            html.Button(
+                                                "Train",
+                                                id=ids.MODEL_TRAIN,
+                                                className="btn btn-primary",
+                                            ),
+                                            html.Button(
+                                                "Cancel",
+                                                id=ids.MODEL_CANCEL,
+                                                className="btn btn-ghost",
+                                                disabled=True,
+                                            ),
+                                        ],
+                                        className="row-inline",
+                                    ),
+                                ],
+                            ),
+                            components.card(
+                                "… or load a checkpoint",
+                                [
+                                    components.field(
+                                        "Saved model",
+                                        dcc.Dropdown(
+                                            id=ids.MODEL_CHECKPOINT,
+                                            options=checkpoints,
+                                            placeholder="Models in the model folder",
+                                        ),
+                                        hint=f"Folders with a model.pt under {settings.model_dir}",
+                                    ),
+                                    components.field(
+                                        "or a path",
+                                        dcc.Input(
+                                            id=ids.MODEL_CHECKPOINT_PATH,
+                                            type="text",
+                                            placeholder="/path/to/model_dir (ours, "
+                                            "scvi-tools or scvi-hub)",
+                                            className="input input-wide",
+                                        ),
+                                    ),
+                                    html.Button(
+                                        "Load", id=ids.MODEL_LOAD, className="btn btn-secondary"
+                                    ),
+                                ],
+                            ),
+                        ],
+                        className="stack",
+                    ),
+                ],
+                className="grid-2",
+            ),
+            components.card(
+                "Progress",
+                [
+                    html.Div(id=ids.MODEL_PROGRESS, className="progress-block"),
+                    html.Div(id=ids.MODEL_MESSAGE, className="model-message"),
+                ],
+            ),
+            dcc.Store(id=ids.MODEL_JOB_STORE),
+            dcc.Interval(id=ids.MODEL_INTERVAL, interval=800, disabled=True),
+        ],
+        className="page-model",
+    )
+
+
+def _short_path(path: Path, base: Path) -> str:
+    try:
+        return str(Path(path).relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def _dataset_options(service: AnalysisService) -> list[dict[str, str]]:
+    base = service.settings.data_dir
+    return [{"label": _short_path(p, base), "value": str(p)} for p in queries.list_datasets(base)]
+
+
+def _active_view() -> Any:
+    state = get_state()
+    try:
+        service, pair = state.require()
+    except sh.NotReady as err:
+        return components.notice(str(err))
+    data = service.dataset(pair)
+    model = service.model(pair)
+    history = model.history
+    rows = {
+        "Dataset": pair.dataset.name or pair.dataset.path or pair.dataset.id,
+        "Cells × genes × proteins": f"{data.n_cells:,} × {data.n_genes:,} × {data.n_proteins:,}",
+        "Batches": f"{data.n_batch} ({pair.dataset.batch_key or 'no batch key'})",
+        "Model": pair.model.path or pair.model.name,
+        "Latent dimensions": model.config.n_latent,
+        "Checkpoint format": model.source,
+    }
+    if history is not None and not history.empty:
+        last = history.iloc[-1]
+        rows["Trained epochs"] = len(history)
+        rows["Validation ELBO"] = float(last.get("elbo_validation", float("nan")))
+    return components.kv_table(rows)
+
+
+# ---------------------------------------------------------------------------- dataset
+@callback(
+    Output(ids.MODEL_DATASET, "options"),
+    Output(ids.MODEL_DATASET, "value"),
+    Output(ids.MODEL_UPLOAD_STATUS, "children"),
+    Input(ids.MODEL_UPLOAD, "contents"),
+    State(ids.MODEL_UPLOAD, "filename"),
+    prevent_initial_call=True,
+)
+def on_upload(contents: str | None, filename: str | None) -> tuple:
+    """Validate and store an uploaded file under ``<data folder>/uploads``; select it."""
+    if not contents:
+        return no_update, no_update, no_update
+    service = get_state().service
+    try:
+        path = queries.save_upload(
+            contents, filename or "upload", service.settings.data_dir / "uploads"
+        )
+    except BackendError as err:
+        return no_update, no_update, components.alert(str(err), kind="warning")
+    note = components.alert(f"Uploaded and checked {path.name}.", kind="success")
+    return _dataset_options(service), str(path), note
+
+
+@callback(
+    Output(ids.MODEL_BATCH_KEY, "options"),
+    Output(ids.MODEL_BATCH_KEY, "value"),
+    Output(ids.MODEL_DATASET_INFO, "children"),
+    Input(ids.MODEL_DATASET, "value"),
+)
+def on_dataset(path: str | None) -> tuple:
+    """Read the chosen dataset: its size and the obs columns that can be the batch key."""
+    if not path:
+        return [], None, ""
+    state = get_state()
+    try:
+        ref = state.service.open_dataset(path)
+    except BackendError as err:
+        return [], None, components.alert(str(err), kind="warning")
+    data = state.service.dataset(ref)
+    columns = [
+        c
+        for c in queries.obs_columns(state.service, ref)
+        if 1 < data.obs[c].nunique() < 200 or c == "batch"
+    ]
+    options = [{"label": "(none: one batch)", "value": NO_BATCH}] + [
+        {"label": c, "value": c} for c in columns
+    ]
+    active = state.dataset
+    default = "batch" if "batch" in columns else NO_BATCH
+    if active is not None and active.path == path and active.batch_key in columns:
+        default = active.batch_key
+    info = (
+        f"{data.n_cells:,} cells × {data.n_genes:,} genes × {data.n_proteins:,} proteins; "
+        f"obs columns: {', '.join(map(str, data.obs.columns)) or 'none'}"
+    )
+    return options, default, info
+
+
+# ------------------------------------------------------------------------- train/load
+def _int_in(value: Any, lo: int, hi: int, what: str) -> int:
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        v = None
+    if v is None or not lo <= v <= hi:
+        msg = f"{what} must be a whole number from {lo} to {hi}"
+        raise InvalidSelection(msg)
+    return v
+
+
+def train_job(
+    service: AnalysisService,
+    path: str,
+    *,
+    batch_key: str | None,
+    n_latent: int,
+    max_epochs: int,
+) -> str:
+    """Submit: read the dataset with its batch key, train, save under the model folder."""
+    stem = Path(path).name.split(".")[0] or "model"
+    out = service.settings.model_dir / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def run(ctx: JobContext) -> Pair:
+        ctx.progress(0.0, "reading the dataset")
+        dataset = service.open_dataset(path, batch_key=batch_key)
+        get_state().set_dataset(dataset)
+        ctx.check()
+        return service.train(
+            dataset,
+            out_dir=out,
+            n_latent=n_latent,
+            max_epochs=max_epochs,
+            progress=lambda f, m: ctx.progress(0.02 + 0.98 * f, m),
+            should_stop=ctx.cancelled,
+        )
+
+    return service.jobs.submit(
+        "train",
+        run,
+        params={
+            "path": path,
+            "batch_key": batch_key,
+            "n_latent": n_latent,
+            "max_epochs": max_epochs,
+            "out": str(out),
+        },
+        result_json=lambda pair: pair.to_dict(),
+    )
+
+
+def load_job(
+    service: AnalysisService, path: str, checkpoint: str, *, batch_key: str | None
+) -> str:
+    """Submit: read the dataset, load the checkpoint for it."""
+
+    def run(ctx: JobContext) -> Pair:
+        ctx.progress(0.05, "reading the dataset")
+        dataset = service.open_dataset(path, batch_key=batch_key)
+        get_state().set_dataset(dataset)
+        ctx.check()
+        ctx.progress(0.5, f"loading {checkpoint}")
+        return service.load_model(dataset, checkpoint)
+
+    return service.jobs.submit(
+        "load_model",
+        run,
+        params={"path": path, "checkpoint": checkpoint, "batch_key": batch_key},
+        result_json=lambda pair: pair.to_dict(),
+    )
+
+
+@callback(
+    Output(ids.MODEL_JOB_STORE, "data"),
+    Output(ids.MODEL_INTERVAL, "disabled"),
+    Output(ids.MODEL_MESSAGE, "children"),
+    Output(ids.MODEL_CANCEL, "disabled"),
+    Input(ids.MODEL_TRAIN, "n_clicks"),
+    State(ids.MODEL_DATASET, "value"),
+    State(ids.MODEL_BATCH_KEY, "value"),
+    State(ids.MODEL_N_LATENT, "value"),
+    State(ids.MODEL_MAX_EPOCHS, "value"),
+    prevent_initial_call=True,
+)
+def on_train(
+    n_clicks: int | None, path: str | None, batch_key: str | None, n_latent: Any, max_epochs: Any
+) -> tuple:
+    """Start training on the chosen dataset (progress below, cancel any time)."""
+    if not n_clicks:
+        return no_update, no_update, no_update, no_update
+    try:
+        if not path:
+            msg = "Choose or upload a dataset first."
+            raise InvalidSelection(msg)
+        job = train_job(
+            get_state().service,
+            path,
+            batch_key=None if batch_key in (None, NO_BATCH) else batch_key,
+            n_latent=_int_in(n_latent, *N_LATENT_RANGE, "Latent dimensions"),
+            max_epochs=_int_in(max_epochs, *MAX_EPOCHS_RANGE, "Max epochs"),
+        )
+    except BackendError as err:
+        return no_update, no_update, components.alert(str(err), kind="warning"), no_update
+    return {"job": job, "kind": "train"}, False, components.notice("Training started."), False
+
+
+@callback(
+    Output(ids.MODEL_JOB_STORE, "data", allow_duplicate=True),
+    Output(ids.MODEL_INTERVAL, "disabled", allow_duplicate=True),
+    Output(ids.MODEL_MESSAGE, "children", allow_duplicate=True),
+    Output(ids.MODEL_CANCEL, "disabled", allow_duplicate=True),
+    Input(ids.MODEL_LOAD, "n_clicks"),
+    State(ids.MODEL_DATASET, "value"),
+    State(ids.MODEL_BATCH_KEY, "value"),
+    State(ids.MODEL_CHECKPOINT, "value"),
+    State(ids.MODEL_CHECKPOINT_PATH, "value"),
+    prevent_initial_call=True,
+)
+def on_load(
+    n_clicks: int | None,
+    path: str | None,
+    batch_key: str | None,
+    checkpoint: str | None,
+    typed: str | None,
+) -> tuple:
+    """Load a checkpoint for the chosen dataset (typed path wins over the list)."""
+    if not n_clicks:
+        return no_update, no_update, no_update, no_update
+    target = (typed or "").strip() or checkpoint
+    try:
+        if not path:
+            msg = "Choose or upload a dataset first."
+            raise InvalidSelection(msg)
+        if not target:
+            msg = "Choose a saved model or type the path of a model folder."
+            raise InvalidSelection(msg)
+        job = load_job(
+            get_state().service,
+            path,
+            target,
+            batch_key=None if batch_key in (None, NO_BATCH) else batch_key,
+        )
+    except BackendError as err:
+        return no_update, no_update, components.alert(str(err), kind="warning"), no_update
+    return {"job": job, "kind": "load"}, False, components.notice("Loading…"), False
+
+
+@callback(
+    Output(ids.MODEL_PROGRESS, "children"),
+    Output(ids.MODEL_INTERVAL, "disabled", allow_duplicate=True),
+    Output(ids.MODEL_JOB_STORE, "data", allow_duplicate=True),
+    Output(ids.MODEL_MESSAGE, "children", allow_duplicate=True),
+    Output(ids.MODEL_CANCEL, "disabled", allow_duplicate=True),
+    Input(ids.MODEL_INTERVAL, "n_intervals"),
+    State(ids.MODEL_JOB_STORE, "data"),
+    prevent_initial_call=True,
+)
+def poll_model_job(_n: int | None, job: dict | None) -> tuple:
+    """Training/loading progress; when done, prepare the new model's results, then the
+    app switches to it."""
+    info = sh.job_info(job)
+    if info is None or job is None:
+        return [], True, no_update, no_update, True
+    progress, finished, error = sh.job_view(info)
+    kind = job.get("kind")
+    if error:
+        what = {"train": "Training", "load": "Loading"}.get(kind, "Preparing")
+        kind_ = "info" if error == "cancelled" else "warning"
+        return [], True, None, components.alert(f"{what}: {error}", kind=kind_), True
+    if not finished:
+        label = {"train": "Training", "load": "Loading", "prepare": "Preparing results"}[kind]
+        return [html.B(label), *progress], False, no_update, no_update, False
+    if kind in {"train", "load"}:
+        state = get_state()
+        pair = state.service.job_result(str(job["job"]))
+        prepare = state.prepare(pair)
+        note = components.notice(
+            f"{'Trained' if kind == 'train' else 'Loaded'} {pair.model.name}; preparing its "
+            "results (UMAP, clusters, denoised values). The app switches when they are ready."
+        )
+        return progress, False, {"job": prepare, "kind": "prepare"}, note, False
+    return (
+        progress,
+        True,
+        None,
+        components.alert("The new model is active on every page.", kind="success"),
+        True,
+    )
+
+
+@callback(
+    Output(ids.MODEL_MESSAGE, "children", allow_duplicate=True),
+    Input(ids.MODEL_CANCEL, "n_clicks"),
+    State(ids.MODEL_JOB_STORE, "data"),
+    prevent_initial_call=True,
+)
+def on_cancel(n_clicks: int | None, job: dict | None) -> Any:
+    """Cancel the running training, loading or preparation."""
+    if not n_clicks or not job or not job.get("job"):
+        return no_update
+    get_state().service.cancel(str(job["job"]))
+    return components.notice("Cancelling… (training stops at the next step)")

@@ -1,0 +1,677 @@
+"""View queries: what the pages need from the backend, in the shapes the figures take.
+
+A thin adapter over :class:`~dashboard.backend.service.AnalysisService` for answers the
+service does not give directly (per-feature colour values, the feature search index, raw vs
+denoised tables per cell type, dot-plot summaries, DE tables for display, observed vs
+generated CV points, uploads). It imports no Dash and no plotly, so it is tested like the
+backend; pages call it and hand the results to :mod:`dashboard.figures`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import os
+import re
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from dashboard.backend.errors import BackendError, DatasetNotFound, InvalidSelection, LimitExceeded
+
+if TYPE_CHECKING:
+    from dashboard.backend.refs import Pair
+    from dashboard.backend.service import AnalysisService
+
+ProgressFn = Callable[[float, str], None]
+
+#: Value layers a feature can be coloured by.
+LAYERS = {
+    "raw": "raw (log1p)",
+    "denoised": "denoised (log1p)",
+    "foreground": "foreground probability",
+}
+#: Built-in per-cell annotations offered first in every colour picker.
+OBS_BUILTINS = {"cell_type": "Cell type", "cluster": "Leiden cluster", "batch": "Batch"}
+DEFAULT_FEATURE = "obs:cell_type"
+#: Upload limit when ``TOTALVI_EXPLORER_MAX_UPLOAD_MB`` is not set (Settings has no field).
+DEFAULT_MAX_UPLOAD_MB = 500
+DATA_SUFFIXES = (".h5ad", ".h5mu", ".h5")
+
+
+# ============================================================================ colouring
+@dataclass(frozen=True)
+class ColorSpec:
+    """What the cells are coloured by: ``feature`` is ``"obs:<column>"``, ``"gene:<name>"``
+    or ``"protein:<name>"``; ``layer`` is one of :data:`LAYERS` (ignored for obs)."""
+
+    feature: str = DEFAULT_FEATURE
+    layer: str = "raw"
+
+    @property
+    def kind(self) -> str:
+        """``"obs"``, ``"gene"`` or ``"protein"``."""
+        return self.feature.split(":", 1)[0]
+
+    @property
+    def name(self) -> str:
+        """The column, gene or protein name."""
+        return self.feature.split(":", 1)[1] if ":" in self.feature else self.feature
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None) -> ColorSpec:
+        """From the colour store (``{"feature", "layer"}``); invalid or empty → default."""
+        if not state or not isinstance(state, dict):
+            return cls()
+        feature = str(state.get("feature") or DEFAULT_FEATURE)
+        if feature.split(":", 1)[0] not in {"obs", "gene", "protein"} or ":" not in feature:
+            feature = DEFAULT_FEATURE
+        layer = str(state.get("layer") or "raw")
+        if layer not in LAYERS or (layer == "foreground" and not feature.startswith("protein:")):
+            layer = "raw"
+        return cls(feature, layer)
+
+    def to_state(self) -> dict[str, str]:
+        """The colour store's JSON form."""
+        return {"feature": self.feature, "layer": self.layer}
+
+
+@dataclass(frozen=True)
+class ColorData:
+    """Per-cell values of a colouring, ready for :func:`dashboard.figures.color_marker`."""
+
+    values: np.ndarray
+    categorical: bool
+    categories: list[str] | None
+    label: str
+    in_hover_text: bool = False  # the base hover text already shows this value
+
+
+def _dataset(service: AnalysisService, pair: Pair) -> Any:
+    return service.dataset(pair)
+
+
+class _ColumnCache:
+    """Per-dataset CSC copy of the RNA counts and library sizes: one gene column is then a
+    slice instead of a scan of the whole CSR matrix (kept for the two newest datasets)."""
+
+    def __init__(self, size: int = 2) -> None:
+        self._items: OrderedDict[str, tuple[sp.csc_matrix, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+
+    def get(self, data: Any) -> tuple[sp.csc_matrix, np.ndarray]:
+        key = data.fingerprint()
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        csc = data.rna.tocsc()
+        lib = np.asarray(data.rna.sum(axis=1), dtype=np.float64).ravel()
+        with self._lock:
+            self._items[key] = (csc, lib)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return csc, lib
+
+
+_columns = _ColumnCache()
+
+
+def gene_raw(service: AnalysisService, pair: Pair, gene: str) -> np.ndarray:
+    """log1p of counts per 10k (library-size normalised) for one gene, per cell."""
+    data = _dataset(service, pair)
+    pos = data.var_names.get_indexer([gene])[0]
+    if pos < 0:
+        msg = f"no gene {gene!r} in {pair.dataset.name or 'the dataset'}"
+        raise InvalidSelection(msg)
+    csc, lib = _columns.get(data)
+    col = np.asarray(csc[:, pos].toarray(), dtype=np.float64).ravel()
+    return np.log1p(col / np.maximum(lib, 1.0) * 1e4).astype(np.float32)
+
+
+def gene_denoised(service: AnalysisService, pair: Pair, gene: str) -> np.ndarray:
+    """log1p of the model's denoised expression (per 10k) for one gene, per cell."""
+    values = service.denoised_rna(pair, [gene])[gene].to_numpy(dtype=np.float32)
+    return np.log1p(values)
+
+
+def protein_raw(service: AnalysisService, pair: Pair, protein: str) -> np.ndarray:
+    """log1p of the raw protein counts, per cell."""
+    data = _dataset(service, pair)
+    pos = data.protein_names.get_indexer([protein])[0]
+    if pos < 0:
+        msg = f"no protein {protein!r} in {pair.dataset.name or 'the dataset'}"
+        raise InvalidSelection(msg)
+    return np.log1p(np.asarray(data.protein[:, pos], dtype=np.float32))
+
+
+def _protein_column(frame: pd.DataFrame, protein: str, what: str) -> np.ndarray:
+    if protein not in frame.columns:
+        msg = f"the model has no {what} for protein {protein!r}"
+        raise InvalidSelection(msg)
+    return frame[protein].to_numpy(dtype=np.float32)
+
+
+def protein_denoised(service: AnalysisService, pair: Pair, protein: str) -> np.ndarray:
+    """log1p of the denoised (foreground) protein value, per cell."""
+    return np.log1p(_protein_column(service.denoised_protein(pair), protein, "denoised value"))
+
+
+def protein_foreground(service: AnalysisService, pair: Pair, protein: str) -> np.ndarray:
+    """Probability that the protein count is foreground, per cell."""
+    return _protein_column(service.foreground_probability(pair), protein, "foreground value")
+
+
+def feature_values(service: AnalysisService, pair: Pair, spec: ColorSpec) -> np.ndarray:
+    """Numeric per-cell values of a gene or protein in the requested layer."""
+    if spec.kind == "gene":
+        if spec.layer == "denoised":
+            return gene_denoised(service, pair, spec.name)
+        return gene_raw(service, pair, spec.name)
+    if spec.kind == "protein":
+        if spec.layer == "denoised":
+            return protein_denoised(service, pair, spec.name)
+        if spec.layer == "foreground":
+            return protein_foreground(service, pair, spec.name)
+        return protein_raw(service, pair, spec.name)
+    msg = f"{spec.feature} is not a gene or protein"
+    raise InvalidSelection(msg)
+
+
+def obs_labels(service: AnalysisService, pair: Pair, column: str) -> pd.Series:
+    """A per-cell annotation: cell type, Leiden cluster, batch or any obs column."""
+    data = _dataset(service, pair)
+    if column == "cell_type":
+        return service.cell_types(pair)
+    if column == "cluster":
+        return service.clusters(pair)
+    if column == "batch":
+        cats = list(data.batch_categories)
+        return pd.Series(
+            pd.Categorical.from_codes(data.batch, categories=cats), index=data.obs_names
+        )
+    if column not in data.obs.columns:
+        msg = f"no cell annotation {column!r}; choose one of {list(data.obs.columns)}"
+        raise InvalidSelection(msg)
+    return data.obs[column]
+
+
+def color_data(service: AnalysisService, pair: Pair, spec: ColorSpec) -> ColorData:
+    """Values, kind and label of a colouring."""
+    if spec.kind == "obs":
+        col = obs_labels(service, pair, spec.name)
+        label = OBS_BUILTINS.get(spec.name, spec.name)
+        numeric = pd.api.types.is_numeric_dtype(col) and not isinstance(
+            col.dtype, pd.CategoricalDtype
+        )
+        if numeric and col.nunique() > 20:
+            return ColorData(col.to_numpy(dtype=np.float32), False, None, label)
+        cats = (
+            [str(c) for c in col.cat.categories]
+            if isinstance(col.dtype, pd.CategoricalDtype)
+            else sorted(col.astype(str).unique())
+        )
+        return ColorData(
+            col.astype(str).to_numpy(),
+            True,
+            cats,
+            label,
+            in_hover_text=spec.name in {"cell_type", "batch"},
+        )
+    values = feature_values(service, pair, spec)
+    short = _display_name(spec.name)
+    return ColorData(values, False, None, f"{short} · {LAYERS[spec.layer]}")
+
+
+def _display_name(name: str) -> str:
+    return re.sub(r"_TotalSeq[ABC]$", "", name)
+
+
+def hover_columns(service: AnalysisService, pair: Pair) -> dict[str, Sequence[Any]]:
+    """The base hover annotations of every cell view: cell type and batch."""
+    types = service.cell_types(pair).astype(str).to_numpy()
+    batch = obs_labels(service, pair, "batch").astype(str).to_numpy()
+    return {"type": types, "batch": batch}
+
+
+# ============================================================================== search
+@dataclass(frozen=True)
+class FeatureCatalog:
+    """Every colourable feature of a pair: annotations, genes and proteins."""
+
+    obs: list[tuple[str, str]]  # (value, label)
+    genes: list[str]
+    proteins: list[str]
+
+    def label(self, value: str) -> str:
+        """Dropdown label of a feature value (``"gene:CD3E"`` → ``"CD3E · gene"``)."""
+        kind, _, name = value.partition(":")
+        if kind == "obs":
+            return dict(self.obs).get(value, name)
+        return f"{_display_name(name)} · {kind}"
+
+    def has(self, value: str) -> bool:
+        """True if ``value`` names a known feature."""
+        kind, _, name = value.partition(":")
+        if kind == "obs":
+            return value in dict(self.obs)
+        pool = self.genes if kind == "gene" else self.proteins if kind == "protein" else []
+        return name in set(pool)
+
+
+_catalogs: OrderedDict[str, FeatureCatalog] = OrderedDict()
+_catalog_lock = threading.Lock()
+
+
+def feature_catalog(service: AnalysisService, pair: Pair) -> FeatureCatalog:
+    """The pair's :class:`FeatureCatalog` (memoised per dataset)."""
+    key = pair.dataset.fingerprint
+    with _catalog_lock:
+        if key in _catalogs:
+            return _catalogs[key]
+    data = _dataset(service, pair)
+    obs = [(f"obs:{k}", v) for k, v in OBS_BUILTINS.items()]
+    obs += [(f"obs:{c}", str(c)) for c in data.obs.columns if str(c) not in OBS_BUILTINS]
+    catalog = FeatureCatalog(
+        obs, [str(g) for g in data.var_names], [str(p) for p in data.protein_names]
+    )
+    with _catalog_lock:
+        _catalogs[key] = catalog
+        while len(_catalogs) > 4:
+            _catalogs.popitem(last=False)
+    return catalog
+
+
+def search_features(
+    catalog: FeatureCatalog,
+    query: str | None,
+    *,
+    limit: int = 50,
+    include_obs: bool = True,
+) -> list[dict[str, str]]:
+    """Dropdown options matching ``query`` (case-insensitive): exact names first, then
+    prefix matches, then substring matches; proteins before genes within a rank, then
+    shorter names first. An empty query lists the annotations and the proteins."""
+    q = (query or "").strip().lower()
+    entries: list[tuple[tuple[int, int, int, str], str]] = []
+    pools = [(0, "protein", catalog.proteins), (1, "gene", catalog.genes)]
+    if not q:
+        out = [{"label": lab, "value": v} for v, lab in catalog.obs] if include_obs else []
+        out += [
+            {"label": catalog.label(f"protein:{p}"), "value": f"protein:{p}"}
+            for p in catalog.proteins
+        ]
+        return out[:limit]
+    if include_obs:
+        for value, label in catalog.obs:
+            low = label.lower()
+            rank = _rank(low, q)
+            if rank is None:
+                rank = _rank(value.split(":", 1)[1].lower(), q)
+            if rank is not None:
+                entries.append(((rank, -1, len(label), low), value))
+    for order, kind, names in pools:
+        for name in names:
+            low = name.lower()
+            rank = _rank(low, q)
+            if rank is None and kind == "protein":
+                rank = _rank(_display_name(name).lower(), q)
+            if rank is not None:
+                entries.append(((rank, order, len(name), low), f"{kind}:{name}"))
+    entries.sort(key=lambda e: e[0])
+    return [{"label": catalog.label(v), "value": v} for _, v in entries[:limit]]
+
+
+def _rank(name: str, q: str) -> int | None:
+    if name == q:
+        return 0
+    if name.startswith(q):
+        return 1
+    if q in name:
+        return 2
+    return None
+
+
+def with_current(options: list[dict[str, str]], catalog: FeatureCatalog, value: Any) -> list:
+    """``options`` plus the currently chosen value(s), so a dropdown never loses its value."""
+    values = value if isinstance(value, list) else [value] if value else []
+    have = {o["value"] for o in options}
+    extra = [{"label": catalog.label(v), "value": v} for v in values if v and v not in have]
+    return extra + options
+
+
+# ======================================================================== feature views
+def violin_frame(
+    service: AnalysisService,
+    pair: Pair,
+    feature: str,
+    *,
+    max_per_group: int = 2000,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Raw and denoised values (log1p) of a gene or protein with each cell's type.
+
+    At most ``max_per_group`` cells per type are kept (seeded draw) so the payload stays
+    small at any dataset size; returns the frame and the cell-type order.
+    """
+    spec = ColorSpec(feature)
+    if spec.kind not in {"gene", "protein"}:
+        msg = f"{feature} is not a gene or protein"
+        raise InvalidSelection(msg)
+    raw = feature_values(service, pair, ColorSpec(feature, "raw"))
+    den = feature_values(service, pair, ColorSpec(feature, "denoised"))
+    types = service.cell_types(pair)
+    order = [str(c) for c in types.cat.categories]
+    frame = pd.DataFrame({"cell_type": types.astype(str).to_numpy(), "raw": raw, "denoised": den})
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, idx in frame.groupby("cell_type", observed=True).indices.items():
+        keep.append(idx if len(idx) <= max_per_group else rng.choice(idx, max_per_group, False))
+    rows = np.sort(np.concatenate(keep)) if keep else np.array([], dtype=int)
+    return frame.iloc[rows].reset_index(drop=True), order
+
+
+def dotplot_tables(
+    service: AnalysisService, pair: Pair, features: Sequence[str], *, layer: str = "denoised"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per cell type: mean value (``layer``, log1p) and fraction of cells with a raw count
+    above zero, for each feature (columns named by display name)."""
+    types = service.cell_types(pair)
+    order = [str(c) for c in types.cat.categories]
+    labels = types.astype(str).to_numpy()
+    data = _dataset(service, pair)
+    csc, _ = _columns.get(data)
+    means, fracs = {}, {}
+    for feature in features:
+        spec = ColorSpec(feature, layer)
+        values = feature_values(service, pair, spec)
+        if spec.kind == "gene":
+            pos = data.var_names.get_indexer([spec.name])[0]
+            expressed = np.asarray(csc[:, pos].toarray()).ravel() > 0
+        else:
+            pos = data.protein_names.get_indexer([spec.name])[0]
+            expressed = _protein_expressed(service, pair, spec.name, data.protein[:, pos])
+        frame = pd.DataFrame({"t": labels, "v": values, "e": expressed})
+        grouped = frame.groupby("t")
+        name = _display_name(spec.name) + (" (protein)" if spec.kind == "protein" else "")
+        means[name] = grouped["v"].mean().reindex(order)
+        fracs[name] = grouped["e"].mean().reindex(order)
+    return pd.DataFrame(means, index=order), pd.DataFrame(fracs, index=order)
+
+
+def _protein_expressed(
+    service: AnalysisService, pair: Pair, protein: str, counts: np.ndarray
+) -> np.ndarray:
+    """Proteins have background in every cell: "expressing" means foreground probability
+    above one half when the model has it, else any count."""
+    try:
+        return protein_foreground(service, pair, protein) > 0.5
+    except BackendError:
+        return np.asarray(counts) > 0
+
+
+def default_dot_features(catalog: FeatureCatalog, *, n: int = 8) -> list[str]:
+    """Marker genes and proteins of the main PBMC types that the dataset has."""
+    wanted = ["CD3E", "CD4", "CD8A", "MS4A1", "CD14", "FCGR3A", "NKG7", "GNLY", "PPBP", "IL7R"]
+    genes = set(catalog.genes)
+    out = [f"gene:{g}" for g in wanted if g in genes][: n // 2 + 2]
+    out += [f"protein:{p}" for p in catalog.proteins[: max(n - len(out), 0)]]
+    if not out:
+        out = [f"gene:{g}" for g in catalog.genes[:n]]
+    return out[:n]
+
+
+# ==================================================================================== DE
+DE_COLUMNS = [
+    "feature",
+    "modality",
+    "lfc_mean",
+    "lfc_std",
+    "bayes_factor",
+    "proba_de",
+    "is_de",
+    "scale1",
+    "scale2",
+    "non_zeros_proportion1",
+    "non_zeros_proportion2",
+    "group1",
+    "group2",
+]
+
+
+def de_display_table(de: pd.DataFrame, *, group: str | None = None) -> pd.DataFrame:
+    """A DE result as the pages show it: one row per feature with a ``key`` for colouring,
+    ``is_de`` from the FDR column, sorted by Bayes factor (strongest first)."""
+    df = de if group is None else de[de["group1"].astype(str) == str(group)]
+    fdr_col = next((c for c in df.columns if c.startswith("is_de_fdr_")), None)
+    modality = df["modality"].astype(str) if "modality" in df else pd.Series("rna", df.index)
+    out = pd.DataFrame(
+        {
+            "feature": df.index.astype(str),
+            "modality": np.where(modality.to_numpy() == "protein", "protein", "rna"),
+        }
+    )
+    for col in DE_COLUMNS[2:]:
+        if col == "is_de":
+            out[col] = df[fdr_col].to_numpy(dtype=bool) if fdr_col else False
+        elif col in df:
+            out[col] = df[col].to_numpy()
+    kind = np.where(out["modality"] == "protein", "protein", "gene")
+    out.insert(0, "key", [f"{k}:{f}" for k, f in zip(kind, out["feature"], strict=True)])
+    return out.sort_values("bayes_factor", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def de_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON rows for the grid (floats rounded to 4 significant digits)."""
+    out = table.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            out[col] = out[col].map(lambda v: float(f"{v:.4g}") if np.isfinite(v) else None)
+    return out.to_dict("records")
+
+
+def de_selection(
+    service: AnalysisService,
+    pair: Pair,
+    cells_a: Sequence[int],
+    cells_b: Sequence[int] | None,
+    *,
+    name_a: str,
+    name_b: str | None,
+) -> pd.DataFrame:
+    """DE of selection A vs B (``None``: vs the rest), as :func:`de_display_table`."""
+    if cells_b is not None:
+        overlap = np.intersect1d(np.asarray(cells_a), np.asarray(cells_b))
+        if overlap.size:
+            b = np.setdiff1d(np.asarray(cells_b), overlap)
+            if b.size == 0:
+                msg = f"{name_b} lies inside {name_a}; pick groups that differ"
+                raise InvalidSelection(msg)
+            cells_b = b.tolist()
+    de = service.de_groups(
+        pair,
+        np.asarray(cells_a, dtype=np.int64),
+        None if cells_b is None else np.asarray(cells_b, dtype=np.int64),
+        name1=name_a,
+        name2=name_b,
+    )
+    return de_display_table(de)
+
+
+# ================================================================================ metrics
+def cv_points(
+    service: AnalysisService, pair: Pair, *, progress: ProgressFn | None = None
+) -> dict[str, pd.DataFrame]:
+    """Gene-wise observed vs generated CV per modality (the points behind the card's
+    gene-wise table), cached next to the backend's results.
+
+    Uses the same posterior predictive draws as the metrics (same ``n_samples`` and seed).
+    """
+    from dashboard.backend.metrics import MODALITIES, model_and_raw_cv
+
+    n_samples = int(service.settings.n_posterior_samples)
+    seed = int(service.settings.seed)
+    key = service.key("view_cv_points", pair, {"n_samples": n_samples, "seed": seed, "v": 1})
+
+    def compute() -> dict[str, pd.DataFrame]:
+        model, data = service.model(pair), service.dataset(pair)
+        if progress is not None:
+            progress(0.0, "posterior predictive samples for CV plots")
+        pp = model.posterior_predictive_sample(data, n_samples=n_samples, seed=seed)
+        raw = {
+            "rna": data.rna[:, data.var_names.get_indexer(model.var_names)],
+            "protein": data.protein[:, data.protein_names.get_indexer(model.protein_names)],
+        }
+        names = {"rna": list(model.var_names), "protein": list(model.protein_names)}
+        out = {}
+        for mod in MODALITIES:
+            samples = np.asarray(pp[mod], dtype=np.float32)
+            if samples.ndim == 2:
+                samples = samples[..., None]
+            generated, observed = model_and_raw_cv(samples, raw[mod], cell_wise=False)
+            out[mod] = pd.DataFrame(
+                {"feature": names[mod], "observed": observed, "generated": generated}
+            )
+        return out
+
+    return service.cache.get_or_compute(key, compute)
+
+
+# ========================================================================= files & uploads
+def max_upload_bytes() -> int:
+    """Upload size limit: ``TOTALVI_EXPLORER_MAX_UPLOAD_MB`` (MB), default 500 MB."""
+    raw = os.environ.get("TOTALVI_EXPLORER_MAX_UPLOAD_MB", "")
+    try:
+        mb = float(raw) if raw.strip() else DEFAULT_MAX_UPLOAD_MB
+    except ValueError:
+        mb = DEFAULT_MAX_UPLOAD_MB
+    return int(mb * 1024 * 1024)
+
+
+def list_datasets(folder: Path, *, max_depth: int = 3) -> list[Path]:
+    """CITE-seq files (``.h5ad``, ``.h5mu``, 10x ``.h5`` and matrix folders) under
+    ``folder``, skipping the cache and model folders."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    out: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        depth = len(Path(root).relative_to(folder).parts)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in {"cache", "models"})
+        if depth >= max_depth:
+            dirs[:] = []
+        if any(f.startswith("matrix.mtx") for f in files):
+            out.append(Path(root))
+            dirs[:] = []
+            continue
+        out += [Path(root) / f for f in sorted(files) if f.lower().endswith(DATA_SUFFIXES)]
+    return out
+
+
+def list_checkpoints(folder: Path, *, max_depth: int = 3) -> list[Path]:
+    """Folders under ``folder`` holding a ``model.pt`` (ours or scvi-tools')."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for root, dirs, files in os.walk(folder):
+        depth = len(Path(root).relative_to(folder).parts)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if depth >= max_depth:
+            dirs[:] = []
+        if "model.pt" in files:
+            found.append(Path(root))
+    return found
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def save_upload(
+    contents: str, filename: str, dest_dir: Path, *, max_bytes: int | None = None
+) -> Path:
+    """Store an uploaded CITE-seq file after validating it.
+
+    ``contents`` is ``dcc.Upload``'s data URL. The bytes go to a temporary file in
+    ``dest_dir``, are read with :func:`model.data.read_cite_seq`, and only a file that
+    reads cleanly is renamed to its final name; anything else is deleted and raises
+    :class:`DatasetNotFound` (unreadable) or :class:`LimitExceeded` (too large).
+    """
+    from model.data import CiteSeqDataError, read_cite_seq
+
+    limit = max_upload_bytes() if max_bytes is None else max_bytes
+    name = _SAFE_NAME.sub("_", Path(filename or "upload").name).strip("._") or "upload"
+    suffix = next((s for s in (".h5ad", ".h5mu", ".h5") if name.lower().endswith(s)), None)
+    if suffix is None:
+        msg = f"{filename}: upload an .h5ad, .h5mu or 10x .h5 file"
+        raise DatasetNotFound(msg)
+    _, _, payload = (contents or "").partition(",")
+    if len(payload) * 3 // 4 > limit:
+        msg = f"{filename} is over the upload limit of {limit / 1024**2:.0f} MB"
+        raise LimitExceeded(msg)
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        msg = f"{filename}: the upload is damaged (not base64); try again"
+        raise DatasetNotFound(msg) from None
+    if not raw:
+        msg = f"{filename} is empty"
+        raise DatasetNotFound(msg)
+    if len(raw) > limit:
+        msg = f"{filename} is over the upload limit of {limit / 1024**2:.0f} MB"
+        raise LimitExceeded(msg)
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".upload-", suffix=suffix, dir=dest_dir)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+        try:
+            read_cite_seq(tmp)
+        except CiteSeqDataError as err:
+            msg = str(err).replace(str(tmp), filename)
+            raise DatasetNotFound(msg) from None
+        except (OSError, ValueError, KeyError) as err:
+            msg = f"{filename}: not a readable CITE-seq file ({type(err).__name__}: {err})"
+            raise DatasetNotFound(msg) from None
+        final = dest_dir / name
+        if final.exists():
+            final = dest_dir / f"{final.stem}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
+        tmp.replace(final)
+        return final
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def obs_columns(service: AnalysisService, dataset: Any) -> list[str]:
+    """obs columns of a registered dataset (candidates for the batch key)."""
+    return [str(c) for c in service.dataset(dataset).obs.columns]
+
+
+def default_protein_pair(catalog: FeatureCatalog) -> tuple[str | None, str | None]:
+    """Two proteins for the linked scatter: CD4 vs CD8 when present, else the first two."""
+    proteins = catalog.proteins
+
+    def find(names: Sequence[str]) -> str | None:
+        bases = [_display_name(p).upper() for p in proteins]
+        for q in names:  # exact names first, in the order asked
+            if q in bases:
+                return proteins[bases.index(q)]
+        return None
+
+    x = find(["CD4"]) or (proteins[0] if proteins else None)
+    y = find(["CD8A", "CD8"]) or next((p for p in proteins if p != x), None)
+    return x, y

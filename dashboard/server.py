@@ -1,0 +1,155 @@
+"""Start the dashboard: open the data, load the model, prepare its results, serve.
+
+``totalvi-explorer`` (no arguments) runs :func:`serve` on the embedded default (PBMC data
+and its trained checkpoint). The server comes up at once; the model's results (latent space,
+UMAP, clusters, cell types, denoised values) are prepared by a background job whose progress
+is printed here and shown in the page's status bar. They are cached on disk, so later
+starts find them and are ready in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from dash import Dash
+
+    from dashboard.backend.refs import Pair
+    from dashboard.backend.service import AnalysisService
+    from dashboard.backend.settings import Settings
+    from dashboard.state import ActiveState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bootstrap:
+    """What :func:`bootstrap` set up: the service, the app state, the pair being prepared
+    and the preparation job (``None`` when there is no model to show yet)."""
+
+    service: AnalysisService
+    state: ActiveState
+    pair: Pair | None
+    job: str | None
+    message: str = ""
+
+
+def bootstrap(
+    data: str | Path,
+    model: str | Path,
+    *,
+    batch_key: str | None = "batch",
+    settings: Settings | None = None,
+    warm: bool = True,
+    out: TextIO | None = sys.stdout,
+) -> Bootstrap:
+    """Open ``data``, load ``model`` for it and start preparing their results.
+
+    A missing or unusable checkpoint is not fatal: the app then starts without a model
+    and the Model page offers to train or load one. A dataset that cannot be read raises
+    the backend's :class:`~dashboard.backend.errors.DatasetNotFound` (one clear line).
+    """
+    from dashboard.backend.errors import BackendError
+    from dashboard.backend.service import AnalysisService
+    from dashboard.backend.settings import Settings
+    from dashboard.state import ActiveState
+
+    service = AnalysisService(settings or Settings.from_env())
+    state = ActiveState(service, warm=warm)
+    t0 = time.perf_counter()
+    dataset = service.open_dataset(data, batch_key=batch_key)
+    state.set_dataset(dataset)
+    d = service.dataset(dataset)
+    _say(
+        out,
+        f"data   {data}: {d.n_cells:,} cells, {d.n_genes:,} genes, "
+        f"{d.n_proteins} proteins ({time.perf_counter() - t0:.1f}s)",
+    )
+    try:
+        t1 = time.perf_counter()
+        pair = service.load_model(dataset, model)
+    except BackendError as err:
+        message = (
+            f"no model loaded ({err}); train or load one on the Model page, or run "
+            f"`totalvi-explorer train {data} --out {model}` first"
+        )
+        _say(out, f"model  {message}")
+        return Bootstrap(service, state, None, None, message)
+    _say(out, f"model  {model} ({time.perf_counter() - t1:.1f}s)")
+    job = state.prepare(pair)
+    return Bootstrap(service, state, pair, job)
+
+
+def follow_progress(
+    service: AnalysisService, job: str, *, out: TextIO | None = sys.stdout, poll: float = 0.25
+) -> float:
+    """Print one line per preparation step (with its progress) until the job ends;
+    returns the seconds it took."""
+    t0 = time.perf_counter()
+    last = None
+    while True:
+        info = service.job(job)
+        status = str(info.status)
+        line = (status, info.message)
+        if line != last and status in {"queued", "running"}:
+            _say(out, f"prepare [{100 * info.progress:3.0f}%] {info.message or status}")
+            last = line
+        if info.status.finished:
+            seconds = time.perf_counter() - t0
+            if status == "done":
+                _say(out, f"ready  results prepared in {seconds:.1f}s")
+            else:
+                _say(out, f"error  preparing the model failed: {info.error or info.message}")
+            return seconds
+        time.sleep(poll)
+
+
+def serve(
+    data: str | Path,
+    model: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    batch_key: str | None = "batch",
+    debug: bool = False,
+    settings: Settings | None = None,
+) -> int:
+    """Bootstrap, print progress in the background, and run Dash's server (blocks)."""
+    from dashboard.app import create_app
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per status poll
+    t0 = time.perf_counter()
+    boot = bootstrap(data, model, batch_key=batch_key, settings=settings)
+    if boot.job is not None:
+        threading.Thread(
+            target=follow_progress, args=(boot.service, boot.job), daemon=True
+        ).start()
+    app = create_app(boot.service, state=boot.state)
+    _say(
+        sys.stdout,
+        f"serve  http://{host}:{port}/  (up in {time.perf_counter() - t0:.1f}s; Ctrl+C stops)",
+    )
+    try:
+        app.run(host=host, port=port, debug=debug, use_reloader=False)
+    finally:
+        boot.service.close()
+    return 0
+
+
+def make_app(boot: Bootstrap) -> Dash:
+    """The Dash app of a bootstrap (for WSGI servers: ``make_app(bootstrap(...)).server``)."""
+    from dashboard.app import create_app
+
+    return create_app(boot.service, state=boot.state)
+
+
+def _say(out: TextIO | None, line: str) -> None:
+    if out is not None:
+        print(line, file=out, flush=True)
