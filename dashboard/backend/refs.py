@@ -8,11 +8,31 @@ noticed instead of served from stale results.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Self
+
+
+class _Fingerprinted:
+    """Short id and JSON round trip shared by the reference dataclasses."""
+
+    fingerprint: str
+
+    @property
+    def id(self) -> str:
+        """Short id for logs and job records."""
+        return self.fingerprint[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (job results, CLI output)."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**d)
 
 
 @dataclass(frozen=True)
-class DatasetRef:
+class DatasetRef(_Fingerprinted):
     """A dataset: where it came from, how it was read, and its content fingerprint."""
 
     fingerprint: str
@@ -22,42 +42,14 @@ class DatasetRef:
     layer: str | None = None
     name: str = ""
 
-    @property
-    def id(self) -> str:
-        """Short id for logs and job records."""
-        return self.fingerprint[:12]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (job results, CLI output)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DatasetRef:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**d)
-
 
 @dataclass(frozen=True)
-class ModelRef:
+class ModelRef(_Fingerprinted):
     """A model checkpoint and the fingerprint of its weights and architecture."""
 
     fingerprint: str
     path: str | None = None
     name: str = ""
-
-    @property
-    def id(self) -> str:
-        """Short id for logs and job records."""
-        return self.fingerprint[:12]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelRef:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**d)
 
 
 @dataclass(frozen=True)
