@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from model.config import ModelVariant, TotalVIConfig, TrainConfig
 from model.data import CiteSeqData, CiteSeqDataError, read_cite_seq
+from model.query import QueryDataError, QueryGeneMismatchError, map_query, transfer_labels
 from model.totalvi import CheckpointError, TotalVI
 from model.train import TrainingCancelled, TrainProgress, TrainResult
 
@@ -12,11 +13,15 @@ __all__ = [
     "CiteSeqData",
     "CiteSeqDataError",
     "ModelVariant",
+    "QueryDataError",
+    "QueryGeneMismatchError",
     "TotalVI",
     "TotalVIConfig",
     "TrainConfig",
     "TrainProgress",
     "TrainResult",
     "TrainingCancelled",
+    "map_query",
     "read_cite_seq",
+    "transfer_labels",
 ]

@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,11 @@ from model.train import (
     split_indices,
     train_module,
 )
+
+if TYPE_CHECKING:
+    import anndata
+
+    from model.query import QueryInfo
 
 CHECKPOINT_FORMAT = "totalvi-explorer"
 CHECKPOINT_VERSION = 1
@@ -154,6 +159,7 @@ class TotalVI:
         self.setup_args: dict[str, Any] = {}
         self.data_fingerprint = ""
         self.data = None
+        self.query_info: QueryInfo | None = None  # set by map_query on a mapped model
         self.device = resolve_device(None)
         self.module.to(self.device).eval()
 
@@ -245,6 +251,43 @@ class TotalVI:
         self.is_trained = True
         self.data_fingerprint = data.fingerprint()
         return result
+
+    def map_query(
+        self,
+        query: CiteSeqData | anndata.AnnData,
+        *,
+        max_epochs: int | None = None,
+        freeze_normalization: bool = True,
+        progress: Callable[[TrainProgress], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+        **kwargs: Any,
+    ) -> TotalVI:
+        """scArches query mapping: a new model with the query's batches appended, trained on
+        the query alone with every reference weight frozen (see :func:`model.query.map_query`
+        for the options). This model is left unchanged."""
+        from model.query import map_query
+
+        return map_query(
+            self,
+            query,
+            max_epochs=max_epochs,
+            freeze_normalization=freeze_normalization,
+            progress=progress,
+            cancel=cancel,
+            **kwargs,
+        )
+
+    @classmethod
+    def load_query_data(
+        cls,
+        query: CiteSeqData | anndata.AnnData,
+        reference: TotalVI | str | os.PathLike[str],
+        **kwargs: Any,
+    ) -> TotalVI:
+        """scvi-tools-style spelling of :meth:`map_query`; ``reference`` may be a checkpoint
+        path (ours or scvi-tools')."""
+        ref = reference if isinstance(reference, TotalVI) else cls.load(reference)
+        return ref.map_query(query, **kwargs)
 
     # ------------------------------------------------------------------- helpers
     def _prepare_data(self, data: CiteSeqData | None) -> CiteSeqData:
