@@ -88,6 +88,24 @@ def _short(label: str, limit: int = MAX_TICK_LABEL) -> str:
     return label if len(label) <= limit else label[: limit - 1] + "…"
 
 
+def _short_labels(labels: Sequence[Any], limit: int = MAX_TICK_LABEL) -> list[str]:
+    """:func:`_short` of each label, kept distinct: labels that would collide (long cell
+    type names often differ only at the end) keep their start and end around the "…",
+    or stay whole if even that collides (a shared name would merge two groups on an axis)."""
+    full = [str(label) for label in labels]
+    out = [_short(label, limit) for label in full]
+    counts = pd.Series(out).value_counts()
+    head = (limit - 1) // 2
+    tail = limit - 1 - head
+    for i, label in enumerate(full):
+        if counts[out[i]] > 1 and len(label) > limit:
+            out[i] = label[:head] + "…" + label[-tail:]
+    if len(set(out)) < len(set(full)):
+        seen = pd.Series(out).value_counts()
+        out = [full[i] if seen[o] > 1 else o for i, o in enumerate(out)]
+    return out
+
+
 def color_marker(
     values: np.ndarray | pd.Series | Sequence[Any],
     *,
@@ -127,7 +145,7 @@ def color_marker(
             "colorbar": {
                 "title": {"text": _short(title), "side": "top"},
                 "tickvals": list(range(n)),
-                "ticktext": [_short(c) for c in cats[::-1]],
+                "ticktext": _short_labels(cats[::-1]),
                 "thickness": 12,
                 "len": 1.0,
                 "outlinewidth": 0,
@@ -266,6 +284,7 @@ def violin_figure(
     """
     groups = list(group_order) if group_order is not None else sorted(frame[group_column].unique())
     colors = category_colors(groups)
+    names = dict(zip(map(str, groups), _short_labels(groups, 22), strict=True))
     fig = make_subplots(
         rows=1,
         cols=len(value_columns),
@@ -283,7 +302,7 @@ def violin_figure(
             fig.add_trace(
                 go.Violin(
                     y=vals[m],
-                    name=_short(str(group), 22),
+                    name=names[str(group)],
                     legendgroup=str(group),
                     showlegend=False,
                     line={"color": colors[str(group)], "width": 1},
@@ -411,7 +430,7 @@ def volcano_figure(
                 )
             )
     top = de.assign(_score=de[score_column] * np.sign(de[lfc_column]).clip(lower=0))
-    top = top.nlargest(n_labels, "_score")
+    top = top[top["_score"] > 0].nlargest(n_labels, "_score")  # up-regulated, BF > 1
     annotations = [
         {
             "x": float(r[lfc_column]),
@@ -518,7 +537,7 @@ def metric_bars_figure(
     present = [m for m in metrics if m in table]
     if table.empty or not present:
         return empty_figure("No DE metrics")
-    groups = [_short(str(g), 24) for g in table.index]
+    groups = _short_labels(table.index, 24)
     fig = go.Figure(
         [
             go.Bar(x=groups, y=table[m], name=m, marker_color=PALETTE[i % len(PALETTE)])

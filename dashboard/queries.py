@@ -153,7 +153,20 @@ def protein_raw(service: AnalysisService, pair: Pair, protein: str) -> np.ndarra
     if pos < 0:
         msg = f"no protein {protein!r} in {pair.dataset.name or 'the dataset'}"
         raise InvalidSelection(msg)
-    return np.log1p(np.asarray(data.protein[:, pos], dtype=np.float32))
+    values = np.log1p(np.asarray(data.protein[:, pos], dtype=np.float32))
+    unmeasured = _unmeasured_cells(data, pos)
+    if unmeasured is not None:  # e.g. a mapped query without this antibody: its prediction
+        values[unmeasured] = protein_denoised(service, pair, protein)[unmeasured]
+    return values
+
+
+def _unmeasured_cells(data: Any, pos: int) -> np.ndarray | None:
+    """Cells whose batch did not measure protein ``pos`` (``None``: all measured it)."""
+    mask = data.protein_batch_mask
+    if mask is None or np.asarray(mask)[:, pos].all():
+        return None
+    out = ~np.asarray(mask, dtype=bool)[data.batch, pos]
+    return out if out.any() else None
 
 
 def _protein_column(frame: pd.DataFrame, protein: str, what: str) -> np.ndarray:
@@ -215,7 +228,7 @@ def color_data(service: AnalysisService, pair: Pair, spec: ColorSpec) -> ColorDa
         numeric = pd.api.types.is_numeric_dtype(col) and not isinstance(
             col.dtype, pd.CategoricalDtype
         )
-        if numeric and col.nunique() > 20:
+        if numeric and (col.nunique() > 20 or pd.api.types.is_float_dtype(col)):
             return ColorData(col.to_numpy(dtype=np.float32), False, None, label)
         cats = (
             [str(c) for c in col.cat.categories]
@@ -325,8 +338,10 @@ def search_features(
         for name in names:
             low = name.lower()
             rank = _rank(low, q)
-            if rank is None and kind == "protein":
-                rank = _rank(_display_name(name).lower(), q)
+            if kind == "protein":  # "cd4" is an exact match of CD4_TotalSeqB
+                shown = _rank(_display_name(name).lower(), q)
+                if shown is not None and (rank is None or shown < rank):
+                    rank = shown
             if rank is not None:
                 entries.append(((rank, order, len(name), low), f"{kind}:{name}"))
     entries.sort(key=lambda e: e[0])
@@ -453,15 +468,19 @@ DE_COLUMNS = [
 def de_display_table(de: pd.DataFrame, *, group: str | None = None) -> pd.DataFrame:
     """A DE result as the pages show it: one row per feature with a ``key`` for colouring,
     ``is_de`` from the FDR column, sorted by Bayes factor (strongest first)."""
+    from model.differential import PROTEIN_SUFFIX
+
     df = de if group is None else de[de["group1"].astype(str) == str(group)]
     fdr_col = next((c for c in df.columns if c.startswith("is_de_fdr_")), None)
     modality = df["modality"].astype(str) if "modality" in df else pd.Series("rna", df.index)
-    out = pd.DataFrame(
-        {
-            "feature": df.index.astype(str),
-            "modality": np.where(modality.to_numpy() == "protein", "protein", "rna"),
-        }
-    )
+    is_protein = modality.to_numpy() == "protein"
+    # DE tables suffix protein rows ("CD4_TotalSeqB_protein"); the key must name the
+    # protein as the dataset does, or a click would colour by a protein that is not there
+    names = [
+        f[: -len(PROTEIN_SUFFIX)] if p and f.endswith(PROTEIN_SUFFIX) else f
+        for f, p in zip(df.index.astype(str), is_protein, strict=True)
+    ]
+    out = pd.DataFrame({"feature": names, "modality": np.where(is_protein, "protein", "rna")})
     for col in DE_COLUMNS[2:]:
         if col == "is_de":
             out[col] = df[fdr_col].to_numpy(dtype=bool) if fdr_col else False
@@ -599,13 +618,19 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def save_upload(
-    contents: str, filename: str, dest_dir: Path, *, max_bytes: int | None = None
+    contents: str,
+    filename: str,
+    dest_dir: Path,
+    *,
+    max_bytes: int | None = None,
+    validate: Callable[[Path], Any] | None = None,
 ) -> Path:
     """Store an uploaded CITE-seq file after validating it.
 
     ``contents`` is ``dcc.Upload``'s data URL. The bytes go to a temporary file in
-    ``dest_dir``, are read with :func:`model.data.read_cite_seq`, and only a file that
-    reads cleanly is renamed to its final name; anything else is deleted and raises
+    ``dest_dir``, are read with ``validate`` (default :func:`model.data.read_cite_seq`; it
+    raises ``CiteSeqDataError``), and only a file that reads cleanly is renamed to its
+    final name; anything else is deleted and raises
     :class:`DatasetNotFound` (unreadable) or :class:`LimitExceeded` (too large).
     """
     from model.data import CiteSeqDataError, read_cite_seq
@@ -639,7 +664,7 @@ def save_upload(
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
         try:
-            read_cite_seq(tmp)
+            (validate or read_cite_seq)(tmp)
         except CiteSeqDataError as err:
             msg = str(err).replace(str(tmp), filename)
             raise DatasetNotFound(msg) from None

@@ -79,13 +79,19 @@ def view_search(
 def state_from_query(query: Mapping[str, Any], n_cells: int | None) -> dict[str, Any]:
     """Colour and selection from a page's query parameters (as Dash passes them to
     ``layout``); a damaged or foreign selection is reported under ``"error"``."""
+    # a key repeated in a hand-edited link reaches us as a list: the last value wins
+    query = {k: v[-1] if isinstance(v, list) and v else v for k, v in query.items()}
     out: dict[str, Any] = {}
     if query.get("color"):
         out["color"] = {"feature": str(query["color"]), "layer": str(query.get("layer") or "raw")}
     token = query.get("sel")
     if token and n_cells:
         try:
-            n = int(query.get("n") or n_cells)
+            raw_n = str(query.get("n") or n_cells).strip()
+            if not raw_n.isdigit():
+                msg = f"the link's cell count {raw_n!r} is not a number"
+                raise ValueError(msg)
+            n = int(raw_n)
             if n != n_cells:
                 msg = f"the shared selection is for {n} cells; this dataset has {n_cells}"
                 raise ValueError(msg)

@@ -645,15 +645,13 @@ def run_compare(
             raise BackendError(msg)
         cells_b, name_b = resolve_group(b, selection, saved)
         service, pair = sh.active()
-        table = queries.de_display_table(
-            queries.de_selection(
-                service,
-                pair,
-                cells_a,
-                cells_b,
-                name_a=name_a,
-                name_b=None if cells_b is None else name_b,
-            )
+        table = queries.de_selection(  # already a display table (names, is_de)
+            service,
+            pair,
+            cells_a,
+            cells_b,
+            name_a=name_a,
+            name_b=None if cells_b is None else name_b,
         )
     except BackendError as err:
         return no_update, components.alert(str(err), kind="warning"), no_update

@@ -1,0 +1,744 @@
+"""Page callbacks called directly (they are plain functions) on a real PBMC slice and a small
+trained model: recolour patches, feature search, linked selection, DE tables, metrics tables
+and the Model page's train/load/cancel paths, with errors shown as one readable line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+from dash import Patch, no_update
+from dash._utils import to_json
+
+from dashboard import app as app_module
+from dashboard import backend, ids, queries
+from dashboard.backend.errors import InvalidSelection
+from dashboard.backend.metrics import CV_ROWS, DE_COLUMNS
+from dashboard.backend.service import AnalysisService
+from dashboard.backend.settings import Settings
+from dashboard.backend.testing import trained_pbmc
+from dashboard.layout import POLL_IDLE_MS
+from dashboard.state import ActiveState, prepare_pair, set_state
+from dashboard.url_state import decode_selection
+
+pytestmark = pytest.mark.slow
+
+CELL_TYPE = {"feature": "obs:cell_type", "layer": "raw"}
+
+
+def fast_umap(latent: np.ndarray, **_: Any) -> np.ndarray:
+    """Stand-in for umap-learn (whose JIT compile alone takes ~15 s on 2 cores): the first
+    two principal components of the latent space. The pages only need 2-D coordinates."""
+    x = latent - latent.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return (x @ vt[:2].T).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> Iterator[SimpleNamespace]:
+    """The app on the trained slice: service, active pair, state and page modules."""
+    data, model = trained_pbmc()
+    root = tmp_path_factory.mktemp("callbacks")
+    (root / "data").mkdir()
+    data_path = root / "data" / "pbmc_slice.h5ad"
+    data.to_anndata().write_h5ad(data_path)
+    settings = Settings(
+        cache_dir=tmp_path_factory.getbasetemp() / "dashboard-cache",  # shared with test_app
+        data_dir=root / "data",
+        model_dir=root / "models",
+        de_n_samples=1000,
+        denoise_n_samples=3,
+    )
+    mp = pytest.MonkeyPatch()
+    mp.setattr("dashboard.backend.embedding.compute_umap", fast_umap)
+    service = AnalysisService(settings)
+    pair = service.add_model(service.add_dataset(data, name="PBMC slice"), model, name="small")
+    state = ActiveState(service, warm=False)
+    prepare_pair(service, pair)
+    state.activate(pair)
+    app = app_module.create_app(service, state=state)  # runs the page modules
+    from dashboard.pages import de, explore, lookup, metrics
+    from dashboard.pages import model as model_page
+
+    yield SimpleNamespace(
+        service=service,
+        pair=pair,
+        state=state,
+        app=app,
+        data=data,
+        data_path=data_path,
+        root=root,
+        n=data.n_cells,
+        types=service.cell_types(pair),
+        explore=explore,
+        lookup=lookup,
+        de=de,
+        metrics=metrics,
+        model=model_page,
+    )
+    set_state(None)
+    backend.set_service(None)
+    service.close()
+    mp.undo()
+
+
+# ----------------------------------------------------------------------------- helpers
+def walk(component: Any) -> Iterator[Any]:
+    """Every component in a Dash component tree (lists and single children)."""
+    if isinstance(component, (list, tuple)):
+        for c in component:
+            yield from walk(c)
+        return
+    if component is None or isinstance(component, (str, int, float)):
+        return
+    yield component
+    yield from walk(getattr(component, "children", None))
+
+
+def text(component: Any) -> str:
+    """All text of a component tree, space-joined."""
+    if isinstance(component, str):
+        return component
+    if isinstance(component, (int, float)):
+        return str(component)
+    if isinstance(component, (list, tuple)):
+        return "".join(text(c) for c in component)
+    if component is None:
+        return ""
+    return text(getattr(component, "children", None))
+
+
+def find(component: Any, component_id: Any) -> Any:
+    for c in walk(component):
+        if getattr(c, "id", None) == component_id:
+            return c
+    raise AssertionError(f"no component {component_id!r}")
+
+
+def assert_one_line_alert(component: Any, *, kind: str | None = None) -> str:
+    """The component is an alert with one readable line; returns its text."""
+    assert "alert" in component.className, component
+    if kind is not None:
+        assert f"alert-{kind}" in component.className
+    message = text(component).replace("×", "").strip()
+    assert message
+    assert "\n" not in message
+    assert "Traceback" not in message
+    assert 'File "' not in message
+    return message
+
+
+def operations(patch: Patch) -> dict[tuple, Any]:
+    """A Patch's assignments: location → value."""
+    ops = patch.to_plotly_json()["operations"]
+    assert all(op["operation"] == "Assign" for op in ops)
+    return {tuple(op["location"]): op["params"]["value"] for op in ops}
+
+
+def decode(spec: dict[str, str]) -> np.ndarray:
+    import base64
+
+    return np.frombuffer(base64.b64decode(spec["bdata"]), dtype=np.dtype(spec["dtype"]))
+
+
+def finish(service: AnalysisService, job: str, timeout: float = 120) -> None:
+    info = service.wait(job, timeout=timeout)
+    assert info.status.finished, info
+
+
+def cells_of(env: SimpleNamespace, cell_type: str) -> list[int]:
+    return np.flatnonzero(env.types.astype(str).to_numpy() == cell_type).tolist()
+
+
+def largest_type(env: SimpleNamespace) -> str:
+    return str(env.types.astype(str).value_counts().index[0])
+
+
+def b_cell_type(env: SimpleNamespace) -> str:
+    """The B cells (clusters are named by their markers, e.g. "CD19+ IGHM/CD79A")."""
+    return next(str(t) for t in env.types.cat.categories if str(t).startswith("CD19+ "))
+
+
+# ---------------------------------------------------------------------------- explore
+def test_explore_umap_has_one_point_per_cell(env) -> None:
+    fig = env.explore.build_umap(ids.EXPLORE_UMAP, "obs:cell_type", "raw", None, None)
+    assert isinstance(fig, go.Figure)
+    trace = fig.data[0]
+    assert isinstance(trace, go.Scattergl)
+    assert len(trace.x) == env.n
+    umap = env.service.umap(env.pair)
+    np.testing.assert_allclose(trace.x, umap["UMAP1"].to_numpy(), rtol=1e-5)
+    # hover: cell id, cell type and batch of each cell; the colour bar names the types
+    first = str(env.data.obs_names[0])
+    assert trace.text[0].startswith(f"<b>{first}</b>")
+    assert f"type: {env.types.iloc[0]}" in trace.text[0]
+    assert "batch: " in trace.text[0]
+    assert set(trace.marker.colorbar.ticktext) >= {str(env.types.cat.categories[-1])}
+    assert trace.selectedpoints is None
+    # cell-type labels on the data
+    assert len(fig.layout.annotations) == len(env.types.cat.categories)
+
+
+def test_explore_umap_opens_with_a_shared_links_selection(env) -> None:
+    fig = env.explore.build_umap(
+        ids.EXPLORE_UMAP, "gene:LYZ", "raw", {"cells": [1, 2]}, {"cells": [5, 6, 7]}
+    )
+    assert list(fig.data[0].selectedpoints) == [5, 6, 7]  # the link wins on first build
+    stale = env.explore.build_umap(
+        ids.EXPLORE_UMAP, "gene:LYZ", "raw", {"cells": [0, env.n + 5]}, None
+    )
+    assert stale.data[0].selectedpoints is None  # cells outside this dataset are ignored
+
+
+def test_recolour_sends_only_a_marker_patch(env) -> None:
+    out = env.explore.recolor("gene:LYZ", "raw", CELL_TYPE)
+    umap_patch, linked_patch, color_store, layer_options, layer_value = out
+    assert isinstance(umap_patch, Patch)
+    assert isinstance(linked_patch, Patch)
+    ops = operations(umap_patch)
+    assert set(ops) == {
+        ("data", 0, "marker"),
+        ("data", 0, "hovertemplate"),
+        ("data", 0, "hovertext"),
+        ("layout", "annotations"),
+    }
+    assert ("layout", "annotations") not in operations(linked_patch)
+    marker = ops[("data", 0, "marker")]
+    expected = queries.gene_raw(env.service, env.pair, "LYZ")
+    np.testing.assert_allclose(decode(marker["color"]), expected, rtol=1e-6)
+    assert marker["colorbar"]["title"]["text"].startswith("LYZ")
+    assert ops[("layout", "annotations")] == []  # no cell-type labels on a gene colouring
+    assert "%{marker.color" in ops[("data", 0, "hovertemplate")]
+    assert color_store == {"feature": "gene:LYZ", "layer": "raw"}
+    assert layer_value is no_update
+    assert [o["value"] for o in layer_options if not o["disabled"]] == ["raw", "denoised"]
+    # the patch is a small fraction of the whole figure (no coordinates, no hover text)
+    full = env.explore.build_umap(ids.EXPLORE_UMAP, "gene:LYZ", "raw", None, None)
+    assert len(to_json(umap_patch)) < len(full.to_json()) / 5
+
+
+def test_recolour_by_protein_foreground_and_back(env) -> None:
+    protein = env.data.protein_names[0]
+    patch, _, store, options, layer = env.explore.recolor(
+        f"protein:{protein}", "foreground", CELL_TYPE
+    )
+    marker = operations(patch)[("data", 0, "marker")]
+    fg = env.service.foreground_probability(env.pair)[protein].to_numpy()
+    np.testing.assert_allclose(decode(marker["color"]), fg, rtol=1e-6)
+    assert 0.0 <= marker["cmin"] <= marker["cmax"] <= 1.0
+    assert store == {"feature": f"protein:{protein}", "layer": "foreground"}
+    assert not next(o for o in options if o["value"] == "foreground")["disabled"]
+    # a gene has no foreground probability: the layer falls back to raw values
+    _, _, store, _, layer = env.explore.recolor("gene:LYZ", "foreground", store)
+    assert store == {"feature": "gene:LYZ", "layer": "raw"}
+    assert layer == "raw"
+    # back to cell types: categorical codes and on-data labels
+    patch, _, store, options, _ = env.explore.recolor("obs:cell_type", "raw", store)
+    ops = operations(patch)
+    assert ops[("data", 0, "marker")]["color"]["dtype"] == "u1"
+    assert len(ops[("layout", "annotations")]) == len(env.types.cat.categories)
+    assert [o["value"] for o in options if o["disabled"]] == ["raw", "denoised", "foreground"]
+
+
+def test_recolour_to_the_current_colouring_sends_nothing(env) -> None:
+    state = {"feature": "gene:LYZ", "layer": "denoised"}
+    umap, linked, store, _, _ = env.explore.recolor("gene:LYZ", "denoised", state)
+    assert umap is no_update and linked is no_update and store is no_update
+
+
+def test_recolour_by_an_unknown_gene_raises_a_readable_error(env) -> None:
+    with pytest.raises(InvalidSelection, match="no gene 'NOT_A_GENE'"):
+        env.explore.recolor("gene:NOT_A_GENE", "raw", CELL_TYPE)
+
+
+def test_colour_search_lists_annotations_genes_and_proteins(env) -> None:
+    values = [o["value"] for o in env.explore.search_colors("clus", None)]
+    assert values[0] == "obs:cluster"
+    values = [o["value"] for o in env.explore.search_colors("CD8", "gene:LYZ")]
+    assert values[0] == "gene:LYZ"  # the current value is kept
+    assert "protein:CD8a_TotalSeqB" in values and "gene:CD8A" in values
+    assert env.explore.search_colors(None, None) is no_update
+
+
+def test_selection_highlights_the_same_cells_in_both_views(env) -> None:
+    cells = [3, 10, 11, 500]
+    selection = {"cells": cells, "source": ids.EXPLORE_UMAP, "dataset": env.pair.dataset.id}
+    umap_patch, linked_patch = env.explore.highlight(selection)
+    umap_ops, linked_ops = operations(umap_patch), operations(linked_patch)
+    assert umap_ops[("data", 0, "selectedpoints")] == cells
+    assert linked_ops[("data", 0, "selectedpoints")] == cells
+    # the lasso was drawn on the UMAP: only the linked view drops its old outline
+    assert ("layout", "selections") not in umap_ops
+    assert linked_ops[("layout", "selections")] == []
+    cleared = operations(env.explore.highlight({"cells": [], "source": "clear"})[0])
+    assert cleared[("data", 0, "selectedpoints")] is None
+
+
+def test_linked_view_plots_proteins_with_the_selection(env) -> None:
+    x, y = queries.default_protein_pair(queries.feature_catalog(env.service, env.pair))
+    assert (x, y) == ("CD4_TotalSeqB", "CD8a_TotalSeqB")
+    fig = env.explore.build_linked(
+        "proteins", x, y, "raw", "obs:cell_type", "raw", {"cells": [4, 8]}, None
+    )
+    trace = fig.data[0]
+    np.testing.assert_allclose(trace.x, queries.protein_raw(env.service, env.pair, x), rtol=1e-6)
+    np.testing.assert_allclose(trace.y, queries.protein_raw(env.service, env.pair, y), rtol=1e-6)
+    assert list(trace.selectedpoints) == [4, 8]
+    assert fig.layout.title.text == "CD4 vs CD8a"
+    assert fig.layout.xaxis.title.text == "CD4 raw (log1p)"
+    raw_den = env.explore.build_linked(
+        "raw_denoised", x, None, "raw", "obs:cell_type", "raw", None, None
+    )
+    den = queries.protein_denoised(env.service, env.pair, x)
+    np.testing.assert_allclose(raw_den.data[0].y, den, rtol=1e-6)
+    assert env.explore.linked_controls("raw_denoised") == (True, "segmented is-hidden")
+
+
+def test_selection_info_counts_cells_and_types(env) -> None:
+    cells = cells_of(env, largest_type(env))[:20]
+    info = text(env.explore.selection_info({"cells": cells}))
+    assert "20 cells selected" in info
+    assert f"{largest_type(env)} (20)" in info
+    assert "No cells selected" in text(env.explore.selection_info(None))
+
+
+def test_save_and_reuse_a_selection(env) -> None:
+    cells = [1, 2, 3, 40, 41]
+    saved, name, note = env.explore.save_selection(1, " my cells ", {"cells": cells}, None)
+    mine = saved[env.pair.dataset.id]
+    assert set(mine) == {"my cells"}
+    assert decode_selection(mine["my cells"]["token"], env.n) == cells
+    assert name == ""
+    assert "Saved" in assert_one_line_alert(note, kind="success")
+    chips = env.explore.saved_list(saved)
+    assert "my cells · 5" in text(chips)
+    restored = env.explore.saved_selection("my cells", saved)
+    assert restored == {"cells": cells, "source": "saved", "dataset": env.pair.dataset.id}
+    _, _, warning = env.explore.save_selection(1, "x", {"cells": []}, saved)
+    assert "Select some cells first" in assert_one_line_alert(warning, kind="warning")
+
+
+def test_compare_choices_follow_the_selection(env) -> None:
+    first, a, second, b = env.explore.update_compare_options({"cells": [1, 2]}, None, None, None)
+    assert first[0] == {"label": "Current selection (2)", "value": "__current__"}
+    assert a == "__current__"
+    assert second[0]["value"] == "__rest__"
+    assert b == "__rest__"
+    type_values = {o["value"] for o in first if o["value"].startswith("type:")}
+    assert type_values == {f"type:{t}" for t in env.types.cat.categories}
+
+
+def de_rows_of(grid: Any) -> list[dict]:
+    rows = grid.rowData
+    assert rows, "empty DE table"
+    return rows
+
+
+def test_selection_vs_rest_de_table(env) -> None:
+    cells = cells_of(env, b_cell_type(env))
+    wrap, status, export_hidden = env.explore.run_compare(
+        1, "__current__", "__rest__", {"cells": cells}, None
+    )
+    rows = de_rows_of(wrap)
+    assert len(rows) == env.data.n_genes + env.data.n_proteins
+    for col in ("key", "feature", "modality", "lfc_mean", "bayes_factor", "proba_de", "is_de"):
+        assert col in rows[0]
+    assert {r["modality"] for r in rows} == {"rna", "protein"}
+    bf = [r["bayes_factor"] for r in rows if r["bayes_factor"] is not None]
+    assert bf == sorted(bf, reverse=True)  # strongest evidence first
+    assert all(0.0 <= r["proba_de"] <= 1.0 for r in rows)
+    n_de = sum(bool(r["is_de"]) for r in rows)
+    assert n_de > 10  # B cells differ from the rest
+    up = {r["feature"] for r in rows if r["is_de"] and r["lfc_mean"] > 0}
+    assert {"MS4A1", "CD79A", "CD19_TotalSeqB"} <= up
+    assert f"{n_de:,} of {len(rows):,} features" in text(status)
+    assert "selection vs Rest" in text(status)
+    assert export_hidden is False
+    assert wrap.id == ids.EXPLORE_DE_TABLE
+
+
+def test_group_a_vs_group_b_de_table(env) -> None:
+    counts = env.types.astype(str).value_counts()
+    a, b = str(counts.index[0]), str(counts.index[1])
+    wrap, status, _ = env.explore.run_compare(1, f"type:{a}", f"type:{b}", None, None)
+    rows = de_rows_of(wrap)
+    assert f"{a} vs {b}" in text(status)
+    top = rows[0]
+    assert top["bayes_factor"] > 0
+    assert isinstance(top["is_de"], bool)
+    kind = "protein" if top["modality"] == "protein" else "gene"
+    assert top["key"] == f"{kind}:{top['feature']}"
+
+
+def test_compare_without_cells_is_a_warning(env) -> None:
+    wrap, status, hidden = env.explore.run_compare(1, "__current__", "__rest__", None, None)
+    assert wrap is no_update and hidden is no_update
+    assert "that selection is gone" in assert_one_line_alert(status, kind="warning")
+    same = env.explore.run_compare(1, "type:X", "type:X", None, None)[1]
+    assert_one_line_alert(same, kind="warning")
+
+
+def test_every_de_row_key_is_a_colourable_feature(env) -> None:
+    wrap, _, _ = env.explore.run_compare(1, f"type:{b_cell_type(env)}", "__rest__", None, None)
+    keys = [r["key"] for r in de_rows_of(wrap)]
+    catalog = queries.feature_catalog(env.service, env.pair)
+    assert all(catalog.has(k) for k in keys), [k for k in keys if not catalog.has(k)][:3]
+    protein = next(r for r in wrap.rowData if r["modality"] == "protein")
+    assert protein["feature"] in set(env.data.protein_names)
+    # clicking it colours the cells by the protein's denoised values
+    value, _, layer = env.explore.color_by_de_row({"rowId": protein["key"]}, [])
+    patch = env.explore.recolor(value, layer, CELL_TYPE)[0]
+    assert ("data", 0, "marker") in operations(patch)
+
+
+def test_de_row_click_colours_by_the_feature(env) -> None:
+    value, options, layer = env.explore.color_by_de_row({"rowId": "gene:LYZ"}, [])
+    assert value == "gene:LYZ"
+    assert options[0] == {"label": "LYZ · gene", "value": "gene:LYZ"}
+    assert layer == "denoised"
+    assert env.explore.color_by_de_row({"rowId": None}, []) == (no_update,) * 3
+
+
+# ----------------------------------------------------------------------------- lookup
+def test_lookup_autocomplete_is_case_insensitive_prefix_then_substring(env) -> None:
+    values = [o["value"] for o in env.lookup.search_feature("cd8", None)]
+    assert values[0] == "protein:CD8a_TotalSeqB"  # proteins first within a rank
+    assert set(values[1:4]) == {"gene:CD84", "gene:CD8A", "gene:CD8B"}
+    assert values == [o["value"] for o in env.lookup.search_feature("CD8", None)]
+    assert not any(v.startswith("obs:") for v in values)  # genes and proteins only
+    # substring matches anywhere in the name, after every prefix match
+    assert "gene:S100A8" in [o["value"] for o in env.lookup.search_feature("100a8", None)]
+    values = [o["value"] for o in env.lookup.search_feature("Ly", None)]
+    assert values[0] in {"gene:LYN", "gene:LYZ"}  # shortest prefix matches first
+    assert values[-1] == "gene:GNLY"  # the only substring match comes last
+    assert "gene:LYZ" in values
+    # an exact name is first; proteins match by their short name too
+    assert [o["value"] for o in env.lookup.search_feature("cd4", None)][:2] == [
+        "protein:CD4_TotalSeqB",
+        "gene:CD4",
+    ]
+    labels = {o["value"]: o["label"] for o in env.lookup.search_feature("cd4", None)}
+    assert labels["protein:CD4_TotalSeqB"] == "CD4 · protein"
+    assert env.lookup.search_feature("zzzzqqq", None) == []
+    assert env.lookup.search_dot_features("lyz", ["gene:CD4"])[0]["value"] == "gene:CD4"
+
+
+def test_lookup_recolours_and_shares_the_colour(env) -> None:
+    patch, store, options, layer = env.lookup.recolor_lookup("gene:MS4A1", "denoised", None)
+    assert next(o for o in options if o["value"] == "foreground")["disabled"]
+    marker = operations(patch)[("data", 0, "marker")]
+    expected = queries.gene_denoised(env.service, env.pair, "MS4A1")
+    np.testing.assert_allclose(decode(marker["color"]), expected, rtol=1e-6)
+    assert store == {"feature": "gene:MS4A1", "layer": "denoised"}
+    assert layer is no_update
+    assert env.lookup.recolor_lookup(None, "raw", None)[0] is no_update
+
+
+def test_lookup_violin_raw_vs_denoised_per_cell_type(env) -> None:
+    fig = env.lookup.update_violin("gene:LYZ")
+    assert all(isinstance(t, go.Violin) for t in fig.data)
+    left = [t for t in fig.data if t.xaxis == "x"]
+    right = [t for t in fig.data if t.xaxis == "x2"]
+    assert len(left) == len(right) == len(env.types.cat.categories)
+    assert len({t.name for t in left}) == len(left)  # every cell type at its own position
+    assert sum(len(t.y) for t in left) == env.n
+    assert fig.layout.title.text == "LYZ · gene"
+    # monocytes express LYZ most: the highest denoised median is a CD14+ type
+    medians = {t.name: float(np.median(t.y)) for t in right}
+    assert max(medians, key=medians.get).startswith("CD14")
+    assert "Search for a gene" in env.lookup.update_violin(None).layout.annotations[0].text
+
+
+def test_lookup_dotplot_and_adding_a_feature(env) -> None:
+    fig = env.lookup.update_dotplot(["gene:LYZ", "protein:CD19_TotalSeqB"])
+    trace = fig.data[0]
+    assert set(trace.x) == {"LYZ", "CD19 (protein)"}
+    assert set(trace.y) == {str(t) for t in env.types.cat.categories}
+    assert min(trace.marker.color) == 0.0
+    assert max(trace.marker.color) == 1.0  # scaled per feature
+    value, options = env.lookup.add_to_dotplot("gene:CD8A", ["gene:LYZ"], [])
+    assert value == ["gene:CD8A", "gene:LYZ"]
+    assert {o["value"] for o in options} == {"gene:CD8A", "gene:LYZ"}
+    assert env.lookup.add_to_dotplot("gene:LYZ", ["gene:LYZ"], []) == (no_update, no_update)
+
+
+# --------------------------------------------------------------------------------- DE
+@pytest.fixture(scope="module")
+def de_ready(env) -> dict:
+    """The one-vs-rest DE job of the largest cell type, run through the page's callbacks."""
+    group = f"type:{largest_type(env)}"
+    store, interval_off, ready, progress = env.de.start_de(group, None)
+    assert store["group"] == group
+    if ready is no_update:  # still running: the page polls until it is done
+        assert interval_off is False
+        finish(env.service, store["job"])
+        progress, interval_off, ready = env.de.poll_de(1, store)
+        assert progress == []  # the bar goes once the results are in
+    assert interval_off is True
+    assert ready["group"] == group
+    return ready
+
+
+def test_de_page_groups_are_the_cell_types_and_saved_selections(env) -> None:
+    saved = {env.pair.dataset.id: {"mine": {"token": "x", "n": 3}}}
+    options = env.de.group_options(saved, None)
+    values = [o["value"] for o in options]
+    assert values[:-1] == [f"type:{t}" for t in env.types.cat.categories]
+    assert values[-1] == "saved:mine"
+    assert "(3 cells, saved selection)" in options[-1]["label"]
+
+
+def test_de_page_table_per_cell_type(env, de_ready) -> None:
+    rows, status = env.de.render_table(de_ready, "all", None)
+    assert len(rows) == env.data.n_genes + env.data.n_proteins
+    assert {"lfc_mean", "bayes_factor", "proba_de", "is_de"} <= set(rows[0])
+    name = largest_type(env)
+    assert f"{name} vs all other cells" in text(status)
+    assert all(r["group1"] == name for r in rows)
+    proteins, _ = env.de.render_table(de_ready, "protein", None)
+    assert len(proteins) == env.data.n_proteins
+    assert {r["modality"] for r in proteins} == {"protein"}
+
+
+def test_de_page_volcano_and_click_colours_the_cells(env, de_ready) -> None:
+    fig = env.de.render_volcano(de_ready, "all", None, None)
+    keys = {k for t in fig.data for k in (t.customdata if t.customdata is not None else [])}
+    assert len(keys) == env.data.n_genes + env.data.n_proteins
+    assert fig.layout.title.text == f"{largest_type(env)} vs rest"
+    key = next(iter(sorted(k for k in keys if k.startswith("protein:"))))
+    feature, color = env.de.on_volcano_click({"points": [{"customdata": key, "x": 1.0}]})
+    assert feature == key
+    assert color == {"feature": key, "layer": "denoised"}
+    ringed = env.de.render_volcano(de_ready, "all", feature, None)
+    assert ringed.data[-1].name == "selected"
+    patch = env.de.recolor_de_umap(feature)
+    ops = operations(patch)
+    assert ("data", 0, "marker") in ops
+    assert ops[("layout", "title", "text")].endswith("(denoised)")
+    assert env.de.on_volcano_click({"points": [{"x": 1.0}]}) == (no_update, no_update)
+    assert env.de.on_volcano_click(None) == (no_update, no_update)
+    assert env.de.on_row_click({"rowId": "gene:LYZ"}) == (
+        "gene:LYZ",
+        {"feature": "gene:LYZ", "layer": "denoised"},
+    )
+
+
+def test_de_page_saved_selection_group(env) -> None:
+    cells = cells_of(env, largest_type(env))[:40]
+    saved, _, _ = env.explore.save_selection(1, "forty", {"cells": cells}, None)
+    store, _, ready, _ = env.de.start_de("saved:forty", saved)
+    if ready is no_update:
+        finish(env.service, store["job"])
+        _, _, ready = env.de.poll_de(1, store)
+    rows, status = env.de.render_table(ready, "rna", saved)
+    assert len(rows) == env.data.n_genes
+    assert "forty vs all other cells" in text(status)
+    # the saved selection was deleted in another tab: a warning, not a crash
+    rows, status = env.de.render_table(ready, "all", {})
+    assert rows == []
+    assert "no longer exists" in assert_one_line_alert(status, kind="warning")
+    _, _, _, alert = env.de.start_de("saved:gone", {})
+    assert "no longer exists" in assert_one_line_alert(alert, kind="warning")
+
+
+# ---------------------------------------------------------------------------- metrics
+def test_metrics_page_has_the_model_card_tables(env) -> None:
+    page = env.metrics.layout()
+    summary = find(page, ids.METRICS_SUMMARY)
+    words = text(summary)
+    for heading in ("Summary statistics", "Setup arguments", "Model parameters"):
+        assert heading in words
+    assert "n_cells" in words and f"{env.n:,}" in words
+    history = find(page, ids.METRICS_HISTORY).figure
+    assert [t.name for t in history.data] == ["train", "validation"]
+
+    store, interval_off, ready, _, cancel_hidden, retry_hidden = env.metrics.start_metrics(None)
+    if ready is no_update:
+        assert interval_off is False and cancel_hidden is False
+        finish(env.service, store["job"])
+        _, interval_off, ready, cancel_hidden, retry_hidden = env.metrics.poll_metrics(1, store)
+    assert (interval_off, cancel_hidden, retry_hidden) == (True, True, True)
+    sections = env.metrics.render_metrics(ready)
+    tables = [c for c in walk(sections) if getattr(c, "className", "").startswith("table")]
+
+    def table(name: str) -> tuple[list[str], list[str]]:
+        t = next(t for t in tables if name in t.className.split())
+        head = [text(th) for th in t.children[0].children.children]
+        rows = [text(tr.children[0]) for tr in t.children[1].children]
+        return head, rows
+
+    for mod in ("rna", "protein"):
+        head, rows = table(f"cell-cv-{mod}")
+        assert head[0] == "Metric" and "Training Value" in head
+        assert rows == list(CV_ROWS)
+        head, rows = table(f"gene-cv-{mod}")
+        assert rows == list(CV_ROWS)
+        head, rows = table(f"de-metric-{mod}")
+        assert head == ["Cell type", *DE_COLUMNS]
+        assert set(rows) <= {str(t) for t in env.types.cat.categories}
+        assert len(rows) > 0
+    graphs = {c.id: c.figure for c in walk(sections) if getattr(c, "figure", None) is not None}
+    cv = graphs[f"{ids.METRICS_CV_PLOT}-rna"]
+    assert cv.layout.xaxis.title.text == "observed CV"
+    assert len(cv.data[0].x) > 100
+    bars = graphs[f"{ids.METRICS_DE_PLOT}-protein"]
+    assert {t.name for t in bars.data} <= set(env.metrics.DE_PLOT_METRICS)
+    assert len(set(bars.data[0].x)) == len(bars.data[0].x)  # one bar group per cell type
+
+
+# ------------------------------------------------------------------------------ model
+def test_model_page_reads_the_dataset(env) -> None:
+    page = env.model.layout()
+    dropdown = find(page, ids.MODEL_DATASET)
+    assert dropdown.options == [{"label": "pbmc_slice.h5ad", "value": str(env.data_path)}]
+    options, default, info = env.model.on_dataset(str(env.data_path))
+    assert {"label": "batch", "value": "batch"} in options
+    assert default == "batch"
+    assert f"{env.n:,} cells" in info
+    options, default, alert = env.model.on_dataset(str(env.root / "missing.h5ad"))
+    assert options == [] and default is None
+    assert "missing.h5ad" in assert_one_line_alert(alert, kind="warning")
+
+
+def test_train_start_and_cancel(env) -> None:
+    path = str(env.data_path)
+    store, interval_off, message, cancel_disabled = env.model.on_train(1, path, "batch", 8, 500)
+    assert store["kind"] == "train"
+    assert (interval_off, cancel_disabled) == (False, False)
+    assert "Training started" in text(message)
+    note = env.model.on_cancel(1, store)
+    assert "Cancelling" in text(note)
+    finish(env.service, store["job"])
+    progress, interval_off, new_store, alert, cancel_disabled = env.model.poll_model_job(3, store)
+    assert progress == []
+    assert env.service.job(store["job"]).status == "cancelled"
+    assert (interval_off, new_store, cancel_disabled) == (True, None, True)
+    assert assert_one_line_alert(alert, kind="info") == "Training: cancelled"
+    assert env.state.pair == env.pair  # the active model is untouched
+    assert not list((env.root / "models").glob("*/model.pt"))  # nothing half-saved
+
+
+def test_train_with_bad_settings_is_a_warning(env) -> None:
+    path = str(env.data_path)
+    store, _, alert, _ = env.model.on_train(1, path, "batch", 0, 10)
+    assert store is no_update
+    message = assert_one_line_alert(alert, kind="warning")
+    assert message == "Latent dimensions must be a whole number from 2 to 64"
+    _, _, alert, _ = env.model.on_train(1, None, "batch", 10, 10)
+    assert assert_one_line_alert(alert) == "Choose or upload a dataset first."
+    assert env.model.on_train(None, path, "batch", 10, 10) == (no_update,) * 4
+
+
+@pytest.mark.parametrize("what", ["missing", "garbage"])
+def test_loading_a_bad_checkpoint_is_a_readable_alert(env, what) -> None:
+    if what == "missing":
+        checkpoint = str(env.root / "no-such-model")
+    else:
+        folder = env.root / "garbage-model"
+        folder.mkdir(exist_ok=True)
+        (folder / "model.pt").write_bytes(b"this is not a torch checkpoint")
+        checkpoint = str(folder)
+    store, interval_off, message, _ = env.model.on_load(
+        1, str(env.data_path), "batch", None, checkpoint
+    )
+    assert store["kind"] == "load" and interval_off is False
+    assert "Loading" in text(message)
+    finish(env.service, store["job"])
+    _, interval_off, new_store, alert, _ = env.model.poll_model_job(1, store)
+    assert (interval_off, new_store) == (True, None)
+    message = assert_one_line_alert(alert, kind="warning")
+    assert message.startswith("Loading: ")
+    assert Path(checkpoint).name in message
+    assert env.state.pair == env.pair
+
+
+def test_loading_a_checkpoint_switches_the_app_once_prepared(env) -> None:
+    checkpoint = env.root / "models" / "small-saved"
+    env.service.model(env.pair).save(checkpoint, overwrite=True)
+    version = env.state.version
+    store, _, _, _ = env.model.on_load(1, str(env.data_path), "batch", str(checkpoint), None)
+    try:
+        finish(env.service, store["job"])
+        _, interval_off, prepare, note, _ = env.model.poll_model_job(1, store)
+        assert interval_off is False
+        assert prepare["kind"] == "prepare"
+        assert "Loaded small-saved; preparing its results" in text(note)
+        finish(env.service, prepare["job"])
+        _, interval_off, new_store, alert, _ = env.model.poll_model_job(2, prepare)
+        assert (interval_off, new_store) == (True, None)
+        assert "active on every page" in assert_one_line_alert(alert, kind="success")
+        assert env.state.version == version + 1
+        active = env.state.pair
+        assert active.model.path == str(checkpoint)
+        assert active.model.fingerprint == env.pair.model.fingerprint  # the same weights
+        assert "small-saved" in text(app_module.update_status(1, None)[0])
+    finally:
+        env.state.activate(env.pair)
+
+
+def test_load_without_a_checkpoint_is_a_warning(env) -> None:
+    _, _, alert, _ = env.model.on_load(1, str(env.data_path), "batch", None, "  ")
+    assert "Choose a saved model" in assert_one_line_alert(alert, kind="warning")
+
+
+def test_model_page_shows_the_active_model(env) -> None:
+    page = env.model.layout()
+    words = text(page)
+    assert "Latent dimensions" in words
+    assert f"{env.n:,} × {env.data.n_genes:,} × {env.data.n_proteins:,}" in words
+
+
+# ------------------------------------------------------------------------------ shell
+def test_status_reports_the_active_model(env) -> None:
+    children, token, interval = app_module.update_status(1, None)
+    assert interval == POLL_IDLE_MS  # nothing is being prepared
+    assert "small on PBMC slice" in text(children)
+    assert token["pair"] == env.pair.id
+    assert token["dataset"] == env.pair.dataset.id
+    assert app_module.update_status(2, token)[1] is no_update  # nothing changed
+
+
+def test_url_query_of_the_current_view(env) -> None:
+    token = {"dataset": env.pair.dataset.id}
+    search = app_module.update_url_query(
+        {"feature": "gene:LYZ", "layer": "denoised"}, {"cells": [1, 2]}, token
+    )
+    assert search.startswith("?color=gene%3ALYZ&layer=denoised&sel=")
+    assert search.endswith(f"&n={env.n}")
+
+
+def test_callback_errors_become_one_line_alerts(env, monkeypatch) -> None:
+    sent: list[tuple[str, dict]] = []
+    monkeypatch.setattr("dash.set_props", lambda cid, props: sent.append((cid, props)))
+    app_module.on_callback_error(InvalidSelection("no gene 'XYZ' in PBMC slice"))
+    try:
+        raise KeyError("boom")
+    except KeyError as err:
+        app_module.on_callback_error(err)
+    (id1, props1), (id2, props2) = sent
+    assert id1 == id2 == ids.ALERT
+    assert assert_one_line_alert(props1["children"]) == "no gene 'XYZ' in PBMC slice"
+    message = assert_one_line_alert(props2["children"])
+    assert message.startswith("Something went wrong (KeyError: 'boom')")
+    assert "server log" in message
+    assert json.loads(to_json(props2["children"]))  # serialisable for the browser
+
+
+def test_pages_without_a_model_explain_what_to_do(env) -> None:
+    empty = ActiveState(env.service, warm=False)
+    set_state(empty)
+    try:
+        page = env.explore.layout()
+        assert "notice" in " ".join(getattr(c, "className", "") or "" for c in walk(page))
+        assert "no model is loaded" in text(page).lower()
+        fig = env.explore.build_umap(ids.EXPLORE_UMAP, "obs:cell_type", "raw", None, None)
+        assert "no model" in fig.layout.annotations[0].text.lower()
+        assert env.explore.selection_info(None) == ""
+    finally:
+        set_state(env.state)

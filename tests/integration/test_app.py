@@ -1,0 +1,299 @@
+"""The whole Dash app over HTTP (Flask's test client) on a real PBMC slice and a small
+trained model: pages, Dash's JSON endpoints, a recolour round trip, error handling and gzip."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dashboard import backend, ids
+from dashboard.app import GZIP_MIN_BYTES, create_app
+from dashboard.backend.service import AnalysisService
+from dashboard.backend.settings import Settings
+from dashboard.backend.testing import trained_pbmc
+from dashboard.state import ActiveState, prepare_pair, set_state
+
+pytestmark = pytest.mark.slow
+
+PAGES = {
+    "/": (ids.EXPLORE_UMAP, ids.EXPLORE_COLOR, ids.EXPLORE_COMPARE),
+    "/lookup": (ids.LOOKUP_SEARCH, ids.LOOKUP_VIOLIN, ids.LOOKUP_DOTPLOT),
+    "/de": (ids.DE_GROUP, ids.DE_VOLCANO, ids.DE_TABLE),
+    "/metrics": (ids.METRICS_SUMMARY, ids.METRICS_HISTORY, ids.METRICS_CONTENT),
+    "/model": (ids.MODEL_DATASET, ids.MODEL_TRAIN, ids.MODEL_LOAD),
+}
+TITLES = {
+    "/": "Explore",
+    "/lookup": "Lookup",
+    "/de": "Differential expression",
+    "/metrics": "Model metrics",
+    "/model": "Model",
+}
+CELL_TYPE = {"feature": "obs:cell_type", "layer": "raw"}
+
+
+def fast_umap(latent: np.ndarray, **_: Any) -> np.ndarray:
+    """Stand-in for umap-learn (its JIT compile alone takes ~15 s on 2 cores): the first two
+    principal components of the latent space; the app only needs 2-D coordinates."""
+    x = latent - latent.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return (x @ vt[:2].T).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory) -> Iterator[SimpleNamespace]:
+    data, model = trained_pbmc()
+    root = tmp_path_factory.mktemp("app")
+    settings = Settings(
+        cache_dir=tmp_path_factory.getbasetemp() / "dashboard-cache",  # shared with callbacks
+        data_dir=root / "data",
+        model_dir=root / "models",
+        de_n_samples=1000,
+        denoise_n_samples=3,
+    )
+    mp = pytest.MonkeyPatch()
+    mp.setattr("dashboard.backend.embedding.compute_umap", fast_umap)
+    service = AnalysisService(settings)
+    pair = service.add_model(service.add_dataset(data, name="PBMC slice"), model, name="small")
+    state = ActiveState(service, warm=False)
+    prepare_pair(service, pair)
+    state.activate(pair)
+    dash_app = create_app(service, state=state)
+    client = dash_app.server.test_client()
+    deps = client.get("/_dash-dependencies").get_json()
+    yield SimpleNamespace(app=dash_app, client=client, deps=deps, service=service, pair=pair)
+    set_state(None)
+    backend.set_service(None)
+    service.close()
+    mp.undo()
+
+
+# ----------------------------------------------------------------------------- helpers
+def dependency(env: SimpleNamespace, output: str, first_input: str) -> dict:
+    """The registered callback writing ``output`` (``id.prop``) from ``first_input``."""
+    found = [
+        d
+        for d in env.deps
+        if output in d["output"]
+        and d["inputs"]
+        and f"{d['inputs'][0]['id']}.{d['inputs'][0]['property']}" == first_input
+    ]
+    assert len(found) == 1, [d["output"] for d in found]
+    return found[0]
+
+
+def outputs(dep: dict) -> Any:
+    """The ``outputs`` field of a request, as the renderer builds it from ``output``."""
+
+    def one(spec: str) -> dict:
+        cid, prop = spec.split(".", 1)
+        return {"id": cid, "property": prop}
+
+    out = dep["output"]
+    if out.startswith(".."):
+        return [one(s) for s in out.strip(".").split("...")]
+    return one(out)
+
+
+def call(
+    env: SimpleNamespace,
+    dep: dict,
+    inputs: list[Any],
+    state: list[Any] = (),
+    *,
+    headers: dict | None = None,
+) -> Any:
+    """POST one callback request; returns Flask's response."""
+    body = {
+        "output": dep["output"],
+        "outputs": outputs(dep),
+        "inputs": [{**spec, "value": v} for spec, v in zip(dep["inputs"], inputs, strict=True)],
+        "state": [{**spec, "value": v} for spec, v in zip(dep["state"], state, strict=True)],
+        "changedPropIds": [f"{dep['inputs'][0]['id']}.{dep['inputs'][0]['property']}"],
+    }
+    return env.client.post("/_dash-update-component", json=body, headers=headers or {})
+
+
+def route(env: SimpleNamespace, path: str, search: str = "") -> dict:
+    """The page layout the router sends for ``path`` (what the browser renders)."""
+    dep = dependency(env, "_pages_content.children", "_pages_location.pathname")
+    token = {"version": 1, "pair": env.pair.id, "dataset": env.pair.dataset.id}
+    response = call(env, dep, [path, search, token], [CELL_TYPE])
+    assert response.status_code == 200
+    return response.get_json()["response"]["_pages_content"]["children"]
+
+
+def ids_in(tree: Any) -> set[Any]:
+    found: set[Any] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            props = node.get("props")
+            if isinstance(props, dict) and isinstance(props.get("id"), str):
+                found.add(props["id"])
+            for v in node.values():
+                visit(v)
+        elif isinstance(node, list):
+            for v in node:
+                visit(v)
+
+    visit(tree)
+    return found
+
+
+def assert_no_traceback(body: bytes) -> None:
+    text = body.decode("utf-8", "replace")
+    assert "Traceback" not in text
+    assert 'File "' not in text
+    assert "site-packages" not in text
+
+
+# ------------------------------------------------------------------------------- pages
+@pytest.mark.parametrize("path", list(PAGES))
+def test_every_page_is_served_with_its_layout(app, path: str) -> None:
+    response = app.client.get(path)
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "<title>" in html and "TotalVI Explorer" in html
+    assert 'id="react-entry-point"' in html
+    layout = route(app, path)
+    found = ids_in(layout)
+    assert set(PAGES[path]) <= found, set(PAGES[path]) - found
+    assert TITLES[path] in json.dumps(layout)
+
+
+def test_unknown_path_gets_the_not_found_page(app) -> None:
+    assert app.client.get("/no-such-page").status_code == 200  # the router answers
+    layout = json.dumps(route(app, "/no-such-page"))
+    assert "not found" in layout.lower() or "404" in layout
+
+
+def test_shared_link_with_a_foreign_selection_is_explained(app) -> None:
+    layout = route(app, "/", "?color=gene%3ALYZ&sel=eNpzAgAAQwBD&n=8")
+    stores = [node for node in _nodes(layout) if node.get("props", {}).get("id") == ids.PAGE_STATE]
+    assert len(stores) == 1
+    data = stores[0]["props"]["data"]
+    assert "cells" not in data
+    assert data["error"] == "the shared selection is for 8 cells; this dataset has 1500"
+
+
+def _nodes(tree: Any) -> Iterator[dict]:
+    if isinstance(tree, dict):
+        yield tree
+        for v in tree.values():
+            yield from _nodes(v)
+    elif isinstance(tree, list):
+        for v in tree:
+            yield from _nodes(v)
+
+
+def test_dash_layout_and_dependencies_are_json(app) -> None:
+    layout = app.client.get("/_dash-layout")
+    assert layout.status_code == 200
+    assert layout.mimetype == "application/json"
+    shell_ids = ids_in(layout.get_json())
+    assert {ids.COLOR_STORE, ids.SELECTION_STORE, ids.STATUS, ids.ALERT} <= shell_ids
+    # the status bar names the active model right away
+    assert "small on PBMC slice" in layout.get_data(as_text=True)
+    deps = app.client.get("/_dash-dependencies")
+    assert deps.status_code == 200
+    assert deps.mimetype == "application/json"
+    outputs_all = " ".join(d["output"] for d in deps.get_json())
+    for target in (ids.EXPLORE_UMAP, ids.LOOKUP_VIOLIN, ids.DE_VOLCANO, ids.METRICS_CONTENT):
+        assert target in outputs_all
+
+
+# -------------------------------------------------------------------------- callbacks
+def test_recolour_over_http_is_a_small_patch(app) -> None:
+    build = dependency(app, "explore-umap.figure", "explore-umap.id")
+    full = call(app, build, [ids.EXPLORE_UMAP], ["gene:LYZ", "raw", None, None])
+    assert full.status_code == 200
+    trace = full.get_json()["response"][ids.EXPLORE_UMAP]["figure"]["data"][0]
+    assert trace["type"] == "scattergl"
+    assert len(base64.b64decode(trace["x"]["bdata"])) == 4 * 1500  # float32 per cell
+    assert len(trace["text"]) == 1500
+
+    recolor = dependency(app, "app-color-store.data", "explore-color.value")
+    response = call(app, recolor, ["gene:LYZ", "raw"], [CELL_TYPE])
+    assert response.status_code == 200
+    payload = response.get_json()["response"]
+    patch = payload[ids.EXPLORE_UMAP]["figure"]
+    assert patch["__dash_patch_update"] == "__dash_patch_update"
+    locations = {tuple(op["location"]) for op in patch["operations"]}
+    assert ("data", 0, "marker") in locations
+    assert not any("x" in loc or "y" in loc or "text" in loc for loc in locations)
+    assert payload[ids.COLOR_STORE]["data"] == {"feature": "gene:LYZ", "layer": "raw"}
+    # the recolour sends both views' colours, still far less than one whole figure
+    assert len(response.get_data()) < len(full.get_data()) / 3
+
+
+def test_a_failing_callback_shows_one_line_and_no_traceback(app) -> None:
+    recolor = dependency(app, "app-color-store.data", "explore-color.value")
+    response = call(app, recolor, ["gene:NOT_A_GENE", "raw"], [CELL_TYPE])
+    body = response.get_data()
+    assert_no_traceback(body)
+    alert = response.get_json()["sideUpdate"][ids.ALERT]["children"]
+    text = json.dumps(alert)
+    assert "no gene 'NOT_A_GENE'" in text
+    assert "alert" in alert["props"]["className"]
+
+
+def test_an_unexpected_error_is_logged_not_sent(app, caplog) -> None:
+    highlight = dependency(app, "explore-linked.figure", "app-selection-store.data")
+    with caplog.at_level("ERROR", logger="dashboard.app"):
+        response = call(app, highlight, [{"cells": ["not-a-number"], "source": "x"}])
+    body = response.get_data()
+    assert_no_traceback(body)
+    message = json.dumps(response.get_json()["sideUpdate"][ids.ALERT]["children"])
+    assert "Something went wrong (ValueError" in message
+    assert "server log" in message
+    # ... where the traceback is
+    assert any(r.exc_info for r in caplog.records if r.name == "dashboard.app")
+
+
+def test_lookup_search_over_http(app) -> None:
+    search = dependency(app, "lookup-search.options", "lookup-search.search_value")
+    response = call(app, search, ["ms4a"], [None])
+    assert response.status_code == 200
+    options = response.get_json()["response"][ids.LOOKUP_SEARCH]["options"]
+    assert options[0] == {"label": "MS4A1 · gene", "value": "gene:MS4A1"}
+
+
+# ------------------------------------------------------------------------------- gzip
+def test_gzip_when_the_client_accepts_it(app) -> None:
+    plain = app.client.get("/_dash-dependencies")
+    assert "Content-Encoding" not in plain.headers
+    assert len(plain.get_data()) > GZIP_MIN_BYTES
+    zipped = app.client.get("/_dash-dependencies", headers={"Accept-Encoding": "gzip, deflate"})
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in zipped.headers["Vary"]
+    raw = zipped.get_data()
+    assert int(zipped.headers["Content-Length"]) == len(raw)
+    assert len(raw) < len(plain.get_data()) / 2
+    assert json.loads(gzip.decompress(raw)) == plain.get_json()
+
+
+def test_gzip_applies_to_callback_responses(app) -> None:
+    build = dependency(app, "explore-umap.figure", "explore-umap.id")
+    args = ([ids.EXPLORE_UMAP], ["obs:cell_type", "raw", None, None])
+    plain = call(app, build, *args)
+    zipped = call(app, build, *args, headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert json.loads(gzip.decompress(zipped.get_data())) == plain.get_json()
+    assert len(zipped.get_data()) < len(plain.get_data()) / 2
+
+
+def test_small_responses_are_not_compressed(app) -> None:
+    controls = dependency(app, "explore-linked-y.disabled", "explore-linked-kind.value")
+    response = call(app, controls, ["proteins"], headers={"Accept-Encoding": "gzip"})
+    assert response.status_code == 200
+    assert len(response.get_data()) < GZIP_MIN_BYTES
+    assert "Content-Encoding" not in response.headers
+    assert response.get_json()["response"][ids.EXPLORE_LINKED_Y]["disabled"] is False
