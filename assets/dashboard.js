@@ -37,14 +37,23 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
 
     /* A selection event of a cell view -> {"cells": positions, "source", "dataset"}.
      * A null event right after the view mounts (its figure not drawn yet) is ignored; a null
-     * event on a drawn view is the user deselecting (double click) and clears the selection. */
+     * event on a drawn view is the user deselecting (double click) and clears the selection.
+     * An empty selection on a view without a lasso/box outline is ignored: plotly emits one
+     * when a highlight patch clears the view's outline (the other view was lassoed), and
+     * taking it as the user's would wipe out the selection just made. */
     selectionFromEvent: function (selected, graphId, token) {
       const noUpdate = window.dash_clientside.no_update;
       const dataset = token && token.dataset ? token.dataset : null;
+      const gd = document.querySelector("#" + CSS.escape(graphId) + " .js-plotly-plot");
       if (!selected) {
-        const gd = document.querySelector("#" + CSS.escape(graphId) + " .js-plotly-plot");
         const drawn = gd && gd.data && gd.data.length && gd.data[0].x;
         return drawn ? {cells: [], source: graphId, dataset: dataset} : noUpdate;
+      }
+      if (!(selected.points && selected.points.length)) {
+        const outlines = gd && gd.layout && gd.layout.selections;
+        if (!(outlines && outlines.length)) {
+          return noUpdate;
+        }
       }
       const cells = [];
       for (const p of selected.points || []) {

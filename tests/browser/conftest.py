@@ -1,0 +1,140 @@
+"""Real-browser fixtures: the dashboard on a small trained PBMC slice, served by werkzeug in a
+background thread, and one headless Chromium driven by selenium.
+
+Chromium and chromedriver are system packages (``.ci/run`` apt-installs them). Their absence
+fails the browser tests with a clear message instead of skipping them, so CI cannot pass
+without having driven a real browser.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = Path(os.environ.get("TVE_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("TVE_CHROMEDRIVER", "/usr/bin/chromedriver"))
+SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
+#: A slice that trains in seconds but still has every PBMC cell type.
+SLICE = {"n_cells": 800, "n_genes": 400, "max_epochs": 20}
+
+
+class LogCapture(logging.Handler):
+    """Collects the server's ERROR records (a failed callback logs one, with traceback)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self) -> list[str]:
+        return [f"{r.name}: {r.getMessage()}" for r in self.records]
+
+
+@dataclass
+class Dashboard:
+    """The running app: its URL, service, active pair and the server's error log."""
+
+    url: str
+    service: Any
+    pair: Any
+    errors: LogCapture
+
+
+def _require_browser() -> None:
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        pytest.fail(
+            f"browser tests need Chromium and chromedriver, missing: {', '.join(missing)}. "
+            "Install them (Debian: apt-get install chromium chromium-driver) or point "
+            "TVE_CHROMIUM / TVE_CHROMEDRIVER at them.",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """The dashboard over a prepared small model, served on a free local port (module
+    scope: its service and state are process-wide while it runs, and reset after)."""
+    _require_browser()
+    from werkzeug.serving import make_server
+
+    from dashboard import backend
+    from dashboard.app import create_app
+    from dashboard.backend.service import AnalysisService
+    from dashboard.backend.settings import Settings
+    from dashboard.backend.testing import trained_pbmc
+    from dashboard.state import ActiveState, set_state
+
+    data, model = trained_pbmc(**SLICE)
+    root = tmp_path_factory.mktemp("browser")
+    settings = Settings(cache_dir=root / "cache", model_dir=root / "models", de_n_samples=1000)
+    service = AnalysisService(settings)
+    pair = service.add_model(service.add_dataset(data, name="pbmc slice"), model)
+    state = ActiveState(service, warm=True)
+    job = state.prepare(pair)
+    info = service.wait(job, timeout=600)
+    assert str(info.status) == "done", f"preparing the model failed: {info.error}"
+    deadline = time.monotonic() + 120
+    while state.status().warming and time.monotonic() < deadline:  # DE one-vs-rest
+        time.sleep(0.1)
+
+    errors = LogCapture()
+    logging.getLogger("dashboard").addHandler(errors)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    app = create_app(service, state=state)
+    server = make_server("127.0.0.1", 0, app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Dashboard(f"http://127.0.0.1:{server.server_port}", service, pair, errors)
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        logging.getLogger("dashboard").removeHandler(errors)
+        backend.set_service(None)  # create_app installed them process-wide
+        set_state(None)
+        service.close()
+
+
+@pytest.fixture(scope="module")
+def driver(dashboard: Dashboard) -> Iterator[Any]:
+    """One headless Chromium for the module (console log kept at ALL)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--enable-unsafe-swiftshader",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=str(CHROMEDRIVER))  # selenium 4.2 to 4.x alike
+    drv = webdriver.Chrome(options=options, service=service)
+    drv.set_page_load_timeout(60)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """Where the page screenshots go (gitignored)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS

@@ -1,0 +1,502 @@
+"""The dashboard in a real headless Chromium: every page renders, and the main interactions
+(feature lookup, shared colouring, lasso selection and DE, volcano click, model-card metrics)
+work end to end, with no console errors and no tracebacks.
+
+Figures are read from the Plotly graph divs (``gd.data`` / ``gd._fullData``) and the app's
+stores, so the checks are about what the browser actually drew.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.webdriver.common.actions.action_builder import ActionBuilder
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from dashboard import ids
+from dashboard.backend.metrics import CV_ROWS, DE_COLUMNS
+
+pytestmark = pytest.mark.browser
+
+WAIT = 30
+PAGES = {
+    "explore": ("/", "Explore"),
+    "lookup": ("/lookup", "Lookup"),
+    "de": ("/de", "Differential expression"),
+    "metrics": ("/metrics", "Model metrics"),
+    "model": ("/model", "Model"),
+}
+#: Console noise of software WebGL in headless Chromium (not the app's doing).
+BENIGN_CONSOLE = ("webgl", "swiftshader", "gl driver message", "gpu stall", "favicon.ico")
+TRACEBACK_MARKERS = ("Traceback (most recent call last)", 'File "/')
+
+# ------------------------------------------------------------------------------ scripts
+#: True when Dash has no callback queued or running and nothing is marked loading.
+IDLE_JS = """
+const s = window.store && window.store.getState();
+if (!s || s.isLoading) return false;
+const c = s.callbacks || {};
+for (const k of ['requested', 'prioritized', 'blocked', 'executing', 'watched', 'executed',
+                 'stored']) {
+  if (c[k] && c[k].length) return false;
+}
+return document.querySelectorAll('[data-dash-is-loading="true"]').length === 0;
+"""
+
+#: What a graph drew: its first trace's colouring and selection, and its title.
+GRAPH_JS = """
+const gd = document.querySelector('#' + CSS.escape(arguments[0]) + ' .js-plotly-plot');
+if (!gd || !gd._fullLayout || !gd._fullData) return null;
+const out = {n_traces: gd._fullData.length, title: (gd._fullLayout.title || {}).text || ''};
+if (!gd._fullData.length) return out;
+const t = gd._fullData[0];
+const m = t.marker || {};
+const c = m.color;
+out.n_points = t.x ? t.x.length : 0;
+out.color_type = c && c.constructor ? c.constructor.name : typeof c;
+out.color_numeric = !!c && (Array.isArray(c) || ArrayBuffer.isView(c)) && c.length > 0
+  && typeof c[0] === 'number';
+out.showscale = !!m.showscale;
+const cb = m.colorbar || {};
+out.colorbar_title = (cb.title && cb.title.text) || '';
+out.colorbar_ticks = cb.tickvals ? Array.from(cb.tickvals).length : 0;
+const sp = gd.data[0].selectedpoints;
+out.selectedpoints = sp === undefined || sp === null ? null : Array.from(sp).map(Number);
+out.annotations = (gd._fullLayout.annotations || []).length;
+return out;
+"""
+
+#: Viewport pixel position of data point ``(x, y)`` of a graph (``null`` if not drawn).
+POINT_PX_JS = """
+const gd = document.querySelector('#' + CSS.escape(arguments[0]) + ' .js-plotly-plot');
+const L = gd._fullLayout, r = gd.getBoundingClientRect();
+return [r.left + L._size.l + L.xaxis.l2p(arguments[1]),
+        r.top + L._size.t + L.yaxis.l2p(arguments[2])];
+"""
+
+#: Viewport box of a graph's plotting area: [left, top, width, height].
+PLOT_AREA_JS = """
+const gd = document.querySelector('#' + CSS.escape(arguments[0]) + ' .js-plotly-plot');
+gd.scrollIntoView({block: 'center'});
+const L = gd._fullLayout, r = gd.getBoundingClientRect();
+return [r.left + L._size.l, r.top + L._size.t, L._size.w, L._size.h];
+"""
+
+#: Cells of the first trace whose pixel position lies inside a viewport rectangle.
+CELLS_IN_BOX_JS = """
+const [id, x0, y0, x1, y1] = arguments;
+const gd = document.querySelector('#' + CSS.escape(id) + ' .js-plotly-plot');
+const L = gd._fullLayout, r = gd.getBoundingClientRect(), t = gd._fullData[0];
+const out = [];
+for (let i = 0; i < t.x.length; i++) {
+  const px = r.left + L._size.l + L.xaxis.l2p(t.x[i]);
+  const py = r.top + L._size.t + L.yaxis.l2p(t.y[i]);
+  if (px > x0 && px < x1 && py > y0 && py < y1) out.push(i);
+}
+return out;
+"""
+
+
+# ------------------------------------------------------------------------------ helpers
+def wait_for(driver: WebDriver, predicate: Any, message: str, timeout: float = WAIT) -> Any:
+    """``WebDriverWait`` that tolerates a re-rendered element between polls."""
+    return WebDriverWait(
+        driver,
+        timeout,
+        poll_frequency=0.2,
+        ignored_exceptions=(StaleElementReferenceException,),
+    ).until(predicate, message)
+
+
+def wait_idle(driver: WebDriver, timeout: float = WAIT) -> None:
+    """Until Dash has settled (no callback pending for two polls in a row)."""
+    quiet = {"n": 0}
+
+    def settled(d: WebDriver) -> bool:
+        quiet["n"] = quiet["n"] + 1 if d.execute_script(IDLE_JS) else 0
+        return quiet["n"] >= 2
+
+    wait_for(driver, settled, "Dash callbacks did not settle", timeout)
+
+
+def open_page(driver: WebDriver, base: str, page: str) -> None:
+    """Load a page from scratch and wait until its heading shows and callbacks settle."""
+    path, heading = PAGES[page]
+    driver.get(base + path)
+    wait_for(
+        driver,
+        lambda d: any(h.text.strip() == heading for h in d.find_elements(By.TAG_NAME, "h1")),
+        f"{page}: heading {heading!r} never appeared",
+    )
+    wait_idle(driver)
+
+
+def graph(driver: WebDriver, graph_id: str) -> dict[str, Any] | None:
+    """What the graph ``graph_id`` drew (see :data:`GRAPH_JS`)."""
+    return driver.execute_script(GRAPH_JS, graph_id)
+
+
+def wait_graph(
+    driver: WebDriver, graph_id: str, check: Any, message: str, timeout: float = WAIT
+) -> dict[str, Any]:
+    """Until ``check(graph info)`` holds; returns the info (fails showing the last one)."""
+
+    def ok(d: WebDriver) -> Any:
+        info = graph(d, graph_id)
+        return info if info and check(info) else False
+
+    try:
+        return wait_for(driver, ok, f"{graph_id}: {message}", timeout)
+    except TimeoutException:
+        info = graph(driver, graph_id) or {}
+        sel = info.get("selectedpoints")
+        if sel is not None:
+            info["selectedpoints"] = f"{len(sel)} points"
+        pytest.fail(f"{graph_id}: {message} (the graph now: {info})", pytrace=False)
+
+
+def pick_option(driver: WebDriver, dropdown_id: str, search: str, value: str) -> None:
+    """Open a Dash dropdown, type ``search`` and click the option with ``value``."""
+    driver.find_element(By.ID, dropdown_id).click()
+    box = wait_for(
+        driver,
+        lambda d: d.find_element(By.CSS_SELECTOR, ".dash-dropdown-content input[type=search]"),
+        f"{dropdown_id}: the search box did not open",
+    )
+    box.send_keys(search)
+    selector = f'.dash-dropdown-content [role=option] input[value="{value}"]'
+    option = wait_for(
+        driver,
+        lambda d: d.find_element(By.CSS_SELECTOR, selector),
+        f"{dropdown_id}: no option {value!r} for {search!r}",
+    )
+    option.find_element(By.XPATH, "./ancestor::*[@role='option'][1]").click()
+
+
+def console_problems(driver: WebDriver) -> list[str]:
+    """SEVERE browser console entries since the last call (software-WebGL noise aside)."""
+    return [
+        e["message"]
+        for e in driver.get_log("browser")
+        if e["level"] == "SEVERE" and not any(b in e["message"].lower() for b in BENIGN_CONSOLE)
+    ]
+
+
+def assert_clean(driver: WebDriver, dashboard: Any, where: str) -> None:
+    """No error alert, no traceback text, no console error, no server-side callback error."""
+    alerts = [
+        a.text
+        for a in driver.find_elements(By.CSS_SELECTOR, f"#{ids.ALERT} .alert, .alert-error")
+        if a.is_displayed()
+    ]
+    assert not alerts, f"{where}: error alert shown: {alerts}"
+    source = driver.page_source
+    for marker in TRACEBACK_MARKERS:
+        assert marker not in source, f"{where}: traceback text in the page ({marker!r})"
+    problems = console_problems(driver)
+    assert not problems, f"{where}: browser console errors: {problems}"
+    assert not dashboard.errors.records, f"{where}: server errors: {dashboard.errors.messages()}"
+
+
+def drag(driver: WebDriver, points: list[tuple[float, float]]) -> None:
+    """Press the mouse at the first viewport point, move through the rest, release."""
+    builder = ActionBuilder(driver)
+    mouse = builder.pointer_action
+    x0, y0 = points[0]
+    mouse.move_to_location(int(x0), int(y0))
+    mouse.pointer_down()
+    for x, y in points[1:]:
+        mouse.move_to_location(int(x), int(y))
+    mouse.pointer_up()
+    builder.perform()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session(driver: WebDriver, dashboard: Any) -> None:
+    """Each test starts from a blank app state (no colour or selection carried over)."""
+    driver.get(dashboard.url + "/model")
+    driver.execute_script("window.sessionStorage.clear(); window.localStorage.clear();")
+    driver.get_log("browser")  # drop what earlier tests left
+
+
+# -------------------------------------------------------------------------------- pages
+@pytest.mark.parametrize("page", list(PAGES))
+def test_page_renders(driver: WebDriver, dashboard: Any, screenshots: Any, page: str) -> None:
+    """Each page loads, shows its heading, draws its figures, and shows no error."""
+    open_page(driver, dashboard.url, page)
+    if page in {"explore", "lookup", "de"}:
+        umap = {"explore": ids.EXPLORE_UMAP, "lookup": ids.LOOKUP_UMAP, "de": ids.DE_UMAP}[page]
+        n_cells = dashboard.service.dataset(dashboard.pair).n_cells
+        wait_graph(driver, umap, lambda g: g.get("n_points") == n_cells, "cells not drawn")
+    if page == "de":
+        wait_for(
+            driver,
+            lambda d: d.find_elements(By.CSS_SELECTOR, f"#{ids.DE_TABLE} .ag-row"),
+            "DE table stayed empty",
+        )
+    if page == "metrics":
+        wait_graph(driver, ids.METRICS_HISTORY, lambda g: g["n_traces"] > 0, "no history")
+    wait_idle(driver)
+    driver.save_screenshot(str(screenshots / f"{page}.png"))
+    assert_clean(driver, dashboard, page)
+
+
+def test_unknown_page_is_a_readable_404(driver: WebDriver, dashboard: Any) -> None:
+    driver.get(dashboard.url + "/no-such-page")
+    wait_for(
+        driver,
+        lambda d: any("not found" in h.text.lower() for h in d.find_elements(By.TAG_NAME, "h1")),
+        "no 'Page not found' heading",
+    )
+    assert_clean(driver, dashboard, "404")
+
+
+# ------------------------------------------------------------------------------- lookup
+def test_lookup_recolours_and_explore_follows(
+    driver: WebDriver, dashboard: Any, screenshots: Any
+) -> None:
+    """Picking a gene from the autocomplete (typed lower-case) colours the cells by it, draws
+    its violins and dot plot, and the Explore page opens coloured the same way."""
+    open_page(driver, dashboard.url, "lookup")
+    before = wait_graph(driver, ids.LOOKUP_UMAP, lambda g: g["showscale"], "no colour bar")
+    assert before["colorbar_ticks"] > 0  # cell types: a categorical colour bar
+
+    pick_option(driver, ids.LOOKUP_SEARCH, "lyz", "gene:LYZ")
+    umap = wait_graph(
+        driver,
+        ids.LOOKUP_UMAP,
+        lambda g: "LYZ" in g["colorbar_title"] and g["colorbar_ticks"] == 0,
+        "not recoloured by LYZ",
+    )
+    assert umap["color_numeric"] and umap["color_type"] == "Float32Array", umap
+    assert umap["showscale"]
+    violin = wait_graph(driver, ids.LOOKUP_VIOLIN, lambda g: g["n_traces"] >= 2, "no violins")
+    assert "LYZ" in violin["title"], violin
+    dots = wait_graph(driver, ids.LOOKUP_DOTPLOT, lambda g: g["n_traces"] >= 1, "no dot plot")
+    ticks = driver.execute_script(
+        "const gd = document.querySelector('#' + CSS.escape(arguments[0]) + ' .js-plotly-plot');"
+        "return gd._fullData.map(t => Array.from(t.x || []).concat(Array.from(t.y || [])))"
+        ".flat().map(String);",
+        ids.LOOKUP_DOTPLOT,
+    )
+    assert any("LYZ" in t for t in ticks), f"LYZ not in the dot plot ({dots})"
+    wait_idle(driver)
+    driver.save_screenshot(str(screenshots / "lookup-lyz.png"))
+    assert_clean(driver, dashboard, "lookup after picking LYZ")
+
+    # the shared colour store carries the choice to Explore (client-side navigation)
+    driver.find_element(By.ID, ids.LOOKUP_OPEN_EXPLORE).click()
+    wait_for(
+        driver,
+        lambda d: d.find_elements(By.ID, ids.EXPLORE_UMAP),
+        "the Explore page did not open",
+    )
+    explore = wait_graph(
+        driver,
+        ids.EXPLORE_UMAP,
+        lambda g: "LYZ" in g["colorbar_title"] and g["color_numeric"],
+        "Explore is not coloured by LYZ",
+    )
+    assert explore["colorbar_ticks"] == 0
+    wait_for(
+        driver,
+        lambda d: "LYZ" in d.find_element(By.ID, ids.EXPLORE_COLOR).text,
+        "Explore's colour dropdown does not show LYZ",
+    )
+    wait_idle(driver)
+    assert_clean(driver, dashboard, "explore coloured from lookup")
+
+
+# ------------------------------------------------------------------------------ explore
+def test_explore_lasso_selects_everywhere_and_compares(
+    driver: WebDriver, dashboard: Any, screenshots: Any
+) -> None:
+    """A lasso drawn with the mouse on the UMAP selects cells in both views, and "Compare
+    (DE)" of the selection against the rest fills the DE table."""
+    open_page(driver, dashboard.url, "explore")
+    n_cells = dashboard.service.dataset(dashboard.pair).n_cells
+    wait_graph(driver, ids.EXPLORE_UMAP, lambda g: g["n_points"] == n_cells, "cells not drawn")
+    wait_graph(driver, ids.EXPLORE_LINKED, lambda g: g["n_points"] == n_cells, "no linked view")
+
+    left, top, width, height = driver.execute_script(PLOT_AREA_JS, ids.EXPLORE_UMAP)
+    # a lasso around the left third of the plot (a closed polygon, drawn point by point)
+    x0, x1 = left + 0.02 * width, left + 0.35 * width
+    y0, y1 = top + 0.02 * height, top + 0.98 * height
+    expected = driver.execute_script(CELLS_IN_BOX_JS, ids.EXPLORE_UMAP, x0, y0, x1, y1)
+    assert 10 < len(expected) < n_cells, f"lasso box holds {len(expected)} cells"
+    steps = 6
+    path = (
+        [(x0 + (x1 - x0) * i / steps, y0) for i in range(steps + 1)]
+        + [(x1, y0 + (y1 - y0) * i / steps) for i in range(1, steps + 1)]
+        + [(x1 - (x1 - x0) * i / steps, y1) for i in range(1, steps + 1)]
+        + [(x0, y1 - (y1 - y0) * i / steps) for i in range(1, steps + 1)]
+    )
+    drag(driver, path)
+
+    def selected(graph_id: str) -> Any:
+        return wait_graph(driver, graph_id, lambda g: g["selectedpoints"], "no cells highlighted")[
+            "selectedpoints"
+        ]
+
+    umap_sel = selected(ids.EXPLORE_UMAP)
+    linked_sel = selected(ids.EXPLORE_LINKED)
+    assert sorted(umap_sel) == sorted(linked_sel)
+    # cells right on the lasso's edge may go either way
+    overlap = len(set(umap_sel) & set(expected))
+    assert overlap >= 0.9 * len(expected), (len(umap_sel), len(expected), overlap)
+    assert len(umap_sel) <= 1.1 * len(expected) + 2
+    wait_for(
+        driver,
+        lambda d: (
+            f"{len(umap_sel):,} cells selected"
+            in d.find_element(By.ID, ids.EXPLORE_SELECTION_INFO).text
+        ),
+        "the selection summary does not count the lassoed cells",
+    )
+    wait_for(
+        driver,
+        lambda d: (
+            "Current selection" in d.find_element(By.ID, ids.EXPLORE_COMPARE_A).text
+            and "All other cells" in d.find_element(By.ID, ids.EXPLORE_COMPARE_B).text
+        ),
+        "compare does not default to the selection vs the rest",
+    )
+
+    export = driver.find_element(By.ID, ids.EXPLORE_DE_EXPORT)
+    assert not export.is_displayed(), "the CSV export shows before there is a table"
+    button = driver.find_element(By.ID, ids.EXPLORE_COMPARE)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+    button.click()
+    rows = wait_for(
+        driver,
+        lambda d: d.find_elements(By.CSS_SELECTOR, f"#{ids.EXPLORE_DE_TABLE} .ag-row"),
+        "the selection-vs-rest DE table stayed empty",
+        timeout=60,
+    )
+    assert rows
+    status = driver.find_element(By.ID, ids.EXPLORE_DE_STATUS).text
+    assert "selection vs Rest" in status, status
+    assert driver.find_element(By.ID, ids.EXPLORE_DE_EXPORT).is_displayed()
+    wait_idle(driver)
+    driver.save_screenshot(str(screenshots / "explore-selection.png"))
+    assert_clean(driver, dashboard, "explore after lasso and compare")
+
+
+# ----------------------------------------------------------------------------------- DE
+def test_de_table_and_volcano_click(driver: WebDriver, dashboard: Any, screenshots: Any) -> None:
+    """Picking a cell type fills the table for it; clicking a volcano point colours the
+    cells by that feature."""
+    open_page(driver, dashboard.url, "de")
+    types = [str(c) for c in dashboard.service.cell_types(dashboard.pair).cat.categories]
+    target = types[1]
+    pick_option(driver, ids.DE_GROUP, target.split(" ")[0][:6], f"type:{target}")
+    wait_for(
+        driver,
+        lambda d: d.find_element(By.ID, ids.DE_STATUS).text.startswith(target),
+        f"the DE status never named {target!r}",
+    )
+    rows = wait_for(
+        driver,
+        lambda d: d.find_elements(By.CSS_SELECTOR, f"#{ids.DE_TABLE} .ag-row"),
+        "the DE table stayed empty",
+    )
+    assert rows
+    volcano = wait_graph(
+        driver, ids.DE_VOLCANO, lambda g: target in g["title"], "volcano not redrawn"
+    )
+    assert volcano["n_traces"] >= 1
+    before = graph(driver, ids.DE_UMAP)
+    assert before and before["colorbar_ticks"] > 0  # cell types
+
+    # the point with the largest log Bayes factor of the first trace, clicked for real
+    driver.execute_script(PLOT_AREA_JS, ids.DE_VOLCANO)
+    x, y = driver.execute_script(
+        "const gd = document.querySelector('#' + CSS.escape(arguments[0]) + ' .js-plotly-plot');"
+        "const t = gd._fullData[gd._fullData.length > 1 ? 1 : 0];"
+        "let b = 0; for (let i = 1; i < t.y.length; i++) if (t.y[i] > t.y[b]) b = i;"
+        "return [t.x[b], t.y[b]];",
+        ids.DE_VOLCANO,
+    )
+    px, py = driver.execute_script(POINT_PX_JS, ids.DE_VOLCANO, x, y)
+    builder = ActionBuilder(driver)
+    builder.pointer_action.move_to_location(int(px) - 3, int(py))
+    builder.pointer_action.pause(0.1)
+    builder.pointer_action.move_to_location(int(px), int(py))  # hover first, as a hand does
+    builder.pointer_action.pause(0.2)
+    builder.pointer_action.click()
+    builder.perform()
+    umap = wait_graph(
+        driver,
+        ids.DE_UMAP,
+        lambda g: g["title"].endswith("(denoised)") and g["colorbar_ticks"] == 0,
+        "the cells were not recoloured by the clicked feature",
+    )
+    assert umap["color_numeric"] and umap["color_type"] == "Float32Array", umap
+    wait_graph(driver, ids.DE_VOLCANO, lambda g: g["n_traces"] > volcano["n_traces"], "no ring")
+    wait_idle(driver)
+    driver.save_screenshot(str(screenshots / "de-clicked.png"))
+    assert_clean(driver, dashboard, "de after a volcano click")
+
+
+# ------------------------------------------------------------------------------ metrics
+def _table(driver: WebDriver, css: str) -> tuple[list[str], list[str]]:
+    """Header cells and row labels of an HTML table."""
+    table = driver.find_element(By.CSS_SELECTOR, css)
+    head = [th.text.strip() for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
+    rows = [th.text.strip() for th in table.find_elements(By.CSS_SELECTOR, "tbody th")]
+    return head, rows
+
+
+def test_metrics_model_card_tables(driver: WebDriver, dashboard: Any, screenshots: Any) -> None:
+    """The model-card tables appear (after the metrics job) with the card's columns."""
+    open_page(driver, dashboard.url, "metrics")
+    wait_for(
+        driver,
+        lambda d: d.find_elements(By.CSS_SELECTOR, ".de-metric-table"),
+        "the model-card tables never appeared",
+        timeout=90,
+    )
+    for mod in ("rna", "protein"):
+        head, rows = _table(driver, f".cell-cv-{mod}")
+        assert head[0] == "Metric" and "Training Value" in head, head
+        assert rows == list(CV_ROWS), rows
+        head, rows = _table(driver, f".gene-cv-{mod}")
+        assert head == ["Metric", "Training Value"], head
+        assert rows == list(CV_ROWS), rows
+        head, rows = _table(driver, f".de-metric-{mod}")
+        assert head == ["Cell type", *DE_COLUMNS], head
+        assert len(rows) >= 3, rows
+        wait_graph(driver, f"{ids.METRICS_CV_PLOT}-{mod}", lambda g: g["n_traces"], "no CV plot")
+        wait_graph(driver, f"{ids.METRICS_DE_PLOT}-{mod}", lambda g: g["n_traces"], "no DE bars")
+    wait_for(
+        driver,
+        lambda d: not d.find_element(By.ID, ids.METRICS_CANCEL).is_displayed(),
+        "the metrics' Cancel button still shows after the job finished",
+    )
+    summary = driver.find_element(By.ID, ids.METRICS_SUMMARY).text.lower()
+    assert "summary statistics" in summary and "model parameters" in summary
+    wait_idle(driver)
+    driver.save_screenshot(str(screenshots / "metrics-card.png"))
+    assert_clean(driver, dashboard, "metrics")
+
+
+def test_console_clean_across_pages(driver: WebDriver, dashboard: Any) -> None:
+    """Navigating through every page with the top bar links logs no console error."""
+    open_page(driver, dashboard.url, "explore")
+    for page, (path, heading) in PAGES.items():
+        link = driver.find_element(By.CSS_SELECTOR, f"#{ids.NAV} a[href='{path}']")
+        link.click()
+        wait_for(
+            driver,
+            lambda d, h=heading: any(
+                e.text.strip() == h for e in d.find_elements(By.TAG_NAME, "h1")
+            ),
+            f"{page}: heading {heading!r} never appeared after navigation",
+        )
+        wait_idle(driver)
+        assert "active" in (link.get_attribute("class") or ""), f"{page}: nav link not active"
+        assert_clean(driver, dashboard, f"navigated to {page}")
