@@ -34,8 +34,14 @@ def leiden_clusters(
     x = np.asarray(latent, dtype=np.float32)
     adata = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(x.shape[0])]))
     adata.obsm["X_latent"] = x
+    # exact kNN at every size: scanpy's approximate path (pynndescent, from 8192 cells on)
+    # breaks with scipy's sparse arrays ("csr_array has no attribute getnnz")
     sc.pp.neighbors(
-        adata, use_rep="X_latent", n_neighbors=min(n_neighbors, x.shape[0] - 1), random_state=seed
+        adata,
+        use_rep="X_latent",
+        n_neighbors=min(n_neighbors, x.shape[0] - 1),
+        random_state=seed,
+        transformer="sklearn",
     )
     sc.tl.leiden(
         adata,

@@ -419,3 +419,18 @@ def test_model_summary_and_card(service, trained) -> None:
     assert "| n_cells                   | 1500 |" in card
     assert "| X                         | adata.X                              |" in card
     assert "Modality: rna" in card and "**Differential expression**:" in card
+
+
+def test_leiden_past_scanpys_approximate_knn_threshold() -> None:
+    """From 8192 cells scanpy switches to pynndescent, which broke on scipy sparse arrays."""
+    from dashboard.backend.clustering import leiden_clusters
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 10)) * 6
+    truth = rng.integers(0, 4, 8300)
+    x = centers[truth] + rng.normal(size=(8300, 10))
+    labels = leiden_clusters(x, seed=0, resolution=0.1)
+    assert len(labels) == 8300
+    # each true group lands (almost) wholly in one cluster
+    table = pd.crosstab(truth, labels)
+    assert (table.max(axis=1) / table.sum(axis=1)).min() > 0.95
