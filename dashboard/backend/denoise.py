@@ -6,6 +6,7 @@ fix the dashboard's conventions: tables indexed by cell name, columns by feature
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,3 +78,73 @@ def imputed_proteins(
     and a boolean table marking the entries that were imputed (not measured)."""
     values, imputed = model.impute_missing_proteins(data, n_samples=n_samples, seed=seed)
     return values.astype(np.float32), imputed
+
+
+def unmeasured_proteins(model: TotalVI, data: CiteSeqData) -> np.ndarray | None:
+    """``(n_cells, n_proteins)`` bool: True where the cell's batch did not measure the protein
+    (the model's ``protein_batch_mask``; e.g. a mapped query without those antibodies).
+
+    ``None`` when every protein counts as measured for every cell, or when the dataset's
+    batches cannot be matched to the model's by name.
+    """
+    if model.protein_batch_mask is None:
+        return None
+    measured = np.asarray(model.protein_batch_mask, dtype=bool)
+    if measured.all():
+        return None
+    cats = list(model.batch_categories)
+    if len(cats) == 1:
+        codes = np.zeros(data.n_cells, dtype=np.int64)
+    else:
+        if any(c not in cats for c in data.batch_categories):
+            return None
+        lookup = np.array([cats.index(c) for c in data.batch_categories], dtype=np.int64)
+        codes = lookup[data.batch]
+    out = ~measured[codes]
+    return out if out.any() else None
+
+
+def fill_unmeasured(
+    frame: pd.DataFrame,
+    model: TotalVI,
+    data: CiteSeqData,
+    predict: Callable[[np.ndarray, list[int], list[str]], np.ndarray],
+) -> pd.DataFrame:
+    """Replace the entries of unmeasured proteins by predictions decoded in measuring batches.
+
+    Parameters
+    ----------
+    frame
+        Cells x proteins, in ``data`` order (e.g. denoised protein at each cell's own batch).
+    model, data
+        The pair; :func:`unmeasured_proteins` says which entries to replace.
+    predict
+        ``predict(cell positions, measuring batch codes, proteins)`` -> ``(cells, proteins)``
+        values averaged over those batches (``transform_batch``).
+
+    Returns
+    -------
+    A copy of ``frame`` (or ``frame`` itself when nothing is unmeasured).
+    """
+    missing = unmeasured_proteins(model, data)
+    if missing is None:
+        return frame
+    measured = np.asarray(model.protein_batch_mask, dtype=bool)
+    names = [str(p) for p in model.protein_names]
+    out = frame.copy()
+    values = out.to_numpy(copy=True)
+    col = {str(c): i for i, c in enumerate(out.columns)}
+    # cells that miss the same proteins are predicted together, proteins grouped by the
+    # batches that measured them
+    patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
+    for k, pattern in enumerate(patterns):
+        cells = np.flatnonzero(inverse.ravel() == k)
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for j in np.flatnonzero(pattern):
+            batches = tuple(int(b) for b in np.flatnonzero(measured[:, j]))
+            if batches and names[j] in col:
+                groups.setdefault(batches, []).append(names[j])
+        for batches, proteins in groups.items():
+            pred = predict(cells, list(batches), proteins)
+            values[np.ix_(cells, [col[p] for p in proteins])] = pred
+    return pd.DataFrame(values.astype(frame.dtypes.iloc[0]), index=out.index, columns=out.columns)

@@ -42,6 +42,7 @@ from dashboard.backend.settings import Settings
 
 if TYPE_CHECKING:
     from dashboard.backend.metrics import MetricsResult
+    from dashboard.backend.query import QueryMapResult
     from model.data import CiteSeqData
     from model.totalvi import TotalVI
 
@@ -460,31 +461,79 @@ class AnalysisService:
     def _denoised(
         self, pair: Pair, progress: ProgressFn | None = None
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        from dashboard.backend.denoise import denoised_expression
+        from dashboard.backend.denoise import denoised_expression, fill_unmeasured
 
         params = {
             "n_samples": self.settings.denoise_n_samples,
             "library_size": 1e4,
             "seed": self.settings.seed,
         }
+        predicted = self._predicts_unmeasured(pair)
+        key_params = {**params, "unmeasured": "predicted"} if predicted else params
 
         def compute() -> tuple[pd.DataFrame, pd.DataFrame]:
-            return denoised_expression(self.model(pair), self.dataset(pair), **params)
+            model, data = self.model(pair), self.dataset(pair)
+            rna, pro = denoised_expression(model, data, **params)
+            if not predicted:
+                return rna, pro
 
-        return self._cached("denoised", pair, params, compute, progress)
+            def predict(cells: np.ndarray, batches: list[int], proteins: list[str]) -> Any:
+                return model.get_normalized_expression(
+                    data,
+                    indices=cells,
+                    transform_batch=batches,
+                    gene_list=[],
+                    protein_list=proteins,
+                    n_samples=params["n_samples"],
+                    return_numpy=True,
+                    seed=params["seed"],
+                )[1]
+
+            return rna, fill_unmeasured(pro, model, data, predict)
+
+        return self._cached("denoised", pair, key_params, compute, progress)
+
+    def _predicts_unmeasured(self, pair: Pair) -> bool:
+        """True if some cells of the dataset lack proteins (a mapped query without those
+        antibodies): protein tables then hold predictions for them, decoded in batches that
+        measured the protein (:func:`~dashboard.backend.denoise.fill_unmeasured`)."""
+        data = self.dataset(pair)
+        mask = data.protein_batch_mask
+        if mask is None or data.n_cells == 0:
+            return False
+        present = np.bincount(data.batch, minlength=data.n_batch) > 0
+        return bool((~np.asarray(mask, dtype=bool)[present]).any())
 
     def foreground_probability(
         self, pair: Pair, *, progress: ProgressFn | None = None
     ) -> pd.DataFrame:
         """Probability that each protein count is foreground, cells x proteins."""
-        from dashboard.backend.denoise import foreground_probability
+        from dashboard.backend.denoise import fill_unmeasured, foreground_probability
 
         params = {"n_samples": self.settings.denoise_n_samples, "seed": self.settings.seed}
+        predicted = self._predicts_unmeasured(pair)
+        key_params = {**params, "unmeasured": "predicted"} if predicted else params
 
         def compute() -> pd.DataFrame:
-            return foreground_probability(self.model(pair), self.dataset(pair), **params)
+            model, data = self.model(pair), self.dataset(pair)
+            fg = foreground_probability(model, data, **params)
+            if not predicted:
+                return fg
 
-        return self._cached("foreground", pair, params, compute, progress)
+            def predict(cells: np.ndarray, batches: list[int], proteins: list[str]) -> Any:
+                return model.get_protein_foreground_probability(
+                    data,
+                    indices=cells,
+                    transform_batch=batches,
+                    protein_list=proteins,
+                    n_samples=params["n_samples"],
+                    return_numpy=True,
+                    seed=params["seed"],
+                )
+
+            return fill_unmeasured(fg, model, data, predict)
+
+        return self._cached("foreground", pair, key_params, compute, progress)
 
     def imputed_proteins(
         self, pair: Pair, *, progress: ProgressFn | None = None
@@ -722,6 +771,59 @@ class AnalysisService:
             run,
             params={"dataset": dataset.to_dict(), "path": str(path)},
             result_json=lambda pair: pair.to_dict(),
+        )
+
+    # ============================================================== query mapping
+    def open_query(
+        self, path: str | os.PathLike[str], *, batch_key: str | None = None, name: str = ""
+    ) -> DatasetRef:
+        """Read a query dataset (RNA-only ``.h5ad`` allowed) and register it."""
+        from dashboard.backend.query import open_query
+
+        return open_query(self, path, batch_key=batch_key, name=name)
+
+    def map_query(
+        self,
+        pair: Pair,
+        query: DatasetRef,
+        *,
+        max_epochs: int | None = None,
+        k: int | None = None,
+        progress: ProgressFn | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> QueryMapResult:
+        """Map ``query`` onto ``pair``'s model; registers and returns the combined pair
+        (:func:`dashboard.backend.query.map_query`). ``pair`` is left unchanged."""
+        from dashboard.backend.query import DEFAULT_K, map_query
+
+        return map_query(
+            self,
+            pair,
+            query,
+            max_epochs=max_epochs,
+            k=DEFAULT_K if k is None else k,
+            progress=progress,
+            should_stop=should_stop,
+        )
+
+    def submit_map_query(self, pair: Pair, query: DatasetRef, **kwargs: Any) -> str:
+        """:meth:`map_query` as a background job (cancel stops training at the next step)."""
+
+        def run(ctx: JobContext) -> QueryMapResult:
+            ctx.check()
+            return self.map_query(
+                pair, query, progress=ctx.progress, should_stop=ctx.cancelled, **kwargs
+            )
+
+        return self.jobs.submit(
+            "map_query",
+            run,
+            params={
+                "pair": pair.to_dict(),
+                "query": query.to_dict(),
+                **{k: _describe(v) for k, v in kwargs.items()},
+            },
+            result_json=lambda result: result.to_dict(),
         )
 
     def job(self, job_id: str) -> JobInfo:

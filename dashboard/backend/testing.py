@@ -88,6 +88,24 @@ def trained_pbmc(
     return data, small_trained_model(data.fingerprint(), max_epochs=max_epochs, seed=seed)
 
 
+@functools.cache
+def reference_and_query(
+    *, n_cells: int = 1500, n_query: int = 300, max_epochs: int = 40, seed: int = 0
+) -> tuple[CiteSeqData, CiteSeqData, TotalVI]:
+    """A PBMC slice split into reference cells and ``n_query`` held-out query cells (with
+    their measured proteins), and a small model trained on the reference cells only
+    (memoised per process; the query-mapping tests share it)."""
+    from model.totalvi import TotalVI
+
+    data = pbmc_slice(n_cells=n_cells, n_genes=1000, seed=seed)
+    perm = np.random.default_rng(seed + 1).permutation(data.n_cells)
+    reference = data.subset(np.sort(perm[n_query:]))
+    query = data.subset(np.sort(perm[:n_query]))
+    model = TotalVI(reference, n_hidden=64, n_latent=10, seed=seed)
+    model.train(max_epochs=max_epochs, seed=seed, device="cpu", early_stopping=False)
+    return reference, query, model
+
+
 def count_compute_worker(
     cache_dir: str, key: str, counter_path: str, delay: float, out_path: str
 ) -> None:

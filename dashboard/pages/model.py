@@ -13,6 +13,7 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import components, ids, queries
 from dashboard.backend.errors import BackendError, InvalidSelection
+from dashboard.pages import _query_map as qm
 from dashboard.pages import _shared as sh
 from dashboard.state import get_state
 
@@ -191,6 +192,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                     html.Div(id=ids.MODEL_MESSAGE, className="model-message"),
                 ],
             ),
+            qm.query_card(datasets, limit_mb),
             dcc.Store(id=ids.MODEL_JOB_STORE),
             dcc.Interval(id=ids.MODEL_INTERVAL, interval=800, disabled=True),
         ],
@@ -496,3 +498,74 @@ def on_cancel(n_clicks: int | None, job: dict | None) -> Any:
         return no_update
     get_state().service.cancel(str(job["job"]))
     return components.notice("Cancelling… (training stops at the next step)")
+
+
+# ---------------------------------------------------------------- map new data (query)
+@callback(
+    Output(ids.MODEL_QUERY_DATASET, "options"),
+    Output(ids.MODEL_QUERY_DATASET, "value"),
+    Output(ids.MODEL_QUERY_UPLOAD_STATUS, "children"),
+    Input(ids.MODEL_QUERY_UPLOAD, "contents"),
+    State(ids.MODEL_QUERY_UPLOAD, "filename"),
+    prevent_initial_call=True,
+)
+def on_query_upload(contents: str | None, filename: str | None) -> tuple:
+    """Validate and store the uploaded new data (proteins optional); select it."""
+    return qm.upload(contents, filename, _dataset_options)
+
+
+@callback(
+    Output(ids.MODEL_QUERY_BATCH_KEY, "options"),
+    Output(ids.MODEL_QUERY_BATCH_KEY, "value"),
+    Output(ids.MODEL_QUERY_INFO, "children"),
+    Input(ids.MODEL_QUERY_DATASET, "value"),
+)
+def on_query_dataset(path: str | None) -> tuple:
+    """Read the chosen new data: size, shared genes/proteins, batch-key candidates."""
+    return qm.dataset_choice(path)
+
+
+@callback(
+    Output(ids.MODEL_QUERY_JOB_STORE, "data"),
+    Output(ids.MODEL_QUERY_INTERVAL, "disabled"),
+    Output(ids.MODEL_QUERY_MESSAGE, "children"),
+    Output(ids.MODEL_QUERY_CANCEL, "disabled"),
+    Input(ids.MODEL_QUERY_START, "n_clicks"),
+    State(ids.MODEL_QUERY_DATASET, "value"),
+    State(ids.MODEL_QUERY_BATCH_KEY, "value"),
+    State(ids.MODEL_QUERY_MAX_EPOCHS, "value"),
+    prevent_initial_call=True,
+)
+def on_map_start(
+    n_clicks: int | None, path: str | None, batch_key: str | None, max_epochs: Any
+) -> tuple:
+    """Map the new data onto the active model (progress below, cancel any time)."""
+    if not n_clicks:
+        return no_update, no_update, no_update, no_update
+    return qm.start(path, batch_key, max_epochs)
+
+
+@callback(
+    Output(ids.MODEL_QUERY_PROGRESS, "children"),
+    Output(ids.MODEL_QUERY_INTERVAL, "disabled", allow_duplicate=True),
+    Output(ids.MODEL_QUERY_JOB_STORE, "data", allow_duplicate=True),
+    Output(ids.MODEL_QUERY_MESSAGE, "children", allow_duplicate=True),
+    Output(ids.MODEL_QUERY_CANCEL, "disabled", allow_duplicate=True),
+    Input(ids.MODEL_QUERY_INTERVAL, "n_intervals"),
+    State(ids.MODEL_QUERY_JOB_STORE, "data"),
+    prevent_initial_call=True,
+)
+def poll_map_job(_n: int | None, job: dict | None) -> tuple:
+    """Mapping progress; when done, prepare the combined pair, then the app switches."""
+    return qm.poll(job)
+
+
+@callback(
+    Output(ids.MODEL_QUERY_MESSAGE, "children", allow_duplicate=True),
+    Input(ids.MODEL_QUERY_CANCEL, "n_clicks"),
+    State(ids.MODEL_QUERY_JOB_STORE, "data"),
+    prevent_initial_call=True,
+)
+def on_map_cancel(n_clicks: int | None, job: dict | None) -> Any:
+    """Cancel the mapping or the preparation after it; the active model stays."""
+    return qm.cancel(n_clicks, job)

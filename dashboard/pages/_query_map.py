@@ -1,0 +1,342 @@
+"""The Model page's "Map new data onto this model" card: layout, reading the query, the
+mapping job and its progress. Plain functions; the thin callbacks are in ``pages/model.py``
+(Dash skips this module when it collects pages because of the leading underscore).
+
+Mapping runs :meth:`~dashboard.backend.service.AnalysisService.map_query` on the active pair
+in a background job; when it is done the combined (reference + query) pair is prepared like
+a newly trained model and the app switches to it. A failed or cancelled mapping leaves the
+active pair as it was.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from dash import dcc, html, no_update
+
+from dashboard import components, ids, queries
+from dashboard.backend.errors import BackendError, InvalidSelection
+from dashboard.backend.query import (
+    CONFIDENCE_COLUMN,
+    DATASET_COLUMN,
+    LABEL_COLUMN,
+    check_genes,
+    is_rna_only,
+    load_query_file,
+)
+from dashboard.pages import _shared as sh
+from dashboard.state import get_state
+
+if TYPE_CHECKING:
+    from dashboard.backend.jobs import JobContext
+    from dashboard.backend.query import QueryMapResult
+    from dashboard.backend.refs import Pair
+    from dashboard.backend.service import AnalysisService
+
+NO_BATCH = "__none__"
+MAX_EPOCHS_RANGE = (1, 2000)
+#: Epochs shown in the form (scvi-tools' scArches tutorial uses 200).
+DEFAULT_EPOCHS = 200
+
+# genes of the files read for the form, so Start can refuse a mismatch at once
+_genes: dict[str, tuple[float, pd.Index]] = {}
+_genes_lock = threading.Lock()
+
+
+# ------------------------------------------------------------------------------ layout
+def query_card(dataset_options: list[dict[str, str]], limit_mb: float) -> html.Section:
+    """The card: query file (data folder or upload), batch key, epochs, Start / Cancel and
+    a progress block; plus its job store and poll interval."""
+    return components.card(
+        "Map new data onto this model",
+        [
+            html.P(
+                "Add new cells (an .h5ad with or without proteins) to the active model "
+                "without retraining it (scArches). Their cells get the reference's cell "
+                "types by nearest neighbours and predicted proteins where none were measured.",
+                className="muted",
+            ),
+            html.Div(
+                [
+                    components.field(
+                        "Query dataset",
+                        dcc.Dropdown(
+                            id=ids.MODEL_QUERY_DATASET,
+                            options=dataset_options,
+                            placeholder="A dataset from the data folder, or upload one",
+                        ),
+                    ),
+                    components.field(
+                        "Batch key",
+                        dcc.Dropdown(id=ids.MODEL_QUERY_BATCH_KEY, clearable=False),
+                        hint="obs column with the query's samples (each a new batch)",
+                    ),
+                    components.field(
+                        "Max epochs",
+                        dcc.Input(
+                            id=ids.MODEL_QUERY_MAX_EPOCHS,
+                            type="number",
+                            value=DEFAULT_EPOCHS,
+                            min=MAX_EPOCHS_RANGE[0],
+                            max=MAX_EPOCHS_RANGE[1],
+                            step=1,
+                            className="input",
+                        ),
+                        hint="only the query's new batch weights train",
+                    ),
+                ],
+                className="row-inline",
+            ),
+            dcc.Upload(
+                id=ids.MODEL_QUERY_UPLOAD,
+                children=html.Div(
+                    [
+                        "Drop the new data (.h5ad / .h5mu / 10x .h5) here or ",
+                        html.A("choose a file"),
+                        f" (up to {limit_mb:,.0f} MB)",
+                    ]
+                ),
+                max_size=queries.max_upload_bytes(),
+                multiple=False,
+                className="upload",
+            ),
+            dcc.Loading(html.Div(id=ids.MODEL_QUERY_UPLOAD_STATUS), type="dot"),
+            dcc.Loading(html.Div(id=ids.MODEL_QUERY_INFO, className="muted"), type="dot"),
+            html.Div(
+                [
+                    html.Button("Map", id=ids.MODEL_QUERY_START, className="btn btn-primary"),
+                    html.Button(
+                        "Cancel",
+                        id=ids.MODEL_QUERY_CANCEL,
+                        className="btn btn-ghost",
+                        disabled=True,
+                    ),
+                ],
+                className="row-inline",
+            ),
+            html.Div(id=ids.MODEL_QUERY_PROGRESS, className="progress-block"),
+            html.Div(id=ids.MODEL_QUERY_MESSAGE, className="model-message"),
+            dcc.Store(id=ids.MODEL_QUERY_JOB_STORE),
+            dcc.Interval(id=ids.MODEL_QUERY_INTERVAL, interval=800, disabled=True),
+        ],
+        class_name="card-query",
+    )
+
+
+# ------------------------------------------------------------------------ the query file
+def upload(
+    contents: str | None,
+    filename: str | None,
+    list_options: Callable[[AnalysisService], list[dict[str, str]]],
+) -> tuple:
+    """Store an uploaded query (RNA-only allowed) under ``<data folder>/uploads``; select it.
+
+    ``list_options(service)`` lists the data folder for the dropdown (after the upload)."""
+    if not contents:
+        return no_update, no_update, no_update
+    service = get_state().service
+    try:
+        path = queries.save_upload(
+            contents,
+            filename or "upload",
+            service.settings.data_dir / "uploads",
+            validate=load_query_file,
+        )
+    except BackendError as err:
+        return no_update, no_update, components.alert(str(err), kind="warning")
+    note = components.alert(f"Uploaded and checked {path.name}.", kind="success")
+    return list_options(service), str(path), note
+
+
+def dataset_choice(path: str | None) -> tuple:
+    """Batch-key options, default and a one-line summary of the chosen query file (how
+    many of the active model's genes and proteins it has)."""
+    if not path:
+        return [], None, ""
+    state = get_state()
+    service = state.service
+    try:
+        ref = service.open_query(path)
+    except BackendError as err:
+        return [], None, components.alert(str(err), kind="warning")
+    data = service.dataset(ref)
+    _remember_genes(path, data.var_names)
+    columns = [str(c) for c in data.obs.columns if 1 < data.obs[c].nunique() < 200 or c == "batch"]
+    options = [{"label": "(none: one batch)", "value": NO_BATCH}] + [
+        {"label": c, "value": c} for c in columns
+    ]
+    default = "batch" if "batch" in columns else NO_BATCH
+    proteins = "no proteins" if is_rna_only(data) else f"{data.n_proteins:,} proteins"
+    info = f"{data.n_cells:,} cells × {data.n_genes:,} genes × {proteins}"
+    if state.pair is not None:
+        model = service.model(state.pair)
+        genes = int(pd.Index(model.var_names).isin(data.var_names).sum())
+        info += f"; {genes:,} of the model's {len(model.var_names):,} genes"
+        if not is_rna_only(data):
+            prots = int(pd.Index(model.protein_names).isin(data.protein_names).sum())
+            info += f" and {prots} of its {len(model.protein_names)} proteins"
+    return options, default, info
+
+
+def _remember_genes(path: str, genes: pd.Index) -> None:
+    try:
+        mtime = Path(path).stat().st_mtime
+    except OSError:
+        return
+    with _genes_lock:
+        _genes[str(path)] = (mtime, genes)
+        while len(_genes) > 8:
+            _genes.pop(next(iter(_genes)))
+
+
+def _known_genes(path: str) -> pd.Index | None:
+    with _genes_lock:
+        item = _genes.get(str(path))
+    try:
+        if item is not None and Path(path).stat().st_mtime == item[0]:
+            return item[1]
+    except OSError:
+        return None
+    return None
+
+
+# ------------------------------------------------------------------------------ the job
+def parse_epochs(value: Any) -> int:
+    """The epochs field as a whole number in :data:`MAX_EPOCHS_RANGE` (readable error)."""
+    lo, hi = MAX_EPOCHS_RANGE
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not v.is_integer() or not lo <= v <= hi:
+        msg = f"Max epochs must be a whole number from {lo} to {hi}"
+        raise InvalidSelection(msg)
+    return int(v)
+
+
+def mapping_job(
+    service: AnalysisService, pair: Pair, path: str, *, batch_key: str | None, max_epochs: int
+) -> str:
+    """Submit: read the query with its batch key, map it onto ``pair``'s model."""
+
+    def run(ctx: JobContext) -> QueryMapResult:
+        ctx.progress(0.0, "reading the query")
+        query = service.open_query(path, batch_key=batch_key)
+        ctx.check()
+        return service.map_query(
+            pair,
+            query,
+            max_epochs=max_epochs,
+            progress=lambda f, m: ctx.progress(0.03 + 0.97 * f, m),
+            should_stop=ctx.cancelled,
+        )
+
+    return service.jobs.submit(
+        "map_query",
+        run,
+        params={
+            "pair": pair.to_dict(),
+            "path": path,
+            "batch_key": batch_key,
+            "max_epochs": max_epochs,
+        },
+        result_json=lambda result: result.to_dict(),
+    )
+
+
+def start(path: str | None, batch_key: str | None, max_epochs: Any) -> tuple:
+    """Validate the form and submit the mapping: ``(store, interval off, message, cancel
+    disabled)``; problems are one warning line and nothing starts."""
+    state = get_state()
+    try:
+        service, pair = state.require()
+    except sh.NotReady:
+        msg = "Train or load a model first: the new data is mapped onto the active model."
+        return no_update, no_update, components.alert(msg, kind="warning"), no_update
+    try:
+        if not path:
+            msg = "Choose or upload the new data first."
+            raise InvalidSelection(msg)
+        epochs = parse_epochs(max_epochs)
+        genes = _known_genes(path)
+        if genes is not None:  # refuse a gene mismatch before any work
+            check_genes(service.model(pair), genes, min_gene_fraction=_min_gene_fraction())
+        job = mapping_job(
+            service,
+            pair,
+            path,
+            batch_key=None if batch_key in (None, NO_BATCH) else batch_key,
+            max_epochs=epochs,
+        )
+    except BackendError as err:
+        return no_update, no_update, components.alert(str(err), kind="warning"), no_update
+    note = components.notice(f"Mapping {Path(path).name} onto {pair.model.name or 'the model'}.")
+    return {"job": job, "kind": "map"}, False, note, False
+
+
+def _min_gene_fraction() -> float:
+    from model.query import MIN_GENE_FRACTION  # torch loads on first use, not with the page
+
+    return MIN_GENE_FRACTION
+
+
+def summary(result: QueryMapResult) -> str:
+    """One line about a finished mapping."""
+    info = result.info
+    parts = [
+        f"Mapped {result.n_query:,} new cells onto {result.n_reference:,} reference cells "
+        f"({info.get('epochs', 0)} epochs)"
+    ]
+    if info.get("n_genes_missing"):
+        parts.append(f"{info['n_genes_missing']:,} model genes missing (zeros)")
+    if info.get("n_proteins_missing"):
+        parts.append(f"{info['n_proteins_missing']} proteins predicted")
+    if info.get("renamed_batches"):
+        renamed = ", ".join(f"{a} → {b}" for a, b in info["renamed_batches"].items())
+        parts.append(f"batches renamed: {renamed}")
+    parts.append(f"mean label confidence {result.mean_confidence:.2f}")
+    return "; ".join(parts) + "."
+
+
+def poll(job: dict[str, Any] | None) -> tuple:
+    """Progress of the mapping, then of preparing the combined pair: ``(progress, interval
+    off, store, message, cancel disabled)``. When mapping is done the combined pair is
+    prepared; when that is done the app has switched to it."""
+    info = sh.job_info(job)
+    if info is None or job is None:
+        return [], True, no_update, no_update, True
+    progress, finished, error = sh.job_view(info)
+    kind = job.get("kind")
+    if error:
+        what = "Mapping" if kind == "map" else "Preparing"
+        level = "info" if error == "cancelled" else "warning"
+        return [], True, None, components.alert(f"{what}: {error}", kind=level), True
+    if not finished:
+        label = "Mapping" if kind == "map" else "Preparing results"
+        return [html.B(label), *progress], False, no_update, no_update, False
+    state = get_state()
+    if kind == "map":
+        result: QueryMapResult = state.service.job_result(str(job["job"]))
+        prepare = state.prepare(result.pair)
+        note = components.notice(
+            f"{summary(result)} Preparing the combined data (UMAP, clusters); the app "
+            "switches when it is ready."
+        )
+        return progress, False, {"job": prepare, "kind": "prepare"}, note, False
+    done = (
+        "The reference and the new cells are active on every page. On Explore, colour by "
+        f"{DATASET_COLUMN}, batch, {LABEL_COLUMN} or {CONFIDENCE_COLUMN}."
+    )
+    return progress, True, None, components.alert(done, kind="success"), True
+
+
+def cancel(n_clicks: int | None, job: dict[str, Any] | None) -> Any:
+    """Cancel the mapping (or the preparation after it); the active model stays."""
+    if not n_clicks or not job or not job.get("job"):
+        return no_update
+    get_state().service.cancel(str(job["job"]))
+    return components.notice("Cancelling… (training stops at the next step)")

@@ -1,0 +1,257 @@
+"""The Model page's "Map new data onto this model" card, its callbacks called directly: the
+query file (data folder or upload, RNA only), validation as one readable line, the mapping
+job with progress and cancel, and the switch to the combined pair that Explore colours by
+dataset, batch, transferred label and label confidence.
+
+Reference: a small model on 1200 PBMC cells; the new data: the 300 held-out cells as an
+RNA-only ``.h5ad`` (``dashboard.backend.testing.reference_and_query``).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from dash import no_update
+
+from dashboard import app as app_module
+from dashboard import backend, ids, queries
+from dashboard.backend.service import AnalysisService
+from dashboard.backend.settings import Settings
+from dashboard.backend.testing import reference_and_query
+from dashboard.queries import ColorSpec
+from dashboard.state import ActiveState, prepare_pair, set_state
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 20
+
+
+def fast_umap(latent: np.ndarray, **_: Any) -> np.ndarray:
+    """Stand-in for umap-learn (its JIT compile alone takes ~15 s on 2 cores)."""
+    x = latent - latent.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return (x @ vt[:2].T).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> Iterator[SimpleNamespace]:
+    reference, query, model = reference_and_query()
+    root = tmp_path_factory.mktemp("query-page")
+    data_dir = root / "data"
+    data_dir.mkdir()
+    adata = query.to_anndata()
+    del adata.obsm["protein_expression"]  # the new data has no proteins
+    query_path = data_dir / "new_cells.h5ad"
+    adata.write_h5ad(query_path)
+    settings = Settings(
+        cache_dir=root / "cache",
+        data_dir=data_dir,
+        model_dir=root / "models",
+        denoise_n_samples=3,
+    )
+    mp = pytest.MonkeyPatch()
+    mp.setattr("dashboard.backend.embedding.compute_umap", fast_umap)
+    service = AnalysisService(settings)
+    pair = service.add_model(service.add_dataset(reference, name="PBMC ref"), model, name="ref")
+    state = ActiveState(service, warm=False)
+    prepare_pair(service, pair)
+    state.activate(pair)
+    app = app_module.create_app(service, state=state)  # runs the page modules
+    from dashboard.pages import explore
+    from dashboard.pages import model as model_page
+
+    yield SimpleNamespace(
+        service=service,
+        pair=pair,
+        state=state,
+        app=app,
+        query=query,
+        adata=adata,
+        query_path=query_path,
+        root=root,
+        model=model_page,
+        explore=explore,
+    )
+    set_state(None)
+    backend.set_service(None)
+    service.close()
+    mp.undo()
+
+
+# ----------------------------------------------------------------------------- helpers
+def walk(component: Any) -> Iterator[Any]:
+    if isinstance(component, (list, tuple)):
+        for c in component:
+            yield from walk(c)
+        return
+    if component is None or isinstance(component, (str, int, float)):
+        return
+    yield component
+    yield from walk(getattr(component, "children", None))
+
+
+def text(component: Any) -> str:
+    if isinstance(component, str):
+        return component
+    if isinstance(component, (int, float)):
+        return str(component)
+    if isinstance(component, (list, tuple)):
+        return "".join(text(c) for c in component)
+    if component is None:
+        return ""
+    return text(getattr(component, "children", None))
+
+
+def find(component: Any, component_id: str) -> Any:
+    for c in walk(component):
+        if getattr(c, "id", None) == component_id:
+            return c
+    raise AssertionError(f"no component {component_id!r}")
+
+
+def one_line_alert(component: Any, kind: str) -> str:
+    assert f"alert-{kind}" in component.className, component
+    message = text(component).strip()
+    assert message and "\n" not in message and "Traceback" not in message
+    return message
+
+
+def finish(env: SimpleNamespace, store: dict) -> None:
+    info = env.service.wait(store["job"], timeout=120)
+    assert info.status.finished, info
+
+
+def data_url(path: Path) -> str:
+    return "data:application/octet-stream;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+# ------------------------------------------------------------------------------- tests
+def test_model_page_has_the_query_card(env) -> None:
+    page = env.model.layout()
+    assert "Map new data onto this model" in text(page)
+    dropdown = find(page, ids.MODEL_QUERY_DATASET)
+    assert {"label": "new_cells.h5ad", "value": str(env.query_path)} in dropdown.options
+    assert find(page, ids.MODEL_QUERY_CANCEL).disabled is True
+    assert find(page, ids.MODEL_QUERY_INTERVAL).disabled is True
+    assert find(page, ids.MODEL_QUERY_MAX_EPOCHS).value == 200
+
+
+def test_choosing_the_new_data_reads_it(env) -> None:
+    options, default, info = env.model.on_query_dataset(str(env.query_path))
+    assert {"label": "batch", "value": "batch"} in options and default == "batch"
+    assert f"{env.query.n_cells:,} cells" in info and "no proteins" in info
+    n_genes = len(env.service.model(env.pair).var_names)
+    assert f"{n_genes:,} of the model's {n_genes:,} genes" in info
+    options, default, alert = env.model.on_query_dataset(str(env.root / "missing.h5ad"))
+    assert (options, default) == ([], None)
+    assert "missing.h5ad" in one_line_alert(alert, "warning")
+    assert env.model.on_query_dataset(None) == ([], None, "")
+
+
+def test_uploading_rna_only_new_data(env) -> None:
+    options, value, note = env.model.on_query_upload(data_url(env.query_path), "more cells.h5ad")
+    assert value.endswith("more_cells.h5ad") and Path(value).parent.name == "uploads"
+    assert {"label": "uploads/more_cells.h5ad", "value": value} in options
+    assert "Uploaded and checked more_cells.h5ad" in one_line_alert(note, "success")
+    bad = "data:application/octet-stream;base64," + base64.b64encode(b"not hdf5").decode()
+    options, value, alert = env.model.on_query_upload(bad, "junk.h5ad")
+    assert options is no_update and value is no_update
+    assert "junk.h5ad" in one_line_alert(alert, "warning")
+    assert not list((env.root / "data" / "uploads").glob("*junk*"))
+
+
+def test_start_validates_the_form(env) -> None:
+    path = str(env.query_path)
+    assert env.model.on_map_start(None, path, "batch", 10) == (no_update,) * 4
+    store, _, alert, _ = env.model.on_map_start(1, None, "batch", 10)
+    assert store is no_update
+    assert one_line_alert(alert, "warning") == "Choose or upload the new data first."
+    for bad in (0, 2.5, "ten", None):
+        _, _, alert, _ = env.model.on_map_start(1, path, "batch", bad)
+        message = one_line_alert(alert, "warning")
+        assert message == "Max epochs must be a whole number from 1 to 2000"
+    # new data with other gene identifiers is refused at once, before any job
+    adata = env.adata[:30].copy()
+    adata.var_names = [f"ENSG{i:011d}" for i in range(adata.n_vars)]
+    ensembl = env.root / "data" / "ensembl.h5ad"
+    adata.write_h5ad(ensembl)
+    env.model.on_query_dataset(str(ensembl))
+    n_jobs = len(env.service.jobs.registry.list())
+    store, _, alert, _ = env.model.on_map_start(1, str(ensembl), "batch", 10)
+    assert store is no_update
+    assert "shares only 0 of the model's" in one_line_alert(alert, "warning")
+    assert len(env.service.jobs.registry.list()) == n_jobs
+    # without an active model there is nothing to map onto
+    set_state(ActiveState(env.service, warm=False))
+    try:
+        _, _, alert, _ = env.model.on_map_start(1, path, "batch", 10)
+        assert "Train or load a model first" in one_line_alert(alert, "warning")
+    finally:
+        set_state(env.state)
+
+
+def test_cancel_keeps_the_active_model(env) -> None:
+    store, interval_off, message, cancel_off = env.model.on_map_start(
+        1, str(env.query_path), "batch", 2000
+    )
+    assert store["kind"] == "map" and (interval_off, cancel_off) == (False, False)
+    assert "Mapping new_cells.h5ad" in text(message)
+    progress, interval_off, new_store, _, cancel_off = env.model.poll_map_job(1, store)
+    assert (interval_off, new_store, cancel_off) == (False, no_update, False)
+    assert "Mapping" in text(progress)
+    note = env.model.on_map_cancel(1, store)
+    assert "Cancelling" in text(note)
+    finish(env, store)
+    progress, interval_off, new_store, alert, cancel_off = env.model.poll_map_job(2, store)
+    assert (progress, interval_off, new_store, cancel_off) == ([], True, None, True)
+    assert one_line_alert(alert, "info") == "Mapping: cancelled"
+    assert env.state.pair == env.pair
+    assert env.model.on_map_cancel(None, store) is no_update
+
+
+def test_mapping_switches_the_app_to_the_combined_data(env) -> None:
+    version = env.state.version
+    store, _, _, _ = env.model.on_map_start(1, str(env.query_path), "batch", EPOCHS)
+    finish(env, store)
+    _, interval_off, prepare, note, cancel_off = env.model.poll_map_job(1, store)
+    assert prepare["kind"] == "prepare" and (interval_off, cancel_off) == (False, False)
+    words = text(note)
+    assert f"Mapped {env.query.n_cells:,} new cells onto" in words
+    assert "14 proteins predicted" in words and "batches renamed: pbmc10k → pbmc10k-query" in words
+    finish(env, prepare)
+    _, interval_off, new_store, alert, cancel_off = env.model.poll_map_job(2, prepare)
+    assert (interval_off, new_store, cancel_off) == (True, None, True)
+    assert "transferred_label" in one_line_alert(alert, "success")
+    service, pair = env.state.require()
+    assert pair != env.pair and env.state.version == version + 1
+    n = service.dataset(pair).n_cells
+    assert n == service.dataset(env.pair).n_cells + env.query.n_cells
+    # Explore colours by the new annotations
+    catalog = queries.feature_catalog(service, pair)
+    for column in ("dataset", "transferred_label", "label_confidence"):
+        assert catalog.has(f"obs:{column}"), column
+    fig = env.explore.build_umap(ids.EXPLORE_UMAP, "obs:dataset", "raw", None, None)
+    assert len(fig.data[0].x) == n
+    assert sorted(fig.data[0].marker.colorbar.ticktext) == ["query", "reference"]
+    by_batch = queries.color_data(service, pair, ColorSpec("obs:batch"))
+    assert by_batch.categories == ["pbmc10k", "pbmc10k-query"]
+    labels = queries.color_data(service, pair, ColorSpec("obs:transferred_label"))
+    assert labels.categorical and len(labels.values) == n
+    confidence = queries.color_data(service, pair, ColorSpec("obs:label_confidence"))
+    assert not confidence.categorical
+    assert confidence.values.min() > 0 and confidence.values.max() == 1
+    # proteins of the new cells are predictions, not the zeros of their (absent) counts
+    cd4 = next(p for p in catalog.proteins if p.startswith("CD4_"))
+    raw = queries.color_data(service, pair, ColorSpec(f"protein:{cd4}", "raw")).values
+    is_new = service.dataset(pair).obs["dataset"].to_numpy() == "query"
+    assert (raw[is_new] > 0).all()
+    measured = np.log1p(env.query.protein[:, list(env.query.protein_names).index(cd4)])
+    assert pd.Series(raw[is_new]).corr(pd.Series(measured)) > 0.5
+    env.state.activate(env.pair)  # back to the reference for any later test
