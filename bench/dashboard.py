@@ -1,9 +1,9 @@
 """Benchmark the dashboard's Explore callbacks and its start-up, at 7k and 70k cells.
 
 Data: the embedded PBMC data (6855 cells x 4000 genes x 14 proteins) as it is, and the same
-cells resampled 10x (68,550 cells) with a small jitter of the counts (each non-zero RNA or
-protein count moves by -1/+1 with probability 5% each), so every cell is distinct and the
-model really runs on 68,550 cells. A size well below 6855 (e.g. ``--sizes 1500``, for a
+cells resampled 10x (68,550 cells), copies after the first as technical replicates (every
+count redrawn from a Poisson with that mean), so every cell is distinct and the model really
+runs on 68,550 cells. A size well below 6855 (e.g. ``--sizes 1500``, for a
 quick check) is a random subset of the real cells. Resampled files are written once under
 ``--cache-dir`` and reused.
 
@@ -50,16 +50,16 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # ``python bench/dashboard.py`` from anywhere
-    sys.path.insert(0, str(ROOT))
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+# this file would shadow the ``dashboard`` package: import from the repository root instead
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
 
 DEFAULT_DATA = ROOT / "data" / "pbmc10k.h5ad"
 DEFAULT_MODEL = ROOT / "data" / "models" / "pbmc10k"
 DEFAULT_CACHE = ROOT / "bench" / "out" / "dashboard-cache"
 UPDATE_URL = "/_dash-update-component"
 SEED = 0
-JITTER_P = 0.05  # probability of -1 and of +1 for each non-zero count of a resampled cell
 UMAP_JITTER = 0.02  # std of the UMAP jitter, as a fraction of the layout's std per axis
 GENES = ["CD3E", "MS4A1", "CD14", "LYZ", "NKG7", "GNLY", "CD8A", "FCGR3A", "IL7R", "CST3"]
 
@@ -92,7 +92,7 @@ def dataset_for_size(size: int, base: Path, cache_dir: Path) -> tuple[Path, str]
     """The h5ad file to use for ``size`` cells and how it was made.
 
     About the real size: the real file. Larger: the real cells ``round(size / n)`` times,
-    copies after the first jittered. Well below: a random subset.
+    copies after the first Poisson-redrawn. Well below: a random subset.
     """
 
     n = n_obs(base)
@@ -105,10 +105,10 @@ def dataset_for_size(size: int, base: Path, cache_dir: Path) -> tuple[Path, str]
         how = f"random subset of {size} of the {n} real cells"
     else:
         factor = round(size / n)
-        path = folder / f"{base.stem}_x{factor}_seed{SEED}.h5ad"
+        path = folder / f"{base.stem}_x{factor}_poisson_seed{SEED}.h5ad"
         how = (
-            f"real cells x{factor} ({factor * n} cells), copies 2..{factor} with counts "
-            f"jittered by -1/+1 (p={JITTER_P} each)"
+            f"real cells x{factor} ({factor * n} cells), copies 2..{factor} as technical "
+            "replicates (every count redrawn from a Poisson with that mean)"
         )
     if path.is_file():
         try:
@@ -153,20 +153,15 @@ def write_resampled(base: Path, path: Path, size: int) -> None:
     prot_frame = adata.obsm["protein_expression"]
     prot = np.asarray(prot_frame, dtype=np.float32)[idx]
     if size >= adata.n_obs:
+        # copies 2.. are technical replicates: each count redrawn from Poisson(count), so
+        # no two cells are identical (near-duplicates would give Leiden thousands of
+        # two-cell clusters, which no real dataset has)
         row_of_entry = np.repeat(np.arange(rna.shape[0]), np.diff(rna.indptr))
-        jitter = rng.choice(
-            np.array([-1, 0, 1], dtype=np.float32),
-            size=rna.nnz,
-            p=[JITTER_P, 1 - 2 * JITTER_P, JITTER_P],
-        )
-        rna.data = np.maximum(rna.data + jitter * (copy[row_of_entry] > 0), 0)
+        redraw = copy[row_of_entry] > 0
+        rna.data[redraw] = rng.poisson(rna.data[redraw]).astype(np.float32)
         rna.eliminate_zeros()
-        pj = rng.choice(
-            np.array([-1, 0, 1], dtype=np.float32),
-            size=prot.shape,
-            p=[JITTER_P, 1 - 2 * JITTER_P, JITTER_P],
-        )
-        prot = np.maximum(prot + pj * (prot > 0) * (copy[:, None] > 0), 0)
+        later = copy > 0
+        prot[later] = rng.poisson(prot[later]).astype(np.float32)
     names = pd.Index(
         [f"{c}-r{k}" if k else str(c) for c, k in zip(adata.obs_names[idx], copy, strict=True)]
     )

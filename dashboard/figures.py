@@ -56,6 +56,9 @@ BASE_LAYOUT: dict[str, Any] = {
     "uirevision": "keep",  # keep zoom and lasso across recolours
 }
 MAX_TICK_LABEL = 26
+#: Categories beyond which a colouring cycles the palette and drops its colour bar (its
+#: payload would grow with the number of categories; the hover still names each cell's)
+MAX_COLORBAR_CATEGORIES = 60
 
 
 # --------------------------------------------------------------------------- encodings
@@ -132,12 +135,22 @@ def color_marker(
             cats, colors = [*cats, "other"], [*colors, MUTED]
             codes = np.where(codes < 0, n, codes)
             n += 1
+        if n > MAX_COLORBAR_CATEGORIES:  # e.g. per-sample ids: palette cycled, no bar
+            p = len(PALETTE)
+            return {
+                "size": size,
+                "color": typed_array((codes % p).astype(np.uint8), "u1"),
+                "colorscale": discrete_colorscale(PALETTE),
+                "cmin": -0.5,
+                "cmax": p - 0.5,
+                "showscale": False,
+            }
         # the colour bar runs bottom-up: code k draws category n-1-k, so the first
         # category is listed at the top, as in a legend
-        codes = (n - 1 - codes).astype(np.uint8 if n <= 255 else np.uint16)
+        codes = (n - 1 - codes).astype(np.uint8)
         return {
             "size": size,
-            "color": typed_array(codes, "u1" if n <= 255 else "u2"),
+            "color": typed_array(codes, "u1"),
             "colorscale": discrete_colorscale(colors[::-1]),
             "cmin": -0.5,
             "cmax": max(n, 1) - 0.5,
