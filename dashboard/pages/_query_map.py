@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 
 NO_BATCH = "__none__"
 MAX_EPOCHS_RANGE = (1, 2000)
-#: Epochs shown in the form (scvi-tools' scArches tutorial uses 200).
-DEFAULT_EPOCHS = 200
+#: Epochs shown in the form: 100, as measured in bench/RESULTS.md (scvi-tools' scArches
+#: tutorial uses 200; longer query training drifts label transfer on small references).
+DEFAULT_EPOCHS = 100
 
 # genes of the files read for the form, so Start can refuse a mismatch at once
 _genes: dict[str, tuple[float, pd.Index]] = {}

@@ -140,7 +140,7 @@ def test_model_page_has_the_query_card(env) -> None:
     assert {"label": "new_cells.h5ad", "value": str(env.query_path)} in dropdown.options
     assert find(page, ids.MODEL_QUERY_CANCEL).disabled is True
     assert find(page, ids.MODEL_QUERY_INTERVAL).disabled is True
-    assert find(page, ids.MODEL_QUERY_MAX_EPOCHS).value == 200
+    assert find(page, ids.MODEL_QUERY_MAX_EPOCHS).value == 100
 
 
 def test_choosing_the_new_data_reads_it(env) -> None:
