@@ -58,9 +58,13 @@ def create_app(
     GLOBAL_CALLBACK_LIST.clear()
     GLOBAL_CALLBACK_MAP.clear()
 
+    from dashboard.background import make_background_manager
+
     app = Dash(
         "dashboard",
         use_pages=True,
+        # for ``background=True`` callbacks: diskcache here, Celery when REDIS_URL is set
+        background_callback_manager=make_background_manager(service.settings),
         pages_folder=str(PAGES),
         assets_folder=str(ASSETS),
         title="TotalVI Explorer",

@@ -7,6 +7,7 @@ import base64
 import gzip
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -297,3 +298,9 @@ def test_small_responses_are_not_compressed(app) -> None:
     assert len(response.get_data()) < GZIP_MIN_BYTES
     assert "Content-Encoding" not in response.headers
     assert response.get_json()["response"][ids.EXPLORE_LINKED_Y]["disabled"] is False
+
+
+def test_app_has_a_background_callback_manager_in_the_cache_folder(app) -> None:
+    manager = app.app._background_manager
+    assert type(manager).__name__ == "DiskcacheManager"  # no REDIS_URL configured
+    assert Path(manager.handle.directory) == app.service.settings.callbacks_dir
