@@ -82,6 +82,13 @@ def create_app(
     app.layout = shell
     register_shell_callbacks(app)
     app.server.after_request(_gzip_response)
+    # an upload travels base64 in a callback's JSON body: refuse larger bodies unread
+    limit = service.settings.max_upload_bytes
+    app.server.config["MAX_CONTENT_LENGTH"] = limit * 4 // 3 + 1024**2
+    if service.settings.auth_file is not None:
+        from dashboard.auth import install_basic_auth
+
+        install_basic_auth(app.server, service.settings.auth_file)
     return app
 
 

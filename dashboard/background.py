@@ -25,14 +25,30 @@ Several workers (Celery + Redis)
 
     Workers rebuild the analysis service from the same environment (``Settings.from_env``),
     so they share the results cache and the job registry in ``cache_dir``.
+
+Backend jobs on Celery workers
+    :func:`register_tasks` makes the backend's training job a Celery task, and
+    :func:`submit_train_celery` queues it: the job is recorded in the shared job registry, so
+    its progress, cancel and result work as for local jobs. ``dashboard.worker`` is a worker
+    module with the tasks registered::
+
+        celery -A dashboard.worker:celery_app worker --loglevel=INFO --concurrency=1
 """
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from typing import TYPE_CHECKING, Any
 
-from dashboard.backend.errors import BackendError
+from dashboard.backend.errors import BackendError, InvalidSelection
 from dashboard.backend.settings import Settings
+
+if TYPE_CHECKING:
+    from dashboard.backend.refs import DatasetRef
+    from dashboard.backend.service import AnalysisService
+
+#: Name of the Celery task that trains a model (see :func:`register_tasks`).
+TRAIN_TASK = "totalvi_explorer.train"
 
 
 def make_celery_app(settings: Settings | None = None) -> Any:
@@ -78,3 +94,56 @@ def make_background_manager(
             "pip install 'dash[diskcache]' (diskcache, multiprocess, psutil)"
         )
         raise BackendError(msg) from None
+
+
+def register_tasks(celery_app: Any) -> dict[str, Any]:
+    """Register the backend's jobs as tasks of ``celery_app``; returns them by name.
+
+    ``totalvi_explorer.train(job_id, dataset, kwargs)`` rebuilds the analysis service from the
+    worker's environment (``Settings.from_env``: the same cache, data and model folders as the
+    web server), rereads the dataset from its path, trains, saves the checkpoint atomically and
+    records progress and the resulting pair under ``job_id`` in the shared job registry.
+    """
+
+    @celery_app.task(name=TRAIN_TASK)
+    def train(job_id: str, dataset: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+        from dashboard.backend.jobs import JobRegistry, run_job
+        from dashboard.backend.refs import DatasetRef
+        from dashboard.backend.service import train_in_process
+
+        settings = Settings.from_env()
+        ref = DatasetRef.from_dict(dataset)
+        done, result = run_job(
+            JobRegistry(settings.jobs_dir),
+            job_id,
+            lambda ctx: train_in_process(ctx, settings, ref, kwargs),
+            result_json=lambda r: r,
+        )
+        return result if done else None
+
+    return {TRAIN_TASK: train}
+
+
+def submit_train_celery(
+    service: AnalysisService, celery_app: Any, dataset: DatasetRef, **kwargs: Any
+) -> str:
+    """Queue :meth:`AnalysisService.train` on a Celery worker; returns the job id.
+
+    The job is recorded in ``service``'s job registry first, so ``service.job``, ``wait``,
+    ``cancel`` and ``job_result`` work on it as on a local job. ``kwargs`` go to
+    ``train`` and must be JSON-able (paths as strings); the dataset must come from a file
+    the workers can read at the same path.
+    """
+    from dashboard.backend.jobs import JobInfo
+
+    if dataset.path is None:
+        msg = "training on a Celery worker needs a dataset opened from a file"
+        raise InvalidSelection(msg)
+    kwargs = {k: str(v) if k == "out_dir" else v for k, v in kwargs.items()}
+    job_id = uuid.uuid4().hex
+    registry = service.jobs.registry
+    registry.write(
+        JobInfo(id=job_id, kind="train", params={"dataset": dataset.to_dict(), **kwargs})
+    )
+    celery_app.send_task(TRAIN_TASK, args=[job_id, dataset.to_dict(), kwargs], task_id=job_id)
+    return job_id

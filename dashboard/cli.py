@@ -94,6 +94,76 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Production server: waitress with ``--threads`` threads, Dash debug off (``--dev``:
+    Dash's development server). Settings: flag > environment > ``--config`` file > default.
+    """
+    from dashboard.auth import read_credentials
+    from dashboard.backend.errors import BackendError
+    from dashboard.serve_config import load_serve_config
+    from dashboard.server import serve
+
+    flags = {
+        key: getattr(args, key)
+        for key in (
+            "host", "port", "threads", "data", "model", "batch_key", "data_dir", "cache_dir",
+            "model_dir", "auth_file", "redis_url", "trusted_proxy",
+        )
+    }  # fmt: skip
+    if args.max_upload_mb is not None:
+        flags["max_upload_bytes"] = int(args.max_upload_mb * 1024**2)
+    config = load_serve_config(flags, config_file=args.config)
+    if config.settings.auth_file is not None:
+        users = read_credentials(config.settings.auth_file)  # a bad file stops here
+        if not users:
+            print(
+                f"error: {config.settings.auth_file}: no users; add one with "
+                f"`totalvi-explorer passwd {config.settings.auth_file} USER`",
+                file=sys.stderr,
+            )
+            return 2
+    elif config.host not in {"127.0.0.1", "localhost", "::1"}:
+        print(
+            f"warning: serving on {config.host} without authentication (set auth_file)",
+            file=sys.stderr,
+        )
+    try:
+        return serve(
+            config.data,
+            config.model,
+            host=config.host,
+            port=config.port,
+            batch_key=config.batch_key,
+            settings=config.settings,
+            production=not args.dev,
+            debug=args.dev,
+            threads=config.threads,
+            trusted_proxy=config.trusted_proxy,
+        )
+    except BackendError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    """Add or update a user of the basic-auth credentials file (mode 0600, atomic)."""
+    import getpass
+
+    from dashboard.auth import check_username, set_password
+
+    check_username(args.user)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"password for {args.user}: ")
+        if getpass.getpass("again: ") != password:
+            print("error: the passwords differ; nothing changed", file=sys.stderr)
+            return 2
+    new = set_password(args.file, args.user, password)
+    print(f"{'added' if new else 'updated'} user {args.user} in {args.file}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of all subcommands."""
     parser = argparse.ArgumentParser(prog="totalvi-explorer", description=__doc__.splitlines()[0])
@@ -130,6 +200,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8050, help="port to listen on")
     p.add_argument("--debug", action="store_true", help="Dash debug mode (development only)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "serve",
+        help="production server (waitress); flag > env > --config file > default",
+        description="Serve the dashboard with waitress. Each option can also come from "
+        "TOTALVI_EXPLORER_<OPTION> or a TOML --config file (see README).",
+    )
+    p.add_argument("--config", type=Path, default=None, help="TOML config file")
+    p.add_argument("--data", type=Path, default=None, help="dataset to open at start")
+    p.add_argument("--model", type=Path, default=None, help="checkpoint folder to load")
+    p.add_argument("--batch-key", default=None, help="obs column of batches ('' for none)")
+    p.add_argument("--host", default=None, help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port to listen on (8050)")
+    p.add_argument("--threads", type=int, default=None, help="worker threads (8)")
+    p.add_argument("--data-dir", type=Path, default=None, help="datasets the app may open")
+    p.add_argument("--model-dir", type=Path, default=None, help="checkpoints the app may load")
+    p.add_argument("--cache-dir", type=Path, default=None, help="results cache folder")
+    p.add_argument("--auth-file", type=Path, default=None, help="basic-auth credentials file")
+    p.add_argument("--max-upload-mb", type=float, default=None, help="upload limit (500)")
+    p.add_argument("--redis-url", default=None, help="Celery/Redis for background callbacks")
+    p.add_argument("--trusted-proxy", default=None, help="reverse proxy address to trust")
+    p.add_argument("--dev", action="store_true", help="Dash development server, debug on")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("passwd", help="add or update a user of a basic-auth credentials file")
+    p.add_argument("file", type=Path, help="credentials file (created with mode 0600)")
+    p.add_argument("user")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.set_defaults(func=cmd_passwd)
     return parser
 
 

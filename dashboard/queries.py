@@ -32,6 +32,7 @@ from dashboard.backend.errors import BackendError, DatasetNotFound, InvalidSelec
 if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
     from dashboard.backend.service import AnalysisService
+    from dashboard.backend.settings import Settings
 
 ProgressFn = Callable[[float, str], None]
 
@@ -568,8 +569,11 @@ def cv_points(
 
 
 # ========================================================================= files & uploads
-def max_upload_bytes() -> int:
-    """Upload size limit: ``TOTALVI_EXPLORER_MAX_UPLOAD_MB`` (MB), default 500 MB."""
+def max_upload_bytes(settings: Settings | None = None) -> int:
+    """Upload size limit: ``settings.max_upload_bytes`` when given, else
+    ``TOTALVI_EXPLORER_MAX_UPLOAD_MB`` (MB), default 500 MB."""
+    if settings is not None:
+        return int(settings.max_upload_bytes)
     raw = os.environ.get("TOTALVI_EXPLORER_MAX_UPLOAD_MB", "")
     try:
         mb = float(raw) if raw.strip() else DEFAULT_MAX_UPLOAD_MB
@@ -617,6 +621,12 @@ def list_checkpoints(folder: Path, *, max_depth: int = 3) -> list[Path]:
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def _megabytes(n: int) -> str:
+    """``n`` bytes as megabytes, readable for small limits too (``0.01 MB``)."""
+    mb = n / 1024**2
+    return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:.2g} MB"
+
+
 def save_upload(
     contents: str,
     filename: str,
@@ -643,7 +653,7 @@ def save_upload(
         raise DatasetNotFound(msg)
     _, _, payload = (contents or "").partition(",")
     if len(payload) * 3 // 4 > limit:
-        msg = f"{filename} is over the upload limit of {limit / 1024**2:.0f} MB"
+        msg = f"{filename} is over the upload limit of {_megabytes(limit)}"
         raise LimitExceeded(msg)
     try:
         raw = base64.b64decode(payload, validate=True)
@@ -654,7 +664,7 @@ def save_upload(
         msg = f"{filename} is empty"
         raise DatasetNotFound(msg)
     if len(raw) > limit:
-        msg = f"{filename} is over the upload limit of {limit / 1024**2:.0f} MB"
+        msg = f"{filename} is over the upload limit of {_megabytes(limit)}"
         raise LimitExceeded(msg)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)

@@ -13,9 +13,10 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from dash import Dash
@@ -119,28 +120,84 @@ def serve(
     batch_key: str | None = "batch",
     debug: bool = False,
     settings: Settings | None = None,
+    production: bool = False,
+    threads: int = 8,
+    trusted_proxy: str | None = None,
+    on_start: Callable[[Any], None] | None = None,
+    out: TextIO | None = sys.stdout,
 ) -> int:
-    """Bootstrap, print progress in the background, and run Dash's server (blocks)."""
+    """Bootstrap, print progress in the background, and serve (blocks).
+
+    ``production``: waitress with ``threads`` worker threads and Dash debug off (what
+    ``totalvi-explorer serve`` runs); otherwise Dash's development server. ``on_start``
+    gets the waitress server once it listens (``server.close()`` stops it; tests use it).
+    """
     from dashboard.app import create_app
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per status poll
     t0 = time.perf_counter()
-    boot = bootstrap(data, model, batch_key=batch_key, settings=settings)
+    boot = bootstrap(data, model, batch_key=batch_key, settings=settings, out=out)
+    try:
+        app = create_app(boot.service, state=boot.state)
+    except Exception:
+        boot.service.close()
+        raise
     if boot.job is not None:
         threading.Thread(
-            target=follow_progress, args=(boot.service, boot.job), daemon=True
+            target=follow_progress, args=(boot.service, boot.job), kwargs={"out": out}, daemon=True
         ).start()
-    app = create_app(boot.service, state=boot.state)
-    _say(
-        sys.stdout,
-        f"serve  http://{host}:{port}/  (up in {time.perf_counter() - t0:.1f}s; Ctrl+C stops)",
-    )
+    auth = " with basic auth" if boot.service.settings.auth_file is not None else ""
     try:
-        app.run(host=host, port=port, debug=debug, use_reloader=False)
+        if production:
+            server = _waitress_server(app, host, port, threads, trusted_proxy)
+            port = server.effective_port
+            _say(
+                out,
+                f"serve  http://{host}:{port}/  (waitress, {threads} threads{auth}; up in "
+                f"{time.perf_counter() - t0:.1f}s; Ctrl+C stops)",
+            )
+            if on_start is not None:
+                on_start(server)
+            server.run()
+        else:
+            _say(
+                out,
+                f"serve  http://{host}:{port}/  (Dash development server{auth}; up in "
+                f"{time.perf_counter() - t0:.1f}s; Ctrl+C stops)",
+            )
+            app.run(host=host, port=port, debug=debug, use_reloader=False)
     finally:
         boot.service.close()
     return 0
+
+
+def _waitress_server(
+    app: Dash, host: str, port: int, threads: int, trusted_proxy: str | None
+) -> Any:
+    """A waitress server over the app (not yet running); no access log, so no request
+    headers (credentials) are ever written anywhere."""
+    from waitress import create_server
+
+    kwargs: dict[str, Any] = {}
+    if trusted_proxy:
+        kwargs["trusted_proxy"] = trusted_proxy
+        kwargs["trusted_proxy_headers"] = {
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-forwarded-port",
+        }
+        kwargs["clear_untrusted_proxy_headers"] = True
+    try:
+        return create_server(
+            app.server, host=host, port=port, threads=threads, ident="totalvi-explorer", **kwargs
+        )
+    except OSError as err:
+        from dashboard.backend.errors import BackendError
+
+        msg = f"cannot listen on {host}:{port} ({err.strerror or err})"
+        raise BackendError(msg) from None
 
 
 def make_app(boot: Bootstrap) -> Dash:

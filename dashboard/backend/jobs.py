@@ -9,6 +9,11 @@ job's state and request its cancellation through a ``<id>.cancel`` flag file.
 
 Results live in the results cache (the registry stores their key); a job that fails records
 its error message and writes nothing, so results from earlier runs stay intact.
+
+:meth:`JobRunner.submit_process` runs a job in a child process instead (``multiprocessing``
+spawn; training uses it so a stuck or runaway job can be killed like any process). The child
+records its pid in the job's record; a job whose process died (killed, out of memory) reads as
+failed, and the runner marks it failed once the process is gone.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -39,6 +46,7 @@ __all__ = [
     "JobRegistry",
     "JobRunner",
     "JobStatus",
+    "run_job",
 ]
 
 
@@ -211,6 +219,7 @@ class JobRunner:
         self._events: dict[str, threading.Event] = {}
         self._futures: dict[str, Future[Any]] = {}
         self._results: dict[str, Any] = {}
+        self._processes: dict[str, multiprocessing.process.BaseProcess] = {}
 
     def submit(
         self,
@@ -243,8 +252,51 @@ class JobRunner:
         result_key: Callable[[], str | None] | None,
         result_json: Callable[[Any], Any] | None,
     ) -> None:
-        ctx = JobContext(self.registry, job_id, event)
-        if ctx.cancelled():
+        done, result = run_job(
+            self.registry,
+            job_id,
+            fn,
+            event=event,
+            result_key=result_key,
+            result_json=result_json,
+        )
+        if done:
+            self._results[job_id] = result
+
+    def submit_process(
+        self,
+        kind: str,
+        target: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        *,
+        params: dict[str, Any] | None = None,
+    ) -> str:
+        """Queue ``target(ctx, *args)`` to run in a child process (``multiprocessing``
+        spawn); returns the job id.
+
+        ``target`` must be importable by name (a module-level function) and ``args``
+        picklable; its return value must be JSON-able and becomes the record's ``result``.
+        The child's pid is recorded in the registry, so the job can be killed as a process;
+        a killed job reads as failed and leaves nothing half-written (results are written
+        atomically). Progress, cancel and the queue work as for thread jobs.
+        """
+        job_id = uuid.uuid4().hex
+        event = threading.Event()
+        self._events[job_id] = event
+        self.registry.write(JobInfo(id=job_id, kind=kind, params=_jsonable(params or {})))
+        self._futures[job_id] = self._pool.submit(
+            self._run_process, job_id, target, tuple(args), event
+        )
+        return job_id
+
+    def _run_process(
+        self,
+        job_id: str,
+        target: Callable[..., Any],
+        args: tuple[Any, ...],
+        event: threading.Event,
+    ) -> None:
+        if event.is_set() or self.registry.cancel_requested(job_id):
             self.registry.update(
                 job_id,
                 status=JobStatus.CANCELLED,
@@ -252,41 +304,34 @@ class JobRunner:
                 finished=time.time(),
             )
             return
-        self.registry.update(job_id, status=JobStatus.RUNNING, started=time.time())
-        try:
-            result = fn(ctx)
-        except (JobCancelled, InterruptedError) as err:
-            self.registry.update(
-                job_id, status=JobStatus.CANCELLED, message=str(err), finished=time.time()
+        proc = multiprocessing.get_context("spawn").Process(
+            target=_process_main,
+            args=(str(self.registry.directory), job_id, target, args),
+            name=f"job-{job_id[:8]}",
+            daemon=True,
+        )
+        proc.start()
+        self._processes[job_id] = proc
+        proc.join()
+        info = self.registry.read(job_id)
+        if not info.status.finished:  # died before recording an end (killed, crashed)
+            code = proc.exitcode
+            how = (
+                f"was killed ({signal.Signals(-code).name})"
+                if code is not None and code < 0 and -code in signal.valid_signals()
+                else f"exited with code {code}"
             )
-            return
-        except Exception as err:
-            if _is_cancel(err) or ctx.cancelled():
-                self.registry.update(
-                    job_id, status=JobStatus.CANCELLED, message=str(err), finished=time.time()
-                )
-                return
-            logger.exception("job %s failed", job_id)
             self.registry.update(
                 job_id,
                 status=JobStatus.FAILED,
-                error=f"{type(err).__name__}: {err}",
+                error=f"the job's process {proc.pid} {how} before the job finished",
                 message="failed",
                 finished=time.time(),
             )
-            return
-        self._results[job_id] = result
-        changes: dict[str, Any] = {
-            "status": JobStatus.DONE,
-            "progress": 1.0,
-            "message": "done",
-            "finished": time.time(),
-        }
-        if result_key is not None:
-            changes["result_key"] = result_key()
-        if result_json is not None:
-            changes["result"] = _jsonable(result_json(result))
-        self.registry.update(job_id, **changes)
+
+    def process(self, job_id: str) -> multiprocessing.process.BaseProcess | None:
+        """The child process of a :meth:`submit_process` job (``None`` before it starts)."""
+        return self._processes.get(job_id)
 
     def status(self, job_id: str) -> JobInfo:
         """Current record of a job."""
@@ -333,7 +378,79 @@ class JobRunner:
             for job_id, event in self._events.items():
                 if not self._futures[job_id].done():
                     event.set()
+                    if job_id in self._processes:  # a child process polls the flag file
+                        self.registry.request_cancel(job_id)
         self._pool.shutdown(wait=True, cancel_futures=cancel)
+
+
+def run_job(
+    registry: JobRegistry,
+    job_id: str,
+    fn: Callable[[JobContext], Any],
+    *,
+    event: threading.Event | None = None,
+    result_key: Callable[[], str | None] | None = None,
+    result_json: Callable[[Any], Any] | None = None,
+) -> tuple[bool, Any]:
+    """Run ``fn(ctx)`` for the registered job ``job_id`` here (thread, child process or
+    another machine's worker), recording status, pid, progress, result or error in
+    ``registry``. Returns ``(True, result)`` when it finished, else ``(False, None)``."""
+    ctx = JobContext(registry, job_id, event or threading.Event())
+    if ctx.cancelled():
+        registry.update(
+            job_id,
+            status=JobStatus.CANCELLED,
+            message="cancelled before start",
+            finished=time.time(),
+        )
+        return False, None
+    registry.update(
+        job_id,
+        status=JobStatus.RUNNING,
+        started=time.time(),
+        pid=os.getpid(),
+        host=socket.gethostname(),
+    )
+    try:
+        result = fn(ctx)
+    except (JobCancelled, InterruptedError) as err:
+        registry.update(job_id, status=JobStatus.CANCELLED, message=str(err), finished=time.time())
+        return False, None
+    except Exception as err:
+        if _is_cancel(err) or ctx.cancelled():
+            registry.update(
+                job_id, status=JobStatus.CANCELLED, message=str(err), finished=time.time()
+            )
+            return False, None
+        logger.exception("job %s failed", job_id)
+        registry.update(
+            job_id,
+            status=JobStatus.FAILED,
+            error=f"{type(err).__name__}: {err}",
+            message="failed",
+            finished=time.time(),
+        )
+        return False, None
+    changes: dict[str, Any] = {
+        "status": JobStatus.DONE,
+        "progress": 1.0,
+        "message": "done",
+        "finished": time.time(),
+    }
+    if result_key is not None:
+        changes["result_key"] = result_key()
+    if result_json is not None:
+        changes["result"] = _jsonable(result_json(result))
+    registry.update(job_id, **changes)
+    return True, result
+
+
+def _process_main(
+    directory: str, job_id: str, target: Callable[..., Any], args: tuple[Any, ...]
+) -> None:
+    """Entry point of a :meth:`JobRunner.submit_process` child."""
+    registry = JobRegistry(directory)
+    run_job(registry, job_id, lambda ctx: target(ctx, *args), result_json=lambda r: r)
 
 
 def _is_cancel(err: BaseException) -> bool:
@@ -350,7 +467,17 @@ def _alive(pid: int, host: str) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """True for a process that exited but was not reaped yet (e.g. just killed)."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except Exception:
+        return False
 
 
 def _jsonable(value: Any) -> Any:

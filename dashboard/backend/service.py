@@ -746,17 +746,27 @@ class AnalysisService:
             result_key=lambda: getattr(self._tls, "last_key", None),
         )
 
-    def submit_train(self, dataset: DatasetRef, **kwargs: Any) -> str:
-        """:meth:`train` as a background job (cancel stops training at the next step)."""
+    def submit_train(self, dataset: DatasetRef, *, process: bool = False, **kwargs: Any) -> str:
+        """:meth:`train` as a background job (cancel stops training at the next step).
+
+        With ``process=True`` training runs in a child process (spawn) whose pid is in the
+        job's record, so it can be killed like any process; the dataset must then have been
+        opened from a file (the child reads it again) and ``kwargs`` must be picklable.
+        """
+        params = {"dataset": dataset.to_dict(), **{k: _describe(v) for k, v in kwargs.items()}}
+        if process:
+            if dataset.path is None:
+                msg = "training in a separate process needs a dataset opened from a file"
+                raise InvalidSelection(msg)
+            return self.jobs.submit_process(
+                "train", train_in_process, (self.settings, dataset, kwargs), params=params
+            )
 
         def run(ctx: JobContext) -> Pair:
             return self.train(dataset, progress=ctx.progress, should_stop=ctx.cancelled, **kwargs)
 
         return self.jobs.submit(
-            "train",
-            run,
-            params={"dataset": dataset.to_dict(), **{k: _describe(v) for k, v in kwargs.items()}},
-            result_json=lambda pair: pair.to_dict(),
+            "train", run, params=params, result_json=lambda pair: pair.to_dict()
         )
 
     def submit_load_model(self, dataset: DatasetRef, path: str | os.PathLike[str]) -> str:
@@ -861,6 +871,20 @@ class AnalysisService:
         if not p.exists() and not p.is_absolute() and (base / p).exists():
             return base / p
         return p
+
+
+def train_in_process(
+    ctx: JobContext, settings: Settings, dataset: DatasetRef, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """Body of a training job in another process (a spawned child or a Celery worker):
+    rebuild the service from ``settings``, reread the dataset from its path, train, save
+    (atomically) and return the new pair as a dict (the job's ``result``)."""
+    service = AnalysisService(settings, max_jobs=1)
+    try:
+        pair = service.train(dataset, progress=ctx.progress, should_stop=ctx.cancelled, **kwargs)
+        return pair.to_dict()
+    finally:
+        service.close()
 
 
 def _describe(value: Any) -> Any:

@@ -60,6 +60,10 @@ class Settings:
         Largest group a DE request may name (``None``: no limit).
     redis_url
         When set, Dash background callbacks use Celery with this Redis broker.
+    max_upload_bytes
+        Largest dataset upload the Model page accepts (refused before anything is stored).
+    auth_file
+        Credentials file (``user:hash`` lines) enabling HTTP basic auth on every route.
     """
 
     data_dir: Path = REPO_ROOT / "data"
@@ -83,10 +87,17 @@ class Settings:
     n_posterior_samples: int = 3
     max_de_cells: int | None = None
     redis_url: str | None = None
+    max_upload_bytes: int = 500 * 1024**2
+    auth_file: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("data_dir", "model_dir", "cache_dir"):
             object.__setattr__(self, name, Path(getattr(self, name)).expanduser())
+        if self.auth_file is not None:
+            object.__setattr__(self, "auth_file", Path(self.auth_file).expanduser())
+        if self.max_upload_bytes <= 0:
+            msg = f"max_upload_bytes must be positive, got {self.max_upload_bytes}"
+            raise ValueError(msg)
         if self.cache_size_limit <= 0:
             msg = f"cache_size_limit must be positive, got {self.cache_size_limit}"
             raise ValueError(msg)
@@ -126,6 +137,17 @@ class Settings:
         Values are converted to the field's type; ``REDIS_URL`` is also read unprefixed.
         Keyword ``overrides`` win over the environment.
         """
+        values = cls.env_values(env)
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def env_values(cls, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Only the fields set in the environment, converted (see :meth:`from_env`).
+
+        ``TOTALVI_EXPLORER_MAX_UPLOAD_MB`` (megabytes) is read when ``..._MAX_UPLOAD_BYTES``
+        is not set.
+        """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         defaults = cls()
@@ -133,17 +155,25 @@ class Settings:
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is None and f.name == "redis_url":
                 raw = env.get("REDIS_URL")
+            if raw is None and f.name == "max_upload_bytes":
+                mb = env.get(ENV_PREFIX + "MAX_UPLOAD_MB")
+                if mb is not None and mb.strip():
+                    try:
+                        values[f.name] = int(float(mb) * 1024**2)
+                    except ValueError:
+                        msg = f"{ENV_PREFIX}MAX_UPLOAD_MB={mb!r} is not a number"
+                        raise ValueError(msg) from None
+                continue
             if raw is None:
                 continue
             values[f.name] = _convert(raw, getattr(defaults, f.name), f.name)
-        values.update(overrides)
-        return cls(**values)
+        return values
 
 
 def _convert(raw: str, default: Any, name: str) -> Any:
     if raw.strip().lower() in {"", "none", "null"}:
         return None
-    if isinstance(default, Path):
+    if isinstance(default, Path) or name == "auth_file":
         return Path(raw)
     if isinstance(default, bool):
         return raw.strip().lower() in {"1", "true", "yes", "on"}

@@ -101,7 +101,7 @@ def query_card(dataset_options: list[dict[str, str]], limit_mb: float) -> html.S
                         f" (up to {limit_mb:,.0f} MB)",
                     ]
                 ),
-                max_size=queries.max_upload_bytes(),
+                max_size=queries.max_upload_bytes(get_state().service.settings),
                 multiple=False,
                 className="upload",
             ),
@@ -145,6 +145,7 @@ def upload(
             contents,
             filename or "upload",
             service.settings.data_dir / "uploads",
+            max_bytes=service.settings.max_upload_bytes,
             validate=load_query_file,
         )
     except BackendError as err:
@@ -161,6 +162,7 @@ def dataset_choice(path: str | None) -> tuple:
     state = get_state()
     service = state.service
     try:
+        path = _data_path(service, path)
         ref = service.open_query(path)
     except BackendError as err:
         return [], None, components.alert(str(err), kind="warning")
@@ -181,6 +183,11 @@ def dataset_choice(path: str | None) -> tuple:
             prots = int(pd.Index(model.protein_names).isin(data.protein_names).sum())
             info += f" and {prots} of its {len(model.protein_names)} proteins"
     return options, default, info
+
+
+def _data_path(service: AnalysisService, name: str) -> str:
+    """The chosen new data as a path inside the data folder (see ``sh.dataset_path``)."""
+    return sh.dataset_path(service, name)
 
 
 def _remember_genes(path: str, genes: pd.Index) -> None:
@@ -263,6 +270,7 @@ def start(path: str | None, batch_key: str | None, max_epochs: Any) -> tuple:
             msg = "Choose or upload the new data first."
             raise InvalidSelection(msg)
         epochs = parse_epochs(max_epochs)
+        path = _data_path(service, path)
         genes = _known_genes(path)
         if genes is not None:  # refuse a gene mismatch before any work
             check_genes(service.model(pair), genes, min_gene_fraction=_min_gene_fraction())

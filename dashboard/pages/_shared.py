@@ -291,3 +291,29 @@ def notice_or_error(err: Exception) -> html.Div:
 
 
 __all__ = ["NotReady", "active", "cell_figure", "recolor_patch", "selection_patch", "umap_figure"]
+
+
+# ------------------------------------------------------------------ files from the browser
+def dataset_path(service: AnalysisService, name: str) -> str:
+    """A dataset name from the browser as a path inside the data folder (or the dataset
+    opened at start-up); ``..``, outside paths and symlinks out are refused."""
+    from dashboard.backend.paths import resolve_in_folder
+
+    active = get_state().dataset
+    allowed = (active.path,) if active is not None and active.path else ()
+    return str(resolve_in_folder(service.settings.data_dir, name, allowed=allowed))
+
+
+def checkpoint_path(service: AnalysisService, name: str) -> str:
+    """A model folder from the browser as a path inside the model folder."""
+    from dashboard.backend.errors import ModelNotFound
+    from dashboard.backend.paths import resolve_in_folder
+
+    path = resolve_in_folder(
+        service.settings.model_dir,
+        name,
+        what="model folder",
+        where="model folder",
+        error=ModelNotFound,
+    )
+    return str(path)

@@ -13,6 +13,7 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import components, ids, queries
 from dashboard.backend.errors import BackendError, InvalidSelection
+from dashboard.backend.paths import is_inside
 from dashboard.pages import _query_map as qm
 from dashboard.pages import _shared as sh
 from dashboard.state import get_state
@@ -50,7 +51,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
         {"label": _short_path(p, settings.model_dir), "value": str(p)}
         for p in queries.list_checkpoints(settings.model_dir)
     ]
-    limit_mb = queries.max_upload_bytes() / 1024**2
+    limit_mb = queries.max_upload_bytes(settings) / 1024**2
     return html.Div(
         [
             components.page_header(
@@ -84,7 +85,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                                         f" (up to {limit_mb:,.0f} MB)",
                                     ]
                                 ),
-                                max_size=queries.max_upload_bytes(),
+                                max_size=queries.max_upload_bytes(settings),
                                 multiple=False,
                                 className="upload",
                             ),
@@ -209,7 +210,11 @@ def _short_path(path: Path, base: Path) -> str:
 
 def _dataset_options(service: AnalysisService) -> list[dict[str, str]]:
     base = service.settings.data_dir
-    return [{"label": _short_path(p, base), "value": str(p)} for p in queries.list_datasets(base)]
+    return [
+        {"label": _short_path(p, base), "value": str(p)}
+        for p in queries.list_datasets(base)
+        if is_inside(base, p)  # not symlinks that lead out of the data folder
+    ]
 
 
 def _active_view() -> Any:
@@ -252,7 +257,10 @@ def on_upload(contents: str | None, filename: str | None) -> tuple:
     service = get_state().service
     try:
         path = queries.save_upload(
-            contents, filename or "upload", service.settings.data_dir / "uploads"
+            contents,
+            filename or "upload",
+            service.settings.data_dir / "uploads",
+            max_bytes=service.settings.max_upload_bytes,
         )
     except BackendError as err:
         return no_update, no_update, components.alert(str(err), kind="warning")
@@ -272,6 +280,7 @@ def on_dataset(path: str | None) -> tuple:
         return [], None, ""
     state = get_state()
     try:
+        path = sh.dataset_path(state.service, path)
         ref = state.service.open_dataset(path)
     except BackendError as err:
         return [], None, components.alert(str(err), kind="warning")
@@ -353,12 +362,13 @@ def load_job(
     """Submit: read the dataset, load the checkpoint for it."""
 
     def run(ctx: JobContext) -> Pair:
+        folder = sh.checkpoint_path(service, checkpoint)  # only under the model folder
         ctx.progress(0.05, "reading the dataset")
         dataset = service.open_dataset(path, batch_key=batch_key)
         get_state().set_dataset(dataset)
         ctx.check()
         ctx.progress(0.5, f"loading {checkpoint}")
-        return service.load_model(dataset, checkpoint)
+        return service.load_model(dataset, folder)
 
     return service.jobs.submit(
         "load_model",
@@ -392,7 +402,7 @@ def on_train(
             raise InvalidSelection(msg)
         job = train_job(
             get_state().service,
-            path,
+            sh.dataset_path(get_state().service, path),
             batch_key=None if batch_key in (None, NO_BATCH) else batch_key,
             n_latent=_int_in(n_latent, *N_LATENT_RANGE, "Latent dimensions"),
             max_epochs=_int_in(max_epochs, *MAX_EPOCHS_RANGE, "Max epochs"),
@@ -434,7 +444,7 @@ def on_load(
             raise InvalidSelection(msg)
         job = load_job(
             get_state().service,
-            path,
+            sh.dataset_path(get_state().service, path),
             target,
             batch_key=None if batch_key in (None, NO_BATCH) else batch_key,
         )
