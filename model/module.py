@@ -285,19 +285,21 @@ class TotalVAE(nn.Module):
         transform_batch: int | None = None,
         *,
         compute_dropout: bool = True,
+        compute_rna: bool = True,
     ) -> GenerativeOutputs:
-        """Decode latents into RNA and protein likelihood parameters."""
+        """Decode latents into RNA and protein likelihood parameters (``compute_rna=False``:
+        protein parameters only, for protein-only queries)."""
         c = self.config
         if transform_batch is not None:
             batch_index = torch.full_like(batch_index, int(transform_batch))
         px_, py_, log_pro_back_mean = self.decoder(
-            z, library_gene, batch_index, compute_dropout=compute_dropout
+            z, library_gene, batch_index, compute_dropout=compute_dropout, compute_rna=compute_rna
         )
         oh_batch = one_hot(batch_index, c.n_batch)
         if c.gene_dispersion == "gene-batch":
             px_r = oh_batch @ self.px_r.T
         elif c.gene_dispersion == "gene-cell":
-            px_r = px_["r_log"]
+            px_r = px_["r_log"] if compute_rna else self.px_r[:0]
         elif c.gene_dispersion == "gene-label":
             px_r = one_hot(_labels_or_zero(label, batch_index), c.n_labels) @ self.px_r.T
         else:

@@ -229,24 +229,29 @@ class DecoderTotalVI(nn.Module):
         library_gene: torch.Tensor,
         *cat_list: torch.Tensor,
         compute_dropout: bool = True,
+        compute_rna: bool = True,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
         """Return gene params ``px_``, protein params ``py_`` and the sampled log background.
 
-        ``compute_dropout=False`` skips the zero-inflation head, which an NB model never uses.
+        ``compute_dropout=False`` skips the zero-inflation head, which an NB model never uses;
+        ``compute_rna=False`` skips the gene heads (protein-only queries: the genes-wide
+        output is most of the decoder's work). Neither draws random numbers, so the protein
+        outputs are the same either way.
         """
         px_: dict[str, torch.Tensor] = {}
         py_: dict[str, torch.Tensor] = {}
 
-        px = self.px_decoder(z, *cat_list)
-        px_cat_z = torch.cat([px, z], dim=-1)
-        unnorm_px_scale = self.px_scale_decoder(px_cat_z, *cat_list)
-        if self.use_softplus_scale:
-            px_["scale"] = F.softplus(unnorm_px_scale)
-        else:
-            px_["scale"] = F.softmax(unnorm_px_scale, dim=-1)
-        px_["rate"] = library_gene * px_["scale"]
-        if self.px_r_decoder is not None:
-            px_["r_log"] = self.px_r_decoder(px_cat_z, *cat_list)
+        if compute_rna:
+            px = self.px_decoder(z, *cat_list)
+            px_cat_z = torch.cat([px, z], dim=-1)
+            unnorm_px_scale = self.px_scale_decoder(px_cat_z, *cat_list)
+            if self.use_softplus_scale:
+                px_["scale"] = F.softplus(unnorm_px_scale)
+            else:
+                px_["scale"] = F.softmax(unnorm_px_scale, dim=-1)
+            px_["rate"] = library_gene * px_["scale"]
+            if self.px_r_decoder is not None:
+                px_["r_log"] = self.px_r_decoder(px_cat_z, *cat_list)
 
         py_back = self.py_back_decoder(z, *cat_list)
         py_back_cat_z = torch.cat([py_back, z], dim=-1)

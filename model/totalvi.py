@@ -502,11 +502,19 @@ class TotalVI:
                 for code in codes:
                     inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
                     gen = self.module.generative(
-                        inf.z, inf.library_gene, b, transform_batch=code, compute_dropout=False
+                        inf.z,
+                        inf.library_gene,
+                        b,
+                        transform_batch=code,
+                        compute_dropout=False,
+                        compute_rna=len(gi) > 0,
                     )
                     px, py = gen.px, gen.py
-                    rna = px["rate"] if library_size == "latent" else px["scale"]
-                    rna = rna[..., gi]
+                    if len(gi):
+                        rna = px["rate"] if library_size == "latent" else px["scale"]
+                        rna = rna[..., gi]
+                    else:  # protein-only query: the gene heads were skipped
+                        rna = py["mixing"][..., :0]
                     mix = torch.sigmoid(py["mixing"])
                     if sample_protein_mixing:
                         mix = torch.bernoulli(mix)
@@ -561,7 +569,12 @@ class TotalVI:
                 for code in codes:
                     inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
                     gen = self.module.generative(
-                        inf.z, inf.library_gene, b, transform_batch=code, compute_dropout=False
+                        inf.z,
+                        inf.library_gene,
+                        b,
+                        transform_batch=code,
+                        compute_dropout=False,
+                        compute_rna=False,
                     )
                     mix = torch.sigmoid(gen.py["mixing"])[..., pi]
                     if n_samples > 1:

@@ -98,6 +98,26 @@ def test_imputed_proteins_track_the_hidden_truth(trained, pbmc_two_batches) -> N
         assert r > 0.5, (protein, r)
 
 
+def test_protein_only_queries_skip_the_gene_heads_with_the_same_values(trained) -> None:
+    model, _, _ = trained
+    data = None  # the training data
+    idx = np.arange(300)
+    full = model.get_normalized_expression(
+        data, indices=idx, n_samples=2, transform_batch=[0, 1], return_numpy=True, seed=3
+    )
+    rna, pro = model.get_normalized_expression(
+        data,
+        indices=idx,
+        gene_list=[],
+        n_samples=2,
+        transform_batch=[0, 1],
+        return_numpy=True,
+        seed=3,
+    )
+    assert rna.shape == (300, 0)
+    np.testing.assert_array_equal(pro, full[1])
+
+
 def test_normalized_expression_shapes_and_scaling(trained) -> None:
     model, _, _ = trained
     idx = np.arange(50)
