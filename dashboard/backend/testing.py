@@ -124,3 +124,28 @@ def count_compute_worker(
     value = cache.get_or_compute(key, compute)
     Path(out_path).write_text(repr(value["value"]))
     cache.close()
+
+
+def write_small_pbmc(path: Path) -> Path:
+    """Write the real 200-cell PBMC fixture of ``../shared`` (first 300 genes, two
+    alternating batches, proteins in ``obsm``) to ``path``; for tests that train in other
+    processes and need a file."""
+    import anndata as ad
+    import pandas as pd
+
+    src = ad.read_h5ad(
+        pbmc_path().parent.parent
+        / "scvi_tools_test_fixtures"
+        / "pbmc_10k_protein_v3_200cells.h5ad"
+    )
+    a = src[:, :300].copy()
+    a.X = np.asarray(a.X, dtype=np.float32)
+    a.obs = pd.DataFrame({"batch": pd.Categorical(["a", "b"] * 100)}, index=a.obs_names)
+    a.var = pd.DataFrame(index=a.var_names.astype(str))
+    a.obsm["protein_expression"] = pd.DataFrame(
+        np.asarray(src.obsm["protein_expression"], dtype=np.float32),
+        index=a.obs_names,
+        columns=[str(p) for p in src.uns["protein_names"]],
+    )
+    a.write_h5ad(path)
+    return path

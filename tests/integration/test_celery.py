@@ -14,26 +14,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import anndata as ad
-import numpy as np
-import pandas as pd
 import pytest
 
 from dashboard.backend.jobs import JobStatus
 from dashboard.backend.refs import Pair
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
+from dashboard.backend.testing import write_small_pbmc
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*without encoding metadata")]
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURE = (
-    ROOT.parent
-    / "shared"
-    / "data"
-    / "scvi_tools_test_fixtures"
-    / "pbmc_10k_protein_v3_200cells.h5ad"
-)
 
 
 def free_port() -> int:
@@ -87,22 +78,6 @@ def redis_url(tmp_path) -> Iterator[str]:
     log.close()
 
 
-def write_small(path: Path) -> Path:
-    """The real 200-cell PBMC fixture, first 300 genes, two batches."""
-    src = ad.read_h5ad(FIXTURE)
-    a = src[:, :300].copy()
-    a.X = np.asarray(a.X, dtype=np.float32)
-    a.obs = pd.DataFrame({"batch": pd.Categorical(["a", "b"] * 100)}, index=a.obs_names)
-    a.var = pd.DataFrame(index=a.var_names.astype(str))
-    a.obsm["protein_expression"] = pd.DataFrame(
-        np.asarray(src.obsm["protein_expression"], dtype=np.float32),
-        index=a.obs_names,
-        columns=[str(p) for p in src.uns["protein_names"]],
-    )
-    a.write_h5ad(path)
-    return path
-
-
 def test_training_job_on_a_celery_worker(redis_url, tmp_path) -> None:
     from dashboard.background import make_celery_app, submit_train_celery
     from model import TotalVI
@@ -115,7 +90,7 @@ def test_training_job_on_a_celery_worker(redis_url, tmp_path) -> None:
         device="cpu",
     )
     settings.data_dir.mkdir()
-    path = write_small(settings.data_dir / "small.h5ad")
+    path = write_small_pbmc(settings.data_dir / "small.h5ad")
     env = {
         **os.environ,
         "REDIS_URL": redis_url,

@@ -7,11 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
-import anndata as ad
 import numpy as np
-import pandas as pd
 import psutil
 import pytest
 
@@ -19,33 +16,11 @@ from dashboard.backend.jobs import JobRegistry, JobStatus
 from dashboard.backend.refs import Pair
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
+from dashboard.backend.testing import write_small_pbmc
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*without encoding metadata")]
 
-FIXTURE = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "data"
-    / "scvi_tools_test_fixtures"
-    / "pbmc_10k_protein_v3_200cells.h5ad"
-)
 SMALL = {"n_latent": 5, "module_kwargs": {"n_hidden": 32}, "early_stopping": False}
-
-
-def write_small(path: Path) -> Path:
-    """The real 200-cell PBMC fixture, first 300 genes, two batches."""
-    src = ad.read_h5ad(FIXTURE)
-    a = src[:, :300].copy()
-    a.X = np.asarray(a.X, dtype=np.float32)
-    a.obs = pd.DataFrame({"batch": pd.Categorical(["a", "b"] * 100)}, index=a.obs_names)
-    a.var = pd.DataFrame(index=a.var_names.astype(str))
-    a.obsm["protein_expression"] = pd.DataFrame(
-        np.asarray(src.obsm["protein_expression"], dtype=np.float32),
-        index=a.obs_names,
-        columns=[str(p) for p in src.uns["protein_names"]],
-    )
-    a.write_h5ad(path)
-    return path
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -59,7 +34,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 def test_sigkill_of_a_training_process(tmp_path) -> None:
     data_dir, models = tmp_path / "data", tmp_path / "models"
     data_dir.mkdir()
-    path = write_small(data_dir / "small.h5ad")
+    path = write_small_pbmc(data_dir / "small.h5ad")
     svc = AnalysisService(
         Settings(cache_dir=tmp_path / "cache", data_dir=data_dir, model_dir=models, device="cpu")
     )
