@@ -25,19 +25,12 @@ from dashboard.backend.settings import Settings
 from dashboard.backend.testing import trained_pbmc
 from dashboard.layout import POLL_IDLE_MS
 from dashboard.state import ActiveState, prepare_pair, set_state
+from dashboard.testing import fast_umap, find, text, walk
 from dashboard.url_state import decode_selection
 
 pytestmark = pytest.mark.slow
 
 CELL_TYPE = {"feature": "obs:cell_type", "layer": "raw"}
-
-
-def fast_umap(latent: np.ndarray, **_: Any) -> np.ndarray:
-    """Stand-in for umap-learn (whose JIT compile alone takes ~15 s on 2 cores): the first
-    two principal components of the latent space. The pages only need 2-D coordinates."""
-    x = latent - latent.mean(0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    return (x @ vt[:2].T).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -89,38 +82,6 @@ def env(tmp_path_factory) -> Iterator[SimpleNamespace]:
 
 
 # ----------------------------------------------------------------------------- helpers
-def walk(component: Any) -> Iterator[Any]:
-    """Every component in a Dash component tree (lists and single children)."""
-    if isinstance(component, (list, tuple)):
-        for c in component:
-            yield from walk(c)
-        return
-    if component is None or isinstance(component, (str, int, float)):
-        return
-    yield component
-    yield from walk(getattr(component, "children", None))
-
-
-def text(component: Any) -> str:
-    """All text of a component tree, space-joined."""
-    if isinstance(component, str):
-        return component
-    if isinstance(component, (int, float)):
-        return str(component)
-    if isinstance(component, (list, tuple)):
-        return "".join(text(c) for c in component)
-    if component is None:
-        return ""
-    return text(getattr(component, "children", None))
-
-
-def find(component: Any, component_id: Any) -> Any:
-    for c in walk(component):
-        if getattr(c, "id", None) == component_id:
-            return c
-    raise AssertionError(f"no component {component_id!r}")
-
-
 def assert_one_line_alert(component: Any, *, kind: str | None = None) -> str:
     """The component is an alert with one readable line; returns its text."""
     assert "alert" in component.className, component

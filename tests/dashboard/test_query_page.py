@@ -27,17 +27,11 @@ from dashboard.backend.settings import Settings
 from dashboard.backend.testing import reference_and_query
 from dashboard.queries import ColorSpec
 from dashboard.state import ActiveState, prepare_pair, set_state
+from dashboard.testing import fast_umap, find, text
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 20
-
-
-def fast_umap(latent: np.ndarray, **_: Any) -> np.ndarray:
-    """Stand-in for umap-learn (its JIT compile alone takes ~15 s on 2 cores)."""
-    x = latent - latent.mean(0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    return (x @ vt[:2].T).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -86,36 +80,6 @@ def env(tmp_path_factory) -> Iterator[SimpleNamespace]:
 
 
 # ----------------------------------------------------------------------------- helpers
-def walk(component: Any) -> Iterator[Any]:
-    if isinstance(component, (list, tuple)):
-        for c in component:
-            yield from walk(c)
-        return
-    if component is None or isinstance(component, (str, int, float)):
-        return
-    yield component
-    yield from walk(getattr(component, "children", None))
-
-
-def text(component: Any) -> str:
-    if isinstance(component, str):
-        return component
-    if isinstance(component, (int, float)):
-        return str(component)
-    if isinstance(component, (list, tuple)):
-        return "".join(text(c) for c in component)
-    if component is None:
-        return ""
-    return text(getattr(component, "children", None))
-
-
-def find(component: Any, component_id: str) -> Any:
-    for c in walk(component):
-        if getattr(c, "id", None) == component_id:
-            return c
-    raise AssertionError(f"no component {component_id!r}")
-
-
 def one_line_alert(component: Any, kind: str) -> str:
     assert f"alert-{kind}" in component.className, component
     message = text(component).strip()

@@ -11,7 +11,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
 
 from dashboard import backend, ids
@@ -20,6 +19,7 @@ from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.backend.testing import trained_pbmc
 from dashboard.state import ActiveState, prepare_pair, set_state
+from dashboard.testing import fast_umap
 
 pytestmark = pytest.mark.slow
 
@@ -38,14 +38,6 @@ TITLES = {
     "/model": "Model",
 }
 CELL_TYPE = {"feature": "obs:cell_type", "layer": "raw"}
-
-
-def fast_umap(latent: np.ndarray, **_: Any) -> np.ndarray:
-    """Stand-in for umap-learn (its JIT compile alone takes ~15 s on 2 cores): the first two
-    principal components of the latent space; the app only needs 2-D coordinates."""
-    x = latent - latent.mean(0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    return (x @ vt[:2].T).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
