@@ -48,22 +48,6 @@ def median_r(pred: np.ndarray, measured: np.ndarray) -> float:
     return float(np.median(rs))
 
 
-def populations(protein: np.ndarray, names: pd.Index) -> np.ndarray:
-    """CD14 mono / CD3 T / CD19 B from 2-means thresholds on log1p counts; else ``other``."""
-    high = []
-    for marker in ("CD14_", "CD3_", "CD19_"):
-        v = np.log1p(protein[:, [n.startswith(marker) for n in names]].ravel())
-        lo, hi = np.percentile(v, 10), np.percentile(v, 90)
-        for _ in range(50):
-            cut = (lo + hi) / 2
-            lo, hi = v[v <= cut].mean(), v[v > cut].mean()
-        high.append(v > (lo + hi) / 2)
-    h = np.stack(high, 1)
-    out = np.array(["mono", "T", "B"])[h.argmax(1)].astype(object)
-    out[h.sum(1) != 1] = "other"
-    return out
-
-
 def with_proteins(data, keep: list[int]):
     """``data`` keeping only protein columns ``keep``."""
     from model.data import CiteSeqData
@@ -96,6 +80,7 @@ def main() -> None:
     import anndata as ad
     import torch
 
+    from dashboard.backend.testing import protein_populations
     from model import TotalVI, transfer_labels
     from model.data import from_anndata
 
@@ -117,8 +102,8 @@ def main() -> None:
     print(f"reference: {args.epochs} epochs in {t_ref:.0f} s")
     ref_batch = ref.batch_categories[0]
     ref_latent = model.get_latent_representation(ref)
-    ref_labels = populations(ref.protein, ref.protein_names)
-    truth = populations(query.protein, query.protein_names)
+    ref_labels = protein_populations(ref.protein, ref.protein_names)
+    truth = protein_populations(query.protein, query.protein_names)
     core = np.isin(truth, ["mono", "T", "B"])
     proxy, _ = transfer_labels(ref_latent, ref_labels, model.get_latent_representation(query))
 

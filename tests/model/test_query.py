@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dashboard.backend.testing import pbmc_slice
+from dashboard.backend.testing import pbmc_slice, protein_populations
 from model import CheckpointError, CiteSeqDataError, TotalVI, TrainingCancelled
 from model.data import CiteSeqData, from_anndata
 from model.query import (
@@ -56,23 +56,6 @@ def _median_r(pred: np.ndarray, measured: np.ndarray) -> float:
         for j in range(measured.shape[1])
     ]
     return float(np.median(rs))
-
-
-def _populations(protein: np.ndarray, names: pd.Index) -> np.ndarray:
-    """CD14 monocytes / CD3 T / CD19 B cells from measured proteins (2-means thresholds on
-    log1p); cells high in none or several of the three are ``"other"``."""
-    high = []
-    for marker in ("CD14_", "CD3_", "CD19_"):
-        v = np.log1p(protein[:, [n.startswith(marker) for n in names]].ravel())
-        lo, hi = np.percentile(v, 10), np.percentile(v, 90)
-        for _ in range(50):
-            cut = (lo + hi) / 2
-            lo, hi = v[v <= cut].mean(), v[v > cut].mean()
-        high.append(v > (lo + hi) / 2)
-    high_arr = np.stack(high, 1)
-    out = np.array(["mono", "T", "B"])[high_arr.argmax(1)].astype(object)
-    out[high_arr.sum(1) != 1] = "other"
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +173,8 @@ def test_impute_missing_proteins_for_rna_only_query(setup) -> None:
 def test_transferred_labels_match_protein_populations(setup) -> None:
     ref, query = setup["ref"], setup["query"]
     mq, _ = setup["mapped"]["none"]  # the query's proteins were never seen
-    ref_labels = _populations(ref.protein, ref.protein_names)
-    truth = _populations(query.protein, query.protein_names)
+    ref_labels = protein_populations(ref.protein, ref.protein_names)
+    truth = protein_populations(query.protein, query.protein_names)
     labels, conf = transfer_labels(
         mq.get_latent_representation(ref), ref_labels, mq.get_latent_representation(), k=15
     )
