@@ -111,8 +111,12 @@ def graph_card(
 
 
 def alert(message: str, *, kind: str = "error", dismissable: bool = False) -> html.Div:
-    """A readable message box (kind: error, warning, info, success)."""
-    children: list[Any] = [html.Span(message, className="alert-text")]
+    """A readable message box (kind: error, warning, info, success).
+
+    Whitespace runs (newlines in a library's error text) collapse to one space so the
+    message reads as one line in the page.
+    """
+    children: list[Any] = [html.Span(" ".join(str(message).split()), className="alert-text")]
     if dismissable:
         children.append(
             html.Button("×", id=ids.ALERT_CLOSE, className="alert-close", title="Dismiss")

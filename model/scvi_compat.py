@@ -55,7 +55,8 @@ def read_scvi_tools_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     except UnsafeCheckpointError as err:
         raise CheckpointError(str(err)) from None
     except Exception as err:
-        msg = f"{os.fspath(path)}: not a readable checkpoint ({type(err).__name__}: {err})"
+        reason = " ".join(str(err).split())
+        msg = f"{os.fspath(path)}: not a readable checkpoint ({type(err).__name__}: {reason})"
         raise CheckpointError(msg) from None
     if not isinstance(ck, dict) or "model_state_dict" not in ck or "attr_dict" not in ck:
         keys = list(ck)[:5] if isinstance(ck, dict) else type(ck).__name__

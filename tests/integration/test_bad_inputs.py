@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import os
 import pickle
 import shutil
 import time
@@ -271,7 +270,7 @@ def _random_torch(folder: Path, _env: Any) -> Path:
 def _garbage_checkpoint(folder: Path, _env: Any) -> Path:
     out = folder / "garbage_model"
     out.mkdir()
-    (out / "model.pt").write_bytes(os.urandom(4096))
+    (out / "model.pt").write_bytes(np.random.default_rng(0).bytes(4096))
     return out
 
 

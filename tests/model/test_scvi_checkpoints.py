@@ -124,6 +124,15 @@ def test_not_a_checkpoint_is_refused(tmp_path) -> None:
         TotalVI.load(tmp_path / "..")
 
 
+def test_unreadable_checkpoint_error_is_one_line(tmp_path) -> None:
+    # a pickle whose persistent-id opcode makes the unpickler answer with a two-line message
+    (tmp_path / "model.pt").write_bytes(b"\x80\x02X\x01\x00\x00\x00aQ.")
+    with pytest.raises(CheckpointError, match="persistent id") as err:
+        TotalVI.load(tmp_path)
+    assert "\n" not in str(err.value)
+    assert str(tmp_path / "model.pt") in str(err.value)
+
+
 def test_scvi_model_of_another_kind_is_refused(shared, tmp_path) -> None:
     from model.safe_pickle import load_checkpoint
 
