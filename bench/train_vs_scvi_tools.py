@@ -1,9 +1,12 @@
 """Train our TotalVI and scvi-tools' TOTALVI with the same settings on the PBMC data.
 
-Needs the ``parity`` extra (``pip install -e .[parity]``). Prints seconds per epoch of both,
-final validation ELBO of both, latent agreement (kNN overlap), peak memory, and the max abs
-difference of latent means when the scvi-tools model is loaded into ours. Each side trains
-in its own process, so peak memory is per side.
+Needs the ``parity`` extra (``pip install -e .[parity]``). Ours trains with its default
+precision (``"auto"``: bfloat16 matmuls on float32 weights on CPUs with native bfloat16, see
+``model.config.TrainConfig.precision``) and, for reference, once more forced to float32
+(``--no-fp32`` skips that run); scvi-tools trains in float32, its default. Prints seconds per
+epoch of each, final validation ELBO of each, latent agreement (kNN overlap), peak memory,
+and the max abs difference of latent means when the scvi-tools model is loaded into ours.
+Each side trains in its own process, so peak memory is per side.
 
 Usage: ``python bench/train_vs_scvi_tools.py [--epochs 30] [--data PATH] [--out DIR]``
 """
@@ -77,16 +80,17 @@ def run_scvi(adata, epochs: int, seed: int, out: Path) -> dict:
     }
 
 
-def run_ours(adata, epochs: int, seed: int) -> dict:
+def run_ours(adata, epochs: int, seed: int, precision: str = "auto") -> dict:
     from model import TotalVI
     from model.data import from_anndata
 
     data = from_anndata(adata, batch_key="batch", source="pbmc10k (pseudo-batches)")
     model = TotalVI(data, seed=seed)
     t0 = time.perf_counter()
-    result = model.train(max_epochs=epochs, seed=seed, early_stopping=False)
+    result = model.train(max_epochs=epochs, seed=seed, early_stopping=False, precision=precision)
     seconds = time.perf_counter() - t0
     return {
+        "precision": result.precision,
         "seconds": seconds,
         "sec_per_epoch": seconds / epochs,
         "elbo_validation": float(result.history["elbo_validation"].iloc[-1]),
@@ -99,8 +103,8 @@ def run_ours(adata, epochs: int, seed: int) -> dict:
 def _side(side: str, data: Path, epochs: int, seed: int, workdir: Path) -> int:
     """One side in its own process, so its peak RSS is its own; results go to ``workdir``."""
     adata = pseudo_batched(data)
-    if side == "ours":
-        res = run_ours(adata, epochs, seed)
+    if side in ("ours", "ours32"):
+        res = run_ours(adata, epochs, seed, "auto" if side == "ours" else "32")
         res.pop("data")
     else:
         res = run_scvi(adata, epochs, seed, workdir / "scvi_model")
@@ -124,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--json", type=Path, default=None, help="also write results as JSON")
-    parser.add_argument("--side", choices=("ours", "scvi"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-fp32",
+        action="store_true",
+        help="skip the extra run of ours forced to float32 (shown for reference)",
+    )
+    parser.add_argument("--side", choices=("ours", "ours32", "scvi"), help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.side:
@@ -136,39 +145,50 @@ def main(argv: list[str] | None = None) -> int:
     adata = pseudo_batched(args.data)
     with tempfile.TemporaryDirectory() as tmp:
         ours = _run_side("ours", args, Path(tmp))
+        ours32 = None if args.no_fp32 else _run_side("ours32", args, Path(tmp))
         theirs = _run_side("scvi", args, Path(tmp))
         data = from_anndata(adata, batch_key="batch", source="pbmc10k (pseudo-batches)")
         loaded = TotalVI.load(Path(tmp) / "scvi_model", data=data)
     # scvi-tools' own latent means of its trained model vs ours computed from its weights
     max_diff = float(np.abs(loaded.get_latent_representation() - theirs["latent"]).max())
     overlap = knn_overlap(ours["latent"], theirs["latent"])
+    sides = [(f"ours ({ours['precision']})", ours)]
+    if ours32 is not None:
+        sides.append(("ours (32)", ours32))
+    sides.append(("scvi-tools (32)", theirs))
     rows = [
-        ("seconds / epoch", ours["sec_per_epoch"], theirs["sec_per_epoch"]),
-        ("final validation ELBO", ours["elbo_validation"], theirs["elbo_validation"]),
-        ("peak RSS (MB)", ours["peak_rss_mb"], theirs["peak_rss_mb"]),
+        ("seconds / epoch", "sec_per_epoch", ".3f"),
+        ("final validation ELBO", "elbo_validation", ".3f"),
+        ("peak RSS (MB)", "peak_rss_mb", ".1f"),
     ]
     print(f"data: {args.data.name}, {adata.n_obs} cells, 2 pseudo-batches, {args.epochs} epochs")
-    print(f"{'metric':<28}{'ours':>14}{'scvi-tools':>14}")
-    for name, a, b in rows:
-        print(f"{name:<28}{a:>14.3f}{b:>14.3f}")
+    print(f"{'metric':<32}" + "".join(f"{name:>18}" for name, _ in sides))
+    for label, key, fmt in rows:
+        print(f"{label:<32}" + "".join(f"{side[key]:>18{fmt}}" for _, side in sides))
     ratio = ours["sec_per_epoch"] / theirs["sec_per_epoch"]
-    print(f"{'epoch time ratio (ours/scvi)':<28}{ratio:>14.3f}")
-    print(f"{'latent kNN overlap (k=15)':<28}{overlap:>14.3f}")
-    print(f"{'max |latent diff| loaded':<28}{max_diff:>14.2e}")
+    print(f"{'epoch time ratio (ours/scvi)':<32}{ratio:>18.3f}")
+    if ours32 is not None:
+        ratio32 = ours32["sec_per_epoch"] / theirs["sec_per_epoch"]
+        print(f"{'  ours (32) / scvi':<32}{ratio32:>18.3f}")
+    print(f"{'latent kNN overlap (k=15)':<32}{overlap:>18.3f}")
+    if ours32 is not None:
+        o32 = knn_overlap(ours32["latent"], theirs["latent"])
+        self32 = knn_overlap(ours["latent"], ours32["latent"])
+        print(f"{'  ours (32) vs scvi':<32}{o32:>18.3f}")
+        print(f"{'  ours vs ours (32)':<32}{self32:>18.3f}")
+    print(f"{'max |latent diff| loaded':<32}{max_diff:>18.2e}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                {
-                    "ours": {k: v for k, v in ours.items() if k != "latent"},
-                    "scvi": {k: v for k, v in theirs.items() if k != "latent"},
-                    "ratio": ratio,
-                    "knn_overlap": overlap,
-                    "max_latent_diff": max_diff,
-                },
-                indent=2,
-            )
-        )
+        payload = {
+            "ours": {k: v for k, v in ours.items() if k != "latent"},
+            "scvi": {k: v for k, v in theirs.items() if k != "latent"},
+            "ratio": ratio,
+            "knn_overlap": overlap,
+            "max_latent_diff": max_diff,
+        }
+        if ours32 is not None:
+            payload["ours_fp32"] = {k: v for k, v in ours32.items() if k != "latent"}
+        args.json.write_text(json.dumps(payload, indent=2))
     return 0
 
 

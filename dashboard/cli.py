@@ -42,11 +42,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["max_epochs"] = args.max_epochs
     if args.device:
         overrides["device"] = args.device
+    overrides["precision"] = args.precision
     result = model.train(progress=None if args.quiet else _print_progress, **overrides)
     path = model.save(args.out, overwrite=True)
     last = result.history.iloc[-1]
     print(
-        f"trained {result.epochs} epochs in {result.seconds:.1f}s on {result.device}"
+        f"trained {result.epochs} epochs in {result.seconds:.1f}s on {result.device} "
+        f"({result.precision})"
         f"{' (early stop)' if result.stopped_early else ''}; validation ELBO "
         f"{last['elbo_validation']:.2f}; saved {path}"
     )
@@ -178,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "32", "bf16-mixed"),
+        default="auto",
+        help="training matmul precision (auto: bf16-mixed on CPUs with native bfloat16)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/model"))
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 GeneDispersion = Literal["gene", "gene-batch", "gene-label", "gene-cell"]
 ProteinDispersion = Literal["protein", "protein-batch", "protein-label"]
 GeneLikelihood = Literal["nb", "zinb"]
+Precision = Literal["auto", "32", "bf16-mixed"]
 LatentDistribution = Literal["normal", "ln"]
 NormSetting = Literal["encoder", "decoder", "both", "none"]
 
@@ -118,6 +119,11 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None  # None: cuda if available, else cpu
     max_dense_bytes: int = 2 * 1024**3  # densify RNA on the device when it fits this budget
+    # "bf16-mixed": the large matmuls (encoder input and hidden layers, the genes-wide
+    # decoder head) run in bfloat16 during training on fp32 master weights; everything else
+    # (norms, likelihoods, optimiser, validation, inference) stays float32. "auto" picks it
+    # on CPUs with native bfloat16 dot products (AVX512-BF16 / AMX), else "32".
+    precision: Precision = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form for checkpoints."""

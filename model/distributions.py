@@ -6,6 +6,8 @@ Formulas match scvi-tools' ``log_nb_positive``, ``log_zinb_positive`` and ``log_
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -28,24 +30,117 @@ def log_nb_positive(
     )
 
 
+class NonZeroCounts(NamedTuple):
+    """Non-zero entries of a ``(B, G)`` count minibatch (row, column, value), found once by
+    the data holder from its sparse matrix instead of searched for in every step."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    values: torch.Tensor
+
+    @classmethod
+    def of(cls, x: torch.Tensor) -> NonZeroCounts:
+        """The non-zeros of a dense ``x``."""
+        rows, cols = x.nonzero(as_tuple=True)
+        return cls(rows, cols, x[rows, cols])
+
+
+class _SparseNBSum(torch.autograd.Function):
+    """Per-cell NB log-likelihood (without ``Σ lgamma(x+1)``) with an analytic backward.
+
+    Inputs: ``mu`` ``(B, G)``, ``theta`` ``(1, G)`` or ``(B, G)``, the non-zeros of ``x``.
+    Autograd of the plain expression keeps about a dozen ``(B, G)`` intermediates and
+    scatters the sparse gathers' gradients through zero-filled ``(B, G)`` tensors; here the
+    dense part is ``Σ_g θ·log(θ+ε) − log(θ+μ+ε)·θ`` (a matrix-vector product for a shared
+    ``θ``) and the backward needs ``log(θ+μ+ε)`` and ``1/(θ+μ+ε)`` only:
+
+    - ``∂/∂μ = −θ/(θ+μ+ε)``, plus ``x/(μ+ε) − x/(θ+μ+ε)`` on the non-zeros;
+    - ``∂/∂θ = log(θ+ε) − log(θ+μ+ε) + θ/(θ+ε) − θ/(θ+μ+ε)``, plus
+      ``−x/(θ+μ+ε) + ψ(x+θ) − ψ(θ)`` on the non-zeros.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        mu: torch.Tensor,
+        theta: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        x_nz: torch.Tensor,
+        eps: float,
+    ) -> torch.Tensor:
+        shared = theta.size(0) == 1
+        log_t = torch.log(mu + theta + eps)
+        theta_log_theta = theta * torch.log(theta + eps)
+        if shared:
+            dense = theta_log_theta.sum() - log_t @ theta[0]
+            theta_nz = theta[0, cols]
+        else:
+            dense = (theta_log_theta - theta * log_t).sum(-1)
+            theta_nz = theta[rows, cols]
+        mu_nz = mu[rows, cols]
+        log_t_nz = log_t[rows, cols]
+        sparse = (
+            x_nz * (torch.log(mu_nz + eps) - log_t_nz)
+            + torch.lgamma(x_nz + theta_nz)
+            - torch.lgamma(theta_nz)
+        )
+        ctx.save_for_backward(mu, theta, rows, cols, x_nz, log_t, mu_nz, theta_nz)
+        ctx.eps = eps
+        return dense.index_add(0, rows, sparse)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        mu, theta, rows, cols, x_nz, log_t, mu_nz, theta_nz = ctx.saved_tensors
+        eps = ctx.eps
+        shared = theta.size(0) == 1
+        inv_t = torch.reciprocal(mu + theta + eps)
+        inv_t_nz = inv_t[rows, cols]
+        g_nz = grad[rows]
+        grad_mu = grad_theta = None
+        if ctx.needs_input_grad[0]:
+            grad_mu = inv_t * (grad.unsqueeze(1) * -theta)
+            flat = rows * mu.size(1) + cols
+            corr = g_nz * x_nz * (torch.reciprocal(mu_nz + eps) - inv_t_nz)
+            grad_mu.view(-1).index_add_(0, flat, corr)
+        if ctx.needs_input_grad[1]:
+            const = torch.log(theta + eps) + theta / (theta + eps)
+            corr = g_nz * (
+                torch.digamma(x_nz + theta_nz) - torch.digamma(theta_nz) - x_nz * inv_t_nz
+            )
+            if shared:
+                grad_theta = (
+                    grad.sum() * const[0] - grad @ log_t - theta[0] * (grad @ inv_t)
+                ).unsqueeze(0)
+                grad_theta[0].index_add_(0, cols.long(), corr)
+            else:
+                grad_theta = grad.unsqueeze(1) * (const - log_t - theta * inv_t)
+                flat = rows * theta.size(1) + cols
+                grad_theta.view(-1).index_add_(0, flat, corr)
+        return grad_mu, grad_theta, None, None, None, None
+
+
 def nb_log_likelihood_sum(
     x: torch.Tensor,
     mu: torch.Tensor,
     theta: torch.Tensor,
     lgamma_x_plus_1_sum: torch.Tensor | None = None,
     eps: float = EPS,
+    *,
+    nonzero: NonZeroCounts | None = None,
 ) -> torch.Tensor:
     """``log_nb_positive(x, mu, theta).sum(-1)`` computed faster for sparse counts.
 
     The terms ``x·(log μ − log(θ+μ))`` and ``lgamma(x + θ) − lgamma(θ)`` vanish where
     ``x = 0``, so they are evaluated only on the non-zero entries (about a tenth of a
-    scRNA matrix). ``Σ_g lgamma(x_g + 1)`` does not
-    depend on the parameters and can be passed in precomputed per cell.
+    scRNA matrix), given as ``nonzero`` or found in ``x``; the gradient is analytic
+    (:class:`_SparseNBSum`). ``Σ_g lgamma(x_g + 1)`` does not depend on the parameters and
+    can be passed in precomputed per cell.
     """
     if theta.ndim == 1:
         theta = theta.view(1, theta.size(0))
-    log_theta_mu_eps = torch.log(theta + mu + eps)
     if x.dim() != 2:
+        log_theta_mu_eps = torch.log(theta + mu + eps)
         ll = (
             theta * (torch.log(theta + eps) - log_theta_mu_eps)
             + x * (torch.log(mu + eps) - log_theta_mu_eps)
@@ -53,16 +148,10 @@ def nb_log_likelihood_sum(
             - torch.lgamma(theta)
         ).sum(-1)
     else:
-        ll = (theta * (torch.log(theta + eps) - log_theta_mu_eps)).sum(-1)
-        rows, cols = x.nonzero(as_tuple=True)
-        x_nz = x[rows, cols]
-        theta_nz = theta.expand_as(x)[rows, cols]
-        sparse_terms = (
-            x_nz * (torch.log(mu[rows, cols] + eps) - log_theta_mu_eps[rows, cols])
-            + torch.lgamma(x_nz + theta_nz)
-            - torch.lgamma(theta_nz)
-        )
-        ll = ll.index_add(0, rows, sparse_terms)
+        rows, cols, x_nz = nonzero if nonzero is not None else NonZeroCounts.of(x)
+        if theta.size(0) != 1 and theta.shape != mu.shape:
+            theta = theta.expand_as(mu)
+        ll = _SparseNBSum.apply(mu, theta, rows, cols, x_nz.to(mu.dtype), eps)
     if lgamma_x_plus_1_sum is None:
         lgamma_x_plus_1_sum = torch.lgamma(x + 1).sum(-1)
     return ll - lgamma_x_plus_1_sum

@@ -18,6 +18,7 @@ from torch import nn
 
 from model.config import TotalVIConfig
 from model.distributions import (
+    NonZeroCounts,
     log_mixture_nb,
     log_zinb_positive,
     nb_log_likelihood_sum,
@@ -325,13 +326,18 @@ class TotalVAE(nn.Module):
         batch_index: torch.Tensor,
         gen: GenerativeOutputs,
         lgamma_x_plus_1_sum: torch.Tensor | None = None,
+        *,
+        nonzero: NonZeroCounts | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-cell negative log-likelihood of RNA and (masked) protein counts."""
+        """Per-cell negative log-likelihood of RNA and (masked) protein counts
+        (``nonzero``: the non-zeros of ``x`` when the caller already knows them)."""
         px, py = gen.px, gen.py
         if self.config.gene_likelihood == "zinb":
             rec_gene = -log_zinb_positive(x, px["rate"], px["r"], px["dropout"]).sum(-1)
         else:
-            rec_gene = -nb_log_likelihood_sum(x, px["rate"], px["r"], lgamma_x_plus_1_sum)
+            rec_gene = -nb_log_likelihood_sum(
+                x, px["rate"], px["r"], lgamma_x_plus_1_sum, nonzero=nonzero
+            )
         rate_back, rate_fore = py["rate_back"], py["rate_fore"]
         if gen.efficiency is not None:
             rate_back = rate_back * gen.efficiency
@@ -357,11 +363,13 @@ class TotalVAE(nn.Module):
         gen: GenerativeOutputs,
         kl_weight: float = 1.0,
         lgamma_x_plus_1_sum: torch.Tensor | None = None,
+        *,
+        nonzero: NonZeroCounts | None = None,
     ) -> LossOutput:
         """Negative ELBO with KL warm-up weight (spec §2.9)."""
         c = self.config
         rec_gene, rec_protein = self.reconstruction_terms(
-            x, y, batch_index, gen, lgamma_x_plus_1_sum
+            x, y, batch_index, gen, lgamma_x_plus_1_sum, nonzero=nonzero
         )
         kl_z = 0.5 * (inf.qz_v + inf.qz_m.pow(2) - 1 - inf.qz_v.log())
         kl_z = kl_z.sum(-1)
@@ -396,6 +404,8 @@ class TotalVAE(nn.Module):
         batch_index: torch.Tensor,
         kl_weight: float = 1.0,
         lgamma_x_plus_1_sum: torch.Tensor | None = None,
+        *,
+        nonzero: NonZeroCounts | None = None,
     ) -> tuple[InferenceOutputs, GenerativeOutputs, LossOutput]:
         """One full pass: inference, generative and loss (skips heads the loss never reads)."""
         inf = self.inference(x, y, batch_index, compute_library=False)
@@ -405,7 +415,9 @@ class TotalVAE(nn.Module):
             batch_index,
             compute_dropout=self.config.gene_likelihood == "zinb",
         )
-        loss = self.loss(x, y, batch_index, inf, gen, kl_weight, lgamma_x_plus_1_sum)
+        loss = self.loss(
+            x, y, batch_index, inf, gen, kl_weight, lgamma_x_plus_1_sum, nonzero=nonzero
+        )
         return inf, gen, loss
 
     # ------------------------------------------------------------------- sampling

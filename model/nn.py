@@ -20,6 +20,46 @@ def one_hot(index: torch.Tensor, n_cat: int) -> torch.Tensor:
     return F.one_hot(index.reshape(-1).long(), n_cat).to(torch.float32)
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` that can compute in a lower precision while training (mixed precision).
+
+    With ``compute_dtype`` set (e.g. ``torch.bfloat16``) and the module in training mode,
+    input, weight and bias are cast to it for the matmul and the output is cast back to the
+    input's dtype; the parameters (the optimiser's master weights) stay float32 and gradients
+    flow through the casts. In eval mode, or with ``compute_dtype=None``, it is plain
+    ``nn.Linear``. The state-dict keys are those of ``nn.Linear``.
+    """
+
+    compute_dtype: torch.dtype | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W.T + b``, in ``compute_dtype`` while training when one is set."""
+        dt = self.compute_dtype
+        if dt is None or not self.training:
+            return super().forward(x)
+        bias = None if self.bias is None else self.bias.to(dt)
+        return F.linear(x.to(dt), self.weight.to(dt), bias).to(x.dtype)
+
+
+def set_compute_dtype(
+    module: nn.Module, dtype: torch.dtype | None, *, min_weights: int = 65_536
+) -> list[str]:
+    """Make every :class:`Linear` in ``module`` with at least ``min_weights`` weights compute
+    in ``dtype`` while training (``None``: back to float32); returns the names switched.
+
+    Only large layers gain from bfloat16: for the small protein heads the casts cost more
+    than the matmul saves, and their outputs stay exact.
+    """
+    names = []
+    for name, sub in module.named_modules():
+        if isinstance(sub, Linear):
+            big = sub.weight.numel() >= min_weights
+            sub.compute_dtype = dtype if big else None
+            if big:
+                names.append(name)
+    return names
+
+
 class Dropout(nn.Module):
     """Inverted dropout drawing its mask from ``rand`` (about 2x faster than ``bernoulli_``
     on CPU); same semantics as :class:`torch.nn.Dropout`, no parameters."""
@@ -69,7 +109,7 @@ class FCLayers(nn.Module):
                 (
                     f"Layer {i}",
                     nn.Sequential(
-                        nn.Linear(d_in + n_cov * takes_cov, d_out, bias=bias),
+                        Linear(d_in + n_cov * takes_cov, d_out, bias=bias),
                         nn.BatchNorm1d(d_out, momentum=0.01, eps=0.001)
                         if use_batch_norm
                         else None,

@@ -8,6 +8,7 @@ whose genes and proteins can be aligned to the model, so large datasets fit in m
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -247,7 +248,7 @@ class TotalVI:
         )
         self.train_indices, self.validation_indices = train_idx, val_idx
         self.history = result.history
-        self.train_config = cfg
+        self.train_config = dataclasses.replace(cfg, precision=result.precision)
         self.is_trained = True
         self.data_fingerprint = data.fingerprint()
         return result

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from model.config import TrainConfig
+from model.distributions import NonZeroCounts
 from model.module import TotalVAE
-from model.nn import Classifier, one_hot
+from model.nn import Classifier, one_hot, set_compute_dtype
 
 
 class TrainingCancelled(RuntimeError):
@@ -53,6 +55,7 @@ class TrainResult:
     stopped_early: bool
     seconds: float
     device: str
+    precision: str = "32"
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -89,8 +92,41 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"32"`` or ``"bf16-mixed"`` for ``precision`` (``"auto"``: bf16-mixed on CPUs with
+    native bfloat16 arithmetic, where its matmuls are several times faster; float32 else)."""
+    if precision not in ("auto", "32", "bf16-mixed"):
+        msg = f"precision must be 'auto', '32' or 'bf16-mixed', got {precision!r}"
+        raise ValueError(msg)
+    if precision == "auto":
+        return "bf16-mixed" if device.type == "cpu" and cpu_has_native_bf16() else "32"
+    return precision
+
+
+class Minibatch(NamedTuple):
+    """Rows of the training data: counts, batch codes and what the likelihood reuses."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    batch: torch.Tensor
+    lgamma_x_plus_1_sum: torch.Tensor
+    nonzero: NonZeroCounts
+
+
 class DeviceData:
-    """RNA, protein and batch tensors held on the device for index-gather minibatches."""
+    """RNA, protein and batch tensors held on the device for index-gather minibatches.
+
+    RNA is kept dense when it fits ``max_dense_bytes`` (else as a host CSR matrix whose rows
+    are densified per minibatch); its non-zero structure is kept as well, so a minibatch
+    comes with its non-zeros for the NB likelihood instead of a search through the dense rows.
+    """
 
     def __init__(
         self,
@@ -102,37 +138,56 @@ class DeviceData:
     ) -> None:
         self.device = device
         n, g = rna.shape
+        csr = sp.csr_matrix(rna, dtype=np.float32)
         self._dense = n * g * 4 <= max_dense_bytes
         if self._dense:
-            dense = rna.toarray() if sp.issparse(rna) else np.asarray(rna)
-            self.x = torch.as_tensor(dense, dtype=torch.float32, device=device)
+            self.x = torch.as_tensor(csr.toarray(), device=device)
             self._csr = None
+            self._indptr = torch.as_tensor(csr.indptr.astype(np.int64), device=device)
+            self._indices = torch.as_tensor(csr.indices.astype(np.int32), device=device)
+            self._values = torch.as_tensor(csr.data, device=device)
         else:
             self.x = None
-            self._csr = sp.csr_matrix(rna, dtype=np.float32)
+            self._csr = csr
         self.y = torch.as_tensor(np.asarray(protein, dtype=np.float32), device=device)
         self.batch = torch.as_tensor(np.asarray(batch, dtype=np.int64), device=device).view(-1, 1)
-        self.lgamma_x1 = self._lgamma_x_plus_1_sum(rna)
+        self.lgamma_x1 = self._lgamma_x_plus_1_sum(csr)
 
-    def _lgamma_x_plus_1_sum(self, rna: sp.csr_matrix | np.ndarray) -> torch.Tensor:
+    def _lgamma_x_plus_1_sum(self, m: sp.csr_matrix) -> torch.Tensor:
         from scipy.special import gammaln
 
-        m = sp.csr_matrix(rna)
         vals = gammaln(m.data.astype(np.float64) + 1)
         per_cell = np.add.reduceat(vals, m.indptr[:-1]) if vals.size else np.zeros(m.shape[0])
         per_cell[np.diff(m.indptr) == 0] = 0.0
         return torch.as_tensor(per_cell, dtype=torch.float32, device=self.device)
 
-    def get(
-        self, idx: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Rows ``idx`` as (x, y, batch, sum lgamma(x+1))."""
+    def _nonzero_rows(self, idx: torch.Tensor) -> NonZeroCounts:
+        """Non-zeros of rows ``idx`` from the stored CSR arrays (minibatch row numbers)."""
+        starts = self._indptr[idx]
+        counts = self._indptr[idx + 1] - starts
+        total = int(counts.sum())
+        rows = torch.repeat_interleave(
+            torch.arange(len(idx), device=self.device), counts, output_size=total
+        )
+        first_out = torch.cumsum(counts, 0) - counts  # where each row starts in the output
+        pos = torch.arange(total, device=self.device) + (starts - first_out)[rows]
+        return NonZeroCounts(rows, self._indices[pos], self._values[pos])
+
+    def get(self, idx: torch.Tensor) -> Minibatch:
+        """Rows ``idx`` with their sum of lgamma(x+1) and non-zeros."""
         if self.x is not None:
             x = self.x[idx]
+            nonzero = self._nonzero_rows(idx)
         else:
-            rows = self._csr[idx.cpu().numpy()]
-            x = torch.as_tensor(rows.toarray(), device=self.device)
-        return x, self.y[idx], self.batch[idx], self.lgamma_x1[idx]
+            sub = self._csr[idx.cpu().numpy()]
+            x = torch.as_tensor(sub.toarray(), device=self.device)
+            rows = np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))
+            nonzero = NonZeroCounts(
+                torch.as_tensor(rows, device=self.device),
+                torch.as_tensor(sub.indices.astype(np.int32), device=self.device),
+                torch.as_tensor(sub.data, device=self.device),
+            )
+        return Minibatch(x, self.y[idx], self.batch[idx], self.lgamma_x1[idx], nonzero)
 
 
 def _adversarial_loss(
@@ -156,8 +211,8 @@ def evaluate_elbo(
     idx_all = torch.as_tensor(indices, device=data.device)
     for start in range(0, len(indices), batch_size):
         idx = idx_all[start : start + batch_size]
-        x, y, b, lg = data.get(idx)
-        _, _, out = module(x, y, b, 1.0, lg)
+        mb = data.get(idx)
+        _, _, out = module(mb.x, mb.y, mb.batch, 1.0, mb.lgamma_x_plus_1_sum, nonzero=mb.nonzero)
         totals["elbo"] += out.elbo_per_cell().sum().item()
         totals["rec_gene"] += out.rec_gene.sum().item()
         totals["rec_protein"] += out.rec_protein.sum().item()
@@ -186,7 +241,40 @@ def train_module(
     the module then keeps the weights of the last finished step.
     """
     device = data.device
+    precision = resolve_precision(cfg.precision, device)
     module.to(device).train()
+    set_compute_dtype(module, torch.bfloat16 if precision == "bf16-mixed" else None)
+    try:
+        result = _train_loop(
+            module,
+            data,
+            train_idx,
+            val_idx,
+            cfg,
+            n_cells_total=n_cells_total,
+            use_adversarial=use_adversarial,
+            progress=progress,
+            should_stop=should_stop,
+        )
+    finally:
+        set_compute_dtype(module, None)  # inference and later use are float32
+    result.precision = precision
+    return result
+
+
+def _train_loop(
+    module: TotalVAE,
+    data: DeviceData,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    n_cells_total: int,
+    use_adversarial: bool,
+    progress: Callable[[TrainProgress], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> TrainResult:
+    device = data.device
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     max_epochs = cfg.max_epochs or max_epochs_heuristic(n_cells_total)
@@ -228,9 +316,10 @@ def train_module(
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"training cancelled at epoch {epoch}")
             idx = perm[start : start + cfg.batch_size]
-            x, y, b, lg = data.get(idx)
+            mb = data.get(idx)
+            b = mb.batch
             kl_w = kl_weight_at(step, n_steps_warmup)
-            inf, _, out = module(x, y, b, kl_w, lg)
+            inf, _, out = module(mb.x, mb.y, b, kl_w, mb.lgamma_x_plus_1_sum, nonzero=mb.nonzero)
             loss = out.loss
             if classifier is not None:
                 kappa = 1.0 - kl_w

@@ -8,6 +8,7 @@ import torch
 from scipy import stats
 
 from model.distributions import (
+    NonZeroCounts,
     log_mixture_nb,
     log_nb_positive,
     log_zinb_positive,
@@ -48,6 +49,13 @@ def test_nb_sum_with_precomputed_constant_equals_full_sum(nb_case, theta_per_cel
     const = torch.lgamma(x + 1).sum(-1)
     np.testing.assert_allclose(nb_log_likelihood_sum(x, mu, theta, const), full, rtol=1e-12)
     np.testing.assert_allclose(nb_log_likelihood_sum(x, mu, theta), full, rtol=1e-12)
+    # non-zeros given by the caller, in another order than a row-major search finds them
+    rows, cols, vals = NonZeroCounts.of(x)
+    perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))
+    given = NonZeroCounts(rows[perm], cols[perm].to(torch.int32), vals[perm])
+    np.testing.assert_allclose(
+        nb_log_likelihood_sum(x, mu, theta, const, nonzero=given), full, rtol=1e-12
+    )
     x3, mu3 = x.expand(2, 6, 7), mu.expand(2, 6, 7)  # sample dim: dense path
     np.testing.assert_allclose(
         nb_log_likelihood_sum(x3, mu3, theta), log_nb_positive(x3, mu3, theta).sum(-1)
@@ -103,3 +111,29 @@ def test_sample_mixture_nb_mean() -> None:
     logits = torch.full((n,), 0.0)  # 50 % background
     s = sample_mixture_nb(mu1, mu2, torch.full((n,), 5.0), logits)
     assert abs(s.mean().item() - 16.0) < 0.2
+
+
+@pytest.mark.parametrize("shared_theta", [True, False])
+def test_nb_sum_gradient_is_the_analytic_one(shared_theta) -> None:
+    from model.distributions import _SparseNBSum
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.poisson(torch.full((5, 7), 1.5), generator=gen).double()
+    x[0] = 0.0  # a cell with no counts
+    mu = (torch.rand(5, 7, generator=gen, dtype=torch.float64) * 5 + 0.1).requires_grad_()
+    shape = (1, 7) if shared_theta else (5, 7)
+    theta = (torch.rand(*shape, generator=gen, dtype=torch.float64) * 3 + 0.2).requires_grad_()
+    nz = NonZeroCounts.of(x)
+
+    def f(m, t):
+        return _SparseNBSum.apply(m, t, nz.rows, nz.cols, nz.values, 1e-8)
+
+    assert torch.autograd.gradcheck(f, (mu, theta))
+    # and the same gradient as autograd through the plain formula
+    ll = nb_log_likelihood_sum(x, mu, theta)
+    ref = log_nb_positive(x, mu, theta[0] if shared_theta else theta).sum(-1)
+    w = torch.linspace(0.5, 1.5, 5, dtype=torch.float64)
+    got = torch.autograd.grad((ll * w).sum(), (mu, theta))
+    want = torch.autograd.grad((ref * w).sum(), (mu, theta))
+    for g, r in zip(got, want, strict=True):
+        torch.testing.assert_close(g, r)

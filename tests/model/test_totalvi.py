@@ -237,3 +237,25 @@ def test_schedules_and_split_follow_scvi_tools() -> None:
     with pytest.raises(ValueError, match="train_size"):
         split_indices(10, train_size=0.0)
     assert TrainConfig().lr == 4e-3 and TrainConfig().eps == 0.01
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_minibatches_carry_the_non_zeros_of_their_rows(pbmc_two_batches, dense) -> None:
+    import torch
+
+    from model.distributions import NonZeroCounts
+    from model.train import DeviceData
+
+    data, _ = pbmc_two_batches
+    dev = DeviceData(
+        data.rna, data.protein, data.batch, torch.device("cpu"), 2**40 if dense else 0
+    )
+    idx = torch.tensor([5, 0, 1999, 17, 5])  # unsorted, repeated
+    mb = dev.get(idx)
+    expected = data.rna[idx.numpy()].toarray()
+    np.testing.assert_array_equal(mb.x.numpy(), expected)
+    rebuilt = np.zeros_like(expected)
+    rebuilt[mb.nonzero.rows.numpy(), mb.nonzero.cols.numpy()] = mb.nonzero.values.numpy()
+    np.testing.assert_array_equal(rebuilt, expected)
+    assert len(mb.nonzero.rows) == len(NonZeroCounts.of(mb.x).rows)
+    assert mb.batch.shape == (5, 1) and mb.lgamma_x_plus_1_sum.shape == (5,)
