@@ -8,10 +8,8 @@ from dashboard.cli import main
 def test_train_then_info_on_a_10x_folder(shared, tmp_path, capsys) -> None:
     folder = shared / "data" / "scvi_tools_test_fixtures" / "pbmc_10k_protein_v3_10x_mtx"
     out = tmp_path / "model"
-    code = main(
-        ["train", str(folder), "--max-epochs", "2", "--out", str(out), "--quiet"]
-        + ["--precision", "bf16-mixed"]
-    )
+    args = ["train", str(folder), "--max-epochs", "2", "--out", str(out), "--quiet"]
+    code = main([*args, "--precision", "bf16-mixed"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "1024 cells, 100 genes, 17 proteins" in printed
