@@ -40,7 +40,10 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
      * event on a drawn view is the user deselecting (double click) and clears the selection.
      * An empty selection on a view without a lasso/box outline is ignored: plotly emits one
      * when a highlight patch clears the view's outline (the other view was lassoed), and
-     * taking it as the user's would wipe out the selection just made. */
+     * taking it as the user's would wipe out the selection just made.
+     * A view that plots a subsample of a large dataset (layout.meta.overview) sends the lasso
+     * or box itself, as a region of that view, which the server resolves against every cell
+     * (shown or not); its points' customdata are their cell positions. */
     selectionFromEvent: function (selected, graphId, token) {
       const noUpdate = window.dash_clientside.no_update;
       const dataset = token && token.dataset ? token.dataset : null;
@@ -55,10 +58,24 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
           return noUpdate;
         }
       }
+      const meta = gd && gd.layout && gd.layout.meta;
+      const overview = meta && meta.overview;
+      if (overview) {
+        const shape = window.dash_clientside.tve.regionShape(selected);
+        if (shape) {
+          return {
+            region: Object.assign({}, overview.view, shape),
+            source: graphId,
+            dataset: dataset,
+          };
+        }
+      }
       const cells = [];
       for (const p of selected.points || []) {
         if (p.curveNumber === 0) {
-          const i = p.pointIndex !== undefined ? p.pointIndex : p.pointNumber;
+          const i = overview
+            ? p.customdata
+            : (p.pointIndex !== undefined ? p.pointIndex : p.pointNumber);
           if (i !== undefined) {
             cells.push(i);
           }
@@ -66,6 +83,28 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
       }
       cells.sort(function (a, b) { return a - b; });
       return {cells: cells, source: graphId, dataset: dataset};
+    },
+
+    /* A selection event's lasso ({lasso: [xs, ys]}, at most 400 vertices, 6 significant
+     * digits) or box ({box: [[x0, x1], [y0, y1]]}); null when it has neither. */
+    regionShape: function (selected) {
+      const round = function (v) { return Number(Number(v).toPrecision(6)); };
+      const lasso = selected && selected.lassoPoints;
+      if (lasso && lasso.x && lasso.x.length >= 3) {
+        const step = Math.max(1, Math.ceil(lasso.x.length / 400));
+        const xs = [];
+        const ys = [];
+        for (let i = 0; i < lasso.x.length; i += step) {
+          xs.push(round(lasso.x[i]));
+          ys.push(round(lasso.y[i]));
+        }
+        return {lasso: [xs, ys]};
+      }
+      const range = selected && selected.range;
+      if (range && range.x && range.y) {
+        return {box: [range.x.map(round), range.y.map(round)]};
+      }
+      return null;
     },
 
     /* Mark the navigation link of the current page. */

@@ -22,7 +22,11 @@ Larger sizes run what the dashboard needs to show data it did not train on: data
 (simulate), a model (trained ``--large-epochs`` on a ``--large-train-cells`` subset: the
 weights do not change inference cost), inference (latent means of every cell) and one
 recolour (POST ``/_dash-update-component`` through Flask's test client, as
-``bench/dashboard.py`` measures it: server time and payload as JSON and gzip). UMAP and
+``bench/dashboard.py`` measures it: server time and payload as JSON and gzip), the initial
+Explore figures in full, and a lasso on the overview resolved against every cell (region →
+cells alone, and the highlight POST that does it). Above ``--max-points`` (default
+``Settings.max_points``, 200,000) the views plot a stratified subsample, so recolour and
+figure payloads stop growing with the number of cells. UMAP and
 Leiden at 1M would take far longer than the step budget: the layout is the first two
 principal components of the latent space and the clusters are the true cell types (both
 seeded into the cache and said so in the output); denoised values are placeholders (the
@@ -189,7 +193,8 @@ def fresh_service(args: argparse.Namespace, tag: str) -> Any:
     cache = args.cache_dir / tag
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True)
-    return AnalysisService(Settings(cache_dir=cache)), cache
+    extra = {} if args.max_points is None else {"max_points": args.max_points}
+    return AnalysisService(Settings(cache_dir=cache, **extra)), cache
 
 
 def train_step(service: Any, dataset: Any, out_dir: Path, epochs: int) -> dict[str, Any]:
@@ -414,6 +419,11 @@ def recolour_step(
     if service._predicts_unmeasured(pair):  # same key rule as the service
         denoise_params = {**denoise_params, "unmeasured": "predicted"}
     service.cache.set(service.key("denoised", pair, denoise_params), (rna, pro))
+    # the service may keep denoised protein under its own key (no library size)
+    protein_params = {"n_samples": s.denoise_n_samples, "seed": s.seed}
+    if "unmeasured" in denoise_params:
+        protein_params["unmeasured"] = "predicted"
+    service.cache.set(service.key("denoised_protein", pair, protein_params), pro)
     state = ActiveState(service, warm=False)
     t_prep, job = timed(lambda: state.prepare(pair))
     rec = service.wait(job)
@@ -459,6 +469,82 @@ def recolour_step(
             f"{wire / 1e6:.1f} MB gzip",
             flush=True,
         )
+    out.update(overview_step(args, bd, client, service, pair, xy, data))
+    return out
+
+
+def concave_lasso(xy: np.ndarray, scale: float = 1.0) -> list[list[float]]:
+    """A "C"-shaped lasso over the middle of the layout (8 vertices; ``scale`` stretches it
+    about its centre so each repeat is a new region, not a memoised one)."""
+    (x0, y0), (x1, y1) = np.quantile(xy, [0.1, 0.9], axis=0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    xm = x0 + 0.4 * (x1 - x0)
+    ya, yb = y0 + 0.35 * (y1 - y0), y0 + 0.65 * (y1 - y0)
+    xs = np.array([x0, x1, x1, xm, xm, x1, x1, x0])
+    ys = np.array([y0, y0, ya, ya, yb, yb, y1, y1])
+    return [(cx + scale * (xs - cx)).tolist(), (cy + scale * (ys - cy)).tolist()]
+
+
+def overview_step(
+    args: argparse.Namespace,
+    bd: Any,
+    client: Any,
+    service: Any,
+    pair: Any,
+    xy: np.ndarray,
+    data: Any,
+) -> dict[str, Any]:
+    """The initial Explore figures in full, and a lasso on the overview resolved against
+    every cell (the region → cells step alone, and the highlight POST that does it)."""
+    from dashboard import ids, overview
+
+    shown = overview.shown_cells(service, pair)
+    out: dict[str, Any] = {
+        "n_cells": int(data.n_cells),
+        "shown": int(data.n_cells if shown is None else len(shown)),
+        "max_points": int(service.settings.max_points),
+    }
+    proteins = list(data.protein_names)
+    sec, raw, wire = bd.full_figures(
+        client, "obs:cell_type", "raw", None, proteins[0], proteins[min(1, len(proteins) - 1)]
+    )
+    out["initial"] = {"ms": sec * 1e3, "response_bytes": raw, "response_gzip_bytes": wire}
+    print(
+        f"    initial UMAP + linked figures: {sec * 1e3:.0f} ms, {raw / 1e6:.1f} MB JSON, "
+        f"{wire / 1e6:.2f} MB gzip ({out['shown']:,} of {out['n_cells']:,} cells plotted)",
+        flush=True,
+    )
+    resolve, posts, raws, wires, counts = [], [], [], [], []
+    for i in range(max(args.recolour_repeats, 1)):
+        region = {"view": "umap", "lasso": concave_lasso(xy, 1.0 - 0.01 * i)}
+        t, cells = timed(lambda region=region: overview.region_cells(service, pair, region))
+        resolve.append(t)
+        counts.append(len(cells))
+        region = {"view": "umap", "lasso": concave_lasso(xy, 0.995 - 0.01 * i)}  # not memoised
+        selection = {"region": region, "source": ids.EXPLORE_UMAP, "dataset": pair.dataset.id}
+        key = f"{ids.SELECTION_STORE}.data"
+        body = client.body("highlight", {key: selection}, [key])
+        sec, raw, wire, decoded = client.post(body)
+        bd.is_patch(decoded)
+        posts.append(sec)
+        raws.append(raw)
+        wires.append(wire)
+    out["lasso"] = {
+        "resolve_ms": float(np.median(resolve)) * 1e3,
+        "highlight_ms": float(np.median(posts)) * 1e3,
+        "response_bytes": int(np.median(raws)),
+        "response_gzip_bytes": int(np.median(wires)),
+        "cells_selected": int(np.median(counts)),
+        "n": len(posts),
+    }
+    la = out["lasso"]
+    print(
+        f"    lasso over all {out['n_cells']:,} cells: resolve {la['resolve_ms']:.0f} ms, "
+        f"highlight POST {la['highlight_ms']:.0f} ms ({la['cells_selected']:,} cells, "
+        f"{la['response_bytes'] / 1e6:.2f} MB JSON, {la['response_gzip_bytes'] / 1e6:.2f} MB "
+        "gzip)",
+        flush=True,
+    )
     return out
 
 
@@ -518,6 +604,8 @@ def run_size(args: argparse.Namespace, size: str, rates: dict[str, float]) -> di
     ]
     if args.force:
         cmd.append("--force")
+    if args.max_points is not None:
+        cmd += ["--max-points", str(args.max_points)]
     if args.keep_cache:
         cmd.append("--keep-cache")
     with tempfile.TemporaryFile(mode="w+") as err_file:
@@ -603,6 +691,22 @@ def print_report(res: dict[str, Any]) -> None:
                     f"| {u['request_bytes'] / 1024:.1f} | {u['response_bytes'] / 1e6:.2f} | "
                     f"{u['response_gzip_bytes'] / 1e6:.2f} |"
                 )
+            if rc.get("initial"):
+                ini, la = rc["initial"], rc["lasso"]
+                print(
+                    f"\nOverview: {rc['shown']:,} of {rc['n_cells']:,} cells plotted "
+                    f"(max_points {rc['max_points']:,})\n"
+                    "| request | ms | response MB | gzip MB | note |\n"
+                    "| --- | ---: | ---: | ---: | --- |\n"
+                    f"| initial UMAP + linked figures (full) | {ini['ms']:.0f} "
+                    f"| {ini['response_bytes'] / 1e6:.2f} "
+                    f"| {ini['response_gzip_bytes'] / 1e6:.2f} | |\n"
+                    f"| lasso: region → cells (all {rc['n_cells']:,}) | {la['resolve_ms']:.0f} | "
+                    f"| | {la['cells_selected']:,} cells, median of {la['n']} |\n"
+                    f"| lasso: highlight POST (resolve + patch) | {la['highlight_ms']:.0f} "
+                    f"| {la['response_bytes'] / 1e6:.2f} | {la['response_gzip_bytes'] / 1e6:.2f} "
+                    f"| median of {la['n']} |"
+                )
 
 
 def update_rates(rates: dict[str, float], res: dict[str, Any]) -> None:
@@ -645,6 +749,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-train-cells", type=int, default=20_000)
     parser.add_argument("--large-epochs", type=int, default=1)
     parser.add_argument("--recolour-repeats", type=int, default=3)
+    parser.add_argument(
+        "--max-points",
+        type=int,
+        default=None,
+        help="cells the views plot (Settings.max_points; default: its default, 200,000)",
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per size")
     parser.add_argument("--keep-cache", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")

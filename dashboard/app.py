@@ -136,14 +136,26 @@ def update_url_query(
     from dashboard.url_state import view_search
 
     cells = _valid_cells(selection, token)
+    region = _valid_region(selection, token)
     n_cells = None
-    if cells:
+    if cells or region:
         try:
             service, pair = get_state().require()
             n_cells = service.dataset(pair).n_cells
         except Exception:  # no model: share the colour only
-            cells = None
-    return view_search(color, cells, n_cells)
+            cells = region = None
+    return view_search(color, cells, n_cells, region=region)
+
+
+def _valid_region(
+    selection: dict[str, Any] | None, token: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The region of a selection made on a subsampled view (this dataset's), else ``None``."""
+    if not selection or not isinstance(selection.get("region"), dict):
+        return None
+    if token and selection.get("dataset") not in (None, token.get("dataset")):
+        return None
+    return selection["region"]
 
 
 def _valid_cells(selection: dict[str, Any] | None, token: dict[str, Any] | None) -> list | None:
@@ -165,6 +177,13 @@ def seed_from_link(page_state: dict[str, Any] | None) -> tuple[Any, Any]:
         return no_update, alert(
             f"Shared link: {page_state['error']}", kind="warning", dismissable=True
         )
+    if "region" in page_state:
+        data = {
+            "region": page_state["region"],
+            "dataset": page_state.get("dataset"),
+            "source": "link",
+        }
+        return data, no_update
     if "cells" in page_state:
         data = {
             "cells": list(page_state["cells"]),

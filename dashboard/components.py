@@ -110,13 +110,19 @@ def graph_card(
     )
 
 
-def alert(message: str, *, kind: str = "error", dismissable: bool = False) -> html.Div:
-    """A readable message box (kind: error, warning, info, success).
+def one_line(text: str) -> str:
+    """An error as one line: a traceback's last line (the exception; the rest stays in the
+    server log), otherwise the whole message with its line breaks folded."""
+    lines = [line for line in str(text).strip().splitlines() if line.strip()]
+    if lines and lines[0].startswith("Traceback (most recent call last)"):
+        lines = lines[-1:]
+    return " ".join(" ".join(lines).split())
 
-    Whitespace runs (newlines in a library's error text) collapse to one space so the
-    message reads as one line in the page.
-    """
-    children: list[Any] = [html.Span(" ".join(str(message).split()), className="alert-text")]
+
+def alert(message: str, *, kind: str = "error", dismissable: bool = False) -> html.Div:
+    """A readable message box (kind: error, warning, info, success), folded to one line
+    (:func:`one_line`: newlines in a library's error text, a traceback's frames)."""
+    children: list[Any] = [html.Span(one_line(message), className="alert-text")]
     if dismissable:
         children.append(
             html.Button("×", id=ids.ALERT_CLOSE, className="alert-close", title="Dismiss")

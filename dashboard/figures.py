@@ -223,19 +223,27 @@ def cell_scatter_figure(
     axis_titles: tuple[str, str] = ("UMAP 1", "UMAP 2"),
     equal_axes: bool = False,
     annotations: Sequence[Mapping[str, Any]] = (),
+    cells: np.ndarray | Sequence[int] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    density: go.Heatmap | None = None,
 ) -> go.Figure:
     """One WebGL trace of all cells (point ``i`` = cell ``i``), lasso selection enabled.
 
-    ``selected`` (cell positions) are drawn at full opacity and the rest faded; the same
+    ``selected`` (point positions) are drawn at full opacity and the rest faded; the same
     property is what a selection ``Patch`` changes, so every view highlights the same cells.
+    When only some cells are plotted, ``cells`` gives their dataset positions (the points'
+    ``customdata``) and ``meta`` (``layout.meta``) tells the browser how to read a lasso;
+    ``density`` (:func:`density_heatmap` of all cells) is added as the second trace, drawn
+    under the WebGL points (the cell trace stays ``data[0]``, which patches address).
     """
     n = len(x)
+    custom = np.arange(n) if cells is None else np.asarray(cells)
     trace = go.Scattergl(
         x=np.asarray(x, dtype=np.float32),
         y=np.asarray(y, dtype=np.float32),
         mode="markers",
         marker=dict(marker),
-        customdata=np.arange(n, dtype=np.int32),
+        customdata=custom.astype(np.int32),
         text=list(hover_text) if hover_text is not None else None,
         hovertext=list(hovertext) if hovertext is not None else None,
         hovertemplate=hovertemplate,
@@ -245,7 +253,7 @@ def cell_scatter_figure(
         showlegend=False,
         name="cells",
     )
-    fig = go.Figure(trace)
+    fig = go.Figure(trace if density is None else [trace, density])
     fig.update_layout(
         **BASE_LAYOUT,
         dragmode="lasso",
@@ -255,9 +263,43 @@ def cell_scatter_figure(
         annotations=list(annotations),
     )
     fig.update_layout(title={"text": title})
+    if meta is not None:
+        fig.update_layout(meta=dict(meta))
     if equal_axes:
         fig.update_yaxes(scaleanchor="x", scaleratio=1)
     return fig
+
+
+def density_heatmap(
+    x: np.ndarray | Sequence[float], y: np.ndarray | Sequence[float], *, bins: int = 160
+) -> go.Heatmap:
+    """Where all cells are: a grey 2-D histogram (log counts, 1 byte per bin, empty bins
+    transparent), for views that plot only a sample of the cells."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        x, y, ok = np.zeros(1), np.zeros(1), np.ones(1, dtype=bool)
+    counts, xe, ye = np.histogram2d(x[ok], y[ok], bins=bins)
+    level = np.log1p(counts.T)
+    z = np.ceil(255 * level / max(float(level.max()), 1e-12)).astype(np.uint8)
+    return go.Heatmap(
+        x=((xe[:-1] + xe[1:]) / 2).astype(np.float32),
+        y=((ye[:-1] + ye[1:]) / 2).astype(np.float32),
+        z=z,
+        zmin=0,
+        zmax=255,
+        colorscale=[
+            [0.0, "rgba(31,41,51,0)"],
+            [0.5 / 255, "rgba(31,41,51,0)"],
+            [1.0 / 255, "rgba(31,41,51,0.05)"],
+            [1.0, "rgba(31,41,51,0.4)"],
+        ],
+        showscale=False,
+        hoverinfo="skip",
+        name="all cells (density)",
+        showlegend=False,
+    )
 
 
 def category_annotations(

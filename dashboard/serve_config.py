@@ -61,13 +61,16 @@ class ConfigError(ValueError):
     """A bad config file, key or value (one line naming the file or variable and key)."""
 
 
+_KIND_OF_TYPE = {"Path": "path", "int": "int", "float": "float", "str": "str", "bool": "bool"}
+
+
 def _settings_kinds() -> dict[str, str]:
     kinds = {}
     for f in fields(Settings):
         t = str(f.type).replace(" ", "")
         optional = "|None" in t
         base = t.replace("|None", "")
-        kind = {"Path": "path", "int": "int", "float": "float", "str": "str"}.get(base, "str")
+        kind = _KIND_OF_TYPE.get(base, "str")
         kinds[f.name] = kind + ("?" if optional else "")
     return kinds
 
@@ -116,6 +119,16 @@ def _coerce(value: Any, kind: str, key: str, where: str, base: Path | None) -> A
             msg = f"{where}: key 'port' must be at most 65535, got {value}"
             raise ConfigError(msg)
         return value
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower() if isinstance(value, str | int) else None
+        if word in {"1", "true", "yes", "on"}:
+            return True
+        if word in {"0", "false", "no", "off"}:
+            return False
+        msg = f"{where}: key '{key}' must be true or false, got {value!r}"
+        raise ConfigError(msg)
     if kind == "float":
         if isinstance(value, bool):
             msg = f"{where}: key '{key}' must be a number, got {value!r}"

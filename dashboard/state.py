@@ -51,7 +51,11 @@ def essential_calls(service: AnalysisService, pair: Pair) -> dict[str, Callable[
         "latent space": lambda: service.latent(pair),
         "UMAP": lambda: service.umap(pair),
         "Leiden clusters": lambda: service.clusters(pair),
-        "denoised expression": lambda: service.denoised_protein(pair),
+        # one model pass: RNA written as gene blocks, the protein table stored alongside
+        "denoised expression": lambda: (
+            service.denoised_rna_manifest(pair),
+            service.denoised_protein(pair),
+        ),
         "cell types": lambda: service.cell_types(pair),
     }
 

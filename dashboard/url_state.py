@@ -5,11 +5,16 @@ thousands of cells becomes a few hundred characters. The query string carries ``
 (``"gene:CD3E"``), ``layer`` (``raw``/``denoised``/``foreground``), ``sel`` (the bitset)
 and ``n`` (the number of cells the bitset was made for, so a link to another dataset is
 recognised instead of silently selecting the wrong cells).
+
+On datasets above ``max_points`` a selection is a *region* (a lasso or box in one view, see
+:mod:`dashboard.overview`): the link then carries ``region`` (its compact JSON, zlib-compressed,
+URL-safe base64) and ``n`` instead of a bitset of up to a million cells.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,7 +22,7 @@ from urllib.parse import parse_qs, urlencode
 
 import numpy as np
 
-KEYS = ("color", "layer", "sel", "n")
+KEYS = ("color", "layer", "sel", "region", "n")
 
 
 def encode_selection(cells: Sequence[int], n_cells: int) -> str:
@@ -46,6 +51,27 @@ def decode_selection(token: str, n_cells: int) -> list[int]:
     return np.flatnonzero(bits).tolist()
 
 
+def encode_region(region: Mapping[str, Any]) -> str:
+    """A selection region (lasso or box in one view) → compact URL-safe string."""
+    raw = json.dumps(region, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode("ascii").rstrip("=")
+
+
+def decode_region(token: str) -> dict[str, Any]:
+    """Inverse of :func:`encode_region`; a malformed token raises ``ValueError`` (the
+    region's content is checked where it is used, :func:`dashboard.overview.clean_region`)."""
+    try:
+        raw = zlib.decompress(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        region = json.loads(raw)
+    except (ValueError, zlib.error) as err:
+        msg = f"the selection in the link is damaged ({err})"
+        raise ValueError(msg) from None
+    if not isinstance(region, dict):
+        msg = "the selection in the link is damaged (not a region)"
+        raise ValueError(msg)
+    return region
+
+
 def build_search(params: Mapping[str, Any]) -> str:
     """Query string (``?color=...&layer=...&sel=...&n=...``) of the non-empty known keys."""
     items = [(k, str(params[k])) for k in KEYS if params.get(k) not in (None, "")]
@@ -60,9 +86,13 @@ def parse_search(search: str | None) -> dict[str, str]:
 
 
 def view_search(
-    color: Mapping[str, Any] | None, cells: Sequence[int] | None, n_cells: int | None
+    color: Mapping[str, Any] | None,
+    cells: Sequence[int] | None,
+    n_cells: int | None,
+    region: Mapping[str, Any] | None = None,
 ) -> str:
-    """The query string of a view: colour (omitted when default) and selection."""
+    """The query string of a view: colour (omitted when default) and selection (cell
+    positions, or a ``region`` on datasets shown as a subsample)."""
     params: dict[str, Any] = {}
     if color:
         feature, layer = color.get("feature"), color.get("layer") or "raw"
@@ -70,7 +100,10 @@ def view_search(
             params["color"] = feature
         if feature and layer != "raw":
             params["layer"] = layer
-    if cells and n_cells:
+    if region and n_cells:
+        params["region"] = encode_region(region)
+        params["n"] = n_cells
+    elif cells and n_cells:
         params["sel"] = encode_selection(cells, n_cells)
         params["n"] = n_cells
     return build_search(params)
@@ -85,17 +118,28 @@ def state_from_query(query: Mapping[str, Any], n_cells: int | None) -> dict[str,
     if query.get("color"):
         out["color"] = {"feature": str(query["color"]), "layer": str(query.get("layer") or "raw")}
     token = query.get("sel")
-    if token and n_cells:
+    if query.get("region") and n_cells:
         try:
-            raw_n = str(query.get("n") or n_cells).strip()
-            if not raw_n.isdigit():
-                msg = f"the link's cell count {raw_n!r} is not a number"
-                raise ValueError(msg)
-            n = int(raw_n)
-            if n != n_cells:
-                msg = f"the shared selection is for {n} cells; this dataset has {n_cells}"
-                raise ValueError(msg)
+            _check_n(query, n_cells)
+            out["region"] = decode_region(str(query["region"]))
+        except ValueError as err:
+            out["error"] = str(err)
+    elif token and n_cells:
+        try:
+            _check_n(query, n_cells)
             out["cells"] = decode_selection(str(token), n_cells)
         except ValueError as err:
             out["error"] = str(err)
     return out
+
+
+def _check_n(query: Mapping[str, Any], n_cells: int) -> None:
+    """``ValueError`` unless the link's ``n`` (when given) is this dataset's cell count."""
+    raw_n = str(query.get("n") or n_cells).strip()
+    if not raw_n.isdigit():
+        msg = f"the link's cell count {raw_n!r} is not a number"
+        raise ValueError(msg)
+    n = int(raw_n)
+    if n != n_cells:
+        msg = f"the shared selection is for {n} cells; this dataset has {n_cells}"
+        raise ValueError(msg)

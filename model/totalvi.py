@@ -493,10 +493,65 @@ class TotalVI:
         never applied, as in scvi-tools.
         """
         data = self._prepare_data(data)
+        rna_parts, pro_parts, cells = [], [], []
+        for idx, rna, pro in self.iter_normalized_expression(
+            data,
+            indices=indices,
+            transform_batch=transform_batch,
+            gene_list=gene_list,
+            protein_list=protein_list,
+            n_samples=n_samples,
+            library_size=library_size,
+            sample_protein_mixing=sample_protein_mixing,
+            scale_protein=scale_protein,
+            include_protein_background=include_protein_background,
+            return_mean=return_mean,
+            batch_size=batch_size,
+            seed=seed,
+        ):
+            rna_parts.append(rna)
+            pro_parts.append(pro)
+            cells.append(idx)
+        rna_out, pro_out = np.concatenate(rna_parts), np.concatenate(pro_parts)
+        if return_numpy or rna_out.ndim == 3:
+            return rna_out, pro_out
+        gi = self._feature_index(gene_list, self.var_names)
+        pi = self._feature_index(protein_list, self.protein_names)
+        obs_names = data.obs_names[np.concatenate(cells)]
+        return (
+            pd.DataFrame(rna_out, index=obs_names, columns=self.var_names[gi]),
+            pd.DataFrame(pro_out, index=obs_names, columns=self.protein_names[pi]),
+        )
+
+    def iter_normalized_expression(
+        self,
+        data: CiteSeqData | None = None,
+        *,
+        indices: np.ndarray | None = None,
+        transform_batch: BatchSpec = None,
+        gene_list: Sequence[str] | None = None,
+        protein_list: Sequence[str] | None = None,
+        n_samples: int = 1,
+        library_size: float | Literal["latent"] = 1.0,
+        sample_protein_mixing: bool = False,
+        scale_protein: bool = False,
+        include_protein_background: bool = False,
+        return_mean: bool = True,
+        batch_size: int = 256,
+        seed: int | None = 0,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """:meth:`get_normalized_expression` one minibatch at a time, for callers that must
+        not hold every cell at once: yields ``(cell positions, rna, protein)`` numpy arrays.
+
+        The draws are those of :meth:`get_normalized_expression` with the same arguments (one
+        random stream seeded once, minibatches in order), so concatenating the parts gives
+        its result bit for bit. The model stays in eval mode, under ``no_grad`` and on its
+        own forked random stream until the generator is exhausted or closed.
+        """
+        data = self._prepare_data(data)
         gi = self._feature_index(gene_list, self.var_names)
         pi = self._feature_index(protein_list, self.protein_names)
         codes = self._batch_codes(transform_batch)
-        rna_parts, pro_parts, cells = [], [], []
         with self._eval(seed):
             for idx, x, y, b in self._minibatches(data, indices, batch_size):
                 rna_acc = pro_acc = None
@@ -535,17 +590,7 @@ class TotalVI:
                     rna_acc, pro_acc = rna_acc.permute(1, 2, 0), pro_acc.permute(1, 2, 0)
                     if return_mean:
                         rna_acc, pro_acc = rna_acc.mean(-1), pro_acc.mean(-1)
-                rna_parts.append(rna_acc.cpu().numpy())
-                pro_parts.append(pro_acc.cpu().numpy())
-                cells.append(idx)
-        rna_out, pro_out = np.concatenate(rna_parts), np.concatenate(pro_parts)
-        if return_numpy or rna_out.ndim == 3:
-            return rna_out, pro_out
-        obs_names = data.obs_names[np.concatenate(cells)]
-        return (
-            pd.DataFrame(rna_out, index=obs_names, columns=self.var_names[gi]),
-            pd.DataFrame(pro_out, index=obs_names, columns=self.protein_names[pi]),
-        )
+                yield idx, rna_acc.cpu().numpy(), pro_acc.cpu().numpy()
 
     def get_protein_foreground_probability(
         self,

@@ -131,6 +131,11 @@ class ResultCache:
             self._memory.pop(key, None)
         self._disk.delete(key)
 
+    def forget(self, key: str) -> None:
+        """Drop one key from the in-process layer only (the next read re-validates disk)."""
+        with self._guard:
+            self._memory.pop(key, None)
+
     def forget_memory(self) -> None:
         """Empty the in-process layer only (next reads come from disk and are re-validated)."""
         with self._guard:

@@ -6,7 +6,7 @@ fix the dashboard's conventions: tables indexed by cell name, columns by feature
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,6 +40,56 @@ def denoised_expression(
         seed=seed,
     )
     return rna.astype(np.float32), pro.astype(np.float32)
+
+
+def denoised_chunks(
+    model: TotalVI,
+    data: CiteSeqData,
+    *,
+    chunk_cells: int = 4096,
+    n_samples: int = 5,
+    library_size: float = 1e4,
+    include_protein_background: bool = False,
+    seed: int = 0,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """:func:`denoised_expression` in chunks of cells: yields ``(first cell, rna, protein)``.
+
+    The values are bit for bit those of :func:`denoised_expression` (the model's minibatches
+    and random stream are the same; chunks only group minibatches). ``rna`` is a view of a
+    buffer reused for the next chunk: copy what must outlive the iteration step. Memory is
+    one ``chunk_cells x genes`` buffer, never ``cells x genes``.
+    """
+    chunk_cells = max(1, int(chunk_cells))
+    buffer: np.ndarray | None = None
+    pro_parts: list[np.ndarray] = []
+    filled = first = 0
+    for idx, rna, pro in model.iter_normalized_expression(
+        data,
+        n_samples=n_samples,
+        library_size=library_size,
+        include_protein_background=include_protein_background,
+        return_mean=True,
+        seed=seed,
+    ):
+        if buffer is None:
+            buffer = np.empty((max(chunk_cells, len(idx)), rna.shape[1]), dtype=np.float32)
+        if filled + len(idx) > buffer.shape[0]:
+            yield first, buffer[:filled], np.concatenate(pro_parts).astype(np.float32)
+            first, filled, pro_parts = first + filled, 0, []
+        buffer[filled : filled + len(idx)] = rna
+        pro_parts.append(pro)
+        filled += len(idx)
+    if buffer is not None and filled:
+        yield first, buffer[:filled], np.concatenate(pro_parts).astype(np.float32)
+
+
+def chunk_cells_for(
+    n_genes: int, *, budget_bytes: int = 64 * 1024**2, minibatch: int = 256
+) -> int:
+    """Cells per chunk so one ``cells x n_genes`` float32 chunk stays near ``budget_bytes``
+    (a multiple of the model's minibatch, at least one minibatch)."""
+    cells = budget_bytes // max(1, 4 * n_genes)
+    return max(minibatch, cells // minibatch * minibatch)
 
 
 def denoised_protein(

@@ -74,14 +74,72 @@ def write_h5mu(
     path: str | os.PathLike[str],
     **kwargs: Any,
 ) -> Path:
-    """Write :func:`build_mudata` to ``path`` (``.h5mu``); returns the path."""
+    """Write :func:`build_mudata` to ``path`` (``.h5mu``); returns the path.
+
+    With ``include_denoised_rna=True`` the ``rna`` layer ``denoised`` is streamed from the
+    stored gene blocks into the file by chunks of cells (:func:`write_denoised_rna_layer`),
+    never held whole; the file holds the same dataset ``build_mudata`` would write.
+    """
     out = Path(path)
     if out.suffix != ".h5mu":
         msg = f"{out}: the export file must end in .h5mu"
         raise ValueError(msg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    build_mudata(service, pair, **kwargs).write(str(out))
+    include_rna = bool(kwargs.pop("include_denoised_rna", False))
+    mdata = build_mudata(service, pair, **kwargs)
+    var_names = list(mdata["rna"].var_names)
+    mdata.write(str(out))
+    del mdata
+    if include_rna:
+        write_denoised_rna_layer(service, pair, out, var_names)
     return out
+
+
+def write_denoised_rna_layer(
+    service: AnalysisService,
+    pair: Pair,
+    path: str | os.PathLike[str],
+    var_names: list[str],
+) -> None:
+    """Add ``mod/rna/layers/denoised`` (cells x ``var_names``, float32, as anndata writes a
+    dense layer) to an ``.h5mu`` file, chunk of cells by chunk of cells from the blocks.
+
+    A block found corrupt is recomputed and the layer written again.
+    """
+    import h5py
+
+    from dashboard.backend.blocks import BlockCorrupt
+    from dashboard.backend.denoise import chunk_cells_for
+
+    for attempt in range(2):
+        manifest = service.denoised_rna_manifest(pair)
+        key = service.denoised_rna_key(pair)
+        index = {g: i for i, g in enumerate(manifest.columns)}
+        missing = [g for g in var_names if g not in index]
+        if missing:
+            raise KeyError(f"no denoised RNA for gene(s) {missing[:5]}")
+        order = np.asarray([index[g] for g in var_names], dtype=np.int64)
+        same_order = np.array_equal(order, np.arange(len(manifest.columns)))
+        with h5py.File(path, "r+") as f:
+            layers = f["mod/rna/layers"]
+            if "denoised" in layers:
+                del layers["denoised"]
+            ds = layers.create_dataset(
+                "denoised", shape=(manifest.n_cells, len(var_names)), dtype="float32"
+            )
+            ds.attrs["encoding-type"] = "array"
+            ds.attrs["encoding-version"] = "0.2.0"
+            try:
+                chunks = service.blocks.iter_cells(manifest, chunk_cells_for(len(order)))
+                for start, values in chunks:
+                    ds[start : start + len(values)] = values if same_order else values[:, order]
+            except BlockCorrupt:
+                del layers["denoised"]
+                if attempt:
+                    raise
+                service.blocks.invalidate(key, manifest)
+                continue
+        return
 
 
 def write_tables(

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from model.data import CiteSeqData
     from model.totalvi import TotalVI
 
-SCHEMA_VERSION = 1  # bump when the layout or meaning of any cached result changes
+SCHEMA_VERSION = 2  # bump when the layout or meaning of any cached result changes
 
 
 def dataset_fingerprint(data: CiteSeqData) -> str:

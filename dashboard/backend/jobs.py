@@ -13,7 +13,10 @@ its error message and writes nothing, so results from earlier runs stay intact.
 :meth:`JobRunner.submit_process` runs a job in a child process instead (``multiprocessing``
 spawn; training uses it so a stuck or runaway job can be killed like any process). The child
 records its pid in the job's record; a job whose process died (killed, out of memory) reads as
-failed, and the runner marks it failed once the process is gone.
+failed, and the runner marks it failed once the process is gone, with a readable one-line
+reason (``the training process 1234 ended unexpectedly (signal 9, SIGKILL: ...)``).
+Cancelling such a job asks the child to stop at its next check and terminates it when it has
+not ended ``cancel_grace`` seconds later.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
@@ -31,6 +35,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -162,15 +167,16 @@ class JobRegistry:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def read(self, job_id: str) -> JobInfo:
-        """The job's record; a running job whose process died reads as failed."""
+    def read(self, job_id: str, *, check_alive: bool = True) -> JobInfo:
+        """The job's record; a running job whose process died reads as failed (unless
+        ``check_alive`` is false: the record as stored)."""
         path = self._path(job_id)
         try:
             info = JobInfo.from_dict(json.loads(path.read_text()))
         except FileNotFoundError:
             msg = f"no job {job_id} in {self.directory}"
             raise JobNotFound(msg) from None
-        if not info.status.finished and not _alive(info.pid, info.host):
+        if check_alive and not info.status.finished and not _alive(info.pid, info.host):
             info = replace(
                 info,
                 status=JobStatus.FAILED,
@@ -181,7 +187,7 @@ class JobRegistry:
     def update(self, job_id: str, **changes: Any) -> JobInfo:
         """Read-modify-write one record (serialised within this process)."""
         with self._lock:
-            info = replace(self.read(job_id), **changes)
+            info = replace(self.read(job_id, check_alive=False), **changes)
             self.write(info)
             return info
 
@@ -211,15 +217,22 @@ class JobRunner:
         Where job records go.
     max_workers
         Jobs running at once (more wait in a queue).
+    cancel_grace
+        Seconds a cancelled :meth:`submit_process` job has to stop by itself before its
+        process is terminated.
     """
 
-    def __init__(self, registry: JobRegistry, *, max_workers: int = 2) -> None:
+    def __init__(
+        self, registry: JobRegistry, *, max_workers: int = 2, cancel_grace: float = 5.0
+    ) -> None:
         self.registry = registry
+        self.cancel_grace = cancel_grace
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="job")
         self._events: dict[str, threading.Event] = {}
         self._futures: dict[str, Future[Any]] = {}
         self._results: dict[str, Any] = {}
         self._processes: dict[str, multiprocessing.process.BaseProcess] = {}
+        self._process_jobs: set[str] = set()
 
     def submit(
         self,
@@ -270,6 +283,7 @@ class JobRunner:
         args: tuple[Any, ...] = (),
         *,
         params: dict[str, Any] | None = None,
+        cleanup: Callable[[], None] | None = None,
     ) -> str:
         """Queue ``target(ctx, *args)`` to run in a child process (``multiprocessing``
         spawn); returns the job id.
@@ -278,14 +292,18 @@ class JobRunner:
         picklable; its return value must be JSON-able and becomes the record's ``result``.
         The child's pid is recorded in the registry, so the job can be killed as a process;
         a killed job reads as failed and leaves nothing half-written (results are written
-        atomically). Progress, cancel and the queue work as for thread jobs.
+        atomically). Progress, cancel and the queue work as for thread jobs; a cancelled
+        child that has not stopped ``cancel_grace`` seconds later is terminated.
+        ``cleanup()`` runs here once the child has ended without success (failed, killed,
+        cancelled), e.g. to remove what it was writing when it died.
         """
         job_id = uuid.uuid4().hex
         event = threading.Event()
         self._events[job_id] = event
+        self._process_jobs.add(job_id)
         self.registry.write(JobInfo(id=job_id, kind=kind, params=_jsonable(params or {})))
         self._futures[job_id] = self._pool.submit(
-            self._run_process, job_id, target, tuple(args), event
+            self._run_process, job_id, target, tuple(args), event, cleanup
         )
         return job_id
 
@@ -295,6 +313,7 @@ class JobRunner:
         target: Callable[..., Any],
         args: tuple[Any, ...],
         event: threading.Event,
+        cleanup: Callable[[], None] | None = None,
     ) -> None:
         if event.is_set() or self.registry.cancel_requested(job_id):
             self.registry.update(
@@ -310,24 +329,62 @@ class JobRunner:
             name=f"job-{job_id[:8]}",
             daemon=True,
         )
-        proc.start()
-        self._processes[job_id] = proc
-        proc.join()
-        info = self.registry.read(job_id)
-        if not info.status.finished:  # died before recording an end (killed, crashed)
-            code = proc.exitcode
-            how = (
-                f"was killed ({signal.Signals(-code).name})"
-                if code is not None and code < 0 and -code in signal.valid_signals()
-                else f"exited with code {code}"
-            )
+        self.registry.update(job_id, message="starting its process")
+        try:
+            proc.start()
+        except Exception as err:  # e.g. arguments that do not pickle, no memory to fork
+            logger.exception("job %s: its process did not start", job_id)
             self.registry.update(
                 job_id,
                 status=JobStatus.FAILED,
-                error=f"the job's process {proc.pid} {how} before the job finished",
+                error=f"could not start the job's process ({type(err).__name__}: {err})",
                 message="failed",
                 finished=time.time(),
             )
+            return
+        self._processes[job_id] = proc
+        # wait on the sentinel, not waitpid, so a cancel's terminate() cannot race the reaping
+        multiprocessing.connection.wait([proc.sentinel])
+        proc.join()
+        info = self.registry.read(job_id, check_alive=False)
+        if not info.status.finished:  # died before recording an end (killed, crashed)
+            if self.registry.cancel_requested(job_id):
+                info = self.registry.update(
+                    job_id,
+                    status=JobStatus.CANCELLED,
+                    message="cancelled (its process was stopped)",
+                    finished=time.time(),
+                )
+            else:
+                info = self.registry.update(
+                    job_id,
+                    status=JobStatus.FAILED,
+                    error=_process_end(info.kind, proc.pid, proc.exitcode),
+                    message="failed",
+                    finished=time.time(),
+                )
+        if info.status != JobStatus.DONE and cleanup is not None:
+            try:
+                cleanup()
+            except Exception:
+                logger.exception("cleaning up after job %s failed", job_id)
+
+    def _stop_after_grace(self, job_id: str, future: Future[Any]) -> None:
+        """Terminate a cancelled job's process that has not stopped by itself in time."""
+        if wait_futures([future], timeout=self.cancel_grace).done:
+            return
+        proc = self._processes.get(job_id)
+        if proc is None or multiprocessing.connection.wait([proc.sentinel], timeout=0):
+            return  # still queued (it will not start) or already ended
+        logger.warning(
+            "job %s: process %s did not stop %g s after cancel; terminating it",
+            job_id,
+            proc.pid,
+            self.cancel_grace,
+        )
+        proc.terminate()
+        if not multiprocessing.connection.wait([proc.sentinel], timeout=3.0):
+            proc.kill()
 
     def process(self, job_id: str) -> multiprocessing.process.BaseProcess | None:
         """The child process of a :meth:`submit_process` job (``None`` before it starts)."""
@@ -339,11 +396,20 @@ class JobRunner:
 
     def cancel(self, job_id: str) -> JobInfo:
         """Request cancellation; a queued job never starts, a running one stops at its next
-        check. Returns the record as it is now."""
+        check (a process job's process is terminated if it has not stopped
+        ``cancel_grace`` seconds later). Returns the record as it is now."""
         self.registry.request_cancel(job_id)
         event = self._events.get(job_id)
         if event is not None:
             event.set()
+        future = self._futures.get(job_id)
+        if job_id in self._process_jobs and future is not None and not future.done():
+            threading.Thread(
+                target=self._stop_after_grace,
+                args=(job_id, future),
+                name=f"cancel-{job_id[:8]}",
+                daemon=True,
+            ).start()
         return self.registry.read(job_id)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobInfo:
@@ -451,6 +517,22 @@ def _process_main(
     """Entry point of a :meth:`JobRunner.submit_process` child."""
     registry = JobRegistry(directory)
     run_job(registry, job_id, lambda ctx: target(ctx, *args), result_json=lambda r: r)
+
+
+def _process_end(kind: str, pid: int | None, code: int | None) -> str:
+    """One readable line on a job process that ended before recording its end."""
+    what = "training" if kind == "train" else f"{kind} job's"
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        how = f"signal {-code}, {name}"
+        if -code == signal.SIGKILL:
+            how += ": killed from outside, e.g. for lack of memory"
+    else:
+        how = f"exit code {code}"
+    return f"the {what} process {pid} ended unexpectedly ({how})"
 
 
 def _is_cancel(err: BaseException) -> bool:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from dashboard.backend.blocks import BlockManifest, BlockStore
 from dashboard.backend.cache import ResultCache
 from dashboard.backend.errors import (
     BackendError,
@@ -89,6 +90,7 @@ class AnalysisService:
             memory_items=s.memory_items,
             lock_timeout=s.lock_timeout,
         )
+        self.blocks = BlockStore(self.cache, s.blocks_dir)
         self.jobs = JobRunner(JobRegistry(s.jobs_dir), max_workers=max_jobs)
         self._datasets: dict[str, CiteSeqData] = {}
         self._models: dict[tuple[str, str], TotalVI] = {}
@@ -244,8 +246,10 @@ class AnalysisService:
         """Train a TotalVI on ``dataset``, save it to ``out_dir``, register the pair.
 
         The checkpoint is written only after training succeeds (atomically), so a failed or
-        cancelled run leaves an earlier checkpoint in ``out_dir`` untouched. Cancellation
-        (``should_stop``) raises ``model.train.TrainingCancelled``.
+        cancelled run leaves an earlier checkpoint in ``out_dir`` untouched; a new
+        ``out_dir`` is written as a hidden sibling folder and renamed into place, so it never
+        exists half-written. Cancellation (``should_stop``) raises
+        ``model.train.TrainingCancelled``.
         """
         from model.totalvi import TotalVI
 
@@ -269,7 +273,17 @@ class AnalysisService:
 
         model.train(progress=on_epoch, should_stop=should_stop, **overrides)
         out = Path(out_dir)
-        model.save(out, overwrite=True)
+        if out.exists():
+            model.save(out, overwrite=True)
+        else:
+            staging = _staging_folder(out)
+            _discard_partial_checkpoint(out)  # a staging folder left by an earlier crash
+            model.save(staging)
+            try:
+                staging.rename(out)
+            except OSError:  # ``out`` appeared meanwhile: replace its checkpoint instead
+                model.save(out, overwrite=True)
+                _discard_partial_checkpoint(out)
         return self.add_model(dataset, model, path=str(out), name=out.name)
 
     # =================================================================== caching
@@ -444,38 +458,118 @@ class AnalysisService:
         *,
         progress: ProgressFn | None = None,
     ) -> pd.DataFrame:
-        """Denoised RNA (per 10k counts), cells x genes (all genes, or ``genes``)."""
-        full = self._denoised(pair, progress)[0]
-        if genes is None:
-            return full
-        missing = [g for g in genes if g not in full.columns]
-        if missing:
-            msg = f"unknown gene(s) {missing[:5]}"
-            raise InvalidSelection(msg)
-        return full[list(genes)]
+        """Denoised RNA (per 10k counts), cells x genes (all genes, or ``genes``).
+
+        Stored in blocks of genes (:meth:`denoised_rna_manifest`): asking for some genes
+        reads only their rows; ``genes=None`` assembles the whole table (small data; code
+        that needs every gene at scale reads block by block: ``self.blocks.read_block``, or
+        by chunks of cells: ``self.blocks.iter_cells``, as the ``.h5mu`` export does).
+        """
+        from dashboard.backend.blocks import read_with_retry
+
+        manifest = self.denoised_rna_manifest(pair, progress=progress)
+        if genes is not None:
+            known = set(manifest.columns)
+            missing = [g for g in genes if g not in known]
+            if missing:
+                msg = f"unknown gene(s) {missing[:5]}"
+                raise InvalidSelection(msg)
+        key = self._tls.last_key
+        values = read_with_retry(
+            self.blocks,
+            key,
+            lambda: self.denoised_rna_manifest(pair, progress=progress),
+            lambda m: self.blocks.read(m, None if genes is None else list(genes)),
+        )
+        self._tls.last_key = key
+        columns = pd.Index(list(manifest.columns) if genes is None else list(genes))
+        return pd.DataFrame(values, index=self._obs_names(pair), columns=columns)
+
+    def denoised_rna_manifest(
+        self, pair: Pair, *, progress: ProgressFn | None = None
+    ) -> BlockManifest:
+        """Compute (once) and return the manifest of the stored denoised RNA blocks.
+
+        One pass of the model over the cells in chunks writes gene blocks of
+        ``settings.denoise_block_genes`` genes (memory: one chunk of cells x genes, never
+        the whole table); the denoised protein comes out of the same pass and is stored
+        under its own key if missing. Cache key: kind ``"denoised_rna"``, params
+        ``{"n_samples", "library_size": 1e4, "seed"}``.
+        """
+        from dashboard.backend.denoise import chunk_cells_for, denoised_chunks
+
+        params = self._denoise_params()
+        key = self.denoised_rna_key(pair)
+        self._tls.last_key = key
+
+        def compute(open_writer: Any) -> None:
+            model, data = self.model(pair), self.dataset(pair)
+            genes = [str(g) for g in model.var_names]
+            writer = open_writer(data.n_cells, genes, self.settings.denoise_block_genes)
+            pro_parts = []
+            for first, rna, pro in denoised_chunks(
+                model, data, chunk_cells=chunk_cells_for(len(genes)), **params
+            ):
+                writer.write(rna)
+                pro_parts.append(pro)
+                if progress is not None:
+                    done = (first + len(rna)) / max(1, data.n_cells)
+                    progress(0.95 * done, f"denoised RNA: {first + len(rna)} cells")
+            pro_all = (
+                np.concatenate(pro_parts)
+                if pro_parts
+                else np.zeros((0, len(model.protein_names)), np.float32)
+            )
+            protein = pd.DataFrame(pro_all, index=data.obs_names, columns=model.protein_names)
+            self._denoised_protein(pair, computed=protein)
+
+        def on_wait() -> None:
+            if progress is not None:
+                progress(0.0, "waiting for another computation of denoised RNA")
+
+        manifest = self.blocks.manifest(key, compute, on_wait=on_wait)
+        self._tls.last_key = key
+        return manifest
+
+    def denoised_rna_key(self, pair: Pair) -> str:
+        """Cache key of the denoised RNA manifest (its blocks live under ``blocks_dir``)."""
+        return self.key("denoised_rna", pair, self._denoise_params())
 
     def denoised_protein(self, pair: Pair, *, progress: ProgressFn | None = None) -> pd.DataFrame:
         """Denoised protein (foreground rate), cells x proteins."""
-        return self._denoised(pair, progress)[1]
+        return self._denoised_protein(pair, progress=progress)
 
-    def _denoised(
-        self, pair: Pair, progress: ProgressFn | None = None
-    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        from dashboard.backend.denoise import denoised_expression, fill_unmeasured
-
-        params = {
+    def _denoise_params(self) -> dict[str, Any]:
+        return {
             "n_samples": self.settings.denoise_n_samples,
             "library_size": 1e4,
             "seed": self.settings.seed,
         }
+
+    def _denoised_protein(
+        self,
+        pair: Pair,
+        *,
+        computed: pd.DataFrame | None = None,
+        progress: ProgressFn | None = None,
+    ) -> pd.DataFrame:
+        """Cached denoised protein (kind ``"denoised_protein"``, params ``{"n_samples",
+        "seed"}`` plus ``"unmeasured": "predicted"`` when some cells lack proteins).
+
+        ``computed``: the protein table of a denoised-RNA pass (same draws as a protein-only
+        pass), stored if the key is missing instead of running the model again.
+        """
+        from dashboard.backend.denoise import denoised_protein, fill_unmeasured
+
+        params = {"n_samples": self.settings.denoise_n_samples, "seed": self.settings.seed}
         predicted = self._predicts_unmeasured(pair)
         key_params = {**params, "unmeasured": "predicted"} if predicted else params
 
-        def compute() -> tuple[pd.DataFrame, pd.DataFrame]:
+        def compute() -> pd.DataFrame:
             model, data = self.model(pair), self.dataset(pair)
-            rna, pro = denoised_expression(model, data, **params)
+            pro = denoised_protein(model, data, **params) if computed is None else computed
             if not predicted:
-                return rna, pro
+                return pro
 
             def predict(cells: np.ndarray, batches: list[int], proteins: list[str]) -> Any:
                 return model.get_normalized_expression(
@@ -489,9 +583,9 @@ class AnalysisService:
                     seed=params["seed"],
                 )[1]
 
-            return rna, fill_unmeasured(pro, model, data, predict)
+            return fill_unmeasured(pro, model, data, predict)
 
-        return self._cached("denoised", pair, key_params, compute, progress)
+        return self._cached("denoised_protein", pair, key_params, compute, progress)
 
     def _predicts_unmeasured(self, pair: Pair) -> bool:
         """True if some cells of the dataset lack proteins (a mapped query without those
@@ -695,6 +789,7 @@ class AnalysisService:
             ("latent", lambda: self.latent(pair)),
             ("umap", lambda: self.umap(pair)),
             ("clusters", lambda: self.clusters(pair)),
+            ("denoised_rna", lambda: self.denoised_rna_manifest(pair)),
             ("denoised", lambda: self.denoised_protein(pair)),
             ("cell_types", lambda: self.cell_types(pair)),
             ("foreground", lambda: self.foreground_probability(pair)),
@@ -751,15 +846,21 @@ class AnalysisService:
 
         With ``process=True`` training runs in a child process (spawn) whose pid is in the
         job's record, so it can be killed like any process; the dataset must then have been
-        opened from a file (the child reads it again) and ``kwargs`` must be picklable.
+        opened from a file (the child reads it again) and ``kwargs`` must be picklable. If
+        the child dies, what it was writing under ``out_dir`` is removed.
         """
         params = {"dataset": dataset.to_dict(), **{k: _describe(v) for k, v in kwargs.items()}}
         if process:
             if dataset.path is None:
                 msg = "training in a separate process needs a dataset opened from a file"
                 raise InvalidSelection(msg)
+            out_dir = kwargs.get("out_dir")
             return self.jobs.submit_process(
-                "train", train_in_process, (self.settings, dataset, kwargs), params=params
+                "train",
+                train_in_process,
+                (self.settings, dataset, kwargs),
+                params=params,
+                cleanup=None if out_dir is None else lambda: _discard_partial_checkpoint(out_dir),
             )
 
         def run(ctx: JobContext) -> Pair:
@@ -881,10 +982,39 @@ def train_in_process(
     (atomically) and return the new pair as a dict (the job's ``result``)."""
     service = AnalysisService(settings, max_jobs=1)
     try:
-        pair = service.train(dataset, progress=ctx.progress, should_stop=ctx.cancelled, **kwargs)
+        ctx.progress(0.0, "reading the dataset")
+        service.dataset(dataset)
+        ctx.check()
+        pair = service.train(
+            dataset,
+            progress=lambda f, m: ctx.progress(0.02 + 0.98 * f, m),
+            should_stop=ctx.cancelled,
+            **kwargs,
+        )
         return pair.to_dict()
     finally:
         service.close()
+
+
+def _staging_folder(out: Path) -> Path:
+    """Hidden sibling of ``out`` where a new checkpoint is written before it is renamed."""
+    return out.parent / f".{out.name}.partial-{os.getpid()}"
+
+
+def _discard_partial_checkpoint(out_dir: str | os.PathLike[str]) -> None:
+    """Remove what an interrupted save left for ``out_dir``: its staging folders, and
+    temporary files in ``out_dir`` itself (which is removed when that leaves it empty)."""
+    import shutil
+
+    out = Path(out_dir)
+    if out.parent.is_dir():
+        for staging in out.parent.glob(f".{out.name}.partial-*"):
+            shutil.rmtree(staging, ignore_errors=True)
+    if out.is_dir():
+        for tmp in out.glob(".model.*.tmp"):
+            tmp.unlink(missing_ok=True)
+        if not any(out.iterdir()):
+            out.rmdir()
 
 
 def _describe(value: Any) -> Any:

@@ -31,9 +31,10 @@ class Settings:
     model_dir
         Folder of model checkpoints (relative model names are resolved against it).
     cache_dir
-        Root of the cache: ``results/`` (diskcache of computed results), ``jobs/`` (job
-        registry), ``locks/`` (per-key file locks) and ``callbacks/`` (Dash background
-        callbacks). Gitignored under ``data/cache/`` by default.
+        Root of the cache: ``results/`` (diskcache of computed results), ``blocks/`` (gene
+        blocks of denoised RNA), ``jobs/`` (job registry), ``locks/`` (per-key file locks)
+        and ``callbacks/`` (Dash background callbacks). Gitignored under ``data/cache/`` by
+        default.
     cache_size_limit
         Bytes the results cache may use before it evicts entries.
     eviction_policy
@@ -52,6 +53,8 @@ class Settings:
         kNN graph size and Leiden resolution for clusters.
     denoise_n_samples
         Posterior samples averaged for denoised expression and foreground probability.
+    denoise_block_genes
+        Genes per stored block of denoised RNA (reading one gene reads one row of one block).
     de_n_samples, de_delta, de_fdr, de_z_samples_per_cell
         Bayesian DE settings (scvi-tools defaults: 5000 paired draws, delta 0.25, FDR 0.05).
     n_posterior_samples
@@ -64,6 +67,13 @@ class Settings:
         Largest dataset upload the Model page accepts (refused before anything is stored).
     auth_file
         Credentials file (``user:hash`` lines) enabling HTTP basic auth on every route.
+    train_in_process
+        Train in a separate process (the Model page): it can be cancelled or killed like any
+        process, and a crash or out-of-memory kill leaves the server and the active model as
+        they were. ``False`` trains on a worker thread of the server instead.
+    max_points
+        Most cells a cell view (UMAP, linked view) plots; larger datasets show a seeded
+        subsample stratified by cell type, while selections still cover every cell.
     """
 
     data_dir: Path = REPO_ROOT / "data"
@@ -80,6 +90,7 @@ class Settings:
     n_neighbors: int = 15
     leiden_resolution: float = 1.0
     denoise_n_samples: int = 5
+    denoise_block_genes: int = 256
     de_n_samples: int = 5000
     de_delta: float = 0.25
     de_fdr: float = 0.05
@@ -89,14 +100,22 @@ class Settings:
     redis_url: str | None = None
     max_upload_bytes: int = 500 * 1024**2
     auth_file: Path | None = None
+    train_in_process: bool = True
+    max_points: int = 200_000
 
     def __post_init__(self) -> None:
         for name in ("data_dir", "model_dir", "cache_dir"):
             object.__setattr__(self, name, Path(getattr(self, name)).expanduser())
         if self.auth_file is not None:
             object.__setattr__(self, "auth_file", Path(self.auth_file).expanduser())
+        if self.denoise_block_genes <= 0:
+            msg = f"denoise_block_genes must be positive, got {self.denoise_block_genes}"
+            raise ValueError(msg)
         if self.max_upload_bytes <= 0:
             msg = f"max_upload_bytes must be positive, got {self.max_upload_bytes}"
+            raise ValueError(msg)
+        if self.max_points <= 0:
+            msg = f"max_points must be positive, got {self.max_points}"
             raise ValueError(msg)
         if self.cache_size_limit <= 0:
             msg = f"cache_size_limit must be positive, got {self.cache_size_limit}"
@@ -110,6 +129,11 @@ class Settings:
     def results_dir(self) -> Path:
         """diskcache folder of computed results."""
         return self.cache_dir / "results"
+
+    @property
+    def blocks_dir(self) -> Path:
+        """Block files of large tables (denoised RNA); their manifests are in results."""
+        return self.cache_dir / "blocks"
 
     @property
     def jobs_dir(self) -> Path:

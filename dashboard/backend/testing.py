@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -125,6 +125,14 @@ def count_compute_worker(
     value = cache.get_or_compute(key, compute)
     Path(out_path).write_text(repr(value["value"]))
     cache.close()
+
+
+def deaf_to_cancel(ctx: Any, seconds: float) -> str:
+    """Process-job target that never checks for cancellation (it sleeps ``seconds``), for
+    tests that a cancelled job's process is terminated."""
+    ctx.progress(0.5, "sleeping, deaf to cancel")
+    time.sleep(seconds)
+    return "woke up"
 
 
 def write_small_pbmc(path: Path) -> Path:

@@ -4,6 +4,7 @@ app, but not this one, which it skips because of the leading underscore)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -13,7 +14,7 @@ import numpy as np
 from dash import Patch, ctx, html
 from dash.exceptions import MissingCallbackContextException
 
-from dashboard import components, figures, queries
+from dashboard import components, figures, overview, queries
 from dashboard.backend.errors import BackendError
 from dashboard.queries import ColorSpec, FeatureCatalog
 from dashboard.state import NotReady, get_state
@@ -74,7 +75,7 @@ def initial_color(
 
 def link_state(query: Mapping[str, Any], service: AnalysisService, pair: Pair) -> dict:
     """The page-local store's content: cells of a shared link (or why they don't fit)."""
-    if not query.get("sel"):
+    if not (query.get("sel") or query.get("region")):
         return {}
     out = state_from_query(query, service.dataset(pair).n_cells)
     out.pop("color", None)
@@ -103,26 +104,33 @@ _hover_lock = threading.Lock()
 
 
 def hover_text(service: AnalysisService, pair: Pair) -> list[str]:
-    """Base hover text of every cell (id, type, batch), memoised per pair."""
+    """Base hover text of every plotted cell (id, type, batch), memoised per pair."""
+    key = f"{pair.id}@{service.settings.max_points}"
     with _hover_lock:
-        if pair.id in _hover_cache:
-            return _hover_cache[pair.id]
+        if key in _hover_cache:
+            return _hover_cache[key]
     data = service.dataset(pair)
-    text = figures.cell_hover_text(
-        [str(c) for c in data.obs_names], queries.hover_columns(service, pair)
-    )
+    shown = overview.shown_cells(service, pair)
+    names = data.obs_names if shown is None else data.obs_names[shown]
+    columns = queries.hover_columns(service, pair)
+    if shown is not None:
+        columns = {k: np.asarray(v)[shown] for k, v in columns.items()}
+    text = figures.cell_hover_text([str(c) for c in names], columns)
     with _hover_lock:
-        _hover_cache[pair.id] = text
+        _hover_cache[key] = text
         while len(_hover_cache) > 4:
             _hover_cache.popitem(last=False)
     return text
 
 
 def color_parts(
-    service: AnalysisService, pair: Pair, spec: ColorSpec
+    service: AnalysisService, pair: Pair, spec: ColorSpec, shown: np.ndarray | None = None
 ) -> tuple[dict[str, Any], str, list[str] | None, queries.ColorData]:
-    """Marker, hover template and per-cell hover labels of a colouring."""
+    """Marker, hover template and per-cell hover labels of a colouring (of the ``shown``
+    cells only when given; the returned ``ColorData`` then holds their values)."""
     cd = queries.color_data(service, pair, spec)
+    if shown is not None:
+        cd = dataclasses.replace(cd, values=np.asarray(cd.values)[shown])
     marker = figures.color_marker(
         cd.values,
         categorical=cd.categorical,
@@ -140,7 +148,19 @@ def color_parts(
 
 
 def valid_cells(selection: Mapping[str, Any] | None, n_cells: int) -> list[int] | None:
-    """The selected cell positions if they fit this dataset, else ``None``."""
+    """The selected cell positions if they fit this dataset, else ``None``.
+
+    A region selection (lasso or box on a subsampled view) is resolved against every cell
+    of the active dataset.
+    """
+    if selection and selection.get("region"):
+        try:
+            service, pair = active()
+            if service.dataset(pair).n_cells != n_cells:
+                return None
+            return overview.region_cells(service, pair, selection["region"]).tolist() or None
+        except BackendError:
+            return None
     if not selection or not selection.get("cells"):
         return None
     cells = [int(c) for c in selection["cells"]]
@@ -160,9 +180,22 @@ def cell_figure(
     title: str,
     axis_titles: tuple[str, str] = ("UMAP 1", "UMAP 2"),
     labels_on_data: bool = False,
+    view: Mapping[str, Any] | None = None,
 ) -> go.Figure:
-    """A cell view (one point per cell, dataset order) coloured by ``spec``."""
-    marker, template, labels, cd = color_parts(service, pair, spec)
+    """A cell view (one point per cell, dataset order) coloured by ``spec``.
+
+    Above ``max_points`` cells only the overview subsample is plotted (``customdata`` =
+    cell positions, ``selected`` mapped onto it) over a density image of all cells, and
+    ``layout.meta`` names the ``view``
+    (``{"view": "umap"}`` or the linked view's axes) so a lasso becomes a region of it.
+    """
+    shown = overview.shown_cells(service, pair)
+    marker, template, labels, cd = color_parts(service, pair, spec, shown)
+    density = None
+    if shown is not None:  # where every cell is, under the plotted sample
+        density = figures.density_heatmap(x, y)
+        x, y = np.asarray(x)[shown], np.asarray(y)[shown]
+        selected = overview.shown_positions(shown, selected)
     annotations = []
     if labels_on_data and cd.categorical and spec.feature == "obs:cell_type":
         annotations = figures.category_annotations(x, y, cd.values)
@@ -177,6 +210,9 @@ def cell_figure(
         title=title,
         axis_titles=axis_titles,
         annotations=annotations,
+        cells=shown,
+        meta=overview.view_meta(service, pair, view or {"view": "umap"}),
+        density=density,
     )
 
 
@@ -199,6 +235,7 @@ def umap_figure(
         selected=selected,
         title=title,
         labels_on_data=True,
+        view={"view": "umap"},
     )
 
 
@@ -207,7 +244,8 @@ def recolor_patch(
 ) -> Patch:
     """Only what a recolour changes: the marker (typed-array colours, scale, colour bar),
     the hover template, the hover labels of categories and the on-data labels."""
-    marker, template, labels, cd = color_parts(service, pair, spec)
+    shown = overview.shown_cells(service, pair)
+    marker, template, labels, cd = color_parts(service, pair, spec, shown)
     patch = Patch()
     patch["data"][0]["marker"] = marker
     patch["data"][0]["hovertemplate"] = template
@@ -216,17 +254,22 @@ def recolor_patch(
         annotations = []
         if cd.categorical and spec.feature == "obs:cell_type":
             xy = service.umap(pair)
-            annotations = figures.category_annotations(
-                xy["UMAP1"].to_numpy(), xy["UMAP2"].to_numpy(), cd.values
-            )
+            x, y = xy["UMAP1"].to_numpy(), xy["UMAP2"].to_numpy()
+            if shown is not None:
+                x, y = x[shown], y[shown]
+            annotations = figures.category_annotations(x, y, cd.values)
         patch["layout"]["annotations"] = annotations
     return patch
 
 
-def selection_patch(cells: Sequence[int] | None, *, clear_outline: bool) -> Patch:
-    """Highlight ``cells`` (``None``: show all cells at full opacity)."""
+def selection_patch(
+    cells: Sequence[int] | None, *, clear_outline: bool, shown: np.ndarray | None = None
+) -> Patch:
+    """Highlight ``cells`` (``None``: show all cells at full opacity); on a subsampled view
+    (``shown``: the plotted cells) only the plotted ones among them."""
     patch = Patch()
-    patch["data"][0]["selectedpoints"] = list(cells) if cells is not None else None
+    points = overview.shown_positions(shown, cells) if cells is not None else None
+    patch["data"][0]["selectedpoints"] = points
     if clear_outline:
         patch["layout"]["selections"] = []
     return patch
@@ -279,6 +322,11 @@ def groups_from_selection_stores(
         out["__current__"] = cells
     for name, item in ((saved or {}).get(dataset_id) or {}).items():
         try:
+            if isinstance(item, Mapping) and item.get("region"):
+                region_cells = valid_cells({"region": item["region"]}, n_cells)
+                if region_cells:
+                    out[f"saved:{name}"] = region_cells
+                continue
             out[f"saved:{name}"] = decode_selection(str(item["token"]), n_cells)
         except (ValueError, KeyError, TypeError):
             continue

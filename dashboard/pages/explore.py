@@ -2,7 +2,9 @@
 
 Colouring changes send only a ``Patch`` of the marker; a lasso or box selection in either
 view becomes the app's selection store (in the browser) and every view highlights the same
-cells through ``selectedpoints``.
+cells through ``selectedpoints``. Above ``max_points`` cells the views plot a stratified
+sample and a lasso or box is stored as a region that the server resolves against every cell
+(:mod:`dashboard.overview`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dash import (
     no_update,
 )
 
-from dashboard import components, figures, ids, queries
+from dashboard import components, figures, ids, overview, queries
 from dashboard.backend.errors import BackendError
 from dashboard.pages import _shared as sh
 from dashboard.queries import ColorSpec
@@ -62,6 +64,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
         queries.search_features(catalog, ""), catalog, spec.feature
     )
     data = service.dataset(pair)
+    note = overview.overview_note(service, pair)
     return html.Div(
         [
             components.page_header(
@@ -108,12 +111,14 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                         "Latent space (UMAP)",
                         ids.EXPLORE_UMAP,
                         height=sh.UMAP_HEIGHT,
-                        subtitle="Lasso or box-select cells; double-click to clear.",
+                        subtitle=(f"{note} " if note else "")
+                        + "Lasso or box-select cells; double-click to clear.",
                     ),
                     components.graph_card(
                         "Linked view",
                         ids.EXPLORE_LINKED,
                         height=sh.UMAP_HEIGHT - 52,
+                        subtitle=note,
                         controls=[
                             dcc.RadioItems(
                                 id=ids.EXPLORE_LINKED_KIND,
@@ -229,7 +234,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
 def _selected(selection: dict | None, page_state: dict | None, n_cells: int, initial: bool):
     """Cells to highlight when a view is built: a shared link's on first build, else the
     selection store's."""
-    if initial and page_state and page_state.get("cells"):
+    if initial and page_state and (page_state.get("cells") or page_state.get("region")):
         return sh.valid_cells(page_state, n_cells)
     return sh.valid_cells(selection, n_cells)
 
@@ -311,8 +316,18 @@ def build_linked(
         spec = ColorSpec.from_state({"feature": feature, "layer": layer})
         n = service.dataset(pair).n_cells
         cells = _selected(selection, page_state, n, sh.triggered() is None)
+        view = {"view": "linked", "kind": kind, "x": x, "y": y or x}
+        view["layer"] = linked_layer or "denoised"
         return sh.cell_figure(
-            service, pair, spec, x=xv, y=yv, selected=cells, title=title, axis_titles=axes
+            service,
+            pair,
+            spec,
+            x=xv,
+            y=yv,
+            selected=cells,
+            title=title,
+            axis_titles=axes,
+            view=view,
         )
     except BackendError as err:
         return sh.error_figure(err)
@@ -394,9 +409,10 @@ def highlight(selection: dict | None) -> tuple:
     service, pair = sh.active()
     cells = sh.valid_cells(selection, service.dataset(pair).n_cells)
     source = (selection or {}).get("source")
+    shown = overview.shown_cells(service, pair)
     return (
-        sh.selection_patch(cells, clear_outline=source != ids.EXPLORE_UMAP),
-        sh.selection_patch(cells, clear_outline=source != ids.EXPLORE_LINKED),
+        sh.selection_patch(cells, clear_outline=source != ids.EXPLORE_UMAP, shown=shown),
+        sh.selection_patch(cells, clear_outline=source != ids.EXPLORE_LINKED, shown=shown),
     )
 
 
@@ -459,7 +475,11 @@ def save_selection(
     saved = dict(saved or {})
     mine = dict(saved.get(pair.dataset.id) or {})
     label = (name or "").strip() or f"selection {len(mine) + 1}"
-    mine[label] = {"token": encode_selection(cells, n), "n": len(cells)}
+    if (selection or {}).get("region"):  # a region on a subsampled view: kept as its shape
+        region = overview.clean_region(selection["region"])
+        mine[label] = {"region": region, "n": len(cells)}
+    else:
+        mine[label] = {"token": encode_selection(cells, n), "n": len(cells)}
     saved[pair.dataset.id] = mine
     note = components.alert(f"Saved “{label}” ({len(cells):,} cells).", kind="success")
     return saved, "", note
@@ -520,6 +540,8 @@ def saved_selection(name: str, saved: dict | None) -> dict | None:
     item = ((saved or {}).get(pair.dataset.id) or {}).get(name)
     if not item:
         return None
+    if item.get("region"):
+        return {"region": item["region"], "source": "saved", "dataset": pair.dataset.id}
     cells = decode_selection(item["token"], service.dataset(pair).n_cells)
     return {"cells": cells, "source": "saved", "dataset": pair.dataset.id}
 

@@ -324,35 +324,27 @@ def train_job(
     n_latent: int,
     max_epochs: int,
 ) -> str:
-    """Submit: read the dataset with its batch key, train, save under the model folder."""
+    """Read the dataset with its batch key here (a bad file or key raises at once), then
+    submit its training, saved under the model folder.
+
+    With ``settings.train_in_process`` (the default) training runs in a child process whose
+    pid is in the job's record: cancel stops it at the next step (or terminates it), and a
+    crash or kill leaves this server, the active model and the cache as they were.
+    """
+    dataset = service.open_dataset(path, batch_key=batch_key)
+    get_state().set_dataset(dataset)
     stem = Path(path).name.split(".")[0] or "model"
-    out = service.settings.model_dir / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-    def run(ctx: JobContext) -> Pair:
-        ctx.progress(0.0, "reading the dataset")
-        dataset = service.open_dataset(path, batch_key=batch_key)
-        get_state().set_dataset(dataset)
-        ctx.check()
-        return service.train(
-            dataset,
-            out_dir=out,
-            n_latent=n_latent,
-            max_epochs=max_epochs,
-            progress=lambda f, m: ctx.progress(0.02 + 0.98 * f, m),
-            should_stop=ctx.cancelled,
-        )
-
-    return service.jobs.submit(
-        "train",
-        run,
-        params={
-            "path": path,
-            "batch_key": batch_key,
-            "n_latent": n_latent,
-            "max_epochs": max_epochs,
-            "out": str(out),
-        },
-        result_json=lambda pair: pair.to_dict(),
+    name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = service.settings.model_dir / name, 1
+    while out.exists():  # two trainings started in the same second keep both models
+        n += 1
+        out = service.settings.model_dir / f"{name}-{n}"
+    return service.submit_train(
+        dataset,
+        process=service.settings.train_in_process,
+        out_dir=str(out),
+        n_latent=n_latent,
+        max_epochs=max_epochs,
     )
 
 
@@ -469,12 +461,16 @@ def poll_model_job(_n: int | None, job: dict | None) -> tuple:
     info = sh.job_info(job)
     if info is None or job is None:
         return [], True, no_update, no_update, True
+    if info.status == "failed":  # a killed process: the runner's reason comes a moment later
+        info = get_state().service.wait(str(job["job"]), timeout=2.0)
     progress, finished, error = sh.job_view(info)
     kind = job.get("kind")
     if error:
         what = {"train": "Training", "load": "Loading"}.get(kind, "Preparing")
-        kind_ = "info" if error == "cancelled" else "warning"
-        return [], True, None, components.alert(f"{what}: {error}", kind=kind_), True
+        if error == "cancelled":
+            return [], True, None, components.alert(f"{what}: cancelled", kind="info"), True
+        alert = components.alert(f"{what} failed: {components.one_line(error)}", kind="warning")
+        return [], True, None, alert, True
     if not finished:
         label = {"train": "Training", "load": "Loading", "prepare": "Preparing results"}[kind]
         return [html.B(label), *progress], False, no_update, no_update, False
@@ -506,7 +502,12 @@ def on_cancel(n_clicks: int | None, job: dict | None) -> Any:
     """Cancel the running training, loading or preparation."""
     if not n_clicks or not job or not job.get("job"):
         return no_update
-    get_state().service.cancel(str(job["job"]))
+    service = get_state().service
+    service.cancel(str(job["job"]))
+    if job.get("kind") == "train" and service.settings.train_in_process:
+        return components.notice(
+            "Cancelling… (training stops at the next step; its process is ended if it does not)"
+        )
     return components.notice("Cancelling… (training stops at the next step)")
 
 

@@ -62,9 +62,12 @@ def _require_browser() -> None:
 
 
 @pytest.fixture(scope="module")
-def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+def dashboard(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Dashboard]:
     """The dashboard over a prepared small model, served on a free local port (module
-    scope: its service and state are process-wide while it runs, and reset after)."""
+    scope: its service and state are process-wide while it runs, and reset after). A test
+    module's ``DASHBOARD_SETTINGS`` dict (e.g. ``{"max_points": 300}``) adds settings."""
     _require_browser()
     from werkzeug.serving import make_server
 
@@ -77,7 +80,12 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
 
     data, model = trained_pbmc(**SLICE)
     root = tmp_path_factory.mktemp("browser")
-    settings = Settings(cache_dir=root / "cache", model_dir=root / "models", de_n_samples=1000)
+    settings = Settings(
+        cache_dir=root / "cache",
+        model_dir=root / "models",
+        de_n_samples=1000,
+        **getattr(request.module, "DASHBOARD_SETTINGS", {}),
+    )
     service = AnalysisService(settings)
     pair = service.add_model(service.add_dataset(data, name="pbmc slice"), model)
     state = ActiveState(service, warm=True)

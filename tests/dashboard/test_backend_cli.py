@@ -49,7 +49,7 @@ def test_precompute_fills_cache_then_computes_nothing(files, capsys) -> None:
     argv += ["--batch-key", "batch", "--cache-dir", str(cache)]
     assert run(argv) == 0
     out = capsys.readouterr()
-    assert "9 results ready" in out.out
+    assert "10 results ready" in out.out
     assert "precompute" in out.err  # the tqdm bar
     assert run(argv) == 0
     assert "(0 computed" in capsys.readouterr().out
@@ -72,7 +72,7 @@ def test_export_writes_h5mu_and_tables(files, capsys) -> None:
     out = files["root"] / "export" / "pbmc.h5mu"
     tables = files["root"] / "tables"
     argv = ["export", str(files["data"]), "--model", str(files["model"]), "--out", str(out)]
-    argv += ["--tables", str(tables), "--batch-key", "batch"]
+    argv += ["--tables", str(tables), "--batch-key", "batch", "--denoised-rna"]
     argv += ["--cache-dir", str(files["root"] / "cache")]
     assert run(argv) == 0
     capsys.readouterr()
@@ -82,6 +82,9 @@ def test_export_writes_h5mu_and_tables(files, capsys) -> None:
     assert mdata.obsm["X_totalvi"].shape == (data.n_cells, model.config.n_latent)
     assert mdata.obsm["X_umap"].shape == (data.n_cells, 2)
     assert mdata["protein"].layers["denoised"].shape == (data.n_cells, 14)
+    den = mdata["rna"].layers["denoised"]  # streamed from the gene blocks
+    assert den.shape == (data.n_cells, data.n_genes) and den.dtype == np.float32
+    np.testing.assert_allclose(den.sum(1), 1e4, rtol=1e-3)  # per 10k counts
     fg = mdata["protein"].layers["foreground_probability"]
     assert fg.min() >= 0 and fg.max() <= 1
     assert mdata.obs["cell_type"].nunique() == mdata.obs["leiden"].nunique() > 3

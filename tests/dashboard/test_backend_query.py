@@ -21,6 +21,7 @@ import pytest
 
 from dashboard import queries
 from dashboard.backend.errors import DatasetNotFound, ModelDataMismatch
+from dashboard.backend.fingerprint import SCHEMA_VERSION
 from dashboard.backend.query import (
     CONFIDENCE_COLUMN,
     DATASET_COLUMN,
@@ -191,7 +192,8 @@ def test_mapping_again_is_read_from_the_cache(env, mapped) -> None:
     assert env.service.cache.stats.computed == before
     assert again.pair == mapped.result.pair
     assert again.cache_key == mapped.result.cache_key
-    assert again.cache_key.startswith(f"query_map/v1/{env.pair.dataset.fingerprint}/")
+    prefix = f"query_map/v{SCHEMA_VERSION}/{env.pair.dataset.fingerprint}/"
+    assert again.cache_key.startswith(prefix)
 
 
 def test_query_with_half_the_proteins_keeps_the_measured_ones(env) -> None:

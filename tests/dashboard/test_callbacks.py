@@ -614,7 +614,7 @@ def test_loading_a_bad_checkpoint_is_a_readable_alert(env, what) -> None:
     _, interval_off, new_store, alert, _ = env.model.poll_model_job(1, store)
     assert (interval_off, new_store) == (True, None)
     message = assert_one_line_alert(alert, kind="warning")
-    assert message.startswith("Loading: ")
+    assert message.startswith("Loading failed: ")
     assert Path(checkpoint).name in message
     assert env.state.pair == env.pair
 

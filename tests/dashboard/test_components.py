@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboard.components import alert, progress_children
+from dashboard.components import alert, one_line, progress_children
 
 
 def test_alert_shows_a_multi_line_error_as_one_line() -> None:
@@ -24,3 +24,12 @@ def test_progress_is_clamped_to_the_bar() -> None:
         assert track.children.style == {"width": width}
         assert label.children == text
     assert progress_children(0.426)[1].children == "43%"
+
+
+def test_job_errors_fold_to_one_line_and_tracebacks_to_their_exception() -> None:
+    assert one_line("model.pt: not readable (A load persistent id,\nbut none)\n") == (
+        "model.pt: not readable (A load persistent id, but none)"
+    )
+    tb = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad key'
+    assert one_line(tb) == "ValueError: bad key"
+    assert one_line("") == ""

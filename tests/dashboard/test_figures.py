@@ -236,6 +236,21 @@ def test_cell_scatter_is_one_webgl_trace_in_dataset_order(cells) -> None:
     assert layout.title.text == "UMAP"
     assert layout.xaxis.title.text == "UMAP 1"
     assert layout.yaxis.scaleanchor is None
+    assert layout.meta is None  # all cells plotted: no overview
+
+
+def test_cell_scatter_of_a_subsample_carries_cell_positions_and_meta(cells) -> None:
+    marker = figures.color_marker(cells["value"][::4], categorical=False, title="CD4")
+    shown = np.arange(0, 40, 4)
+    meta = {"overview": {"view": {"view": "umap"}, "shown": 10, "n_cells": 40}}
+    fig = figures.cell_scatter_figure(
+        cells["x"][shown], cells["y"][shown], marker=marker, cells=shown, meta=meta, selected=[1]
+    )
+    trace = fig.data[0]
+    assert len(trace.x) == 10
+    assert list(trace.customdata) == shown.tolist()  # point i is cell shown[i]
+    assert list(trace.selectedpoints) == [1]
+    assert fig.layout.meta == meta
 
 
 def test_cell_scatter_highlights_the_selection(cells) -> None:
@@ -513,3 +528,17 @@ def test_volcano_labels_only_up_regulated_features() -> None:
     assert [a.text for a in fig.layout.annotations] == ["CD3E", "CD4", "ACTB"]
     down = de_table().assign(lfc_mean=lambda d: -d["lfc_mean"].abs())
     assert figures.volcano_figure(down, n_labels=8).layout.annotations == ()
+
+
+def test_density_heatmap_marks_bins_with_cells_and_ignores_nan() -> None:
+    x = np.array([0.0, 0.0, 0.0, 10.0, np.nan])
+    y = np.array([0.0, 0.0, 0.0, 10.0, 5.0])
+    trace = figures.density_heatmap(x, y, bins=4)
+    assert isinstance(trace, go.Heatmap)
+    z = np.asarray(trace.z)
+    assert z.shape == (4, 4) and z.dtype == np.uint8
+    assert z[0, 0] == 255 and 0 < z[3, 3] < 255  # log counts: 3 cells vs 1 cell
+    assert (z > 0).sum() == 2  # empty bins stay 0 (transparent)
+    assert trace.hoverinfo == "skip" and trace.showscale is False
+    empty = figures.density_heatmap([np.nan], [np.nan], bins=4)
+    assert np.asarray(empty.z).shape == (4, 4)

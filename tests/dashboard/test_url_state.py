@@ -180,3 +180,34 @@ def test_url_query_drops_a_selection_from_another_dataset() -> None:
         app_module.reset_stale_selection(token, {"cells": [1], "dataset": "aaa"})
         is app_module.no_update
     )
+
+
+# --------------------------------------------------------------- region (large datasets)
+def test_region_link_round_trip_is_short() -> None:
+    from dashboard.url_state import decode_region, encode_region
+
+    t = np.linspace(0, 2 * np.pi, 300, endpoint=False)
+    region = {
+        "view": "umap",
+        "lasso": [np.round(5 * np.cos(t), 4).tolist(), np.round(3 * np.sin(t), 4).tolist()],
+    }
+    assert decode_region(encode_region(region)) == region
+    search = view_search({"feature": "gene:CD3E", "layer": "raw"}, None, 1_000_000, region=region)
+    assert len(search) < 8000
+    state = open_link(search, 1_000_000)
+    assert state["region"] == region and "cells" not in state
+    assert "1000000 cells" in open_link(search, 999)["error"]
+    assert "damaged" in open_link("?region=abc&n=10", 10)["error"]
+    box = {"view": "umap", "box": [[0.0, 1.0], [2.0, 3.0]]}
+    assert "sel=" not in view_search(None, [1, 2], 10, region=box)  # the region wins
+
+
+def test_shell_seeds_and_shares_a_region_selection() -> None:
+    region = {"view": "umap", "box": [[0.0, 1.0], [2.0, 3.0]]}
+    selection, alert = app_module.seed_from_link({"region": region, "dataset": "abc"})
+    assert selection == {"region": region, "dataset": "abc", "source": "link"}
+    assert alert is app_module.no_update
+    token = {"dataset": "abc"}
+    assert app_module._valid_region(selection, token) == region
+    assert app_module._valid_region({**selection, "dataset": "other"}, token) is None
+    assert app_module._valid_region({"cells": [1]}, token) is None

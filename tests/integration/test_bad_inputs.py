@@ -538,11 +538,9 @@ def test_app_shows_a_readable_alert(case: Case, world, monkeypatch) -> None:
             with pytest.raises(BackendError) as err:
                 world.service.open_dataset(target, batch_key=case.batch_key, layer=case.layer)
             alerts.append(str(err.value))
-        elif case.batch_key is not None:  # chosen batch key is used when training starts
+        elif case.batch_key is not None:  # the page reads the data with it before training
             job, _, message, _ = page.on_train(1, str(target), case.batch_key, 5, 1)
-            assert job is not page.no_update, alert_text(message)
-            world.service.wait(job["job"], timeout=60)
-            _, _, _, message, _ = page.poll_model_job(1, job)
+            assert job is page.no_update, job  # refused at once: no training job starts
             alerts.append(alert_text(message))
         else:
             options, value, info = page.on_dataset(str(target))

@@ -1,0 +1,272 @@
+"""Training started from the Model page runs in its own process: the page shows its progress
+and switches the app to the new model; a SIGKILL of that process (out of memory, kill -9) is
+one readable failure line that leaves the active model, its cache entries and the model
+folder as they were, and Train works again; Cancel stops the process. Page callbacks are
+called directly on the real 200-cell PBMC fixture."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+from dash import no_update
+
+from dashboard.backend.jobs import JobRegistry, JobRunner, JobStatus
+from dashboard.backend.testing import deaf_to_cancel, write_small_pbmc
+from dashboard.testing import fast_umap, text
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*without encoding metadata")]
+
+N_LATENT = 5
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Iterator[SimpleNamespace]:
+    """A small model on the 200-cell slice, active in an app over temp folders."""
+    from dashboard import backend
+    from dashboard.app import create_app
+    from dashboard.backend.service import AnalysisService
+    from dashboard.backend.settings import Settings
+    from dashboard.state import ActiveState, set_state
+    from model import TotalVI, read_cite_seq
+
+    root = tmp_path_factory.mktemp("model-page-training")
+    data_dir, model_dir = root / "data", root / "models"
+    data_dir.mkdir()
+    path = write_small_pbmc(data_dir / "small.h5ad")
+    model = TotalVI(read_cite_seq(path, batch_key="batch"), n_hidden=32, n_latent=N_LATENT)
+    model.train(max_epochs=2, device="cpu", early_stopping=False)
+    model.save(model_dir / "active")
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr("dashboard.backend.embedding.compute_umap", fast_umap)
+    settings = Settings(
+        cache_dir=root / "cache",
+        data_dir=data_dir,
+        model_dir=model_dir,
+        device="cpu",
+        denoise_n_samples=2,
+    )
+    assert settings.train_in_process  # the default
+    service = AnalysisService(settings)
+    pair = service.load_model(service.open_dataset(path, batch_key="batch"), model_dir / "active")
+    latent = service.latent(pair)
+    state = ActiveState(service, warm=False)
+    state.activate(pair)
+    create_app(service, state=state)
+    from dashboard.pages import model as page
+
+    yield SimpleNamespace(
+        service=service,
+        state=state,
+        page=page,
+        path=str(path),
+        model_dir=model_dir,
+        registry=JobRegistry(settings.jobs_dir),  # what another process sees
+        latent=latent,
+        latent_key=service.key("latent", pair, {"seed": settings.seed}),
+    )
+    set_state(None)
+    backend.set_service(None)
+    service.close()
+    mp.undo()
+
+
+# ----------------------------------------------------------------------------- helpers
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def poll(world: SimpleNamespace, store: dict, timeout: float = 60) -> tuple[tuple, list[str]]:
+    """Poll the Model page until its job ends (interval off) or hands over to the next job;
+    returns the last outputs and the progress texts shown meanwhile."""
+    shown: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        out = world.page.poll_model_job(1, store)
+        progress, interval_off, new_store = out[:3]
+        if interval_off or new_store is not no_update:
+            return out, shown
+        shown.append(text(progress))
+        if time.monotonic() > deadline:
+            pytest.fail(f"the {store['kind']} job did not finish: {shown[-1:]}")
+        time.sleep(0.1)
+
+
+def alert_line(component: Any, kind: str) -> str:
+    """The text of a one-line alert of ``kind``."""
+    assert f"alert-{kind}" in component.className, component
+    line = text(component).replace("×", "").strip()
+    assert line and "\n" not in line and "Traceback" not in line and 'File "' not in line
+    return line
+
+
+def files_under(folder: Path) -> set[str]:
+    """Every file and folder below ``folder`` (hidden ones included)."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def cache_values(world: SimpleNamespace) -> dict[str, str]:
+    """Digest of every value file of the results cache (not its SQLite index)."""
+    root = world.service.settings.results_dir
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file() and ".db" not in p.name
+    }
+
+
+def child_pid(world: SimpleNamespace, job: str, *, message: str = "") -> int:
+    """Wait until the job runs in a child of this process (``message`` in its progress)."""
+    wait_for(
+        lambda: (
+            world.registry.read(job).pid != os.getpid()
+            and message in world.registry.read(job).message
+        ),
+        timeout=60,
+        what=f"the training process ({message or 'its pid'})",
+    )
+    pid = world.registry.read(job).pid
+    assert psutil.Process(pid).ppid() == os.getpid()  # a process of its own, not a thread
+    return pid
+
+
+def train_and_switch(world: SimpleNamespace, max_epochs: int) -> Any:
+    """Train from the page, let it prepare the new model; returns the new active pair."""
+    page, version = world.page, world.state.version
+    store, interval_off, message, cancel_disabled = page.on_train(
+        1, world.path, "batch", N_LATENT, max_epochs
+    )
+    assert (interval_off, cancel_disabled) == (False, False), text(message)
+    first, interval_off, *_ = page.poll_model_job(1, store)  # the process is only starting
+    assert interval_off is False and text(first).startswith("Training"), text(first)
+    child_pid(world, store["job"])
+    (_, interval_off, prepare, note, _), shown = poll(world, store)
+    assert all(s.startswith("Training") for s in shown), shown
+    assert prepare is not None and prepare["kind"] == "prepare", text(note)
+    assert "Trained small-" in text(note) and "preparing its results" in text(note)
+    (_, interval_off, new_store, alert, _), _ = poll(world, prepare)
+    assert (interval_off, new_store) == (True, None)
+    assert "active on every page" in alert_line(alert, "success")
+    assert world.state.version == version + 1
+    return world.state.pair
+
+
+# ------------------------------------------------------------------------------- tests
+def test_train_runs_in_a_process_and_the_app_switches_to_it(world) -> None:
+    before = world.state.pair
+    pair = train_and_switch(world, max_epochs=2)
+    assert pair != before
+    folder = Path(pair.model.path)
+    assert folder.parent == world.model_dir and folder.name.startswith("small-")
+    assert (folder / "model.pt").is_file()
+    model = world.service.model(pair)
+    assert model.config.n_latent == N_LATENT and len(model.history) == 2
+    assert pair.dataset.batch_key == "batch"
+    assert [str(b) for b in model.batch_categories] == ["a", "b"]
+    assert not [p for p in files_under(world.model_dir) if Path(p).name.startswith(".")]
+
+
+def test_a_killed_training_process_is_a_readable_failure(world) -> None:
+    page, before = world.page, world.state.pair
+    models, cached = files_under(world.model_dir), cache_values(world)
+    store, _, _, _ = page.on_train(1, world.path, "batch", N_LATENT, 2000)
+    pid = child_pid(world, store["job"], message="epoch")
+    progress, interval_off, *_ = page.poll_model_job(1, store)
+    shown = text(progress)
+    assert interval_off is False
+    assert shown.startswith("Training") and "epoch" in shown and "ELBO" in shown, shown
+
+    os.kill(pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    (_, interval_off, new_store, alert, cancel_disabled), _ = poll(world, store, timeout=20)
+    assert (interval_off, new_store, cancel_disabled) == (True, None, True)
+    line = alert_line(alert, "warning")
+    assert line.startswith("Training failed: the training process"), line
+    assert "ended unexpectedly" in line and "signal 9" in line and str(pid) in line, line
+    info = world.service.job(store["job"])
+    assert info.status == JobStatus.FAILED and str(pid) in info.error
+    # the active model, the model folder and the cache are as they were
+    assert world.state.pair == before
+    assert files_under(world.model_dir) == models
+    assert cache_values(world) == cached
+    assert world.service.cache.get(world.latent_key) is not None
+    first = world.service.model(before)  # still loadable and answering
+    assert first.config.n_latent == N_LATENT
+
+    pair = train_and_switch(world, max_epochs=1)  # Train works again
+    assert pair != before and len(world.service.model(pair).history) == 1
+
+
+def test_cancel_stops_the_training_process(world) -> None:
+    page, before = world.page, world.state.pair
+    models, latent = files_under(world.model_dir), world.service.latent(before)
+    store, _, _, _ = page.on_train(1, world.path, "batch", N_LATENT, 2000)
+    pid = child_pid(world, store["job"], message="epoch")
+    started = time.monotonic()
+    assert "Cancelling" in text(page.on_cancel(1, store))
+    (_, interval_off, new_store, alert, _), _ = poll(world, store, timeout=20)
+    assert time.monotonic() - started < world.service.jobs.cancel_grace  # stopped by itself
+    assert (interval_off, new_store) == (True, None)
+    assert alert_line(alert, "info") == "Training: cancelled"
+    info = world.service.wait(store["job"], timeout=10)
+    assert info.status == JobStatus.CANCELLED
+    assert "process was stopped" not in info.message  # not terminated: it stopped at a step
+    wait_for(lambda: not psutil.pid_exists(pid), timeout=10, what="the process to end")
+    assert world.state.pair == before
+    assert files_under(world.model_dir) == models
+    np.testing.assert_array_equal(world.service.latent(before), latent)
+
+
+def test_a_process_deaf_to_cancel_is_terminated(tmp_path) -> None:
+    runner = JobRunner(JobRegistry(tmp_path), cancel_grace=0.5)
+    cleaned: list[bool] = []
+    try:
+        job = runner.submit_process(
+            "sleep", deaf_to_cancel, (60.0,), cleanup=lambda: cleaned.append(True)
+        )
+        wait_for(
+            lambda: (
+                runner.status(job).status == JobStatus.RUNNING
+                and runner.status(job).pid != os.getpid()
+            ),
+            timeout=30,
+            what="the job's process",
+        )
+        pid = runner.status(job).pid
+        runner.cancel(job)
+        info = runner.wait(job, timeout=15)
+        assert info.status == JobStatus.CANCELLED, info
+        assert info.message == "cancelled (its process was stopped)" and info.error is None
+        assert not psutil.pid_exists(pid)
+        assert cleaned == [True]  # what it was writing is removed
+    finally:
+        runner.shutdown()
+
+
+def test_what_a_save_cut_short_leaves_is_removed(tmp_path) -> None:
+    from dashboard.backend.service import _discard_partial_checkpoint, _staging_folder
+
+    out = tmp_path / "models" / "small-20260101-000000"
+    staging = _staging_folder(out)
+    staging.mkdir(parents=True)
+    (staging / ".model.abc.tmp").write_bytes(b"half")
+    _discard_partial_checkpoint(out)
+    assert not list((tmp_path / "models").iterdir())
+    out.mkdir()  # an existing model folder keeps its checkpoint, loses the temp file
+    (out / "model.pt").write_bytes(b"whole")
+    (out / ".model.def.tmp").write_bytes(b"half")
+    _discard_partial_checkpoint(out)
+    assert [p.name for p in out.iterdir()] == ["model.pt"]
