@@ -52,11 +52,13 @@ class _SparseNBSum(torch.autograd.Function):
     Autograd of the plain expression keeps about a dozen ``(B, G)`` intermediates and
     scatters the sparse gathers' gradients through zero-filled ``(B, G)`` tensors; here the
     dense part is ``Σ_g θ·log(θ+ε) − log(θ+μ+ε)·θ`` (a matrix-vector product for a shared
-    ``θ``) and the backward needs ``log(θ+μ+ε)`` and ``1/(θ+μ+ε)`` only:
+    ``θ``), the rest is evaluated on the non-zeros only, and the backward reuses
+    ``t = θ+μ+ε`` and ``log t`` from the forward:
 
-    - ``∂/∂μ = −θ/(θ+μ+ε)``, plus ``x/(μ+ε) − x/(θ+μ+ε)`` on the non-zeros;
-    - ``∂/∂θ = log(θ+ε) − log(θ+μ+ε) + θ/(θ+ε) − θ/(θ+μ+ε)``, plus
-      ``−x/(θ+μ+ε) + ψ(x+θ) − ψ(θ)`` on the non-zeros.
+    - ``∂/∂μ = −θ/t``, plus ``x/(μ+ε) − x/t`` on the non-zeros;
+    - ``∂/∂θ = log(θ+ε) − log t + θ/(θ+ε) − θ/t``, plus ``−x/t + ψ(x+θ) − ψ(θ)`` on the
+      non-zeros. For a shared ``θ``, ``Σ_b g_b θ/t`` is minus the column sum of ``∂/∂μ``'s
+      dense part, and ``ψ(θ)``, ``lgamma(θ)`` are taken per gene, then gathered.
     """
 
     @staticmethod
@@ -70,58 +72,62 @@ class _SparseNBSum(torch.autograd.Function):
         eps: float,
     ) -> torch.Tensor:
         shared = theta.size(0) == 1
-        log_t = torch.log(mu + theta + eps)
+        cols = cols.long()
+        t = torch.add(mu, theta).add_(eps)
+        log_t = torch.log(t)
         theta_log_theta = theta * torch.log(theta + eps)
+        flat = rows * mu.size(1) + cols
         if shared:
             dense = theta_log_theta.sum() - log_t @ theta[0]
-            theta_nz = theta[0, cols]
+            theta_nz = theta[0].index_select(0, cols)
+            lgamma_theta_nz = torch.lgamma(theta[0]).index_select(0, cols)
         else:
             dense = (theta_log_theta - theta * log_t).sum(-1)
-            theta_nz = theta[rows, cols]
-        mu_nz = mu[rows, cols]
-        log_t_nz = log_t[rows, cols]
+            theta_nz = theta.reshape(-1).index_select(0, flat)
+            lgamma_theta_nz = torch.lgamma(theta_nz)
+        mu_nz = mu.reshape(-1).index_select(0, flat)
+        log_t_nz = log_t.view(-1).index_select(0, flat)
         sparse = (
             x_nz * (torch.log(mu_nz + eps) - log_t_nz)
             + torch.lgamma(x_nz + theta_nz)
-            - torch.lgamma(theta_nz)
+            - lgamma_theta_nz
         )
-        ctx.save_for_backward(mu, theta, rows, cols, x_nz, log_t, mu_nz, theta_nz)
+        ctx.save_for_backward(theta, rows, cols, flat, x_nz, t, log_t, mu_nz, theta_nz)
         ctx.eps = eps
         return dense.index_add(0, rows, sparse)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        mu, theta, rows, cols, x_nz, log_t, mu_nz, theta_nz = ctx.saved_tensors
+        theta, rows, cols, flat, x_nz, t, log_t, mu_nz, theta_nz = ctx.saved_tensors
         eps = ctx.eps
         shared = theta.size(0) == 1
-        inv_t = torch.reciprocal(mu + theta + eps)
-        inv_t_nz = inv_t[rows, cols]
-        g_nz = grad[rows]
+        inv_t_nz = torch.reciprocal(mu_nz + theta_nz + eps)
+        g_nz = grad.index_select(0, rows)
+        # dense part of ∂/∂μ, also needed (summed over cells) by ∂/∂θ
+        dense_mu = torch.div(grad.unsqueeze(1) * -theta, t)
         grad_mu = grad_theta = None
-        if ctx.needs_input_grad[0]:
-            grad_mu = inv_t * (grad.unsqueeze(1) * -theta)
-            flat = rows * mu.size(1) + cols
-            corr = g_nz * x_nz * (torch.reciprocal(mu_nz + eps) - inv_t_nz)
-            grad_mu.view(-1).index_add_(0, flat, corr)
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1]:  # first: it reads dense_mu before it is updated in place
             const = torch.log(theta + eps) + theta / (theta + eps)
-            corr = g_nz * (
-                torch.digamma(x_nz + theta_nz) - torch.digamma(theta_nz) - x_nz * inv_t_nz
-            )
             if shared:
-                grad_theta = (
-                    grad.sum() * const[0] - grad @ log_t - theta[0] * (grad @ inv_t)
-                ).unsqueeze(0)
-                grad_theta[0].index_add_(0, cols.long(), corr)
+                digamma_theta_nz = torch.digamma(theta[0]).index_select(0, cols)
             else:
-                grad_theta = grad.unsqueeze(1) * (const - log_t - theta * inv_t)
-                flat = rows * theta.size(1) + cols
+                digamma_theta_nz = torch.digamma(theta_nz)
+            corr = g_nz * (torch.digamma(x_nz + theta_nz) - digamma_theta_nz - x_nz * inv_t_nz)
+            if shared:
+                grad_theta = (grad.sum() * const[0] - grad @ log_t + dense_mu.sum(0)).unsqueeze(0)
+                grad_theta[0].index_add_(0, cols, corr)
+            else:
+                grad_theta = grad.unsqueeze(1) * (const - log_t) + dense_mu
                 grad_theta.view(-1).index_add_(0, flat, corr)
+        if ctx.needs_input_grad[0]:
+            corr = g_nz * x_nz * (torch.reciprocal(mu_nz + eps) - inv_t_nz)
+            grad_mu = dense_mu
+            grad_mu.view(-1).index_add_(0, flat, corr)
         return grad_mu, grad_theta, None, None, None, None
 
 
 def nb_log_likelihood_sum(
-    x: torch.Tensor,
+    x: torch.Tensor | None,
     mu: torch.Tensor,
     theta: torch.Tensor,
     lgamma_x_plus_1_sum: torch.Tensor | None = None,
@@ -135,11 +141,15 @@ def nb_log_likelihood_sum(
     ``x = 0``, so they are evaluated only on the non-zero entries (about a tenth of a
     scRNA matrix), given as ``nonzero`` or found in ``x``; the gradient is analytic
     (:class:`_SparseNBSum`). ``Σ_g lgamma(x_g + 1)`` does not depend on the parameters and
-    can be passed in precomputed per cell.
+    can be passed in precomputed per cell; with both ``nonzero`` and that sum given, ``x``
+    is not read (``None`` is fine).
     """
     if theta.ndim == 1:
         theta = theta.view(1, theta.size(0))
-    if x.dim() != 2:
+    if x is None and (nonzero is None or lgamma_x_plus_1_sum is None):
+        msg = "without x, pass both nonzero and lgamma_x_plus_1_sum"
+        raise ValueError(msg)
+    if x is not None and x.dim() != 2:
         log_theta_mu_eps = torch.log(theta + mu + eps)
         ll = (
             theta * (torch.log(theta + eps) - log_theta_mu_eps)

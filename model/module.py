@@ -184,6 +184,18 @@ class TotalVAE(nn.Module):
         )
 
     # ------------------------------------------------------------------ inference
+    def encoder_input(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What the encoder reads: RNA and protein counts, normalised as configured
+        (per-cell mean, ``log1p``), side by side."""
+        c = self.config
+        if c.variant.encoder_input_mean_norm:
+            x = x / (1 + x.mean(1, keepdim=True))
+            y = y / (1 + y.mean(1, keepdim=True))
+        if c.log_variational:
+            x = torch.log(1 + x)
+            y = torch.log(1 + y)
+        return torch.cat((x, y), dim=-1)
+
     def inference(
         self,
         x: torch.Tensor,
@@ -192,21 +204,19 @@ class TotalVAE(nn.Module):
         n_samples: int = 1,
         *,
         compute_library: bool = True,
+        encoder_input: torch.Tensor | None = None,
+        library: torch.Tensor | None = None,
     ) -> InferenceOutputs:
         """Encode counts into q(z) and q(log l); sample ``n_samples`` latents.
 
         ``compute_library=False`` (only valid with the observed library size) skips q(l);
-        its outputs are then NaN.
+        its outputs are then NaN. ``encoder_input`` (:meth:`encoder_input` of these cells)
+        and ``library`` (their total counts) may be passed precomputed, e.g. by a training
+        loop that stores them per cell; ``x`` is then not read and may be ``None``.
         """
         c = self.config
-        x_, y_ = x, y
-        if c.variant.encoder_input_mean_norm:
-            x_ = x_ / (1 + x_.mean(1, keepdim=True))
-            y_ = y_ / (1 + y_.mean(1, keepdim=True))
-        if c.log_variational:
-            x_ = torch.log(1 + x_)
-            y_ = torch.log(1 + y_)
-        encoder_input = torch.cat((x_, y_), dim=-1)
+        if encoder_input is None:
+            encoder_input = self.encoder_input(x, y)
         compute_library = compute_library or not c.use_observed_lib_size
         qz, ql, untran_z, log_library = self.encoder(
             encoder_input, batch_index, compute_library=compute_library
@@ -217,7 +227,7 @@ class TotalVAE(nn.Module):
         z = self.encoder.z_transformation(untran_z)
         untran_l = log_library
         if c.use_observed_lib_size:
-            library_gene = x.sum(1, keepdim=True)
+            library_gene = x.sum(1, keepdim=True) if library is None else library
         else:
             library_gene = torch.exp(log_library)
         if n_samples > 1:
@@ -406,9 +416,22 @@ class TotalVAE(nn.Module):
         lgamma_x_plus_1_sum: torch.Tensor | None = None,
         *,
         nonzero: NonZeroCounts | None = None,
+        encoder_input: torch.Tensor | None = None,
+        library: torch.Tensor | None = None,
     ) -> tuple[InferenceOutputs, GenerativeOutputs, LossOutput]:
-        """One full pass: inference, generative and loss (skips heads the loss never reads)."""
-        inf = self.inference(x, y, batch_index, compute_library=False)
+        """One full pass: inference, generative and loss (skips heads the loss never reads).
+
+        With ``nonzero``, ``lgamma_x_plus_1_sum``, ``encoder_input`` and ``library`` all
+        given, an NB model does not read ``x`` (it may be ``None``).
+        """
+        inf = self.inference(
+            x,
+            y,
+            batch_index,
+            compute_library=False,
+            encoder_input=encoder_input,
+            library=library,
+        )
         gen = self.generative(
             inf.z,
             inf.library_gene,

@@ -61,19 +61,32 @@ def set_compute_dtype(
 
 
 class Dropout(nn.Module):
-    """Inverted dropout drawing its mask from ``rand`` (about 2x faster than ``bernoulli_``
-    on CPU); same semantics as :class:`torch.nn.Dropout`, no parameters."""
+    """Inverted dropout with a mask from 16-bit random integers, four per 64-bit draw
+    (on CPU about 3x cheaper than ``rand`` and 6x cheaper than ``bernoulli_``).
+
+    An element is kept when its integer falls below ``round(65536·(1-p))``, i.e. with
+    probability ``1-p`` rounded to a multiple of 1/65536 (``p=0.1`` drops 0.1000061 of the
+    elements), and kept ones are scaled by the inverse of that exact probability, so the
+    output's expectation is ``x`` as in :class:`torch.nn.Dropout`. No parameters.
+    """
 
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = p
+        self._kept = round(65536 * (1.0 - p))  # integers in [0, 65536) that keep
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Zero each element with probability ``p`` in training; identity in eval."""
         if not self.training or self.p == 0:
             return x
-        keep = 1.0 - self.p
-        return x * (torch.rand_like(x) < keep).to(x.dtype) * (1.0 / keep)
+        n = x.numel()
+        bits = torch.randint(
+            -(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device
+        )
+        # int16 view: uniform on [-32768, 32767]; shift the threshold accordingly
+        draws = bits.view(torch.int16)[:n].view(x.shape)
+        mask = (draws < self._kept - 32768).to(x.dtype)
+        return x * mask * (65536.0 / self._kept)
 
 
 class FCLayers(nn.Module):

@@ -111,13 +111,27 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 class Minibatch(NamedTuple):
-    """Rows of the training data: counts, batch codes and what the likelihood reuses."""
+    """Rows of the training data: counts, batch codes and what the model reuses.
 
-    x: torch.Tensor
+    ``x`` is ``None`` when the holder keeps the encoder input instead of dense counts (an
+    NB model then reads only ``encoder_input``, ``library`` and the non-zeros).
+    """
+
+    x: torch.Tensor | None
     y: torch.Tensor
     batch: torch.Tensor
     lgamma_x_plus_1_sum: torch.Tensor
     nonzero: NonZeroCounts
+    encoder_input: torch.Tensor | None = None
+    library: torch.Tensor | None = None
+
+    def model_inputs(self) -> dict[str, object]:
+        """Keyword arguments of ``TotalVAE.forward`` besides the counts and batch."""
+        return {
+            "nonzero": self.nonzero,
+            "encoder_input": self.encoder_input,
+            "library": self.library,
+        }
 
 
 class DeviceData:
@@ -126,6 +140,12 @@ class DeviceData:
     RNA is kept dense when it fits ``max_dense_bytes`` (else as a host CSR matrix whose rows
     are densified per minibatch); its non-zero structure is kept as well, so a minibatch
     comes with its non-zeros for the NB likelihood instead of a search through the dense rows.
+
+    With ``encoder_input`` (the module's :meth:`~model.module.TotalVAE.encoder_input`), the
+    dense case stores what the encoder reads and each cell's total count instead of
+    recomputing them every step (normalising the counts is a handful of passes over a
+    ``256 x genes`` block per step); the dense counts themselves are then dropped unless
+    ``keep_x`` (a ZINB likelihood reads them).
     """
 
     def __init__(
@@ -135,13 +155,24 @@ class DeviceData:
         batch: np.ndarray,
         device: torch.device,
         max_dense_bytes: int = 2 * 1024**3,
+        *,
+        encoder_input: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        keep_x: bool = True,
     ) -> None:
         self.device = device
         n, g = rna.shape
         csr = sp.csr_matrix(rna, dtype=np.float32)
         self._dense = n * g * 4 <= max_dense_bytes
+        self.y = torch.as_tensor(np.asarray(protein, dtype=np.float32), device=device)
+        self.enc = self.library = None
         if self._dense:
             self.x = torch.as_tensor(csr.toarray(), device=device)
+            if encoder_input is not None:
+                with torch.no_grad():
+                    self.enc = encoder_input(self.x, self.y).contiguous()
+                self.library = self.x.sum(1, keepdim=True)
+                if not keep_x:
+                    self.x = None
             self._csr = None
             self._indptr = torch.as_tensor(csr.indptr.astype(np.int64), device=device)
             self._indices = torch.as_tensor(csr.indices.astype(np.int32), device=device)
@@ -149,7 +180,6 @@ class DeviceData:
         else:
             self.x = None
             self._csr = csr
-        self.y = torch.as_tensor(np.asarray(protein, dtype=np.float32), device=device)
         self.batch = torch.as_tensor(np.asarray(batch, dtype=np.int64), device=device).view(-1, 1)
         self.lgamma_x1 = self._lgamma_x_plus_1_sum(csr)
 
@@ -175,9 +205,19 @@ class DeviceData:
 
     def get(self, idx: torch.Tensor) -> Minibatch:
         """Rows ``idx`` with their sum of lgamma(x+1) and non-zeros."""
-        if self.x is not None:
-            x = self.x[idx]
+        if self._dense:
+            x = None if self.x is None else self.x[idx]
             nonzero = self._nonzero_rows(idx)
+            if self.enc is not None:
+                return Minibatch(
+                    x,
+                    self.y[idx],
+                    self.batch[idx],
+                    self.lgamma_x1[idx],
+                    nonzero,
+                    self.enc[idx],
+                    self.library[idx],
+                )
         else:
             sub = self._csr[idx.cpu().numpy()]
             x = torch.as_tensor(sub.toarray(), device=self.device)
@@ -212,7 +252,7 @@ def evaluate_elbo(
     for start in range(0, len(indices), batch_size):
         idx = idx_all[start : start + batch_size]
         mb = data.get(idx)
-        _, _, out = module(mb.x, mb.y, mb.batch, 1.0, mb.lgamma_x_plus_1_sum, nonzero=mb.nonzero)
+        _, _, out = module(mb.x, mb.y, mb.batch, 1.0, mb.lgamma_x_plus_1_sum, **mb.model_inputs())
         totals["elbo"] += out.elbo_per_cell().sum().item()
         totals["rec_gene"] += out.rec_gene.sum().item()
         totals["rec_protein"] += out.rec_protein.sum().item()
@@ -319,7 +359,7 @@ def _train_loop(
             mb = data.get(idx)
             b = mb.batch
             kl_w = kl_weight_at(step, n_steps_warmup)
-            inf, _, out = module(mb.x, mb.y, b, kl_w, mb.lgamma_x_plus_1_sum, nonzero=mb.nonzero)
+            inf, _, out = module(mb.x, mb.y, b, kl_w, mb.lgamma_x_plus_1_sum, **mb.model_inputs())
             loss = out.loss
             if classifier is not None:
                 kappa = 1.0 - kl_w

@@ -168,3 +168,21 @@ def test_gene_dispersion_variants(dispersion: str) -> None:
     _, _, out = m(x, y, b)
     out.loss.backward()
     assert torch.isfinite(out.loss)
+
+
+def test_dropout_drops_p_and_keeps_the_expectation() -> None:
+    import torch
+
+    from model.nn import Dropout
+
+    torch.manual_seed(0)
+    x = torch.full((400, 500), 2.0)
+    for p in (0.1, 0.2):
+        layer = Dropout(p).train()
+        out = layer(x)
+        dropped = (out == 0).float().mean().item()
+        assert abs(dropped - p) < 4 * (p * (1 - p) / x.numel()) ** 0.5  # binomial, 4 sd
+        assert abs(out.mean().item() - 2.0) < 0.01
+        assert torch.equal(layer.eval()(x), x)
+    odd = Dropout(0.5).train()(torch.ones(3, 5, 7))  # not a multiple of 4 elements
+    assert odd.shape == (3, 5, 7) and set(odd.unique().tolist()) <= {0.0, 2.0}

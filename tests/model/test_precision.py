@@ -93,9 +93,11 @@ def test_training_in_each_precision_learns_and_leaves_float32_inference(small_pb
         assert not any(getattr(m, "compute_dtype", None) for m in model.module.modules())
         z = model.get_latent_representation()
         assert z.dtype == np.float32 and np.isfinite(z).all()
-        results[precision] = elbo[-5:].mean()  # still falling ~3% per epoch at 40 epochs
-    # same model, same seed: the two precisions end within 2.5% of each other
-    assert abs(results["bf16-mixed"] - results["32"]) / results["32"] < 0.025
+        # the 80 validation cells of an 800-cell slice swing by 3-5% from epoch to epoch
+        # (the model overfits them); the training ELBO over 720 cells is steady
+        results[precision] = out.history["elbo_train"].to_numpy()[-10:].mean()
+    # same model, same seed: the two precisions fit the training cells equally well
+    assert abs(results["bf16-mixed"] - results["32"]) / results["32"] < 0.01
 
 
 def test_float32_training_is_unchanged_by_the_option(small_pbmc) -> None:

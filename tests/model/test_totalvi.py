@@ -259,3 +259,32 @@ def test_minibatches_carry_the_non_zeros_of_their_rows(pbmc_two_batches, dense) 
     np.testing.assert_array_equal(rebuilt, expected)
     assert len(mb.nonzero.rows) == len(NonZeroCounts.of(mb.x).rows)
     assert mb.batch.shape == (5, 1) and mb.lgamma_x_plus_1_sum.shape == (5,)
+
+
+def test_stored_encoder_input_gives_the_same_loss_without_dense_counts(pbmc_two_batches) -> None:
+    import torch
+
+    from model.config import TotalVIConfig
+    from model.module import TotalVAE
+    from model.train import DeviceData
+
+    data, _ = pbmc_two_batches
+    module = TotalVAE(
+        TotalVIConfig(n_genes=data.n_genes, n_proteins=data.n_proteins, n_batch=2)
+    ).eval()
+    cpu = torch.device("cpu")
+    plain = DeviceData(data.rna, data.protein, data.batch, cpu)
+    stored = DeviceData(
+        data.rna, data.protein, data.batch, cpu, encoder_input=module.encoder_input, keep_x=False
+    )
+    idx = torch.tensor([3, 11, 400, 2])
+    a, b = plain.get(idx), stored.get(idx)
+    assert b.x is None and a.encoder_input is None
+    torch.testing.assert_close(b.encoder_input, module.encoder_input(a.x, a.y))
+    torch.testing.assert_close(b.library, a.x.sum(1, keepdim=True))
+    torch.manual_seed(0)
+    out_a = module(a.x, a.y, a.batch, 1.0, a.lgamma_x_plus_1_sum, **a.model_inputs())[2]
+    torch.manual_seed(0)
+    out_b = module(b.x, b.y, b.batch, 1.0, b.lgamma_x_plus_1_sum, **b.model_inputs())[2]
+    torch.testing.assert_close(out_a.loss, out_b.loss)
+    torch.testing.assert_close(out_a.rec_gene, out_b.rec_gene)
