@@ -79,7 +79,7 @@ SEED_LAYOUT = {  # the lab's data set (the seed of the issue)
 }
 NAMED_SIZES = {"72k": 72042, "1m": 1_000_000}
 FULL_STEPS = ["data", "train", "latent", "umap", "clusters", "de", "metrics"]
-LARGE_STEPS = ["data", "model", "latent", "recolour"]
+LARGE_STEPS = ["data", "model", "latent", "umap", "recolour"]
 # seconds per cell (per epoch for training) at 7k, from bench/RESULTS.md (idle machine);
 # used to estimate a step before any size of this run has measured it
 FALLBACK_S_PER_CELL = {
@@ -347,21 +347,27 @@ def large_worker(args: argparse.Namespace, size: str, n_cells: int) -> dict[str,
         latent = steps.run(
             "latent", "inference (latent means, all cells)", lambda: service.latent(pair)
         )
-        if latent is None or "recolour" not in args.steps:
+        if latent is None:
             return {**info, "steps": steps.rows}
-        est_umap = steps.estimate("umap")
+        umap = steps.run("umap", "UMAP (umap-learn, all cells)", lambda: service.umap(pair))
+        if umap is None:
+            est_umap = steps.estimate("umap")
+            info["umap"] = (
+                f"UMAP not run (estimated {est_umap / 60:.0f} min); layout = first two "
+                "principal components of the latent space"
+            )
+        else:
+            info["umap"] = "UMAP computed by the service (umap-learn, seeded)"
+        if "recolour" not in args.steps:
+            return {**info, "steps": steps.rows}
         est_leiden = steps.estimate("clusters")
-        info["umap"] = (
-            f"UMAP skipped, estimated {est_umap / 60:.0f} min; layout = first two principal "
-            "components of the latent space"
-        )
         info["clusters"] = (
             f"Leiden skipped, estimated {est_leiden / 60:.0f} min; clusters = true cell types"
         )
         recolour = steps.run(
             "recolour",
-            "dashboard recolour (one POST, gene raw and cell type)",
-            lambda: recolour_step(args, service, pair, latent, data),
+            "dashboard: prepare (denoised RNA blocks, protein, cell types) + recolours",
+            lambda: recolour_step(args, service, pair, latent, data, umap),
         )
         if recolour is not None:
             info["recolour"] = recolour
@@ -373,9 +379,16 @@ def large_worker(args: argparse.Namespace, size: str, n_cells: int) -> dict[str,
 
 
 def recolour_step(
-    args: argparse.Namespace, service: Any, pair: Any, latent: np.ndarray, data: Any
+    args: argparse.Namespace,
+    service: Any,
+    pair: Any,
+    latent: np.ndarray,
+    data: Any,
+    umap: Any = None,
 ) -> dict[str, Any]:
-    """Seed layout, clusters and (placeholder) denoised values, prepare, then POST recolours."""
+    """Seed the layout (when UMAP was not run) and the clusters, prepare the pair as the
+    app does (denoised RNA blocks, denoised protein, cell types: computed, timed per
+    step), then POST recolours and a lasso."""
     import pandas as pd
 
     from dashboard import ids
@@ -384,18 +397,21 @@ def recolour_step(
     bd = load_bench_dashboard()
     s = service.settings
     names = data.obs_names
-    centred = latent - latent.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred[:: max(1, len(centred) // 50000)], full_matrices=False)
-    xy = (centred @ vt[:2].T).astype(np.float32)
-    umap_params = {
-        "n_neighbors": int(s.umap_n_neighbors),
-        "min_dist": float(s.umap_min_dist),
-        "seed": int(s.seed),
-    }
-    service.cache.set(
-        service.key("umap", pair, umap_params),
-        pd.DataFrame(xy, index=names, columns=["UMAP1", "UMAP2"]),
-    )
+    if umap is None:
+        centred = latent - latent.mean(axis=0)
+        _, _, vt = np.linalg.svd(centred[:: max(1, len(centred) // 50000)], full_matrices=False)
+        xy = (centred @ vt[:2].T).astype(np.float32)
+        umap_params = {
+            "n_neighbors": int(s.umap_n_neighbors),
+            "min_dist": float(s.umap_min_dist),
+            "seed": int(s.seed),
+        }
+        service.cache.set(
+            service.key("umap", pair, umap_params),
+            pd.DataFrame(xy, index=names, columns=["UMAP1", "UMAP2"]),
+        )
+    else:
+        xy = umap[["UMAP1", "UMAP2"]].to_numpy(np.float32)
     codes = np.asarray(data.labels).astype(str)
     cats = sorted(set(codes), key=int)
     clusters_params = {
@@ -407,42 +423,38 @@ def recolour_step(
         service.key("clusters", pair, clusters_params),
         pd.Series(pd.Categorical(codes, categories=cats), index=names, name="leiden"),
     )
-    # placeholder denoised tables: the real dense RNA table is cells x genes (16 GB at 1M)
-    genes = list(data.var_names[:10])
-    rna = pd.DataFrame(np.zeros((len(names), len(genes)), np.float32), index=names, columns=genes)
-    pro = pd.DataFrame(
-        np.zeros((len(names), data.n_proteins), np.float32),
-        index=names,
-        columns=list(data.protein_names),
-    )
-    denoise_params = {"n_samples": s.denoise_n_samples, "library_size": 1e4, "seed": s.seed}
-    if service._predicts_unmeasured(pair):  # same key rule as the service
-        denoise_params = {**denoise_params, "unmeasured": "predicted"}
-    service.cache.set(service.key("denoised", pair, denoise_params), (rna, pro))
-    # the service may keep denoised protein under its own key (no library size)
-    protein_params = {"n_samples": s.denoise_n_samples, "seed": s.seed}
-    if "unmeasured" in denoise_params:
-        protein_params["unmeasured"] = "predicted"
-    service.cache.set(service.key("denoised_protein", pair, protein_params), pro)
     state = ActiveState(service, warm=False)
     t_prep, job = timed(lambda: state.prepare(pair))
     rec = service.wait(job)
     if str(rec.status) != "done":
         msg = f"preparing failed: {rec.error or rec.message}"
         raise RuntimeError(msg)
-    prepare_s = t_prep + sum((service.job_result(job) or {}).values())
+    prepare_steps = service.job_result(job) or {}
+    prepare_s = t_prep + sum(prepare_steps.values())
+    print(
+        "    prepare: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in prepare_steps.items())
+        + f" (denoised RNA blocks on disk: {service.blocks.volume() / 1e9:.1f} GB)",
+        flush=True,
+    )
     client = bd.DashClient(service, state)
-    out: dict[str, Any] = {"prepare_s": prepare_s, "updates": []}
-    gene = genes[0]
-    for label, feature, before in (
-        ("gene raw", f"gene:{gene}", "obs:cell_type"),
-        ("cell type", "obs:cell_type", f"gene:{gene}"),
+    out: dict[str, Any] = {
+        "prepare_s": prepare_s,
+        "prepare_steps": prepare_steps,
+        "blocks_gb": service.blocks.volume() / 1e9,
+        "updates": [],
+    }
+    gene = str(data.var_names[0])
+    for label, feature, layer, before in (
+        ("gene raw", f"gene:{gene}", "raw", "obs:cell_type"),
+        ("gene denoised (one block row)", f"gene:{gene}", "denoised", "obs:cell_type"),
+        ("cell type", "obs:cell_type", "raw", f"gene:{gene}"),
     ):
         body = client.body(
             "recolor",
             {
                 f"{ids.EXPLORE_COLOR}.value": feature,
-                f"{ids.EXPLORE_LAYER}.value": "raw",
+                f"{ids.EXPLORE_LAYER}.value": layer,
                 f"{ids.COLOR_STORE}.data": {"feature": before, "layer": "raw"},
             },
             [f"{ids.EXPLORE_COLOR}.value"],

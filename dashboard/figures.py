@@ -282,7 +282,9 @@ def density_heatmap(
         x, y, ok = np.zeros(1), np.zeros(1), np.ones(1, dtype=bool)
     counts, xe, ye = np.histogram2d(x[ok], y[ok], bins=bins)
     level = np.log1p(counts.T)
-    z = np.ceil(255 * level / max(float(level.max()), 1e-12)).astype(np.uint8)
+    # (255 * L) / L can round above 255 and wrap to 0 in uint8: scale first, then clip
+    scaled = np.ceil(255 * (level / max(float(level.max()), 1e-12)))
+    z = np.clip(scaled, 0, 255).astype(np.uint8)
     return go.Heatmap(
         x=((xe[:-1] + xe[1:]) / 2).astype(np.float32),
         y=((ye[:-1] + ye[1:]) / 2).astype(np.float32),

@@ -129,6 +129,12 @@ class _ColumnCache:
 _columns = _ColumnCache()
 
 
+def warm_gene_columns(service: AnalysisService, pair: Pair) -> None:
+    """Build (once per process and dataset) the column-major counts that
+    :func:`gene_raw` reads."""
+    _columns.get(_dataset(service, pair))
+
+
 def gene_raw(service: AnalysisService, pair: Pair, gene: str) -> np.ndarray:
     """log1p of counts per 10k (library-size normalised) for one gene, per cell."""
     data = _dataset(service, pair)
@@ -221,10 +227,14 @@ def obs_labels(service: AnalysisService, pair: Pair, column: str) -> pd.Series:
     return data.obs[column]
 
 
-def color_data(service: AnalysisService, pair: Pair, spec: ColorSpec) -> ColorData:
-    """Values, kind and label of a colouring."""
+def color_data(
+    service: AnalysisService, pair: Pair, spec: ColorSpec, cells: np.ndarray | None = None
+) -> ColorData:
+    """Values, kind and label of a colouring (of the ``cells`` positions only when given:
+    a subsampled view converts and sends 200,000 labels, not a million)."""
     if spec.kind == "obs":
-        col = obs_labels(service, pair, spec.name)
+        full = obs_labels(service, pair, spec.name)
+        col = full if cells is None else full.iloc[cells]
         label = OBS_BUILTINS.get(spec.name, spec.name)
         numeric = pd.api.types.is_numeric_dtype(col) and not isinstance(
             col.dtype, pd.CategoricalDtype
@@ -234,7 +244,7 @@ def color_data(service: AnalysisService, pair: Pair, spec: ColorSpec) -> ColorDa
         cats = (
             [str(c) for c in col.cat.categories]
             if isinstance(col.dtype, pd.CategoricalDtype)
-            else sorted(col.astype(str).unique())
+            else sorted(full.astype(str).unique())  # every cell's, so colours stay put
         )
         return ColorData(
             col.astype(str).to_numpy(),
@@ -244,6 +254,8 @@ def color_data(service: AnalysisService, pair: Pair, spec: ColorSpec) -> ColorDa
             in_hover_text=spec.name in {"cell_type", "batch"},
         )
     values = feature_values(service, pair, spec)
+    if cells is not None:
+        values = values[cells]
     short = _display_name(spec.name)
     return ColorData(values, False, None, f"{short} · {LAYERS[spec.layer]}")
 

@@ -68,12 +68,18 @@ def pbmc_slice(
 def small_trained_model(
     data_fingerprint: str, *, max_epochs: int = 30, n_hidden: int = 64, seed: int = 0
 ) -> TotalVI:
-    """A small TotalVI trained on the slice with that fingerprint (see :func:`pbmc_slice`)."""
+    """A small TotalVI trained on the slice with that fingerprint (see :func:`pbmc_slice`).
+
+    Trained in float32 on every machine (``precision="auto"`` would pick bfloat16 matmuls
+    on some CPUs only), so the fixtures' models are the same wherever the tests run.
+    """
     from model.totalvi import TotalVI
 
     data = _slices[data_fingerprint]
     model = TotalVI(data, n_hidden=n_hidden, n_latent=10, seed=seed)
-    model.train(max_epochs=max_epochs, seed=seed, device="cpu", early_stopping=False)
+    model.train(
+        max_epochs=max_epochs, seed=seed, device="cpu", early_stopping=False, precision="32"
+    )
     return model
 
 
@@ -103,7 +109,9 @@ def reference_and_query(
     reference = data.subset(np.sort(perm[n_query:]))
     query = data.subset(np.sort(perm[:n_query]))
     model = TotalVI(reference, n_hidden=64, n_latent=10, seed=seed)
-    model.train(max_epochs=max_epochs, seed=seed, device="cpu", early_stopping=False)
+    model.train(
+        max_epochs=max_epochs, seed=seed, device="cpu", early_stopping=False, precision="32"
+    )
     return reference, query, model
 
 

@@ -4,7 +4,6 @@ app, but not this one, which it skips because of the leading underscore)."""
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -128,9 +127,7 @@ def color_parts(
 ) -> tuple[dict[str, Any], str, list[str] | None, queries.ColorData]:
     """Marker, hover template and per-cell hover labels of a colouring (of the ``shown``
     cells only when given; the returned ``ColorData`` then holds their values)."""
-    cd = queries.color_data(service, pair, spec)
-    if shown is not None:
-        cd = dataclasses.replace(cd, values=np.asarray(cd.values)[shown])
+    cd = queries.color_data(service, pair, spec, shown)
     marker = figures.color_marker(
         cd.values,
         categorical=cd.categorical,

@@ -542,3 +542,13 @@ def test_density_heatmap_marks_bins_with_cells_and_ignores_nan() -> None:
     assert trace.hoverinfo == "skip" and trace.showscale is False
     empty = figures.density_heatmap([np.nan], [np.nan], bins=4)
     assert np.asarray(empty.z).shape == (4, 4)
+
+
+def test_density_image_keeps_its_densest_bin() -> None:
+    # densest bin of 7 cells: 255 * log1p(7) / log1p(7) rounds above 255 and used to wrap
+    # to 0 in uint8, drawing the densest spot transparent
+    x = np.array([0.0] * 7 + [1.0, 2.0, 3.0])
+    y = np.array([0.0] * 7 + [1.0, 2.0, 3.0])
+    z = np.asarray(figures.density_heatmap(x, y, bins=4).z)
+    assert z.max() == 255 and z[0, 0] == 255
+    assert sorted(set(z.ravel().tolist())) == [0, 86, 255]  # ceil(255 · log 2 / log 8)

@@ -149,6 +149,18 @@ def test_recolour_patches_only_the_shown_points(env) -> None:
     assert len(ops[("data", 0, "hovertext")]) == MAX_POINTS
 
 
+def test_colour_data_of_the_shown_cells_is_the_full_colouring_subset(env) -> None:
+    for spec in (
+        queries.ColorSpec("obs:cell_type"),
+        queries.ColorSpec("obs:batch"),
+        queries.ColorSpec("gene:LYZ", "denoised"),
+    ):
+        full = queries.color_data(env.service, env.pair, spec)
+        part = queries.color_data(env.service, env.pair, spec, env.shown)
+        np.testing.assert_array_equal(part.values, np.asarray(full.values)[env.shown])
+        assert part.categories == full.categories  # same colours as on the full data
+
+
 # -------------------------------------------------------------------------------- regions
 def test_lasso_selects_every_cell_inside_including_unshown(env) -> None:
     lasso = concave_lasso(env)
