@@ -1,6 +1,7 @@
 """Benchmark denoised RNA stored as gene blocks: compute time, peak memory, disk, gene reads.
 
-Call :func:`run` (``python -c "from bench.denoise_blocks import run; run(50_000)"``); each
+Run ``python bench/denoise_blocks.py`` (50,000 cells, with the dense comparison) or call
+:func:`run` (``python -c "from bench.denoise_blocks import run; run(50_000)"``); each
 size runs in its own subprocess so its peak resident set size is its own. Per size it
 simulates CITE-seq data (:func:`model.simulate.simulate_cite_seq`, every protein measured),
 builds an untrained ``TotalVI`` (the weights do not change the cost), then through
@@ -22,10 +23,15 @@ import contextlib
 import json
 import multiprocessing
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+# bench/dashboard.py would shadow the ``dashboard`` package: import from the repository root
+sys.path[:] = [str(BENCH.parent), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
 
 
 def _status_mb(field: str) -> float:

@@ -26,11 +26,11 @@ recolour (POST ``/_dash-update-component`` through Flask's test client, as
 Explore figures in full, and a lasso on the overview resolved against every cell (region →
 cells alone, and the highlight POST that does it). Above ``--max-points`` (default
 ``Settings.max_points``, 200,000) the views plot a stratified subsample, so recolour and
-figure payloads stop growing with the number of cells. UMAP and
-Leiden at 1M would take far longer than the step budget: the layout is the first two
-principal components of the latent space and the clusters are the true cell types (both
-seeded into the cache and said so in the output); denoised values are placeholders (the
-dense denoised RNA table alone is cells x genes x 4 bytes, 16 GB at 1M cells).
+figure payloads stop growing with the number of cells. With ``umap`` among the steps the
+layout is umap-learn's on all cells (16 min at 1M here; ``--force`` past the budget check),
+else the first two principal components of the latent space (said so in the output). The
+preparation runs as the app's does (denoised RNA written as gene blocks, denoised protein,
+cell types; timed per step). Leiden at these sizes is replaced by the true cell types.
 
 A step whose estimate (linear in cells, from a smaller size measured in this run, else
 from bench/RESULTS.md's 7k figures) exceeds ``--step-budget`` minutes is skipped and
