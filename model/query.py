@@ -547,15 +547,7 @@ def map_query(
     train_idx, val_idx = split_indices(
         data.n_cells, train_size=cfg.train_size, seed=cfg.seed, batch_size=cfg.batch_size
     )
-    dev_data = DeviceData(
-        data.rna,
-        data.protein,
-        data.batch,
-        device,
-        cfg.max_dense_bytes,
-        encoder_input=module.encoder_input,
-        keep_x=module.config.gene_likelihood == "zinb",
-    )
+    dev_data = DeviceData.for_module(module, data, device, cfg.max_dense_bytes)
     with frozen_reference(module, trainable, freeze_normalization=freeze_normalization) as n_tr:
         result = train_module(
             module,

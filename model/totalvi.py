@@ -228,15 +228,7 @@ class TotalVI:
         train_idx, val_idx = split_indices(
             data.n_cells, train_size=cfg.train_size, seed=cfg.seed, batch_size=cfg.batch_size
         )
-        dev_data = DeviceData(
-            data.rna,
-            data.protein,
-            data.batch,
-            device,
-            cfg.max_dense_bytes,
-            encoder_input=self.module.encoder_input,
-            keep_x=self.module.config.gene_likelihood == "zinb",
-        )
+        dev_data = DeviceData.for_module(self.module, data, device, cfg.max_dense_bytes)
         adversarial = (
             self.use_adversarial_classifier
             if cfg.adversarial_classifier is None

@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,9 @@ from model.config import TrainConfig
 from model.distributions import NonZeroCounts
 from model.module import TotalVAE
 from model.nn import Classifier, one_hot, set_compute_dtype
+
+if TYPE_CHECKING:
+    from model.data import CiteSeqData
 
 
 class TrainingCancelled(RuntimeError):
@@ -182,6 +185,26 @@ class DeviceData:
             self._csr = csr
         self.batch = torch.as_tensor(np.asarray(batch, dtype=np.int64), device=device).view(-1, 1)
         self.lgamma_x1 = self._lgamma_x_plus_1_sum(csr)
+
+    @classmethod
+    def for_module(
+        cls,
+        module: TotalVAE,
+        data: CiteSeqData,
+        device: torch.device,
+        max_dense_bytes: int = 2 * 1024**3,
+    ) -> DeviceData:
+        """The training data of ``data`` for ``module``: its encoder input stored per cell,
+        dense counts kept only for a ZINB likelihood (the one that reads them)."""
+        return cls(
+            data.rna,
+            data.protein,
+            data.batch,
+            device,
+            max_dense_bytes,
+            encoder_input=module.encoder_input,
+            keep_x=module.config.gene_likelihood == "zinb",
+        )
 
     def _lgamma_x_plus_1_sum(self, m: sp.csr_matrix) -> torch.Tensor:
         from scipy.special import gammaln
