@@ -407,12 +407,12 @@ class BlockStore:
 def read_with_retry(
     store: BlockStore,
     key: str,
+    manifest: BlockManifest,
     get_manifest: Callable[[], BlockManifest],
     read: Callable[[BlockManifest], np.ndarray],
 ) -> np.ndarray:
-    """``read(manifest)``; if a block is bad, drop the manifest, recompute once and read
-    again (a second failure raises :class:`BlockCorrupt`)."""
-    manifest = get_manifest()
+    """``read(manifest)``; if a block is bad, drop the manifest, recompute it once
+    (``get_manifest``) and read again (a second failure raises :class:`BlockCorrupt`)."""
     try:
         return read(manifest)
     except BlockCorrupt:

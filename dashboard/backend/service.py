@@ -478,6 +478,7 @@ class AnalysisService:
         values = read_with_retry(
             self.blocks,
             key,
+            manifest,
             lambda: self.denoised_rna_manifest(pair, progress=progress),
             lambda m: self.blocks.read(m, None if genes is None else list(genes)),
         )
