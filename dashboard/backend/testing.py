@@ -28,12 +28,12 @@ MARKER_GENES = (
 
 
 def pbmc_path() -> Path:
-    """The real PBMC file: ``$TOTALVI_EXPLORER_PBMC`` or ``../shared/data/h5ad/...``."""
+    """The real PBMC file: ``$TOTALVI_EXPLORER_PBMC`` or the embedded ``data/pbmc10k.h5ad``
+    (the repository's own copy: tests never read outside the repository)."""
     env = os.environ.get("TOTALVI_EXPLORER_PBMC")
     if env:
         return Path(env)
-    root = Path(__file__).resolve().parents[2]
-    return root.parent / "shared" / "data" / "h5ad" / "pbmc10k_6855x4000_14prot.h5ad"
+    return Path(__file__).resolve().parents[2] / "data" / "pbmc10k.h5ad"
 
 
 @functools.cache
@@ -144,25 +144,23 @@ def deaf_to_cancel(ctx: Any, seconds: float) -> str:
 
 
 def write_small_pbmc(path: Path) -> Path:
-    """Write the real 200-cell PBMC fixture of ``../shared`` (first 300 genes, two
-    alternating batches, proteins in ``obsm``) to ``path``; for tests that train in other
+    """Write 200 real PBMC cells (every 30th of the embedded file) x its first 300 genes, two
+    alternating batches, proteins in ``obsm``, to ``path``; for tests that train in other
     processes and need a file."""
     import anndata as ad
     import pandas as pd
+    import scipy.sparse as sp
 
-    src = ad.read_h5ad(
-        pbmc_path().parent.parent
-        / "scvi_tools_test_fixtures"
-        / "pbmc_10k_protein_v3_200cells.h5ad"
-    )
-    a = src[:, :300].copy()
-    a.X = np.asarray(a.X, dtype=np.float32)
+    src = ad.read_h5ad(pbmc_path())
+    a = src[::30][:200, :300].copy()
+    a.X = sp.csr_matrix(a.X, dtype=np.float32)
     a.obs = pd.DataFrame({"batch": pd.Categorical(["a", "b"] * 100)}, index=a.obs_names)
     a.var = pd.DataFrame(index=a.var_names.astype(str))
+    proteins = src.obsm["protein_expression"]
     a.obsm["protein_expression"] = pd.DataFrame(
-        np.asarray(src.obsm["protein_expression"], dtype=np.float32),
+        np.asarray(a.obsm["protein_expression"], dtype=np.float32),
         index=a.obs_names,
-        columns=[str(p) for p in src.uns["protein_names"]],
+        columns=[str(p) for p in proteins.columns],
     )
     a.write_h5ad(path)
     return path

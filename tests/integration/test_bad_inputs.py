@@ -35,9 +35,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*without encoding metadata"),
 ]
 
-FIXTURES = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scvi_tools_test_fixtures"
-)
+FIXTURES = Path(__file__).resolve().parents[1] / "data"
 H5AD_200 = FIXTURES / "pbmc_10k_protein_v3_200cells.h5ad"
 MTX_10X = FIXTURES / "pbmc_10k_protein_v3_10x_mtx"
 N_GENES = 300

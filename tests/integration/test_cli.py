@@ -5,8 +5,8 @@ from __future__ import annotations
 from dashboard.cli import main
 
 
-def test_train_then_info_on_a_10x_folder(shared, tmp_path, capsys) -> None:
-    folder = shared / "data" / "scvi_tools_test_fixtures" / "pbmc_10k_protein_v3_10x_mtx"
+def test_train_then_info_on_a_10x_folder(test_data, tmp_path, capsys) -> None:
+    folder = test_data / "pbmc_10k_protein_v3_10x_mtx"
     out = tmp_path / "model"
     args = ["train", str(folder), "--max-epochs", "2", "--out", str(out), "--quiet"]
     code = main([*args, "--precision", "bf16-mixed"])
@@ -32,8 +32,8 @@ def test_bad_input_gives_one_line_error_and_exit_2(tmp_path, capsys) -> None:
     assert "not found" in capsys.readouterr().err
 
 
-def test_unknown_batch_key_is_named(shared, tmp_path, capsys) -> None:
-    path = shared / "data" / "scvi_tools_test_fixtures" / "pbmc_10k_protein_v3_200cells.h5ad"
+def test_unknown_batch_key_is_named(test_data, tmp_path, capsys) -> None:
+    path = test_data / "pbmc_10k_protein_v3_200cells.h5ad"
     assert main(["train", str(path), "--batch-key", "donor", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "donor" in err

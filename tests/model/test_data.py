@@ -29,8 +29,6 @@ from model.data import (
     read_cite_seq,
 )
 
-FIXTURES = Path("data") / "scvi_tools_test_fixtures"
-
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
@@ -49,13 +47,13 @@ def _quiet_expected_warnings() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def pbmc200_path(shared: Path) -> Path:
-    return shared / FIXTURES / "pbmc_10k_protein_v3_200cells.h5ad"
+def pbmc200_path(test_data: Path) -> Path:
+    return test_data / "pbmc_10k_protein_v3_200cells.h5ad"
 
 
 @pytest.fixture(scope="module")
-def mtx_dir(shared: Path) -> Path:
-    return shared / FIXTURES / "pbmc_10k_protein_v3_10x_mtx"
+def mtx_dir(test_data: Path) -> Path:
+    return test_data / "pbmc_10k_protein_v3_10x_mtx"
 
 
 @pytest.fixture(scope="module")
