@@ -25,6 +25,12 @@ def _print_progress(p: object) -> None:
     )
 
 
+def _print_notices(data: object) -> None:
+    """Each of the dataset's notices (e.g. duplicate names made unique) as one stderr line."""
+    for note in getattr(data, "notices", ()):
+        print(f"note: {note}", file=sys.stderr)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train TotalVI on a dataset and save the checkpoint."""
     from model import TotalVI, read_cite_seq
@@ -32,6 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = read_cite_seq(
         args.data, batch_key=args.batch_key, labels_key=args.labels_key, layer=args.layer
     )
+    _print_notices(data)
     print(
         f"{args.data}: {data.n_cells} cells, {data.n_genes} genes, {data.n_proteins} proteins, "
         f"{data.n_batch} batch(es)"
@@ -60,6 +67,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from model import TotalVI, read_cite_seq
 
     data = read_cite_seq(args.data, batch_key=args.batch_key) if args.data else None
+    _print_notices(data)
     model = TotalVI.load(args.model, data=data)
     print(model)
     print(f"config: {model.config}")
@@ -167,90 +175,200 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree of all subcommands."""
-    parser = argparse.ArgumentParser(prog="totalvi-explorer", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command")
+    """The argparse tree of all subcommands.
 
-    p = sub.add_parser("train", help="train TotalVI on a CITE-seq file and save it")
+    Building it and printing any ``--help`` imports only the standard library and the
+    light configuration modules (no torch, Dash, scanpy, anndata or plotly): each command
+    imports what it needs when it runs. Every option's help states its default.
+    """
+    from dataclasses import fields
+
+    from dashboard.backend.cli_commands import CACHE_DIR_HELP, DefaultsFormatter, add_subcommands
+    from dashboard.backend.settings import Settings
+    from dashboard.serve_config import SERVER_DEFAULTS
+
+    fmt = {"formatter_class": DefaultsFormatter}
+    parser = argparse.ArgumentParser(
+        prog="totalvi-explorer", description=__doc__.splitlines()[0].replace("``", ""), **fmt
+    )
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", help="default: run (the dashboard, embedded data)"
+    )
+
+    p = sub.add_parser("train", help="train TotalVI on a CITE-seq file and save it", **fmt)
     p.add_argument("data", type=Path, help=".h5ad, .h5mu, 10x .h5 or 10x folder")
-    p.add_argument("--batch-key", default=None)
-    p.add_argument("--labels-key", default=None)
+    p.add_argument(
+        "--batch-key", default=None, help="obs column of batches (default: none, one batch)"
+    )
+    p.add_argument(
+        "--labels-key", default=None, help="obs column of cell-type labels (default: none)"
+    )
     p.add_argument("--layer", default=None, help="RNA counts layer (default: X)")
-    p.add_argument("--n-latent", type=int, default=20)
-    p.add_argument("--max-epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-latent", type=int, default=20, help="latent dimensions")
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="most epochs; training stops early on the validation ELBO "
+        "(default: min(400, 20000 / n_cells * 400), as scvi-tools)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     p.add_argument(
         "--precision",
         choices=("auto", "32", "bf16-mixed"),
         default="auto",
-        help="training matmul precision (auto: bf16-mixed on CPUs with native bfloat16)",
+        help="training matmul precision; auto: bf16-mixed on CPUs with native bfloat16, else 32",
     )
-    p.add_argument("--out", type=Path, default=Path("runs/model"))
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="model folder to write (required)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("info", help="describe a checkpoint (ours or scvi-tools')")
-    p.add_argument("model", type=Path)
-    p.add_argument("--data", type=Path, default=None)
-    p.add_argument("--batch-key", default=None)
+    p = sub.add_parser("info", help="describe a checkpoint (ours or scvi-tools')", **fmt)
+    p.add_argument("model", type=Path, help="model folder or model.pt")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="dataset to evaluate the validation ELBO on (default: none)",
+    )
+    p.add_argument(
+        "--batch-key", default=None, help="obs column of batches in --data (default: none)"
+    )
     p.set_defaults(func=cmd_info)
-
-    from dashboard.backend.cli_commands import add_subcommands
 
     add_subcommands(sub, include=("precompute", "export"))
 
-    p = sub.add_parser("run", help="start the dashboard (default: embedded data and model)")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset to open")
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="checkpoint folder")
+    p = sub.add_parser("run", help="start the dashboard (default: embedded data and model)", **fmt)
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="dataset to open (default: the embedded data/pbmc10k.h5ad)",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=DEFAULT_MODEL,
+        help="checkpoint folder (default: the embedded data/models/pbmc10k)",
+    )
     p.add_argument("--batch-key", default="batch", help="obs column of batches ('' for none)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8050, help="port to listen on")
     p.add_argument("--debug", action="store_true", help="Dash debug mode (development only)")
     p.set_defaults(func=cmd_run)
 
+    settings = {f.name: f.default for f in fields(Settings)}
+    server = SERVER_DEFAULTS
+
+    def dflt(value: object) -> str:
+        return f"(default: {value})"
+
     p = sub.add_parser(
         "serve",
         help="production server (waitress); flag > env > --config file > default",
         description="Serve the dashboard with waitress. Each option can also come from "
-        "TOTALVI_EXPLORER_<OPTION> or a TOML --config file (see README).",
+        "TOTALVI_EXPLORER_<OPTION> or a TOML --config file (see README); the defaults below "
+        "apply when none of them sets it.",
+        **fmt,
     )
-    p.add_argument("--config", type=Path, default=None, help="TOML config file")
-    p.add_argument("--data", type=Path, default=None, help="dataset to open at start")
-    p.add_argument("--model", type=Path, default=None, help="checkpoint folder to load")
-    p.add_argument("--batch-key", default=None, help="obs column of batches ('' for none)")
-    p.add_argument("--host", default=None, help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port to listen on (8050)")
-    p.add_argument("--threads", type=int, default=None, help="worker threads (8)")
-    p.add_argument("--data-dir", type=Path, default=None, help="datasets the app may open")
-    p.add_argument("--model-dir", type=Path, default=None, help="checkpoints the app may load")
-    p.add_argument("--cache-dir", type=Path, default=None, help="results cache folder")
-    p.add_argument("--auth-file", type=Path, default=None, help="basic-auth credentials file")
-    p.add_argument("--max-upload-mb", type=float, default=None, help="upload limit (500)")
-    p.add_argument("--redis-url", default=None, help="Celery/Redis for background callbacks")
-    p.add_argument("--trusted-proxy", default=None, help="reverse proxy address to trust")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML config file (default: $TOTALVI_EXPLORER_CONFIG, else none)",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="dataset to open at start (default: the embedded data/pbmc10k.h5ad)",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="checkpoint folder to load (default: the embedded data/models/pbmc10k)",
+    )
+    p.add_argument(
+        "--batch-key",
+        default=None,
+        help=f"obs column of batches ('' for none) {dflt(server['batch_key'])}",
+    )
+    p.add_argument("--host", default=None, help=f"address to listen on {dflt(server['host'])}")
+    p.add_argument(
+        "--port", type=int, default=None, help=f"port to listen on {dflt(server['port'])}"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help=f"worker threads {dflt(server['threads'])}"
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="datasets the app may open (default: data/)",
+    )
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="checkpoints the app may load (default: data/models/)",
+    )
+    p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_DIR_HELP)
+    p.add_argument(
+        "--auth-file",
+        type=Path,
+        default=None,
+        help="basic-auth credentials file (default: none, no authentication)",
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=None,
+        help=f"upload limit in MiB {dflt(settings['max_upload_bytes'] // 1024**2)}",
+    )
+    p.add_argument(
+        "--redis-url",
+        default=None,
+        help="Celery/Redis for background callbacks (default: $REDIS_URL, else none: diskcache)",
+    )
+    p.add_argument(
+        "--trusted-proxy",
+        default=None,
+        help="reverse proxy address to trust (default: none)",
+    )
     p.add_argument("--dev", action="store_true", help="Dash development server, debug on")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("passwd", help="add or update a user of a basic-auth credentials file")
+    p = sub.add_parser(
+        "passwd", help="add or update a user of a basic-auth credentials file", **fmt
+    )
     p.add_argument("file", type=Path, help="credentials file (created with mode 0600)")
-    p.add_argument("user")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument("user", help="user name")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from stdin (else: prompt twice)",
+    )
     p.set_defaults(func=cmd_passwd)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; with no subcommand, runs ``run`` on the embedded default."""
-    from model import CheckpointError, CiteSeqDataError
+    """Entry point; with no subcommand, runs ``run`` on the embedded default.
 
+    The model's errors (``CiteSeqDataError``, ``CheckpointError``) are ``ValueError``s, so
+    they are caught here without importing the model (and torch) up front.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["run"])
     try:
         return int(args.func(args))
-    except (CiteSeqDataError, CheckpointError, FileExistsError, KeyError, ValueError) as err:
+    except (FileExistsError, KeyError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

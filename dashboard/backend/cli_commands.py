@@ -18,6 +18,25 @@ from typing import Any
 from dashboard.backend.errors import BackendError
 
 COMMANDS = ("train", "precompute", "export")
+CACHE_DIR_HELP = "results cache folder (default: $TOTALVI_EXPLORER_CACHE_DIR, else data/cache)"
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that states every option's default.
+
+    Options whose help already says ``default`` (or ``required``) keep it as written, which
+    is how options with a computed or ``None`` default explain it; flags add
+    ``(default: off)``; other options add ``(default: VALUE)``.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        said = "default" in text or "required" in text
+        if said or not action.option_strings or action.default is argparse.SUPPRESS:
+            return text
+        if action.nargs == 0:
+            return f"{text} (default: off)"
+        return f"{text} (default: %(default)s)"
 
 
 def add_subcommands(
@@ -29,29 +48,43 @@ def add_subcommands(
     ``func`` set to its command function. Returns the parsers by name.
     """
     parsers: dict[str, argparse.ArgumentParser] = {}
+    fmt = {"formatter_class": DefaultsFormatter}
     if "train" in include:
-        p = subparsers.add_parser("train", help="train TotalVI on a CITE-seq file and save it")
+        p = subparsers.add_parser(
+            "train", help="train TotalVI on a CITE-seq file and save it", **fmt
+        )
         _data_args(p)
-        p.add_argument("--max-epochs", type=int, default=None)
-        p.add_argument("--n-latent", type=int, default=20)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--out", type=Path, default=Path("runs/model"), help="model folder")
+        p.add_argument(
+            "--max-epochs",
+            type=int,
+            default=None,
+            help="most epochs (default: min(400, 20000 / n_cells * 400), as scvi-tools)",
+        )
+        p.add_argument("--n-latent", type=int, default=20, help="latent dimensions")
+        p.add_argument("--seed", type=int, default=0, help="random seed")
+        p.add_argument("--out", type=Path, required=True, help="model folder (required)")
         p.set_defaults(func=cmd_train)
         parsers["train"] = p
     if "precompute" in include:
         p = subparsers.add_parser(
-            "precompute", help="fill the results cache (UMAP, clusters, DE, metrics)"
+            "precompute", help="fill the results cache (UMAP, clusters, DE, metrics)", **fmt
         )
         _data_args(p)
-        p.add_argument("--model", type=Path, required=True, help="model folder or model.pt")
+        p.add_argument(
+            "--model", type=Path, required=True, help="model folder or model.pt (required)"
+        )
         p.set_defaults(func=cmd_precompute)
         parsers["precompute"] = p
     if "export" in include:
-        p = subparsers.add_parser("export", help="write results to .h5mu and tables to CSV")
+        p = subparsers.add_parser("export", help="write results to .h5mu and tables to CSV", **fmt)
         _data_args(p)
-        p.add_argument("--model", type=Path, required=True, help="model folder or model.pt")
-        p.add_argument("--out", type=Path, required=True, help="output .h5mu file")
-        p.add_argument("--tables", type=Path, default=None, help="folder for CSV tables")
+        p.add_argument(
+            "--model", type=Path, required=True, help="model folder or model.pt (required)"
+        )
+        p.add_argument("--out", type=Path, required=True, help="output .h5mu file (required)")
+        p.add_argument(
+            "--tables", type=Path, default=None, help="folder for CSV tables (default: none)"
+        )
         p.add_argument("--denoised-rna", action="store_true", help="also store denoised RNA")
         p.set_defaults(func=cmd_export)
         parsers["export"] = p
@@ -60,10 +93,16 @@ def add_subcommands(
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", type=Path, help=".h5ad, .h5mu, 10x .h5 or 10x folder")
-    p.add_argument("--batch-key", default=None)
-    p.add_argument("--labels-key", default=None)
+    p.add_argument(
+        "--batch-key", default=None, help="obs column of batches (default: none, one batch)"
+    )
+    p.add_argument(
+        "--labels-key",
+        default=None,
+        help="obs column of cell-type labels (default: none, cell types from clusters)",
+    )
     p.add_argument("--layer", default=None, help="RNA counts layer (default: X)")
-    p.add_argument("--cache-dir", type=Path, default=None, help="results cache folder")
+    p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_DIR_HELP)
 
 
 def _service(args: argparse.Namespace) -> Any:
@@ -106,9 +145,13 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
 
 
 def _open(service: Any, args: argparse.Namespace) -> Any:
-    return service.open_dataset(
+    """Open DATA; its notices (e.g. duplicate names made unique) go to stderr, one line each."""
+    ref = service.open_dataset(
         args.data, batch_key=args.batch_key, labels_key=args.labels_key, layer=args.layer
     )
+    for note in service.dataset(ref).notices:
+        print(f"note: {note}", file=sys.stderr)
+    return ref
 
 
 @_guard
