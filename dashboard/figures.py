@@ -435,12 +435,89 @@ def dotplot_figure(
 
 
 # ------------------------------------------------------------------------------- DE
+#: Nominal plot area (pixels) the volcano's label placement assumes (its card is 470 px
+#: high; wider screens only spread the labels further apart).
+VOLCANO_PLOT_PX = (560.0, 380.0)
+#: Where a label may go relative to its point (pixel offsets, y down), nearest first.
+_LABEL_OFFSETS = tuple(
+    (dx * r, dy * r)
+    for r in (1.0, 1.9, 2.8, 3.7)
+    for dx, dy in (
+        (0, -16),
+        (26, -12),
+        (-26, -12),
+        (0, 16),
+        (30, 10),
+        (-30, 10),
+        (40, 0),
+        (-40, 0),
+    )
+)
+
+
+def label_boxes(
+    points: np.ndarray,
+    texts: Sequence[str],
+    *,
+    plot_px: tuple[float, float] = VOLCANO_PLOT_PX,
+    font_px: float = 10.0,
+) -> list[tuple[float, float, float, float, float, float]]:
+    """Readable places for text labels of points: for each label ``(ax, ay, x0, y0, x1,
+    y1)``, the arrow offset from its point and its box (pixels, y down).
+
+    ``points`` are pixel positions (n x 2) in priority order; each label takes the nearest
+    offset whose box overlaps no label placed before it, no labelled point and stays inside
+    the plot (greedy, as plot-labelling tools do); if none is free, the least crowded one.
+    """
+    width, height = plot_px
+    placed: list[tuple[float, float, float, float]] = []
+    marks = np.asarray(points, dtype=float).reshape(-1, 2)
+    out = []
+
+    def overlap(box: tuple[float, float, float, float]) -> float:
+        x0, y0, x1, y1 = box
+        area = 0.0
+        for a0, b0, a1, b1 in placed:
+            area += max(0.0, min(x1, a1) - max(x0, a0)) * max(0.0, min(y1, b1) - max(y0, b0))
+        inside = (marks[:, 0] > x0 - 3) & (marks[:, 0] < x1 + 3)
+        inside &= (marks[:, 1] > y0 - 3) & (marks[:, 1] < y1 + 3)
+        area += 40.0 * int(inside.sum())
+        clip = max(0.0, -x0) + max(0.0, x1 - width) + max(0.0, -y0) + max(0.0, y1 - height)
+        return area + 100.0 * clip
+
+    for (px, py), text in zip(marks, texts, strict=True):
+        w, h = 0.62 * font_px * max(len(str(text)), 1) + 6, font_px + 6
+        best, best_cost = None, np.inf
+        for ax, ay in _LABEL_OFFSETS:
+            cx, cy = px + ax, py + ay
+            box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+            cost = overlap(box)
+            if cost == 0.0:
+                best = (ax, ay, *box)
+                break
+            if cost < best_cost:
+                best, best_cost = (ax, ay, *box), cost
+        assert best is not None
+        placed.append(best[2:])
+        out.append(best)
+    return out
+
+
+def _padded_range(values: np.ndarray, pad: float = 0.08) -> list[float]:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return [-1.0, 1.0]
+    lo, hi = float(v.min()), float(v.max())
+    span = hi - lo if hi > lo else 1.0
+    return [lo - pad * span, hi + pad * span]
+
+
 def volcano_figure(
     de: pd.DataFrame,
     *,
     lfc_column: str = "lfc_mean",
     score_column: str = "bayes_factor",
-    de_column: str = "is_de_fdr_0.05",
+    de_column: str = "is_de",
     key_column: str = "key",
     label_column: str = "feature",
     highlight: str | None = None,
@@ -449,19 +526,25 @@ def volcano_figure(
 ) -> go.Figure:
     """Volcano plot: LFC vs log Bayes factor, DE features in red, proteins as diamonds.
 
-    ``customdata`` carries each point's key (``"gene:CD3E"``) so a click can recolour the
-    embedding; ``highlight`` (a key) is ringed.
+    ``de`` is a display table (``queries.de_display_table``: one row per feature, boolean
+    ``is_de``); a table without ``de_column`` is refused rather than drawn all grey. The
+    ``n_labels`` strongest up-regulated features are labelled, each label placed where it
+    overlaps no other (:func:`label_boxes`). ``customdata`` carries each point's key
+    (``"gene:CD3E"``) so a click can recolour the embedding; ``highlight`` (a key) is ringed.
     """
     if de.empty:
         return empty_figure("No differential expression results")
-    is_de = (
-        de[de_column].to_numpy(dtype=bool) if de_column in de else np.zeros(len(de), dtype=bool)
-    )
+    if de_column not in de:
+        msg = f"volcano: the DE table has no {de_column!r} column (columns: {list(de.columns)})"
+        raise KeyError(msg)
+    is_de = de[de_column].to_numpy(dtype=bool)
     modality = (
         de["modality"].astype(str).to_numpy() if "modality" in de else np.full(len(de), "rna")
     )
     keys = de[key_column].astype(str).to_numpy()
     names = de[label_column].astype(str).to_numpy()
+    lfc = de[lfc_column].to_numpy(dtype=float)
+    score = de[score_column].to_numpy(dtype=float)
     fig = go.Figure()
     for mod, symbol, size in (("rna", "circle", 6), ("protein", "diamond", 11)):
         for flag, color, label in ((False, MUTED, "not DE"), (True, HIGHLIGHT, "DE")):
@@ -470,10 +553,11 @@ def volcano_figure(
                 continue
             fig.add_trace(
                 go.Scattergl(
-                    x=de.loc[sel, lfc_column].to_numpy(dtype=float),
-                    y=de.loc[sel, score_column].to_numpy(dtype=float),
+                    x=lfc[sel],
+                    y=score[sel],
                     mode="markers",
-                    name=f"{'gene' if mod == 'rna' else 'protein'} · {label}",
+                    name=f"{'gene' if mod == 'rna' else 'protein'} · {label} ({int(sel.sum()):,})",
+                    meta={"modality": mod, "de": flag},
                     marker={
                         "color": color,
                         "symbol": symbol,
@@ -486,25 +570,38 @@ def volcano_figure(
                     "<extra></extra>",
                 )
             )
-    top = de.assign(_score=de[score_column] * np.sign(de[lfc_column]).clip(lower=0))
-    top = top[top["_score"] > 0].nlargest(n_labels, "_score")  # up-regulated, BF > 1
+    x_range, y_range = _padded_range(lfc), _padded_range(score)
+    up = np.flatnonzero((np.sign(lfc) * score > 0) & (lfc > 0))  # up-regulated, BF > 1
+    top = up[np.argsort(-score[up], kind="stable")][: max(n_labels, 0)]
+    width, height = VOLCANO_PLOT_PX
+    px = np.column_stack(
+        [
+            (lfc[top] - x_range[0]) / (x_range[1] - x_range[0]) * width,
+            (1 - (score[top] - y_range[0]) / (y_range[1] - y_range[0])) * height,
+        ]
+    )
     annotations = [
         {
-            "x": float(r[lfc_column]),
-            "y": float(r[score_column]),
-            "text": str(r[label_column]),
-            "showarrow": False,
-            "yshift": 10,
+            "x": float(lfc[i]),
+            "y": float(score[i]),
+            "text": str(names[i]),
+            "showarrow": True,
+            "arrowhead": 0,
+            "arrowwidth": 0.8,
+            "arrowcolor": "#8a94a3",
+            "ax": ax,
+            "ay": ay,
             "font": {"size": 10},
+            "bgcolor": "rgba(255,255,255,0.8)",
         }
-        for _, r in top.iterrows()
+        for i, (ax, ay, *_box) in zip(top, label_boxes(px, names[top]), strict=True)
     ]
     if highlight is not None and highlight in set(keys):
-        row = de[de[key_column].astype(str) == highlight].iloc[0]
+        i = int(np.flatnonzero(keys == highlight)[0])
         fig.add_trace(
             go.Scatter(
-                x=[float(row[lfc_column])],
-                y=[float(row[score_column])],
+                x=[float(lfc[i])],
+                y=[float(score[i])],
                 mode="markers",
                 name="selected",
                 marker={
@@ -517,9 +614,9 @@ def volcano_figure(
         )
         annotations.append(
             {
-                "x": float(row[lfc_column]),
-                "y": float(row[score_column]),
-                "text": f"<b>{row[label_column]}</b>",
+                "x": float(lfc[i]),
+                "y": float(score[i]),
+                "text": f"<b>{names[i]}</b>",
                 "showarrow": True,
                 "arrowhead": 0,
                 "ax": 30,
@@ -529,8 +626,8 @@ def volcano_figure(
     fig.update_layout(**BASE_LAYOUT, clickmode="event", hovermode="closest")
     fig.update_layout(
         title={"text": title},
-        xaxis_title="log fold change (mean)",
-        yaxis_title="log Bayes factor",
+        xaxis={"title": {"text": "log fold change (mean)"}, "range": x_range},
+        yaxis={"title": {"text": "log Bayes factor"}, "range": y_range},
         annotations=annotations,
         legend={"orientation": "h", "y": -0.18, "font": {"size": 11}},
     )

@@ -473,6 +473,16 @@ def test_de_page_volcano_and_click_colours_the_cells(env, de_ready) -> None:
     keys = {k for t in fig.data for k in (t.customdata if t.customdata is not None else [])}
     assert len(keys) == env.data.n_genes + env.data.n_proteins
     assert fig.layout.title.text == f"{largest_type(env)} vs rest"
+    # the features the status line counts as DE are the red ones (the type with most DE)
+    table = queries.de_display_table(env.service.de_one_vs_rest(env.pair))
+    top = str(table.groupby("group1")["is_de"].sum().idxmax())
+    ready = {**de_ready, "group": f"type:{top}"}
+    rows, status = env.de.render_table(ready, "all", None)
+    de_keys = {r["key"] for r in rows if r["is_de"]}
+    assert f"{len(de_keys):,} of" in text(status) and len(de_keys) > 0
+    shown = env.de.render_volcano(ready, "all", None, None)
+    red = {k for t in shown.data if t.marker.color == figures.HIGHLIGHT for k in t.customdata}
+    assert red == de_keys
     key = next(iter(sorted(k for k in keys if k.startswith("protein:"))))
     feature, color = env.de.on_volcano_click({"points": [{"customdata": key, "x": 1.0}]})
     assert feature == key

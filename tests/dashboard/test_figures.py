@@ -380,7 +380,7 @@ def de_table() -> pd.DataFrame:
             "modality": ["rna", "rna", "rna", "protein", "protein"],
             "lfc_mean": [3.0, -2.5, 0.1, 1.5, -0.2],
             "bayes_factor": [6.0, 5.0, 0.2, 4.0, -1.0],
-            "is_de_fdr_0.05": [True, True, False, True, False],
+            "is_de": [True, True, False, True, False],
         }
     )
 
@@ -388,7 +388,13 @@ def de_table() -> pd.DataFrame:
 def test_volcano_splits_genes_proteins_and_de() -> None:
     fig = figures.volcano_figure(de_table(), title="T vs rest", n_labels=2)
     by_name = {t.name: t for t in fig.data}
-    assert set(by_name) == {"gene · DE", "gene · not DE", "protein · DE", "protein · not DE"}
+    assert set(by_name) == {
+        "gene · DE (2)",
+        "gene · not DE (1)",
+        "protein · DE (1)",
+        "protein · not DE (1)",
+    }
+    by_name = {t.name.rsplit(" (", 1)[0]: t for t in fig.data}
     de_genes = by_name["gene · DE"]
     assert isinstance(de_genes, go.Scattergl)
     assert list(de_genes.customdata) == ["gene:CD3E", "gene:LYZ"]
@@ -417,11 +423,70 @@ def test_volcano_rings_the_highlighted_feature() -> None:
     assert "selected" not in {t.name for t in unknown.data}
 
 
-def test_volcano_without_modality_or_fdr_columns() -> None:
-    de = de_table().drop(columns=["modality", "is_de_fdr_0.05"])
-    fig = figures.volcano_figure(de)
-    assert [t.name for t in fig.data] == ["gene · not DE"]
-    assert len(fig.data[0].x) == 5
+def test_volcano_without_modality_is_all_genes_and_without_is_de_is_refused() -> None:
+    fig = figures.volcano_figure(de_table().drop(columns=["modality"]))
+    assert [t.name for t in fig.data] == ["gene · not DE (2)", "gene · DE (3)"]
+    with pytest.raises(KeyError, match="no 'is_de' column"):
+        figures.volcano_figure(de_table().drop(columns=["is_de"]))
+
+
+def test_volcano_of_the_pages_display_table_marks_its_de_features() -> None:
+    """The DE page passes ``queries.de_display_table`` output (``is_de``, not the model's
+    ``is_de_fdr_0.05``): its DE features must be red, as many as the status line counts."""
+    from dashboard.queries import de_display_table
+
+    rng = np.random.default_rng(0)
+    n = 60
+    raw = pd.DataFrame(
+        {
+            "lfc_mean": rng.normal(0, 2, n),
+            "bayes_factor": rng.normal(1, 3, n),
+            "proba_de": rng.uniform(0, 1, n),
+            "is_de_fdr_0.05": rng.uniform(0, 1, n) < 0.3,
+            "modality": ["rna"] * 50 + ["protein"] * 10,
+            "group1": "T",
+            "group2": "rest",
+        },
+        index=[f"G{i}" for i in range(50)] + [f"P{i}_protein" for i in range(10)],
+    )
+    table = de_display_table(raw)
+    fig = figures.volcano_figure(table)
+    red = [t for t in fig.data if t.marker.color == HIGHLIGHT]
+    n_red = sum(len(t.x) for t in red)
+    assert n_red == int(raw["is_de_fdr_0.05"].sum()) == int(table["is_de"].sum()) > 0
+    shown = {k for t in red for k in t.customdata}
+    assert shown == set(table.loc[table["is_de"], "key"])
+
+
+def test_volcano_labels_do_not_overlap() -> None:
+    """Top features crowded near one corner (as marker genes are) get separate labels."""
+    n = 40
+    de = pd.DataFrame(
+        {
+            "key": [f"gene:GENE{i}" for i in range(n)],
+            "feature": [f"GENE{i}" for i in range(n)],
+            "modality": "rna",
+            "lfc_mean": np.r_[np.linspace(3.0, 3.3, 10), np.linspace(-2, 2, n - 10)],
+            "bayes_factor": np.r_[np.linspace(9.0, 9.6, 10), np.linspace(-3, 3, n - 10)],
+            "is_de": [True] * 10 + [False] * (n - 10),
+        }
+    )
+    fig = figures.volcano_figure(de, n_labels=8)
+    notes = fig.layout.annotations
+    assert len(notes) == 8 and all(a.showarrow for a in notes)
+    x0, x1 = fig.layout.xaxis.range
+    y0, y1 = fig.layout.yaxis.range
+    width, height = figures.VOLCANO_PLOT_PX
+    boxes = []
+    for a in notes:
+        cx = (a.x - x0) / (x1 - x0) * width + a.ax
+        cy = (1 - (a.y - y0) / (y1 - y0)) * height + a.ay
+        w, h = 0.62 * 10 * len(a.text) + 6, 16
+        boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+    for i, b in enumerate(boxes):
+        assert b[0] >= 0 and b[2] <= width and b[1] >= 0 and b[3] <= height
+        for c in boxes[:i]:
+            assert b[2] <= c[0] or c[2] <= b[0] or b[3] <= c[1] or c[3] <= b[1]
 
 
 def test_volcano_of_nothing_says_so() -> None:
