@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -256,7 +256,7 @@ def color_data(
     values = feature_values(service, pair, spec)
     if cells is not None:
         values = values[cells]
-    short = _display_name(spec.name)
+    short = feature_catalog(service, pair).shown_name(spec.feature)
     return ColorData(values, False, None, f"{short} · {LAYERS[spec.layer]}")
 
 
@@ -274,18 +274,34 @@ def hover_columns(service: AnalysisService, pair: Pair) -> dict[str, Sequence[An
 # ============================================================================== search
 @dataclass(frozen=True)
 class FeatureCatalog:
-    """Every colourable feature of a pair: annotations, genes and proteins."""
+    """Every colourable feature of a pair: annotations, genes and proteins.
+
+    ``renamed`` maps the value of a gene or protein whose name was made unique (``"gene:
+    COG8-1"``) to its original symbol and which copy of that symbol it is (``("COG8", 2)``);
+    values stay the unique names, labels show the symbol.
+    """
 
     obs: list[tuple[str, str]]  # (value, label)
     genes: list[str]
     proteins: list[str]
+    renamed: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def label(self, value: str) -> str:
-        """Dropdown label of a feature value (``"gene:CD3E"`` → ``"CD3E · gene"``)."""
+        """Dropdown label of a feature value (``"gene:CD3E"`` → ``"CD3E · gene"``; a second
+        ``COG8`` made unique as ``"gene:COG8-1"`` → ``"COG8 (2nd) · gene"``)."""
         kind, _, name = value.partition(":")
         if kind == "obs":
             return dict(self.obs).get(value, name)
-        return f"{_display_name(name)} · {kind}"
+        return f"{self.shown_name(value)} · {kind}"
+
+    def shown_name(self, value: str) -> str:
+        """A gene's or protein's name as shown: the symbol, with ``(2nd)``, ``(3rd)``, ...
+        on the later copies of a duplicated symbol."""
+        _, _, name = value.partition(":")
+        if value in self.renamed:
+            symbol, copy = self.renamed[value]
+            return f"{_display_name(symbol)} ({_ordinal(copy)})"
+        return _display_name(name)
 
     def has(self, value: str) -> bool:
         """True if ``value`` names a known feature."""
@@ -309,14 +325,36 @@ def feature_catalog(service: AnalysisService, pair: Pair) -> FeatureCatalog:
     data = _dataset(service, pair)
     obs = [(f"obs:{k}", v) for k, v in OBS_BUILTINS.items()]
     obs += [(f"obs:{c}", str(c)) for c in data.obs.columns if str(c) not in OBS_BUILTINS]
+    renamed = _renamed("gene", data.var_names, data.original_var_names)
+    renamed |= _renamed("protein", data.protein_names, data.original_protein_names)
     catalog = FeatureCatalog(
-        obs, [str(g) for g in data.var_names], [str(p) for p in data.protein_names]
+        obs, [str(g) for g in data.var_names], [str(p) for p in data.protein_names], renamed
     )
     with _catalog_lock:
         _catalogs[key] = catalog
         while len(_catalogs) > 4:
             _catalogs.popitem(last=False)
     return catalog
+
+
+def _renamed(kind: str, names: pd.Index, symbols: pd.Index) -> dict[str, tuple[str, int]]:
+    """``{"<kind>:<unique name>": (symbol, copy number)}`` for names that differ from their
+    symbol (copies counted in file order, the first copy keeping its name)."""
+    out: dict[str, tuple[str, int]] = {}
+    if names is symbols or names.equals(symbols):
+        return out
+    seen: dict[str, int] = {}
+    for name, symbol in zip(names.astype(str), symbols.astype(str), strict=True):
+        seen[symbol] = seen.get(symbol, 0) + 1
+        if name != symbol:
+            out[f"{kind}:{name}"] = (symbol, seen[symbol])
+    return out
+
+
+def _ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ... ``11th``, ``12th``, ``21st``."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def search_features(
@@ -351,8 +389,10 @@ def search_features(
         for name in names:
             low = name.lower()
             rank = _rank(low, q)
-            if kind == "protein":  # "cd4" is an exact match of CD4_TotalSeqB
-                shown = _rank(_display_name(name).lower(), q)
+            renamed = catalog.renamed.get(f"{kind}:{name}")
+            symbol = renamed[0] if renamed else name  # "cog8" finds both copies of COG8
+            if kind == "protein" or renamed:  # "cd4" is an exact match of CD4_TotalSeqB
+                shown = _rank(_display_name(symbol).lower(), q)
                 if shown is not None and (rank is None or shown < rank):
                     rank = shown
             if rank is not None:
@@ -432,7 +472,8 @@ def dotplot_tables(
             expressed = _protein_expressed(service, pair, spec.name, data.protein[:, pos])
         frame = pd.DataFrame({"t": labels, "v": values, "e": expressed})
         grouped = frame.groupby("t")
-        name = _display_name(spec.name) + (" (protein)" if spec.kind == "protein" else "")
+        shown = feature_catalog(service, pair).shown_name(spec.feature)
+        name = shown + (" (protein)" if spec.kind == "protein" else "")
         means[name] = grouped["v"].mean().reindex(order)
         fracs[name] = grouped["e"].mean().reindex(order)
     return pd.DataFrame(means, index=order), pd.DataFrame(fracs, index=order)
@@ -647,7 +688,30 @@ def save_upload(
     max_bytes: int | None = None,
     validate: Callable[[Path], Any] | None = None,
 ) -> Path:
-    """Store an uploaded CITE-seq file after validating it.
+    """Store an uploaded CITE-seq file after validating it; returns its path.
+
+    See :func:`save_checked_upload`, which also returns what ``validate`` read.
+    """
+    path, _ = save_checked_upload(
+        contents, filename, dest_dir, max_bytes=max_bytes, validate=validate
+    )
+    return path
+
+
+def upload_notices(data: Any) -> tuple[str, ...]:
+    """The notices of what an upload's validation read (e.g. duplicate names made unique)."""
+    return tuple(str(n) for n in getattr(data, "notices", ()) or ())
+
+
+def save_checked_upload(
+    contents: str,
+    filename: str,
+    dest_dir: Path,
+    *,
+    max_bytes: int | None = None,
+    validate: Callable[[Path], Any] | None = None,
+) -> tuple[Path, Any]:
+    """Store an uploaded CITE-seq file after validating it: ``(path, what validate read)``.
 
     ``contents`` is ``dcc.Upload``'s data URL. The bytes go to a temporary file in
     ``dest_dir``, are read with ``validate`` (default :func:`model.data.read_cite_seq`; it
@@ -686,7 +750,7 @@ def save_upload(
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
         try:
-            (validate or read_cite_seq)(tmp)
+            data = (validate or read_cite_seq)(tmp)
         except CiteSeqDataError as err:
             msg = str(err).replace(str(tmp), filename)
             raise DatasetNotFound(msg) from None
@@ -697,7 +761,7 @@ def save_upload(
         if final.exists():
             final = dest_dir / f"{final.stem}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
         tmp.replace(final)
-        return final
+        return final, data
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -8,11 +8,13 @@ cell, gene or protein at fault and says how to fix it, so the dashboard can show
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
+import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -44,6 +46,9 @@ SUPPORTED_FORMATS = (
     "filtered_feature_bc_matrix/ folder (matrix.mtx[.gz], features.tsv[.gz], barcodes.tsv[.gz])"
 )
 _N_SHOW = 5  # how many offending names a message lists
+#: Where the original symbols of names made unique are kept (var column / uns key).
+GENE_SYMBOLS = "gene_symbols"
+PROTEIN_SYMBOLS = "protein_symbols"
 
 
 class CiteSeqDataError(ValueError):
@@ -118,7 +123,7 @@ class CiteSeqData:
     obs
         Per-cell table; index = unique cell names, all source columns kept.
     var_names, protein_names
-        Unique gene and protein names.
+        Unique gene and protein names (the keys every result uses).
     batch, batch_categories, batch_key
         int64 batch codes ``0..n_batch-1``, the name of each code, and the obs column they
         came from (``None``: one batch called ``"all"``).
@@ -132,6 +137,13 @@ class CiteSeqData:
     minified
         For minified scvi-hub data (all-zero counts): the cached latent posterior that
         replaces the encoder; ``None`` for ordinary data.
+    gene_symbols, protein_symbols
+        The names as the source file spells them, where duplicates were made unique
+        (``var_names`` ``COG8, COG8-1`` from symbols ``COG8, COG8``); ``None`` when they equal
+        ``var_names`` / ``protein_names`` (see :attr:`original_var_names`).
+    notices
+        One-line notes for the user about what reading changed (e.g. duplicate names made
+        unique); empty for most files.
     """
 
     rna: sp.csr_matrix
@@ -148,6 +160,9 @@ class CiteSeqData:
     protein_batch_mask: np.ndarray | None = None
     source: str = ""
     minified: MinifiedPosterior | None = None
+    gene_symbols: pd.Index | None = None
+    protein_symbols: pd.Index | None = None
+    notices: tuple[str, ...] = ()
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -162,6 +177,9 @@ class CiteSeqData:
             self.label_categories = [str(c) for c in (self.label_categories or [])]
         if self.protein_batch_mask is not None:
             self.protein_batch_mask = np.asarray(self.protein_batch_mask, dtype=bool)
+        self.gene_symbols = _symbols_or_none(self.gene_symbols, self.var_names)
+        self.protein_symbols = _symbols_or_none(self.protein_symbols, self.protein_names)
+        self.notices = tuple(str(n) for n in self.notices)
         self._check_shapes()
 
     def _check_shapes(self) -> None:
@@ -197,6 +215,12 @@ class CiteSeqData:
                 f"protein_batch_mask has shape {mask.shape}, expected "
                 f"({len(self.batch_categories)}, {len(self.protein_names)})"
             )
+        for symbols, names, what in (
+            (self.gene_symbols, self.var_names, "gene"),
+            (self.protein_symbols, self.protein_names, "protein"),
+        ):
+            if symbols is not None and len(symbols) != len(names):
+                problems.append(f"{len(symbols)} {what} symbols for {len(names)} {what}s")
         if problems:
             raise CiteSeqDataError(f"{where}: inconsistent CiteSeqData: " + "; ".join(problems))
 
@@ -225,6 +249,16 @@ class CiteSeqData:
     def obs_names(self) -> pd.Index:
         """Cell names."""
         return self.obs.index
+
+    @property
+    def original_var_names(self) -> pd.Index:
+        """Gene names as the source file spells them (duplicates not made unique)."""
+        return self.var_names if self.gene_symbols is None else self.gene_symbols
+
+    @property
+    def original_protein_names(self) -> pd.Index:
+        """Protein names as the source file spells them (duplicates not made unique)."""
+        return self.protein_names if self.protein_symbols is None else self.protein_symbols
 
     # ------------------------------------------------------------- operations
     def subset(self, indices: np.ndarray | slice) -> CiteSeqData:
@@ -261,13 +295,17 @@ class CiteSeqData:
             else self.protein_batch_mask.copy(),
             source=self.source,
             minified=None if self.minified is None else self.minified.subset(idx),
+            gene_symbols=self.gene_symbols,
+            protein_symbols=self.protein_symbols,
+            notices=self.notices,
         )
 
     def fingerprint(self) -> str:
         """SHA-256 (hex) of the content, not the path: same counts and names give the same hash.
 
-        Covers RNA (data, indices, indptr), protein counts, cell/gene/protein names, batch and
-        label codes with their categories and the protein batch mask. Cached on the instance,
+        Covers RNA (data, indices, indptr), protein counts, cell/gene/protein names (and the
+        original symbols where duplicates were made unique), batch and label codes with their
+        categories and the protein batch mask (not ``notices``). Cached on the instance,
         so do not modify the arrays in place afterwards.
         """
         if self._fingerprint is None:
@@ -288,6 +326,10 @@ class CiteSeqData:
             put_names("obs_names", self.obs_names)
             put_names("var_names", self.var_names)
             put_names("protein_names", self.protein_names)
+            if self.gene_symbols is not None:  # only when they differ: old hashes stay valid
+                put_names("gene_symbols", self.gene_symbols)
+            if self.protein_symbols is not None:
+                put_names("protein_symbols", self.protein_symbols)
             put("batch", self.batch.tobytes())
             put_names("batch_categories", self.batch_categories)
             if self.labels is not None:
@@ -347,6 +389,9 @@ class CiteSeqData:
             else compute_protein_batch_mask(self.protein, codes, len(cats)),
             source=self.source,
             minified=self.minified,
+            gene_symbols=self.gene_symbols,
+            protein_symbols=self.protein_symbols,
+            notices=self.notices,
         )
 
     def to_anndata(self) -> anndata.AnnData:
@@ -354,7 +399,9 @@ class CiteSeqData:
 
         The batch (and labels) are written to obs as categoricals under ``batch_key``
         (``labels_key``); without a batch key the column is ``"batch"`` (``"_batch"`` if the
-        obs table already has an unrelated ``"batch"`` column).
+        obs table already has an unrelated ``"batch"`` column). Where duplicate names were
+        made unique, the original symbols go to ``var["gene_symbols"]`` and
+        ``uns["protein_symbols"]`` (the readers take them back from there).
         """
         obs = self.obs.copy()
         obs.index = obs.index.astype(str)
@@ -370,6 +417,10 @@ class CiteSeqData:
         adata.obsm["protein_expression"] = pd.DataFrame(
             self.protein.copy(), index=adata.obs_names, columns=self.protein_names.copy()
         )
+        if self.gene_symbols is not None:
+            adata.var[GENE_SYMBOLS] = np.asarray(self.gene_symbols, dtype=object)
+        if self.protein_symbols is not None:
+            adata.uns[PROTEIN_SYMBOLS] = np.asarray(self.protein_symbols, dtype=object)
         return adata
 
     def _where(self) -> str:
@@ -413,7 +464,8 @@ def read_cite_seq(
                 raise CiteSeqDataError(msg)
         return read_10x(p if name.endswith(".h5") else folder, source=src)
     if name.endswith(".h5mu"):
-        mdata = _read_or_fail(mudata.read_h5mu, p, "MuData (.h5mu)")
+        with _duplicates_noted_here():
+            mdata = _read_or_fail(mudata.read_h5mu, p, "MuData (.h5mu)")
         return from_mudata(
             mdata,
             batch_key=batch_key,
@@ -425,7 +477,8 @@ def read_cite_seq(
             source=src,
         )
     if name.endswith(".h5ad"):
-        adata = _read_or_fail(anndata.read_h5ad, p, "AnnData (.h5ad)")
+        with _duplicates_noted_here():
+            adata = _read_or_fail(anndata.read_h5ad, p, "AnnData (.h5ad)")
         return from_anndata(
             adata,
             batch_key=batch_key,
@@ -455,6 +508,14 @@ def from_anndata(
     ``obsm[protein_obsm_key]``: a DataFrame whose columns name the proteins, or an array with
     names in ``uns[protein_names_uns_key]`` (default: ``uns["protein_names"]`` if present,
     else ``protein_0, protein_1, ...``). The input is copied, never modified.
+
+    Duplicate gene or protein names are made unique as anndata's ``var_names_make_unique``
+    does (first ``COG8`` stays, later ones become ``COG8-1``, ``COG8-2``, skipping names
+    already taken); the original symbols are kept (``gene_symbols``, ``protein_symbols``)
+    and a one-line note goes to ``notices``. A ``var["gene_symbols"]`` column (or
+    ``uns["protein_symbols"]``) whose names made unique are exactly the var names, as
+    :meth:`CiteSeqData.to_anndata` and the dashboard's export write it, is read back as
+    those symbols. Duplicate cell names are refused.
     """
     where = source or "AnnData"
     if adata.isbacked:
@@ -507,6 +568,8 @@ def from_anndata(
         rna_field="X" if layer is None else f"layers[{layer!r}]",
         protein_field=field_name,
         minified=_minified_posterior(adata.uns, [adata.obsm], [obs], n, where),
+        gene_symbols=adata.var.get(GENE_SYMBOLS),
+        protein_symbols=adata.uns.get(PROTEIN_SYMBOLS),
     )
 
 
@@ -603,6 +666,8 @@ def from_mudata(
         minified=_minified_posterior(
             mdata.uns, [mdata.obsm, rna_ad.obsm], [mdata.obs, rna_ad.obs], n, where
         ),
+        gene_symbols=rna_ad.var.get(GENE_SYMBOLS),
+        protein_symbols=prot_ad.var.get(PROTEIN_SYMBOLS),
     )
 
 
@@ -610,8 +675,8 @@ def read_10x(path: str | os.PathLike[str], *, source: str = "") -> CiteSeqData:
     """Read Cell Ranger (v3) output: a matrix folder or a ``.h5`` file.
 
     ``"Gene Expression"`` features become RNA, ``"Antibody Capture"`` features proteins (other
-    feature types are dropped). Feature *names* are used, made unique like anndata's
-    ``var_names_make_unique`` (``X``, ``X-1``, ``X-2``...). One batch, no labels.
+    feature types are dropped). Feature *names* are used; duplicates are made unique as by
+    every reader (see :func:`from_anndata`). One batch, no labels.
     """
     p = Path(path)
     src = source or str(p)
@@ -637,8 +702,8 @@ def read_10x(path: str | os.PathLike[str], *, source: str = "") -> CiteSeqData:
         rna=counts[:, np.flatnonzero(is_gex)],
         protein=counts[:, np.flatnonzero(is_adt)].toarray(),
         obs=pd.DataFrame(index=barcodes),
-        var_names=_make_unique(names[is_gex]),
-        protein_names=_make_unique(names[is_adt]),
+        var_names=pd.Index(names[is_gex]),
+        protein_names=pd.Index(names[is_adt]),
         batch=np.zeros(len(barcodes), dtype=np.int64),
         batch_categories=[SINGLE_BATCH],
         batch_key=None,
@@ -704,6 +769,9 @@ def align_features(
         protein_batch_mask=mask,
         source=data.source,
         minified=data.minified,
+        gene_symbols=data.original_var_names[gi],
+        protein_symbols=data.original_protein_names[pi],
+        notices=data.notices,
     )
 
 
@@ -748,12 +816,19 @@ def _build(
     rna_field: str,
     protein_field: str,
     minified: MinifiedPosterior | None = None,
+    gene_symbols: Any = None,
+    protein_symbols: Any = None,
 ) -> CiteSeqData:
-    """Check names and counts, convert to the canonical dtypes and assemble the container."""
+    """Check names and counts, convert to the canonical dtypes and assemble the container.
+
+    Duplicate gene/protein names are made unique (with a notice); ``gene_symbols`` /
+    ``protein_symbols`` are symbols stored beside already-unique names (kept only if they
+    made unique give exactly those names).
+    """
     where = source or "data"
     cells = pd.Index(obs.index).astype(str)
-    genes = pd.Index(var_names).astype(str)
-    prots = pd.Index(protein_names).astype(str)
+    genes, gene_syms, gene_note = _unique_names(var_names, "gene", gene_symbols)
+    prots, prot_syms, prot_note = _unique_names(protein_names, "protein", protein_symbols)
     if len(cells) == 0:
         raise CiteSeqDataError(f"{where}: no cells; the file holds an empty count matrix")
     if len(genes) == 0:
@@ -763,8 +838,6 @@ def _build(
         msg = f"{where}: no proteins in {protein_field}; TotalVI needs protein (ADT) counts"
         raise CiteSeqDataError(msg)
     _check_unique(cells, where, "cell names", "cell")
-    _check_unique(genes, where, "gene names", "gene")
-    _check_unique(prots, where, "protein names", "protein")
     rna_csr = _to_checked_csr(rna, where, "RNA", rna_field, cells, genes, "gene")
     prot_arr = _to_checked_dense(protein, where, "protein", protein_field, cells, prots)
     if prot_arr.shape[1] != len(prots):
@@ -793,7 +866,63 @@ def _build(
         else compute_protein_batch_mask(prot_arr, batch, len(batch_categories)),
         source=source,
         minified=minified,
+        gene_symbols=gene_syms,
+        protein_symbols=prot_syms,
+        notices=tuple(n for n in (gene_note, prot_note) if n),
     )
+
+
+def _unique_names(
+    names: Any, what: str, stored: Any = None
+) -> tuple[pd.Index, pd.Index | None, str | None]:
+    """Unique names, the original symbols (``None``: unchanged) and a one-line notice.
+
+    Duplicates are made unique by :func:`_make_unique`. Names that are already unique get
+    the ``stored`` symbols when those, made unique, give exactly these names (a file this
+    project exported); otherwise ``stored`` is ignored.
+    """
+    original = pd.Index(names).astype(str)
+    if original.is_unique:
+        if stored is None:
+            return original, None, None
+        try:
+            symbols = pd.Index(np.asarray(stored, dtype=object).ravel()).astype(str)
+        except (TypeError, ValueError):  # not a list of names: not our column, ignore it
+            return original, None, None
+        if len(symbols) == len(original) and _make_unique(symbols).equals(original):
+            return original, _symbols_or_none(symbols, original), None
+        return original, None, None
+    unique = _make_unique(original)
+    return unique, original, _unique_notice(original, unique, what)
+
+
+def _unique_notice(original: pd.Index, unique: pd.Index, what: str, shown: int = 3) -> str:
+    """``"2 duplicate gene names made unique (COG8 -> COG8, COG8-1; ...)"``, one line."""
+    groups: dict[str, list[str]] = {}
+    dup = original.duplicated(keep=False)
+    for name, new in zip(original[dup], unique[dup], strict=True):
+        groups.setdefault(str(name), []).append(str(new))
+
+    def one(name: str, news: list[str]) -> str:
+        more = f", ... ({len(news)} in all)" if len(news) > shown else ""
+        return f"{name} -> {', '.join(news[:shown])}{more}"
+
+    examples = "; ".join(one(k, v) for k, v in list(groups.items())[:shown])
+    if len(groups) > shown:
+        examples += f"; ... ({len(groups) - shown} more)"
+    plural = "s" if len(groups) != 1 else ""
+    return (
+        f"{len(groups)} duplicate {what} name{plural} made unique ({examples}); "
+        f"the original {what} symbols are kept for display and export"
+    )
+
+
+def _symbols_or_none(symbols: Any, names: pd.Index) -> pd.Index | None:
+    """``symbols`` as a text Index, or ``None`` when absent or equal to ``names``."""
+    if symbols is None:
+        return None
+    out = pd.Index(np.asarray(symbols, dtype=object).ravel()).astype(str)
+    return None if out.equals(names) else out
 
 
 def _canonical_csr(x: Any) -> sp.csr_matrix:
@@ -1058,7 +1187,12 @@ def _codes(
 
 
 def _make_unique(names: Iterable[Any], join: str = "-") -> pd.Index:
-    """Make names unique like anndata's ``var_names_make_unique`` (``X``, ``X-1``, ``X-2``)."""
+    """Names made unique as anndata's ``make_index_unique`` does (``var_names_make_unique``).
+
+    The first occurrence keeps its name; later ones get ``-1``, ``-2``, ... counted per name,
+    and a generated name already taken (in the input or generated before) is skipped to the
+    next number: ``A, A, A-1, A`` -> ``A, A-2, A-1, A-3``.
+    """
     values = np.array([str(n) for n in names], dtype=object)
     index = pd.Index(values)
     if index.is_unique:
@@ -1076,6 +1210,15 @@ def _make_unique(names: Iterable[Any], join: str = "-") -> pd.Index:
                 values[i] = candidate
                 break
     return pd.Index(values)
+
+
+@contextlib.contextmanager
+def _duplicates_noted_here() -> Iterator[None]:
+    """Silence anndata's "names are not unique ... call var_names_make_unique" warning while
+    reading a file: the reader makes them unique itself and says so in ``notices``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*names are not unique", category=UserWarning)
+        yield
 
 
 def _listing(names: Iterable[Any], limit: int = _N_SHOW) -> str:

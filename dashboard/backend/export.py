@@ -3,6 +3,10 @@
 The MuData holds ``rna`` (raw counts) and ``protein`` (raw counts, ``layers["denoised"]``,
 ``layers["foreground_probability"]``) modalities; ``obsm["X_totalvi"]`` (latent mean),
 ``obsm["X_umap"]``, and ``obs["leiden"]`` / ``obs["cell_type"]`` at the MuData level.
+The var names are the dataset's unique names; ``rna.var["gene_symbols"]`` and
+``protein.var["protein_symbols"]`` hold each feature's name as the source file spells it
+(they differ only where duplicate names were made unique: ``COG8-1`` has symbol ``COG8``).
+The DE table has the same ``symbol`` column.
 """
 
 from __future__ import annotations
@@ -20,6 +24,28 @@ if TYPE_CHECKING:
     from dashboard.backend.service import AnalysisService
 
 
+def _with_symbols(de: pd.DataFrame, data: Any) -> pd.DataFrame:
+    """``de`` (index: gene names, protein names + ``"_protein"``) with a first ``symbol``
+    column: the original name of each feature (the name itself if unknown)."""
+    from model.differential import PROTEIN_SUFFIX
+
+    lookup = dict(zip(data.var_names, data.original_var_names, strict=True))
+    proteins = dict(zip(data.protein_names, data.original_protein_names, strict=True))
+    modality = (
+        de["modality"].astype(str).to_numpy() if "modality" in de else np.full(len(de), "rna")
+    )
+    symbols = []
+    for name, mod in zip(de.index.astype(str), modality, strict=True):
+        if mod == "protein":
+            key = name[: -len(PROTEIN_SUFFIX)] if name.endswith(PROTEIN_SUFFIX) else name
+            symbols.append(proteins.get(key, key))
+        else:
+            symbols.append(lookup.get(name, name))
+    out = de.copy()
+    out.insert(0, "symbol", symbols)
+    return out
+
+
 def build_mudata(
     service: AnalysisService,
     pair: Pair,
@@ -32,17 +58,25 @@ def build_mudata(
     import anndata as ad
     import mudata as md
 
+    from model.data import GENE_SYMBOLS, PROTEIN_SYMBOLS
+
     data = service.dataset(pair)
     obs_names = pd.Index(data.obs_names.astype(str))
     rna = ad.AnnData(
         X=data.rna.copy(),
         obs=pd.DataFrame(index=obs_names),
-        var=pd.DataFrame(index=data.var_names.astype(str)),
+        var=pd.DataFrame(
+            {GENE_SYMBOLS: np.asarray(data.original_var_names, dtype=object)},
+            index=data.var_names.astype(str),
+        ),
     )
     protein = ad.AnnData(
         X=np.asarray(data.protein, dtype=np.float32).copy(),
         obs=pd.DataFrame(index=obs_names),
-        var=pd.DataFrame(index=data.protein_names.astype(str)),
+        var=pd.DataFrame(
+            {PROTEIN_SYMBOLS: np.asarray(data.original_protein_names, dtype=object)},
+            index=data.protein_names.astype(str),
+        ),
     )
     denoised = service.denoised_protein(pair)
     protein.layers["denoised"] = denoised.loc[:, protein.var_names].to_numpy(np.float32)
@@ -150,11 +184,16 @@ def write_tables(
     labels_key: str | None = None,
     resolution: float | None = None,
 ) -> list[Path]:
-    """DE (all cell types vs rest) and metric tables as CSV, the card as markdown."""
+    """DE (all cell types vs rest) and metric tables as CSV, the card as markdown.
+
+    The DE table's first column after ``feature`` (the unique name) is ``symbol``, the name
+    as the source file spells it.
+    """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     de = service.de_one_vs_rest(pair, labels_key=labels_key, resolution=resolution)
+    de = _with_symbols(de, service.dataset(pair))
     path = out / "de_one_vs_rest.csv"
     de.to_csv(path, index_label="feature")
     written.append(path)

@@ -420,6 +420,11 @@ def combine(
         labels_key=LABEL_COLUMN,
         protein_batch_mask=mapped.protein_batch_mask,
         source=f"{ref_data.source or 'reference'} + {qry.source or 'query'}",
+        # the reference's original symbols (names it made unique) label the combined data
+        gene_symbols=ref.gene_symbols if ref.var_names.equals(mapped.var_names) else None,
+        protein_symbols=ref.protein_symbols
+        if ref.protein_names.equals(mapped.protein_names)
+        else None,
     )
 
 

@@ -141,17 +141,37 @@ def upload(
         return no_update, no_update, no_update
     service = get_state().service
     try:
-        path = queries.save_upload(
+        path, data = queries.save_checked_upload(
             contents,
             filename or "upload",
             service.settings.data_dir / "uploads",
             max_bytes=service.settings.max_upload_bytes,
             validate=load_query_file,
         )
-    except BackendError as err:
-        return no_update, no_update, components.alert(str(err), kind="warning")
-    note = components.alert(f"Uploaded and checked {path.name}.", kind="success")
-    return list_options(service), str(path), note
+    except BackendError as err:  # clear the choice: Map must not map an earlier file
+        return no_update, None, components.alert(refused(err), kind="warning")
+    return list_options(service), str(path), uploaded(path, data)
+
+
+def refused(err: Exception) -> str:
+    """The message of a refused upload: the reason, and that nothing was stored."""
+    return f"{str(err).rstrip('.')}. Nothing was stored; choose a dataset or upload another."
+
+
+def uploaded(path: Path, data: Any) -> html.Div:
+    """The success alert of an upload, with the notices of reading it on the same line."""
+    notes = " ".join(f"Note: {n}." for n in queries.upload_notices(data))
+    message = f"Uploaded and checked {path.name}." + (f" {notes}" if notes else "")
+    return components.alert(message, kind="success")
+
+
+def with_notices(info: str, data: Any) -> Any:
+    """A dataset's one-line summary, followed by one info alert per notice of reading it
+    (e.g. duplicate gene names made unique); just the summary when there are none."""
+    notes = queries.upload_notices(data)
+    if not notes:
+        return info
+    return [html.Div(info), *(components.alert(f"Note: {n}.", kind="info") for n in notes)]
 
 
 def dataset_choice(path: str | None) -> tuple:
@@ -182,7 +202,7 @@ def dataset_choice(path: str | None) -> tuple:
         if not is_rna_only(data):
             prots = int(pd.Index(model.protein_names).isin(data.protein_names).sum())
             info += f" and {prots} of its {len(model.protein_names)} proteins"
-    return options, default, info
+    return options, default, with_notices(info, data)
 
 
 def _data_path(service: AnalysisService, name: str) -> str:

@@ -251,21 +251,24 @@ def _active_view() -> Any:
     prevent_initial_call=True,
 )
 def on_upload(contents: str | None, filename: str | None) -> tuple:
-    """Validate and store an uploaded file under ``<data folder>/uploads``; select it."""
+    """Validate and store an uploaded file under ``<data folder>/uploads``; select it.
+
+    A refused upload clears the dataset choice (Train then asks for one) rather than leave
+    the previous dataset selected under a message about another file.
+    """
     if not contents:
         return no_update, no_update, no_update
     service = get_state().service
     try:
-        path = queries.save_upload(
+        path, data = queries.save_checked_upload(
             contents,
             filename or "upload",
             service.settings.data_dir / "uploads",
             max_bytes=service.settings.max_upload_bytes,
         )
     except BackendError as err:
-        return no_update, no_update, components.alert(str(err), kind="warning")
-    note = components.alert(f"Uploaded and checked {path.name}.", kind="success")
-    return _dataset_options(service), str(path), note
+        return no_update, None, components.alert(qm.refused(err), kind="warning")
+    return _dataset_options(service), str(path), qm.uploaded(path, data)
 
 
 @callback(
@@ -301,7 +304,7 @@ def on_dataset(path: str | None) -> tuple:
         f"{data.n_cells:,} cells × {data.n_genes:,} genes × {data.n_proteins:,} proteins; "
         f"obs columns: {', '.join(map(str, data.obs.columns)) or 'none'}"
     )
-    return options, default, info
+    return options, default, qm.with_notices(info, data)
 
 
 # ------------------------------------------------------------------------- train/load

@@ -126,7 +126,7 @@ def test_uploading_rna_only_new_data(env) -> None:
     assert "Uploaded and checked more_cells.h5ad" in one_line_alert(note, "success")
     bad = "data:application/octet-stream;base64," + base64.b64encode(b"not hdf5").decode()
     options, value, alert = env.model.on_query_upload(bad, "junk.h5ad")
-    assert options is no_update and value is no_update
+    assert options is no_update and value is None  # Map must not map an earlier file
     assert "junk.h5ad" in one_line_alert(alert, "warning")
     assert not list((env.root / "data" / "uploads").glob("*junk*"))
 

@@ -143,7 +143,7 @@ def test_oversize_upload_is_refused_and_nothing_written(env, monkeypatch) -> Non
     big = data_url(b"\x89HDF\r\n" + b"x" * (2 * LIMIT))
     uploads = env.data_dir / "uploads"
     options, value, alert = env.model.on_upload(big, "big.h5ad")
-    assert options is no_update and value is no_update
+    assert options is no_update and value is None  # the choice is cleared, not kept
     assert "over the upload limit" in alert_text(alert)
     options, value, alert = env.model.on_query_upload(big, "big.h5ad")
     assert "over the upload limit" in alert_text(alert)
@@ -173,9 +173,10 @@ def _max_sizes(c) -> list[int]:
 
 def test_bad_upload_within_limit_is_not_stored(env) -> None:
     _, value, alert = env.model.on_upload(data_url(b"not hdf5 at all"), "junk.h5ad")
-    assert value is no_update and "junk.h5ad" in alert_text(alert)
+    assert value is None and "junk.h5ad" in alert_text(alert)
+    assert "Nothing was stored" in alert_text(alert)
     _, value, _ = env.model.on_upload(data_url(b"x"), "../../evil.h5ad")
-    assert value is no_update
+    assert value is None
     uploads = env.data_dir / "uploads"
     assert not any(p.name.endswith(".h5ad") for p in uploads.glob("*"))
     assert not (env.root / "evil.h5ad").exists()

@@ -432,6 +432,21 @@ def _dup_proteins(a: ad.AnnData) -> ad.AnnData:
     return a
 
 
+def test_duplicate_gene_and_protein_names_are_made_unique(tmp_path: Path) -> None:
+    adata = _dup_proteins(_dup_genes(toy_adata()))  # refused before; common in real files
+    d = read_cite_seq(write_h5ad(adata, tmp_path / "dup.h5ad"))
+    assert list(d.var_names) == ["gene0", "TNF", "TNF-1", "gene3", "gene4", "gene0-1"]
+    assert list(d.protein_names) == ["CD4", "CD4-1", "CD8", "CD3"]
+    assert list(d.original_var_names) == list(adata.var_names)
+    assert list(d.original_protein_names) == ["CD4", "CD4", "CD8", "CD3"]
+    assert d.notices == (
+        "2 duplicate gene names made unique (gene0 -> gene0, gene0-1; TNF -> TNF, TNF-1); "
+        "the original gene symbols are kept for display and export",
+        "1 duplicate protein name made unique (CD4 -> CD4, CD4-1); "
+        "the original protein symbols are kept for display and export",
+    )
+
+
 def _nan_batch(a: ad.AnnData) -> ad.AnnData:
     a.obs["sample"] = a.obs["sample"].astype(object)
     a.obs.iloc[[1, 4], 0] = np.nan
@@ -454,8 +469,6 @@ BAD_FILES = [
     (_no_genes, {}, r"no genes in X"),
     (_no_proteins, {}, r"no proteins in obsm\['protein_expression'\]"),
     (_dup_cells, {}, r"1 duplicate cell names: \['cell0'\]; make them unique"),
-    (_dup_genes, {}, r"2 duplicate gene names: \['TNF', 'gene0'\]"),
-    (_dup_proteins, {}, r"1 duplicate protein names: \['CD4'\]"),
     (_nan_batch, {"batch_key": "sample"}, r"obs column 'sample'.*NaN.*for 2 of 8 cells"),
     (_uns_mismatch, {}, r"uns\['protein_names'\] has 2 protein names but .* 4 columns"),
     (None, {"layer": "raw"}, r"no layer 'raw'; available layers: \['counts'\]"),
