@@ -73,11 +73,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"config: {model.config}")
     if not model.history.empty:
         last = model.history.iloc[-1]
-        elbo = last.get("elbo_validation", float("nan"))
-        print(f"history: {len(model.history)} epochs, last validation ELBO {elbo:.2f}")
+        loss = last.get("elbo_validation", float("nan"))
+        print(
+            f"history: {len(model.history)} epochs, last elbo_validation {loss:.2f} "
+            "(per-cell loss, the negative ELBO: lower is better)"
+        )
     if data is not None and model.validation_indices is not None:
         elbo = model.get_elbo(indices=model.validation_indices)
-        print(f"validation ELBO on {args.data}: {elbo:.2f}")
+        print(
+            f"validation ELBO on {args.data}: {elbo:.2f} per cell "
+            "(get_elbo, scvi-tools' sign: higher is better)"
+        )
     return 0
 
 

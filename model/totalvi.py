@@ -716,10 +716,16 @@ class TotalVI:
         batch_size: int = 1024,
         seed: int | None = 0,
     ) -> float:
-        """Mean negative ELBO per cell (lower is better), as scvi-tools' ``get_elbo``."""
-        return self.get_reconstruction_error(
-            data, indices=indices, batch_size=batch_size, seed=seed
-        )["elbo"]
+        """Mean ELBO per cell, ``-(reconstruction loss + local KL)``: higher is better.
+
+        The same sign as scvi-tools' ``get_elbo`` (which returns ``-compute_elbo(...)``: "not
+        the negative ELBO, higher is better"), so it is negative for count data and is minus
+        the training history's ``elbo_validation`` (the per-cell loss scvi-tools logs under
+        that name) on the same cells.
+        """
+        return -self._mean_losses(data, indices=indices, batch_size=batch_size, seed=seed)[
+            "negative_elbo"
+        ]
 
     def get_reconstruction_error(
         self,
@@ -729,17 +735,37 @@ class TotalVI:
         batch_size: int = 1024,
         seed: int | None = 0,
     ) -> dict[str, float]:
-        """Mean per-cell reconstruction losses (RNA, protein) and the negative ELBO."""
+        """Mean per-cell reconstruction losses (negative log-likelihoods, lower is better).
+
+        Keys ``reconstruction_loss_gene`` and ``reconstruction_loss_protein``, values as
+        scvi-tools' ``get_reconstruction_error`` returns them for TOTALVI (positive losses).
+        """
+        losses = self._mean_losses(data, indices=indices, batch_size=batch_size, seed=seed)
+        return {k: losses[k] for k in ("reconstruction_loss_gene", "reconstruction_loss_protein")}
+
+    def _mean_losses(
+        self,
+        data: CiteSeqData | None,
+        *,
+        indices: np.ndarray | None,
+        batch_size: int,
+        seed: int | None,
+    ) -> dict[str, float]:
+        """Per-cell means of the reconstruction losses and of the negative ELBO (kl weight 1)."""
         data = self._prepare_data(data)
         self._require_counts(data, "the ELBO / reconstruction error")
-        tot = {"reconstruction_loss_gene": 0.0, "reconstruction_loss_protein": 0.0, "elbo": 0.0}
+        tot = {
+            "reconstruction_loss_gene": 0.0,
+            "reconstruction_loss_protein": 0.0,
+            "negative_elbo": 0.0,
+        }
         n = 0
         with self._eval(seed):
             for idx, x, y, b in self._minibatches(data, indices, batch_size):
                 _, _, out = self.module(x, y, b, 1.0)
                 tot["reconstruction_loss_gene"] += out.rec_gene.sum().item()
                 tot["reconstruction_loss_protein"] += out.rec_protein.sum().item()
-                tot["elbo"] += out.elbo_per_cell().sum().item()
+                tot["negative_elbo"] += out.elbo_per_cell().sum().item()
                 n += len(idx)
         return {k: v / max(n, 1) for k, v in tot.items()}
 
