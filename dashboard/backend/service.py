@@ -38,6 +38,7 @@ from dashboard.backend.errors import (
 )
 from dashboard.backend.fingerprint import cache_key, model_fingerprint
 from dashboard.backend.jobs import JobContext, JobInfo, JobRegistry, JobRunner
+from dashboard.backend.names import CellTypeNames
 from dashboard.backend.refs import DatasetRef, ModelRef, Pair
 from dashboard.backend.settings import Settings
 
@@ -91,6 +92,7 @@ class AnalysisService:
             lock_timeout=s.lock_timeout,
         )
         self.blocks = BlockStore(self.cache, s.blocks_dir)
+        self.type_names = CellTypeNames(s.names_dir)
         self.jobs = JobRunner(JobRegistry(s.jobs_dir), max_workers=max_jobs)
         self._datasets: dict[str, CiteSeqData] = {}
         self._models: dict[tuple[str, str], TotalVI] = {}
@@ -392,19 +394,27 @@ class AnalysisService:
         return self._cached("clusters", pair, params, compute, progress)
 
     def cluster_names(self, pair: Pair, resolution: float | None = None) -> dict[str, str]:
-        """Readable, unique name per Leiden cluster from marker proteins and genes."""
-        from dashboard.backend.clustering import name_clusters
+        """Short, distinct name per Leiden cluster from the proteins really up in it and its
+        most specific gene (:func:`~dashboard.backend.clustering.name_clusters`); the key
+        holds the naming rules' version, so changed rules rename."""
+        from dashboard.backend.clustering import NAMING_VERSION, name_clusters
 
         clusters = self.clusters(pair, resolution)
-        params = {"clusters": np.asarray(clusters.astype(str)), "seed": self.settings.seed}
+        params = {
+            "clusters": np.asarray(clusters.astype(str)),
+            "seed": self.settings.seed,
+            "naming": NAMING_VERSION,
+        }
 
         def compute() -> dict[str, str]:
             data = self.dataset(pair)
             protein = self.denoised_protein(pair)
+            foreground = self.foreground_probability(pair).loc[:, protein.columns]
             return name_clusters(
                 clusters.astype(str).to_numpy(),
                 rna=data.rna,
                 protein=protein.to_numpy(),
+                foreground=foreground.to_numpy(),
                 var_names=data.var_names,
                 protein_names=protein.columns,
             )
@@ -450,6 +460,56 @@ class AnalysisService:
         return pd.Series(
             pd.Categorical(named, categories=cats), index=data.obs_names, name="cell_type"
         )
+
+    # ------------------------------------------------------------ cell-type names
+    def shown_cell_types(
+        self,
+        pair: Pair,
+        *,
+        labels_key: str | None = None,
+        resolution: float | None = None,
+    ) -> pd.Series:
+        """:meth:`cell_types` under the names the user gave them (the one place renames
+        are applied): what pages, hover texts and exports show. Results stay keyed by the
+        automatic names (the categories of :meth:`cell_types`)."""
+        types = self.cell_types(pair, labels_key=labels_key, resolution=resolution)
+        names = self._shown_names(pair, [str(c) for c in types.cat.categories])
+        return types.cat.rename_categories([names[str(c)] for c in types.cat.categories])
+
+    def cell_type_names(
+        self,
+        pair: Pair,
+        *,
+        labels_key: str | None = None,
+        resolution: float | None = None,
+    ) -> dict[str, str]:
+        """``{type id: shown name}`` of every cell type (id = automatic name; shown = the
+        user's name, else the id), in the types' order."""
+        types = self.cell_types(pair, labels_key=labels_key, resolution=resolution)
+        return self._shown_names(pair, [str(c) for c in types.cat.categories])
+
+    def rename_cell_type(self, pair: Pair, type_id: str, name: str) -> dict[str, str]:
+        """Show cell type ``type_id`` as ``name`` from now on, for every page, export and
+        process using this cache folder; returns :meth:`cell_type_names`.
+
+        Refused with :class:`InvalidSelection` (one line) when the name is empty, longer
+        than 60 characters, not printable or shown by another type.
+        """
+        ids = [str(c) for c in self.cell_types(pair).cat.categories]
+        self.type_names.rename(pair, str(type_id), name, ids)
+        return self.cell_type_names(pair)
+
+    def reset_cell_type_names(self, pair: Pair) -> dict[str, str]:
+        """Forget the user's names: every type shows its automatic name again."""
+        self.type_names.reset(pair)
+        return self.cell_type_names(pair)
+
+    def _shown_names(self, pair: Pair, ids: list[str]) -> dict[str, str]:
+        renamed = self.type_names.get(pair)
+        shown = {t: renamed.get(t, t) for t in ids}
+        if len(set(shown.values())) < len(shown):  # a hand-edited file: keep types apart
+            return {t: t for t in ids}
+        return shown
 
     def denoised_rna(
         self,
@@ -730,13 +790,18 @@ class AnalysisService:
         n_samples: int | None = None,
         progress: ProgressFn | None = None,
     ) -> MetricsResult:
-        """Model-card metrics (CV tables and DE metric per modality), as scvi-hub."""
+        """Model-card metrics (CV tables and DE metric per modality), as scvi-hub.
+
+        The DE metric's groups are those of :meth:`metric_groups`; the result says which.
+        """
         from dashboard.backend.metrics import compute_metrics
 
         model = self.model(pair)
-        types = self.cell_types(pair, labels_key=labels_key, resolution=resolution)
+        types, groups = self.metric_groups(pair, labels_key=labels_key, resolution=resolution)
         params = {
             "labels": np.asarray(types.astype(str)),
+            "groups": groups,
+            "de_n_top": "at least 1",  # older results used scvi's int(0.1 n), 0 below 10
             "n_samples": int(n_samples or self.settings.n_posterior_samples),
             "seed": self.settings.seed,
             "train_indices": model.train_indices,
@@ -750,10 +815,49 @@ class AnalysisService:
                 types.astype(str).to_numpy(),
                 n_samples=params["n_samples"],
                 seed=params["seed"],
+                groups=groups,
                 progress=progress,
             )
 
         return self._cached("metrics", pair, params, compute, progress)
+
+    def metric_groups(
+        self, pair: Pair, *, labels_key: str | None = None, resolution: float | None = None
+    ) -> tuple[pd.Series, str]:
+        """The DE metric's group per cell, and a line saying what the groups are.
+
+        ``labels_key`` when given; else the labels the checkpoint was set up with, when it has
+        them and the dataset holds that obs column (as scvi-tools' ``create_criticism_report``
+        uses the registered labels key); else :meth:`cell_types` (the dataset's labels, or
+        our Leiden clusters named by markers, where scvi-tools would cluster the raw data).
+        """
+        if labels_key:
+            types = self.cell_types(pair, labels_key=labels_key)
+            return types, f"obs column '{labels_key}' (chosen)"
+        data = self.dataset(pair)
+        registered = (self.model(pair).setup_args or {}).get("labels_key")
+        if registered in (None, "", "_scvi_labels"):
+            registered = None
+        if registered is not None and registered in data.obs.columns:
+            types = self.cell_types(pair, labels_key=str(registered))
+            return types, (
+                f"the checkpoint's registered labels, obs column '{registered}' "
+                "(as scvi-tools' model card)"
+            )
+        types = self.cell_types(pair, resolution=resolution)
+        if data.labels_key is not None:
+            what = f"the dataset's labels, obs column '{data.labels_key}'"
+        else:
+            what = (
+                "our Leiden clusters of the latent space, named by markers (where scvi-tools "
+                "would run Leiden on the raw counts)"
+            )
+        why = (
+            f"the checkpoint's labels '{registered}' are not in this dataset"
+            if registered is not None
+            else "the checkpoint has no registered labels"
+        )
+        return types, f"{what}: {why}"
 
     def metrics_markdown(self, pair: Pair, **kwargs: Any) -> dict[str, str]:
         """scvi-hub ``metrics.json`` content: markdown per metric, per modality."""

@@ -32,8 +32,9 @@ class Settings:
         Folder of model checkpoints (relative model names are resolved against it).
     cache_dir
         Root of the cache: ``results/`` (diskcache of computed results), ``blocks/`` (gene
-        blocks of denoised RNA), ``jobs/`` (job registry), ``locks/`` (per-key file locks)
-        and ``callbacks/`` (Dash background callbacks). Gitignored under ``data/cache/`` by
+        blocks of denoised RNA), ``jobs/`` (job registry), ``locks/`` (per-key file locks),
+        ``callbacks/`` (Dash background callbacks) and ``names/`` (the user's cell-type
+        names, one JSON file per dataset and model). Gitignored under ``data/cache/`` by
         default.
     cache_size_limit
         Bytes the results cache may use before it evicts entries.
@@ -149,6 +150,12 @@ class Settings:
     def callbacks_dir(self) -> Path:
         """Dash's own background-callback bookkeeping (kept apart from results)."""
         return self.cache_dir / "callbacks"
+
+    @property
+    def names_dir(self) -> Path:
+        """The user's cell-type names (one JSON file per dataset and model); not a cache:
+        clearing results leaves them."""
+        return self.cache_dir / "names"
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced."""
