@@ -13,10 +13,18 @@ separately for each modality (``rna``, then ``protein``):
   top-n F1, lfc MAE / Pearson / Spearman, ROC AUC and average precision of the sample's
   t-scores against raw ``pvals_adj < 0.2`` (fallback: raw top-n), rows by n_cells descending.
 
-Two deliberate, documented deviations keep the tables defined where scvi-tools would raise:
-features whose model CV is NaN in every sample (all-zero samples) are left out of the CV
-rows, and groups with fewer than two cells are left out of the DE table (scanpy's t-test
-needs two). ``E[X²] - E[X]²`` is clipped at 0 before the square root.
+Deliberate, documented deviations keep the tables defined where scvi-tools would raise or
+degenerate: features whose model CV is NaN in every sample (all-zero samples) are left out of
+the CV rows; groups with fewer than two cells are left out of the DE table (scanpy's t-test
+needs two); the top-n of the DE metric is at least 1 (scvi's ``int(0.1 * n_vars)`` is 0 below
+10 features, which makes every F1 0 and every ROC AUC undefined); a ROC AUC or average
+precision whose labels are all one class is NaN (shown "–"), not an sklearn warning.
+``E[X²] - E[X]²`` is clipped at 0 before the square root.
+
+Reading the tables: the card's advice (generated data should not be used downstream below a
+squared Pearson correlation of 0.4) is on r², while the table's row is Pearson r; the page
+shows both (:func:`cv_display_table`). R² is ``r2_score(model, raw)`` over a model CV that
+averages only ``n_samples`` (3) posterior samples, so it moves from one draw to the next.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ if TYPE_CHECKING:
 MODALITIES = ("rna", "protein")
 CV_ROWS = ("Mean Absolute Error", "Pearson Correlation", "Spearman Correlation", "R² (R-Squared)")
 DE_COLUMNS = ("gene_f1", "lfc_mae", "lfc_pearson", "lfc_spearman", "roc_auc", "pr_auc", "n_cells")
+PEARSON_R2_ROW = "Pearson r² (card: ≥ 0.4)"
+CV_DISPLAY_ROWS = (CV_ROWS[0], CV_ROWS[1], PEARSON_R2_ROW, *CV_ROWS[2:])
+PEARSON_R2_THRESHOLD = 0.4  # the card template's advice, on the squared Pearson correlation
 DEFAULT_N_TOP = 100  # scvi-tools' DEFAULT_DE_N_TOP_GENES_OVERLAP
 DEFAULT_P_VAL_THRESH = 0.2
 CELL_SCALE_FACTOR = 1e4
@@ -51,6 +62,9 @@ class MetricsResult:
     gene_wise_cv: dict[str, pd.DataFrame] = field(default_factory=dict)
     diff_exp: dict[str, pd.DataFrame] = field(default_factory=dict)
     n_samples: int = 3
+    groups: str = ""  # which groups the DE metric compares (shown on the page)
+    n_features: dict[str, int] = field(default_factory=dict)  # per modality
+    n_top: dict[str, int] = field(default_factory=dict)  # top-n of the DE metric, per modality
 
     def markdown(self) -> dict[str, str]:
         """``{"cell_wise_cv", "gene_wise_cv", "diff_exp"}`` as scvi's ``metrics.json``."""
@@ -170,6 +184,48 @@ def cv_table_markdown(table: pd.DataFrame) -> str:
     )
 
 
+def cv_display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The CV table as the page shows it: the card's rows plus Pearson r², right after
+    Pearson r, since the card's 0.4 threshold is on r² (rows :data:`CV_DISPLAY_ROWS`)."""
+    out = table.copy()
+    out.loc[PEARSON_R2_ROW] = table.loc["Pearson Correlation"] ** 2
+    return out.loc[list(CV_DISPLAY_ROWS)]
+
+
+def cv_advice(table: pd.DataFrame) -> str:
+    """One line on the card's advice for a CV table: which columns have Pearson r² < 0.4."""
+    r2 = table.loc["Pearson Correlation"] ** 2
+    low = [
+        f"{col} {v:.2f}" for col, v in r2.items() if np.isfinite(v) and v < PEARSON_R2_THRESHOLD
+    ]
+    if low:
+        return (
+            f"Pearson r² below {PEARSON_R2_THRESHOLD} ({', '.join(low)}): the card advises "
+            "against using these generated data downstream."
+        )
+    if not np.isfinite(r2.to_numpy(dtype=float)).any():
+        return "Pearson r² is undefined here (constant CVs)."
+    return f"Pearson r² ≥ {PEARSON_R2_THRESHOLD} in every column: within the card's advice."
+
+
+def de_top_note(n_features: int, n_top: int, feature: str = "features") -> str:
+    """What the top-n of the DE metric is for ``n_features`` features, and why."""
+    scvi = n_top_features(n_features, clamp=False)
+    if n_top == DEFAULT_N_TOP:
+        rule = f"scvi-tools' {DEFAULT_N_TOP}"
+    elif scvi < 1:
+        rule = (
+            f"10% of {n_features}, at least 1; scvi-tools' int(0.1 × {n_features}) = 0 would "
+            "make every F1 0 and every ROC AUC undefined"
+        )
+    else:
+        rule = f"10% of {n_features}, rounded down, as scvi-tools"
+    note = f"Top {n_top} of {n_features:,} {feature} per group ({rule})."
+    if n_top == 1:
+        note += " With one top feature, F1 is 0 or 1: whether the top feature agrees."
+    return note
+
+
 def dataframe_to_markdown(df: pd.DataFrame) -> str:
     """scvi-tools' ``_dataframe_to_markdown``: ``| Index | ... |``, values ``.2f`` unless a
     Python int.
@@ -193,9 +249,14 @@ def dataframe_to_markdown(df: pd.DataFrame) -> str:
 
 
 # ----------------------------------------------------------------------------- DE metric
-def n_top_features(n_vars: int, n_top: int = DEFAULT_N_TOP) -> int:
-    """scvi's cap: ``int(0.1 * n_vars)`` when ``10 * n_top > n_vars``."""
-    return int(0.1 * n_vars) if 10 * n_top > n_vars else n_top
+def n_top_features(n_vars: int, n_top: int = DEFAULT_N_TOP, *, clamp: bool = True) -> int:
+    """scvi's cap, ``int(0.1 * n_vars)`` when ``10 * n_top > n_vars``, but at least 1.
+
+    ``clamp=False`` gives scvi-tools' value, which is 0 below 10 features (8 proteins:
+    ``int(0.8) = 0`` top features, so F1 is 0 and ROC AUC undefined for every group).
+    """
+    n = int(0.1 * n_vars) if 10 * n_top > n_vars else n_top
+    return max(1, n) if clamp else n
 
 
 def _rank(
@@ -234,12 +295,7 @@ def de_metric_table(
     Columns :data:`DE_COLUMNS`, index = group, sorted by ``n_cells`` descending.
     """
     import scanpy as sc
-    from scipy.stats import pearsonr, spearmanr
-    from sklearn.metrics import (
-        average_precision_score,
-        precision_recall_fscore_support,
-        roc_auc_score,
-    )
+    from sklearn.metrics import average_precision_score, roc_auc_score
 
     names = pd.Index([str(f) for f in feature_names])
     lab = pd.Series(np.asarray(labels).astype(str), index=[str(i) for i in range(len(labels))])
@@ -256,34 +312,47 @@ def de_metric_table(
     for group in groups:
         rg = sc.get.rank_genes_groups_df(raw_ad, group=group, key="rgg").set_index("names")
         sg = sc.get.rank_genes_groups_df(smp_ad, group=group, key="rgg").set_index("names")
-        all_genes = rg.index
-        true_genes = np.isin(all_genes, rg.index[:n_top]).astype(int)
-        pred_genes = np.isin(all_genes, sg.index[:n_top]).astype(int)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            f1 = precision_recall_fscore_support(true_genes, pred_genes, average="binary")[2]
-            sg = sg.reindex(rg.index)
-            rgd, sgd = rg["logfoldchanges"], sg["logfoldchanges"]
-            pearson = pearsonr(rgd, sgd)[0]
-            spearman = spearmanr(rgd, sgd)[0]
+        f1 = top_overlap_f1(rg.index[:n_top], sg.index[:n_top])
+        sg = sg.reindex(rg.index)
+        rgd = rg["logfoldchanges"].to_numpy(dtype=np.float64)
+        sgd = sg["logfoldchanges"].to_numpy(dtype=np.float64)
         raw_p = rg["pvals_adj"].to_numpy()
         true = (raw_p < p_val_thresh).astype(float)
         pred = sg["scores"].to_numpy()
         if true.sum() == 0 or true.sum() > 0.5 * len(true):
             true = np.zeros_like(pred)
             true[np.argsort(raw_p)[:n_top]] = 1
+        both_classes = 0 < true.sum() < len(true)  # else ROC/PR are undefined: NaN, shown "–"
         rows[group] = {
-            "gene_f1": float(f1),
-            "lfc_mae": float(np.mean(np.abs(rgd.to_numpy() - sgd.to_numpy()))),
-            "lfc_pearson": float(pearson),
-            "lfc_spearman": float(spearman),
-            "roc_auc": float(roc_auc_score(true, pred)),
-            "pr_auc": float(average_precision_score(true, pred)),
+            "gene_f1": f1,
+            "lfc_mae": float(np.mean(np.abs(rgd - sgd))),
+            "lfc_pearson": _correlation(rgd, sgd, "pearson"),
+            "lfc_spearman": _correlation(rgd, sgd, "spearman"),
+            "roc_auc": float(roc_auc_score(true, pred)) if both_classes else float("nan"),
+            "pr_auc": float(average_precision_score(true, pred)) if both_classes else float("nan"),
             "n_cells": np.int64(counts[group]),
         }
     table = pd.DataFrame.from_dict(rows, orient="index")[list(DE_COLUMNS)]
     table.index.name = "group"
     return table.sort_values("n_cells", ascending=False, kind="stable")
+
+
+def top_overlap_f1(true_top: Sequence[str], pred_top: Sequence[str]) -> float:
+    """Binary F1 of the predicted top features against the true ones (as scvi's
+    ``precision_recall_fscore_support`` over all features): ``2|T∩P| / (|T| + |P|)``."""
+    t, q = set(true_top), set(pred_top)
+    return 2 * len(t & q) / (len(t) + len(q)) if t or q else float("nan")
+
+
+def _correlation(a: np.ndarray, b: np.ndarray, kind: Literal["pearson", "spearman"]) -> float:
+    """Pearson or Spearman r of two vectors; NaN (no scipy warning) when one is constant."""
+    from scipy.stats import pearsonr, spearmanr
+
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float((pearsonr if kind == "pearson" else spearmanr)(a, b)[0])
 
 
 # ------------------------------------------------------------------------------- pipeline
@@ -295,12 +364,14 @@ def compute_metrics(
     n_samples: int = 3,
     seed: int = 0,
     use_model_split: bool = True,
+    groups: str = "",
     progress: Any = None,
 ) -> MetricsResult:
     """Posterior predictive samples, then CV and DE tables for ``rna`` and ``protein``.
 
     The cell-wise table is split into ``model.train_indices`` / ``validation_indices`` when
     ``use_model_split`` and both exist and fit ``data`` (positions in the training data).
+    ``labels`` are the DE metric's groups, ``groups`` says what they are (kept on the result).
     """
     if progress is not None:
         progress(0.0, f"drawing {n_samples} posterior predictive samples")
@@ -319,8 +390,10 @@ def compute_metrics(
     raw = {"rna": _aligned(data.rna, data.var_names, model.var_names)}
     raw["protein"] = _aligned(data.protein, data.protein_names, model.protein_names)
     names = {"rna": list(model.var_names), "protein": list(model.protein_names)}
-    result = MetricsResult(n_samples=n_samples)
+    result = MetricsResult(n_samples=n_samples, groups=groups)
     for i, mod in enumerate(MODALITIES):
+        result.n_features[mod] = len(names[mod])
+        result.n_top[mod] = n_top_features(len(names[mod]))
         samples = np.asarray(pp[mod], dtype=np.float32)
         if samples.ndim == 2:
             samples = samples[..., None]

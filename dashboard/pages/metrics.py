@@ -17,6 +17,7 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import components, figures, ids, queries
 from dashboard.backend.errors import BackendError
+from dashboard.backend.metrics import cv_advice, cv_display_table, de_top_note
 from dashboard.pages import _shared as sh
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ dash.register_page(
 
 QUICK_WAIT = 0.4
 MODALITY_NAMES = {"rna": "RNA", "protein": "Protein"}
+FEATURE_NAMES = {"rna": "genes", "protein": "proteins"}
 DE_PLOT_METRICS = ["gene_f1", "lfc_pearson", "lfc_spearman", "roc_auc", "pr_auc"]
 
 
@@ -226,27 +228,40 @@ def metrics_sections(service: AnalysisService, pair: Pair) -> list[Any]:
     cv_tables = []
     for mod in result.cell_wise_cv:
         label = MODALITY_NAMES.get(mod, mod)
+        cell, gene = result.cell_wise_cv[mod], result.gene_wise_cv[mod]
         cv_tables.append(
             html.Div(
                 [
                     html.H4(f"{label}: cell-wise CV"),
                     components.frame_table(
-                        result.cell_wise_cv[mod],
+                        cv_display_table(cell),
                         index_label="Metric",
                         class_name=f"cv-table cell-cv-{mod}",
                     ),
+                    html.P(cv_advice(cell), className=f"muted cv-advice cell-cv-advice-{mod}"),
                     html.H4(f"{label}: gene-wise CV"),
                     components.frame_table(
-                        result.gene_wise_cv[mod],
+                        cv_display_table(gene),
                         index_label="Metric",
                         class_name=f"cv-table gene-cv-{mod}",
                     ),
+                    html.P(cv_advice(gene), className=f"muted cv-advice gene-cv-advice-{mod}"),
                 ],
                 className="metric-block",
                 id=f"{ids.METRICS_CELL_CV}-{mod}",
             )
         )
     sections.append(html.H3("Coefficient of variation", className="section-title"))
+    sections.append(
+        html.P(
+            "Rows as on the scvi-hub card, plus Pearson r²: the card's advice (do not use "
+            "the generated data downstream below a squared Pearson correlation of 0.4) is on "
+            "r², the card's row is r. R² is r2_score(y_true = model CV, raw CV), scvi-tools' "
+            f"order; the model CV averages only {result.n_samples} posterior samples, so R² "
+            "is noisy (it moves from one draw to the next) and can be negative.",
+            className="muted metrics-cv-note",
+        )
+    )
     sections.append(html.Div(cv_tables, className="grid-2"))
     plots = []
     for mod, frame in points.items():
@@ -267,13 +282,35 @@ def metrics_sections(service: AnalysisService, pair: Pair) -> list[Any]:
         )
     sections.append(html.Div(plots, className="grid-2"))
     sections.append(html.H3("Differential expression agreement", className="section-title"))
+    sections.append(
+        html.P(
+            [
+                html.Span(f"Groups: {result.groups}. ", className="metrics-de-groups")
+                if result.groups
+                else None,
+                "ROC and PR AUC rank the sample's signed t-scores against the raw data's "
+                "significant features (adjusted p < 0.2, up or down; the top n by p when none "
+                "or over half are), as scvi-tools: a group whose most significant feature is "
+                "down-regulated scores near 0 there.",
+            ],
+            className="muted metrics-de-note",
+        )
+    )
     de_blocks = []
     for mod, table in result.diff_exp.items():
         gid = f"{ids.METRICS_DE_PLOT}-{mod}"
+        n_features = result.n_features.get(mod)
+        n_top = result.n_top.get(mod)
+        top = (
+            de_top_note(n_features, n_top, FEATURE_NAMES.get(mod, "features"))
+            if n_features and n_top
+            else ""
+        )
         de_blocks.append(
             components.card(
                 f"{MODALITY_NAMES.get(mod, mod)}: DE metrics per cell type",
                 [
+                    html.P(top, className=f"muted de-top-note de-top-{mod}"),
                     components.graph(
                         gid,
                         figure=figures.metric_bars_figure(table, metrics=DE_PLOT_METRICS),
@@ -291,7 +328,7 @@ def metrics_sections(service: AnalysisService, pair: Pair) -> list[Any]:
                 ],
                 actions=components.download_buttons(gid),
                 subtitle="Raw data vs one posterior predictive sample: top-feature F1, "
-                "LFC agreement, ROC/PR AUC (scanpy t-test ranks).",
+                "LFC agreement, ROC/PR AUC (scanpy t-test ranks); – where undefined.",
             )
         )
     sections.append(html.Div(de_blocks, className="grid-2", id=ids.METRICS_DE))

@@ -426,11 +426,42 @@ def test_markdown_matches_scvi_hub_format() -> None:
     )
 
 
+def test_metric_groups_follow_the_checkpoints_registered_labels(service) -> None:
+    svc, pair = service
+    types, groups = svc.metric_groups(pair)
+    assert groups.startswith("our Leiden clusters of the latent space, named by markers")
+    assert groups.endswith("the checkpoint has no registered labels")
+    pd.testing.assert_series_equal(types, svc.cell_types(pair))
+    setup = svc.model(pair).setup_args
+    saved = dict(setup)
+    try:
+        setup["labels_key"] = "batch"  # as if set up with labels_key="batch"
+        types, groups = svc.metric_groups(pair)
+        assert groups == (
+            "the checkpoint's registered labels, obs column 'batch' (as scvi-tools' model card)"
+        )
+        assert list(types.astype(str)) == list(svc.dataset(pair).obs["batch"].astype(str))
+        setup["labels_key"] = "annotation"  # registered, but not in this dataset
+        types, groups = svc.metric_groups(pair)
+        assert groups.endswith("the checkpoint's labels 'annotation' are not in this dataset")
+        pd.testing.assert_series_equal(types, svc.cell_types(pair))
+        setup["labels_key"] = "_scvi_labels"  # scvi-tools' placeholder: no labels
+        assert svc.metric_groups(pair)[1].endswith("the checkpoint has no registered labels")
+    finally:
+        setup.clear()
+        setup.update(saved)
+    _, groups = svc.metric_groups(pair, labels_key="batch")
+    assert groups == "obs column 'batch' (chosen)"
+
+
 def test_metric_tables_on_real_data(service, trained) -> None:
     svc, pair = service
     data, _model = trained
     result = svc.metrics(pair)
     types = svc.cell_types(pair)
+    assert result.groups == svc.metric_groups(pair)[1]
+    assert result.n_features == {"rna": data.n_genes, "protein": data.n_proteins}
+    assert result.n_top == {"rna": 100, "protein": 1}  # 10% of 14 proteins, at least 1
     for mod in ("rna", "protein"):
         cell = result.cell_wise_cv[mod]
         assert list(cell.index) == list(CV_ROWS)

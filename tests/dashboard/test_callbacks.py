@@ -19,7 +19,7 @@ from dash._utils import to_json
 from dashboard import app as app_module
 from dashboard import backend, figures, ids, queries
 from dashboard.backend.errors import InvalidSelection
-from dashboard.backend.metrics import CV_ROWS, DE_COLUMNS
+from dashboard.backend.metrics import CV_DISPLAY_ROWS, DE_COLUMNS, PEARSON_R2_ROW
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.backend.testing import trained_pbmc
@@ -545,16 +545,35 @@ def test_metrics_page_has_the_model_card_tables(env) -> None:
         rows = [text(tr.children[0]) for tr in t.children[1].children]
         return head, rows
 
+    def by_class(name: str) -> Any:
+        return next(c for c in walk(sections) if name in getattr(c, "className", "").split())
+
+    result = env.service.metrics(env.pair)
     for mod in ("rna", "protein"):
         head, rows = table(f"cell-cv-{mod}")
         assert head[0] == "Metric" and "Training Value" in head
-        assert rows == list(CV_ROWS)
+        assert rows == list(CV_DISPLAY_ROWS)
+        # the card's 0.4 advice is on r²: the page shows r² = r * r beside r
+        body = next(t for t in tables if f"cell-cv-{mod}" in t.className.split()).children[1]
+        shown = {
+            text(tr.children[0]): [text(td) for td in tr.children[1:]] for tr in body.children
+        }
+        r = result.cell_wise_cv[mod].loc["Pearson Correlation"]
+        assert shown[PEARSON_R2_ROW] == [f"{v * v:.3f}" for v in r]
+        assert "0.4" in text(by_class(f"cell-cv-advice-{mod}"))
         head, rows = table(f"gene-cv-{mod}")
-        assert rows == list(CV_ROWS)
+        assert rows == list(CV_DISPLAY_ROWS)
         head, rows = table(f"de-metric-{mod}")
         assert head == ["Cell type", *DE_COLUMNS]
         assert set(rows) <= {str(t) for t in env.types.cat.categories}
         assert len(rows) > 0
+    assert text(by_class("de-top-protein")).startswith(
+        f"Top 1 of {env.data.n_proteins} proteins per group"
+    )
+    assert text(by_class("de-top-rna")).startswith(f"Top 100 of {env.data.n_genes:,} genes")
+    groups = text(by_class("metrics-de-groups"))
+    assert groups.startswith("Groups: our Leiden clusters") and "no registered labels" in groups
+    assert "noisy" in text(by_class("metrics-cv-note"))
     graphs = {c.id: c.figure for c in walk(sections) if getattr(c, "figure", None) is not None}
     cv = graphs[f"{ids.METRICS_CV_PLOT}-rna"]
     assert cv.layout.xaxis.title.text == "observed CV"
