@@ -151,6 +151,26 @@ def progress_children(fraction: float, message: str = "") -> list[Any]:
     ]
 
 
+def job_panel(
+    *,
+    label: str,
+    running: bool,
+    progress: float = 0.0,
+    message: str = "",
+    outcome: str | None = None,
+    line: str = "",
+) -> list[Any]:
+    """A job as the pages show it: its name and a progress bar while it runs; when it has
+    ended, one alert line (success; info when cancelled; warning when it failed); nothing
+    before any job."""
+    if running:
+        return [html.B(label, className="job-label"), *progress_children(progress, message)]
+    if outcome is None:
+        return []
+    kind = {"done": "success", "cancelled": "info"}.get(outcome, "warning")
+    return [alert(line, kind=kind)]
+
+
 def kv_table(mapping: Mapping[str, Any], *, class_name: str = "") -> html.Table:
     """Two-column table of keys and values."""
     return html.Table(

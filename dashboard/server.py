@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from dashboard.state import ActiveState
 
 log = logging.getLogger(__name__)
+#: Loggers whose INFO lines (jobs queued, their progress, how they ended; model switches)
+#: the server prints.
+JOB_LOGGERS = ("dashboard.backend.jobs", "dashboard.switching")
 
 
 @dataclass
@@ -90,17 +93,12 @@ def bootstrap(
 def follow_progress(
     service: AnalysisService, job: str, *, out: TextIO | None = sys.stdout, poll: float = 0.25
 ) -> float:
-    """Print one line per preparation step (with its progress) until the job ends;
-    returns the seconds it took."""
+    """Wait for the start-up preparation and print how it ended (its steps are in the
+    server log, as every job's are); returns the seconds it took."""
     t0 = time.perf_counter()
-    last = None
     while True:
         info = service.job(job)
         status = str(info.status)
-        line = (status, info.message)
-        if line != last and status in {"queued", "running"}:
-            _say(out, f"prepare [{100 * info.progress:3.0f}%] {info.message or status}")
-            last = line
         if info.status.finished:
             seconds = time.perf_counter() - t0
             if status == "done":
@@ -134,8 +132,7 @@ def serve(
     """
     from dashboard.app import create_app
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per status poll
+    configure_logging()
     t0 = time.perf_counter()
     boot = bootstrap(data, model, batch_key=batch_key, settings=settings, out=out)
     try:
@@ -170,6 +167,15 @@ def serve(
     finally:
         boot.service.close()
     return 0
+
+
+def configure_logging() -> None:
+    """The server's log: warnings of every library, no line per request, and one line per
+    job event (:data:`JOB_LOGGERS`: queued, progress, end; model switches)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per status poll
+    for name in JOB_LOGGERS:  # what each job does, whichever page started it
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def _waitress_server(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from dashboard import queries
 from dashboard.backend.errors import BackendError
+from dashboard.switching import ModelSwitch
 
 if TYPE_CHECKING:
     from dashboard.backend.jobs import JobContext
@@ -143,6 +144,8 @@ class ActiveState:
         self._error: str | None = None
         self._dataset: DatasetRef | None = None
         self._on_ready: list[Callable[[Pair, dict[str, float]], None]] = []
+        #: the training / loading / mapping that will switch the app to a new pair
+        self.switch = ModelSwitch(self)
 
     # ------------------------------------------------------------------ reading
     @property
@@ -207,7 +210,8 @@ class ActiveState:
             except BackendError as err:
                 return Status("failed", message=str(err), **base)
             if info.status.finished and info.status != "done":
-                self._finish_failed(job, info.error or info.message or str(info.status))
+                cancelled = info.status == "cancelled"  # the active pair simply stays
+                self._finish_failed(job, None if cancelled else info.error or info.message)
                 return self.status()
             return Status(
                 "preparing",
@@ -284,7 +288,7 @@ class ActiveState:
         if self.warm:
             self._start_warm(pair)
 
-    def _finish_failed(self, job_id: str, error: str) -> None:
+    def _finish_failed(self, job_id: str, error: str | None) -> None:
         with self._lock:
             if self._job != job_id:
                 return

@@ -106,10 +106,17 @@ class JobInfo:
 class JobContext:
     """Handed to a job function: report progress, check for cancellation."""
 
-    def __init__(self, registry: JobRegistry, job_id: str, cancel_event: threading.Event):
+    def __init__(
+        self,
+        registry: JobRegistry,
+        job_id: str,
+        cancel_event: threading.Event,
+        on_progress: Callable[[float, str], None] | None = None,
+    ):
         self.job_id = job_id
         self._registry = registry
         self._event = cancel_event
+        self._on_progress = on_progress
         self._last_write = 0.0
         self._last_flag_check = 0.0
 
@@ -119,9 +126,10 @@ class JobContext:
         if now - self._last_write < 0.2 and fraction < 1.0:
             return
         self._last_write = now
-        self._registry.update(
-            self.job_id, progress=float(min(max(fraction, 0.0), 1.0)), message=message
-        )
+        fraction = float(min(max(fraction, 0.0), 1.0))
+        self._registry.update(self.job_id, progress=fraction, message=message)
+        if self._on_progress is not None:
+            self._on_progress(fraction, message)
 
     def cancelled(self) -> bool:
         """True once cancellation was requested (here or by another process)."""
@@ -139,6 +147,40 @@ class JobContext:
         if self.cancelled():
             msg = f"job {self.job_id} cancelled"
             raise JobCancelled(msg)
+
+
+class ProgressLog:
+    """A job's lines in the server log: queued, progress (each 10% or every 15 s), end.
+
+    Jobs started from the browser (training, preparation, DE, mapping) would otherwise run
+    silently; an admin reading the log sees what runs, how far it is and how it ended.
+    """
+
+    def __init__(self, kind: str, job_id: str, *, every: float = 15.0) -> None:
+        self.name = f"{kind} {job_id[:8]}"
+        self._every = every
+        self._step = -1
+        self._last = 0.0
+        self._t0 = time.monotonic()
+        logger.info("job %s queued", self.name)
+
+    def progress(self, fraction: float, message: str) -> None:
+        """Log ``fraction``/``message`` if it reached a new tenth or 15 s have passed."""
+        now = time.monotonic()
+        step = int(fraction * 10)
+        if step > self._step or now - self._last >= self._every:
+            self._step, self._last = max(step, self._step), now
+            logger.info("job %s [%3.0f%%] %s", self.name, 100 * fraction, message or "running")
+
+    def end(self, info: JobInfo) -> None:
+        """Log how the job ended, with its duration."""
+        seconds = time.monotonic() - self._t0
+        if info.status == JobStatus.DONE:
+            logger.info("job %s done in %.1f s", self.name, seconds)
+        elif info.status == JobStatus.CANCELLED:
+            logger.info("job %s cancelled after %.1f s (%s)", self.name, seconds, info.message)
+        else:
+            logger.warning("job %s failed after %.1f s: %s", self.name, seconds, info.error)
 
 
 class JobRegistry:
@@ -252,8 +294,9 @@ class JobRunner:
         event = threading.Event()
         self._events[job_id] = event
         self.registry.write(JobInfo(id=job_id, kind=kind, params=_jsonable(params or {})))
+        plog = ProgressLog(kind, job_id)
         self._futures[job_id] = self._pool.submit(
-            self._run, job_id, fn, event, result_key, result_json
+            self._run, job_id, fn, event, result_key, result_json, plog
         )
         return job_id
 
@@ -264,6 +307,7 @@ class JobRunner:
         event: threading.Event,
         result_key: Callable[[], str | None] | None,
         result_json: Callable[[Any], Any] | None,
+        plog: ProgressLog,
     ) -> None:
         done, result = run_job(
             self.registry,
@@ -272,9 +316,11 @@ class JobRunner:
             event=event,
             result_key=result_key,
             result_json=result_json,
+            on_progress=plog.progress,
         )
         if done:
             self._results[job_id] = result
+        plog.end(self.registry.read(job_id, check_alive=False))
 
     def submit_process(
         self,
@@ -302,8 +348,9 @@ class JobRunner:
         self._events[job_id] = event
         self._process_jobs.add(job_id)
         self.registry.write(JobInfo(id=job_id, kind=kind, params=_jsonable(params or {})))
+        plog = ProgressLog(kind, job_id)
         self._futures[job_id] = self._pool.submit(
-            self._run_process, job_id, target, tuple(args), event, cleanup
+            self._run_process, job_id, target, tuple(args), event, plog, cleanup
         )
         return job_id
 
@@ -313,14 +360,17 @@ class JobRunner:
         target: Callable[..., Any],
         args: tuple[Any, ...],
         event: threading.Event,
+        plog: ProgressLog,
         cleanup: Callable[[], None] | None = None,
     ) -> None:
         if event.is_set() or self.registry.cancel_requested(job_id):
-            self.registry.update(
-                job_id,
-                status=JobStatus.CANCELLED,
-                message="cancelled before start",
-                finished=time.time(),
+            plog.end(
+                self.registry.update(
+                    job_id,
+                    status=JobStatus.CANCELLED,
+                    message="cancelled before start",
+                    finished=time.time(),
+                )
             )
             return
         proc = multiprocessing.get_context("spawn").Process(
@@ -343,8 +393,12 @@ class JobRunner:
             )
             return
         self._processes[job_id] = proc
-        # wait on the sentinel, not waitpid, so a cancel's terminate() cannot race the reaping
-        multiprocessing.connection.wait([proc.sentinel])
+        # wait on the sentinel, not waitpid, so a cancel's terminate() cannot race the reaping;
+        # meanwhile the child's progress (in the registry) goes to this server's log
+        while not multiprocessing.connection.wait([proc.sentinel], timeout=2.0):
+            with contextlib.suppress(JobNotFound, OSError, ValueError):
+                now = self.registry.read(job_id, check_alive=False)
+                plog.progress(now.progress, now.message)
         proc.join()
         info = self.registry.read(job_id, check_alive=False)
         if not info.status.finished:  # died before recording an end (killed, crashed)
@@ -363,6 +417,7 @@ class JobRunner:
                     message="failed",
                     finished=time.time(),
                 )
+        plog.end(info)
         if info.status != JobStatus.DONE and cleanup is not None:
             try:
                 cleanup()
@@ -457,11 +512,13 @@ def run_job(
     event: threading.Event | None = None,
     result_key: Callable[[], str | None] | None = None,
     result_json: Callable[[Any], Any] | None = None,
+    on_progress: Callable[[float, str], None] | None = None,
 ) -> tuple[bool, Any]:
     """Run ``fn(ctx)`` for the registered job ``job_id`` here (thread, child process or
     another machine's worker), recording status, pid, progress, result or error in
-    ``registry``. Returns ``(True, result)`` when it finished, else ``(False, None)``."""
-    ctx = JobContext(registry, job_id, event or threading.Event())
+    ``registry`` (and passing each recorded progress to ``on_progress``). Returns
+    ``(True, result)`` when it finished, else ``(False, None)``."""
+    ctx = JobContext(registry, job_id, event or threading.Event(), on_progress)
     if ctx.cancelled():
         registry.update(
             job_id,

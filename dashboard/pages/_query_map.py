@@ -49,9 +49,12 @@ _genes_lock = threading.Lock()
 
 
 # ------------------------------------------------------------------------------ layout
-def query_card(dataset_options: list[dict[str, str]], limit_mb: float) -> html.Section:
-    """The card: query file (data folder or upload), batch key, epochs, Start / Cancel and
-    a progress block; plus its job store and poll interval."""
+def query_card(
+    dataset_options: list[dict[str, str]], limit_mb: float, switch: dict[str, Any]
+) -> html.Section:
+    """The card: query file (data folder or upload), batch key, epochs, Map / Cancel and
+    a progress block, as the server's model switch (``switch``: the page's
+    ``switch_outputs``) is now."""
     return components.card(
         "Map new data onto this model",
         [
@@ -109,20 +112,25 @@ def query_card(dataset_options: list[dict[str, str]], limit_mb: float) -> html.S
             dcc.Loading(html.Div(id=ids.MODEL_QUERY_INFO, className="muted"), type="dot"),
             html.Div(
                 [
-                    html.Button("Map", id=ids.MODEL_QUERY_START, className="btn btn-primary"),
+                    html.Button(
+                        "Map",
+                        id=ids.MODEL_QUERY_START,
+                        className="btn btn-primary",
+                        disabled=switch["start_disabled"],
+                    ),
                     html.Button(
                         "Cancel",
                         id=ids.MODEL_QUERY_CANCEL,
                         className="btn btn-ghost",
-                        disabled=True,
+                        disabled=switch["query_cancel_disabled"],
                     ),
                 ],
                 className="row-inline",
             ),
-            html.Div(id=ids.MODEL_QUERY_PROGRESS, className="progress-block"),
+            html.Div(
+                switch["query_progress"], id=ids.MODEL_QUERY_PROGRESS, className="progress-block"
+            ),
             html.Div(id=ids.MODEL_QUERY_MESSAGE, className="model-message"),
-            dcc.Store(id=ids.MODEL_QUERY_JOB_STORE),
-            dcc.Interval(id=ids.MODEL_QUERY_INTERVAL, interval=800, disabled=True),
         ],
         class_name="card-query",
     )
@@ -249,7 +257,8 @@ def parse_epochs(value: Any) -> int:
 def mapping_job(
     service: AnalysisService, pair: Pair, path: str, *, batch_key: str | None, max_epochs: int
 ) -> str:
-    """Submit: read the query with its batch key, map it onto ``pair``'s model."""
+    """Start, as the server's model switch: read the query with its batch key, map it onto
+    ``pair``'s model; the combined pair is then prepared and made active."""
 
     def run(ctx: JobContext) -> QueryMapResult:
         ctx.progress(0.0, "reading the query")
@@ -263,28 +272,38 @@ def mapping_job(
             should_stop=ctx.cancelled,
         )
 
-    return service.jobs.submit(
-        "map_query",
-        run,
-        params={
-            "pair": pair.to_dict(),
-            "path": path,
-            "batch_key": batch_key,
-            "max_epochs": max_epochs,
-        },
-        result_json=lambda result: result.to_dict(),
-    )
+    def submit() -> str:
+        return service.jobs.submit(
+            "map_query",
+            run,
+            params={
+                "pair": pair.to_dict(),
+                "path": path,
+                "batch_key": batch_key,
+                "max_epochs": max_epochs,
+            },
+            result_json=lambda result: result.to_dict(),
+        )
+
+    def to_pair(result: QueryMapResult) -> tuple[Pair, str]:
+        hint = (
+            f"On Explore, colour by {DATASET_COLUMN}, batch, {LABEL_COLUMN} or "
+            f"{CONFIDENCE_COLUMN}."
+        )
+        return result.pair, f"{summary(result)} {hint}"
+
+    return get_state().switch.start("map", submit, name=Path(path).name, to_pair=to_pair)
 
 
-def start(path: str | None, batch_key: str | None, max_epochs: Any) -> tuple:
-    """Validate the form and submit the mapping: ``(store, interval off, message, cancel
-    disabled)``; problems are one warning line and nothing starts."""
+def start(path: str | None, batch_key: str | None, max_epochs: Any) -> html.Div:
+    """Validate the form and start the mapping: the message to show (problems are one
+    warning line and nothing starts)."""
     state = get_state()
     try:
         service, pair = state.require()
     except sh.NotReady:
         msg = "Train or load a model first: the new data is mapped onto the active model."
-        return no_update, no_update, components.alert(msg, kind="warning"), no_update
+        return components.alert(msg, kind="warning")
     try:
         if not path:
             msg = "Choose or upload the new data first."
@@ -294,7 +313,7 @@ def start(path: str | None, batch_key: str | None, max_epochs: Any) -> tuple:
         genes = _known_genes(path)
         if genes is not None:  # refuse a gene mismatch before any work
             check_genes(service.model(pair), genes, min_gene_fraction=_min_gene_fraction())
-        job = mapping_job(
+        mapping_job(
             service,
             pair,
             path,
@@ -302,9 +321,8 @@ def start(path: str | None, batch_key: str | None, max_epochs: Any) -> tuple:
             max_epochs=epochs,
         )
     except BackendError as err:
-        return no_update, no_update, components.alert(str(err), kind="warning"), no_update
-    note = components.notice(f"Mapping {Path(path).name} onto {pair.model.name or 'the model'}.")
-    return {"job": job, "kind": "map"}, False, note, False
+        return components.alert(str(err), kind="warning")
+    return components.notice(f"Mapping {Path(path).name} onto {pair.model.name or 'the model'}.")
 
 
 def _min_gene_fraction() -> float:
@@ -329,43 +347,3 @@ def summary(result: QueryMapResult) -> str:
         parts.append(f"batches renamed: {renamed}")
     parts.append(f"mean label confidence {result.mean_confidence:.2f}")
     return "; ".join(parts) + "."
-
-
-def poll(job: dict[str, Any] | None) -> tuple:
-    """Progress of the mapping, then of preparing the combined pair: ``(progress, interval
-    off, store, message, cancel disabled)``. When mapping is done the combined pair is
-    prepared; when that is done the app has switched to it."""
-    info = sh.job_info(job)
-    if info is None or job is None:
-        return [], True, no_update, no_update, True
-    progress, finished, error = sh.job_view(info)
-    kind = job.get("kind")
-    if error:
-        what = "Mapping" if kind == "map" else "Preparing"
-        level = "info" if error == "cancelled" else "warning"
-        return [], True, None, components.alert(f"{what}: {error}", kind=level), True
-    if not finished:
-        label = "Mapping" if kind == "map" else "Preparing results"
-        return [html.B(label), *progress], False, no_update, no_update, False
-    state = get_state()
-    if kind == "map":
-        result: QueryMapResult = state.service.job_result(str(job["job"]))
-        prepare = state.prepare(result.pair)
-        note = components.notice(
-            f"{summary(result)} Preparing the combined data (UMAP, clusters); the app "
-            "switches when it is ready."
-        )
-        return progress, False, {"job": prepare, "kind": "prepare"}, note, False
-    done = (
-        "The reference and the new cells are active on every page. On Explore, colour by "
-        f"{DATASET_COLUMN}, batch, {LABEL_COLUMN} or {CONFIDENCE_COLUMN}."
-    )
-    return progress, True, None, components.alert(done, kind="success"), True
-
-
-def cancel(n_clicks: int | None, job: dict[str, Any] | None) -> Any:
-    """Cancel the mapping (or the preparation after it); the active model stays."""
-    if not n_clicks or not job or not job.get("job"):
-        return no_update
-    get_state().service.cancel(str(job["job"]))
-    return components.notice("Cancelling… (training stops at the next step)")

@@ -17,6 +17,7 @@ from dashboard.backend.paths import is_inside
 from dashboard.pages import _query_map as qm
 from dashboard.pages import _shared as sh
 from dashboard.state import get_state
+from dashboard.switching import SwitchView
 
 if TYPE_CHECKING:
     from dashboard.backend.jobs import JobContext
@@ -33,6 +34,9 @@ dash.register_page(
 )
 
 NO_BATCH = "__none__"
+#: Poll period of the Model page while a switch runs, and while none does (another tab
+#: may start one).
+POLL_BUSY_MS, POLL_IDLE_MS = 800, 2500
 N_LATENT_RANGE = (2, 64)
 MAX_EPOCHS_RANGE = (1, 2000)
 
@@ -52,6 +56,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
         for p in queries.list_checkpoints(settings.model_dir)
     ]
     limit_mb = queries.max_upload_bytes(settings) / 1024**2
+    switch = switch_outputs(state.switch.view())  # a reload shows a running job at once
     return html.Div(
         [
             components.page_header(
@@ -141,12 +146,13 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                                                 "Train",
                                                 id=ids.MODEL_TRAIN,
                                                 className="btn btn-primary",
+                                                disabled=switch["start_disabled"],
                                             ),
                                             html.Button(
                                                 "Cancel",
                                                 id=ids.MODEL_CANCEL,
                                                 className="btn btn-ghost",
-                                                disabled=True,
+                                                disabled=switch["cancel_disabled"],
                                             ),
                                         ],
                                         className="row-inline",
@@ -176,7 +182,10 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                                         ),
                                     ),
                                     html.Button(
-                                        "Load", id=ids.MODEL_LOAD, className="btn btn-secondary"
+                                        "Load",
+                                        id=ids.MODEL_LOAD,
+                                        className="btn btn-secondary",
+                                        disabled=switch["start_disabled"],
                                     ),
                                 ],
                             ),
@@ -189,13 +198,16 @@ def layout(model: Any = None, **_: Any) -> html.Div:
             components.card(
                 "Progress",
                 [
-                    html.Div(id=ids.MODEL_PROGRESS, className="progress-block"),
+                    html.Div(
+                        switch["progress"], id=ids.MODEL_PROGRESS, className="progress-block"
+                    ),
                     html.Div(id=ids.MODEL_MESSAGE, className="model-message"),
                 ],
+                subtitle="Training, loading and mapping run on the server: every tab, and a "
+                "reload, shows them here.",
             ),
-            qm.query_card(datasets, limit_mb),
-            dcc.Store(id=ids.MODEL_JOB_STORE),
-            dcc.Interval(id=ids.MODEL_INTERVAL, interval=800, disabled=True),
+            qm.query_card(datasets, limit_mb, switch),
+            dcc.Interval(id=ids.MODEL_INTERVAL, interval=switch["interval"]),
         ],
         className="page-model",
     )
@@ -319,6 +331,28 @@ def _int_in(value: Any, lo: int, hi: int, what: str) -> int:
     return v
 
 
+def switch_outputs(view: SwitchView) -> dict[str, Any]:
+    """What the page shows of the server's model switch: the progress panel (in the
+    Progress card, or the map card for a mapping), which buttons are off, the poll period."""
+    panel = components.job_panel(
+        label=f"{view.label} {view.name}".strip(),
+        running=view.running,
+        progress=view.progress,
+        message=view.message,
+        outcome=view.outcome,
+        line=view.line,
+    )
+    is_map = view.kind == "map"
+    return {
+        "progress": [] if is_map else panel,
+        "query_progress": panel if is_map else [],
+        "cancel_disabled": not view.running or is_map,
+        "query_cancel_disabled": not view.running or not is_map,
+        "start_disabled": view.running,  # one switch at a time, whichever tab asks
+        "interval": POLL_BUSY_MS if view.running else POLL_IDLE_MS,
+    }
+
+
 def train_job(
     service: AnalysisService,
     path: str,
@@ -328,56 +362,66 @@ def train_job(
     max_epochs: int,
 ) -> str:
     """Read the dataset with its batch key here (a bad file or key raises at once), then
-    submit its training, saved under the model folder.
+    start its training, saved under the model folder, as the server's model switch.
 
     With ``settings.train_in_process`` (the default) training runs in a child process whose
     pid is in the job's record: cancel stops it at the next step (or terminates it), and a
     crash or kill leaves this server, the active model and the cache as they were.
     """
+    state = get_state()
+    state.switch.check_idle()  # before reading a large file for nothing
     dataset = service.open_dataset(path, batch_key=batch_key)
-    get_state().set_dataset(dataset)
     stem = Path(path).name.split(".")[0] or "model"
     name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     out, n = service.settings.model_dir / name, 1
     while out.exists():  # two trainings started in the same second keep both models
         n += 1
         out = service.settings.model_dir / f"{name}-{n}"
-    return service.submit_train(
-        dataset,
-        process=service.settings.train_in_process,
-        out_dir=str(out),
-        n_latent=n_latent,
-        max_epochs=max_epochs,
-    )
+
+    def submit() -> str:
+        state.set_dataset(dataset)
+        return service.submit_train(
+            dataset,
+            process=service.settings.train_in_process,
+            out_dir=str(out),
+            n_latent=n_latent,
+            max_epochs=max_epochs,
+        )
+
+    return state.switch.start("train", submit, name=out.name)
 
 
 def load_job(
     service: AnalysisService, path: str, checkpoint: str, *, batch_key: str | None
 ) -> str:
-    """Submit: read the dataset, load the checkpoint for it."""
+    """Start, as the server's model switch: read the dataset, load the checkpoint for it."""
+    state = get_state()
 
     def run(ctx: JobContext) -> Pair:
         folder = sh.checkpoint_path(service, checkpoint)  # only under the model folder
         ctx.progress(0.05, "reading the dataset")
         dataset = service.open_dataset(path, batch_key=batch_key)
-        get_state().set_dataset(dataset)
+        state.set_dataset(dataset)
         ctx.check()
         ctx.progress(0.5, f"loading {checkpoint}")
         return service.load_model(dataset, folder)
 
-    return service.jobs.submit(
-        "load_model",
-        run,
-        params={"path": path, "checkpoint": checkpoint, "batch_key": batch_key},
-        result_json=lambda pair: pair.to_dict(),
-    )
+    def submit() -> str:
+        return service.jobs.submit(
+            "load_model",
+            run,
+            params={"path": path, "checkpoint": checkpoint, "batch_key": batch_key},
+            result_json=lambda pair: pair.to_dict(),
+        )
+
+    return state.switch.start("load", submit, name=Path(checkpoint).name)
 
 
 @callback(
-    Output(ids.MODEL_JOB_STORE, "data"),
-    Output(ids.MODEL_INTERVAL, "disabled"),
     Output(ids.MODEL_MESSAGE, "children"),
-    Output(ids.MODEL_CANCEL, "disabled"),
+    Output(ids.MODEL_PROGRESS, "children", allow_duplicate=True),
+    Output(ids.MODEL_TRAIN, "disabled", allow_duplicate=True),
+    Output(ids.MODEL_CANCEL, "disabled", allow_duplicate=True),
     Input(ids.MODEL_TRAIN, "n_clicks"),
     State(ids.MODEL_DATASET, "value"),
     State(ids.MODEL_BATCH_KEY, "value"),
@@ -388,29 +432,33 @@ def load_job(
 def on_train(
     n_clicks: int | None, path: str | None, batch_key: str | None, n_latent: Any, max_epochs: Any
 ) -> tuple:
-    """Start training on the chosen dataset (progress below, cancel any time)."""
+    """Start training on the chosen dataset (progress below in every tab, cancel any time):
+    ``(message, progress panel, Train disabled, Cancel disabled)``."""
     if not n_clicks:
         return no_update, no_update, no_update, no_update
+    service = get_state().service
     try:
         if not path:
             msg = "Choose or upload a dataset first."
             raise InvalidSelection(msg)
-        job = train_job(
-            get_state().service,
-            sh.dataset_path(get_state().service, path),
+        train_job(
+            service,
+            sh.dataset_path(service, path),
             batch_key=None if batch_key in (None, NO_BATCH) else batch_key,
             n_latent=_int_in(n_latent, *N_LATENT_RANGE, "Latent dimensions"),
             max_epochs=_int_in(max_epochs, *MAX_EPOCHS_RANGE, "Max epochs"),
         )
     except BackendError as err:
-        return no_update, no_update, components.alert(str(err), kind="warning"), no_update
-    return {"job": job, "kind": "train"}, False, components.notice("Training started."), False
+        return components.alert(str(err), kind="warning"), no_update, no_update, no_update
+    out = switch_outputs(get_state().switch.view())
+    note = components.notice("Training started on the server; close this tab if you like.")
+    return note, out["progress"], out["start_disabled"], out["cancel_disabled"]
 
 
 @callback(
-    Output(ids.MODEL_JOB_STORE, "data", allow_duplicate=True),
-    Output(ids.MODEL_INTERVAL, "disabled", allow_duplicate=True),
     Output(ids.MODEL_MESSAGE, "children", allow_duplicate=True),
+    Output(ids.MODEL_PROGRESS, "children", allow_duplicate=True),
+    Output(ids.MODEL_LOAD, "disabled", allow_duplicate=True),
     Output(ids.MODEL_CANCEL, "disabled", allow_duplicate=True),
     Input(ids.MODEL_LOAD, "n_clicks"),
     State(ids.MODEL_DATASET, "value"),
@@ -426,10 +474,12 @@ def on_load(
     checkpoint: str | None,
     typed: str | None,
 ) -> tuple:
-    """Load a checkpoint for the chosen dataset (typed path wins over the list)."""
+    """Load a checkpoint for the chosen dataset (typed path wins over the list):
+    ``(message, progress panel, Load disabled, Cancel disabled)``."""
     if not n_clicks:
         return no_update, no_update, no_update, no_update
     target = (typed or "").strip() or checkpoint
+    service = get_state().service
     try:
         if not path:
             msg = "Choose or upload a dataset first."
@@ -437,81 +487,62 @@ def on_load(
         if not target:
             msg = "Choose a saved model or type the path of a model folder."
             raise InvalidSelection(msg)
-        job = load_job(
-            get_state().service,
-            sh.dataset_path(get_state().service, path),
+        load_job(
+            service,
+            sh.dataset_path(service, path),
             target,
             batch_key=None if batch_key in (None, NO_BATCH) else batch_key,
         )
     except BackendError as err:
-        return no_update, no_update, components.alert(str(err), kind="warning"), no_update
-    return {"job": job, "kind": "load"}, False, components.notice("Loading…"), False
+        return components.alert(str(err), kind="warning"), no_update, no_update, no_update
+    out = switch_outputs(get_state().switch.view())
+    return components.notice("Loading…"), out["progress"], out["start_disabled"], False
 
 
 @callback(
     Output(ids.MODEL_PROGRESS, "children"),
-    Output(ids.MODEL_INTERVAL, "disabled", allow_duplicate=True),
-    Output(ids.MODEL_JOB_STORE, "data", allow_duplicate=True),
-    Output(ids.MODEL_MESSAGE, "children", allow_duplicate=True),
-    Output(ids.MODEL_CANCEL, "disabled", allow_duplicate=True),
+    Output(ids.MODEL_QUERY_PROGRESS, "children"),
+    Output(ids.MODEL_CANCEL, "disabled"),
+    Output(ids.MODEL_QUERY_CANCEL, "disabled"),
+    Output(ids.MODEL_TRAIN, "disabled"),
+    Output(ids.MODEL_LOAD, "disabled"),
+    Output(ids.MODEL_QUERY_START, "disabled"),
+    Output(ids.MODEL_INTERVAL, "interval"),
     Input(ids.MODEL_INTERVAL, "n_intervals"),
-    State(ids.MODEL_JOB_STORE, "data"),
-    prevent_initial_call=True,
 )
-def poll_model_job(_n: int | None, job: dict | None) -> tuple:
-    """Training/loading progress; when done, prepare the new model's results, then the
-    app switches to it."""
-    info = sh.job_info(job)
-    if info is None or job is None:
-        return [], True, no_update, no_update, True
-    if info.status == "failed":  # a killed process: the runner's reason comes a moment later
-        info = get_state().service.wait(str(job["job"]), timeout=2.0)
-    progress, finished, error = sh.job_view(info)
-    kind = job.get("kind")
-    if error:
-        what = {"train": "Training", "load": "Loading"}.get(kind, "Preparing")
-        if error == "cancelled":
-            return [], True, None, components.alert(f"{what}: cancelled", kind="info"), True
-        alert = components.alert(f"{what} failed: {components.one_line(error)}", kind="warning")
-        return [], True, None, alert, True
-    if not finished:
-        label = {"train": "Training", "load": "Loading", "prepare": "Preparing results"}[kind]
-        return [html.B(label), *progress], False, no_update, no_update, False
-    if kind in {"train", "load"}:
-        state = get_state()
-        pair = state.service.job_result(str(job["job"]))
-        prepare = state.prepare(pair)
-        note = components.notice(
-            f"{'Trained' if kind == 'train' else 'Loaded'} {pair.model.name}; preparing its "
-            "results (UMAP, clusters, denoised values). The app switches when they are ready."
-        )
-        return progress, False, {"job": prepare, "kind": "prepare"}, note, False
+def poll_switch(_n: int | None) -> tuple:
+    """The server's model switch as this tab shows it (every tab polls the same record):
+    progress panels, Cancel/Train/Load/Map enabled or not, the poll period."""
+    out = switch_outputs(get_state().switch.view())
     return (
-        progress,
-        True,
-        None,
-        components.alert("The new model is active on every page.", kind="success"),
-        True,
+        out["progress"],
+        out["query_progress"],
+        out["cancel_disabled"],
+        out["query_cancel_disabled"],
+        out["start_disabled"],
+        out["start_disabled"],
+        out["start_disabled"],
+        out["interval"],
     )
 
 
 @callback(
     Output(ids.MODEL_MESSAGE, "children", allow_duplicate=True),
     Input(ids.MODEL_CANCEL, "n_clicks"),
-    State(ids.MODEL_JOB_STORE, "data"),
     prevent_initial_call=True,
 )
-def on_cancel(n_clicks: int | None, job: dict | None) -> Any:
-    """Cancel the running training, loading or preparation."""
-    if not n_clicks or not job or not job.get("job"):
+def on_cancel(n_clicks: int | None) -> Any:
+    """Cancel the running training, loading or preparation (from any tab)."""
+    if not n_clicks:
         return no_update
-    service = get_state().service
-    service.cancel(str(job["job"]))
-    if job.get("kind") == "train" and service.settings.train_in_process:
+    view = get_state().switch.cancel()
+    if not view.running:
+        return components.notice("Nothing is running.")
+    if view.stage == "train" and get_state().service.settings.train_in_process:
         return components.notice(
             "Cancelling… (training stops at the next step; its process is ended if it does not)"
         )
-    return components.notice("Cancelling… (training stops at the next step)")
+    return components.notice(f"Cancelling {view.label.lower()}…")
 
 
 # ---------------------------------------------------------------- map new data (query)
@@ -540,10 +571,10 @@ def on_query_dataset(path: str | None) -> tuple:
 
 
 @callback(
-    Output(ids.MODEL_QUERY_JOB_STORE, "data"),
-    Output(ids.MODEL_QUERY_INTERVAL, "disabled"),
     Output(ids.MODEL_QUERY_MESSAGE, "children"),
-    Output(ids.MODEL_QUERY_CANCEL, "disabled"),
+    Output(ids.MODEL_QUERY_PROGRESS, "children", allow_duplicate=True),
+    Output(ids.MODEL_QUERY_START, "disabled", allow_duplicate=True),
+    Output(ids.MODEL_QUERY_CANCEL, "disabled", allow_duplicate=True),
     Input(ids.MODEL_QUERY_START, "n_clicks"),
     State(ids.MODEL_QUERY_DATASET, "value"),
     State(ids.MODEL_QUERY_BATCH_KEY, "value"),
@@ -553,33 +584,27 @@ def on_query_dataset(path: str | None) -> tuple:
 def on_map_start(
     n_clicks: int | None, path: str | None, batch_key: str | None, max_epochs: Any
 ) -> tuple:
-    """Map the new data onto the active model (progress below, cancel any time)."""
+    """Map the new data onto the active model (progress below in every tab, cancel any
+    time): ``(message, progress panel, Map disabled, Cancel disabled)``."""
     if not n_clicks:
         return no_update, no_update, no_update, no_update
-    return qm.start(path, batch_key, max_epochs)
-
-
-@callback(
-    Output(ids.MODEL_QUERY_PROGRESS, "children"),
-    Output(ids.MODEL_QUERY_INTERVAL, "disabled", allow_duplicate=True),
-    Output(ids.MODEL_QUERY_JOB_STORE, "data", allow_duplicate=True),
-    Output(ids.MODEL_QUERY_MESSAGE, "children", allow_duplicate=True),
-    Output(ids.MODEL_QUERY_CANCEL, "disabled", allow_duplicate=True),
-    Input(ids.MODEL_QUERY_INTERVAL, "n_intervals"),
-    State(ids.MODEL_QUERY_JOB_STORE, "data"),
-    prevent_initial_call=True,
-)
-def poll_map_job(_n: int | None, job: dict | None) -> tuple:
-    """Mapping progress; when done, prepare the combined pair, then the app switches."""
-    return qm.poll(job)
+    message = qm.start(path, batch_key, max_epochs)
+    out = switch_outputs(get_state().switch.view())
+    if out["query_cancel_disabled"]:  # refused: nothing started
+        return message, no_update, no_update, no_update
+    return message, out["query_progress"], out["start_disabled"], out["query_cancel_disabled"]
 
 
 @callback(
     Output(ids.MODEL_QUERY_MESSAGE, "children", allow_duplicate=True),
     Input(ids.MODEL_QUERY_CANCEL, "n_clicks"),
-    State(ids.MODEL_QUERY_JOB_STORE, "data"),
     prevent_initial_call=True,
 )
-def on_map_cancel(n_clicks: int | None, job: dict | None) -> Any:
+def on_map_cancel(n_clicks: int | None) -> Any:
     """Cancel the mapping or the preparation after it; the active model stays."""
-    return qm.cancel(n_clicks, job)
+    if not n_clicks:
+        return no_update
+    view = get_state().switch.cancel()
+    if not view.running:
+        return components.notice("Nothing is running.")
+    return components.notice("Cancelling… (training stops at the next step)")

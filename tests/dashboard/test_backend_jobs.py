@@ -257,3 +257,42 @@ def test_get_service_uses_configured_settings(tmp_path) -> None:
     finally:
         backend.configure(None)
         backend.set_service(None)
+
+
+# ------------------------------------------------------------------- the server log
+def _ten_steps(ctx: JobContext) -> str:
+    for i in range(10):
+        ctx.progress(i / 10, f"step {i}")
+        time.sleep(0.21)  # past the 5-per-second write throttle
+    return "ok"
+
+
+def test_jobs_print_their_progress_in_the_server_log(tmp_path, caplog) -> None:
+    """A job started from the browser leaves lines in the server's log: queued, each tenth
+    of its progress, how it ended; the server turns these loggers on."""
+    import logging
+
+    from dashboard.server import JOB_LOGGERS, configure_logging
+
+    runner = JobRunner(JobRegistry(tmp_path))
+    caplog.set_level(logging.INFO, logger="dashboard.backend.jobs")
+    try:
+        job = runner.submit("prepare", _ten_steps)
+        assert runner.result(job, timeout=30) == "ok"
+        failed = runner.submit("de", lambda ctx: 1 / 0)
+        runner.wait(failed, timeout=30)
+    finally:
+        runner.shutdown()
+    lines = [r.getMessage() for r in caplog.records if r.name == "dashboard.backend.jobs"]
+    name = f"prepare {job[:8]}"
+    assert f"job {name} queued" in lines
+    steps = [line for line in lines if line.startswith(f"job {name} [")]
+    assert steps[0] == f"job {name} [  0%] step 0" and len(steps) >= 9
+    assert f"job {name} [ 50%] step 5" in steps
+    assert any(line.startswith(f"job {name} done in ") for line in lines)
+    assert any(
+        f"de {failed[:8]} failed after" in line and "ZeroDivisionError" in line for line in lines
+    )
+    configure_logging()
+    for logger in JOB_LOGGERS:
+        assert logging.getLogger(logger).getEffectiveLevel() == logging.INFO

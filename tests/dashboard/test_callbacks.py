@@ -597,33 +597,41 @@ def test_model_page_reads_the_dataset(env) -> None:
     assert "missing.h5ad" in assert_one_line_alert(alert, kind="warning")
 
 
+def switch_ended(env: SimpleNamespace, timeout: float = 120) -> Any:
+    """The server's model switch once it has ended (no tab polls meanwhile)."""
+    view = env.state.switch.join(timeout)
+    assert not view.running, view
+    return view
+
+
 def test_train_start_and_cancel(env) -> None:
     path = str(env.data_path)
-    store, interval_off, message, cancel_disabled = env.model.on_train(1, path, "batch", 8, 500)
-    assert store["kind"] == "train"
-    assert (interval_off, cancel_disabled) == (False, False)
+    message, progress, train_off, cancel_off = env.model.on_train(1, path, "batch", 8, 500)
     assert "Training started" in text(message)
-    note = env.model.on_cancel(1, store)
-    assert "Cancelling" in text(note)
-    finish(env.service, store["job"])
-    progress, interval_off, new_store, alert, cancel_disabled = env.model.poll_model_job(3, store)
-    assert progress == []
-    assert env.service.job(store["job"]).status == "cancelled"
-    assert (interval_off, new_store, cancel_disabled) == (True, None, True)
-    assert assert_one_line_alert(alert, kind="info") == "Training: cancelled"
+    assert text(progress).startswith("Training pbmc_slice-")
+    assert (train_off, cancel_off) == (True, False)
+    job = env.state.switch.view().job
+    assert "Cancelling" in text(env.model.on_cancel(1))
+    assert switch_ended(env).outcome == "cancelled"
+    assert env.service.job(job).status == "cancelled"
+    panel, _, cancel_off, _, train_off, load_off, map_off, _ = env.model.poll_switch(3)
+    assert (cancel_off, train_off, load_off, map_off) == (True, False, False, False)
+    line = assert_one_line_alert(panel[0], kind="info")
+    assert line == "Training: cancelled; the previous model stays active."
     assert env.state.pair == env.pair  # the active model is untouched
     assert not list((env.root / "models").glob("*/model.pt"))  # nothing half-saved
 
 
 def test_train_with_bad_settings_is_a_warning(env) -> None:
     path = str(env.data_path)
-    store, _, alert, _ = env.model.on_train(1, path, "batch", 0, 10)
-    assert store is no_update
+    alert, panel, *_ = env.model.on_train(1, path, "batch", 0, 10)
+    assert panel is no_update
     message = assert_one_line_alert(alert, kind="warning")
     assert message == "Latent dimensions must be a whole number from 2 to 64"
-    _, _, alert, _ = env.model.on_train(1, None, "batch", 10, 10)
+    alert, *_ = env.model.on_train(1, None, "batch", 10, 10)
     assert assert_one_line_alert(alert) == "Choose or upload a dataset first."
     assert env.model.on_train(None, path, "batch", 10, 10) == (no_update,) * 4
+    assert not env.state.switch.view().running  # nothing started
 
 
 @pytest.mark.parametrize("what", ["missing", "garbage"])
@@ -635,15 +643,13 @@ def test_loading_a_bad_checkpoint_is_a_readable_alert(env, what) -> None:
         folder.mkdir(exist_ok=True)
         (folder / "model.pt").write_bytes(b"this is not a torch checkpoint")
         checkpoint = str(folder)
-    store, interval_off, message, _ = env.model.on_load(
+    message, progress, load_off, _ = env.model.on_load(
         1, str(env.data_path), "batch", None, checkpoint
     )
-    assert store["kind"] == "load" and interval_off is False
-    assert "Loading" in text(message)
-    finish(env.service, store["job"])
-    _, interval_off, new_store, alert, _ = env.model.poll_model_job(1, store)
-    assert (interval_off, new_store) == (True, None)
-    message = assert_one_line_alert(alert, kind="warning")
+    assert "Loading" in text(message) and "Loading" in text(progress) and load_off is True
+    assert switch_ended(env).outcome == "failed"
+    panel, *_ = env.model.poll_switch(1)
+    message = assert_one_line_alert(panel[0], kind="warning")
     assert message.startswith("Loading failed: ")
     assert Path(checkpoint).name in message
     assert env.state.pair == env.pair
@@ -653,17 +659,13 @@ def test_loading_a_checkpoint_switches_the_app_once_prepared(env) -> None:
     checkpoint = env.root / "models" / "small-saved"
     env.service.model(env.pair).save(checkpoint, overwrite=True)
     version = env.state.version
-    store, _, _, _ = env.model.on_load(1, str(env.data_path), "batch", str(checkpoint), None)
+    env.model.on_load(1, str(env.data_path), "batch", str(checkpoint), None)
     try:
-        finish(env.service, store["job"])
-        _, interval_off, prepare, note, _ = env.model.poll_model_job(1, store)
-        assert interval_off is False
-        assert prepare["kind"] == "prepare"
-        assert "Loaded small-saved; preparing its results" in text(note)
-        finish(env.service, prepare["job"])
-        _, interval_off, new_store, alert, _ = env.model.poll_model_job(2, prepare)
-        assert (interval_off, new_store) == (True, None)
-        assert "active on every page" in assert_one_line_alert(alert, kind="success")
+        view = switch_ended(env)  # the server prepares and switches; no tab polls
+        assert view.outcome == "done" and view.stage == "prepare"
+        panel, *_ = env.model.poll_switch(2)
+        line = assert_one_line_alert(panel[0], kind="success")
+        assert line == "Loaded small-saved: it is active on every page."
         assert env.state.version == version + 1
         active = env.state.pair
         assert active.model.path == str(checkpoint)
@@ -674,7 +676,7 @@ def test_loading_a_checkpoint_switches_the_app_once_prepared(env) -> None:
 
 
 def test_load_without_a_checkpoint_is_a_warning(env) -> None:
-    _, _, alert, _ = env.model.on_load(1, str(env.data_path), "batch", None, "  ")
+    alert, *_ = env.model.on_load(1, str(env.data_path), "batch", None, "  ")
     assert "Choose a saved model" in assert_one_line_alert(alert, kind="warning")
 
 

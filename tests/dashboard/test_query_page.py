@@ -87,9 +87,17 @@ def one_line_alert(component: Any, kind: str) -> str:
     return message
 
 
-def finish(env: SimpleNamespace, store: dict) -> None:
-    info = env.service.wait(store["job"], timeout=120)
-    assert info.status.finished, info
+def switch_ended(env: SimpleNamespace, timeout: float = 120) -> Any:
+    """The server's model switch once it has ended (no tab polls meanwhile)."""
+    view = env.state.switch.join(timeout)
+    assert not view.running, view
+    return view
+
+
+def map_panel(env: SimpleNamespace) -> tuple[Any, bool]:
+    """What a poll of the Model page shows in the map card: panel, Cancel disabled."""
+    _, panel, _, cancel_off, *_ = env.model.poll_switch(1)
+    return panel, cancel_off
 
 
 def data_url(path: Path) -> str:
@@ -103,7 +111,7 @@ def test_model_page_has_the_query_card(env) -> None:
     dropdown = find(page, ids.MODEL_QUERY_DATASET)
     assert {"label": "new_cells.h5ad", "value": str(env.query_path)} in dropdown.options
     assert find(page, ids.MODEL_QUERY_CANCEL).disabled is True
-    assert find(page, ids.MODEL_QUERY_INTERVAL).disabled is True
+    assert find(page, ids.MODEL_QUERY_START).disabled is False
     assert find(page, ids.MODEL_QUERY_MAX_EPOCHS).value == 100
 
 
@@ -134,11 +142,11 @@ def test_uploading_rna_only_new_data(env) -> None:
 def test_start_validates_the_form(env) -> None:
     path = str(env.query_path)
     assert env.model.on_map_start(None, path, "batch", 10) == (no_update,) * 4
-    store, _, alert, _ = env.model.on_map_start(1, None, "batch", 10)
-    assert store is no_update
+    alert, panel, _, _ = env.model.on_map_start(1, None, "batch", 10)
+    assert panel is no_update
     assert one_line_alert(alert, "warning") == "Choose or upload the new data first."
     for bad in (0, 2.5, "ten", None):
-        _, _, alert, _ = env.model.on_map_start(1, path, "batch", bad)
+        alert, *_ = env.model.on_map_start(1, path, "batch", bad)
         message = one_line_alert(alert, "warning")
         assert message == "Max epochs must be a whole number from 1 to 2000"
     # new data with other gene identifiers is refused at once, before any job
@@ -148,51 +156,48 @@ def test_start_validates_the_form(env) -> None:
     adata.write_h5ad(ensembl)
     env.model.on_query_dataset(str(ensembl))
     n_jobs = len(env.service.jobs.registry.list())
-    store, _, alert, _ = env.model.on_map_start(1, str(ensembl), "batch", 10)
-    assert store is no_update
+    alert, panel, _, _ = env.model.on_map_start(1, str(ensembl), "batch", 10)
+    assert panel is no_update
     assert "shares only 0 of the model's" in one_line_alert(alert, "warning")
     assert len(env.service.jobs.registry.list()) == n_jobs
     # without an active model there is nothing to map onto
     set_state(ActiveState(env.service, warm=False))
     try:
-        _, _, alert, _ = env.model.on_map_start(1, path, "batch", 10)
+        alert, *_ = env.model.on_map_start(1, path, "batch", 10)
         assert "Train or load a model first" in one_line_alert(alert, "warning")
     finally:
         set_state(env.state)
 
 
 def test_cancel_keeps_the_active_model(env) -> None:
-    store, interval_off, message, cancel_off = env.model.on_map_start(
+    message, panel, start_off, cancel_off = env.model.on_map_start(
         1, str(env.query_path), "batch", 2000
     )
-    assert store["kind"] == "map" and (interval_off, cancel_off) == (False, False)
-    assert "Mapping new_cells.h5ad" in text(message)
-    progress, interval_off, new_store, _, cancel_off = env.model.poll_map_job(1, store)
-    assert (interval_off, new_store, cancel_off) == (False, no_update, False)
-    assert "Mapping" in text(progress)
-    note = env.model.on_map_cancel(1, store)
-    assert "Cancelling" in text(note)
-    finish(env, store)
-    progress, interval_off, new_store, alert, cancel_off = env.model.poll_map_job(2, store)
-    assert (progress, interval_off, new_store, cancel_off) == ([], True, None, True)
-    assert one_line_alert(alert, "info") == "Mapping: cancelled"
+    assert (start_off, cancel_off) == (True, False)
+    assert "Mapping new_cells.h5ad" in text(message) and "Mapping" in text(panel)
+    panel, cancel_off = map_panel(env)  # any tab shows it
+    assert "Mapping" in text(panel) and cancel_off is False
+    assert "Cancelling" in text(env.model.on_map_cancel(1))
+    assert switch_ended(env).outcome == "cancelled"
+    panel, cancel_off = map_panel(env)
+    assert cancel_off is True
+    line = one_line_alert(panel[0], "info")
+    assert line == "Mapping: cancelled; the previous model stays active."
     assert env.state.pair == env.pair
-    assert env.model.on_map_cancel(None, store) is no_update
+    assert env.model.on_map_cancel(None) is no_update
 
 
 def test_mapping_switches_the_app_to_the_combined_data(env) -> None:
     version = env.state.version
-    store, _, _, _ = env.model.on_map_start(1, str(env.query_path), "batch", EPOCHS)
-    finish(env, store)
-    _, interval_off, prepare, note, cancel_off = env.model.poll_map_job(1, store)
-    assert prepare["kind"] == "prepare" and (interval_off, cancel_off) == (False, False)
-    words = text(note)
+    env.model.on_map_start(1, str(env.query_path), "batch", EPOCHS)
+    view = switch_ended(env)  # mapped, prepared and switched on the server
+    assert view.outcome == "done", view
+    panel, cancel_off = map_panel(env)
+    assert cancel_off is True
+    words = one_line_alert(panel[0], "success")
     assert f"Mapped {env.query.n_cells:,} new cells onto" in words
     assert "14 proteins predicted" in words and "batches renamed: pbmc10k → pbmc10k-query" in words
-    finish(env, prepare)
-    _, interval_off, new_store, alert, cancel_off = env.model.poll_map_job(2, prepare)
-    assert (interval_off, new_store, cancel_off) == (True, None, True)
-    assert "transferred_label" in one_line_alert(alert, "success")
+    assert "transferred_label" in words and "active on every page" in words
     service, pair = env.state.require()
     assert pair != env.pair and env.state.version == version + 1
     n = service.dataset(pair).n_cells

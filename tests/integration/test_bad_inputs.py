@@ -501,11 +501,12 @@ def test_app_shows_a_readable_alert(case: Case, world, monkeypatch) -> None:
     alerts: list[str] = []
 
     if case.kind == "checkpoint":
-        job, _, message, _ = page.on_load(1, str(world.good), "batch", None, str(target))
-        assert job is not page.no_update, alert_text(message)
-        world.service.wait(job["job"], timeout=60)
-        _, _, _, message, _ = page.poll_model_job(1, job)
-        alerts.append(alert_text(message))
+        message, panel, _, _ = page.on_load(1, str(world.good), "batch", None, str(target))
+        assert panel is not page.no_update, alert_text(message)  # the load job started
+        view = world.state.switch.join(60)
+        assert view.outcome == "failed", view
+        panel, *_ = page.poll_switch(1)
+        alerts.append(alert_text(panel[0]))
     elif case.kind == "upload" or case.upload:
         if case.kind == "upload":
             monkeypatch.setenv("TOTALVI_EXPLORER_MAX_UPLOAD_MB", "0.01")
@@ -524,8 +525,9 @@ def test_app_shows_a_readable_alert(case: Case, world, monkeypatch) -> None:
                 world.service.open_dataset(target, batch_key=case.batch_key, layer=case.layer)
             alerts.append(str(err.value))
         elif case.batch_key is not None:  # the page reads the data with it before training
-            job, _, message, _ = page.on_train(1, str(target), case.batch_key, 5, 1)
-            assert job is page.no_update, job  # refused at once: no training job starts
+            message, panel, _, _ = page.on_train(1, str(target), case.batch_key, 5, 1)
+            assert panel is page.no_update  # refused at once: no training job starts
+            assert not world.state.switch.view().running
             alerts.append(alert_text(message))
         else:
             options, value, info = page.on_dataset(str(target))

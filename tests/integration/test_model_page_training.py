@@ -1,8 +1,9 @@
-"""Training started from the Model page runs in its own process: the page shows its progress
-and switches the app to the new model; a SIGKILL of that process (out of memory, kill -9) is
-one readable failure line that leaves the active model, its cache entries and the model
-folder as they were, and Train works again; Cancel stops the process. Page callbacks are
-called directly on the real 200-cell PBMC fixture."""
+"""Training started from the Model page runs in its own process, followed on the server:
+every tab's poll shows the same progress, Train is off meanwhile, and the app switches to the
+new model when the jobs end, whether or not any tab polls; a SIGKILL of that process (out of
+memory, kill -9) is one readable failure line that leaves the active model, its cache
+entries and the model folder as they were, and Train works again; Cancel stops the process.
+Page callbacks are called directly on 200 real PBMC cells."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
-from dash import no_update
 
 from dashboard.backend.jobs import JobRegistry, JobRunner, JobStatus
 from dashboard.backend.testing import deaf_to_cancel, write_small_pbmc
@@ -90,20 +90,16 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def poll(world: SimpleNamespace, store: dict, timeout: float = 60) -> tuple[tuple, list[str]]:
-    """Poll the Model page until its job ends (interval off) or hands over to the next job;
-    returns the last outputs and the progress texts shown meanwhile."""
-    shown: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        out = world.page.poll_model_job(1, store)
-        progress, interval_off, new_store = out[:3]
-        if interval_off or new_store is not no_update:
-            return out, shown
-        shown.append(text(progress))
-        if time.monotonic() > deadline:
-            pytest.fail(f"the {store['kind']} job did not finish: {shown[-1:]}")
-        time.sleep(0.1)
+def wait_switch(world: SimpleNamespace, timeout: float = 120) -> Any:
+    """Wait, with no tab polling, until the server's model switch has ended; its view."""
+    wait_for(lambda: not world.state.switch.view().running, timeout, "the model switch")
+    return world.state.switch.view()
+
+
+def poll(world: SimpleNamespace) -> dict[str, Any]:
+    """What one poll of the Model page (any tab) shows."""
+    names = ("progress", "query_progress", "cancel_off", "query_cancel_off", "train_off")
+    return dict(zip(names, world.page.poll_switch(1), strict=False))
 
 
 def alert_line(component: Any, kind: str) -> str:
@@ -144,24 +140,40 @@ def child_pid(world: SimpleNamespace, job: str, *, message: str = "") -> int:
     return pid
 
 
-def train_and_switch(world: SimpleNamespace, max_epochs: int) -> Any:
-    """Train from the page, let it prepare the new model; returns the new active pair."""
-    page, version = world.page, world.state.version
-    store, interval_off, message, cancel_disabled = page.on_train(
+def start_training(world: SimpleNamespace, max_epochs: int) -> str:
+    """Press Train; returns the training job (the panel shows it at once, Train goes off)."""
+    message, progress, train_off, cancel_off = world.page.on_train(
         1, world.path, "batch", N_LATENT, max_epochs
     )
-    assert (interval_off, cancel_disabled) == (False, False), text(message)
-    first, interval_off, *_ = page.poll_model_job(1, store)  # the process is only starting
-    assert interval_off is False and text(first).startswith("Training"), text(first)
-    child_pid(world, store["job"])
-    (_, interval_off, prepare, note, _), shown = poll(world, store)
-    assert all(s.startswith("Training") for s in shown), shown
-    assert prepare is not None and prepare["kind"] == "prepare", text(note)
-    assert "Trained small-" in text(note) and "preparing its results" in text(note)
-    (_, interval_off, new_store, alert, _), _ = poll(world, prepare)
-    assert (interval_off, new_store) == (True, None)
-    assert "active on every page" in alert_line(alert, "success")
+    assert (train_off, cancel_off) == (True, False), text(message)
+    assert text(progress).startswith("Training small-"), text(progress)
+    return world.state.switch.view().job
+
+
+def train_and_switch(world: SimpleNamespace, max_epochs: int) -> Any:
+    """Train from the page; the server prepares the new model and switches to it with no
+    tab polling; returns the new active pair."""
+    page, version = world.page, world.state.version
+    job = start_training(world, max_epochs)
+    shown = poll(world)  # another tab, or this one reloaded: the same job, Train off
+    assert text(shown["progress"]).startswith("Training small-"), text(shown["progress"])
+    assert (shown["cancel_off"], shown["train_off"]) == (False, True)
+    assert "Training" in text(page.layout())  # a reload shows it too
+    message, *_ = page.on_train(1, world.path, "batch", N_LATENT, max_epochs)  # a 2nd Train
+    assert "is running; wait for it to finish or cancel it first" in alert_line(message, "warning")
+    child_pid(world, job)
+    view = wait_switch(world)
+    assert view.outcome == "done", view
+    assert view.line.startswith("Trained small-") and "active on every page" in view.line
     assert world.state.version == version + 1
+    after = poll(world)
+    assert "active on every page" in alert_line(after["progress"][0], "success")
+    assert (after["cancel_off"], after["train_off"]) == (True, False)
+    # only one preparation ran, and it is the one that switched (no "cancelled" stray)
+    prepares = [
+        i for i in world.registry.list() if i.kind == "prepare" and i.created > view.started
+    ]
+    assert [str(i.status) for i in prepares] == ["done"], prepares
     return world.state.pair
 
 
@@ -181,22 +193,21 @@ def test_train_runs_in_a_process_and_the_app_switches_to_it(world) -> None:
 
 
 def test_a_killed_training_process_is_a_readable_failure(world) -> None:
-    page, before = world.page, world.state.pair
+    before = world.state.pair
     models, cached = files_under(world.model_dir), cache_values(world)
-    store, _, _, _ = page.on_train(1, world.path, "batch", N_LATENT, 2000)
-    pid = child_pid(world, store["job"], message="epoch")
-    progress, interval_off, *_ = page.poll_model_job(1, store)
-    shown = text(progress)
-    assert interval_off is False
+    job = start_training(world, 2000)
+    pid = child_pid(world, job, message="epoch")
+    shown = text(poll(world)["progress"])
     assert shown.startswith("Training") and "epoch" in shown and "ELBO" in shown, shown
 
     os.kill(pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
-    (_, interval_off, new_store, alert, cancel_disabled), _ = poll(world, store, timeout=20)
-    assert (interval_off, new_store, cancel_disabled) == (True, None, True)
-    line = alert_line(alert, "warning")
+    assert wait_switch(world, timeout=20).outcome == "failed"
+    after = poll(world)
+    assert (after["cancel_off"], after["train_off"]) == (True, False)
+    line = alert_line(after["progress"][0], "warning")
     assert line.startswith("Training failed: the training process"), line
     assert "ended unexpectedly" in line and "signal 9" in line and str(pid) in line, line
-    info = world.service.job(store["job"])
+    info = world.service.job(job)
     assert info.status == JobStatus.FAILED and str(pid) in info.error
     # the active model, the model folder and the cache are as they were
     assert world.state.pair == before
@@ -210,18 +221,26 @@ def test_a_killed_training_process_is_a_readable_failure(world) -> None:
     assert pair != before and len(world.service.model(pair).history) == 1
 
 
-def test_cancel_stops_the_training_process(world) -> None:
+def test_cancel_stops_the_training_process(world, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="dashboard.backend.jobs")
     page, before = world.page, world.state.pair
     models, latent = files_under(world.model_dir), world.service.latent(before)
-    store, _, _, _ = page.on_train(1, world.path, "batch", N_LATENT, 2000)
-    pid = child_pid(world, store["job"], message="epoch")
+    job = start_training(world, 2000)
+    pid = child_pid(world, job, message="epoch")
     started = time.monotonic()
-    assert "Cancelling" in text(page.on_cancel(1, store))
-    (_, interval_off, new_store, alert, _), _ = poll(world, store, timeout=20)
+    assert "Cancelling" in text(page.on_cancel(1))
+    assert wait_switch(world, timeout=20).outcome == "cancelled"
     assert time.monotonic() - started < world.service.jobs.cancel_grace  # stopped by itself
-    assert (interval_off, new_store) == (True, None)
-    assert alert_line(alert, "info") == "Training: cancelled"
-    info = world.service.wait(store["job"], timeout=10)
+    line = alert_line(poll(world)["progress"][0], "info")
+    assert line == "Training: cancelled; the previous model stays active."
+    assert "Nothing is running" in text(page.on_cancel(1))
+    # the child's progress reached this server's log, and how the job ended
+    logged = [r.getMessage() for r in caplog.records if job[:8] in r.getMessage()]
+    assert any(line.startswith(f"job train {job[:8]} [") for line in logged), logged
+    assert any(line.startswith(f"job train {job[:8]} cancelled after") for line in logged)
+    info = world.service.wait(job, timeout=10)
     assert info.status == JobStatus.CANCELLED
     assert "process was stopped" not in info.message  # not terminated: it stopped at a step
     wait_for(lambda: not psutil.pid_exists(pid), timeout=10, what="the process to end")
