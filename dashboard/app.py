@@ -167,31 +167,30 @@ def _valid_cells(selection: dict[str, Any] | None, token: dict[str, Any] | None)
 
 
 def seed_from_link(page_state: dict[str, Any] | None) -> tuple[Any, Any]:
-    """A page opened from a shared link: select its cells, or say why the link's selection
-    cannot be used."""
+    """A page opened from a shared link: select its cells, and say in one line what of the
+    link cannot be used (a selection for other cells, a colour this dataset lacks)."""
     from dashboard.components import alert
 
     if not page_state:
         return no_update, no_update
-    if page_state.get("error"):
-        return no_update, alert(
-            f"Shared link: {page_state['error']}", kind="warning", dismissable=True
-        )
-    if "region" in page_state:
-        data = {
-            "region": page_state["region"],
-            "dataset": page_state.get("dataset"),
-            "source": "link",
-        }
-        return data, no_update
-    if "cells" in page_state:
-        data = {
-            "cells": list(page_state["cells"]),
-            "dataset": page_state.get("dataset"),
-            "source": "link",
-        }
-        return data, no_update
-    return no_update, no_update
+    problems = [str(page_state[k]) for k in ("error", "notice") if page_state.get(k)]
+    message = (
+        alert(f"Shared link: {'; '.join(problems)}.", kind="warning", dismissable=True)
+        if problems
+        else no_update
+    )
+    selection: Any = no_update
+    if not page_state.get("error"):  # (an error: the link's cells do not fit this dataset)
+        for key in ("region", "cells"):
+            if key in page_state:
+                value = page_state[key]
+                selection = {
+                    key: list(value) if key == "cells" else value,
+                    "dataset": page_state.get("dataset"),
+                    "source": "link",
+                }
+                break
+    return selection, message
 
 
 def reset_stale_selection(token: dict[str, Any] | None, selection: dict[str, Any] | None) -> Any:

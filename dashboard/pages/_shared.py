@@ -73,13 +73,23 @@ def initial_color(
 
 
 def link_state(query: Mapping[str, Any], service: AnalysisService, pair: Pair) -> dict:
-    """The page-local store's content: cells of a shared link (or why they don't fit)."""
+    """The page-local store's content: cells of a shared link (or why they don't fit), and
+    a ``notice`` when the link's colour is not in this dataset (the page then shows cell
+    types, and says so instead of falling back silently)."""
+    out: dict[str, Any] = {}
+    color = query.get("color")
+    if color and not queries.feature_catalog(service, pair).has(str(color)):
+        shown = str(color) if len(str(color)) <= 60 else str(color)[:57] + "..."
+        out["notice"] = (
+            f"the link colours by {shown!r}, which this dataset does not have (no such "
+            "gene, protein or cell annotation); showing cell types instead"
+        )
     if not (query.get("sel") or query.get("region")):
-        return {}
-    out = state_from_query(query, service.dataset(pair).n_cells)
-    out.pop("color", None)
-    out["dataset"] = pair.dataset.id
-    return out
+        return out
+    selection = state_from_query(query, service.dataset(pair).n_cells)
+    selection.pop("color", None)
+    selection["dataset"] = pair.dataset.id
+    return {**selection, **out}
 
 
 def layer_options(feature: str | None) -> list[dict[str, Any]]:

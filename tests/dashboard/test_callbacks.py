@@ -158,6 +158,18 @@ def test_explore_umap_opens_with_a_shared_links_selection(env) -> None:
     assert stale.data[0].selectedpoints is None  # cells outside this dataset are ignored
 
 
+@pytest.mark.parametrize("page", ["explore", "lookup", "de"])
+def test_a_link_with_an_unknown_colour_says_so(env, page) -> None:
+    layout = getattr(env, page).layout(color="gene:NOT_A_GENE", layer="raw")
+    state = find(layout, ids.PAGE_STATE).data
+    assert "'gene:NOT_A_GENE', which this dataset does not have" in state["notice"]
+    assert "showing cell types instead" in state["notice"]
+    _, alert = app_module.seed_from_link(state)
+    assert "Shared link: the link colours by" in text(alert)
+    known = getattr(env, page).layout(color="gene:LYZ", layer="raw")
+    assert "notice" not in find(known, ids.PAGE_STATE).data
+
+
 def test_recolour_sends_only_a_marker_patch(env) -> None:
     out = env.explore.recolor("gene:LYZ", "raw", CELL_TYPE)
     umap_patch, linked_patch, color_store, layer_options, layer_value = out

@@ -160,9 +160,19 @@ def test_shell_shows_a_link_error_as_a_warning() -> None:
     selection, alert = app_module.seed_from_link({"error": "the shared selection is for 5"})
     assert selection is app_module.no_update
     text = alert.children[0].children
-    assert text == "Shared link: the shared selection is for 5"
+    assert text == "Shared link: the shared selection is for 5."
     assert "alert-warning" in alert.className
     assert alert.children[1].id == ids.ALERT_CLOSE  # dismissable
+
+
+def test_shell_says_when_the_links_colour_is_unknown_and_keeps_its_cells() -> None:
+    notice = "the link colours by 'gene:NOPE', which this dataset does not have"
+    selection, alert = app_module.seed_from_link(
+        {"cells": [3], "dataset": "abc", "notice": notice}
+    )
+    assert selection == {"cells": [3], "dataset": "abc", "source": "link"}
+    assert alert.children[0].children == f"Shared link: {notice}."
+    assert "alert-warning" in alert.className
 
 
 def test_shell_ignores_pages_without_link_state() -> None:
