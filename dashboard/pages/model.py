@@ -65,6 +65,17 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                 "pages switch to it as soon as its results are ready.",
             ),
             components.card("Active model", _active_view(), class_name="card-active"),
+            components.card(
+                "Progress",
+                [
+                    html.Div(
+                        switch["progress"], id=ids.MODEL_PROGRESS, className="progress-block"
+                    ),
+                    html.Div(id=ids.MODEL_MESSAGE, className="model-message"),
+                ],
+                subtitle="Training, loading and mapping run on the server: every tab, and a "
+                "reload, shows them here.",
+            ),
             html.Div(
                 [
                     components.card(
@@ -194,17 +205,6 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                     ),
                 ],
                 className="grid-2",
-            ),
-            components.card(
-                "Progress",
-                [
-                    html.Div(
-                        switch["progress"], id=ids.MODEL_PROGRESS, className="progress-block"
-                    ),
-                    html.Div(id=ids.MODEL_MESSAGE, className="model-message"),
-                ],
-                subtitle="Training, loading and mapping run on the server: every tab, and a "
-                "reload, shows them here.",
             ),
             qm.query_card(datasets, limit_mb, switch),
             dcc.Interval(id=ids.MODEL_INTERVAL, interval=switch["interval"]),
