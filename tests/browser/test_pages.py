@@ -101,6 +101,23 @@ return out;
 """
 
 
+#: What the volcano drew: points per marker colour, and the boxes of its text labels.
+VOLCANO_JS = """
+const gd = document.querySelector('#' + CSS.escape(arguments[0]) + ' .js-plotly-plot');
+if (!gd || !gd._fullData) return null;
+const by_color = {};
+for (const t of gd._fullData) {
+  const c = (t.marker || {}).color;
+  if (typeof c === 'string' && t.x) by_color[c] = (by_color[c] || 0) + t.x.length;
+}
+const boxes = Array.from(gd.querySelectorAll('.annotation-text-g')).map(g => {
+  const r = g.getBoundingClientRect();
+  return [r.left, r.top, r.right, r.bottom, g.textContent];
+});
+return {by_color: by_color, labels: boxes};
+"""
+
+
 # ------------------------------------------------------------------------------ helpers
 def wait_for(driver: WebDriver, predicate: Any, message: str, timeout: float = WAIT) -> Any:
     """``WebDriverWait`` that tolerates a re-rendered element between polls."""
@@ -390,15 +407,24 @@ def test_explore_lasso_selects_everywhere_and_compares(
 def test_de_table_and_volcano_click(driver: WebDriver, dashboard: Any, screenshots: Any) -> None:
     """Picking a cell type fills the table for it; clicking a volcano point colours the
     cells by that feature."""
+    from dashboard.figures import HIGHLIGHT
+    from dashboard.queries import de_display_table
+
     open_page(driver, dashboard.url, "de")
-    types = [str(c) for c in dashboard.service.cell_types(dashboard.pair).cat.categories]
-    target = types[1]
+    # the type with the most DE features: its volcano must show them in red
+    table = de_display_table(dashboard.service.de_one_vs_rest(dashboard.pair))
+    counts = table.groupby("group1")["is_de"].sum()
+    target = str(counts.idxmax())
+    n_de = int(counts.max())
+    assert n_de > 0
     pick_option(driver, ids.DE_GROUP, target.split(" ")[0][:6], f"type:{target}")
     wait_for(
         driver,
         lambda d: d.find_element(By.ID, ids.DE_STATUS).text.startswith(target),
         f"the DE status never named {target!r}",
     )
+    status = driver.find_element(By.ID, ids.DE_STATUS).text
+    assert f": {n_de:,} of" in status, status
     rows = wait_for(
         driver,
         lambda d: d.find_elements(By.CSS_SELECTOR, f"#{ids.DE_TABLE} .ag-row"),
@@ -409,6 +435,14 @@ def test_de_table_and_volcano_click(driver: WebDriver, dashboard: Any, screensho
         driver, ids.DE_VOLCANO, lambda g: target in g["title"], "volcano not redrawn"
     )
     assert volcano["n_traces"] >= 1
+    drawn = driver.execute_script(VOLCANO_JS, ids.DE_VOLCANO)
+    assert drawn["by_color"].get(HIGHLIGHT) == n_de, drawn["by_color"]  # as many as it says
+    labels = drawn["labels"]
+    assert labels, "no feature is labelled"
+    for i, a in enumerate(labels):  # every label readable: no two overlap
+        for b in labels[:i]:
+            apart = a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+            assert apart, f"labels {a[4]!r} and {b[4]!r} overlap"
     before = graph(driver, ids.DE_UMAP)
     assert before and before["colorbar_ticks"] > 0  # cell types
 
