@@ -55,7 +55,9 @@ BASE_LAYOUT: dict[str, Any] = {
     "title": {"font": {"size": 14}, "x": 0.01, "xanchor": "left"},
     "uirevision": "keep",  # keep zoom and lasso across recolours
 }
-MAX_TICK_LABEL = 26
+MAX_TICK_LABEL = 40
+#: Characters per line of a colour-bar title (it sits above a 12 px bar at the right edge).
+COLORBAR_TITLE_WIDTH = 16
 #: Categories beyond which a colouring cycles the palette and drops its colour bar (its
 #: payload would grow with the number of categories; the hover still names each cell's)
 MAX_COLORBAR_CATEGORIES = 60
@@ -89,6 +91,18 @@ def discrete_colorscale(colors: Sequence[str]) -> list[list[float | str]]:
 
 def _short(label: str, limit: int = MAX_TICK_LABEL) -> str:
     return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def wrap_title(text: str, width: int = COLORBAR_TITLE_WIDTH) -> str:
+    """A colour-bar title on lines of at most ``width`` characters (broken at spaces; a
+    longer word keeps its own line), so it is never cut at the figure's edge."""
+    lines: list[str] = []
+    for word in str(text).split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(lines)
 
 
 def _short_labels(labels: Sequence[Any], limit: int = MAX_TICK_LABEL) -> list[str]:
@@ -156,7 +170,7 @@ def color_marker(
             "cmax": max(n, 1) - 0.5,
             "showscale": True,
             "colorbar": {
-                "title": {"text": _short(title), "side": "top"},
+                "title": {"text": wrap_title(title), "side": "top"},
                 "tickvals": list(range(n)),
                 "ticktext": _short_labels(cats[::-1]),
                 "thickness": 12,
@@ -179,7 +193,7 @@ def color_marker(
         "cmax": hi,
         "showscale": True,
         "colorbar": {
-            "title": {"text": _short(title), "side": "top"},
+            "title": {"text": wrap_title(title), "side": "top"},
             "thickness": 12,
             "len": 1.0,
             "outlinewidth": 0,
@@ -207,6 +221,86 @@ def cell_hover_text(cell_ids: Sequence[str], columns: Mapping[str, Sequence[Any]
         parts = [f"<b>{cid}</b>"] + [f"{name}: {vals[i]}" for name, vals in cols]
         out.append("<br>".join(parts))
     return out
+
+
+# ----------------------------------------------------------------------- text labels
+#: Nominal plot area (pixels) the volcano's label placement assumes (its card is 470 px
+#: high; wider screens only spread the labels further apart).
+VOLCANO_PLOT_PX = (560.0, 380.0)
+#: Where a label may go relative to its point (pixel offsets, y down), nearest first: a
+#: grid of 16 px rows and 20 px columns out to 200 x 160 px (stacks of labels fit).
+_LABEL_OFFSETS = tuple(
+    sorted(
+        (
+            (float(dx), float(dy))
+            for dx in range(-200, 201, 20)
+            for dy in range(-160, 161, 16)
+            if (dx, dy) != (0, 0)
+        ),
+        key=lambda o: (o[0] ** 2 + o[1] ** 2, o[1] > 0, abs(o[0])),
+    )
+)
+
+
+def label_boxes(
+    points: np.ndarray,
+    texts: Sequence[str],
+    *,
+    plot_px: tuple[float, float] = VOLCANO_PLOT_PX,
+    font_px: float = 10.0,
+    offsets: Sequence[tuple[float, float]] = _LABEL_OFFSETS,
+    avoid_points: bool = True,
+) -> list[tuple[float, float, float, float, float, float]]:
+    """Readable places for text labels of points: for each label ``(ax, ay, x0, y0, x1,
+    y1)``, the arrow offset from its point and its box (pixels, y down).
+
+    ``points`` are pixel positions (n x 2) in priority order; each label takes the first of
+    ``offsets`` whose box overlaps no label placed before it, stays inside the plot and
+    (``avoid_points``) covers no labelled point (greedy, as plot-labelling tools do); if
+    none is free, the least crowded one.
+    """
+    width, height = plot_px
+    placed: list[tuple[float, float, float, float]] = []
+    marks = np.asarray(points, dtype=float).reshape(-1, 2)
+    avoid = marks if avoid_points else marks[:0]
+    out = []
+
+    def overlap(box: tuple[float, float, float, float]) -> float:
+        x0, y0, x1, y1 = box
+        area = 0.0
+        for a0, b0, a1, b1 in placed:
+            area += max(0.0, min(x1, a1) - max(x0, a0)) * max(0.0, min(y1, b1) - max(y0, b0))
+        inside = (avoid[:, 0] > x0 - 3) & (avoid[:, 0] < x1 + 3)
+        inside &= (avoid[:, 1] > y0 - 3) & (avoid[:, 1] < y1 + 3)
+        area += 40.0 * int(inside.sum())
+        clip = max(0.0, -x0) + max(0.0, x1 - width) + max(0.0, -y0) + max(0.0, y1 - height)
+        return area + 100.0 * clip
+
+    for (px, py), text in zip(marks, texts, strict=True):
+        w, h = 0.62 * font_px * max(len(str(text)), 1) + 6, font_px + 6
+        best, best_cost = None, np.inf
+        for ax, ay in offsets:
+            cx, cy = px + ax, py + ay
+            box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+            cost = overlap(box)
+            if cost == 0.0:
+                best = (ax, ay, *box)
+                break
+            if cost < best_cost:
+                best, best_cost = (ax, ay, *box), cost
+        assert best is not None
+        placed.append(best[2:])
+        out.append(best)
+    return out
+
+
+def _padded_range(values: np.ndarray, pad: float = 0.08) -> list[float]:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return [-1.0, 1.0]
+    lo, hi = float(v.min()), float(v.max())
+    span = hi - lo if hi > lo else 1.0
+    return [lo - pad * span, hi + pad * span]
 
 
 # ------------------------------------------------------------------------- cell views
@@ -254,12 +348,13 @@ def cell_scatter_figure(
         name="cells",
     )
     fig = go.Figure(trace if density is None else [trace, density])
+    x_range, y_range = cell_view_ranges(x, y)  # fixed, so on-data labels can be placed
     fig.update_layout(
         **BASE_LAYOUT,
         dragmode="lasso",
         hovermode="closest",
-        xaxis={"title": axis_titles[0], "showgrid": False, "zeroline": False},
-        yaxis={"title": axis_titles[1], "showgrid": False, "zeroline": False},
+        xaxis={"title": axis_titles[0], "showgrid": False, "zeroline": False, "range": x_range},
+        yaxis={"title": axis_titles[1], "showgrid": False, "zeroline": False, "range": y_range},
         annotations=list(annotations),
     )
     fig.update_layout(title={"text": title})
@@ -304,25 +399,63 @@ def density_heatmap(
     )
 
 
+#: Nominal plot area (pixels) of a cell view, for placing its on-data labels.
+CELL_VIEW_PLOT_PX = (600.0, 450.0)
+#: Offsets an on-data label may take from its group's centre: on it first, then nearby
+#: with a leader line.
+_ON_DATA_OFFSETS = ((0.0, 0.0), *_LABEL_OFFSETS)
+MAX_ON_DATA_LABEL = 28
+
+
+def cell_view_ranges(
+    x: np.ndarray | Sequence[float], y: np.ndarray | Sequence[float]
+) -> tuple[list[float], list[float]]:
+    """Axis ranges of a cell view: the cells' extent with a 4% margin."""
+    return (
+        _padded_range(np.asarray(x, dtype=float), 0.04),
+        _padded_range(np.asarray(y, dtype=float), 0.04),
+    )
+
+
 def category_annotations(
-    x: np.ndarray, y: np.ndarray, labels: Sequence[Any], *, max_labels: int = 20
+    x: np.ndarray, y: np.ndarray, labels: Sequence[Any], *, max_labels: int = 30
 ) -> list[dict[str, Any]]:
-    """On-data labels at each category's median position (scanpy's ``legend_loc="on data"``)."""
+    """On-data labels at each category's median position (scanpy's ``legend_loc="on
+    data"``), larger groups first; a label that would cover another or leave the plot moves
+    next to its group with a leader line (:func:`label_boxes`). Names up to
+    :data:`MAX_ON_DATA_LABEL` characters are shown whole."""
     frame = pd.DataFrame({"x": np.asarray(x), "y": np.asarray(y), "g": np.asarray(labels)})
-    med = frame.groupby("g", observed=True)[["x", "y"]].median()
-    if len(med) > max_labels:
+    groups = frame.groupby("g", observed=True)
+    med = groups[["x", "y"]].median().assign(n=groups.size()).sort_values("n", ascending=False)
+    if len(med) > max_labels or med.empty:
         return []
-    return [
-        {
-            "x": float(r.x),
-            "y": float(r.y),
-            "text": _short(str(g), 18),
-            "showarrow": False,
-            "font": {"size": 9, "color": "#1f2933"},
-            "opacity": 0.85,
-        }
-        for g, r in med.iterrows()
-    ]
+    (x0, x1), (y0, y1) = cell_view_ranges(x, y)
+    width, height = CELL_VIEW_PLOT_PX
+    px = np.column_stack(
+        [(med["x"] - x0) / (x1 - x0) * width, (1 - (med["y"] - y0) / (y1 - y0)) * height]
+    )
+    texts = [_short(str(g), MAX_ON_DATA_LABEL) for g in med.index]
+    places = label_boxes(
+        px, texts, plot_px=CELL_VIEW_PLOT_PX, offsets=_ON_DATA_OFFSETS, avoid_points=False
+    )
+    out = []
+    for (g, r), text, (ax, ay, *_box) in zip(med.iterrows(), texts, places, strict=True):
+        moved = (ax, ay) != (0.0, 0.0)
+        out.append(
+            {
+                "x": float(r.x),
+                "y": float(r.y),
+                "text": text,
+                "hovertext": str(g),
+                "showarrow": moved,
+                **({"ax": ax, "ay": ay, "arrowhead": 0, "arrowwidth": 0.8} if moved else {}),
+                "arrowcolor": "#52606d",
+                "font": {"size": 10, "color": "#1f2933"},
+                "bgcolor": "rgba(255,255,255,0.72)",
+                "borderpad": 1,
+            }
+        )
+    return out
 
 
 # ------------------------------------------------------------------- feature views
@@ -435,83 +568,6 @@ def dotplot_figure(
 
 
 # ------------------------------------------------------------------------------- DE
-#: Nominal plot area (pixels) the volcano's label placement assumes (its card is 470 px
-#: high; wider screens only spread the labels further apart).
-VOLCANO_PLOT_PX = (560.0, 380.0)
-#: Where a label may go relative to its point (pixel offsets, y down), nearest first.
-_LABEL_OFFSETS = tuple(
-    (dx * r, dy * r)
-    for r in (1.0, 1.9, 2.8, 3.7)
-    for dx, dy in (
-        (0, -16),
-        (26, -12),
-        (-26, -12),
-        (0, 16),
-        (30, 10),
-        (-30, 10),
-        (40, 0),
-        (-40, 0),
-    )
-)
-
-
-def label_boxes(
-    points: np.ndarray,
-    texts: Sequence[str],
-    *,
-    plot_px: tuple[float, float] = VOLCANO_PLOT_PX,
-    font_px: float = 10.0,
-) -> list[tuple[float, float, float, float, float, float]]:
-    """Readable places for text labels of points: for each label ``(ax, ay, x0, y0, x1,
-    y1)``, the arrow offset from its point and its box (pixels, y down).
-
-    ``points`` are pixel positions (n x 2) in priority order; each label takes the nearest
-    offset whose box overlaps no label placed before it, no labelled point and stays inside
-    the plot (greedy, as plot-labelling tools do); if none is free, the least crowded one.
-    """
-    width, height = plot_px
-    placed: list[tuple[float, float, float, float]] = []
-    marks = np.asarray(points, dtype=float).reshape(-1, 2)
-    out = []
-
-    def overlap(box: tuple[float, float, float, float]) -> float:
-        x0, y0, x1, y1 = box
-        area = 0.0
-        for a0, b0, a1, b1 in placed:
-            area += max(0.0, min(x1, a1) - max(x0, a0)) * max(0.0, min(y1, b1) - max(y0, b0))
-        inside = (marks[:, 0] > x0 - 3) & (marks[:, 0] < x1 + 3)
-        inside &= (marks[:, 1] > y0 - 3) & (marks[:, 1] < y1 + 3)
-        area += 40.0 * int(inside.sum())
-        clip = max(0.0, -x0) + max(0.0, x1 - width) + max(0.0, -y0) + max(0.0, y1 - height)
-        return area + 100.0 * clip
-
-    for (px, py), text in zip(marks, texts, strict=True):
-        w, h = 0.62 * font_px * max(len(str(text)), 1) + 6, font_px + 6
-        best, best_cost = None, np.inf
-        for ax, ay in _LABEL_OFFSETS:
-            cx, cy = px + ax, py + ay
-            box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
-            cost = overlap(box)
-            if cost == 0.0:
-                best = (ax, ay, *box)
-                break
-            if cost < best_cost:
-                best, best_cost = (ax, ay, *box), cost
-        assert best is not None
-        placed.append(best[2:])
-        out.append(best)
-    return out
-
-
-def _padded_range(values: np.ndarray, pad: float = 0.08) -> list[float]:
-    v = values[np.isfinite(values)]
-    if v.size == 0:
-        return [-1.0, 1.0]
-    lo, hi = float(v.min()), float(v.max())
-    span = hi - lo if hi > lo else 1.0
-    return [lo - pad * span, hi + pad * span]
-
-
 def volcano_figure(
     de: pd.DataFrame,
     *,

@@ -162,11 +162,15 @@ def test_numeric_marker_ignores_nan_and_handles_constant_values() -> None:
     assert (empty["cmin"], empty["cmax"]) == (0.0, 1.0)
 
 
-def test_long_colour_titles_are_shortened() -> None:
-    marker = figures.color_marker([1.0, 2.0], categorical=False, title="x" * 60)
-    text = marker["colorbar"]["title"]["text"]
-    assert len(text) == figures.MAX_TICK_LABEL
-    assert text.endswith("…")
+def test_long_colour_titles_wrap_and_are_never_cut() -> None:
+    title = "CD3 protein · foreground probability"
+    for categorical in (False, True):
+        marker = figures.color_marker([1.0, 2.0], categorical=categorical, title=title)
+        text = marker["colorbar"]["title"]["text"]
+        lines = text.split("<br>")
+        assert " ".join(lines) == title  # every word, in order: nothing cut
+        assert all(len(line) <= figures.COLORBAR_TITLE_WIDTH for line in lines), lines
+    assert figures.wrap_title("x" * 30) == "x" * 30  # one long word keeps its line
 
 
 # ------------------------------------------------------------------------ hover text
@@ -283,6 +287,41 @@ def test_category_annotations_sit_at_group_medians(cells) -> None:
     assert all(n["showarrow"] is False for n in notes)
     many = figures.category_annotations(x, y, list("abcdef"), max_labels=5)
     assert many == []
+
+
+def _boxes(notes, x, y) -> list[tuple[float, float, float, float]]:
+    """Pixel boxes of on-data labels as :func:`figures.label_boxes` models them."""
+    (x0, x1), (y0, y1) = figures.cell_view_ranges(x, y)
+    width, height = figures.CELL_VIEW_PLOT_PX
+    out = []
+    for n in notes:
+        cx = (n["x"] - x0) / (x1 - x0) * width + n.get("ax", 0.0)
+        cy = (1 - (n["y"] - y0) / (y1 - y0)) * height + n.get("ay", 0.0)
+        w, h = 0.62 * 10 * len(n["text"]) + 6, 16
+        out.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+    return out
+
+
+def test_crowded_cluster_labels_are_whole_apart_and_inside() -> None:
+    """Eight neighbouring clusters (as T-cell subsets sit on a UMAP) and one at the edge:
+    every name shows whole, no two labels overlap, none leaves the plot."""
+    rng = np.random.default_rng(0)
+    names = [f"CD4+ T subset {i} (IL7R)" for i in range(8)] + ["CD14+ S100A8 edge"]
+    centres = [(i * 0.3, (i % 2) * 0.3) for i in range(8)] + [(10.0, 10.0)]
+    x = np.concatenate([rng.normal(cx, 0.05, 50) for cx, _ in centres])
+    y = np.concatenate([rng.normal(cy, 0.05, 50) for _, cy in centres])
+    labels = np.repeat(names, 50)
+    notes = figures.category_annotations(x, y, labels)
+    assert sorted(n["text"] for n in notes) == sorted(names)  # whole, not cut
+    boxes = _boxes(notes, x, y)
+    width, height = figures.CELL_VIEW_PLOT_PX
+    for i, b in enumerate(boxes):
+        assert b[0] >= 0 and b[2] <= width and b[1] >= 0 and b[3] <= height, notes[i]["text"]
+        for c in boxes[:i]:
+            assert b[2] <= c[0] or c[2] <= b[0] or b[3] <= c[1] or c[3] <= b[1]
+    assert any(n["showarrow"] for n in notes)  # the crowded ones moved, with a leader line
+    fig = figures.cell_scatter_figure(x, y, marker={"size": 3})
+    assert list(fig.layout.xaxis.range) == figures.cell_view_ranges(x, y)[0]
 
 
 # --------------------------------------------------------------------- feature views
