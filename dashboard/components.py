@@ -205,11 +205,22 @@ def _fmt(value: Any) -> str:
 
 
 def de_grid(grid_id: str, rows: Sequence[Mapping[str, Any]] = (), *, height: int = 420) -> Any:
-    """The DE table: sortable, filterable, CSV export, one row per feature (id = key)."""
+    """The DE table: sortable, filterable, CSV export, one row per feature (id = key).
+
+    ``feature`` shows the display name; the name in the dataset (``feature_id``) is the
+    cell's tooltip and a column of the CSV export (hidden in the grid).
+    """
     num = {"filter": "agNumberColumnFilter", "type": "numericColumn"}
     fmt = {"function": "d3.format('.3~g')(params.value)"}
     columns = [
-        {"field": "feature", "headerName": "Feature", "pinned": "left", "minWidth": 130},
+        {
+            "field": "feature",
+            "headerName": "Feature",
+            "pinned": "left",
+            "minWidth": 130,
+            "tooltipField": "feature_id",
+        },
+        {"field": "feature_id", "headerName": "Feature id", "hide": True},
         {"field": "modality", "headerName": "Modality", "maxWidth": 120},
         {"field": "lfc_mean", "headerName": "LFC (mean)", **num, "valueFormatter": fmt},
         {"field": "bayes_factor", "headerName": "log Bayes factor", **num, "valueFormatter": fmt},
@@ -261,7 +272,7 @@ def de_grid(grid_id: str, rows: Sequence[Mapping[str, Any]] = (), *, height: int
             "animateRows": False,
             "tooltipShowDelay": 300,
         },
-        csvExportParams={"fileName": f"{grid_id}.csv"},
+        csvExportParams={"fileName": f"{grid_id}.csv", "allColumns": True},
         style={"height": f"{height}px", "width": "100%"},
         className="ag-theme-quartz de-grid",
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import os
 import re
 import tempfile
@@ -28,6 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from dashboard.backend.errors import BackendError, DatasetNotFound, InvalidSelection, LimitExceeded
+from dashboard.backend.names import display_name, short_protein_name, short_protein_names
 
 if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
@@ -213,7 +215,7 @@ def obs_labels(service: AnalysisService, pair: Pair, column: str) -> pd.Series:
     """A per-cell annotation: cell type, Leiden cluster, batch or any obs column."""
     data = _dataset(service, pair)
     if column == "cell_type":
-        return service.cell_types(pair)
+        return service.shown_cell_types(pair)
     if column == "cluster":
         return service.clusters(pair)
     if column == "batch":
@@ -256,17 +258,13 @@ def color_data(
     values = feature_values(service, pair, spec)
     if cells is not None:
         values = values[cells]
-    short = feature_catalog(service, pair).shown_name(spec.feature)
-    return ColorData(values, False, None, f"{short} · {LAYERS[spec.layer]}")
-
-
-def _display_name(name: str) -> str:
-    return re.sub(r"_TotalSeq[ABC]$", "", name)
+    shown = feature_catalog(service, pair).shown_name(spec.feature)
+    return ColorData(values, False, None, f"{shown} · {LAYERS[spec.layer]}")
 
 
 def hover_columns(service: AnalysisService, pair: Pair) -> dict[str, Sequence[Any]]:
     """The base hover annotations of every cell view: cell type and batch."""
-    types = service.cell_types(pair).astype(str).to_numpy()
+    types = service.shown_cell_types(pair).astype(str).to_numpy()
     batch = obs_labels(service, pair, "batch").astype(str).to_numpy()
     return {"type": types, "batch": batch}
 
@@ -287,21 +285,39 @@ class FeatureCatalog:
     renamed: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def label(self, value: str) -> str:
-        """Dropdown label of a feature value (``"gene:CD3E"`` → ``"CD3E · gene"``; a second
-        ``COG8`` made unique as ``"gene:COG8-1"`` → ``"COG8 (2nd) · gene"``)."""
+        """Dropdown label of a value: an annotation's label, a feature's :meth:`shown_name`."""
         kind, _, name = value.partition(":")
         if kind == "obs":
             return dict(self.obs).get(value, name)
-        return f"{self.shown_name(value)} · {kind}"
+        return self.shown_name(value)
 
     def shown_name(self, value: str) -> str:
-        """A gene's or protein's name as shown: the symbol, with ``(2nd)``, ``(3rd)``, ...
-        on the later copies of a duplicated symbol."""
-        _, _, name = value.partition(":")
-        if value in self.renamed:
-            symbol, copy = self.renamed[value]
-            return f"{_display_name(symbol)} ({_ordinal(copy)})"
-        return _display_name(name)
+        """The display name of a gene or protein key, the same on every page
+        (:func:`dashboard.backend.names.display_name`): ``"gene:CD4"`` → ``"CD4"``,
+        ``"protein:CD4_TotalSeqB"`` → ``"CD4 protein"``; later copies of a duplicated
+        symbol say which copy they are (``"gene:COG8-1"`` → ``"COG8 (2nd)"``)."""
+        short, genes = self._shown_parts
+        return display_name(value, proteins=short, genes=genes)
+
+    def short_name(self, value: str) -> str:
+        """A feature's name without the modality (search matches it): ``"CD4"`` for both
+        ``"gene:CD4"`` and ``"protein:CD4_TotalSeqB"``."""
+        kind, _, name = value.partition(":")
+        short, genes = self._shown_parts
+        return short.get(name, name) if kind == "protein" else genes.get(name, name)
+
+    @functools.cached_property
+    def _shown_parts(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Short names of the proteins (distinct) and shown names of renamed genes."""
+        short = short_protein_names(self.proteins)
+        genes: dict[str, str] = {}
+        for value, (symbol, copy) in self.renamed.items():
+            kind, _, name = value.partition(":")
+            if kind == "protein":
+                short[name] = f"{short_protein_name(symbol)} ({_ordinal(copy)})"
+            else:
+                genes[name] = f"{symbol} ({_ordinal(copy)})"
+        return short, genes
 
     def has(self, value: str) -> bool:
         """True if ``value`` names a known feature."""
@@ -390,9 +406,10 @@ def search_features(
             low = name.lower()
             rank = _rank(low, q)
             renamed = catalog.renamed.get(f"{kind}:{name}")
-            symbol = renamed[0] if renamed else name  # "cog8" finds both copies of COG8
             if kind == "protein" or renamed:  # "cd4" is an exact match of CD4_TotalSeqB
-                shown = _rank(_display_name(symbol).lower(), q)
+                symbol = renamed[0] if renamed else name  # "cog8" finds both copies of COG8
+                short = short_protein_name(symbol) if kind == "protein" else symbol
+                shown = _rank(short.lower(), q)
                 if shown is not None and (rank is None or shown < rank):
                     rank = shown
             if rank is not None:
@@ -439,7 +456,7 @@ def violin_frame(
         raise InvalidSelection(msg)
     raw = feature_values(service, pair, ColorSpec(feature, "raw"))
     den = feature_values(service, pair, ColorSpec(feature, "denoised"))
-    types = service.cell_types(pair)
+    types = service.shown_cell_types(pair)
     order = [str(c) for c in types.cat.categories]
     frame = pd.DataFrame({"cell_type": types.astype(str).to_numpy(), "raw": raw, "denoised": den})
     rng = np.random.default_rng(seed)
@@ -455,7 +472,7 @@ def dotplot_tables(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per cell type: mean value (``layer``, log1p) and fraction of cells with a raw count
     above zero, for each feature (columns named by display name)."""
-    types = service.cell_types(pair)
+    types = service.shown_cell_types(pair)
     order = [str(c) for c in types.cat.categories]
     labels = types.astype(str).to_numpy()
     data = _dataset(service, pair)
@@ -472,8 +489,7 @@ def dotplot_tables(
             expressed = _protein_expressed(service, pair, spec.name, data.protein[:, pos])
         frame = pd.DataFrame({"t": labels, "v": values, "e": expressed})
         grouped = frame.groupby("t")
-        shown = feature_catalog(service, pair).shown_name(spec.feature)
-        name = shown + (" (protein)" if spec.kind == "protein" else "")
+        name = feature_catalog(service, pair).shown_name(spec.feature)
         means[name] = grouped["v"].mean().reindex(order)
         fracs[name] = grouped["e"].mean().reindex(order)
     return pd.DataFrame(means, index=order), pd.DataFrame(fracs, index=order)
@@ -519,9 +535,17 @@ DE_COLUMNS = [
 ]
 
 
-def de_display_table(de: pd.DataFrame, *, group: str | None = None) -> pd.DataFrame:
-    """A DE result as the pages show it: one row per feature with a ``key`` for colouring,
-    ``is_de`` from the FDR column, sorted by Bayes factor (strongest first)."""
+def de_display_table(
+    de: pd.DataFrame, *, group: str | None = None, catalog: FeatureCatalog | None = None
+) -> pd.DataFrame:
+    """A DE result as the pages show it: one row per feature, sorted by Bayes factor
+    (strongest first), ``is_de`` from the FDR column.
+
+    ``key`` (``"protein:CD19_TotalSeqB"``) colours the cells by the row, ``feature`` is its
+    display name (``"CD19 protein"``, :meth:`FeatureCatalog.shown_name` of ``catalog``) and
+    ``feature_id`` the name in the dataset (``"CD19_TotalSeqB"``: the grid's tooltip and
+    CSV column).
+    """
     from model.differential import PROTEIN_SUFFIX
 
     df = de if group is None else de[de["group1"].astype(str) == str(group)]
@@ -534,14 +558,22 @@ def de_display_table(de: pd.DataFrame, *, group: str | None = None) -> pd.DataFr
         f[: -len(PROTEIN_SUFFIX)] if p and f.endswith(PROTEIN_SUFFIX) else f
         for f, p in zip(df.index.astype(str), is_protein, strict=True)
     ]
-    out = pd.DataFrame({"feature": names, "modality": np.where(is_protein, "protein", "rna")})
+    kind = np.where(is_protein, "protein", "gene")
+    keys = [f"{k}:{f}" for k, f in zip(kind, names, strict=True)]
+    shown = catalog.shown_name if catalog is not None else display_name
+    out = pd.DataFrame(
+        {
+            "key": keys,
+            "feature": [shown(k) for k in keys],
+            "feature_id": names,
+            "modality": np.where(is_protein, "protein", "rna"),
+        }
+    )
     for col in DE_COLUMNS[2:]:
         if col == "is_de":
             out[col] = df[fdr_col].to_numpy(dtype=bool) if fdr_col else False
         elif col in df:
             out[col] = df[col].to_numpy()
-    kind = np.where(out["modality"] == "protein", "protein", "gene")
-    out.insert(0, "key", [f"{k}:{f}" for k, f in zip(kind, out["feature"], strict=True)])
     return out.sort_values("bayes_factor", ascending=False, kind="stable").reset_index(drop=True)
 
 
@@ -579,7 +611,7 @@ def de_selection(
         name1=name_a,
         name2=name_b,
     )
-    return de_display_table(de)
+    return de_display_table(de, catalog=feature_catalog(service, pair))
 
 
 # ================================================================================ metrics
@@ -777,7 +809,7 @@ def default_protein_pair(catalog: FeatureCatalog) -> tuple[str | None, str | Non
     proteins = catalog.proteins
 
     def find(names: Sequence[str]) -> str | None:
-        bases = [_display_name(p).upper() for p in proteins]
+        bases = [catalog.short_name(f"protein:{p}").upper() for p in proteins]
         for q in names:  # exact names first, in the order asked
             if q in bases:
                 return proteins[bases.index(q)]

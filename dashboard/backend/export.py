@@ -3,6 +3,8 @@
 The MuData holds ``rna`` (raw counts) and ``protein`` (raw counts, ``layers["denoised"]``,
 ``layers["foreground_probability"]``) modalities; ``obsm["X_totalvi"]`` (latent mean),
 ``obsm["X_umap"]``, and ``obs["leiden"]`` / ``obs["cell_type"]`` at the MuData level.
+``obs["cell_type"]`` holds the names the user gave the cell types (renamed on the Explore
+page), ``obs["cell_type_auto"]`` the automatic names; the tables name the types the same way.
 The var names are the dataset's unique names; ``rna.var["gene_symbols"]`` and
 ``protein.var["protein_symbols"]`` hold each feature's name as the source file spells it
 (they differ only where duplicate names were made unique: ``COG8-1`` has symbol ``COG8``).
@@ -93,7 +95,13 @@ def build_mudata(
         mdata.obs[str(col)] = obs[col].to_numpy()
     mdata.obs["leiden"] = pd.Categorical(service.clusters(pair, resolution).astype(str))
     types = service.cell_types(pair, labels_key=labels_key, resolution=resolution)
-    mdata.obs["cell_type"] = pd.Categorical(types.astype(str).to_numpy())
+    shown = service.shown_cell_types(pair, labels_key=labels_key, resolution=resolution)
+    mdata.obs["cell_type"] = pd.Categorical(
+        shown.astype(str).to_numpy(), categories=[str(c) for c in shown.cat.categories]
+    )
+    mdata.obs["cell_type_auto"] = pd.Categorical(
+        types.astype(str).to_numpy(), categories=[str(c) for c in types.cat.categories]
+    )
     mdata.obsm["X_totalvi"] = np.asarray(service.latent(pair), dtype=np.float32)
     mdata.obsm["X_umap"] = service.umap(pair).to_numpy(np.float32)
     mdata.uns["totalvi_explorer"] = json.dumps(
@@ -187,17 +195,23 @@ def write_tables(
     """DE (all cell types vs rest) and metric tables as CSV, the card as markdown.
 
     The DE table's first column after ``feature`` (the unique name) is ``symbol``, the name
-    as the source file spells it.
+    as the source file spells it; ``group1`` names the cell type as shown (renamed types
+    under their new name), ``group1_auto`` by its automatic name. The DE-metric tables and
+    the card name the types as shown.
     """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     de = service.de_one_vs_rest(pair, labels_key=labels_key, resolution=resolution)
     de = _with_symbols(de, service.dataset(pair))
+    names = service.cell_type_names(pair, labels_key=labels_key, resolution=resolution)
+    group = de.columns.get_loc("group1")
+    de.insert(group + 1, "group1_auto", de["group1"].astype(str))
+    de["group1"] = de["group1_auto"].map(lambda t: names.get(t, t))
     path = out / "de_one_vs_rest.csv"
     de.to_csv(path, index_label="feature")
     written.append(path)
-    metrics = service.metrics(pair, labels_key=labels_key, resolution=resolution)
+    metrics = service.shown_metrics(pair, labels_key=labels_key, resolution=resolution)
     for name, tables in (
         ("cell_wise_cv", metrics.cell_wise_cv),
         ("gene_wise_cv", metrics.gene_wise_cv),

@@ -859,9 +859,29 @@ class AnalysisService:
         )
         return types, f"{what}: {why}"
 
+    def shown_metrics(
+        self,
+        pair: Pair,
+        *,
+        labels_key: str | None = None,
+        resolution: float | None = None,
+        **kwargs: Any,
+    ) -> MetricsResult:
+        """:meth:`metrics` with the DE-metric rows under the cell types' shown names (the
+        cached result keeps the automatic names)."""
+        import dataclasses
+
+        result = self.metrics(pair, labels_key=labels_key, resolution=resolution, **kwargs)
+        names = self.cell_type_names(pair, labels_key=labels_key, resolution=resolution)
+        if all(k == v for k, v in names.items()):
+            return result
+        renamed = {mod: t.rename(index=names) for mod, t in result.diff_exp.items()}
+        return dataclasses.replace(result, diff_exp=renamed)
+
     def metrics_markdown(self, pair: Pair, **kwargs: Any) -> dict[str, str]:
-        """scvi-hub ``metrics.json`` content: markdown per metric, per modality."""
-        return self.metrics(pair, **kwargs).markdown()
+        """scvi-hub ``metrics.json`` content: markdown per metric, per modality (cell types
+        under their shown names)."""
+        return self.shown_metrics(pair, **kwargs).markdown()
 
     def model_summary(self, pair: Pair) -> dict[str, Any]:
         """Model parameters, setup arguments, data registry and summary statistics."""

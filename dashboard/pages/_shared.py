@@ -113,8 +113,10 @@ _hover_lock = threading.Lock()
 
 
 def hover_text(service: AnalysisService, pair: Pair) -> list[str]:
-    """Base hover text of every plotted cell (id, type, batch), memoised per pair."""
-    key = f"{pair.id}@{service.settings.max_points}"
+    """Base hover text of every plotted cell (id, type, batch), memoised per pair and
+    cell-type names."""
+    names = sorted(service.type_names.get(pair).items())
+    key = f"{pair.id}@{service.settings.max_points}@{names}"
     with _hover_lock:
         if key in _hover_cache:
             return _hover_cache[key]
@@ -247,16 +249,24 @@ def umap_figure(
 
 
 def recolor_patch(
-    service: AnalysisService, pair: Pair, spec: ColorSpec, *, umap: bool = True
+    service: AnalysisService,
+    pair: Pair,
+    spec: ColorSpec,
+    *,
+    umap: bool = True,
+    hover: bool = False,
 ) -> Patch:
     """Only what a recolour changes: the marker (typed-array colours, scale, colour bar),
-    the hover template, the hover labels of categories and the on-data labels."""
+    the hover template, the hover labels of categories and the on-data labels; with
+    ``hover`` also the cells' base hover text (after a cell type was renamed)."""
     shown = overview.shown_cells(service, pair)
     marker, template, labels, cd = color_parts(service, pair, spec, shown)
     patch = Patch()
     patch["data"][0]["marker"] = marker
     patch["data"][0]["hovertemplate"] = template
     patch["data"][0]["hovertext"] = labels
+    if hover:
+        patch["data"][0]["text"] = hover_text(service, pair)
     if umap:
         annotations = []
         if cd.categorical and spec.feature == "obs:cell_type":
@@ -338,6 +348,24 @@ def groups_from_selection_stores(
         except (ValueError, KeyError, TypeError):
             continue
     return out
+
+
+def cell_type_choices(service: AnalysisService, pair: Pair) -> list[tuple[str, str, int]]:
+    """``(id, shown name, cells)`` of every cell type, in the types' order: dropdowns
+    choose ``type:<id>`` (the key of cached results) and show the name."""
+    types = service.cell_types(pair)
+    counts = types.astype(str).value_counts()
+    names = service.cell_type_names(pair)
+    return [(t, names.get(t, t), int(counts.get(t, 0))) for t in map(str, types.cat.categories)]
+
+
+def group_name(service: AnalysisService, pair: Pair, value: str) -> str:
+    """Display name of a group choice: a cell type's shown name (``type:<id>``), a saved
+    selection's name (``saved:<name>``)."""
+    kind, _, name = str(value).partition(":")
+    if kind == "type":
+        return service.cell_type_names(pair).get(name, name)
+    return name or str(value)
 
 
 def notice_or_error(err: Exception) -> html.Div:

@@ -43,8 +43,9 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
     catalog = queries.feature_catalog(service, pair)
     spec = sh.initial_color(query, color_state, catalog)
     feature = spec.feature if spec.kind in {"gene", "protein"} else None
-    types = [str(c) for c in service.cell_types(pair).cat.categories]
-    options = [{"label": t, "value": f"type:{t}"} for t in types]
+    options = [
+        {"label": name, "value": f"type:{t}"} for t, name, _ in sh.cell_type_choices(service, pair)
+    ]
     return html.Div(
         [
             components.page_header(
@@ -127,11 +128,9 @@ def group_options(saved: dict | None, value: str | None) -> list[dict[str, str]]
         service, pair = sh.active()
     except sh.NotReady:
         return []
-    types = service.cell_types(pair)
-    counts = types.astype(str).value_counts()
     options = [
-        {"label": f"{t} ({counts.get(t, 0):,} cells)", "value": f"type:{t}"}
-        for t in [str(c) for c in types.cat.categories]
+        {"label": f"{name} ({n:,} cells)", "value": f"type:{t}"}
+        for t, name, n in sh.cell_type_choices(service, pair)
     ]
     for name, item in ((saved or {}).get(pair.dataset.id) or {}).items():
         options.append(
@@ -207,6 +206,7 @@ def poll_de(_n: int | None, job: dict | None) -> tuple:
 def de_table(ready: dict | None, modality: str, saved: dict | None) -> Any:
     """The DE table of a finished job's group (cache hit), filtered by modality."""
     service, pair = sh.active()
+    catalog = queries.feature_catalog(service, pair)
     group = str((ready or {}).get("group") or "")
     if group.startswith("saved:"):
         n = service.dataset(pair).n_cells
@@ -215,11 +215,11 @@ def de_table(ready: dict | None, modality: str, saved: dict | None) -> Any:
             msg = "that saved selection no longer exists"
             raise BackendError(msg)
         table = queries.de_display_table(
-            service.de_groups(pair, cells, name1=group.split(":", 1)[1])
+            service.de_groups(pair, cells, name1=group.split(":", 1)[1]), catalog=catalog
         )
     else:
         table = queries.de_display_table(
-            service.de_one_vs_rest(pair), group=group.split(":", 1)[1]
+            service.de_one_vs_rest(pair), group=group.split(":", 1)[1], catalog=catalog
         )
     if modality in {"rna", "protein"}:
         table = table[table["modality"] == modality].reset_index(drop=True)
@@ -242,7 +242,7 @@ def render_table(ready: dict | None, modality: str, saved: dict | None) -> tuple
         table = de_table(ready, modality, saved)
     except BackendError as err:
         return [], components.alert(str(err), kind="warning")
-    name = str(ready.get("group", "")).split(":", 1)[1]
+    name = sh.group_name(*sh.active(), str(ready.get("group", "")))
     n_de = int(table["is_de"].sum())
     status = html.Span(
         [html.B(name), f" vs all other cells: {n_de:,} of {len(table):,} features DE (FDR 5%)."]
@@ -267,7 +267,7 @@ def render_volcano(
         table = de_table(ready, modality, saved)
     except BackendError as err:
         return sh.error_figure(err)
-    name = str(ready.get("group", "")).split(":", 1)[1]
+    name = sh.group_name(*sh.active(), str(ready.get("group", "")))
     return figures.volcano_figure(table, highlight=feature, title=f"{name} vs rest")
 
 

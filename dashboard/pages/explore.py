@@ -46,6 +46,12 @@ LINKED_KINDS = [
 ]
 SAVED_CHIP = "explore-saved-chip"
 SAVED_DELETE = "explore-saved-delete"
+RENAME_TYPE = "explore-rename-type"  # the cell type to rename (value: its id)
+RENAME_NAME = "explore-rename-name"
+RENAME_APPLY = "explore-rename-apply"
+RENAME_RESET = "explore-rename-reset"
+RENAME_STATUS = "explore-rename-status"
+TYPE_NAMES_STORE = "explore-type-names"  # {type id: shown name}; changes after a rename
 
 
 def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> html.Div:
@@ -102,6 +108,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                         "Values",
                         components.layer_radio(ids.EXPLORE_LAYER, value=spec.layer),
                     ),
+                    rename_types_control(service, pair),
                 ],
                 className="toolbar",
             ),
@@ -230,6 +237,56 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
     )
 
 
+def rename_types_control(service: Any, pair: Any) -> html.Details:
+    """The "Rename cell types" control: pick a type, type its new name, Apply; or reset
+    every name."""
+    return html.Details(
+        [
+            html.Summary("Rename cell types", className="field-label"),
+            html.Div(
+                [
+                    dcc.Dropdown(
+                        id=RENAME_TYPE,
+                        options=type_options(service, pair),
+                        placeholder="Cell type…",
+                        clearable=False,
+                        className="field-mid",
+                        maxHeight=320,
+                    ),
+                    dcc.Input(
+                        id=RENAME_NAME,
+                        placeholder="New name…",
+                        debounce=False,
+                        className="input",
+                        maxLength=60,
+                        style={"width": "260px"},
+                    ),
+                    html.Button("Apply", id=RENAME_APPLY, className="btn btn-secondary"),
+                    html.Button(
+                        "Reset names",
+                        id=RENAME_RESET,
+                        className="btn btn-ghost",
+                        title="Show every cell type under its automatic name again",
+                    ),
+                ],
+                className="row-inline",
+            ),
+            html.Div(id=RENAME_STATUS),
+            dcc.Store(id=TYPE_NAMES_STORE, data=service.cell_type_names(pair)),
+        ],
+        className="rename-types",
+        style={"flexBasis": "100%"},  # its own line of the toolbar
+    )
+
+
+def type_options(service: Any, pair: Any) -> list[dict[str, str]]:
+    """The rename dropdown: every cell type by its shown name (value: its id)."""
+    return [
+        {"label": name if name == t else f"{name} (auto: {t})", "value": t}
+        for t, name, _ in sh.cell_type_choices(service, pair)
+    ]
+
+
 # --------------------------------------------------------------------------- figures
 def _selected(selection: dict | None, page_state: dict | None, n_cells: int, initial: bool):
     """Cells to highlight when a view is built: a shared link's on first build, else the
@@ -270,7 +327,7 @@ def linked_values(
     if not x:
         msg = "the dataset has no proteins to plot"
         raise BackendError(msg)
-    name_x = catalog.label(f"protein:{x}").split(" · ")[0]
+    name_x = catalog.shown_name(f"protein:{x}")
     if kind == "raw_denoised":
         xv = queries.feature_values(service, pair, ColorSpec(f"protein:{x}", "raw"))
         yv = queries.feature_values(service, pair, ColorSpec(f"protein:{x}", "denoised"))
@@ -281,7 +338,7 @@ def linked_values(
             (f"{name_x}: raw vs denoised"),
         )
     y = y or x
-    name_y = catalog.label(f"protein:{y}").split(" · ")[0]
+    name_y = catalog.shown_name(f"protein:{y}")
     xv = queries.feature_values(service, pair, ColorSpec(f"protein:{x}", layer))
     yv = queries.feature_values(service, pair, ColorSpec(f"protein:{y}", layer))
     what = queries.LAYERS[layer]
@@ -419,8 +476,9 @@ def highlight(selection: dict | None) -> tuple:
 @callback(
     Output(ids.EXPLORE_SELECTION_INFO, "children"),
     Input(ids.SELECTION_STORE, "data"),
+    Input(TYPE_NAMES_STORE, "data"),
 )
-def selection_info(selection: dict | None) -> Any:
+def selection_info(selection: dict | None, _names: dict | None = None) -> Any:
     """How many cells are selected and which cell types they are."""
     try:
         service, pair = sh.active()
@@ -432,7 +490,7 @@ def selection_info(selection: dict | None) -> Any:
         return html.Span(
             "No cells selected. Use the lasso or box tool in either view.", className="muted"
         )
-    types = service.cell_types(pair).iloc[cells].astype(str).value_counts().head(4)
+    types = service.shown_cell_types(pair).iloc[cells].astype(str).value_counts().head(4)
     parts = ", ".join(f"{t} ({c:,})" for t, c in types.items())
     return [
         html.B(f"{len(cells):,} cells selected"),
@@ -565,6 +623,79 @@ def delete_saved(clicks: list[int | None], saved: dict | None) -> Any:
     return saved
 
 
+# ---------------------------------------------------------------------- cell types
+_RENAME_OUTPUTS = (
+    Output(ids.EXPLORE_UMAP, "figure", allow_duplicate=True),
+    Output(ids.EXPLORE_LINKED, "figure", allow_duplicate=True),
+    Output(RENAME_TYPE, "options"),
+    Output(RENAME_NAME, "value"),
+    Output(RENAME_STATUS, "children"),
+    Output(TYPE_NAMES_STORE, "data"),
+)
+
+
+def _after_rename(feature: str | None, layer: str | None, note: str) -> tuple:
+    """Both views patched to the new names (legend, on-data labels, hover), the rename
+    dropdown, a cleared name box, a one-line note and the names store."""
+    service, pair = sh.active()
+    spec = ColorSpec.from_state({"feature": feature, "layer": layer})
+    return (
+        sh.recolor_patch(service, pair, spec, hover=True),
+        sh.recolor_patch(service, pair, spec, umap=False, hover=True),
+        type_options(service, pair),
+        "",
+        components.alert(note, kind="success"),
+        service.cell_type_names(pair),
+    )
+
+
+@callback(
+    *_RENAME_OUTPUTS,
+    Input(RENAME_APPLY, "n_clicks"),
+    State(RENAME_TYPE, "value"),
+    State(RENAME_NAME, "value"),
+    State(ids.EXPLORE_COLOR, "value"),
+    State(ids.EXPLORE_LAYER, "value"),
+    prevent_initial_call=True,
+)
+def rename_type(
+    n_clicks: int | None,
+    type_id: str | None,
+    name: str | None,
+    feature: str | None,
+    layer: str | None,
+) -> tuple:
+    """Show a cell type under a new name everywhere (kept for this dataset and model)."""
+    if not n_clicks:
+        return (no_update,) * 6
+    if not type_id:
+        msg = "Pick the cell type to rename first."
+        return (*(no_update,) * 4, components.alert(msg, kind="warning"), no_update)
+    service, pair = sh.active()
+    old = service.cell_type_names(pair).get(type_id, type_id)
+    try:
+        names = service.rename_cell_type(pair, type_id, name or "")
+    except BackendError as err:
+        return (*(no_update,) * 4, components.alert(str(err), kind="warning"), no_update)
+    return _after_rename(feature, layer, f"“{old}” is now “{names[type_id]}”.")
+
+
+@callback(
+    *_RENAME_OUTPUTS,
+    Input(RENAME_RESET, "n_clicks"),
+    State(ids.EXPLORE_COLOR, "value"),
+    State(ids.EXPLORE_LAYER, "value"),
+    prevent_initial_call=True,
+)
+def reset_type_names(n_clicks: int | None, feature: str | None, layer: str | None) -> tuple:
+    """Every cell type under its automatic name again."""
+    if not n_clicks:
+        return (no_update,) * 6
+    service, pair = sh.active()
+    service.reset_cell_type_names(pair)
+    return _after_rename(feature, layer, "Cell types show their automatic names again.")
+
+
 # --------------------------------------------------------------------------- compare
 def compare_choices(selection: dict | None, saved: dict | None) -> tuple[list, list]:
     """Options of the two compare dropdowns: the selection, saved selections, cell types
@@ -585,11 +716,9 @@ def compare_choices(selection: dict | None, saved: dict | None) -> tuple[list, l
         for k, v in groups.items()
         if k.startswith("saved:")
     ]
-    types = service.cell_types(pair)
-    counts = types.astype(str).value_counts()
     first += [
-        {"label": f"{t} ({counts.get(t, 0):,})", "value": f"type:{t}"}
-        for t in [str(c) for c in types.cat.categories]
+        {"label": f"{name} ({n:,})", "value": f"type:{t}"}
+        for t, name, n in sh.cell_type_choices(service, pair)
     ]
     second = [{"label": "All other cells", "value": "__rest__"}, *first]
     return first, second
@@ -604,11 +733,17 @@ def compare_choices(selection: dict | None, saved: dict | None) -> tuple[list, l
     Input(ids.SAVED_SELECTIONS_STORE, "data"),
     State(ids.EXPLORE_COMPARE_A, "value"),
     State(ids.EXPLORE_COMPARE_B, "value"),
+    Input(TYPE_NAMES_STORE, "data"),
 )
 def update_compare_options(
-    selection: dict | None, saved: dict | None, a: str | None, b: str | None
+    selection: dict | None,
+    saved: dict | None,
+    a: str | None,
+    b: str | None,
+    _names: dict | None = None,
 ) -> tuple:
-    """Keep the compare choices in step with the selection and the saved selections."""
+    """Keep the compare choices in step with the selection, the saved selections and the
+    cell types' names."""
     try:
         first, second = compare_choices(selection, saved)
     except sh.NotReady:
@@ -631,10 +766,10 @@ def resolve_group(
     if value in (None, "__rest__"):
         return None, "Rest"
     if value.startswith("type:"):
-        name = value.split(":", 1)[1]
+        type_id = value.split(":", 1)[1]
         types = service.cell_types(pair).astype(str).to_numpy()
-        cells = [int(i) for i in (types == name).nonzero()[0]]
-        return cells, name
+        cells = [int(i) for i in (types == type_id).nonzero()[0]]
+        return cells, sh.group_name(service, pair, value)
     groups = sh.groups_from_selection_stores(selection, saved, pair.dataset.id, n)
     if value not in groups:
         msg = "that selection is gone; select cells or pick another group"
@@ -727,4 +862,13 @@ clientside_callback(
     prevent_initial_call=True,
 )
 
-__all__ = ["build_linked", "build_umap", "figures", "highlight", "recolor", "run_compare"]
+__all__ = [
+    "build_linked",
+    "build_umap",
+    "figures",
+    "highlight",
+    "recolor",
+    "rename_type",
+    "reset_type_names",
+    "run_compare",
+]

@@ -222,7 +222,7 @@ def cancel_metrics(n_clicks: int | None, job: dict | None) -> Any:
 
 def metrics_sections(service: AnalysisService, pair: Pair) -> list[Any]:
     """Tables and plots of the card metrics (from the cache)."""
-    result = service.metrics(pair)
+    result = service.shown_metrics(pair)  # cell types under their shown names
     points = queries.cv_points(service, pair)
     sections: list[Any] = []
     cv_tables = []

@@ -403,6 +403,53 @@ def test_explore_lasso_selects_everywhere_and_compares(
     assert_clean(driver, dashboard, "explore after lasso and compare")
 
 
+#: The tick labels of a graph's colour bar (the cell-type legend).
+TICKS_JS = """
+const gd = document.querySelector('#' + CSS.escape(arguments[0]) + ' .js-plotly-plot');
+const cb = (gd && gd._fullData.length && (gd._fullData[0].marker || {}).colorbar) || {};
+return Array.from(cb.ticktext || []).map(String);
+"""
+
+
+def test_explore_renames_a_cell_type(driver: WebDriver, dashboard: Any, screenshots: Any) -> None:
+    """Rename cell types: pick a type, type a name, Apply: the legend shows it at once, and
+    after a reload; Reset names brings the automatic name back."""
+    service, pair = dashboard.service, dashboard.pair
+    type_id = str(service.cell_types(pair).cat.categories[0])
+    new = "Renamed in the browser"
+
+    def ticks(d: WebDriver) -> list[str]:
+        return d.execute_script(TICKS_JS, ids.EXPLORE_UMAP) or []
+
+    try:
+        open_page(driver, dashboard.url, "explore")
+        driver.find_element(By.CSS_SELECTOR, ".rename-types summary").click()
+        pick_option(driver, "explore-rename-type", type_id[:5], type_id)
+        box = driver.find_element(By.ID, "explore-rename-name")
+        box.send_keys(new)
+        driver.find_element(By.ID, "explore-rename-apply").click()
+        wait_for(driver, lambda d: new[:20] in " ".join(ticks(d)), "legend kept the old name")
+        status = driver.find_element(By.ID, "explore-rename-status").text
+        assert f"is now “{new}”" in status, status
+        assert box.get_attribute("value") == ""
+        wait_idle(driver)
+        driver.save_screenshot(str(screenshots / "explore-renamed.png"))
+        assert_clean(driver, dashboard, "explore after a rename")
+        open_page(driver, dashboard.url, "explore")  # kept on the server
+        wait_for(driver, lambda d: new[:20] in " ".join(ticks(d)), "the name did not persist")
+        driver.find_element(By.CSS_SELECTOR, ".rename-types summary").click()
+        driver.find_element(By.ID, "explore-rename-reset").click()
+        wait_for(
+            driver,
+            lambda d: new[:20] not in " ".join(ticks(d)) and ticks(d),
+            "Reset names did not bring the automatic names back",
+        )
+        wait_idle(driver)
+        assert_clean(driver, dashboard, "explore after resetting the names")
+    finally:
+        service.reset_cell_type_names(pair)
+
+
 # ----------------------------------------------------------------------------------- DE
 def test_de_table_and_volcano_click(driver: WebDriver, dashboard: Any, screenshots: Any) -> None:
     """Picking a cell type fills the table for it; clicking a volcano point colours the

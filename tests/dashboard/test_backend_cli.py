@@ -71,13 +71,26 @@ def test_export_writes_h5mu_and_tables(files, capsys) -> None:
 
     out = files["root"] / "export" / "pbmc.h5mu"
     tables = files["root"] / "tables"
+    data, model = trained_pbmc()
+    # a cell type renamed in the app (same cache folder) is exported under its new name
+    svc = AnalysisService(Settings(cache_dir=files["root"] / "cache"))
+    try:
+        pair = svc.add_model(svc.add_dataset(data), model)
+        renamed = str(svc.cell_types(pair).cat.categories[0])
+        svc.rename_cell_type(pair, renamed, "My first type")
+    finally:
+        svc.close()
     argv = ["export", str(files["data"]), "--model", str(files["model"]), "--out", str(out)]
     argv += ["--tables", str(tables), "--batch-key", "batch", "--denoised-rna"]
     argv += ["--cache-dir", str(files["root"] / "cache")]
     assert run(argv) == 0
     capsys.readouterr()
     mdata = md.read_h5mu(out)
-    data, model = trained_pbmc()
+    shown = mdata.obs["cell_type"].astype(str)
+    auto = mdata.obs["cell_type_auto"].astype(str)
+    assert "My first type" in set(shown) and renamed not in set(shown)
+    assert ((shown == "My first type") == (auto == renamed)).all()
+    assert (shown[auto != renamed] == auto[auto != renamed]).all()
     assert set(mdata.mod) == {"rna", "protein"}
     assert mdata.obsm["X_totalvi"].shape == (data.n_cells, model.config.n_latent)
     assert mdata.obsm["X_umap"].shape == (data.n_cells, 2)
@@ -92,9 +105,13 @@ def test_export_writes_h5mu_and_tables(files, capsys) -> None:
     de = pd.read_csv(tables / "de_one_vs_rest.csv", index_col=0)
     n_types = mdata.obs["cell_type"].nunique()
     assert len(de) == n_types * (data.n_genes + data.n_proteins)
+    assert set(de.loc[de["group1_auto"] == renamed, "group1"]) == {"My first type"}
+    assert set(de["group1"]) == set(shown)
     for name in ("cell_wise_cv", "gene_wise_cv", "diff_exp"):
         for mod in ("rna", "protein"):
             assert (tables / f"metrics_{name}_{mod}.csv").is_file()
+    de_metric = pd.read_csv(tables / "metrics_diff_exp_rna.csv", index_col=0)
+    assert "My first type" in de_metric.index and renamed not in de_metric.index
     card = (tables / "model_card.md").read_text()
     assert "# Metrics" in card and "# Model Properties" in card
 

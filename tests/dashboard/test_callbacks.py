@@ -19,6 +19,7 @@ from dash._utils import to_json
 from dashboard import app as app_module
 from dashboard import backend, figures, ids, queries
 from dashboard.backend.errors import InvalidSelection
+from dashboard.backend.export import build_mudata
 from dashboard.backend.metrics import CV_DISPLAY_ROWS, DE_COLUMNS, PEARSON_R2_ROW
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
@@ -264,8 +265,8 @@ def test_linked_view_plots_proteins_with_the_selection(env) -> None:
     np.testing.assert_allclose(trace.x, queries.protein_raw(env.service, env.pair, x), rtol=1e-6)
     np.testing.assert_allclose(trace.y, queries.protein_raw(env.service, env.pair, y), rtol=1e-6)
     assert list(trace.selectedpoints) == [4, 8]
-    assert fig.layout.title.text == "CD4 vs CD8a"
-    assert fig.layout.xaxis.title.text == "CD4 raw (log1p)"
+    assert fig.layout.title.text == "CD4 protein vs CD8a protein"
+    assert fig.layout.xaxis.title.text == "CD4 protein raw (log1p)"
     raw_den = env.explore.build_linked(
         "raw_denoised", x, None, "raw", "obs:cell_type", "raw", None, None
     )
@@ -330,7 +331,7 @@ def test_selection_vs_rest_de_table(env) -> None:
     n_de = sum(bool(r["is_de"]) for r in rows)
     assert n_de > 10  # B cells differ from the rest
     up = {r["feature"] for r in rows if r["is_de"] and r["lfc_mean"] > 0}
-    assert {"MS4A1", "CD79A", "CD19_TotalSeqB"} <= up
+    assert {"MS4A1", "CD79A", "CD19 protein"} <= up  # display names
     assert f"{n_de:,} of {len(rows):,} features" in text(status)
     assert "selection vs Rest" in text(status)
     assert export_hidden is False
@@ -347,7 +348,7 @@ def test_group_a_vs_group_b_de_table(env) -> None:
     assert top["bayes_factor"] > 0
     assert isinstance(top["is_de"], bool)
     kind = "protein" if top["modality"] == "protein" else "gene"
-    assert top["key"] == f"{kind}:{top['feature']}"
+    assert top["key"] == f"{kind}:{top['feature_id']}"
 
 
 def test_compare_without_cells_is_a_warning(env) -> None:
@@ -364,7 +365,7 @@ def test_every_de_row_key_is_a_colourable_feature(env) -> None:
     catalog = queries.feature_catalog(env.service, env.pair)
     assert all(catalog.has(k) for k in keys), [k for k in keys if not catalog.has(k)][:3]
     protein = next(r for r in wrap.rowData if r["modality"] == "protein")
-    assert protein["feature"] in set(env.data.protein_names)
+    assert protein["feature_id"] in set(env.data.protein_names)
     # clicking it colours the cells by the protein's denoised values
     value, _, layer = env.explore.color_by_de_row({"rowId": protein["key"]}, [])
     patch = env.explore.recolor(value, layer, CELL_TYPE)[0]
@@ -374,7 +375,7 @@ def test_every_de_row_key_is_a_colourable_feature(env) -> None:
 def test_de_row_click_colours_by_the_feature(env) -> None:
     value, options, layer = env.explore.color_by_de_row({"rowId": "gene:LYZ"}, [])
     assert value == "gene:LYZ"
-    assert options[0] == {"label": "LYZ · gene", "value": "gene:LYZ"}
+    assert options[0] == {"label": "LYZ", "value": "gene:LYZ"}
     assert layer == "denoised"
     assert env.explore.color_by_de_row({"rowId": None}, []) == (no_update,) * 3
 
@@ -398,7 +399,8 @@ def test_lookup_autocomplete_is_case_insensitive_prefix_then_substring(env) -> N
         "gene:CD4",
     ]
     labels = {o["value"]: o["label"] for o in env.lookup.search_feature("cd4", None)}
-    assert labels["protein:CD4_TotalSeqB"] == "CD4 · protein"
+    assert labels["protein:CD4_TotalSeqB"] == "CD4 protein"
+    assert labels["gene:CD4"] == "CD4"
     assert env.lookup.search_feature("zzzzqqq", None) == []
     assert env.lookup.search_dot_features("lyz", ["gene:CD4"])[0]["value"] == "gene:CD4"
 
@@ -422,7 +424,7 @@ def test_lookup_violin_raw_vs_denoised_per_cell_type(env) -> None:
     assert len(left) == len(right) == len(env.types.cat.categories)
     assert len({t.name for t in left}) == len(left)  # every cell type at its own position
     assert sum(len(t.y) for t in left) == env.n
-    assert fig.layout.title.text == "LYZ · gene"
+    assert fig.layout.title.text == "LYZ"
     # monocytes express LYZ most: the highest denoised median is a CD14+ type
     medians = {t.name: float(np.median(t.y)) for t in right}
     assert max(medians, key=medians.get).startswith("CD14")
@@ -432,7 +434,7 @@ def test_lookup_violin_raw_vs_denoised_per_cell_type(env) -> None:
 def test_lookup_dotplot_and_adding_a_feature(env) -> None:
     fig = env.lookup.update_dotplot(["gene:LYZ", "protein:CD19_TotalSeqB"])
     trace = fig.data[0]
-    assert set(trace.x) == {"LYZ", "CD19 (protein)"}
+    assert set(trace.x) == {"LYZ", "CD19 protein"}
     assert set(trace.y) == {str(t) for t in env.types.cat.categories}
     assert min(trace.marker.color) == 0.0
     assert max(trace.marker.color) == 1.0  # scaled per feature
@@ -529,6 +531,145 @@ def test_de_page_saved_selection_group(env) -> None:
     assert "no longer exists" in assert_one_line_alert(status, kind="warning")
     _, _, _, alert = env.de.start_de("saved:gone", {})
     assert "no longer exists" in assert_one_line_alert(alert, kind="warning")
+
+
+# ---------------------------------------------------------------------- display names
+def test_de_table_shows_display_names_with_the_id_in_tooltip_and_csv(env) -> None:
+    cells = cells_of(env, b_cell_type(env))
+    wrap, _, _ = env.explore.run_compare(1, "__current__", "__rest__", {"cells": cells}, None)
+    rows = de_rows_of(wrap)
+    cd19 = next(r for r in rows if r["key"] == "protein:CD19_TotalSeqB")
+    assert cd19["feature"] == "CD19 protein"
+    assert cd19["feature_id"] == "CD19_TotalSeqB"
+    lyz = next(r for r in rows if r["key"] == "gene:LYZ")
+    assert lyz["feature"] == lyz["feature_id"] == "LYZ"
+    up = {r["feature"] for r in rows if r["is_de"] and r["lfc_mean"] > 0}
+    assert {"MS4A1", "CD79A", "CD19 protein"} <= up
+    columns = {c["field"]: c for c in wrap.columnDefs}
+    assert columns["feature"]["tooltipField"] == "feature_id"  # the raw id on hover
+    assert columns["feature_id"]["hide"] is True
+    assert wrap.csvExportParams["allColumns"] is True  # ... and in the CSV
+
+
+def test_one_display_name_per_feature_on_every_view(env, de_ready) -> None:
+    label = {o["value"]: o["label"] for o in env.lookup.search_feature("cd4", None)}
+    assert label["protein:CD4_TotalSeqB"] == "CD4 protein"
+    assert label["gene:CD4"] == "CD4"
+    # colour bar, violins, dot plot, linked view and DE views name the protein alike
+    patch = env.explore.recolor("protein:CD19_TotalSeqB", "denoised", CELL_TYPE)[0]
+    marker = operations(patch)[("data", 0, "marker")]
+    assert marker["colorbar"]["title"]["text"].startswith("CD19 protein · denoised")
+    violin = env.lookup.update_violin("protein:CD19_TotalSeqB")
+    assert violin.layout.title.text == "CD19 protein"
+    assert env.lookup.update_violin("gene:LYZ").layout.title.text == "LYZ"
+    dots = env.lookup.update_dotplot(["gene:CD4", "protein:CD4_TotalSeqB"])
+    assert set(dots.data[0].x) == {"CD4", "CD4 protein"}
+    x, y = "CD4_TotalSeqB", "CD8a_TotalSeqB"
+    linked = env.explore.build_linked("proteins", x, y, "raw", "obs:cell_type", "raw", None, None)
+    assert linked.layout.title.text == "CD4 protein vs CD8a protein"
+    assert linked.layout.xaxis.title.text == "CD4 protein raw (log1p)"
+    fig = env.de.render_volcano(de_ready, "protein", None, None)
+    shown = {t for trace in fig.data if trace.text is not None for t in trace.text}
+    assert "CD19 protein" in shown and "CD19_TotalSeqB" not in shown
+    title = operations(env.de.recolor_de_umap("protein:CD19_TotalSeqB"))
+    assert title[("layout", "title", "text")] == "CD19 protein (denoised)"
+
+
+# ------------------------------------------------------------------- renamed cell types
+def test_rename_a_cell_type_everywhere_then_reset(env, de_ready) -> None:
+    type_id = largest_type(env)  # its one-vs-rest DE is cached (de_ready)
+    other = next(str(t) for t in env.types.cat.categories if str(t) != type_id)
+    try:
+        out = env.explore.rename_type(1, type_id, "  Main type ", "obs:cell_type", "raw")
+        umap_patch, linked_patch, options, name_box, status, names = out
+        assert "is now “Main type”" in assert_one_line_alert(status, kind="success")
+        assert name_box == ""
+        assert names[type_id] == "Main type" and names[other] == other
+        assert {"label": f"Main type (auto: {type_id})", "value": type_id} in options
+        # the Explore views: colour-bar legend, on-data labels and hover, without a reload
+        ops = operations(umap_patch)
+        ticks = ops[("data", 0, "marker")]["colorbar"]["ticktext"]
+        assert "Main type" in ticks and type_id not in ticks
+        assert "Main type" in {a["text"] for a in ops[("layout", "annotations")]}
+        assert any("type: Main type" in t for t in ops[("data", 0, "text")])
+        assert (
+            "Main type" in operations(linked_patch)[("data", 0, "marker")]["colorbar"]["ticktext"]
+        )
+        fig = env.explore.build_umap(ids.EXPLORE_UMAP, "obs:cell_type", "raw", None, None)
+        assert any("type: Main type" in t for t in fig.data[0].text)
+        cells = np.flatnonzero(env.types.astype(str).to_numpy() == type_id)[:10].tolist()
+        assert "Main type (10)" in text(env.explore.selection_info({"cells": cells}))
+        # compare and DE choices show the name and keep the id (cached results stay)
+        first, _, _, _ = env.explore.update_compare_options(None, None, None, None, names)
+        assert {
+            "label": f"Main type ({len(np.flatnonzero(env.types == type_id)):,})",
+            "value": f"type:{type_id}",
+        } in first
+        group = {o["value"]: o["label"] for o in env.de.group_options(None, None)}
+        assert group[f"type:{type_id}"].startswith("Main type (")
+        rows, line = env.de.render_table(de_ready, "all", None)
+        assert text(line).startswith("Main type vs all other cells")
+        assert rows and all(r["group1"] == type_id for r in rows)  # the cached table
+        volcano = env.de.render_volcano(de_ready, "all", None, None)
+        assert volcano.layout.title.text == "Main type vs rest"
+        _, line, _ = env.explore.run_compare(1, f"type:{type_id}", "__rest__", None, None)
+        assert "Main type vs Rest" in text(line)
+        # lookup: violins and dot plot
+        violin = env.lookup.update_violin("gene:LYZ")
+        assert "Main type" in {t.name for t in violin.data}
+        dots = env.lookup.update_dotplot(["gene:LYZ"])
+        assert "Main type" in set(dots.data[0].y)
+        # export
+        mdata = build_mudata(env.service, env.pair)
+        assert (mdata.obs["cell_type"].astype(str) == "Main type").sum() == len(
+            np.flatnonzero(env.types == type_id)
+        )
+        assert type_id in set(mdata.obs["cell_type_auto"].astype(str))
+        # kept server-side: a new service over the same cache folder shows it
+        again = AnalysisService(env.service.settings)
+        try:
+            assert again.type_names.get(env.pair) == {type_id: "Main type"}
+        finally:
+            again.close()
+        # a second type may not take that name: one line, nothing changes
+        refused = env.explore.rename_type(1, other, "main TYPE", "obs:cell_type", "raw")
+        assert refused[0] is no_update and refused[5] is no_update
+        assert "already the name of another cell type" in assert_one_line_alert(
+            refused[4], kind="warning"
+        )
+        empty = env.explore.rename_type(1, other, "  ", "obs:cell_type", "raw")
+        assert "type a new name" in assert_one_line_alert(empty[4], kind="warning")
+        unpicked = env.explore.rename_type(1, None, "x", "obs:cell_type", "raw")
+        assert "Pick the cell type" in assert_one_line_alert(unpicked[4], kind="warning")
+        assert (
+            env.explore.rename_type(None, other, "x", "obs:cell_type", "raw") == (no_update,) * 6
+        )
+        # reset: the automatic names everywhere again
+        out = env.explore.reset_type_names(1, "gene:LYZ", "raw")
+        ops = operations(out[0])
+        assert any(f"type: {type_id}" in t for t in ops[("data", 0, "text")])
+        assert out[5][type_id] == type_id
+        assert "automatic names" in assert_one_line_alert(out[4], kind="success")
+        group = {o["value"]: o["label"] for o in env.de.group_options(None, None)}
+        assert group[f"type:{type_id}"].startswith(f"{type_id} (")
+    finally:
+        env.service.reset_cell_type_names(env.pair)
+
+
+def test_metrics_tables_name_renamed_types(env) -> None:
+    type_id = largest_type(env)
+    try:
+        env.service.rename_cell_type(env.pair, type_id, "Main type")
+        tables = env.service.shown_metrics(env.pair).diff_exp
+        assert all("Main type" in t.index and type_id not in t.index for t in tables.values())
+        assert type_id in env.service.metrics(env.pair).diff_exp["rna"].index  # cached as is
+        sections = env.metrics.metrics_sections(env.service, env.pair)
+        assert "Main type" in text(sections)
+    finally:
+        env.service.reset_cell_type_names(env.pair)
+    assert queries.obs_labels(env.service, env.pair, "cell_type").cat.categories.equals(
+        env.types.cat.categories
+    )
 
 
 # ---------------------------------------------------------------------------- metrics

@@ -97,7 +97,8 @@ def fake(data: CiteSeqData) -> tuple[Any, Any]:
         denoised_protein=lambda _pair: prots,
         foreground_probability=lambda _pair: prots * 0.5,
         clusters=lambda _pair, _res=None: np.zeros(n, dtype=int),
-        cell_types=lambda _pair, **_: pd.Series(["T"] * n),
+        cell_types=lambda _pair, **_: pd.Series(pd.Categorical(["T"] * n)),
+        shown_cell_types=lambda _pair, **_: pd.Series(pd.Categorical(["T"] * n)),
         latent=lambda _pair: np.zeros((n, 3)),
         umap=lambda _pair: pd.DataFrame(np.zeros((n, 2))),
         model_summary=lambda _pair: {},
@@ -115,16 +116,16 @@ def test_catalog_labels_show_the_symbol_and_which_copy(dup: CiteSeqData) -> None
     catalog = queries.feature_catalog(service, pair)
     assert catalog.genes[:12] == list(dup.var_names[:12])  # values stay the unique names
     assert [catalog.label(f"gene:{g}") for g in ("HES4", "HES4-1", "HES4-2")] == [
-        "HES4 · gene", "HES4 (2nd) · gene", "HES4 (3rd) · gene",
+        "HES4", "HES4 (2nd)", "HES4 (3rd)",
     ]  # fmt: skip
-    assert catalog.label("gene:TTLL10-1") == "TTLL10 (2nd) · gene"
-    assert catalog.label("gene:ISG15") == "ISG15 · gene"
-    assert catalog.label("protein:CD4_TotalSeqB-1") == "CD4 (2nd) · protein"
-    assert catalog.label("protein:CD4_TotalSeqB") == "CD4 · protein"
+    assert catalog.label("gene:TTLL10-1") == "TTLL10 (2nd)"
+    assert catalog.label("gene:ISG15") == "ISG15"
+    assert catalog.label("protein:CD4_TotalSeqB-1") == "CD4 (2nd) protein"
+    assert catalog.label("protein:CD4_TotalSeqB") == "CD4 protein"
     assert catalog.has("gene:HES4-2") and not catalog.has("gene:HES4-3")
     found = queries.search_features(catalog, "hes4", include_obs=False)
     assert [o["value"] for o in found] == ["gene:HES4", "gene:HES4-1", "gene:HES4-2"]
-    assert [o["label"] for o in found][1] == "HES4 (2nd) · gene"
+    assert [o["label"] for o in found][1] == "HES4 (2nd)"
     cd4 = queries.search_features(catalog, "cd4", include_obs=False)
     assert [o["value"] for o in cd4][:2] == ["protein:CD4_TotalSeqB", "protein:CD4_TotalSeqB-1"]
 

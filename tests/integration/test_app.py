@@ -256,7 +256,7 @@ def test_lookup_search_over_http(app) -> None:
     response = call(app, search, ["ms4a"], [None])
     assert response.status_code == 200
     options = response.get_json()["response"][ids.LOOKUP_SEARCH]["options"]
-    assert options[0] == {"label": "MS4A1 · gene", "value": "gene:MS4A1"}
+    assert options[0] == {"label": "MS4A1", "value": "gene:MS4A1"}
 
 
 # ------------------------------------------------------------------------------- gzip
