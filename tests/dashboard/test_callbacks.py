@@ -558,7 +558,8 @@ def test_one_display_name_per_feature_on_every_view(env, de_ready) -> None:
     # colour bar, violins, dot plot, linked view and DE views name the protein alike
     patch = env.explore.recolor("protein:CD19_TotalSeqB", "denoised", CELL_TYPE)[0]
     marker = operations(patch)[("data", 0, "marker")]
-    assert marker["colorbar"]["title"]["text"].startswith("CD19 protein · denoised")
+    title = marker["colorbar"]["title"]["text"].replace("<br>", " ")  # wrapped to fit
+    assert title.startswith("CD19 protein · denoised")
     violin = env.lookup.update_violin("protein:CD19_TotalSeqB")
     assert violin.layout.title.text == "CD19 protein"
     assert env.lookup.update_violin("gene:LYZ").layout.title.text == "LYZ"
