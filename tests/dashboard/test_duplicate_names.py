@@ -248,8 +248,9 @@ def test_refused_upload_clears_the_dataset_choice(page) -> None:
         "Nothing was stored; choose a dataset or upload another."
     )
     assert page.model.on_dataset(value) == ([], None, "")
-    _, _, alert, _ = page.model.on_train(1, value, "__none__", 8, 5)
+    alert, panel, _, _ = page.model.on_train(1, value, "__none__", 8, 5)
     assert one_line_alert(alert, "warning") == "Choose or upload a dataset first."
+    assert panel is no_update  # nothing started
     assert not any("junk" in p.name for p in (page.data_dir / "uploads").iterdir())
 
 
