@@ -96,11 +96,15 @@ def graph_card(
     subtitle: str | None = None,
     class_name: str = "",
     filename: str | None = None,
+    footer: Any = None,
 ) -> html.Section:
-    """A card holding one graph, its controls and its download buttons."""
+    """A card holding one graph, its controls, its download buttons and an optional
+    ``footer`` under the graph (e.g. a legend)."""
     body = ([html.Div(controls, className="controls")] if controls is not None else []) + [
         graph(graph_id, height=height, filename=filename)
     ]
+    if footer is not None:
+        body.append(footer)
     return card(
         title,
         body,
@@ -108,6 +112,41 @@ def graph_card(
         subtitle=subtitle,
         class_name=class_name,
     )
+
+
+def color_legend(
+    items: Sequence[Mapping[str, Any]], *, title: str = "", more: int = 0, other: int = 0
+) -> html.Div:
+    """A legend of categories (``items``: ``value``, ``color``, ``count``, ``active``):
+    each entry a button with its colour, whole name and number of cells; clicking one
+    selects its cells (``{"type": LEGEND_ITEM, "value": name}`` ids, see the Explore page).
+    Long names wrap; ``more`` entries left out and ``other`` cells of no category are
+    counted in a line below."""
+    entries = [
+        html.Button(
+            [
+                html.Span(className="legend-swatch", style={"background": item["color"]}),
+                html.Span(str(item["value"]), className="legend-name"),
+                html.Span(f"{int(item['count']):,}", className="legend-count"),
+            ],
+            id={"type": ids.LEGEND_ITEM, "value": str(item["value"])},
+            className="legend-item is-active" if item.get("active") else "legend-item",
+            title=f"Select the {int(item['count']):,} cells of {item['value']}"
+            + (" (click again to clear)" if item.get("active") else ""),
+        )
+        for item in items
+    ]
+    notes = []
+    if more > 0:
+        notes.append(f"{more:,} more categories not listed")
+    if other > 0:
+        notes.append(f"{other:,} cells in none")
+    children = [html.Div(entries, className="legend-items")]
+    if title:
+        children.insert(0, html.Div(title, className="legend-title"))
+    if notes:
+        children.append(html.Div("; ".join(notes), className="muted small"))
+    return html.Div(children, className="color-legend", role="list")
 
 
 def one_line(text: str) -> str:

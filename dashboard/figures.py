@@ -130,10 +130,12 @@ def color_marker(
     categories: Sequence[str] | None = None,
     title: str = "",
     size: float = 3.0,
+    colorbar: bool = True,
 ) -> dict[str, Any]:
     """Marker of a colouring: the whole payload of a recolour (colours, scale, colourbar).
 
-    Categories become integer codes on a step colourscale whose colourbar names them;
+    Categories become integer codes on a step colourscale whose colourbar names them
+    (without ``colorbar`` there is none: the page shows a legend of its own instead);
     numbers keep their values (float32), coloured from their minimum to the 99.5th
     percentile so a few outliers do not wash out the rest. NaN shows in grey.
     """
@@ -162,14 +164,16 @@ def color_marker(
         # the colour bar runs bottom-up: code k draws category n-1-k, so the first
         # category is listed at the top, as in a legend
         codes = (n - 1 - codes).astype(np.uint8)
-        return {
+        marker: dict[str, Any] = {
             "size": size,
             "color": typed_array(codes, "u1"),
             "colorscale": discrete_colorscale(colors[::-1]),
             "cmin": -0.5,
             "cmax": max(n, 1) - 0.5,
-            "showscale": True,
-            "colorbar": {
+            "showscale": colorbar,
+        }
+        if colorbar:
+            marker["colorbar"] = {
                 "title": {"text": wrap_title(title), "side": "top"},
                 "tickvals": list(range(n)),
                 "ticktext": _short_labels(cats[::-1]),
@@ -177,8 +181,8 @@ def color_marker(
                 "len": 1.0,
                 "outlinewidth": 0,
                 "tickfont": {"size": 10},
-            },
-        }
+            }
+        return marker
     vals = np.asarray(values, dtype=np.float32)
     finite = vals[np.isfinite(vals)]
     lo = float(finite.min()) if finite.size else 0.0

@@ -237,17 +237,10 @@ def color_data(
     if spec.kind == "obs":
         full = obs_labels(service, pair, spec.name)
         col = full if cells is None else full.iloc[cells]
-        label = OBS_BUILTINS.get(spec.name, spec.name)
-        numeric = pd.api.types.is_numeric_dtype(col) and not isinstance(
-            col.dtype, pd.CategoricalDtype
-        )
-        if numeric and (col.nunique() > 20 or pd.api.types.is_float_dtype(col)):
+        label = color_label(service, pair, spec)
+        cats = _obs_categories(full)
+        if cats is None:
             return ColorData(col.to_numpy(dtype=np.float32), False, None, label)
-        cats = (
-            [str(c) for c in col.cat.categories]
-            if isinstance(col.dtype, pd.CategoricalDtype)
-            else sorted(full.astype(str).unique())  # every cell's, so colours stay put
-        )
         return ColorData(
             col.astype(str).to_numpy(),
             True,
@@ -258,8 +251,47 @@ def color_data(
     values = feature_values(service, pair, spec)
     if cells is not None:
         values = values[cells]
+    return ColorData(values, False, None, color_label(service, pair, spec))
+
+
+def color_label(service: AnalysisService, pair: Pair, spec: ColorSpec) -> str:
+    """What a colouring is called (colour-bar and legend title): ``"Cell type"``,
+    ``"CD19 protein · denoised (log1p)"``."""
+    if spec.kind == "obs":
+        return OBS_BUILTINS.get(spec.name, spec.name)
     shown = feature_catalog(service, pair).shown_name(spec.feature)
-    return ColorData(values, False, None, f"{shown} · {LAYERS[spec.layer]}")
+    return f"{shown} · {LAYERS[spec.layer]}"
+
+
+def _obs_categories(column: pd.Series) -> list[str] | None:
+    """The categories a colouring by ``column`` shows (of every cell, so colours stay put),
+    or ``None`` when it is coloured as numbers (floats, or integers with > 20 values)."""
+    numeric = pd.api.types.is_numeric_dtype(column) and not isinstance(
+        column.dtype, pd.CategoricalDtype
+    )
+    if numeric and (column.nunique() > 20 or pd.api.types.is_float_dtype(column)):
+        return None
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return [str(c) for c in column.cat.categories]
+    return sorted(column.astype(str).unique())
+
+
+def category_codes(
+    service: AnalysisService, pair: Pair, spec: ColorSpec
+) -> tuple[list[str], np.ndarray] | None:
+    """A categorical colouring's categories and every cell's position among them (-1:
+    none), as the legend counts and selects them; ``None`` for a colouring by numbers."""
+    if spec.kind != "obs":
+        return None
+    full = obs_labels(service, pair, spec.name)
+    cats = _obs_categories(full)
+    if cats is None:
+        return None
+    if isinstance(full.dtype, pd.CategoricalDtype):
+        codes = full.cat.codes.to_numpy()  # the categories are ``cats``, in order
+    else:
+        codes = pd.Categorical(full.astype(str), categories=cats).codes
+    return cats, np.asarray(codes, dtype=np.int64)
 
 
 def hover_columns(service: AnalysisService, pair: Pair) -> dict[str, Sequence[Any]]:

@@ -135,10 +135,17 @@ def hover_text(service: AnalysisService, pair: Pair) -> list[str]:
 
 
 def color_parts(
-    service: AnalysisService, pair: Pair, spec: ColorSpec, shown: np.ndarray | None = None
+    service: AnalysisService,
+    pair: Pair,
+    spec: ColorSpec,
+    shown: np.ndarray | None = None,
+    *,
+    legend: bool = False,
 ) -> tuple[dict[str, Any], str, list[str] | None, queries.ColorData]:
     """Marker, hover template and per-cell hover labels of a colouring (of the ``shown``
-    cells only when given; the returned ``ColorData`` then holds their values)."""
+    cells only when given; the returned ``ColorData`` then holds their values). With
+    ``legend`` the page shows :func:`color_legend` for categories, so the figure has no
+    colour bar for them."""
     cd = queries.color_data(service, pair, spec, shown)
     marker = figures.color_marker(
         cd.values,
@@ -146,6 +153,7 @@ def color_parts(
         categories=cd.categories,
         title=cd.label,
         size=POINT_SIZE,
+        colorbar=not legend,
     )
     template = figures.hover_template(
         cd.label, categorical=cd.categorical, value_in_text=cd.in_hover_text
@@ -159,8 +167,8 @@ def color_parts(
 def valid_cells(selection: Mapping[str, Any] | None, n_cells: int) -> list[int] | None:
     """The selected cell positions if they fit this dataset, else ``None``.
 
-    A region selection (lasso or box on a subsampled view) is resolved against every cell
-    of the active dataset.
+    A region selection (lasso or box on a subsampled view) and a category selection (a
+    legend click on a large dataset) are resolved against every cell of the active dataset.
     """
     if selection and selection.get("region"):
         try:
@@ -170,6 +178,8 @@ def valid_cells(selection: Mapping[str, Any] | None, n_cells: int) -> list[int] 
             return overview.region_cells(service, pair, selection["region"]).tolist() or None
         except BackendError:
             return None
+    if selection and isinstance(selection.get("group"), Mapping) and "cells" not in selection:
+        return group_cells(selection["group"], n_cells)  # a category of a large dataset
     if not selection or not selection.get("cells"):
         return None
     cells = [int(c) for c in selection["cells"]]
@@ -190,8 +200,10 @@ def cell_figure(
     axis_titles: tuple[str, str] = ("UMAP 1", "UMAP 2"),
     labels_on_data: bool = False,
     view: Mapping[str, Any] | None = None,
+    legend: bool = False,
 ) -> go.Figure:
-    """A cell view (one point per cell, dataset order) coloured by ``spec``.
+    """A cell view (one point per cell, dataset order) coloured by ``spec`` (``legend``:
+    categories get the page's :func:`color_legend`, not a colour bar).
 
     Above ``max_points`` cells only the overview subsample is plotted (``customdata`` =
     cell positions, ``selected`` mapped onto it) over a density image of all cells, and
@@ -199,7 +211,7 @@ def cell_figure(
     (``{"view": "umap"}`` or the linked view's axes) so a lasso becomes a region of it.
     """
     shown = overview.shown_cells(service, pair)
-    marker, template, labels, cd = color_parts(service, pair, spec, shown)
+    marker, template, labels, cd = color_parts(service, pair, spec, shown, legend=legend)
     density = None
     if shown is not None:  # where every cell is, under the plotted sample
         density = figures.density_heatmap(x, y)
@@ -232,6 +244,7 @@ def umap_figure(
     *,
     selected: Sequence[int] | None = None,
     title: str = "",
+    legend: bool = False,
 ) -> go.Figure:
     """The latent UMAP of the pair coloured by ``spec``."""
     xy = service.umap(pair)
@@ -245,6 +258,7 @@ def umap_figure(
         title=title,
         labels_on_data=True,
         view={"view": "umap"},
+        legend=legend,
     )
 
 
@@ -255,12 +269,14 @@ def recolor_patch(
     *,
     umap: bool = True,
     hover: bool = False,
+    legend: bool = False,
 ) -> Patch:
     """Only what a recolour changes: the marker (typed-array colours, scale, colour bar),
     the hover template, the hover labels of categories and the on-data labels; with
-    ``hover`` also the cells' base hover text (after a cell type was renamed)."""
+    ``hover`` also the cells' base hover text (after a cell type was renamed); ``legend``
+    as for :func:`cell_figure`."""
     shown = overview.shown_cells(service, pair)
-    marker, template, labels, cd = color_parts(service, pair, spec, shown)
+    marker, template, labels, cd = color_parts(service, pair, spec, shown, legend=legend)
     patch = Patch()
     patch["data"][0]["marker"] = marker
     patch["data"][0]["hovertemplate"] = template
@@ -277,6 +293,68 @@ def recolor_patch(
             annotations = figures.category_annotations(x, y, cd.values)
         patch["layout"]["annotations"] = annotations
     return patch
+
+
+# ------------------------------------------------------------------- category legend
+#: Most categories a legend lists (the rest are counted in one line).
+MAX_LEGEND_ITEMS = 200
+
+
+def group_selection(service: AnalysisService, pair: Pair, spec: ColorSpec, category: str) -> Any:
+    """The selection store's content for every cell of one category of a colouring (a
+    legend click): the cells themselves up to ``max_points`` cells, else the category,
+    resolved against every cell where it is used (as a region is)."""
+    group = {"feature": spec.feature, "value": str(category)}
+    data = {"dataset": pair.dataset.id, "source": "legend", "group": group}
+    n = service.dataset(pair).n_cells
+    if n <= service.settings.max_points:
+        data["cells"] = group_cells(group, n) or []
+    return data
+
+
+def group_cells(group: Mapping[str, Any], n_cells: int) -> list[int] | None:
+    """Positions of the cells of a ``{"feature", "value"}`` category of the active pair
+    (``None`` if the colouring or the category is not there, or the dataset differs)."""
+    try:
+        service, pair = active()
+        if service.dataset(pair).n_cells != n_cells:
+            return None
+        found = queries.category_codes(
+            service, pair, ColorSpec.from_state({"feature": str(group.get("feature"))})
+        )
+    except BackendError:
+        return None
+    if found is None or str(group.get("value")) not in found[0]:
+        return None
+    cats, codes = found
+    return np.flatnonzero(codes == cats.index(str(group["value"]))).tolist() or None
+
+
+def color_legend(
+    service: AnalysisService, pair: Pair, spec: ColorSpec, selection: Mapping[str, Any] | None
+) -> Any:
+    """The legend of a categorical colouring: each category's colour, whole name and number
+    of cells, as buttons that select its cells (the one selected is marked); nothing for a
+    colouring by numbers (its colour bar is in the figure)."""
+    found = queries.category_codes(service, pair, spec)
+    if found is None:
+        return []
+    cats, codes = found
+    counts = np.bincount(codes[codes >= 0], minlength=len(cats))
+    colors = figures.category_colors(cats)
+    group = (selection or {}).get("group") or {}
+    active_value = group.get("value") if group.get("feature") == spec.feature else None
+    items = [
+        {"value": c, "color": colors[c], "count": int(n), "active": c == active_value}
+        for c, n in zip(cats, counts, strict=True)
+    ]
+    other = int((codes < 0).sum())
+    return components.color_legend(
+        items[:MAX_LEGEND_ITEMS],
+        title=queries.color_label(service, pair, spec),
+        more=len(items) - MAX_LEGEND_ITEMS,
+        other=other,
+    )
 
 
 def selection_patch(

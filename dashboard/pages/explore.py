@@ -119,7 +119,11 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                         ids.EXPLORE_UMAP,
                         height=sh.UMAP_HEIGHT,
                         subtitle=(f"{note} " if note else "")
-                        + "Lasso or box-select cells; double-click to clear.",
+                        + "Lasso or box-select cells, or click a legend entry; "
+                        "double-click to clear.",
+                        footer=html.Div(
+                            sh.color_legend(service, pair, spec, None), id=ids.EXPLORE_LEGEND
+                        ),
                     ),
                     components.graph_card(
                         "Linked view",
@@ -313,7 +317,7 @@ def build_umap(
         n = service.dataset(pair).n_cells
         spec = ColorSpec.from_state({"feature": feature, "layer": layer})
         cells = _selected(selection, page_state, n, sh.triggered() is None)
-        return sh.umap_figure(service, pair, spec, selected=cells)
+        return sh.umap_figure(service, pair, spec, selected=cells, legend=True)
     except BackendError as err:
         return sh.error_figure(err)
 
@@ -385,6 +389,7 @@ def build_linked(
             title=title,
             axis_titles=axes,
             view=view,
+            legend=True,
         )
     except BackendError as err:
         return sh.error_figure(err)
@@ -422,8 +427,8 @@ def recolor(feature: str | None, layer: str | None, color_state: dict | None) ->
     if spec == ColorSpec.from_state(color_state):  # e.g. the controls just mounted
         return no_update, no_update, no_update, options, new_layer
     service, pair = sh.active()
-    patch = sh.recolor_patch(service, pair, spec)
-    linked = sh.recolor_patch(service, pair, spec, umap=False)
+    patch = sh.recolor_patch(service, pair, spec, legend=True)
+    linked = sh.recolor_patch(service, pair, spec, umap=False, legend=True)
     return patch, linked, spec.to_state(), options, new_layer
 
 
@@ -471,6 +476,46 @@ def highlight(selection: dict | None) -> tuple:
         sh.selection_patch(cells, clear_outline=source != ids.EXPLORE_UMAP, shown=shown),
         sh.selection_patch(cells, clear_outline=source != ids.EXPLORE_LINKED, shown=shown),
     )
+
+
+@callback(
+    Output(ids.EXPLORE_LEGEND, "children"),
+    Input(ids.EXPLORE_COLOR, "value"),
+    Input(ids.EXPLORE_LAYER, "value"),
+    Input(ids.SELECTION_STORE, "data"),
+    Input(TYPE_NAMES_STORE, "data"),
+    prevent_initial_call=True,
+)
+def render_legend(
+    feature: str | None, layer: str | None, selection: dict | None, _names: dict | None = None
+) -> Any:
+    """The colouring's categories with their cell counts (the selected one marked)."""
+    service, pair = sh.active()
+    spec = ColorSpec.from_state({"feature": feature, "layer": layer})
+    return sh.color_legend(service, pair, spec, selection)
+
+
+@callback(
+    Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
+    Input({"type": ids.LEGEND_ITEM, "value": ALL}, "n_clicks"),
+    State(ids.EXPLORE_COLOR, "value"),
+    State(ids.SELECTION_STORE, "data"),
+    prevent_initial_call=True,
+)
+def select_from_legend(
+    clicks: list[int | None], feature: str | None, selection: dict | None
+) -> Any:
+    """A click on a legend entry selects every cell of that category (cellxgene's habit);
+    a click on the entry already selected clears the selection."""
+    trigger = sh.triggered()
+    if not any(clicks or []) or not isinstance(trigger, dict):
+        return no_update
+    value = str(trigger.get("value"))
+    group = (selection or {}).get("group") or {}
+    if group.get("feature") == feature and group.get("value") == value:
+        return {"cells": [], "source": "clear"}
+    service, pair = sh.active()
+    return sh.group_selection(service, pair, ColorSpec.from_state({"feature": feature}), value)
 
 
 @callback(
@@ -640,8 +685,8 @@ def _after_rename(feature: str | None, layer: str | None, note: str) -> tuple:
     service, pair = sh.active()
     spec = ColorSpec.from_state({"feature": feature, "layer": layer})
     return (
-        sh.recolor_patch(service, pair, spec, hover=True),
-        sh.recolor_patch(service, pair, spec, umap=False, hover=True),
+        sh.recolor_patch(service, pair, spec, hover=True, legend=True),
+        sh.recolor_patch(service, pair, spec, umap=False, hover=True, legend=True),
         type_options(service, pair),
         "",
         components.alert(note, kind="success"),

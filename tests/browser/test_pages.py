@@ -403,11 +403,10 @@ def test_explore_lasso_selects_everywhere_and_compares(
     assert_clean(driver, dashboard, "explore after lasso and compare")
 
 
-#: The tick labels of a graph's colour bar (the cell-type legend).
-TICKS_JS = """
-const gd = document.querySelector('#' + CSS.escape(arguments[0]) + ' .js-plotly-plot');
-const cb = (gd && gd._fullData.length && (gd._fullData[0].marker || {}).colorbar) || {};
-return Array.from(cb.ticktext || []).map(String);
+#: The names in Explore's category legend, as shown.
+LEGEND_NAMES_JS = """
+return Array.from(document.querySelectorAll('#' + CSS.escape(arguments[0]) + ' .legend-name'))
+  .map(e => e.textContent);
 """
 
 
@@ -419,7 +418,7 @@ def test_explore_renames_a_cell_type(driver: WebDriver, dashboard: Any, screensh
     new = "Renamed in the browser"
 
     def ticks(d: WebDriver) -> list[str]:
-        return d.execute_script(TICKS_JS, ids.EXPLORE_UMAP) or []
+        return d.execute_script(LEGEND_NAMES_JS, ids.EXPLORE_LEGEND) or []
 
     try:
         open_page(driver, dashboard.url, "explore")
@@ -428,7 +427,7 @@ def test_explore_renames_a_cell_type(driver: WebDriver, dashboard: Any, screensh
         box = driver.find_element(By.ID, "explore-rename-name")
         box.send_keys(new)
         driver.find_element(By.ID, "explore-rename-apply").click()
-        wait_for(driver, lambda d: new[:20] in " ".join(ticks(d)), "legend kept the old name")
+        wait_for(driver, lambda d: new in ticks(d), "legend kept the old name")
         status = driver.find_element(By.ID, "explore-rename-status").text
         assert f"is now “{new}”" in status, status
         assert box.get_attribute("value") == ""
@@ -436,18 +435,186 @@ def test_explore_renames_a_cell_type(driver: WebDriver, dashboard: Any, screensh
         driver.save_screenshot(str(screenshots / "explore-renamed.png"))
         assert_clean(driver, dashboard, "explore after a rename")
         open_page(driver, dashboard.url, "explore")  # kept on the server
-        wait_for(driver, lambda d: new[:20] in " ".join(ticks(d)), "the name did not persist")
+        wait_for(driver, lambda d: new in ticks(d), "the name did not persist")
         driver.find_element(By.CSS_SELECTOR, ".rename-types summary").click()
         driver.find_element(By.ID, "explore-rename-reset").click()
         wait_for(
             driver,
-            lambda d: new[:20] not in " ".join(ticks(d)) and ticks(d),
+            lambda d: new not in ticks(d) and type_id in ticks(d),
             "Reset names did not bring the automatic names back",
         )
         wait_idle(driver)
         assert_clean(driver, dashboard, "explore after resetting the names")
     finally:
         service.reset_cell_type_names(pair)
+
+
+# ------------------------------------------------------------------ plots stay readable
+#: Text and background colour of an element as drawn, and the contrast ratio between
+#: them (WCAG: 4.5 for text; 1.0 means the text is invisible).
+CONTRAST_JS = """
+function rgb(s) { const m = s.match(/[\\d.]+/g).map(Number); return m.slice(0, 3); }
+function lum(c) {
+  const v = c.map(x => {
+    x /= 255;
+    return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
+  });
+  return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2];
+}
+const st = getComputedStyle(arguments[0]);
+const a = lum(rgb(st.color)), b = lum(rgb(st.backgroundColor));
+return [st.color, st.backgroundColor, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+"""
+
+#: Viewport boxes of a graph's annotations (text, left, top, right, bottom), its plot area
+#: and the SVG's own box, and the colour-bar title's box.
+BOXES_JS = """
+const gd = document.querySelector('#' + CSS.escape(arguments[0]) + ' .js-plotly-plot');
+const box = e => {
+  const r = e.getBoundingClientRect();
+  return [r.left, r.top, r.right, r.bottom];
+};
+const notes = Array.from(gd.querySelectorAll('.annotation-text-g')).map(
+  g => [g.textContent, ...box(g)]);
+const L = gd._fullLayout, r = gd.getBoundingClientRect();
+const area = [r.left + L._size.l, r.top + L._size.t, r.left + L._size.l + L._size.w,
+              r.top + L._size.t + L._size.h];
+const title = gd.querySelector('.colorbar .cbtitle');
+return {notes: notes, area: area, svg: box(gd.querySelector('svg.main-svg')),
+        cbtitle: title ? [title.textContent, ...box(title)] : null};
+"""
+
+
+def _apart(a: list, b: list) -> bool:
+    return a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+
+def test_segmented_controls_stay_readable_on_hover(driver: WebDriver, dashboard: Any) -> None:
+    """The selected option of Raw / Denoised / Foreground keeps its label visible under the
+    pointer (its text took the background's colour), and so do the other options."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    open_page(driver, dashboard.url, "explore")
+    css = f"#{ids.EXPLORE_LAYER} .dash-options-list-option"
+    # by cell type the switch is off, and its choice still readable
+    off = driver.find_element(By.CSS_SELECTOR, css + ".selected")
+    assert driver.execute_script(CONTRAST_JS, off)[2] >= 4.5
+    pick_option(driver, ids.EXPLORE_COLOR, "LYZ", "gene:LYZ")
+    wait_graph(driver, ids.EXPLORE_UMAP, lambda g: "LYZ" in g["colorbar_title"], "no LYZ")
+    wait_idle(driver)
+    options = driver.find_elements(By.CSS_SELECTOR, css)
+    assert len(options) == 3
+    selected = driver.find_element(By.CSS_SELECTOR, css + ".selected")
+    ActionChains(driver).move_to_element(selected).perform()
+    color, background, ratio = driver.execute_script(CONTRAST_JS, selected)
+    assert ratio >= 4.5, f"selected option under the pointer: {color} on {background}"
+    selected.click()  # focus-within, as after a click
+    ActionChains(driver).move_to_element(selected).perform()
+    assert driver.execute_script(CONTRAST_JS, selected)[2] >= 4.5
+    other = next(o for o in options if "selected" not in o.get_attribute("class"))
+    ActionChains(driver).move_to_element(other).perform()
+    color, background, ratio = driver.execute_script(CONTRAST_JS, other)
+    assert ratio >= 4.5, f"option under the pointer: {color} on {background}"
+
+
+def test_cluster_labels_legend_and_colour_bar_titles_are_whole(
+    driver: WebDriver, dashboard: Any, screenshots: Any
+) -> None:
+    """On Explore the cell-type labels on the UMAP do not overlap and stay inside the plot,
+    each name whole; the legend lists every type whole with its number of cells; a long
+    colour-bar title (a protein's foreground probability) is not cut at the edge."""
+    service, pair = dashboard.service, dashboard.pair
+    open_page(driver, dashboard.url, "explore")
+    wait_graph(driver, ids.EXPLORE_UMAP, lambda g: g["annotations"] > 0, "no cell-type labels")
+    wait_idle(driver)
+    types = service.shown_cell_types(pair).astype(str)
+    names = [str(c) for c in service.shown_cell_types(pair).cat.categories]
+    drawn = driver.execute_script(BOXES_JS, ids.EXPLORE_UMAP)
+    notes = drawn["notes"]
+    assert sorted(n[0] for n in notes) == sorted(names)  # every type, whole
+    for i, a in enumerate(notes):
+        x0, y0, x1, y1 = drawn["area"]
+        assert a[1] >= x0 - 1 and a[3] <= x1 + 1 and a[2] >= y0 - 1 and a[4] <= y1 + 1, a
+        for b in notes[:i]:
+            assert _apart(a[1:], b[1:]), f"labels {a[0]!r} and {b[0]!r} overlap"
+    entries = driver.find_elements(By.CSS_SELECTOR, f"#{ids.EXPLORE_LEGEND} .legend-item")
+    shown = {
+        e.find_element(By.CLASS_NAME, "legend-name").text: e.find_element(
+            By.CLASS_NAME, "legend-count"
+        ).text
+        for e in entries
+    }
+    assert shown == {n: f"{int((types == n).sum()):,}" for n in names}
+    for e in entries:  # nothing clipped: the name fits its entry
+        name = e.find_element(By.CLASS_NAME, "legend-name")
+        assert driver.execute_script(
+            "return arguments[0].scrollWidth <= arguments[0].clientWidth + 1;", name
+        ), name.text
+    driver.save_screenshot(str(screenshots / "explore-labels.png"))
+
+    protein = next(p for p in service.dataset(pair).protein_names if p.startswith("CD3"))
+    pick_option(driver, ids.EXPLORE_COLOR, protein.split("_")[0], f"protein:{protein}")
+    wait_graph(driver, ids.EXPLORE_UMAP, lambda g: g["showscale"], "no colour bar")
+    driver.find_element(
+        By.XPATH, f"//*[@id='{ids.EXPLORE_LAYER}']//*[contains(text(), 'Foreground')]"
+    ).click()
+    wait_graph(
+        driver,
+        ids.EXPLORE_UMAP,
+        lambda g: "foreground" in g["colorbar_title"],
+        "not coloured by the foreground probability",
+    )
+    wait_idle(driver)
+    drawn = driver.execute_script(BOXES_JS, ids.EXPLORE_UMAP)
+    title = drawn["cbtitle"]
+    assert title is not None and "probability" in title[0], title
+    assert title[3] <= drawn["svg"][2] + 1, f"the colour-bar title is cut: {title}"
+    assert "…" not in title[0]
+    driver.save_screenshot(str(screenshots / "explore-foreground.png"))
+    assert_clean(driver, dashboard, "explore coloured by a foreground probability")
+
+
+def test_a_legend_click_selects_that_types_cells(
+    driver: WebDriver, dashboard: Any, screenshots: Any
+) -> None:
+    """Clicking a legend entry selects every cell of that type in both views (cellxgene's
+    habit) and the selection line counts them; clicking it again clears the selection."""
+    service, pair = dashboard.service, dashboard.pair
+    open_page(driver, dashboard.url, "explore")
+    types = service.shown_cell_types(pair).astype(str).to_numpy()
+    name = str(service.shown_cell_types(pair).cat.categories[1])
+    expected = [i for i, t in enumerate(types) if t == name]
+    entry = next(
+        e
+        for e in driver.find_elements(By.CSS_SELECTOR, f"#{ids.EXPLORE_LEGEND} .legend-item")
+        if e.find_element(By.CLASS_NAME, "legend-name").text == name
+    )
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", entry)
+    entry.click()
+    for graph_id in (ids.EXPLORE_UMAP, ids.EXPLORE_LINKED):
+        got = wait_graph(
+            driver, graph_id, lambda g: g["selectedpoints"], f"{name}: nothing highlighted"
+        )
+        assert sorted(got["selectedpoints"]) == expected, graph_id
+    wait_for(
+        driver,
+        lambda d: (
+            f"{len(expected):,} cells selected"
+            in d.find_element(By.ID, ids.EXPLORE_SELECTION_INFO).text
+        ),
+        "the selection line does not count the type's cells",
+    )
+    active = driver.find_elements(By.CSS_SELECTOR, f"#{ids.EXPLORE_LEGEND} .legend-item.is-active")
+    assert [a.find_element(By.CLASS_NAME, "legend-name").text for a in active] == [name]
+    driver.save_screenshot(str(screenshots / "explore-legend-selection.png"))
+    active[0].click()  # again: cleared
+    wait_graph(
+        driver,
+        ids.EXPLORE_UMAP,
+        lambda g: g["selectedpoints"] is None or g["selectedpoints"] == [],
+        "a second click did not clear the selection",
+    )
+    assert_clean(driver, dashboard, "explore after a legend selection")
 
 
 # ----------------------------------------------------------------------------------- DE

@@ -136,13 +136,15 @@ def test_explore_umap_has_one_point_per_cell(env) -> None:
     assert len(trace.x) == env.n
     umap = env.service.umap(env.pair)
     np.testing.assert_allclose(trace.x, umap["UMAP1"].to_numpy(), rtol=1e-5)
-    # hover: cell id, cell type and batch of each cell; the colour bar names the types
+    # hover: cell id, cell type and batch of each cell; the legend names the types
     first = str(env.data.obs_names[0])
     assert trace.text[0].startswith(f"<b>{first}</b>")
     assert f"type: {env.types.iloc[0]}" in trace.text[0]
     assert "batch: " in trace.text[0]
     cats = [str(c) for c in env.types.cat.categories]
-    assert list(trace.marker.colorbar.ticktext) == figures._short_labels(cats[::-1])
+    legend = env.explore.render_legend("obs:cell_type", "raw", None)
+    assert [e.id["value"] for e in legend_entries(legend)] == cats
+    assert trace.marker.showscale is False
     assert trace.selectedpoints is None
     # cell-type labels on the data
     assert len(fig.layout.annotations) == len(env.types.cat.categories)
@@ -169,6 +171,66 @@ def test_a_link_with_an_unknown_colour_says_so(env, page) -> None:
     assert "Shared link: the link colours by" in text(alert)
     known = getattr(env, page).layout(color="gene:LYZ", layer="raw")
     assert "notice" not in find(known, ids.PAGE_STATE).data
+
+
+def clicked(component_id: dict) -> Any:
+    """Make the next callback call see ``component_id`` as clicked (Dash's callback
+    context); returns the token to reset it with."""
+    from dash._callback_context import context_value
+    from dash._utils import AttributeDict
+
+    prop = json.dumps(component_id, separators=(",", ":"), sort_keys=True) + ".n_clicks"
+    return context_value.set(AttributeDict(triggered_inputs=[{"prop_id": prop, "value": 1}]))
+
+
+def legend_entries(legend: Any) -> list[Any]:
+    return [c for c in walk(legend) if isinstance(getattr(c, "id", None), dict)]
+
+
+def test_explore_legend_lists_types_with_counts_and_a_click_selects_them(env) -> None:
+    from dash._callback_context import context_value
+
+    fig = env.explore.build_umap(ids.EXPLORE_UMAP, "obs:cell_type", "raw", None, None)
+    assert fig.data[0].marker.showscale is False  # the legend below replaces the colour bar
+    shown = env.service.shown_cell_types(env.pair).astype(str)
+    names = [str(c) for c in env.service.shown_cell_types(env.pair).cat.categories]
+    entries = legend_entries(env.explore.render_legend("obs:cell_type", "raw", None))
+    assert [e.id for e in entries] == [{"type": ids.LEGEND_ITEM, "value": n} for n in names]
+    for entry, name in zip(entries, names, strict=True):
+        assert text(entry) == f"{name}{int((shown == name).sum()):,}"  # whole name, count
+    target = names[1]
+    token = clicked(entries[1].id)
+    try:
+        selection = env.explore.select_from_legend([None, 1], "obs:cell_type", None)
+        assert selection["cells"] == np.flatnonzero(shown.to_numpy() == target).tolist()
+        assert selection["group"] == {"feature": "obs:cell_type", "value": target}
+        again = env.explore.select_from_legend([None, 2], "obs:cell_type", selection)
+        assert again == {"cells": [], "source": "clear"}  # a second click clears
+    finally:
+        context_value.reset(token)
+    marked = legend_entries(env.explore.render_legend("obs:cell_type", "raw", selection))
+    assert [e.className for e in marked].count("legend-item is-active") == 1
+    assert "is-active" in marked[1].className
+    # the views highlight exactly those cells; the info line counts them
+    umap_patch, _ = env.explore.highlight(selection)
+    assert operations(umap_patch)[("data", 0, "selectedpoints")] == selection["cells"]
+    assert f"{len(selection['cells']):,} cells selected" in text(
+        env.explore.selection_info(selection)
+    )
+    # on a dataset above max_points the category itself is the selection, resolved here
+    n = env.n
+    assert sh_valid_cells({"group": selection["group"]}, n) == selection["cells"]
+    assert sh_valid_cells({"group": {"feature": "obs:cell_type", "value": "no such"}}, n) is None
+    # numbers have no legend (their colour bar stays in the figure)
+    assert env.explore.render_legend("gene:LYZ", "raw", None) == []
+    lyz = env.explore.build_umap(ids.EXPLORE_UMAP, "gene:LYZ", "raw", None, None)
+    assert lyz.data[0].marker.showscale is True
+
+
+def sh_valid_cells(selection: dict, n: int) -> Any:
+    from dashboard.pages import _shared
+
+    return _shared.valid_cells(selection, n)
 
 
 def test_recolour_sends_only_a_marker_patch(env) -> None:
@@ -587,15 +649,14 @@ def test_rename_a_cell_type_everywhere_then_reset(env, de_ready) -> None:
         assert name_box == ""
         assert names[type_id] == "Main type" and names[other] == other
         assert {"label": f"Main type (auto: {type_id})", "value": type_id} in options
-        # the Explore views: colour-bar legend, on-data labels and hover, without a reload
+        # the Explore views: legend, on-data labels and hover, without a reload
         ops = operations(umap_patch)
-        ticks = ops[("data", 0, "marker")]["colorbar"]["ticktext"]
-        assert "Main type" in ticks and type_id not in ticks
+        legend = env.explore.render_legend("obs:cell_type", "raw", None, names)
+        shown = [e.id["value"] for e in legend_entries(legend)]
+        assert "Main type" in shown and type_id not in shown
         assert "Main type" in {a["text"] for a in ops[("layout", "annotations")]}
         assert any("type: Main type" in t for t in ops[("data", 0, "text")])
-        assert (
-            "Main type" in operations(linked_patch)[("data", 0, "marker")]["colorbar"]["ticktext"]
-        )
+        assert ("data", 0, "marker") in operations(linked_patch)
         fig = env.explore.build_umap(ids.EXPLORE_UMAP, "obs:cell_type", "raw", None, None)
         assert any("type: Main type" in t for t in fig.data[0].text)
         cells = np.flatnonzero(env.types.astype(str).to_numpy() == type_id)[:10].tolist()

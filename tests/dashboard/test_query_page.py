@@ -27,7 +27,7 @@ from dashboard.backend.settings import Settings
 from dashboard.backend.testing import reference_and_query
 from dashboard.queries import ColorSpec
 from dashboard.state import ActiveState, prepare_pair, set_state
-from dashboard.testing import fast_umap, find, text
+from dashboard.testing import fast_umap, find, text, walk
 
 pytestmark = pytest.mark.slow
 
@@ -208,7 +208,9 @@ def test_mapping_switches_the_app_to_the_combined_data(env) -> None:
         assert catalog.has(f"obs:{column}"), column
     fig = env.explore.build_umap(ids.EXPLORE_UMAP, "obs:dataset", "raw", None, None)
     assert len(fig.data[0].x) == n
-    assert sorted(fig.data[0].marker.colorbar.ticktext) == ["query", "reference"]
+    legend = env.explore.render_legend("obs:dataset", "raw", None)
+    entries = [c.id["value"] for c in walk(legend) if isinstance(getattr(c, "id", None), dict)]
+    assert sorted(entries) == ["query", "reference"]
     by_batch = queries.color_data(service, pair, ColorSpec("obs:batch"))
     assert by_batch.categories == ["pbmc10k", "pbmc10k-query"]
     labels = queries.color_data(service, pair, ColorSpec("obs:transferred_label"))
