@@ -115,11 +115,17 @@ def graph_card(
 
 
 def color_legend(
-    items: Sequence[Mapping[str, Any]], *, title: str = "", more: int = 0, other: int = 0
+    items: Sequence[Mapping[str, Any]],
+    *,
+    feature: str,
+    title: str = "",
+    more: int = 0,
+    other: int = 0,
 ) -> html.Div:
-    """A legend of categories (``items``: ``value``, ``color``, ``count``, ``active``):
-    each entry a button with its colour, whole name and number of cells; clicking one
-    selects its cells (``{"type": LEGEND_ITEM, "value": name}`` ids, see the Explore page).
+    """A legend of the categories of the colouring ``feature`` (``items``: ``value``,
+    ``color``, ``count``, ``active``): each entry a button with its colour, whole name and
+    number of cells; clicking one selects its cells (ids ``{"type": LEGEND_ITEM, "feature":
+    feature, "value": name}``, see the Explore page).
     Long names wrap; ``more`` entries left out and ``other`` cells of no category are
     counted in a line below."""
     entries = [
@@ -129,7 +135,7 @@ def color_legend(
                 html.Span(str(item["value"]), className="legend-name"),
                 html.Span(f"{int(item['count']):,}", className="legend-count"),
             ],
-            id={"type": ids.LEGEND_ITEM, "value": str(item["value"])},
+            id={"type": ids.LEGEND_ITEM, "feature": feature, "value": str(item["value"])},
             className="legend-item is-active" if item.get("active") else "legend-item",
             title=f"Select the {int(item['count']):,} cells of {item['value']}"
             + (" (click again to clear)" if item.get("active") else ""),

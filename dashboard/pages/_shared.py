@@ -351,6 +351,7 @@ def color_legend(
     other = int((codes < 0).sum())
     return components.color_legend(
         items[:MAX_LEGEND_ITEMS],
+        feature=spec.feature,
         title=queries.color_label(service, pair, spec),
         more=len(items) - MAX_LEGEND_ITEMS,
         other=other,

@@ -497,20 +497,18 @@ def render_legend(
 
 @callback(
     Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
-    Input({"type": ids.LEGEND_ITEM, "value": ALL}, "n_clicks"),
-    State(ids.EXPLORE_COLOR, "value"),
-    State(ids.SELECTION_STORE, "data"),
+    Input({"type": ids.LEGEND_ITEM, "feature": ALL, "value": ALL}, "n_clicks"),
+    State(ids.SELECTION_STORE, "data"),  # app-wide: this fires as the page unmounts too
     prevent_initial_call=True,
 )
-def select_from_legend(
-    clicks: list[int | None], feature: str | None, selection: dict | None
-) -> Any:
+def select_from_legend(clicks: list[int | None], selection: dict | None) -> Any:
     """A click on a legend entry selects every cell of that category (cellxgene's habit);
-    a click on the entry already selected clears the selection."""
+    a click on the entry already selected clears the selection. The entry's id names the
+    colouring and the category."""
     trigger = sh.triggered()
     if not any(clicks or []) or not isinstance(trigger, dict):
         return no_update
-    value = str(trigger.get("value"))
+    feature, value = str(trigger.get("feature")), str(trigger.get("value"))
     group = (selection or {}).get("group") or {}
     if group.get("feature") == feature and group.get("value") == value:
         return {"cells": [], "source": "clear"}

@@ -322,9 +322,7 @@ def test_renamed_cell_types_persist_per_pair_and_keep_results_keyed(
         svc2, pair2 = fresh_service(cache_dir, *trained)
         try:
             assert svc2.cell_type_names(pair2)[first] == "My monocytes"
-            assert list(svc2.shown_cell_types(pair2).cat.categories) == list(
-                shown.cat.categories
-            )
+            assert list(svc2.shown_cell_types(pair2).cat.categories) == list(shown.cat.categories)
         finally:
             svc2.close()
         assert svc.reset_cell_type_names(pair)[first] == first

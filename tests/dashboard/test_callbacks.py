@@ -195,16 +195,18 @@ def test_explore_legend_lists_types_with_counts_and_a_click_selects_them(env) ->
     shown = env.service.shown_cell_types(env.pair).astype(str)
     names = [str(c) for c in env.service.shown_cell_types(env.pair).cat.categories]
     entries = legend_entries(env.explore.render_legend("obs:cell_type", "raw", None))
-    assert [e.id for e in entries] == [{"type": ids.LEGEND_ITEM, "value": n} for n in names]
+    assert [e.id for e in entries] == [
+        {"type": ids.LEGEND_ITEM, "feature": "obs:cell_type", "value": n} for n in names
+    ]
     for entry, name in zip(entries, names, strict=True):
         assert text(entry) == f"{name}{int((shown == name).sum()):,}"  # whole name, count
     target = names[1]
     token = clicked(entries[1].id)
     try:
-        selection = env.explore.select_from_legend([None, 1], "obs:cell_type", None)
+        selection = env.explore.select_from_legend([None, 1], None)
         assert selection["cells"] == np.flatnonzero(shown.to_numpy() == target).tolist()
         assert selection["group"] == {"feature": "obs:cell_type", "value": target}
-        again = env.explore.select_from_legend([None, 2], "obs:cell_type", selection)
+        again = env.explore.select_from_legend([None, 2], selection)
         assert again == {"cells": [], "source": "clear"}  # a second click clears
     finally:
         context_value.reset(token)

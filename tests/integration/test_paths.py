@@ -18,7 +18,7 @@ from dashboard.backend.errors import DatasetNotFound
 from dashboard.backend.paths import resolve_in_folder
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
-from dashboard.state import ActiveState, set_state
+from dashboard.state import ActiveState, get_state, set_state
 
 LIMIT = 4096
 
@@ -112,10 +112,10 @@ def test_model_page_callbacks_refuse_paths_outside(env) -> None:
         options, default, alert = env.model.on_dataset(name)
         assert (options, default) == ([], None)
         assert "refused" in alert_text(alert)
-        store, _, alert, _ = env.model.on_train(1, name, "batch", 10, 10)
-        assert store is no_update and "refused" in alert_text(alert)
-        store, _, alert, _ = env.model.on_load(1, name, "batch", None, str(env.root / "m"))
-        assert store is no_update and "refused" in alert_text(alert)
+        alert, panel, _, _ = env.model.on_train(1, name, "batch", 10, 10)
+        assert panel is no_update and "refused" in alert_text(alert)
+        alert, panel, _, _ = env.model.on_load(1, name, "batch", None, str(env.root / "m"))
+        assert panel is no_update and "refused" in alert_text(alert)
         options, default, alert = env.model.on_query_dataset(name)
         assert (options, default) == ([], None) and "refused" in alert_text(alert)
     assert len(env.service.jobs.registry.list()) == n_jobs  # nothing was started
@@ -124,8 +124,11 @@ def test_model_page_callbacks_refuse_paths_outside(env) -> None:
 
 
 def test_checkpoint_typed_outside_the_model_folder_is_refused(env) -> None:
-    store, _, _, _ = env.model.on_load(1, "small.h5ad", "batch", None, "../outside")
-    info = env.service.wait(store["job"], timeout=60)
+    _, panel, _, _ = env.model.on_load(1, "small.h5ad", "batch", None, "../outside")
+    assert panel is not no_update  # the load job started; it refuses the folder
+    view = get_state().switch.join(60)
+    assert view.outcome == "failed" and "refused" in view.line, view
+    info = env.service.job(view.job)
     assert info.status == "failed" and "refused" in (info.error or "")
 
 
