@@ -744,24 +744,6 @@ def _megabytes(n: int) -> str:
     return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:.2g} MB"
 
 
-def save_upload(
-    contents: str,
-    filename: str,
-    dest_dir: Path,
-    *,
-    max_bytes: int | None = None,
-    validate: Callable[[Path], Any] | None = None,
-) -> Path:
-    """Store an uploaded CITE-seq file after validating it; returns its path.
-
-    See :func:`save_checked_upload`, which also returns what ``validate`` read.
-    """
-    path, _ = save_checked_upload(
-        contents, filename, dest_dir, max_bytes=max_bytes, validate=validate
-    )
-    return path
-
-
 def upload_notices(data: Any) -> tuple[str, ...]:
     """The notices of what an upload's validation read (e.g. duplicate names made unique)."""
     return tuple(str(n) for n in getattr(data, "notices", ()) or ())

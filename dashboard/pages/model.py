@@ -533,15 +533,18 @@ def poll_switch(_n: int | None) -> tuple:
 )
 def on_cancel(n_clicks: int | None) -> Any:
     """Cancel the running training, loading or preparation (from any tab)."""
-    if not n_clicks:
-        return no_update
+    return cancel_switch() if n_clicks else no_update
+
+
+def cancel_switch() -> html.Div:
+    """Cancel the server's running model switch (whichever tab started it); what to say."""
     view = get_state().switch.cancel()
     if not view.running:
         return components.notice("Nothing is running.")
-    if view.stage == "train" and get_state().service.settings.train_in_process:
-        return components.notice(
-            "Cancelling… (training stops at the next step; its process is ended if it does not)"
-        )
+    if view.stage in {"train", "map"}:
+        process = view.stage == "train" and get_state().service.settings.train_in_process
+        more = "; its process is ended if it does not" if process else ""
+        return components.notice(f"Cancelling… (training stops at the next step{more})")
     return components.notice(f"Cancelling {view.label.lower()}…")
 
 
@@ -602,9 +605,4 @@ def on_map_start(
 )
 def on_map_cancel(n_clicks: int | None) -> Any:
     """Cancel the mapping or the preparation after it; the active model stays."""
-    if not n_clicks:
-        return no_update
-    view = get_state().switch.cancel()
-    if not view.running:
-        return components.notice("Nothing is running.")
-    return components.notice("Cancelling… (training stops at the next step)")
+    return cancel_switch() if n_clicks else no_update
