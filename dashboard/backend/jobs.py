@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import re
 import signal
 import socket
 import tempfile
@@ -44,6 +45,8 @@ from typing import Any
 from dashboard.backend.errors import JobCancelled, JobFailed, JobNotFound
 
 logger = logging.getLogger(__name__)
+#: Numbers in a progress message (what changes within one step: "epoch 12/400").
+_NUMBERS = re.compile(r"[-+]?\d[\d.,:/%eE+-]*")
 
 __all__ = [
     "JobContext",
@@ -150,26 +153,31 @@ class JobContext:
 
 
 class ProgressLog:
-    """A job's lines in the server log: queued, progress (each 10% or every 15 s), end.
+    """A job's lines in the server log: queued, progress, end.
 
-    Jobs started from the browser (training, preparation, DE, mapping) would otherwise run
-    silently; an admin reading the log sees what runs, how far it is and how it ended.
+    Progress is logged when the job enters a new step (its message changes other than in
+    its numbers: "UMAP" after "latent space", but not "epoch 13/400" after "epoch 12/400"),
+    reaches a new tenth, or every 15 s. Jobs started from the browser (training,
+    preparation, DE, mapping) would otherwise run silently; an admin reading the log sees
+    what runs, how far it is and how it ended.
     """
 
     def __init__(self, kind: str, job_id: str, *, every: float = 15.0) -> None:
         self.name = f"{kind} {job_id[:8]}"
         self._every = every
         self._step = -1
+        self._stage: str | None = None
         self._last = 0.0
         self._t0 = time.monotonic()
         logger.info("job %s queued", self.name)
 
     def progress(self, fraction: float, message: str) -> None:
-        """Log ``fraction``/``message`` if it reached a new tenth or 15 s have passed."""
+        """Log ``fraction``/``message`` if it is a new step, a new tenth or 15 s on."""
         now = time.monotonic()
         step = int(fraction * 10)
-        if step > self._step or now - self._last >= self._every:
-            self._step, self._last = max(step, self._step), now
+        stage = _NUMBERS.sub("", message)
+        if step > self._step or stage != self._stage or now - self._last >= self._every:
+            self._step, self._stage, self._last = max(step, self._step), stage, now
             logger.info("job %s [%3.0f%%] %s", self.name, 100 * fraction, message or "running")
 
     def end(self, info: JobInfo) -> None:

@@ -293,6 +293,21 @@ def test_jobs_print_their_progress_in_the_server_log(tmp_path, caplog) -> None:
     assert any(
         f"de {failed[:8]} failed after" in line and "ZeroDivisionError" in line for line in lines
     )
+    # a new step is logged at once, the same step with new numbers only per tenth
+    from dashboard.backend.jobs import ProgressLog
+
+    caplog.clear()
+    plog = ProgressLog("prepare", "feedbeef" * 4)
+    for message in ("latent space", "UMAP", "epoch 1/400", "epoch 2/400", "Leiden clusters"):
+        plog.progress(0.01, message)
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged == [
+        "job prepare feedbeef queued",
+        "job prepare feedbeef [  1%] latent space",
+        "job prepare feedbeef [  1%] UMAP",
+        "job prepare feedbeef [  1%] epoch 1/400",
+        "job prepare feedbeef [  1%] Leiden clusters",
+    ]
     configure_logging()
     for logger in JOB_LOGGERS:
         assert logging.getLogger(logger).getEffectiveLevel() == logging.INFO
