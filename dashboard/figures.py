@@ -246,6 +246,30 @@ _LABEL_OFFSETS = tuple(
 )
 
 
+def label_size(text: str, font_px: float = 10.0) -> tuple[float, float]:
+    """Width and height (pixels) a one-line text label takes, as :func:`label_boxes`
+    reserves it (an average glyph of 0.62 em, 3 px padding each side)."""
+    return 0.62 * font_px * max(len(str(text)), 1) + 6, font_px + 6
+
+
+def data_to_px(
+    x: np.ndarray | Sequence[float],
+    y: np.ndarray | Sequence[float],
+    x_range: Sequence[float],
+    y_range: Sequence[float],
+    plot_px: tuple[float, float],
+) -> np.ndarray:
+    """Pixel positions (n x 2, y down) of data points in a plot area of ``plot_px`` whose
+    axes show ``x_range`` and ``y_range``."""
+    (x0, x1), (y0, y1), (width, height) = x_range, y_range, plot_px
+    return np.column_stack(
+        [
+            (np.asarray(x, dtype=float) - x0) / (x1 - x0) * width,
+            (1 - (np.asarray(y, dtype=float) - y0) / (y1 - y0)) * height,
+        ]
+    )
+
+
 def label_boxes(
     points: np.ndarray,
     texts: Sequence[str],
@@ -281,7 +305,7 @@ def label_boxes(
         return area + 100.0 * clip
 
     for (px, py), text in zip(marks, texts, strict=True):
-        w, h = 0.62 * font_px * max(len(str(text)), 1) + 6, font_px + 6
+        w, h = label_size(text, font_px)
         best, best_cost = None, np.inf
         for ax, ay in offsets:
             cx, cy = px + ax, py + ay
@@ -433,11 +457,7 @@ def category_annotations(
     med = groups[["x", "y"]].median().assign(n=groups.size()).sort_values("n", ascending=False)
     if len(med) > max_labels or med.empty:
         return []
-    (x0, x1), (y0, y1) = cell_view_ranges(x, y)
-    width, height = CELL_VIEW_PLOT_PX
-    px = np.column_stack(
-        [(med["x"] - x0) / (x1 - x0) * width, (1 - (med["y"] - y0) / (y1 - y0)) * height]
-    )
+    px = data_to_px(med["x"], med["y"], *cell_view_ranges(x, y), CELL_VIEW_PLOT_PX)
     texts = [_short(str(g), MAX_ON_DATA_LABEL) for g in med.index]
     places = label_boxes(
         px, texts, plot_px=CELL_VIEW_PLOT_PX, offsets=_ON_DATA_OFFSETS, avoid_points=False
@@ -633,13 +653,7 @@ def volcano_figure(
     x_range, y_range = _padded_range(lfc), _padded_range(score)
     up = np.flatnonzero((np.sign(lfc) * score > 0) & (lfc > 0))  # up-regulated, BF > 1
     top = up[np.argsort(-score[up], kind="stable")][: max(n_labels, 0)]
-    width, height = VOLCANO_PLOT_PX
-    px = np.column_stack(
-        [
-            (lfc[top] - x_range[0]) / (x_range[1] - x_range[0]) * width,
-            (1 - (score[top] - y_range[0]) / (y_range[1] - y_range[0])) * height,
-        ]
-    )
+    px = data_to_px(lfc[top], score[top], x_range, y_range, VOLCANO_PLOT_PX)
     annotations = [
         {
             "x": float(lfc[i]),

@@ -289,10 +289,10 @@ def test_category_annotations_sit_at_group_medians(cells) -> None:
     assert many == []
 
 
-def _boxes(notes, x, y) -> list[tuple[float, float, float, float]]:
-    """Pixel boxes of on-data labels as :func:`figures.label_boxes` models them."""
-    (x0, x1), (y0, y1) = figures.cell_view_ranges(x, y)
-    width, height = figures.CELL_VIEW_PLOT_PX
+def _boxes(notes, ranges, plot_px) -> list[tuple[float, float, float, float]]:
+    """Pixel boxes of placed labels (annotation dicts), with the label size the figures
+    reserve: 0.62 em per character plus 3 px padding, 10 px font."""
+    (x0, x1), (y0, y1), (width, height) = *ranges, plot_px
     out = []
     for n in notes:
         cx = (n["x"] - x0) / (x1 - x0) * width + n.get("ax", 0.0)
@@ -313,7 +313,7 @@ def test_crowded_cluster_labels_are_whole_apart_and_inside() -> None:
     labels = np.repeat(names, 50)
     notes = figures.category_annotations(x, y, labels)
     assert sorted(n["text"] for n in notes) == sorted(names)  # whole, not cut
-    boxes = _boxes(notes, x, y)
+    boxes = _boxes(notes, figures.cell_view_ranges(x, y), figures.CELL_VIEW_PLOT_PX)
     width, height = figures.CELL_VIEW_PLOT_PX
     for i, b in enumerate(boxes):
         assert b[0] >= 0 and b[2] <= width and b[1] >= 0 and b[3] <= height, notes[i]["text"]
@@ -513,15 +513,9 @@ def test_volcano_labels_do_not_overlap() -> None:
     fig = figures.volcano_figure(de, n_labels=8)
     notes = fig.layout.annotations
     assert len(notes) == 8 and all(a.showarrow for a in notes)
-    x0, x1 = fig.layout.xaxis.range
-    y0, y1 = fig.layout.yaxis.range
     width, height = figures.VOLCANO_PLOT_PX
-    boxes = []
-    for a in notes:
-        cx = (a.x - x0) / (x1 - x0) * width + a.ax
-        cy = (1 - (a.y - y0) / (y1 - y0)) * height + a.ay
-        w, h = 0.62 * 10 * len(a.text) + 6, 16
-        boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+    ranges = (fig.layout.xaxis.range, fig.layout.yaxis.range)
+    boxes = _boxes([a.to_plotly_json() for a in notes], ranges, figures.VOLCANO_PLOT_PX)
     for i, b in enumerate(boxes):
         assert b[0] >= 0 and b[2] <= width and b[1] >= 0 and b[3] <= height
         for c in boxes[:i]:
