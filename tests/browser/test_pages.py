@@ -164,7 +164,10 @@ def wait_graph(
 
     def ok(d: WebDriver) -> Any:
         info = graph(d, graph_id)
-        return info if info and check(info) else False
+        try:
+            return info if info and check(info) else False
+        except KeyError:  # drawn with no trace yet (a page still building its figure)
+            return False
 
     try:
         return wait_for(driver, ok, f"{graph_id}: {message}", timeout)
