@@ -23,6 +23,34 @@ from urllib.parse import parse_qs, urlencode
 import numpy as np
 
 KEYS = ("color", "layer", "sel", "region", "n")
+#: Most bytes a link's region may take once decompressed (room for a lasso of the most
+#: vertices a region may have, 5,000).
+MAX_REGION_BYTES = 512 * 1024
+
+
+def _inflate(token: str, limit: int, what: str) -> bytes:
+    """URL-safe base64 + zlib ``token`` decoded to at most ``limit`` bytes.
+
+    The token's length is checked against what ``limit`` bytes can compress to before
+    anything is decoded, and decompression stops at ``limit`` + 1 bytes: a crafted link
+    (a zlib bomb) costs at most ``limit`` bytes of memory, never what it claims.
+    """
+    # zlib never expands its input by more than 5 bytes per 16 kB block + 11 bytes
+    most = limit + 5 * (limit // 16_384 + 1) + 11
+    if len(token) > (most + 2) // 3 * 4:
+        msg = f"the {what} in the link is damaged (too long)"
+        raise ValueError(msg)
+    try:
+        packed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(packed, limit + 1)
+    except (ValueError, zlib.error) as err:
+        msg = f"the {what} in the link is damaged ({err})"
+        raise ValueError(msg) from None
+    if len(raw) > limit or inflater.unconsumed_tail:
+        msg = f"the {what} in the link is larger than this dataset allows"
+        raise ValueError(msg)
+    return raw
 
 
 def encode_selection(cells: Sequence[int], n_cells: int) -> str:
@@ -38,12 +66,11 @@ def encode_selection(cells: Sequence[int], n_cells: int) -> str:
 
 
 def decode_selection(token: str, n_cells: int) -> list[int]:
-    """Inverse of :func:`encode_selection`; a malformed token raises ``ValueError``."""
-    try:
-        raw = zlib.decompress(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, zlib.error) as err:
-        msg = f"the selection in the link is damaged ({err})"
-        raise ValueError(msg) from None
+    """Inverse of :func:`encode_selection`; a malformed token raises ``ValueError``.
+
+    Memory is bounded by the dataset: the bitset of ``n_cells`` cells, whatever the token.
+    """
+    raw = _inflate(token, (n_cells + 7) // 8, "selection")
     if len(raw) != (n_cells + 7) // 8:
         msg = f"the selection in the link is for {len(raw) * 8} cells, not {n_cells}"
         raise ValueError(msg)
@@ -59,12 +86,13 @@ def encode_region(region: Mapping[str, Any]) -> str:
 
 def decode_region(token: str) -> dict[str, Any]:
     """Inverse of :func:`encode_region`; a malformed token raises ``ValueError`` (the
-    region's content is checked where it is used, :func:`dashboard.overview.clean_region`)."""
+    region's content is checked where it is used, :func:`dashboard.overview.clean_region`;
+    at most :data:`MAX_REGION_BYTES` are decompressed)."""
+    raw = _inflate(token, MAX_REGION_BYTES, "selection")
     try:
-        raw = zlib.decompress(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         region = json.loads(raw)
-    except (ValueError, zlib.error) as err:
-        msg = f"the selection in the link is damaged ({err})"
+    except (ValueError, RecursionError) as err:
+        msg = f"the selection in the link is damaged ({type(err).__name__})"
         raise ValueError(msg) from None
     if not isinstance(region, dict):
         msg = "the selection in the link is damaged (not a region)"

@@ -3,6 +3,8 @@ and damaged or foreign links are reported in one readable line."""
 
 from __future__ import annotations
 
+import base64
+import zlib
 from urllib.parse import urlparse
 
 import numpy as np
@@ -12,6 +14,7 @@ from dashboard import app as app_module
 from dashboard import ids
 from dashboard.url_state import (
     build_search,
+    decode_region,
     decode_selection,
     encode_selection,
     parse_search,
@@ -221,3 +224,40 @@ def test_shell_seeds_and_shares_a_region_selection() -> None:
     assert app_module._valid_region(selection, token) == region
     assert app_module._valid_region({**selection, "dataset": "other"}, token) is None
     assert app_module._valid_region({"cells": [1]}, token) is None
+
+
+# ------------------------------------------------------------------------ crafted links
+def _bomb(n_bytes: int) -> str:
+    packed = zlib.compress(b"\xff" * n_bytes, 9)
+    return base64.urlsafe_b64encode(packed).decode().rstrip("=")
+
+
+def test_a_selection_bomb_is_refused_without_inflating_it() -> None:
+    """A 1 GB bitset compressed to ~1 MB: refused from its length, or after inflating at
+    most the dataset's bitset (bits for n cells), never the 1 GB it claims."""
+    import tracemalloc
+
+    token = _bomb(200_000_000)  # ~200 kB of zlib, 200 MB inflated
+    tracemalloc.start()
+    with pytest.raises(ValueError, match=r"too long|larger than this dataset"):
+        decode_selection(token, 1000)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 5_000_000
+    # short enough to pass the length check, but inflating past the bitset
+    small = _bomb(10_000)
+    with pytest.raises(ValueError, match="larger than this dataset"):
+        decode_selection(small, 8_000)
+
+
+def test_a_region_bomb_is_refused() -> None:
+    raw = b'{"view":"umap","box":[[0,1],[0,1]],"pad":"' + b"a" * 5_000_000 + b'"}'
+    token = base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
+    with pytest.raises(ValueError, match="larger than this dataset"):
+        decode_region(token)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    token = base64.urlsafe_b64encode(zlib.compress(deep, 9)).decode().rstrip("=")
+    with pytest.raises(ValueError, match="damaged"):
+        decode_region(token)
+    with pytest.raises(ValueError, match="too long"):
+        decode_region("A" * 2_000_000)
