@@ -40,6 +40,7 @@ from dashboard.backend.fingerprint import cache_key, model_fingerprint
 from dashboard.backend.jobs import JobContext, JobInfo, JobRegistry, JobRunner
 from dashboard.backend.names import CellTypeNames
 from dashboard.backend.refs import DatasetRef, ModelRef, Pair
+from dashboard.backend.registry import BoundedRegistry
 from dashboard.backend.settings import Settings
 
 if TYPE_CHECKING:
@@ -94,8 +95,12 @@ class AnalysisService:
         self.blocks = BlockStore(self.cache, s.blocks_dir)
         self.type_names = CellTypeNames(s.names_dir)
         self.jobs = JobRunner(JobRegistry(s.jobs_dir), max_workers=max_jobs)
-        self._datasets: dict[str, CiteSeqData] = {}
-        self._models: dict[tuple[str, str], TotalVI] = {}
+        self._datasets: BoundedRegistry[str, CiteSeqData] = BoundedRegistry(
+            s.max_loaded_datasets
+        )
+        self._models: BoundedRegistry[tuple[str, str], TotalVI] = BoundedRegistry(
+            s.max_loaded_datasets
+        )
         self._load_lock = threading.RLock()
         self._tls = threading.local()
 
@@ -135,7 +140,7 @@ class AnalysisService:
             name=name or p.name,
         )
         with self._load_lock:
-            self._datasets[ref.fingerprint] = data
+            self._datasets.put(ref.fingerprint, data, reloadable=True)
         return ref
 
     def add_dataset(
@@ -151,7 +156,7 @@ class AnalysisService:
             name=name or data.source or "dataset",
         )
         with self._load_lock:
-            self._datasets[ref.fingerprint] = data
+            self._datasets.put(ref.fingerprint, data, reloadable=path is not None)
         return ref
 
     def dataset(self, ref: DatasetRef | Pair) -> CiteSeqData:
@@ -171,7 +176,7 @@ class AnalysisService:
                 self._datasets.pop(fresh.fingerprint, None)
                 msg = f"{ref.path} changed since it was opened; open it again"
                 raise DatasetNotFound(msg)
-            return self._datasets[ref.fingerprint]
+            return fresh_data(self._datasets.get(ref.fingerprint), ref.name or ref.id)
 
     # ==================================================================== models
     def load_model(
@@ -211,7 +216,9 @@ class AnalysisService:
             model.to(self.settings.device)
         ref = ModelRef(fingerprint=model_fingerprint(model), path=path, name=name or "model")
         with self._load_lock:
-            self._models[(dataset.fingerprint, ref.fingerprint)] = model
+            self._models.put(
+                (dataset.fingerprint, ref.fingerprint), model, reloadable=path is not None
+            )
         return Pair(dataset, ref)
 
     def model(self, pair: Pair) -> TotalVI:
@@ -230,7 +237,7 @@ class AnalysisService:
                 self._models.pop((pair.dataset.fingerprint, fresh.model.fingerprint), None)
                 msg = f"{pair.model.path} changed since it was loaded; load it again"
                 raise ModelNotFound(msg)
-            return self._models[key]
+            return fresh_data(self._models.get(key), pair.model.name or pair.model.id)
 
     def train(
         self,
@@ -1119,6 +1126,15 @@ def train_in_process(
         return pair.to_dict()
     finally:
         service.close()
+
+
+def fresh_data(value: Any, name: str) -> Any:
+    """``value`` just registered; ``None`` only if the registry's bound was too small for
+    it, said in one line rather than as a ``KeyError``."""
+    if value is None:
+        msg = f"{name} could not be kept in memory (raise max_loaded_datasets)"
+        raise BackendError(msg)
+    return value
 
 
 def _staging_folder(out: Path) -> Path:

@@ -75,6 +75,9 @@ class Settings:
     max_points
         Most cells a cell view (UMAP, linked view) plots; larger datasets show a seeded
         subsample stratified by cell type, while selections still cover every cell.
+    max_loaded_datasets
+        Datasets (and, separately, models) the server keeps in memory, least recently used
+        evicted first: a dataset merely picked is read again from its file when needed.
     """
 
     data_dir: Path = REPO_ROOT / "data"
@@ -103,6 +106,7 @@ class Settings:
     auth_file: Path | None = None
     train_in_process: bool = True
     max_points: int = 200_000
+    max_loaded_datasets: int = 4
 
     def __post_init__(self) -> None:
         for name in ("data_dir", "model_dir", "cache_dir"):
@@ -114,6 +118,9 @@ class Settings:
             raise ValueError(msg)
         if self.max_upload_bytes <= 0:
             msg = f"max_upload_bytes must be positive, got {self.max_upload_bytes}"
+            raise ValueError(msg)
+        if self.max_loaded_datasets <= 0:
+            msg = f"max_loaded_datasets must be positive, got {self.max_loaded_datasets}"
             raise ValueError(msg)
         if self.max_points <= 0:
             msg = f"max_points must be positive, got {self.max_points}"
