@@ -16,7 +16,12 @@ records its pid in the job's record; a job whose process died (killed, out of me
 failed, and the runner marks it failed once the process is gone, with a readable one-line
 reason (``the training process 1234 ended unexpectedly (signal 9, SIGKILL: ...)``).
 Cancelling such a job asks the child to stop at its next check and terminates it when it has
-not ended ``cancel_grace`` seconds later.
+not ended ``cancel_grace`` seconds later. The child dies with the process that started it
+(:func:`~dashboard.backend.lifetime.die_with_parent`), so a server killed with ``kill -9``
+leaves no training running.
+
+Finished records are pruned (:meth:`JobRegistry.prune`) when older than ``max_age`` or
+beyond the ``max_count`` newest: when a :class:`JobRunner` starts and, cheaply, on submit.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from dashboard.backend.errors import JobCancelled, JobFailed, JobNotFound
+from dashboard.backend.lifetime import die_with_parent
 
 logger = logging.getLogger(__name__)
 #: Numbers in a progress message (what changes within one step: "epoch 12/400").
@@ -192,12 +198,35 @@ class ProgressLog:
 
 
 class JobRegistry:
-    """One JSON file per job in ``directory``; safe to read from other processes."""
+    """One JSON file per job in ``directory``; safe to read from other processes.
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    Parameters
+    ----------
+    directory
+        Folder of the records.
+    max_age
+        Seconds a finished job's record is kept after it ended (``None``: no limit).
+    max_count
+        Finished records kept at most, the newest (``None``: no limit). Running and queued
+        jobs are never pruned; :meth:`prune` applies both limits.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_age: float | None = None,
+        max_count: int | None = None,
+    ) -> None:
+        if max_count is not None and max_count < 1:
+            msg = f"max_count must be at least 1, got {max_count}"
+            raise ValueError(msg)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.max_age = max_age
+        self.max_count = max_count
         self._lock = threading.Lock()
+        self._last_prune = -float("inf")
 
     def _path(self, job_id: str) -> Path:
         if not job_id or any(c not in "0123456789abcdef" for c in job_id):
@@ -249,6 +278,52 @@ class JobRegistry:
                 out.append(self.read(p.stem))
         return sorted(out, key=lambda i: i.created, reverse=True)
 
+    def prune(self) -> list[str]:
+        """Remove finished records older than ``max_age`` or beyond the ``max_count``
+        newest (with their cancel flags), stray cancel flags and temp files older than an
+        hour; returns the ids removed. A job whose process died counts as finished."""
+        self._last_prune = time.monotonic()
+        if self.max_age is None and self.max_count is None:
+            return []
+        now = time.time()
+        ended: list[tuple[float, str]] = []
+        for p in self.directory.glob("*.json"):
+            try:
+                info = self.read(p.stem)
+                if info.status.finished:
+                    ended.append((info.finished or p.stat().st_mtime, p.stem))
+            except (JobNotFound, ValueError, TypeError, OSError):
+                continue  # unreadable or just removed: not ours to judge
+        ended.sort(reverse=True)
+        drop = [
+            job_id
+            for i, (at, job_id) in enumerate(ended)
+            if (self.max_age is not None and now - at > self.max_age)
+            or (self.max_count is not None and i >= self.max_count)
+        ]
+        for job_id in drop:
+            self._path(job_id).unlink(missing_ok=True)
+            self._path(job_id).with_suffix(".cancel").unlink(missing_ok=True)
+        for p in [*self.directory.glob("*.cancel"), *self.directory.glob(".job.*.tmp")]:
+            with contextlib.suppress(OSError):
+                if not p.with_suffix(".json").exists() and now - p.stat().st_mtime > 3600:
+                    p.unlink()
+        return drop
+
+    def maybe_prune(self, every: float = 60.0) -> list[str]:
+        """:meth:`prune` when ``every`` seconds passed since the last one or there are more
+        records than ``max_count`` (a cheap directory count); else nothing."""
+        if self.max_age is None and self.max_count is None:
+            return []
+        if time.monotonic() - self._last_prune < every:
+            if self.max_count is None:
+                return []
+            with os.scandir(self.directory) as it:
+                n = sum(1 for e in it if e.name.endswith(".json"))
+            if n <= self.max_count:
+                return []
+        return self.prune()
+
     def request_cancel(self, job_id: str) -> None:
         """Ask the job to stop (works across processes via a flag file)."""
         self._path(job_id).with_suffix(".cancel").touch()
@@ -283,6 +358,17 @@ class JobRunner:
         self._results: dict[str, Any] = {}
         self._processes: dict[str, multiprocessing.process.BaseProcess] = {}
         self._process_jobs: set[str] = set()
+        self._forget(registry.prune())
+
+    def _forget(self, job_ids: list[str]) -> None:
+        """Drop what this runner holds of pruned jobs (their result, event, future)."""
+        for job_id in job_ids:
+            future = self._futures.get(job_id)
+            if future is not None and not future.done():
+                continue
+            for held in (self._events, self._futures, self._results, self._processes):
+                held.pop(job_id, None)
+            self._process_jobs.discard(job_id)
 
     def submit(
         self,
@@ -298,6 +384,7 @@ class JobRunner:
         ``result_key()`` is read after ``fn`` returns and stored in the record (the cache key
         of the result); ``result_json(result)`` gives a small JSON-able result to store too.
         """
+        self._forget(self.registry.maybe_prune())
         job_id = uuid.uuid4().hex
         event = threading.Event()
         self._events[job_id] = event
@@ -328,7 +415,8 @@ class JobRunner:
         )
         if done:
             self._results[job_id] = result
-        plog.end(self.registry.read(job_id, check_alive=False))
+        with contextlib.suppress(JobNotFound):  # pruned at once: a flood of short jobs
+            plog.end(self.registry.read(job_id, check_alive=False))
 
     def submit_process(
         self,
@@ -351,6 +439,7 @@ class JobRunner:
         ``cleanup()`` runs here once the child has ended without success (failed, killed,
         cancelled), e.g. to remove what it was writing when it died.
         """
+        self._forget(self.registry.maybe_prune())
         job_id = uuid.uuid4().hex
         event = threading.Event()
         self._events[job_id] = event
@@ -383,7 +472,7 @@ class JobRunner:
             return
         proc = multiprocessing.get_context("spawn").Process(
             target=_process_main,
-            args=(str(self.registry.directory), job_id, target, args),
+            args=(str(self.registry.directory), job_id, target, args, os.getpid()),
             name=f"job-{job_id[:8]}",
             daemon=True,
         )
@@ -577,9 +666,16 @@ def run_job(
 
 
 def _process_main(
-    directory: str, job_id: str, target: Callable[..., Any], args: tuple[Any, ...]
+    directory: str,
+    job_id: str,
+    target: Callable[..., Any],
+    args: tuple[Any, ...],
+    parent_pid: int | None = None,
 ) -> None:
-    """Entry point of a :meth:`JobRunner.submit_process` child."""
+    """Entry point of a :meth:`JobRunner.submit_process` child (it dies with
+    ``parent_pid``, the server that started it)."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     registry = JobRegistry(directory)
     run_job(registry, job_id, lambda ctx: target(ctx, *args), result_json=lambda r: r)
 

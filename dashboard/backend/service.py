@@ -94,7 +94,10 @@ class AnalysisService:
         )
         self.blocks = BlockStore(self.cache, s.blocks_dir)
         self.type_names = CellTypeNames(s.names_dir)
-        self.jobs = JobRunner(JobRegistry(s.jobs_dir), max_workers=max_jobs)
+        registry = JobRegistry(
+            s.jobs_dir, max_age=s.job_record_max_age, max_count=s.job_record_max_count
+        )
+        self.jobs = JobRunner(registry, max_workers=max_jobs)
         self._datasets: BoundedRegistry[str, CiteSeqData] = BoundedRegistry(
             s.max_loaded_datasets
         )

@@ -40,6 +40,11 @@ class Settings:
         Bytes the results cache may use before it evicts entries.
     eviction_policy
         diskcache's eviction policy for the results cache.
+    job_record_max_age
+        Seconds a finished job's record (``jobs/``) is kept (default 7 days); pruned at start
+        and as jobs are submitted. Running jobs are never pruned.
+    job_record_max_count
+        Finished job records kept at most (the newest), so a flood of jobs cannot fill the disk.
     memory_items
         Results also kept in process memory (LRU), so repeated page requests skip unpickling.
     lock_timeout
@@ -85,6 +90,8 @@ class Settings:
     cache_dir: Path = REPO_ROOT / "data" / "cache"
     cache_size_limit: int = 8 * 1024**3
     eviction_policy: EvictionPolicy = "least-recently-used"
+    job_record_max_age: float = 7 * 24 * 3600.0
+    job_record_max_count: int = 1000
     memory_items: int = 32
     lock_timeout: float = 3600.0
     device: str | None = None
@@ -124,6 +131,12 @@ class Settings:
             raise ValueError(msg)
         if self.max_points <= 0:
             msg = f"max_points must be positive, got {self.max_points}"
+            raise ValueError(msg)
+        if self.job_record_max_age < 0 or self.job_record_max_count < 1:
+            msg = (
+                "job_record_max_age must be >= 0 and job_record_max_count >= 1, got "
+                f"{self.job_record_max_age} and {self.job_record_max_count}"
+            )
             raise ValueError(msg)
         if self.cache_size_limit <= 0:
             msg = f"cache_size_limit must be positive, got {self.cache_size_limit}"
