@@ -27,6 +27,10 @@ import pandas as pd
 import scipy.io
 import scipy.sparse as sp
 
+from model.errors import CiteSeqDataError
+from model.hdf5_guard import check_hdf5_file
+from model.sparse_check import check_compressed, check_sparse
+
 __all__ = [
     "CiteSeqData",
     "CiteSeqDataError",
@@ -46,13 +50,10 @@ SUPPORTED_FORMATS = (
     "filtered_feature_bc_matrix/ folder (matrix.mtx[.gz], features.tsv[.gz], barcodes.tsv[.gz])"
 )
 _N_SHOW = 5  # how many offending names a message lists
+_HDF5_SUFFIXES = (".h5ad", ".h5mu", ".h5")
 #: Where the original symbols of names made unique are kept (var column / uns key).
 GENE_SYMBOLS = "gene_symbols"
 PROTEIN_SYMBOLS = "protein_symbols"
-
-
-class CiteSeqDataError(ValueError):
-    """Bad input: message names the file, field, cell or gene at fault and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ class CiteSeqData:
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.rna = _canonical_csr(self.rna)
+        self.rna = _canonical_csr(self.rna, self.source or "CiteSeqData")
         self.protein = np.ascontiguousarray(self.protein, dtype=np.float32)
         self.var_names = pd.Index(self.var_names).astype(str)
         self.protein_names = pd.Index(self.protein_names).astype(str)
@@ -623,6 +624,8 @@ def from_mudata(
             )
             raise CiteSeqDataError(msg)
         order = prot_cells.get_indexer(rna_cells)
+        if sp.issparse(prot):
+            check_sparse(prot, where, f"modality {protein_modality!r}")
         prot = prot[order]
     # obs: global columns, then each modality's columns (aligned to the RNA cell order)
     parts: list[tuple[str, pd.DataFrame]] = []
@@ -925,11 +928,14 @@ def _symbols_or_none(symbols: Any, names: pd.Index) -> pd.Index | None:
     return None if out.equals(names) else out
 
 
-def _canonical_csr(x: Any) -> sp.csr_matrix:
+def _canonical_csr(x: Any, where: str = "CiteSeqData") -> sp.csr_matrix:
     """CSR float32 with summed duplicates, sorted indices and no explicit zeros.
 
-    Returns ``x`` itself when it is already in that form, else a new matrix.
+    Returns ``x`` itself when it is already in that form, else a new matrix. A sparse ``x``
+    has its structure checked first (:func:`~model.sparse_check.check_sparse`).
     """
+    if sp.issparse(x):
+        check_sparse(x, where, "rna")
     if (
         isinstance(x, sp.csr_matrix)
         and x.dtype == np.float32
@@ -960,6 +966,7 @@ def _to_checked_csr(
     if x is None:
         raise CiteSeqDataError(f"{where}: {field_name} is empty (None); it must hold RNA counts")
     if sp.issparse(x):
+        check_sparse(x, where, field_name)
         m = sp.csr_matrix(x, copy=True)
         m.sum_duplicates()
         m.sort_indices()
@@ -983,6 +990,8 @@ def _to_checked_dense(
     """Validate a protein count matrix and return it as C-contiguous float32."""
     if x is None:
         raise CiteSeqDataError(f"{where}: {field_name} is empty (None); it must hold counts")
+    if sp.issparse(x):
+        check_sparse(x, where, field_name)
     arr = x.toarray() if sp.issparse(x) else np.asarray(x)
     arr = _numeric(arr, where, field_name)
     if arr.ndim != 2 or arr.shape[0] != len(cells):
@@ -1229,7 +1238,14 @@ def _listing(names: Iterable[Any], limit: int = _N_SHOW) -> str:
 
 
 def _read_or_fail(reader: Callable[[Path], Any], path: Path, kind: str) -> Any:
-    """Call ``reader(path)``, turning any read failure into a :class:`CiteSeqDataError`."""
+    """Call ``reader(path)``, turning any read failure into a :class:`CiteSeqDataError`.
+
+    An HDF5 file (``.h5ad``, ``.h5mu``, ``.h5``) first goes through
+    :func:`~model.hdf5_guard.check_hdf5_file`: one that is not self-contained, declares
+    more data than it stores or holds inconsistent sparse matrices is refused unread.
+    """
+    if path.suffix.lower() in _HDF5_SUFFIXES and path.is_file():
+        check_hdf5_file(path, source=str(path))
     try:
         return reader(path)
     except MemoryError:
@@ -1284,12 +1300,24 @@ def _read_10x_folder(
         raise CiteSeqDataError(msg)
 
     def read() -> tuple[sp.csr_matrix, pd.Index, pd.DataFrame]:
-        with _open_text(mtx) as fh:
-            m = scipy.io.mmread(fh)
         with _open_text(feats) as fh:
             f = pd.read_csv(fh, sep="\t", header=None, dtype=str, keep_default_na=False)
         with _open_text(bcs) as fh:
             b = pd.read_csv(fh, sep="\t", header=None, dtype=str, keep_default_na=False)
+        with _open_text(mtx) as fh:
+            layout, n_rows, n_cols = _mtx_header(fh, f"{src}: {mtx.name}")
+        if layout != "coordinate" or (n_rows, n_cols) != (len(f), len(b)):
+            msg = (
+                f"{src}: {mtx.name} is a {layout} matrix of {n_rows} features x {n_cols} "
+                f"barcodes but {feats.name} lists {len(f)} features and {bcs.name} {len(b)} "
+                "barcodes; the three files do not belong together"
+            )
+            raise CiteSeqDataError(msg)
+        with _open_text(mtx) as fh:
+            m = scipy.io.mmread(fh)
+        if not sp.issparse(m):
+            raise CiteSeqDataError(f"{src}: {mtx.name} is not a sparse (coordinate) matrix")
+        check_sparse(m, src, mtx.name)
         return sp.csr_matrix(m).T.tocsr(), pd.Index(b.iloc[:, 0]), f
 
     matrix, barcodes, features = _read_or_fail(lambda _p: read(), folder, "a 10x matrix folder")
@@ -1322,16 +1350,35 @@ def _read_10x_h5(path: Path, src: str) -> tuple[sp.csr_matrix, pd.Index, np.ndar
             if "matrix" not in f:
                 return list(f.keys())
             g = f["matrix"]
-            n_feat, n_bc = (int(v) for v in g["shape"][()])
-            m = sp.csr_matrix(
-                (g["data"][()], g["indices"][()], g["indptr"][()]), shape=(n_bc, n_feat)
+            n_feat, n_bc = _10x_shape(g["shape"], src)
+            data = g["data"]
+            if data.ndim != 1:
+                msg = f"{src}: matrix/data must be 1-d, has shape {data.shape}"
+                raise CiteSeqDataError(msg)
+            # CSC of features x barcodes = CSR of barcodes x features; check before scipy
+            check_compressed(
+                g["indptr"],
+                g["indices"],
+                data_len=data.shape[0],
+                shape=(n_bc, n_feat),
+                fmt="csr",
+                where=src,
+                field="matrix",
+                major="barcode",
+                minor="feature",
             )
-            return (
-                m,
-                pd.Index(text(g["barcodes"])),
-                text(g["features/name"]),
-                text(g["features/feature_type"]),
-            )
+            barcodes = pd.Index(text(g["barcodes"]))
+            names, types = text(g["features/name"]), text(g["features/feature_type"])
+            for what, got, want in (
+                ("matrix/barcodes", len(barcodes), n_bc),
+                ("matrix/features/name", len(names), n_feat),
+                ("matrix/features/feature_type", len(types), n_feat),
+            ):
+                if got != want:
+                    msg = f"{src}: {what} has {got} entries but matrix/shape says {want}"
+                    raise CiteSeqDataError(msg)
+            m = sp.csr_matrix((data[()], g["indices"][()], g["indptr"][()]), shape=(n_bc, n_feat))
+            return m, barcodes, names, types
 
     got = _read_or_fail(read, path, "a Cell Ranger HDF5 (.h5) file")
     if isinstance(got, list):
@@ -1342,3 +1389,33 @@ def _read_10x_h5(path: Path, src: str) -> tuple[sp.csr_matrix, pd.Index, np.ndar
         )
         raise CiteSeqDataError(msg)
     return got
+
+
+def _10x_shape(ds: h5py.Dataset, src: str) -> tuple[int, int]:
+    """``(n_features, n_barcodes)`` from ``matrix/shape``: two non-negative integers."""
+    values = np.asarray(ds[()]).ravel()
+    if values.shape != (2,) or not np.issubdtype(values.dtype, np.integer) or values.min() < 0:
+        msg = f"{src}: matrix/shape is {values.tolist()!r}, not two non-negative integers"
+        raise CiteSeqDataError(msg)
+    return int(values[0]), int(values[1])
+
+
+def _mtx_header(fh: IO[bytes], where: str) -> tuple[str, int, int]:
+    """Layout (``"coordinate"``/``"array"``) and size of a Matrix Market file, read from its
+    header alone (scipy's ``mminfo`` aborts the process on some file handles)."""
+    banner = fh.readline(1024).decode("utf-8", "replace").split()
+    if len(banner) < 3 or banner[0].lower() != "%%matrixmarket":
+        raise CiteSeqDataError(f"{where} is not a Matrix Market file (no %%MatrixMarket line)")
+    for _ in range(100_000):
+        line = fh.readline(1024).decode("utf-8", "replace").strip()
+        if line and not line.startswith("%"):
+            break
+    else:
+        line = ""
+    try:
+        dims = [int(v) for v in line.split()]
+    except ValueError:
+        dims = []
+    if len(dims) < 2 or min(dims) < 0:
+        raise CiteSeqDataError(f"{where}: bad size line {line[:80]!r}")
+    return banner[2].lower(), dims[0], dims[1]

@@ -1,0 +1,10 @@
+"""The error every data reader raises on bad input (kept apart so that guards can raise it
+without importing the readers)."""
+
+from __future__ import annotations
+
+__all__ = ["CiteSeqDataError"]
+
+
+class CiteSeqDataError(ValueError):
+    """Bad input: message names the file, field, cell or gene at fault and how to fix it."""
