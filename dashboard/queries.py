@@ -749,6 +749,14 @@ def upload_notices(data: Any) -> tuple[str, ...]:
     return tuple(str(n) for n in getattr(data, "notices", ()) or ())
 
 
+def _validate_in_child(path: Path, *, shown: str) -> Any:
+    """Default upload check: the dataset reader in a limited child (one-line refusals)."""
+    from dashboard.backend.settings import Settings
+    from dashboard.backend.untrusted import validate_file
+
+    return validate_file(path, settings=Settings.from_env(), source_name=shown)
+
+
 def save_checked_upload(
     contents: str,
     filename: str,
@@ -760,12 +768,13 @@ def save_checked_upload(
     """Store an uploaded CITE-seq file after validating it: ``(path, what validate read)``.
 
     ``contents`` is ``dcc.Upload``'s data URL. The bytes go to a temporary file in
-    ``dest_dir``, are read with ``validate`` (default :func:`model.data.read_cite_seq`; it
-    raises ``CiteSeqDataError``), and only a file that reads cleanly is renamed to its
-    final name; anything else is deleted and raises
+    ``dest_dir``, are read with ``validate`` (default: :func:`model.data.read_cite_seq` in a
+    limited child process, :func:`dashboard.backend.untrusted.validate_file`, with the
+    environment's settings; a custom one raises ``CiteSeqDataError``), and only a file
+    that reads cleanly is renamed to its final name; anything else is deleted and raises
     :class:`DatasetNotFound` (unreadable) or :class:`LimitExceeded` (too large).
     """
-    from model.data import CiteSeqDataError, read_cite_seq
+    from model.data import CiteSeqDataError
 
     limit = max_upload_bytes() if max_bytes is None else max_bytes
     name = _SAFE_NAME.sub("_", Path(filename or "upload").name).strip("._") or "upload"
@@ -796,7 +805,7 @@ def save_checked_upload(
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
         try:
-            data = (validate or read_cite_seq)(tmp)
+            data = (validate or functools.partial(_validate_in_child, shown=filename))(tmp)
         except CiteSeqDataError as err:
             msg = str(err).replace(str(tmp), filename)
             raise DatasetNotFound(msg) from None

@@ -121,15 +121,24 @@ class AnalysisService:
         labels_key: str | None = None,
         layer: str | None = None,
         name: str = "",
+        untrusted: bool = False,
     ) -> DatasetRef:
         """Read a CITE-seq file (``.h5ad``, ``.h5mu``, 10x) and register it.
 
         Relative paths are resolved against ``settings.data_dir`` when they do not exist as
         given. Raises :class:`DatasetNotFound` with the reader's message on failure.
+        ``untrusted``: first read the file in a limited child process
+        (:func:`~dashboard.backend.untrusted.validate_file`, once per file per process), so
+        a file that crashes or balloons the reader is refused without harming the server.
         """
         from model.data import CiteSeqDataError, read_cite_seq
 
         p = self._resolve(path, self.settings.data_dir)
+        if untrusted:
+            from dashboard.backend.untrusted import validate_file
+
+            kwargs = {"batch_key": batch_key, "labels_key": labels_key, "layer": layer}
+            validate_file(p, settings=self.settings, read_kwargs=kwargs)
         try:
             data = read_cite_seq(p, batch_key=batch_key, labels_key=labels_key, layer=layer)
         except CiteSeqDataError as err:

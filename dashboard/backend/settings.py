@@ -83,6 +83,13 @@ class Settings:
     max_loaded_datasets
         Datasets (and, separately, models) the server keeps in memory, least recently used
         evicted first: a dataset merely picked is read again from its file when needed.
+    validate_memory_limit
+        Bytes of memory that reading an untrusted file (an upload) may take in its
+        validation child process (:mod:`dashboard.backend.untrusted`); a file may use 20
+        times its size when that is more. Over it, the file is refused with one line.
+    validate_timeout
+        Seconds (wall clock and CPU) that validation child may take before the file is
+        refused.
     """
 
     data_dir: Path = REPO_ROOT / "data"
@@ -114,6 +121,8 @@ class Settings:
     train_in_process: bool = True
     max_points: int = 200_000
     max_loaded_datasets: int = 4
+    validate_memory_limit: int = 4 * 1024**3
+    validate_timeout: float = 600.0
 
     def __post_init__(self) -> None:
         for name in ("data_dir", "model_dir", "cache_dir"):
@@ -131,6 +140,9 @@ class Settings:
             raise ValueError(msg)
         if self.max_points <= 0:
             msg = f"max_points must be positive, got {self.max_points}"
+            raise ValueError(msg)
+        if self.validate_memory_limit <= 0 or self.validate_timeout <= 0:
+            msg = "validate_memory_limit and validate_timeout must be positive"
             raise ValueError(msg)
         if self.job_record_max_age < 0 or self.job_record_max_count < 1:
             msg = (
