@@ -14,15 +14,27 @@ is never served: without a manifest nothing is read, a missing or short block fi
 manifest a cache miss that recomputes, and a row whose CRC does not match is recomputed
 before anything is returned.
 
-Block files are not counted by diskcache's size limit; a recomputation removes the older
-generations of its key, :meth:`BlockStore.clear` removes all.
+Block files count against the cache's ``size_limit`` together with the results
+(:meth:`BlockStore.enforce_limit`, run when the store opens and after every write to the
+cache). When the total is over the limit, in this order: leftovers go (unfinished
+``.tmp-`` folders nobody writes, generations no manifest names), then a block set larger
+than the whole limit, then block sets and results, least recently used first (a block
+set's use is its last :meth:`~BlockStore.manifest` call), until the total fits. A set being
+written (its key is locked) is never evicted; when it alone exceeds the limit it is kept
+and served (results are not evicted for it) and goes first at the next write or start. An
+evicted set read at that moment reads as a missing block, and readers recompute it
+(:func:`read_with_retry`). A recomputation removes the older generations of its key,
+:meth:`BlockStore.clear` removes all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import threading
+import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +51,15 @@ logger = logging.getLogger(__name__)
 
 DTYPE = np.dtype("<f4")
 _MISSING = object()
+#: In each generation folder: the cache key of its manifest; its mtime is the last use.
+KEY_FILE = "key.txt"
+#: Unfinished folders without a key file are removed after this many seconds.
+_STALE_TMP = 3600.0
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 #: ``open_writer(n_cells, columns, block)`` handed to a table's compute function.
 OpenWriter = Callable[[int, Sequence[str], int], "BlockWriter"]
@@ -202,6 +223,9 @@ class BlockStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.stats = BlockStats()
+        self._budget_lock = threading.Lock()
+        cache.add_write_hook(self._after_write)
+        self.enforce_limit()
 
     # ------------------------------------------------------------------ writing
     def manifest(
@@ -220,19 +244,21 @@ class BlockStore:
         """
         value = self.cache.get(key, _MISSING)
         if isinstance(value, BlockManifest) and self._complete(value):
+            self._touch(value)
             return value
         with self.cache.lock(key, on_wait=on_wait):
             # from disk: this process's copy may name a generation another one replaced
             self.cache.forget(key)
             value = self.cache.get(key, _MISSING)
             if isinstance(value, BlockManifest) and self._complete(value):
+                self._touch(value)
                 return value
             if value is not _MISSING:
                 self._drop(key, value)
             manifest = self._compute(key, compute)
             self.cache.stats.computed += 1
-            self.cache.set(key, manifest)
             self._remove_old_generations(key, keep=manifest.folder)
+            self.cache.set(key, manifest)  # its write hook makes room (this key is locked)
             return manifest
 
     def _compute(self, key: str, compute: Callable[[OpenWriter], None]) -> BlockManifest:
@@ -241,6 +267,7 @@ class BlockStore:
         generation = uuid.uuid4().hex
         tmp = home / f".tmp-{generation}"
         tmp.mkdir()
+        (tmp / KEY_FILE).write_text(key)
         writers: list[BlockWriter] = []
 
         def open_writer(n_cells: int, columns: Sequence[str], block: int) -> BlockWriter:
@@ -377,6 +404,153 @@ class BlockStore:
         """Bytes the block files use."""
         return sum(p.stat().st_size for p in self.root.rglob("*.npy"))
 
+    # ------------------------------------------------------------- size limit
+    def usage(self) -> int:
+        """Bytes of the block store (every file) plus the results cache on disk: what
+        :meth:`enforce_limit` keeps within the cache's ``size_limit``."""
+        return sum(g.size for g in self._generations()) + self.cache.disk_usage()
+
+    def enforce_limit(self) -> int:
+        """Evict until block files + results fit the cache's ``size_limit`` (order: see the
+        module docstring); returns the bytes freed. Sets whose key is locked (being written
+        or evicted elsewhere) stay."""
+        limit = self.cache.size_limit
+        with self._budget():
+            gens = self._generations()
+            blocks = sum(g.size for g in gens)
+            results = self.cache.disk_usage()
+            if blocks + results <= limit:
+                return 0
+            before = blocks + results
+            kept: list[_Generation] = []
+            for g in gens:  # leftovers first
+                if not self._evict(g, only_garbage=True):
+                    kept.append(g)
+            big = [g for g in kept if g.size > limit and not g.tmp]
+            for g in big:
+                if self._evict(g):
+                    kept.remove(g)
+                    logger.warning(
+                        "denoised blocks of %.1f MB exceed the cache size limit (%.1f MB): "
+                        "evicted; they are recomputed when needed (raise cache_size_limit)",
+                        g.size / 1e6,
+                        limit / 1e6,
+                    )
+            blocks = sum(g.size for g in kept)
+            set_keys = {g.key for g in kept if g.key is not None}
+            sets = sorted((g for g in kept if not g.tmp and not self._busy(g)), key=_used)
+            fixed = blocks - sum(g.size for g in sets)  # being written or read-locked
+            evict_results = fixed <= limit  # else an oversize set is being written: keep it
+            while blocks + results > limit:
+                row = self._oldest_result(set_keys) if evict_results else None
+                g = sets[0] if sets else None
+                if g is None and row is None:
+                    break
+                if g is not None and (row is None or g.used <= row[0]):
+                    sets.pop(0)
+                    if self._evict(g):
+                        blocks -= g.size
+                else:
+                    assert row is not None
+                    self.cache.delete(row[1])
+                    set_keys.add(row[1])  # tried: do not pick it again
+                results = self.cache.disk_usage()
+            if blocks + results > limit:
+                logger.info(
+                    "the cache uses %.1f MB, over its limit of %.1f MB, while a larger "
+                    "computation is in progress or in use; it is evicted at the next write",
+                    (blocks + results) / 1e6,
+                    limit / 1e6,
+                )
+            return max(0, before - blocks - results)
+
+    def _after_write(self, key: str) -> None:
+        self.enforce_limit()
+
+    def _busy(self, g: _Generation) -> bool:
+        """True while ``g``'s key is locked (being written here or in another process)."""
+        if g.key is None:
+            return False
+        with self.cache.try_lock(g.key) as free:
+            return not free
+
+    def _oldest_result(self, skip: set[str]) -> tuple[float, str] | None:
+        """The least recently used results entry not in ``skip`` (manifests are evicted
+        with their blocks)."""
+        for row in self.cache.oldest(len(skip) + 16):
+            if row[1] not in skip:
+                return row
+        return None
+
+    @contextlib.contextmanager
+    def _budget(self) -> Iterator[None]:
+        """One eviction at a time, across threads and processes."""
+        with self._budget_lock:
+            if fcntl is None:  # pragma: no cover - non-POSIX
+                yield
+                return
+            fd = os.open(self.cache.locks_dir / "blocks-budget.lock", os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    def _generations(self) -> list[_Generation]:
+        out = []
+        for home in _subdirs(self.root):
+            for gen in _subdirs(home):
+                size, key, used = 0, None, None
+                with contextlib.suppress(OSError), os.scandir(gen) as it:
+                    for entry in it:
+                        with contextlib.suppress(OSError):
+                            st = entry.stat(follow_symlinks=False)
+                            size += st.st_size
+                            if entry.name == KEY_FILE:
+                                used = st.st_mtime
+                                key = Path(entry.path).read_text()
+                if used is None:
+                    with contextlib.suppress(OSError):
+                        used = gen.stat().st_mtime
+                out.append(_Generation(gen, key, used or 0.0, size, gen.name.startswith(".tmp-")))
+        return out
+
+    def _evict(self, g: _Generation, *, only_garbage: bool = False) -> bool:
+        """Remove generation ``g`` (and its manifest if it names ``g``); with
+        ``only_garbage``, only if no manifest names it or it is an abandoned ``.tmp-``.
+        False when it stays (its key is locked, or it is not garbage)."""
+        if g.key is None:  # written before key files, or just created
+            stale = time.time() - g.used > _STALE_TMP
+            if only_garbage and not (g.tmp and stale):
+                return False
+            shutil.rmtree(g.path, ignore_errors=True)
+            return True
+        with self.cache.try_lock(g.key) as free:
+            if not free:
+                return False
+            if not g.tmp:
+                self.cache.forget(g.key)
+                current = self.cache.get(g.key, _MISSING)
+                named = isinstance(current, BlockManifest) and (
+                    self.root / current.folder == g.path
+                )
+                if only_garbage and named:
+                    return False
+                if named:
+                    self.cache.delete(g.key)
+            shutil.rmtree(g.path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            g.path.parent.rmdir()  # the key's folder, once empty
+        return True
+
+    def _touch(self, manifest: BlockManifest) -> None:
+        """Mark ``manifest``'s blocks as just used (the LRU order of evictions)."""
+        with contextlib.suppress(OSError):
+            os.utime(self.root / manifest.folder / KEY_FILE)
+
     def _complete(self, manifest: BlockManifest) -> bool:
         folder = self.root / manifest.folder
         for b in range(manifest.n_blocks):
@@ -402,6 +576,28 @@ class BlockStore:
         for child in home.iterdir():
             if f"{_key_folder(key)}/{child.name}" != keep:
                 shutil.rmtree(child, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class _Generation:
+    """One generation folder as :meth:`BlockStore.enforce_limit` sees it."""
+
+    path: Path
+    key: str | None  # from its key file
+    used: float  # last use (key file's mtime)
+    size: int  # bytes of every file in it
+    tmp: bool  # unfinished (``.tmp-`` folder)
+
+
+def _used(g: _Generation) -> float:
+    return g.used
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    try:
+        return [Path(e.path) for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
 
 
 def read_with_retry(

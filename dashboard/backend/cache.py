@@ -9,6 +9,11 @@ A missing key is computed once even when many threads or processes ask at the sa
 file under ``locks/``, which the OS releases if the holder dies), checks the cache again and
 only then computes. Waiters find the stored result when the lock is released.
 
+``size_limit`` bounds what diskcache stores; other stores that keep files for the cache's
+entries (the denoised RNA blocks) count against the same limit through a write hook
+(:meth:`ResultCache.add_write_hook`): after each :meth:`~ResultCache.set` they evict what
+they hold, or the least recently used entries (:meth:`ResultCache.oldest`), to fit.
+
 The cache folder is trusted like the code itself (values are unpickled); checksums protect
 against corruption, not against someone who can write to the folder.
 """
@@ -92,11 +97,17 @@ class ResultCache:
         self.locks_dir = Path(locks_dir) if locks_dir else self.directory.parent / "locks"
         self.locks_dir.mkdir(parents=True, exist_ok=True)
         self.lock_timeout = float(lock_timeout)
+        self.size_limit = int(size_limit)
+        self._write_hooks: list[Callable[[str], None]] = []
         self._disk = diskcache.Cache(
             str(self.directory),
             size_limit=int(size_limit),
             eviction_policy=eviction_policy,
             timeout=60,
+            # keep SQLite's write-ahead log small: checkpoint every 128 pages and truncate
+            # it to 1 MiB after (the default lets it grow to 4 MB and stay there)
+            sqlite_wal_autocheckpoint=128,
+            sqlite_journal_size_limit=1024**2,
         )
         self._memory: OrderedDict[str, Any] = OrderedDict()
         self._memory_items = int(memory_items)
@@ -118,6 +129,31 @@ class ResultCache:
     def volume(self) -> int:
         """Bytes the cache uses on disk."""
         return int(self._disk.volume())
+
+    def disk_usage(self) -> int:
+        """Bytes under the cache folder that diskcache accounts for, plus its SQLite
+        write-ahead log (which :meth:`volume` leaves out)."""
+        extra = 0
+        for name in ("cache.db-wal", "cache.db-shm"):
+            with contextlib.suppress(OSError):
+                extra += (self.directory / name).stat().st_size
+        return self.volume() + extra
+
+    def oldest(self, n: int) -> list[tuple[float, str]]:
+        """The ``n`` entries evicted first, as ``(time, key)``: least recently used (read
+        from disk; reads from the memory layer do not count), or least recently stored for
+        the other eviction policies."""
+        lru = self._disk.eviction_policy == "least-recently-used"
+        column = "access_time" if lru else "store_time"
+        rows = self._disk._sql(
+            f"SELECT {column}, key FROM Cache ORDER BY {column} LIMIT ?",
+            (int(n),),
+        ).fetchall()
+        return [(float(t), k) for t, k in rows if isinstance(k, str)]
+
+    def add_write_hook(self, hook: Callable[[str], None]) -> None:
+        """Call ``hook(key)`` after each :meth:`set` (errors are logged, not raised)."""
+        self._write_hooks.append(hook)
 
     def clear(self) -> None:
         """Drop every entry (disk and memory)."""
@@ -177,6 +213,11 @@ class ResultCache:
         tag = f"{_TAG_PREFIX}:{hashlib.sha256(payload).hexdigest()}:{len(payload)}"
         self._disk.set(key, payload, tag=tag, retry=True)
         self._remember(key, value)
+        for hook in self._write_hooks:
+            try:
+                hook(key)
+            except Exception:
+                logger.exception("after storing %s: a cache write hook failed", key)
 
     def get_or_compute(
         self,
@@ -230,6 +271,38 @@ class ResultCache:
             tlock.release()
 
     @contextlib.contextmanager
+    def try_lock(self, key: str) -> Iterator[bool]:
+        """:meth:`lock` without waiting: yields whether it was taken (False while another
+        thread or process, this thread included, holds ``key``)."""
+        with self._guard:
+            tlock = self._thread_locks.setdefault(key, threading.Lock())
+        if not tlock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            if fcntl is None:  # pragma: no cover - non-POSIX
+                yield True
+                return
+            fd = os.open(self._lock_path(key), os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    yield False
+                    return
+                try:
+                    yield True
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+        finally:
+            tlock.release()
+
+    def _lock_path(self, key: str) -> Path:
+        return self.locks_dir / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
+
+    @contextlib.contextmanager
     def _process_lock(
         self, key: str, deadline: float, on_wait: Callable[[], None] | None
     ) -> Iterator[None]:
@@ -239,8 +312,7 @@ class ResultCache:
             with diskcache.Lock(self._disk, f"__lock__/{key}", expire=self.lock_timeout):
                 yield
             return
-        path = self.locks_dir / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self._lock_path(key), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             notified = False
             while True:

@@ -37,7 +37,10 @@ class Settings:
         names, one JSON file per dataset and model). Gitignored under ``data/cache/`` by
         default.
     cache_size_limit
-        Bytes the results cache may use before it evicts entries.
+        Bytes the results cache and the denoised RNA blocks may use together; beyond it the
+        least recently used block sets and results are evicted (recomputed when asked
+        again). A block set larger than the whole limit is kept and served while it is the
+        newest thing written, and evicted first at the next write or start.
     eviction_policy
         diskcache's eviction policy for the results cache.
     job_record_max_age

@@ -280,3 +280,97 @@ def test_block_store_alone(tmp_path) -> None:
     np.testing.assert_array_equal(got, table)
     with pytest.raises(KeyError):
         store.read(m, ["z"])
+
+
+# ------------------------------------------------------------------ size limit
+MB = 1024**2
+#: Bytes on disk beyond what the cache accounts for (measured: about 20 kB, SQLite's files
+#: against diskcache's size counter; the write-ahead log itself is counted and kept <= 1 MiB).
+SLACK = 256 * 1024
+
+
+def _bytes_on_disk(cache_dir: Path) -> int:
+    return sum(
+        p.stat().st_size
+        for sub in ("results", "blocks")
+        for p in (cache_dir / sub).rglob("*")
+        if p.is_file()
+    )
+
+
+def test_blocks_count_against_the_cache_size_limit(tmp_path, trained, dense) -> None:
+    rna, _ = dense
+    cache_dir, limit = tmp_path / "cache", 10 * MB  # one set (6 MB) fits, two do not
+    svc0, pair0 = new_service(cache_dir, trained, cache_size_limit=limit)
+    svc1, pair1 = new_service(cache_dir, trained, cache_size_limit=limit, seed=1)
+    try:
+        a = svc0.denoised_rna_manifest(pair0)
+        assert _bytes_on_disk(cache_dir) <= limit + SLACK
+        svc1.latent(pair1)  # a result, then a second set: the first (least recent) goes
+        b = svc1.denoised_rna_manifest(pair1)
+        assert not (svc1.blocks.root / a.folder).exists()
+        assert (svc1.blocks.root / b.folder).exists()
+        assert svc1.denoised_rna_key(pair1) in svc1.cache
+        assert svc0.denoised_rna_key(pair0) not in svc1.cache  # its manifest went too
+        assert _bytes_on_disk(cache_dir) <= limit + SLACK
+        assert svc1.blocks.usage() <= limit
+        # reading a gene of the evicted set recomputes it, with the same values
+        computed = svc0.cache.stats.computed
+        got = svc0.denoised_rna(pair0, ["LYZ", "MS4A1"])
+        np.testing.assert_array_equal(got.to_numpy(), rna[["LYZ", "MS4A1"]].to_numpy())
+        assert svc0.cache.stats.computed == computed + 1
+        assert not (svc0.blocks.root / b.folder).exists()  # now the other one went
+        assert _bytes_on_disk(cache_dir) <= limit + SLACK
+    finally:
+        svc0.close()
+        svc1.close()
+
+
+def test_a_block_set_larger_than_the_limit(tmp_path, trained, dense) -> None:
+    """Written, served, then evicted first at the next write (or start)."""
+    rna, _ = dense
+    cache_dir, limit = tmp_path / "cache", 3 * MB  # the set is 6 MB
+    svc, pair = new_service(cache_dir, trained, cache_size_limit=limit)
+    try:
+        got = svc.denoised_rna(pair, ["LYZ"])
+        np.testing.assert_array_equal(got.to_numpy(), rna[["LYZ"]].to_numpy())
+        m = svc.denoised_rna_manifest(pair)
+        assert svc.blocks.volume() > limit  # kept while it is the newest thing written
+        svc.latent(pair)  # anything else written: the oversize set goes first
+        assert not (svc.blocks.root / m.folder).exists()
+        assert svc.blocks.volume() == 0 and _bytes_on_disk(cache_dir) <= limit + SLACK
+        got = svc.denoised_rna(pair, ["LYZ", "MS4A1"])  # recomputed
+        np.testing.assert_array_equal(got.to_numpy(), rna[["LYZ", "MS4A1"]].to_numpy())
+    finally:
+        svc.close()
+    svc2, _ = new_service(cache_dir, trained, cache_size_limit=limit)  # a restart
+    try:
+        assert svc2.blocks.volume() == 0 and _bytes_on_disk(cache_dir) <= limit + SLACK
+    finally:
+        svc2.close()
+
+
+def test_leftovers_go_first(tmp_path) -> None:
+    """An abandoned ``.tmp-`` folder and a generation no manifest names are removed."""
+    from dashboard.backend.cache import ResultCache
+
+    cache = ResultCache(tmp_path / "r", size_limit=1 * MB)
+    store = BlockStore(cache, tmp_path / "b")
+    table = np.ones((1000, 100), dtype=np.float32)  # 400 kB
+
+    def fill(open_writer) -> None:
+        open_writer(1000, [f"g{i}" for i in range(100)], 50).write(table)
+
+    m = store.manifest("t/v1/kept", fill)
+    orphan = store.manifest("t/v1/orphan", fill)
+    cache.delete("t/v1/orphan")  # e.g. evicted by diskcache alone
+    abandoned = tmp_path / "b" / "x" / ".tmp-y"  # a writer that died (key not locked)
+    abandoned.mkdir(parents=True)
+    (abandoned / "key.txt").write_text("t/v1/dead")
+    (abandoned / "block-00000.npy").write_bytes(b"\0" * 400_000)
+    assert store.usage() > cache.size_limit
+    store.enforce_limit()
+    assert not abandoned.exists() and not (tmp_path / "b" / orphan.folder).exists()
+    assert (tmp_path / "b" / m.folder).exists()  # the used set stays
+    np.testing.assert_array_equal(store.read(m), table)
+    assert store.usage() <= cache.size_limit
