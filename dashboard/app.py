@@ -82,10 +82,12 @@ def create_app(
     app.layout = shell
     register_shell_callbacks(app)
     app.server.after_request(_gzip_response)
-    # an upload travels base64 in a callback's JSON body: refuse larger bodies unread
-    limit = service.settings.max_upload_bytes
-    app.server.config["MAX_CONTENT_LENGTH"] = limit * 4 // 3 + 1024**2
-    if service.settings.auth_file is not None:
+    from dashboard.http_guard import body_limit, install_http_guard
+
+    # security headers on every response; an upload travels base64 in a callback's JSON
+    # body: larger bodies are refused unread, malformed or too deep JSON before parsing
+    install_http_guard(app, max_body_bytes=body_limit(service.settings.max_upload_bytes))
+    if service.settings.auth_file is not None:  # after the guard: it puts itself first
         from dashboard.auth import install_basic_auth
 
         install_basic_auth(app.server, service.settings.auth_file)

@@ -13,6 +13,7 @@ from dash import dcc, html
 
 from dashboard import ids
 from dashboard.figures import empty_figure, graph_config
+from dashboard.public_paths import scrub_paths
 
 
 def card(
@@ -166,8 +167,10 @@ def one_line(text: str) -> str:
 
 def alert(message: str, *, kind: str = "error", dismissable: bool = False) -> html.Div:
     """A readable message box (kind: error, warning, info, success), folded to one line
-    (:func:`one_line`: newlines in a library's error text, a traceback's frames)."""
-    children: list[Any] = [html.Span(one_line(message), className="alert-text")]
+    (:func:`one_line`: newlines in a library's error text, a traceback's frames), with no
+    absolute server path (:func:`~dashboard.public_paths.scrub_paths`)."""
+    text = scrub_paths(one_line(message))
+    children: list[Any] = [html.Span(text, className="alert-text")]
     if dismissable:
         children.append(
             html.Button("×", id=ids.ALERT_CLOSE, className="alert-close", title="Dismiss")
@@ -246,7 +249,7 @@ def _fmt(value: Any) -> str:
         return "–" if not np.isfinite(value) else f"{float(value):.3f}"
     if value is None:
         return "–"
-    return str(value)
+    return scrub_paths(str(value))  # a dataset's or a checkpoint's path: relative
 
 
 def de_grid(grid_id: str, rows: Sequence[Mapping[str, Any]] = (), *, height: int = 420) -> Any:

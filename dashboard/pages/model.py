@@ -90,7 +90,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                                     clearable=False,
                                     placeholder="No datasets found: upload one",
                                 ),
-                                hint=f"Files under {settings.data_dir}",
+                                hint="Files in the server's data folder (data_dir)",
                             ),
                             dcc.Upload(
                                 id=ids.MODEL_UPLOAD,
@@ -180,7 +180,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                                             options=checkpoints,
                                             placeholder="Models in the model folder",
                                         ),
-                                        hint=f"Folders with a model.pt under {settings.model_dir}",
+                                        hint="Folders with a model.pt, in model_dir",
                                     ),
                                     components.field(
                                         "or a path",

@@ -19,7 +19,7 @@ from werkzeug.security import check_password_hash
 
 from dashboard import backend
 from dashboard.app import ASSETS, create_app
-from dashboard.auth import read_credentials, set_password
+from dashboard.auth import FailureLimiter, read_credentials, set_password
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.cli import main
@@ -119,6 +119,15 @@ def auth_app(tmp_path_factory) -> Iterator[SimpleNamespace]:
     service.close()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_login_limits(request) -> None:
+    """Each auth test starts with no failed login counted (``dashboard.auth`` rate limits
+    them: tests/integration/test_http_guard.py)."""
+    if "auth_app" in request.fixturenames:
+        auth = request.getfixturevalue("auth_app").app.server.config["TOTALVI_AUTH"]
+        auth.clients, auth.user_names = FailureLimiter(), FailureLimiter()
+
+
 ROUTES = ["/", "/model", "/_dash-layout", "/_dash-dependencies", f"/assets/{'style.css'}"]
 
 
@@ -150,9 +159,9 @@ def test_passwd_changes_take_effect_without_restart(auth_app) -> None:
     set_password(auth_app.users, "bob", "bob's password")
     assert auth_app.client.get("/", headers=basic("bob", "bob's password")).status_code == 200
     assert auth_app.client.get("/", headers=basic("alice", PASSWORD)).status_code == 200
-    set_password(auth_app.users, "alice", "changed")  # the remembered check is dropped
+    set_password(auth_app.users, "alice", "changed!")  # the remembered check is dropped
     assert auth_app.client.get("/", headers=basic("alice", PASSWORD)).status_code == 401
-    assert auth_app.client.get("/", headers=basic("alice", "changed")).status_code == 200
+    assert auth_app.client.get("/", headers=basic("alice", "changed!")).status_code == 200
     set_password(auth_app.users, "alice", PASSWORD)
 
 
@@ -233,7 +242,7 @@ def test_passwd_writes_a_0600_file_and_never_echoes(tmp_path, capsys, monkeypatc
     answers = iter(["new secret", "new secret"])
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
     assert main(["passwd", str(users), "alice"]) == 0
-    answers = iter(["bob pw", "bob pw"])
+    answers = iter(["bob's pw", "bob's pw"])
     assert main(["passwd", str(users), "bob"]) == 0
     out, err = capsys.readouterr()
     assert "updated user alice" in out and "new secret" not in out + err
