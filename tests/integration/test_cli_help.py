@@ -66,7 +66,7 @@ def test_help_imports_nothing_heavy(sub: str) -> None:
 
 def test_passwd_imports_nothing_heavy(tmp_path) -> None:
     users = tmp_path / "users"
-    result = _probe(["passwd", str(users), "alice", "--password-stdin"], stdin="s3cret\n")
+    result = _probe(["passwd", str(users), "alice", "--password-stdin"], stdin="s3cret-passw0rd\n")
     assert result["code"] == 0
     assert result["heavy"] == []
     assert result["out"] == f"added user alice in {users}\n"
