@@ -123,3 +123,99 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
     },
   },
 });
+
+/* Streamed uploads (components.stream_upload): the chosen file is the body of one POST to
+ * /_upload/<target>, so the server copies it to disk as it arrives (no base64, no callback
+ * JSON). The server answers {"upload": token}; the token goes to the zone's dcc.Store, whose
+ * callback shows what became of the file. A failure before the server answered (network,
+ * proxy limit) puts {"failed": status} there instead. */
+(function () {
+  function prefix() {
+    const cfg = document.getElementById("_dash-config");
+    try {
+      return (cfg && JSON.parse(cfg.textContent).requests_pathname_prefix) || "/";
+    } catch (e) {
+      return "/";
+    }
+  }
+
+  function send(input, file) {
+    const zone = input.closest(".stream-upload");
+    const progress = zone && zone.querySelector(".upload-progress");
+    const store = zone.getAttribute("data-store");
+    const done = function (data) {
+      if (window.dash_clientside && window.dash_clientside.set_props) {
+        window.dash_clientside.set_props(store, {data: Object.assign({at: Date.now()}, data)});
+      }
+    };
+    const limit = Number(zone.getAttribute("data-limit") || 0);
+    if (limit && file.size > limit) {
+      if (progress) { progress.textContent = ""; }
+      done({tooLarge: file.size, name: file.name});
+      return;
+    }
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", prefix() + "_upload/" + zone.getAttribute("data-target"));
+    xhr.setRequestHeader("X-Filename", encodeURIComponent(file.name));
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    xhr.upload.onprogress = function (e) {
+      if (progress && e.lengthComputable) {
+        const pct = Math.floor((100 * e.loaded) / e.total);
+        progress.textContent = pct < 100
+          ? "Uploading " + file.name + ": " + pct + "%"
+          : "Checking " + file.name + "…";
+      }
+    };
+    xhr.onload = function () {
+      if (progress) { progress.textContent = ""; }
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
+      done(body && body.upload ? {upload: body.upload} : {failed: xhr.status});
+    };
+    xhr.onerror = function () {
+      if (progress) { progress.textContent = ""; }
+      done({failed: 0});
+    };
+    if (progress) { progress.textContent = "Uploading " + file.name + "…"; }
+    xhr.send(file);
+  }
+
+  /* Give every drop zone its file input (again, if a re-render dropped it). */
+  function addInputs() {
+    document.querySelectorAll(".stream-upload").forEach(function (zone) {
+      if (!zone.querySelector(":scope > .upload-input")) {
+        const input = document.createElement("input");
+        input.type = "file";
+        input.accept = ".h5ad,.h5mu,.h5";
+        input.className = "upload-input";
+        input.title = "Choose a file to upload";
+        zone.appendChild(input);
+      }
+    });
+  }
+  new MutationObserver(addInputs).observe(document.documentElement, {
+    childList: true, subtree: true,
+  });
+
+  document.addEventListener("change", function (e) {
+    const input = e.target;
+    if (input && input.classList && input.classList.contains("upload-input") && input.files) {
+      if (input.files.length) {
+        send(input, input.files[0]);
+      }
+      input.value = "";  // the same file may be chosen again
+    }
+  });
+  ["dragenter", "dragover"].forEach(function (name) {
+    document.addEventListener(name, function (e) {
+      const zone = e.target && e.target.closest && e.target.closest(".stream-upload");
+      if (zone) { zone.classList.add("dragging"); }
+    });
+  });
+  ["dragleave", "drop"].forEach(function (name) {
+    document.addEventListener(name, function (e) {
+      const zone = e.target && e.target.closest && e.target.closest(".stream-upload");
+      if (zone) { zone.classList.remove("dragging"); }
+    });
+  });
+})();

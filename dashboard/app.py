@@ -82,11 +82,15 @@ def create_app(
     app.layout = shell
     register_shell_callbacks(app)
     app.server.after_request(_gzip_response)
-    from dashboard.http_guard import body_limit, install_http_guard
+    from dashboard.http_guard import CALLBACK_BODY_BYTES, install_http_guard
 
-    # security headers on every response; an upload travels base64 in a callback's JSON
-    # body: larger bodies are refused unread, malformed or too deep JSON before parsing
-    install_http_guard(app, max_body_bytes=body_limit(service.settings.max_upload_bytes))
+    # security headers on every response; callback bodies over 32 MB refused unread,
+    # malformed or too deep JSON before parsing; uploads stream to their own route
+    install_http_guard(app, max_body_bytes=CALLBACK_BODY_BYTES, raw_body_paths=("/_upload/",))
+    from dashboard.backend.uploads import upload_validators
+    from dashboard.upload_route import install_upload_route
+
+    install_upload_route(app.server, service, upload_validators(service.settings))
     if service.settings.auth_file is not None:  # after the guard: it puts itself first
         from dashboard.auth import install_basic_auth
 
@@ -146,6 +150,8 @@ def update_url_query(
             n_cells = service.dataset(pair).n_cells
         except Exception:  # no model: share the colour only
             cells = region = None
+        if cells and max(cells) >= (n_cells or 0):  # made on other cells: not shared
+            cells = None
     return view_search(color, cells, n_cells, region=region)
 
 
@@ -165,7 +171,9 @@ def _valid_cells(selection: dict[str, Any] | None, token: dict[str, Any] | None)
         return None
     if token and selection.get("dataset") not in (None, token.get("dataset")):
         return None
-    return list(selection["cells"])
+    from dashboard.queries import cell_positions
+
+    return cell_positions(selection["cells"])
 
 
 def seed_from_link(page_state: dict[str, Any] | None) -> tuple[Any, Any]:

@@ -365,3 +365,31 @@ def field(label: str, control: Any, *, hint: str | None = None, class_name: str 
         + ([html.Div(hint, className="field-hint")] if hint else []),
         className=f"field {class_name}",
     )
+
+
+def stream_upload(
+    component_id: str, *, target: str, done_store: str, limit_bytes: int, what: str
+) -> html.Div:
+    """A drop zone that sends the chosen file as it is to ``POST /_upload/<target>``
+    (``assets/dashboard.js``: streamed to disk on the server, never base64 in a callback),
+    with its progress in the zone; the server's token for the outcome lands in the
+    ``done_store`` store, whose callback shows it.
+
+    The script adds a transparent file input over the whole zone (Dash has no file-input
+    component), so a click anywhere opens the browser's file dialog and a file dropped on
+    it is taken as chosen.
+    """
+    mb = limit_bytes / 1024**2
+    return html.Div(
+        [
+            html.Div(
+                [f"Drop {what} here or ", html.A("choose a file"), f" (up to {mb:,.0f} MB)"],
+                className="upload-label",
+            ),
+            html.Div(className="upload-progress", **{"aria-live": "polite"}),
+            dcc.Store(id=done_store),
+        ],
+        id=component_id,
+        className="upload stream-upload",
+        **{"data-target": target, "data-store": done_store, "data-limit": str(limit_bytes)},
+    )

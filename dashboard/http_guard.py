@@ -8,7 +8,7 @@ guard on request bodies before Flask or Dash parse them, and a plain ``500``.
   does not start as a JSON object or array, or nests deeper than :data:`MAX_JSON_DEPTH`
   gets ``400`` with one line, before Flask's JSON parser could recurse (a ``[[[…]]]`` body
   100,000 deep raised ``RecursionError`` there). The depth scan skips string contents and
-  runs in C/numpy, so a large upload (base64 inside a string) costs one regex pass.
+  runs in C/numpy, so a large body (long strings) costs one regex pass.
 * An unhandled exception answers ``500`` with one plain line; the traceback stays in the
   server log (Dash only sends tracebacks to the browser with ``debug=True``).
 """
@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 #: Deepest JSON nesting accepted in a request body. Dash's own payloads stay far below
 #: (a callback with pattern-matching ids carrying a figure: ~10; see the browser test).
 MAX_JSON_DEPTH = 64
-#: Bodies over this many bytes, beyond the base64 of the upload limit (the JSON around it).
-BODY_OVERHEAD_BYTES = 1024**2
+#: Largest callback body (a selection of 200,000 cell positions is ~1.4 MB of JSON).
+CALLBACK_BODY_BYTES = 32 * 1024**2
 #: Sent with every response (the CSP is added per app: it holds the script hashes).
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -44,12 +44,6 @@ _JSON_START = re.compile(rb"[ \t\r\n]*[\[{]")
 _STRING = re.compile(rb'"[^"]*"')  # a JSON string once escapes are gone
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
 _CHUNK = 1 << 22
-
-
-def body_limit(max_upload_bytes: int) -> int:
-    """The largest request body for uploads of ``max_upload_bytes`` (they travel base64 in
-    a callback's JSON: 4/3 of the file, plus :data:`BODY_OVERHEAD_BYTES`)."""
-    return max_upload_bytes * 4 // 3 + BODY_OVERHEAD_BYTES
 
 
 def content_security_policy(script_hashes: Iterable[str] = (), *, allow_eval: bool = True) -> str:
@@ -131,7 +125,8 @@ def install_http_guard(
 
     Install it before :func:`dashboard.auth.install_basic_auth` (which puts itself first,
     so a refused request's body is never read). ``raw_body_paths``: path prefixes whose
-    bodies are not JSON (a streaming upload route): they only get the size bound.
+    bodies are not JSON (the streaming upload route, which bounds its own size) are let
+    through.
     """
     from flask import request
     from werkzeug.exceptions import InternalServerError
@@ -144,11 +139,11 @@ def install_http_guard(
     def guard_body() -> Response | None:
         if request.method not in _BODY_METHODS:
             return None
+        if raw and request.path.startswith(raw):
+            return None  # a streaming route: it bounds its body itself, reading in chunks
         length = request.content_length
         if length is not None and length > max_body_bytes:
             return _one_line(413, f"the request body is over {max_body_bytes} bytes")
-        if raw and request.path.startswith(raw):
-            return None
         problem = body_problem(request.get_data(cache=True), max_depth)  # Flask reuses it
         if problem is None:
             return None

@@ -9,15 +9,9 @@ backend; pages call it and hand the results to :mod:`dashboard.figures`.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import functools
 import os
-import re
-import tempfile
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +22,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from dashboard.backend.errors import BackendError, DatasetNotFound, InvalidSelection, LimitExceeded
+from dashboard.backend.errors import BackendError, InvalidSelection
 from dashboard.backend.names import display_name, short_protein_name, short_protein_names
 
 if TYPE_CHECKING:
@@ -618,6 +612,33 @@ def de_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     return out.to_dict("records")
 
 
+def whole_number(value: Any, lo: int, hi: int, what: str) -> int:
+    """A number field from the browser as an ``int`` in ``lo..hi``, or one line naming the
+    field (``2.5``, ``"ten"``, ``true`` and ``1e400`` are refused, never truncated)."""
+    try:
+        v = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError, OverflowError):
+        v = float("nan")
+    if not v.is_integer() or not lo <= v <= hi:
+        msg = f"{what} must be a whole number from {lo} to {hi}"
+        raise InvalidSelection(msg)
+    return int(v)
+
+
+def cell_positions(values: Any) -> list[int]:
+    """Cell positions from the browser: a non-empty list of non-negative whole numbers, or
+    :class:`InvalidSelection` naming the first bad entry (never a silent wrap-around:
+    numpy reads ``-1`` as the last cell)."""
+    if not isinstance(values, list | tuple) or not values:
+        msg = "the selection is not a list of cell positions"
+        raise InvalidSelection(msg)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            msg = f"the selection holds {str(v)[:40]!r}, which is not a cell position (0, 1, ...)"
+            raise InvalidSelection(msg)
+    return list(values)
+
+
 def de_selection(
     service: AnalysisService,
     pair: Pair,
@@ -715,7 +736,11 @@ def list_datasets(folder: Path, *, max_depth: int = 3) -> list[Path]:
             out.append(Path(root))
             dirs[:] = []
             continue
-        out += [Path(root) / f for f in sorted(files) if f.lower().endswith(DATA_SUFFIXES)]
+        out += [
+            Path(root) / f
+            for f in sorted(files)
+            if f.lower().endswith(DATA_SUFFIXES) and not f.startswith(".")  # no temp files
+        ]
     return out
 
 
@@ -735,91 +760,9 @@ def list_checkpoints(folder: Path, *, max_depth: int = 3) -> list[Path]:
     return found
 
 
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def _megabytes(n: int) -> str:
-    """``n`` bytes as megabytes, readable for small limits too (``0.01 MB``)."""
-    mb = n / 1024**2
-    return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:.2g} MB"
-
-
 def upload_notices(data: Any) -> tuple[str, ...]:
     """The notices of what an upload's validation read (e.g. duplicate names made unique)."""
     return tuple(str(n) for n in getattr(data, "notices", ()) or ())
-
-
-def _validate_in_child(path: Path, *, shown: str) -> Any:
-    """Default upload check: the dataset reader in a limited child (one-line refusals)."""
-    from dashboard.backend.settings import Settings
-    from dashboard.backend.untrusted import validate_file
-
-    return validate_file(path, settings=Settings.from_env(), source_name=shown)
-
-
-def save_checked_upload(
-    contents: str,
-    filename: str,
-    dest_dir: Path,
-    *,
-    max_bytes: int | None = None,
-    validate: Callable[[Path], Any] | None = None,
-) -> tuple[Path, Any]:
-    """Store an uploaded CITE-seq file after validating it: ``(path, what validate read)``.
-
-    ``contents`` is ``dcc.Upload``'s data URL. The bytes go to a temporary file in
-    ``dest_dir``, are read with ``validate`` (default: :func:`model.data.read_cite_seq` in a
-    limited child process, :func:`dashboard.backend.untrusted.validate_file`, with the
-    environment's settings; a custom one raises ``CiteSeqDataError``), and only a file
-    that reads cleanly is renamed to its final name; anything else is deleted and raises
-    :class:`DatasetNotFound` (unreadable) or :class:`LimitExceeded` (too large).
-    """
-    from model.data import CiteSeqDataError
-
-    limit = max_upload_bytes() if max_bytes is None else max_bytes
-    name = _SAFE_NAME.sub("_", Path(filename or "upload").name).strip("._") or "upload"
-    suffix = next((s for s in (".h5ad", ".h5mu", ".h5") if name.lower().endswith(s)), None)
-    if suffix is None:
-        msg = f"{filename}: upload an .h5ad, .h5mu or 10x .h5 file"
-        raise DatasetNotFound(msg)
-    _, _, payload = (contents or "").partition(",")
-    if len(payload) * 3 // 4 > limit:
-        msg = f"{filename} is over the upload limit of {_megabytes(limit)}"
-        raise LimitExceeded(msg)
-    try:
-        raw = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        msg = f"{filename}: the upload is damaged (not base64); try again"
-        raise DatasetNotFound(msg) from None
-    if not raw:
-        msg = f"{filename} is empty"
-        raise DatasetNotFound(msg)
-    if len(raw) > limit:
-        msg = f"{filename} is over the upload limit of {_megabytes(limit)}"
-        raise LimitExceeded(msg)
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".upload-", suffix=suffix, dir=dest_dir)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-        try:
-            data = (validate or functools.partial(_validate_in_child, shown=filename))(tmp)
-        except CiteSeqDataError as err:
-            msg = str(err).replace(str(tmp), filename)
-            raise DatasetNotFound(msg) from None
-        except (OSError, ValueError, KeyError) as err:
-            msg = f"{filename}: not a readable CITE-seq file ({type(err).__name__}: {err})"
-            raise DatasetNotFound(msg) from None
-        final = dest_dir / name
-        if final.exists():
-            final = dest_dir / f"{final.stem}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
-        tmp.replace(final)
-        return final, data
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def obs_columns(service: AnalysisService, dataset: Any) -> list[str]:

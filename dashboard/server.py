@@ -147,7 +147,10 @@ def serve(
     auth = " with basic auth" if boot.service.settings.auth_file is not None else ""
     try:
         if production:
-            server = _waitress_server(app, host, port, threads, trusted_proxy)
+            server = _waitress_server(
+                app, host, port, threads, trusted_proxy,
+                max_body=boot.service.settings.max_upload_bytes + 1024**2,
+            )  # fmt: skip
             port = server.effective_port
             _say(
                 out,
@@ -179,13 +182,23 @@ def configure_logging() -> None:
 
 
 def _waitress_server(
-    app: Dash, host: str, port: int, threads: int, trusted_proxy: str | None
+    app: Dash,
+    host: str,
+    port: int,
+    threads: int,
+    trusted_proxy: str | None,
+    *,
+    max_body: int = 1024**3,
 ) -> Any:
     """A waitress server over the app (not yet running); no access log, so no request
-    headers (credentials) are ever written anywhere."""
+    headers (credentials) are ever written anywhere.
+
+    Waitress buffers a request body larger than 512 kB in a temporary file, not in memory,
+    and refuses one over ``max_body`` bytes (the upload limit plus its headers) unread.
+    """
     from waitress import create_server
 
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"max_request_body_size": int(max_body)}
     if trusted_proxy:
         kwargs["trusted_proxy"] = trusted_proxy
         kwargs["trusted_proxy_headers"] = {

@@ -52,3 +52,17 @@ def find(component: Any, component_id: Any) -> Any:
         if getattr(c, "id", None) == component_id:
             return c
     raise AssertionError(f"no component {component_id!r}")
+
+
+def post_upload(server: Any, raw: bytes, filename: str, target: str = "dataset") -> dict:
+    """Send ``raw`` to the upload route of a Flask ``server`` (an app's ``.server``) as the
+    browser's drop zone does; returns what the zone puts in its store."""
+    from urllib.parse import quote
+
+    response = server.test_client().post(
+        f"/_upload/{target}",
+        data=raw,
+        headers={"X-Filename": quote(filename), "Content-Type": "application/octet-stream"},
+    )
+    body = response.get_json(silent=True) or {}
+    return {"upload": body["upload"]} if "upload" in body else {"failed": response.status_code}

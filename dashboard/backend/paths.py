@@ -57,6 +57,10 @@ def resolve_in_folder(
     if not _inside(resolved, base):
         msg = f"{what} {raw!r} refused: it links outside the {where}"
         raise error(msg)
+    if any(part.startswith(".") for part in resolved.relative_to(base).parts):
+        # temporary files (uploads still arriving or being checked) are never offered
+        msg = f"{what} {raw!r} refused: hidden files and folders cannot be opened"
+        raise error(msg)
     return resolved
 
 

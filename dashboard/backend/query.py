@@ -160,13 +160,21 @@ def open_query(
     *,
     batch_key: str | None = None,
     name: str = "",
+    untrusted: bool = False,
 ) -> DatasetRef:
     """Read a query (relative paths under the data folder) and register it in the service.
 
     Files with proteins are registered with their path (reloadable like any dataset);
-    RNA-only files without (they are not CITE-seq datasets of their own).
+    RNA-only files without (they are not CITE-seq datasets of their own). ``untrusted``:
+    read it first in a limited child process, as :meth:`AnalysisService.open_dataset`.
     """
     p = service._resolve(path, service.settings.data_dir)
+    if untrusted:
+        from dashboard.backend.untrusted import QUERY_READER, validate_file
+
+        validate_file(
+            p, settings=service.settings, read_kwargs={"batch_key": batch_key}, reader=QUERY_READER
+        )
     data = read_query(p, batch_key=batch_key)
     path_ = None if is_rna_only(data) else str(p)
     return service.add_dataset(data, name=name or p.name, path=path_)

@@ -1030,12 +1030,18 @@ class AnalysisService:
 
     # ============================================================== query mapping
     def open_query(
-        self, path: str | os.PathLike[str], *, batch_key: str | None = None, name: str = ""
+        self,
+        path: str | os.PathLike[str],
+        *,
+        batch_key: str | None = None,
+        name: str = "",
+        untrusted: bool = False,
     ) -> DatasetRef:
-        """Read a query dataset (RNA-only ``.h5ad`` allowed) and register it."""
+        """Read a query dataset (RNA-only ``.h5ad`` allowed) and register it
+        (``untrusted``: validated in a child process first, as :meth:`open_dataset`)."""
         from dashboard.backend.query import open_query
 
-        return open_query(self, path, batch_key=batch_key, name=name)
+        return open_query(self, path, batch_key=batch_key, name=name, untrusted=untrusted)
 
     def map_query(
         self,

@@ -11,14 +11,14 @@ active pair as it was.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from dash import dcc, html, no_update
 
-from dashboard import components, ids, queries
+from dashboard import components, ids, queries, upload_route
 from dashboard.backend.errors import BackendError, InvalidSelection
 from dashboard.backend.query import (
     CONFIDENCE_COLUMN,
@@ -26,8 +26,8 @@ from dashboard.backend.query import (
     LABEL_COLUMN,
     check_genes,
     is_rna_only,
-    load_query_file,
 )
+from dashboard.backend.uploads import megabytes
 from dashboard.pages import _shared as sh
 from dashboard.state import get_state
 
@@ -95,18 +95,12 @@ def query_card(
                 ],
                 className="row-inline",
             ),
-            dcc.Upload(
-                id=ids.MODEL_QUERY_UPLOAD,
-                children=html.Div(
-                    [
-                        "Drop the new data (.h5ad / .h5mu / 10x .h5) here or ",
-                        html.A("choose a file"),
-                        f" (up to {limit_mb:,.0f} MB)",
-                    ]
-                ),
-                max_size=queries.max_upload_bytes(get_state().service.settings),
-                multiple=False,
-                className="upload",
+            components.stream_upload(
+                ids.MODEL_QUERY_UPLOAD,
+                target="query",
+                done_store=ids.MODEL_QUERY_UPLOAD_DONE,
+                limit_bytes=queries.max_upload_bytes(get_state().service.settings),
+                what="the new data (.h5ad / .h5mu / 10x .h5)",
             ),
             dcc.Loading(html.Div(id=ids.MODEL_QUERY_UPLOAD_STATUS), type="dot"),
             dcc.Loading(html.Div(id=ids.MODEL_QUERY_INFO, className="muted"), type="dot"),
@@ -138,27 +132,36 @@ def query_card(
 
 # ------------------------------------------------------------------------ the query file
 def upload(
-    contents: str | None,
-    filename: str | None,
+    done: Mapping[str, Any] | None,
+    target: str,
     list_options: Callable[[AnalysisService], list[dict[str, str]]],
 ) -> tuple:
-    """Store an uploaded query (RNA-only allowed) under ``<data folder>/uploads``; select it.
+    """Dropdown options, choice and message after a file went to the upload route.
 
-    ``list_options(service)`` lists the data folder for the dropdown (after the upload)."""
-    if not contents:
+    ``done`` is what the browser put in the zone's store: the server's token for the
+    outcome (looked up here: the browser never says what was stored), or why the file did
+    not reach the server. A refused upload clears the choice, so that Train or Map cannot
+    go on with an earlier file. ``list_options(service)`` lists the data folder.
+    """
+    if not isinstance(done, Mapping):
         return no_update, no_update, no_update
     service = get_state().service
-    try:
-        path, data = queries.save_checked_upload(
-            contents,
-            filename or "upload",
-            service.settings.data_dir / "uploads",
-            max_bytes=service.settings.max_upload_bytes,
-            validate=load_query_file,
-        )
-    except BackendError as err:  # clear the choice: Map must not map an earlier file
-        return no_update, None, components.alert(refused(err), kind="warning")
-    return list_options(service), str(path), uploaded(path, data)
+    if "upload" not in done:
+        if "tooLarge" in done:
+            limit = megabytes(service.settings.max_upload_bytes)
+            line = f"The file is over the upload limit of {limit}"
+        else:
+            status = done.get("failed")
+            code = f" (HTTP {status})" if isinstance(status, int) and status > 0 else ""
+            line = f"The upload did not reach the server{code}; try again"
+        return no_update, None, components.alert(refused(line), kind="warning")
+    found = upload_route.outcome(done.get("upload"), target)
+    if found is None:
+        line = "This upload is unknown here (the server restarted?); upload the file again"
+        return no_update, None, components.alert(refused(line), kind="warning")
+    if found.path is None:
+        return no_update, None, components.alert(refused(found.error), kind="warning")
+    return list_options(service), str(found.path), uploaded(found.path, found.data)
 
 
 def refused(err: Exception) -> str:
@@ -191,7 +194,7 @@ def dataset_choice(path: str | None) -> tuple:
     service = state.service
     try:
         path = _data_path(service, path)
-        ref = service.open_query(path)
+        ref = service.open_query(path, untrusted=True)
     except BackendError as err:
         return [], None, components.alert(str(err), kind="warning")
     data = service.dataset(ref)
@@ -243,15 +246,7 @@ def _known_genes(path: str) -> pd.Index | None:
 # ------------------------------------------------------------------------------ the job
 def parse_epochs(value: Any) -> int:
     """The epochs field as a whole number in :data:`MAX_EPOCHS_RANGE` (readable error)."""
-    lo, hi = MAX_EPOCHS_RANGE
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not v.is_integer() or not lo <= v <= hi:
-        msg = f"Max epochs must be a whole number from {lo} to {hi}"
-        raise InvalidSelection(msg)
-    return int(v)
+    return queries.whole_number(value, *MAX_EPOCHS_RANGE, "Max epochs")
 
 
 def mapping_job(
@@ -262,7 +257,7 @@ def mapping_job(
 
     def run(ctx: JobContext) -> QueryMapResult:
         ctx.progress(0.0, "reading the query")
-        query = service.open_query(path, batch_key=batch_key)
+        query = service.open_query(path, batch_key=batch_key, untrusted=True)
         ctx.check()
         return service.map_query(
             pair,

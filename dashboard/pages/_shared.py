@@ -182,10 +182,11 @@ def valid_cells(selection: Mapping[str, Any] | None, n_cells: int) -> list[int] 
         return group_cells(selection["group"], n_cells)  # a category of a large dataset
     if not selection or not selection.get("cells"):
         return None
-    cells = [int(c) for c in selection["cells"]]
-    if not cells or min(cells) < 0 or max(cells) >= n_cells:
+    cells = queries.cell_positions(selection["cells"])
+    if max(cells) >= n_cells:  # a selection made on other cells (another dataset)
         return None
     return cells
+
 
 
 def cell_figure(

@@ -92,18 +92,12 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                                 ),
                                 hint="Files in the server's data folder (data_dir)",
                             ),
-                            dcc.Upload(
-                                id=ids.MODEL_UPLOAD,
-                                children=html.Div(
-                                    [
-                                        "Drop an .h5ad / .h5mu / 10x .h5 file here or ",
-                                        html.A("choose one"),
-                                        f" (up to {limit_mb:,.0f} MB)",
-                                    ]
-                                ),
-                                max_size=queries.max_upload_bytes(settings),
-                                multiple=False,
-                                className="upload",
+                            components.stream_upload(
+                                ids.MODEL_UPLOAD,
+                                target="dataset",
+                                done_store=ids.MODEL_UPLOAD_DONE,
+                                limit_bytes=queries.max_upload_bytes(settings),
+                                what="an .h5ad / .h5mu / 10x .h5 file",
                             ),
                             dcc.Loading(html.Div(id=ids.MODEL_UPLOAD_STATUS), type="dot"),
                             components.field(
@@ -258,29 +252,17 @@ def _active_view() -> Any:
     Output(ids.MODEL_DATASET, "options"),
     Output(ids.MODEL_DATASET, "value"),
     Output(ids.MODEL_UPLOAD_STATUS, "children"),
-    Input(ids.MODEL_UPLOAD, "contents"),
-    State(ids.MODEL_UPLOAD, "filename"),
+    Input(ids.MODEL_UPLOAD_DONE, "data"),
     prevent_initial_call=True,
 )
-def on_upload(contents: str | None, filename: str | None) -> tuple:
-    """Validate and store an uploaded file under ``<data folder>/uploads``; select it.
+def on_upload(done: dict[str, Any] | None) -> tuple:
+    """Show what became of a file sent to the upload route (stored under
+    ``<data folder>/uploads`` and selected, or refused with one line).
 
     A refused upload clears the dataset choice (Train then asks for one) rather than leave
     the previous dataset selected under a message about another file.
     """
-    if not contents:
-        return no_update, no_update, no_update
-    service = get_state().service
-    try:
-        path, data = queries.save_checked_upload(
-            contents,
-            filename or "upload",
-            service.settings.data_dir / "uploads",
-            max_bytes=service.settings.max_upload_bytes,
-        )
-    except BackendError as err:
-        return no_update, None, components.alert(qm.refused(err), kind="warning")
-    return _dataset_options(service), str(path), qm.uploaded(path, data)
+    return qm.upload(done, "dataset", _dataset_options)
 
 
 @callback(
@@ -296,7 +278,7 @@ def on_dataset(path: str | None) -> tuple:
     state = get_state()
     try:
         path = sh.dataset_path(state.service, path)
-        ref = state.service.open_dataset(path)
+        ref = state.service.open_dataset(path, untrusted=True)
     except BackendError as err:
         return [], None, components.alert(str(err), kind="warning")
     data = state.service.dataset(ref)
@@ -320,17 +302,6 @@ def on_dataset(path: str | None) -> tuple:
 
 
 # ------------------------------------------------------------------------- train/load
-def _int_in(value: Any, lo: int, hi: int, what: str) -> int:
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        v = None
-    if v is None or not lo <= v <= hi:
-        msg = f"{what} must be a whole number from {lo} to {hi}"
-        raise InvalidSelection(msg)
-    return v
-
-
 def switch_outputs(view: SwitchView) -> dict[str, Any]:
     """What the page shows of the server's model switch: the progress panel (in the
     Progress card, or the map card for a mapping), which buttons are off, the poll period."""
@@ -370,7 +341,7 @@ def train_job(
     """
     state = get_state()
     state.switch.check_idle()  # before reading a large file for nothing
-    dataset = service.open_dataset(path, batch_key=batch_key)
+    dataset = service.open_dataset(path, batch_key=batch_key, untrusted=True)
     stem = Path(path).name.split(".")[0] or "model"
     name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     out, n = service.settings.model_dir / name, 1
@@ -400,7 +371,7 @@ def load_job(
     def run(ctx: JobContext) -> Pair:
         folder = sh.checkpoint_path(service, checkpoint)  # only under the model folder
         ctx.progress(0.05, "reading the dataset")
-        dataset = service.open_dataset(path, batch_key=batch_key)
+        dataset = service.open_dataset(path, batch_key=batch_key, untrusted=True)
         state.set_dataset(dataset)
         ctx.check()
         ctx.progress(0.5, f"loading {checkpoint}")
@@ -445,8 +416,8 @@ def on_train(
             service,
             sh.dataset_path(service, path),
             batch_key=None if batch_key in (None, NO_BATCH) else batch_key,
-            n_latent=_int_in(n_latent, *N_LATENT_RANGE, "Latent dimensions"),
-            max_epochs=_int_in(max_epochs, *MAX_EPOCHS_RANGE, "Max epochs"),
+            n_latent=queries.whole_number(n_latent, *N_LATENT_RANGE, "Latent dimensions"),
+            max_epochs=queries.whole_number(max_epochs, *MAX_EPOCHS_RANGE, "Max epochs"),
         )
     except BackendError as err:
         return components.alert(str(err), kind="warning"), no_update, no_update, no_update
@@ -553,13 +524,12 @@ def cancel_switch() -> html.Div:
     Output(ids.MODEL_QUERY_DATASET, "options"),
     Output(ids.MODEL_QUERY_DATASET, "value"),
     Output(ids.MODEL_QUERY_UPLOAD_STATUS, "children"),
-    Input(ids.MODEL_QUERY_UPLOAD, "contents"),
-    State(ids.MODEL_QUERY_UPLOAD, "filename"),
+    Input(ids.MODEL_QUERY_UPLOAD_DONE, "data"),
     prevent_initial_call=True,
 )
-def on_query_upload(contents: str | None, filename: str | None) -> tuple:
-    """Validate and store the uploaded new data (proteins optional); select it."""
-    return qm.upload(contents, filename, _dataset_options)
+def on_query_upload(done: dict[str, Any] | None) -> tuple:
+    """Show what became of uploaded new data (proteins optional); select it when stored."""
+    return qm.upload(done, "query", _dataset_options)
 
 
 @callback(

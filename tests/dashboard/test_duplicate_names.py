@@ -9,7 +9,6 @@ TTLL10 twice and CD8a renamed CD4 (written under ``tmp_path``); no model is trai
 from __future__ import annotations
 
 import argparse
-import base64
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.queries import ColorSpec
 from dashboard.state import ActiveState, set_state
-from dashboard.testing import text
+from dashboard.testing import post_upload, text
 from model.data import CiteSeqData, read_cite_seq
 
 pytestmark = [
@@ -214,21 +213,19 @@ def page(tmp_path_factory) -> Iterator[SimpleNamespace]:
     settings = Settings(cache_dir=root / "cache", data_dir=data_dir, model_dir=root / "models")
     service = AnalysisService(settings)
     state = ActiveState(service, warm=False)
-    create_app(service, state=state)  # runs the page modules
+    server = create_app(service, state=state).server  # runs the page modules
     from dashboard.pages import model as model_page
 
-    yield SimpleNamespace(root=root, data_dir=data_dir, good=good, model=model_page)
+    yield SimpleNamespace(root=root, data_dir=data_dir, good=good, model=model_page, server=server)
     set_state(None)
     backend.set_service(None)
     service.close()
 
 
-def data_url(raw: bytes) -> str:
-    return "data:application/octet-stream;base64," + base64.b64encode(raw).decode()
-
-
 def test_upload_and_dataset_info_show_the_notice(page) -> None:
-    options, value, status = page.model.on_upload(data_url(page.good.read_bytes()), "dup.h5ad")
+    options, value, status = page.model.on_upload(
+        post_upload(page.server, page.good.read_bytes(), "dup.h5ad")
+    )
     assert value.endswith("dup.h5ad") and Path(value).parent.name == "uploads"
     assert {"label": "uploads/dup.h5ad", "value": value} in options
     message = one_line_alert(status, "success")
@@ -241,7 +238,9 @@ def test_upload_and_dataset_info_show_the_notice(page) -> None:
 
 
 def test_refused_upload_clears_the_dataset_choice(page) -> None:
-    options, value, status = page.model.on_upload(data_url(b"not hdf5 at all"), "junk.h5ad")
+    options, value, status = page.model.on_upload(
+        post_upload(page.server, b"not hdf5 at all", "junk.h5ad")
+    )
     assert options is no_update and value is None  # not the dataset chosen before
     message = one_line_alert(status, "warning")
     assert message.startswith("junk.h5ad: ") and message.endswith(
@@ -256,14 +255,16 @@ def test_refused_upload_clears_the_dataset_choice(page) -> None:
 
 def test_query_upload_notice_and_refusal(page) -> None:
     options, value, status = page.model.on_query_upload(
-        data_url(page.good.read_bytes()), "more.h5ad"
+        post_upload(page.server, page.good.read_bytes(), "more.h5ad", "query")
     )
     assert value.endswith("more.h5ad")
     assert f"Note: {GENE_NOTE}." in one_line_alert(status, "success")
     _, _, info = page.model.on_query_dataset(value)
     assert "200 cells × 300 genes × 14 proteins" in text(info[0])
     assert one_line_alert(info[1], "info") == f"Note: {GENE_NOTE}."
-    options, value, status = page.model.on_query_upload(data_url(b"junk"), "junk.h5ad")
+    options, value, status = page.model.on_query_upload(
+        post_upload(page.server, b"junk", "junk.h5ad", "query")
+    )
     assert options is no_update and value is None
     assert "Nothing was stored" in one_line_alert(status, "warning")
     assert page.model.on_query_dataset(value) == ([], None, "")

@@ -9,7 +9,6 @@ RNA-only ``.h5ad`` (``dashboard.backend.testing.reference_and_query``).
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,7 +26,7 @@ from dashboard.backend.settings import Settings
 from dashboard.backend.testing import reference_and_query
 from dashboard.queries import ColorSpec
 from dashboard.state import ActiveState, prepare_pair, set_state
-from dashboard.testing import fast_umap, find, text, walk
+from dashboard.testing import fast_umap, find, post_upload, text, walk
 
 pytestmark = pytest.mark.slow
 
@@ -100,10 +99,6 @@ def map_panel(env: SimpleNamespace) -> tuple[Any, bool]:
     return panel, cancel_off
 
 
-def data_url(path: Path) -> str:
-    return "data:application/octet-stream;base64," + base64.b64encode(path.read_bytes()).decode()
-
-
 # ------------------------------------------------------------------------------- tests
 def test_model_page_has_the_query_card(env) -> None:
     page = env.model.layout()
@@ -128,12 +123,14 @@ def test_choosing_the_new_data_reads_it(env) -> None:
 
 
 def test_uploading_rna_only_new_data(env) -> None:
-    options, value, note = env.model.on_query_upload(data_url(env.query_path), "more cells.h5ad")
+    options, value, note = env.model.on_query_upload(
+        post_upload(env.app.server, env.query_path.read_bytes(), "more cells.h5ad", "query")
+    )
     assert value.endswith("more_cells.h5ad") and Path(value).parent.name == "uploads"
     assert {"label": "uploads/more_cells.h5ad", "value": value} in options
     assert "Uploaded and checked more_cells.h5ad" in one_line_alert(note, "success")
-    bad = "data:application/octet-stream;base64," + base64.b64encode(b"not hdf5").decode()
-    options, value, alert = env.model.on_query_upload(bad, "junk.h5ad")
+    bad = post_upload(env.app.server, b"not hdf5", "junk.h5ad", "query")
+    options, value, alert = env.model.on_query_upload(bad)
     assert options is no_update and value is None  # Map must not map an earlier file
     assert "junk.h5ad" in one_line_alert(alert, "warning")
     assert not list((env.root / "data" / "uploads").glob("*junk*"))

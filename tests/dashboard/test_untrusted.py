@@ -153,19 +153,26 @@ def test_open_dataset_untrusted_validates_first(tmp_path: Path, monkeypatch):
         svc.close()
 
 
-def test_upload_default_validation_goes_through_the_child(tmp_path: Path, monkeypatch):
-    import base64
+def test_uploads_are_validated_in_the_child(tmp_path: Path, monkeypatch):
+    import io
 
     from dashboard import queries
+    from dashboard.backend.uploads import INCOMING, store_upload, upload_validators
 
     seen = []
 
-    def fake(path: Path, *, settings: Settings, source_name: str) -> ValidationSummary:
-        seen.append((path.name.startswith(".upload-"), source_name))
+    def fake(path: Path, *, settings: Settings, source_name: str, reader: str):
+        seen.append((path.parent.name, source_name, reader))
         return ValidationSummary(source_name, 1, 1, 1, (), ("note",), "0" * 64)
 
     monkeypatch.setattr(untrusted, "validate_file", fake)
-    payload = "data:application/octet-stream;base64," + base64.b64encode(b"x" * 10).decode()
-    path, data = queries.save_checked_upload(payload, "mine.h5ad", tmp_path)
-    assert seen == [(True, "mine.h5ad")]
-    assert path.name == "mine.h5ad" and queries.upload_notices(data) == ("note",)
+    checks = upload_validators(Settings(cache_dir=tmp_path / "cache"))
+    for target, reader in (
+        ("dataset", untrusted.DATASET_READER),
+        ("query", untrusted.QUERY_READER),
+    ):
+        _, data = store_upload(
+            io.BytesIO(b"x" * 10), "mine.h5ad", tmp_path, max_bytes=100, validate=checks[target]
+        )
+        assert seen[-1] == (INCOMING, "mine.h5ad", reader)
+        assert queries.upload_notices(data) == ("note",)

@@ -238,10 +238,22 @@ def test_a_failing_callback_shows_one_line_and_no_traceback(app) -> None:
     assert "alert" in alert["props"]["className"]
 
 
-def test_an_unexpected_error_is_logged_not_sent(app, caplog) -> None:
+def test_a_forged_selection_is_refused_in_one_line(app) -> None:
+    highlight = dependency(app, "explore-linked.figure", "app-selection-store.data")
+    response = call(app, highlight, [{"cells": ["not-a-number"], "source": "x"}])
+    assert_no_traceback(response.get_data())
+    message = json.dumps(response.get_json()["sideUpdate"][ids.ALERT]["children"])
+    assert "the selection holds 'not-a-number', which is not a cell position" in message
+
+
+def test_an_unexpected_error_is_logged_not_sent(app, caplog, monkeypatch) -> None:
+    def broken(values):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr("dashboard.queries.cell_positions", broken)
     highlight = dependency(app, "explore-linked.figure", "app-selection-store.data")
     with caplog.at_level("ERROR", logger="dashboard.app"):
-        response = call(app, highlight, [{"cells": ["not-a-number"], "source": "x"}])
+        response = call(app, highlight, [{"cells": [1, 2], "source": "x"}])
     body = response.get_data()
     assert_no_traceback(body)
     message = json.dumps(response.get_json()["sideUpdate"][ids.ALERT]["children"])

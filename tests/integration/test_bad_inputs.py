@@ -8,7 +8,6 @@ results must stay as they were. Data are slices of the real 200-cell PBMC fixtur
 
 from __future__ import annotations
 
-import base64
 import functools
 import pickle
 import shutil
@@ -28,6 +27,7 @@ import torch
 
 from dashboard.backend.errors import BackendError
 from dashboard.cli import main
+from dashboard.testing import post_upload
 
 pytestmark = [
     pytest.mark.slow,
@@ -384,8 +384,9 @@ def world(tmp_path_factory) -> Iterator[SimpleNamespace]:
     latent = service.latent(pair)
     state = ActiveState(service, warm=False)
     state.activate(pair)
-    create_app(service, state=state)
+    app = create_app(service, state=state)
     env = SimpleNamespace(
+        app=app,
         root=root,
         data_dir=data_dir,
         model_dir=model_dir,
@@ -513,10 +514,8 @@ def test_app_shows_a_readable_alert(case: Case, world, monkeypatch) -> None:
             if hasattr(world.service.settings, "max_upload_bytes"):
                 small = world.service.settings.with_overrides(max_upload_bytes=10_000)
                 monkeypatch.setattr(world.service, "settings", small)
-        contents = "data:application/octet-stream;base64," + base64.b64encode(
-            target.read_bytes()
-        ).decode("ascii")
-        options, value, status = page.on_upload(contents, target.name)
+        done = post_upload(world.app.server, target.read_bytes(), target.name)
+        options, value, status = page.on_upload(done)
         assert options is page.no_update and value is None  # no earlier dataset stays chosen
         alerts.append(alert_text(status))
     if case.kind == "data":

@@ -3,7 +3,6 @@ before anything is stored; checkpoints never execute code."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +18,7 @@ from dashboard.backend.paths import resolve_in_folder
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.state import ActiveState, get_state, set_state
+from dashboard.testing import post_upload, walk
 
 LIMIT = 4096
 
@@ -133,56 +133,45 @@ def test_checkpoint_typed_outside_the_model_folder_is_refused(env) -> None:
 
 
 # ------------------------------------------------------------------------------ uploads
-def data_url(raw: bytes) -> str:
-    return "data:application/octet-stream;base64," + base64.b64encode(raw).decode()
-
-
 def test_oversize_upload_is_refused_and_nothing_written(env, monkeypatch) -> None:
     def must_not_read(path: Path) -> None:
         raise AssertionError(f"validated {path} although it is over the limit")
 
     monkeypatch.setattr("model.data.read_cite_seq", must_not_read)
-    monkeypatch.setattr("dashboard.pages._query_map.load_query_file", must_not_read)
-    big = data_url(b"\x89HDF\r\n" + b"x" * (2 * LIMIT))
+    monkeypatch.setattr("dashboard.backend.query.load_query_file", must_not_read)
+    big = b"\x89HDF\r\n" + b"x" * (2 * LIMIT)
     uploads = env.data_dir / "uploads"
-    options, value, alert = env.model.on_upload(big, "big.h5ad")
+    options, value, alert = env.model.on_upload(post_upload(env.app.server, big, "big.h5ad"))
     assert options is no_update and value is None  # the choice is cleared, not kept
     assert "over the upload limit" in alert_text(alert)
-    options, value, alert = env.model.on_query_upload(big, "big.h5ad")
+    done = post_upload(env.app.server, big, "big.h5ad", "query")
+    options, value, alert = env.model.on_query_upload(done)
     assert "over the upload limit" in alert_text(alert)
-    assert not uploads.exists() or not list(uploads.iterdir())
-    # the page advertises the configured limit to dcc.Upload
+    assert not uploads.exists() or not [p for p in uploads.iterdir() if p.is_file()]
+    assert not uploads.exists() or not list((uploads / ".incoming").iterdir())
+    # the drop zone tells the browser the configured limit (it refuses larger files unsent)
     page = env.model.layout()
-    assert f"max_size={LIMIT}" in repr(page) or LIMIT in _max_sizes(page)
-    # and the server refuses a larger request body before reading it
-    r = env.app.server.test_client().post(
-        "/_dash-update-component", data=b"{" + b" " * (LIMIT * 2 + 2 * 1024**2) + b"}",
-        content_type="application/json",
-    )  # fmt: skip
-    assert r.status_code == 413
-
-
-def _max_sizes(c) -> list[int]:
-    out = []
-    if isinstance(c, (list, tuple)):
-        for x in c:
-            out += _max_sizes(x)
-    elif c is not None and hasattr(c, "children"):
-        if getattr(c, "max_size", None) is not None:
-            out.append(c.max_size)
-        out += _max_sizes(c.children)
-    return out
+    zones = [c for c in walk(page) if "stream-upload" in (getattr(c, "className", "") or "")]
+    assert len(zones) == 2 and all(z.to_plotly_json()["props"]["data-limit"] == str(LIMIT)
+                                   for z in zones)  # fmt: skip
+    options, value, alert = env.model.on_upload({"tooLarge": 10 * LIMIT, "name": "x.h5ad"})
+    assert value is None and "over the upload limit" in alert_text(alert)
 
 
 def test_bad_upload_within_limit_is_not_stored(env) -> None:
-    _, value, alert = env.model.on_upload(data_url(b"not hdf5 at all"), "junk.h5ad")
+    done = post_upload(env.app.server, b"not hdf5 at all", "junk.h5ad")
+    _, value, alert = env.model.on_upload(done)
     assert value is None and "junk.h5ad" in alert_text(alert)
     assert "Nothing was stored" in alert_text(alert)
-    _, value, _ = env.model.on_upload(data_url(b"x"), "../../evil.h5ad")
+    _, value, _ = env.model.on_upload(post_upload(env.app.server, b"x", "../../evil.h5ad"))
     assert value is None
     uploads = env.data_dir / "uploads"
-    assert not any(p.name.endswith(".h5ad") for p in uploads.glob("*"))
+    assert not any(p.name.endswith(".h5ad") for p in uploads.rglob("*"))
     assert not (env.root / "evil.h5ad").exists()
+    # a forged or foreign token, or a browser-side failure, reads as one line
+    for forged in ({"upload": "not-a-token"}, {"upload": ["x"]}, {"failed": 413}, {}):
+        _, value, alert = env.model.on_upload(forged)
+        assert value is None and "Nothing was stored" in alert_text(alert), forged
 
 
 # -------------------------------------------------------------------------- checkpoints
