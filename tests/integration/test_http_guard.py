@@ -409,9 +409,13 @@ def test_waitress_under_a_password_flood_and_a_deep_body(
         codes: list[int] = []
 
         def flood(i: int) -> None:
-            for j in range(3 * auth_mod.MAX_FAILURES):
+            # until this address is limited: a busy verification slot (503) does not count
+            # as a failure, so how many tries that takes depends on the machine's speed
+            for j in range(1000):
                 bad = {**basic(f"user{i}", f"guess {j}"), "X-Forwarded-For": f"10.0.0.{i}"}
                 codes.append(request("/_dash-layout", bad))
+                if codes[-1] == 429:
+                    break
 
         flooders = [threading.Thread(target=flood, args=(i,)) for i in range(8)]
         for t in flooders:
@@ -420,7 +424,7 @@ def test_waitress_under_a_password_flood_and_a_deep_body(
         for t in flooders:
             t.join(120)
         assert alice_codes == [200] * 20
-        assert set(codes) <= {401, 429, 503} and 429 in codes
+        assert set(codes) <= {401, 429, 503} and codes.count(429) == 8  # each one limited
         assert calls["n"] <= 1 + 8 * auth_mod.MAX_FAILURES
 
         deep = b'{"output":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
