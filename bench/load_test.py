@@ -17,26 +17,52 @@ does, from the app's callback map): a recolour (``recolor``: gene raw, gene deno
 protein denoised or cell type, at random) or a lasso selection of 10% of the cells (the two
 callbacks a selection fires: ``highlight`` and ``selection_info``), with a think time
 (uniform in 0.5-1.5 x ``--think`` seconds; 0 = closed loop, as fast as the server answers)
-between actions. Not simulated: the JS/CSS bundles (static, cached by browsers after the
-first visit) and the status poll.
+between actions; ``--no-think`` (same as ``--think 0``) fires them back to back. Not
+simulated: the JS/CSS bundles (static, cached by browsers after the first visit) and the
+status poll.
+
+``--auth`` serves with HTTP basic auth (``dashboard.auth``): a temporary credentials file with
+user ``loadtest`` and a long random password (``Settings(auth_file=...)``); every user sends
+the right ``Authorization: Basic`` header and signs in once (one request, outside the
+measured time) before each level, so its password is verified by scrypt once and then
+served from the server's success cache (sliding 5-minute TTL, which bypasses the login rate
+limits). ``--bad-password-clients N`` (implies ``--auth``) adds N threads that, during each
+measured level, send GET ``/_dash-layout`` with wrong credentials (a fresh random password
+per request, alternately for ``loadtest`` and for a random unknown user name) as fast as
+they are answered; their status codes (401 wrong password, 429 rate-limited, 503 every
+scrypt slot busy) and request rate are reported apart from the users' figures and are never
+the users' errors. With ``--server waitress`` the server trusts ``X-Forwarded-For`` from
+127.0.0.1 (``trusted_proxy``, as behind nginx) and every bad client sends its own address
+(new ones for each level, so each level meets fresh attackers, not ones already backed off),
+every user another one, so the per-client limits see N attackers and the users as distinct
+clients; werkzeug has no trusted proxy here, so all of them are the one client 127.0.0.1.
+The bad clients are threads of this process (they share its GIL and 2 cores with the server
+and the users: a pessimistic setting).
 
 Reported per user count: requests, requests/s, latency p50/p95/p99 (ms, whole request incl.
-reading the body) overall and per request kind, and errors (non-2xx, connection errors, or a
-callback that answered with the app's error alert). Target: 20 users p95 < 500 ms, 0 errors.
+reading the body) overall, for recolours and for the other interactions (the selection's
+``highlight`` and ``selection_info``), and per request kind, and errors (non-2xx, connection
+errors, or a callback that answered with the app's error alert); with bad clients their
+requests, requests/s and status counts. Target: 20 users recolour p95 < 500 ms, 0 errors.
 
-Usage: ``python bench/load_test.py [--users 1 5 20] [--duration 20] [--think 1.0]``; results
-go to ``bench/out/load_test.json``.
+Usage: ``python bench/load_test.py [--users 1 5 20] [--duration 20] [--think 1.0 | --no-think]
+[--auth] [--bad-password-clients 16] [--server waitress]``; results go to
+``bench/out/load_test.json`` (``--json-name`` to change the file name).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import os
 import platform
 import random
+import secrets
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +82,8 @@ UPDATE_URL = "/_dash-update-component"
 PAGE_URLS = ("/", "/_dash-layout", "/_dash-dependencies")
 GENES = ["CD3E", "MS4A1", "CD14", "LYZ", "NKG7", "GNLY", "CD8A", "FCGR3A", "IL7R", "CST3"]
 SEED = 0
+AUTH_USER = "loadtest"
+PROBE_URL = "/_dash-layout"
 
 
 class LoadTestError(RuntimeError):
@@ -68,11 +96,34 @@ class Server:
 
     def __init__(self, args: argparse.Namespace) -> None:
         from dashboard.backend.settings import Settings
+
+        overrides: dict[str, Any] = {}
+        if args.cache_dir is not None:
+            overrides["cache_dir"] = args.cache_dir
+        #: headers every request of this test sends (the right password, when auth is on)
+        self.headers: dict[str, str] = {}
+        self._auth_dir: str | None = None
+        if args.auth:
+            from dashboard.auth import set_password
+
+            self._auth_dir = tempfile.mkdtemp(prefix="load-test-auth-")
+            auth_file = Path(self._auth_dir) / "users"
+            password = secrets.token_urlsafe(32)  # 43 characters
+            set_password(auth_file, AUTH_USER, password)
+            overrides["auth_file"] = auth_file
+            token = base64.b64encode(f"{AUTH_USER}:{password}".encode()).decode("ascii")
+            self.headers["Authorization"] = f"Basic {token}"
+        # X-Forwarded-For is honoured (from loopback) only by waitress with trusted_proxy
+        self.forwarded = bool(args.auth and args.server == "waitress")
+        try:
+            self._start(args, Settings.from_env(**overrides))
+        except BaseException:
+            self._remove_auth_dir()
+            raise
+
+    def _start(self, args: argparse.Namespace, settings: Any) -> None:
         from dashboard.server import bootstrap, make_app
 
-        settings = Settings.from_env()
-        if args.cache_dir is not None:
-            settings = Settings.from_env(cache_dir=args.cache_dir)
         t0 = time.perf_counter()
         self.boot = bootstrap(args.data, args.model, settings=settings, warm=True, out=None)
         if self.boot.job is None:
@@ -91,8 +142,15 @@ class Server:
         if args.server == "waitress":
             from waitress.server import create_server
 
+            proxy: dict[str, Any] = {}
+            if self.forwarded:  # as dashboard.server._waitress_server with trusted_proxy
+                proxy = {
+                    "trusted_proxy": "127.0.0.1",
+                    "trusted_proxy_headers": {"x-forwarded-for"},
+                    "clear_untrusted_proxy_headers": True,
+                }
             self._srv = create_server(
-                self.app.server, host="127.0.0.1", port=0, threads=args.threads
+                self.app.server, host="127.0.0.1", port=0, threads=args.threads, **proxy
             )
             self.port = int(self._srv.effective_port)
             self._thread = threading.Thread(target=self._srv.run, daemon=True)
@@ -112,6 +170,17 @@ class Server:
             self._srv.shutdown()
         self._thread.join(timeout=10)
         self.boot.service.close()
+        self._remove_auth_dir()
+
+    def _remove_auth_dir(self) -> None:
+        if self._auth_dir is not None:
+            shutil.rmtree(self._auth_dir, ignore_errors=True)
+            self._auth_dir = None
+
+    def client_headers(self, address: str) -> dict[str, str]:
+        """The headers of one simulated client: the password, and its own address where
+        the server trusts ``X-Forwarded-For``."""
+        return {**self.headers, **({"X-Forwarded-For": address} if self.forwarded else {})}
 
 
 # ============================================================================ bodies
@@ -123,7 +192,11 @@ class Bodies:
 
         from dashboard import ids, queries
 
-        r = requests.get(server.url + "/_dash-dependencies", timeout=60)  # registers pages
+        r = requests.get(  # registers pages; the first (scrypt) check of the password
+            server.url + "/_dash-dependencies",
+            headers=server.client_headers("10.255.255.254"),
+            timeout=60,
+        )
         if r.status_code != 200:
             msg = f"GET /_dash-dependencies answered {r.status_code}"
             raise LoadTestError(msg)
@@ -212,6 +285,31 @@ class Recorder:
             self.rows.append((kind, seconds, ok, error))
 
 
+def user_address(uid: int) -> str:
+    """The address user ``uid`` forwards (10.200.0.1, ...; bad clients use others)."""
+    return f"10.200.{uid // 254 % 256}.{uid % 254 + 1}"
+
+
+def sign_in(session: Any, url: str, args: argparse.Namespace, deadline: float) -> None:
+    """One request with the user's headers until it is let in (a 503 while the scrypt
+    slots are busy, or a 429, is retried after a moment; any other refusal is fatal)."""
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            r = session.get(url + PROBE_URL, timeout=args.request_timeout)
+        except Exception as err:
+            last = f"{type(err).__name__}: {str(err)[:200]}"
+        else:
+            if r.status_code == 200:
+                return
+            last = f"HTTP {r.status_code}"
+            if r.status_code not in (429, 503):
+                break
+        time.sleep(0.2)
+    msg = f"a simulated user could not sign in ({last})"
+    raise LoadTestError(msg)
+
+
 def user(
     uid: int,
     url: str,
@@ -219,11 +317,9 @@ def user(
     stop: threading.Event,
     rec: Recorder,
     args: argparse.Namespace,
+    session: Any,
 ) -> None:
-    import requests
-
     rnd = random.Random(SEED + uid)
-    session = requests.Session()
     headers = {"Content-Type": "application/json", "Accept-Encoding": "gzip"}
 
     def call(kind: str, fn: Callable[[], Any], check_alert: bool = False) -> None:
@@ -281,6 +377,61 @@ def user(
     session.close()
 
 
+class BadRecorder:
+    """Status-code counts of the bad-password clients (``"error"``: no answer)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.seconds: list[float] = []
+        self._lock = threading.Lock()
+
+    def add(self, status: str, seconds: float) -> None:
+        with self._lock:
+            self.counts[status] = self.counts.get(status, 0) + 1
+            self.seconds.append(seconds)
+
+
+def bad_client(
+    address: str,
+    url: str,
+    stop: threading.Event,
+    rec: BadRecorder,
+    args: argparse.Namespace,
+    forwarded: bool,
+) -> None:
+    """Wrong passwords as fast as they are answered: for ``loadtest`` and unknown users."""
+    import requests
+
+    session = requests.Session()
+    if forwarded:
+        session.headers["X-Forwarded-For"] = address
+    n = 0
+    while not stop.is_set():
+        name = AUTH_USER if n % 2 == 0 else f"user-{secrets.token_hex(4)}"
+        n += 1
+        token = base64.b64encode(f"{name}:{secrets.token_urlsafe(16)}".encode()).decode()
+        t0 = time.perf_counter()
+        try:
+            r = session.get(
+                url + PROBE_URL,
+                headers={"Authorization": f"Basic {token}"},
+                timeout=args.request_timeout,
+            )
+            _ = r.content  # read the whole body
+            status = str(r.status_code)
+        except Exception:  # connection refused/reset, timeout
+            status = "error"
+            time.sleep(0.05)  # do not spin on a refused connection
+        if not stop.is_set():
+            rec.add(status, time.perf_counter() - t0)
+    session.close()
+
+
+def bad_address(level: int, i: int) -> str:
+    """Bad client ``i``'s address during level ``level`` (10.<level+1>.x.y: new each level)."""
+    return f"10.{1 + level % 199}.{i // 254 % 256}.{i % 254 + 1}"
+
+
 def stats(rows: list[tuple[str, float, bool, str]], seconds: float) -> dict[str, Any]:
     lat = np.asarray([r[1] for r in rows]) * 1e3
     errors = [r for r in rows if not r[2]]
@@ -301,52 +452,124 @@ def stats(rows: list[tuple[str, float, bool, str]], seconds: float) -> dict[str,
 
 
 def run_level(
-    n_users: int, server: Server, bodies: Bodies, args: argparse.Namespace
+    n_users: int, server: Server, bodies: Bodies, args: argparse.Namespace, level: int = 0
 ) -> dict[str, Any]:
+    import requests
+
     stop = threading.Event()
     rec = Recorder()
+    bad = BadRecorder()
+    # every user's session, signed in before the clock starts (and before the bad clients)
+    sessions = []
+    deadline = time.monotonic() + 60.0
+    for i in range(n_users):
+        session = requests.Session()
+        session.headers.update(server.client_headers(user_address(i)))
+        if server.headers:
+            sign_in(session, server.url, args, deadline)
+        sessions.append(session)
     threads = [
-        threading.Thread(target=user, args=(i, server.url, bodies, stop, rec, args), daemon=True)
+        threading.Thread(
+            target=user, args=(i, server.url, bodies, stop, rec, args, sessions[i]), daemon=True
+        )
         for i in range(n_users)
+    ]
+    bad_threads = [
+        threading.Thread(
+            target=bad_client,
+            args=(bad_address(level, i), server.url, stop, bad, args, server.forwarded),
+            daemon=True,
+        )
+        for i in range(args.bad_password_clients)
     ]
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    for t in threads:
+    for t in (*bad_threads, *threads):
         t.start()
     stop.wait(args.duration)
     stop.set()
     elapsed = time.perf_counter() - t0
-    for t in threads:
+    for t in (*threads, *bad_threads):
         t.join(timeout=args.request_timeout + 5)
-    res = {"users": n_users, "seconds": elapsed, **stats(rec.rows, elapsed)}
+    for session in sessions:
+        session.close()
+    res = {
+        "users": n_users,
+        "bad_password_clients": args.bad_password_clients,
+        "seconds": elapsed,
+        **stats(rec.rows, elapsed),
+    }
     res["load_before"] = load0
     kinds = sorted({r[0] for r in rec.rows})
     res["by_kind"] = {k: stats([r for r in rec.rows if r[0] == k], elapsed) for k in kinds}
+    res["recolour"] = stats([r for r in rec.rows if r[0] == "POST recolour"], elapsed)
+    res["other_interactions"] = stats(
+        [r for r in rec.rows if r[0] in ("POST highlight", "POST selection_info")], elapsed
+    )
+    n_bad = sum(bad.counts.values())
+    res["bad_clients"] = {
+        "requests": n_bad,
+        "requests_per_s": n_bad / elapsed if elapsed > 0 else 0.0,
+        "status_counts": dict(sorted(bad.counts.items())),
+        **(
+            {"p95_ms": float(np.percentile(np.asarray(bad.seconds) * 1e3, 95))}
+            if bad.seconds
+            else {}
+        ),
+    }
     res["target_met"] = bool(
-        n_users < 20 or (res.get("p95_ms", float("inf")) < 500 and res["errors"] == 0)
+        n_users < 20 or (res["recolour"].get("p95_ms", float("inf")) < 500 and res["errors"] == 0)
     )
     return res
 
 
 # ============================================================================== report
 def print_report(res: dict[str, Any]) -> None:
+    think = (
+        f"think time {res['think']:g}s x U(0.5, 1.5)"
+        if res["think"] > 0
+        else "no think time (back to back)"
+    )
+    auth = ""
+    if res["auth"]:
+        auth = "; basic auth" + (
+            f", {res['bad_password_clients']} bad-password clients"
+            + (
+                " (each its own X-Forwarded-For address, as are the users)"
+                if res["forwarded"]
+                else " (all from 127.0.0.1, as are the users)"
+            )
+            if res["bad_password_clients"]
+            else ""
+        )
     print(
         f"\nLoad test: {res['server']} server on loopback, {res['cpu_count']} CPUs, "
-        f"think time {res['think']:g}s x U(0.5, 1.5), {res['actions']} actions per page "
-        f"load, {res['duration']:g}s per level; server ready in {res['ready_s']:.1f}s"
+        f"{think}, {res['actions']} actions per page load, {res['duration']:g}s per level"
+        f"{auth}; server ready in {res['ready_s']:.1f}s"
     )
+    nan = float("nan")
     print(
-        "\n| users | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | errors "
-        "| 20-user target (p95 < 500 ms, 0 errors) |\n"
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        "\n| users | bad clients | requests | req/s | p50 ms | p95 ms | p99 ms | max ms "
+        "| errors | recolour p50 ms | recolour p95 ms | recolour p99 ms | other p95 ms "
+        "| bad req | bad req/s | bad 401 | bad 429 | bad 503 | bad other "
+        "| 20-user target (recolour p95 < 500 ms, 0 errors) |\n"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     )
     for lv in res["levels"]:
         target = ("met" if lv["target_met"] else "NOT met") if lv["users"] >= 20 else ""
+        rc, other, bad = lv["recolour"], lv["other_interactions"], lv["bad_clients"]
+        counts = bad["status_counts"]
+        rest = sum(v for k, v in counts.items() if k not in ("401", "429", "503"))
         print(
-            f"| {lv['users']} | {lv['requests']} | {lv['requests_per_s']:.1f} | "
-            f"{lv.get('p50_ms', float('nan')):.0f} | {lv.get('p95_ms', float('nan')):.0f} | "
-            f"{lv.get('p99_ms', float('nan')):.0f} | {lv.get('max_ms', float('nan')):.0f} | "
-            f"{lv['errors']} | {target} |"
+            f"| {lv['users']} | {lv['bad_password_clients']} | {lv['requests']} | "
+            f"{lv['requests_per_s']:.1f} | "
+            f"{lv.get('p50_ms', nan):.0f} | {lv.get('p95_ms', nan):.0f} | "
+            f"{lv.get('p99_ms', nan):.0f} | {lv.get('max_ms', nan):.0f} | "
+            f"{lv['errors']} | {rc.get('p50_ms', nan):.0f} | {rc.get('p95_ms', nan):.0f} | "
+            f"{rc.get('p99_ms', nan):.0f} | {other.get('p95_ms', nan):.0f} | "
+            f"{bad['requests']} | {bad['requests_per_s']:.1f} | {counts.get('401', 0)} | "
+            f"{counts.get('429', 0)} | {counts.get('503', 0)} | {rest} | {target} |"
         )
     print(
         "\nBy request kind\n| users | request | n | p50 ms | p95 ms | p99 ms | errors |\n"
@@ -361,6 +584,13 @@ def print_report(res: dict[str, Any]) -> None:
     for lv in res["levels"]:
         for ex in lv["error_examples"]:
             print(f"({lv['users']} users) error: {ex}")
+        unexpected = {
+            k: v
+            for k, v in lv["bad_clients"]["status_counts"].items()
+            if k not in ("401", "429", "503")
+        }
+        if unexpected:  # a 200 would mean a wrong password got in
+            print(f"({lv['users']} users) bad clients' other answers: {unexpected}")
 
 
 # ================================================================================ main
@@ -368,8 +598,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, nargs="+", default=[1, 5, 20])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per level")
-    parser.add_argument(
+    thinking = parser.add_mutually_exclusive_group()
+    thinking.add_argument(
         "--think", type=float, default=1.0, help="mean think time between actions (s); 0: none"
+    )
+    thinking.add_argument(
+        "--no-think",
+        action="store_true",
+        help="fire the interactions back to back (the same as --think 0)",
     )
     parser.add_argument("--actions", type=int, default=10, help="interactions per page load")
     parser.add_argument(
@@ -389,10 +625,34 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also count requests that finish after the level's time is up",
     )
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="serve with HTTP basic auth (a temporary user 'loadtest'; users send its password)",
+    )
+    parser.add_argument(
+        "--bad-password-clients",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N clients sending wrong passwords during each level as fast as they can "
+        "(implies --auth; their answers are counted apart from the users')",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument(
+        "--json-name", default="load_test.json", help="file name of the results under --out"
+    )
     args = parser.parse_args(argv)
     if min(args.users) < 1 or args.duration <= 0 or args.actions < 1:
         parser.error("--users, --duration and --actions must be positive")
+    if args.bad_password_clients < 0:
+        parser.error("--bad-password-clients must be 0 or more")
+    if args.no_think:
+        args.think = 0.0
+    if args.bad_password_clients:
+        args.auth = True
+    if Path(args.json_name).name != args.json_name:
+        parser.error("--json-name must be a file name, not a path")
     if not args.data.is_file():
         parser.error(f"--data {args.data}: no such file")
     if args.server == "waitress":
@@ -411,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
         "think": args.think,
         "actions": args.actions,
         "duration": args.duration,
+        "auth": args.auth,
+        "bad_password_clients": args.bad_password_clients,
         "levels": [],
     }
     print("starting the server (bootstrap, prepare, warm)...", flush=True)
@@ -420,15 +682,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     res["ready_s"] = server.ready_s
+    res["forwarded"] = server.forwarded
     print(f"serving {server.url} (ready in {server.ready_s:.1f}s)", flush=True)
     try:
         bodies = Bodies(server)
-        for n in args.users:
-            lv = run_level(n, server, bodies, args)
+        for level, n in enumerate(args.users):
+            lv = run_level(n, server, bodies, args, level)
             res["levels"].append(lv)
+            bad = lv["bad_clients"]
+            bad_line = (
+                f"; bad clients {bad['requests']} requests, {bad['requests_per_s']:.1f}/s, "
+                f"{bad['status_counts']}"
+                if args.bad_password_clients
+                else ""
+            )
             print(
                 f"  {n} users: {lv['requests']} requests, {lv['requests_per_s']:.1f}/s, "
-                f"p95 {lv.get('p95_ms', float('nan')):.0f} ms, errors {lv['errors']}",
+                f"p95 {lv.get('p95_ms', float('nan')):.0f} ms, recolour p95 "
+                f"{lv['recolour'].get('p95_ms', float('nan')):.0f} ms, "
+                f"errors {lv['errors']}{bad_line}",
                 flush=True,
             )
             time.sleep(1.0)
@@ -437,9 +709,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         server.close()
-        (args.out / "load_test.json").write_text(json.dumps(res, indent=2, default=str))
+        (args.out / args.json_name).write_text(json.dumps(res, indent=2, default=str))
     print_report(res)
-    print(f"\nwrote {args.out / 'load_test.json'}")
+    print(f"\nwrote {args.out / args.json_name}")
     return 0
 
 
