@@ -87,7 +87,11 @@ def make_background_manager(
         from dash import DiskcacheManager
 
         settings.callbacks_dir.mkdir(parents=True, exist_ok=True)
-        return DiskcacheManager(diskcache.Cache(str(settings.callbacks_dir)), expire=expire)
+        # bounded by an eighth of the cache limit (diskcache's own default is 1 GiB): the
+        # results and blocks fit the limit, this folder the slack around it
+        limit = max(settings.cache_size_limit // 8, 1024**2)
+        cache = diskcache.Cache(str(settings.callbacks_dir), size_limit=limit)
+        return DiskcacheManager(cache, expire=expire)
     except ImportError as err:
         msg = (
             f"Dash's DiskcacheManager needs {err.name or 'a missing package'}: "

@@ -51,6 +51,8 @@ from dashboard.backend.errors import JobCancelled, JobFailed, JobNotFound
 from dashboard.backend.lifetime import die_with_parent
 
 logger = logging.getLogger(__name__)
+#: Seconds a finished job's record is kept whatever the count limit (its waiters read it).
+KEEP_RECENT = 600.0
 #: Numbers in a progress message (what changes within one step: "epoch 12/400").
 _NUMBERS = re.compile(r"[-+]?\d[\d.,:/%eE+-]*")
 
@@ -281,7 +283,9 @@ class JobRegistry:
     def prune(self) -> list[str]:
         """Remove finished records older than ``max_age`` or beyond the ``max_count``
         newest (with their cancel flags), stray cancel flags and temp files older than an
-        hour; returns the ids removed. A job whose process died counts as finished."""
+        hour; returns the ids removed. A job whose process died counts as finished. Jobs
+        that ended in the last :data:`KEEP_RECENT` seconds are never removed for the count,
+        so whoever waits on one can still read how it ended."""
         self._last_prune = time.monotonic()
         if self.max_age is None and self.max_count is None:
             return []
@@ -299,7 +303,7 @@ class JobRegistry:
             job_id
             for i, (at, job_id) in enumerate(ended)
             if (self.max_age is not None and now - at > self.max_age)
-            or (self.max_count is not None and i >= self.max_count)
+            or (self.max_count is not None and i >= self.max_count and now - at > KEEP_RECENT)
         ]
         for job_id in drop:
             self._path(job_id).unlink(missing_ok=True)

@@ -8,12 +8,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
 
-from dashboard.backend.jobs import JobInfo, JobRegistry, JobRunner, JobStatus
+from dashboard.backend.jobs import KEEP_RECENT, JobInfo, JobRegistry, JobRunner, JobStatus
 from dashboard.backend.lifetime import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,10 +140,14 @@ def test_old_and_surplus_finished_records_are_pruned(tmp_path) -> None:
     for i in range(4):
         _record(registry, i, JobStatus.DONE, day + i)
     old_running = _record(registry, 10, JobStatus.RUNNING, 30 * day)  # our pid: alive
+    # ended in the last KEEP_RECENT seconds: kept even beyond the count (waiters read them)
     recent = [_record(registry, 20 + i, JobStatus.FAILED, 60.0 * i) for i in range(5)]
-    assert len(registry.prune()) == 4 + 2
+    older = [_record(registry, 30 + i, JobStatus.DONE, KEEP_RECENT + 60 * (i + 1))
+             for i in range(2)]  # fmt: skip
+    dropped = registry.prune()
+    assert len(dropped) == 4 + 2 and set(older) <= set(dropped)
     left = {p.stem for p in tmp_path.glob("*.json")}
-    assert left == {old_running, *recent[:3]}  # the 3 newest finished, and the running one
+    assert left == {old_running, *recent}  # the recent finished ones and the running one
     assert {p.stem for p in tmp_path.glob("*.cancel")} <= left
     assert registry.prune() == []
 
@@ -155,7 +160,11 @@ def test_runner_prunes_at_start_and_on_submit(tmp_path) -> None:
         assert not (tmp_path / f"{stale}.json").exists()  # pruned at start
         ids = [runner.submit("test", lambda ctx: None) for _ in range(5)]
         for job_id in ids:
-            runner.wait(job_id, timeout=10)
+            runner.wait(job_id, timeout=10)  # just ended: kept whatever the count
+        assert all((tmp_path / f"{i}.json").exists() for i in ids)
+        for job_id in ids:  # as if they had ended 20 minutes ago
+            info = registry.read(job_id)
+            registry.write(replace(info, finished=time.time() - 1200))
         runner.submit("test", lambda ctx: None)  # prunes: too many records
         assert len(list(tmp_path.glob("*.json"))) <= 2 + 1
         kept = {p.stem for p in tmp_path.glob("*.json")}

@@ -7,11 +7,10 @@ import base64
 import socket
 import threading
 import time
-from typing import Any
 
 import requests
 
-Live = Any  # the ``fresh_server`` fixture's class (tests/security/conftest.py)
+from dashboard.testing_live import Live
 
 
 def raw_get(live: Live, header: bytes) -> tuple[int, bytes]:

@@ -6,27 +6,22 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-Live = Any  # the ``live`` fixture's class (tests/security/conftest.py)
+from dashboard.testing_live import ATTACKS, SECRET, UPLOAD_LIMIT_MB, Live, secret_h5
+
 MB = 1024**2
-ATTACK_NAMES = [
-    "decreasing_indptr", "external_group_link", "external_link", "external_storage",
-    "indices_out_of_range", "nnz_mismatch", "unallocated_dense", "virtual_dataset",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def files(live: Live, tmp_path_factory) -> dict[str, tuple[bytes, str]]:
     work = tmp_path_factory.mktemp("crafted")
-    secret = live.secret_h5(live.secret.parent / "secret.h5", live.SECRET)
+    secret = secret_h5(live.secret.parent / "secret.h5", SECRET)
     good = live.data_dir / "small.h5ad"
-    assert sorted(live.ATTACKS) == ATTACK_NAMES
     return {
         name: (build(good, secret, work / f"{name}.h5ad"), word)
-        for name, (build, word) in live.ATTACKS.items()
+        for name, (build, word) in ATTACKS.items()
     }
 
 
@@ -35,7 +30,7 @@ def stored_uploads(live: Live) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
-@pytest.mark.parametrize("attack", ATTACK_NAMES)
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
 @pytest.mark.parametrize("target", ["dataset", "query"])
 def test_crafted_upload_is_refused_in_one_line(live: Live, files, attack: str, target) -> None:
     raw, word = files[attack]
@@ -43,7 +38,7 @@ def test_crafted_upload_is_refused_in_one_line(live: Live, files, attack: str, t
     line = live.upload_message(raw, f"{attack}.h5ad", target)
     assert line.startswith(f"{attack}.h5ad: "), line  # names the file as the user called it
     assert word in line and "Nothing was stored" in line, line
-    assert live.SECRET not in line and str(live.root) not in line and "Traceback" not in line
+    assert SECRET not in line and str(live.root) not in line and "Traceback" not in line
     assert "\n" not in line
     assert live.alive()  # the server still answers
     assert stored_uploads(live) == before  # nothing stored, no temp file left behind
@@ -53,20 +48,20 @@ def test_crafted_upload_is_refused_in_one_line(live: Live, files, attack: str, t
 def test_nothing_outside_the_folders_reached_the_browser_or_the_log(live: Live, files) -> None:
     for raw, _ in files.values():
         live.upload(raw, "again.h5ad")
-    assert live.SECRET not in live.log_text()
+    assert SECRET not in live.log_text()
 
 
 def test_upload_at_the_limit_is_streamed_not_held(live: Live) -> None:
     """A body of exactly the upload limit (not a valid file): refused after reading it,
     with the server's memory grown by far less than the file (it goes to disk in chunks)."""
-    raw = b"\x89HDF\r\n\x1a\n" + os.urandom(live.UPLOAD_LIMIT_MB * MB - 8)
+    raw = b"\x89HDF\r\n\x1a\n" + os.urandom(UPLOAD_LIMIT_MB * MB - 8)
     rss0 = live.rss()
     line = live.upload_message(raw, "limit.h5ad")
     grown = live.rss() - rss0
     assert "limit.h5ad" in line and "Nothing was stored" in line, line
-    assert grown < live.UPLOAD_LIMIT_MB * MB, f"RSS grew by {grown / MB:.0f} MB"
+    assert grown < UPLOAD_LIMIT_MB * MB, f"RSS grew by {grown / MB:.0f} MB"
     over = live.upload_message(raw + b"x", "over.h5ad")
-    assert f"over the upload limit of {live.UPLOAD_LIMIT_MB} MB" in over, over
+    assert f"over the upload limit of {UPLOAD_LIMIT_MB} MB" in over, over
     assert live.alive()
 
 

@@ -6,11 +6,10 @@ import json
 import os
 import signal
 import time
-from typing import Any
 
 import psutil
 
-Live = Any  # the ``fresh_server`` fixture's class (tests/security/conftest.py)
+from dashboard.testing_live import Live
 
 
 def test_kill_9_of_the_server_ends_its_training_child(fresh_server) -> None:
