@@ -50,7 +50,7 @@ _genes_lock = threading.Lock()
 
 # ------------------------------------------------------------------------------ layout
 def query_card(
-    dataset_options: list[dict[str, str]], limit_mb: float, switch: dict[str, Any]
+    dataset_options: list[dict[str, str]], limit_bytes: int, switch: dict[str, Any]
 ) -> html.Section:
     """The card: query file (data folder or upload), batch key, epochs, Map / Cancel and
     a progress block, as the server's model switch (``switch``: the page's
@@ -99,7 +99,7 @@ def query_card(
                 ids.MODEL_QUERY_UPLOAD,
                 target="query",
                 done_store=ids.MODEL_QUERY_UPLOAD_DONE,
-                limit_bytes=queries.max_upload_bytes(get_state().service.settings),
+                limit_bytes=limit_bytes,
                 what="the new data (.h5ad / .h5mu / 10x .h5)",
             ),
             dcc.Loading(html.Div(id=ids.MODEL_QUERY_UPLOAD_STATUS), type="dot"),

@@ -188,7 +188,6 @@ def valid_cells(selection: Mapping[str, Any] | None, n_cells: int) -> list[int] 
     return cells
 
 
-
 def cell_figure(
     service: AnalysisService,
     pair: Pair,

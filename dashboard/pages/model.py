@@ -55,7 +55,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
         {"label": _short_path(p, settings.model_dir), "value": str(p)}
         for p in queries.list_checkpoints(settings.model_dir)
     ]
-    limit_mb = queries.max_upload_bytes(settings) / 1024**2
+    limit = queries.max_upload_bytes(settings)
     switch = switch_outputs(state.switch.view())  # a reload shows a running job at once
     return html.Div(
         [
@@ -96,7 +96,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                                 ids.MODEL_UPLOAD,
                                 target="dataset",
                                 done_store=ids.MODEL_UPLOAD_DONE,
-                                limit_bytes=queries.max_upload_bytes(settings),
+                                limit_bytes=limit,
                                 what="an .h5ad / .h5mu / 10x .h5 file",
                             ),
                             dcc.Loading(html.Div(id=ids.MODEL_UPLOAD_STATUS), type="dot"),
@@ -200,7 +200,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                 ],
                 className="grid-2",
             ),
-            qm.query_card(datasets, limit_mb, switch),
+            qm.query_card(datasets, limit, switch),
             dcc.Interval(id=ids.MODEL_INTERVAL, interval=switch["interval"]),
         ],
         className="page-model",
