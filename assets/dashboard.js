@@ -193,9 +193,22 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
       }
     });
   }
-  new MutationObserver(addInputs).observe(document.documentElement, {
-    childList: true, subtree: true,
-  });
+  /* Only DOM changes that add a zone or remove an input need a look (plotly redraws many
+   * nodes; querying the document for each batch of them would be wasted work). */
+  function touchesUpload(node, css) {
+    return node.nodeType === 1 && (node.matches(css) || !!node.querySelector(css));
+  }
+  new MutationObserver(function (mutations) {
+    for (const m of mutations) {
+      for (const n of m.addedNodes) {
+        if (touchesUpload(n, ".stream-upload")) { addInputs(); return; }
+      }
+      for (const n of m.removedNodes) {
+        if (touchesUpload(n, ".upload-input")) { addInputs(); return; }
+      }
+    }
+  }).observe(document.documentElement, {childList: true, subtree: true});
+  addInputs();
 
   document.addEventListener("change", function (e) {
     const input = e.target;

@@ -178,7 +178,7 @@ class _CspCache:
         key = (len(app._inline_scripts), len(_callback.GLOBAL_INLINE_SCRIPTS), hash(app.renderer))
         if key != self._key:
             self._policy = content_security_policy(app.csp_hashes())
-            self._key = (len(app._inline_scripts), 0, hash(app.renderer))
+            self._key = key
         return self._policy
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 #: The repository (the embedded default data and model live under it).
 ROOT = Path(__file__).resolve().parents[1]
 #: An absolute POSIX path in running text: starts with ``/`` not inside a word or a URL
-#: (``http://host/x``), runs to white space, a quote or closing punctuation.
-_ABSOLUTE = re.compile(r"(?<![\w.:/~\-])/[^\s'\"`<>|,;:()\[\]{}]*")
+#: (``http://host/x``; after a colon otherwise, as in ``key:/etc/x``, it is a path), runs
+#: to white space, a quote or closing punctuation.
+_ABSOLUTE = re.compile(r"(?<![\w.~\-/])(?:(?<!:)|(?<=:)(?!//))/[^\s'\"`<>|,;:()\[\]{}]*")
 
 
 def configured_roots() -> list[Path]:

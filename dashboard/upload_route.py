@@ -118,7 +118,7 @@ def install_upload_route(
         except BackendError as err:
             found = UploadOutcome(target, error=str(err), kind=type(err).__name__)
         except OSError as err:  # the disk is full, the client went away
-            log.warning("uploads: %s not stored (%s)", filename, type(err).__name__)
+            log.warning("uploads: %r not stored (%s)", filename, type(err).__name__)
             found = UploadOutcome(target, error=f"{filename}: the upload did not complete")
         return jsonify(upload=remember(found))
 

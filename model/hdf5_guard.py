@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +67,8 @@ class _Walk:
 
     where: str
     file_size: int
-    soft: list[tuple[str, bytes]] = field(default_factory=list)
+    soft: list[tuple[str, bytes, h5py.h5g.GroupID]] = field(default_factory=list)
+    refs: list[tuple[str, object]] = field(default_factory=list)
     sparse: list[tuple[str, str, h5py.h5g.GroupID]] = field(default_factory=list)
     seen: dict[int, str] = field(default_factory=dict)
     checked: dict[int, int] = field(default_factory=dict)
@@ -89,21 +91,35 @@ def check_hdf5_file(path: str | os.PathLike[str], *, source: str = "") -> None:
     except OSError:
         return
     with f:
-        walk = _Walk(where=where, file_size=max(p.stat().st_size, 1))
-        walk.root = h5py.h5o.get_info(f["/"].id).addr
-        _walk_links(f["/"].id, "", walk)
-        for name, target in walk.soft:
-            _resolve_soft(f, name, target, where)
-        limit = max(SIZE_FLOOR, MAX_EXPANSION * walk.file_size)
-        if walk.total > limit:
-            msg = (
-                f"{where}: its datasets declare {_size(walk.total)} in all (largest: "
-                f"{walk.largest[1]}, {_size(walk.largest[0])}) in a file of "
-                f"{_size(walk.file_size)}; refused (more than {MAX_EXPANSION}x the file's size)"
-            )
-            raise CiteSeqDataError(msg)
-        for name, fmt, gid in walk.sparse:
-            _check_sparse_group(h5py.Group(gid), name, fmt, where)
+        try:
+            _check_open_file(f, p, where)
+        except CiteSeqDataError:
+            raise
+        except (KeyError, RuntimeError, OSError, TypeError, ValueError) as err:
+            msg = f"{where}: unreadable HDF5 structure ({type(err).__name__}); refused"
+            raise CiteSeqDataError(msg) from None
+
+
+def _check_open_file(f: h5py.File, p: Path, where: str) -> None:
+    """The checks of :func:`check_hdf5_file` on the open file ``f``."""
+    walk = _Walk(where=where, file_size=max(p.stat().st_size, 1))
+    walk.root = h5py.h5o.get_info(f["/"].id).addr
+    _collect_refs(f["/"].id, "/", walk)
+    _walk_links(f["/"].id, "", walk)
+    for name, target, group in walk.soft:
+        _resolve_soft(f, group, name, target, walk)
+    for name, ref in walk.refs:
+        _check_reference(f, name, ref, walk)
+    limit = max(SIZE_FLOOR, MAX_EXPANSION * walk.file_size)
+    if walk.total > limit:
+        msg = (
+            f"{where}: its datasets declare {_size(walk.total)} in all (largest: "
+            f"{walk.largest[1]}, {_size(walk.largest[0])}) in a file of "
+            f"{_size(walk.file_size)}; refused (more than {MAX_EXPANSION}x the file's size)"
+        )
+        raise CiteSeqDataError(msg)
+    for name, fmt, gid in walk.sparse:
+        _check_sparse_group(h5py.Group(gid), name, fmt, where)
 
 
 def _walk_links(gid: h5py.h5g.GroupID, prefix: str, walk: _Walk) -> None:
@@ -122,7 +138,7 @@ def _walk_links(gid: h5py.h5g.GroupID, prefix: str, walk: _Walk) -> None:
                 msg = f"{walk.where}: {name} is an HDF5 external link to another file; "
                 raise CiteSeqDataError(msg + _SELF_CONTAINED)
             if kind == h5py.h5l.TYPE_SOFT:
-                walk.soft.append((name, group.links.get_val(raw)))
+                walk.soft.append((name, group.links.get_val(raw), group))
                 continue
             if kind != h5py.h5l.TYPE_HARD:
                 msg = f"{walk.where}: {name} is a user-defined HDF5 link (type {kind}); "
@@ -138,6 +154,7 @@ def _walk_links(gid: h5py.h5g.GroupID, prefix: str, walk: _Walk) -> None:
                     )
                     raise CiteSeqDataError(msg)
                 walk.seen[addr] = name
+                _collect_refs(oid, name, walk)
                 fmt = _sparse_format(oid)
                 if fmt is not None:
                     walk.sparse.append((name, fmt, oid))
@@ -145,6 +162,7 @@ def _walk_links(gid: h5py.h5g.GroupID, prefix: str, walk: _Walk) -> None:
             elif isinstance(oid, h5py.h5d.DatasetID):
                 if addr not in walk.checked:
                     walk.checked[addr] = _check_dataset(oid, name, walk)
+                    _collect_refs(oid, name, walk)
                 declared = walk.checked[addr]
                 walk.total += declared
                 walk.largest = max(walk.largest, (declared, name))
@@ -199,16 +217,87 @@ def _check_dataset(dsid: h5py.h5d.DatasetID, name: str, walk: _Walk) -> int:
     return declared
 
 
-def _resolve_soft(f: h5py.File, name: str, target: bytes, where: str) -> None:
-    """Refuse a soft link that dangles or loops (HDF5 stops after 16 hops)."""
+def _resolve_soft(
+    f: h5py.File, group: h5py.h5g.GroupID, name: str, target: bytes, walk: _Walk
+) -> None:
+    """Refuse a soft link that dangles or loops (HDF5 stops after 16 hops) or that names a
+    group (a second way into it, as a second hard link would be); a link to a dataset
+    counts that dataset's declared bytes once more (a reader reads it once per name)."""
+    start = f.id if target.startswith(b"/") else group  # relative links start at their group
     try:
-        h5py.h5o.open(f.id, target)
+        oid = h5py.h5o.open(start, target)
     except (KeyError, OSError, RuntimeError, ValueError):
         msg = (
-            f"{where}: {name} is an HDF5 soft link to {_text(target)!r}, which dangles or "
-            "loops; refused"
+            f"{walk.where}: {name} is an HDF5 soft link to {_text(target)!r}, which dangles "
+            "or loops; refused"
         )
         raise CiteSeqDataError(msg) from None
+    if isinstance(oid, h5py.h5g.GroupID):
+        msg = (
+            f"{walk.where}: {name} is an HDF5 soft link to group {_text(target)!r} (a second "
+            "way into it, which readers would read twice); refused"
+        )
+        raise CiteSeqDataError(msg)
+    if isinstance(oid, h5py.h5d.DatasetID):
+        addr = h5py.h5o.get_info(oid).addr
+        if addr not in walk.checked:
+            walk.checked[addr] = _check_dataset(oid, name, walk)
+        walk.total += walk.checked[addr]
+        walk.largest = max(walk.largest, (walk.checked[addr], name))
+
+
+def _has_reference(dtype: np.dtype) -> bool:
+    """Whether values of ``dtype`` hold HDF5 object or region references."""
+    if h5py.check_dtype(ref=dtype) is not None:
+        return True
+    if dtype.fields:
+        return any(_has_reference(sub) for sub, *_ in dtype.fields.values())
+    return dtype.subdtype is not None and _has_reference(dtype.subdtype[0])
+
+
+def _collect_refs(oid: h5py.h5o.ObjectID, name: str, walk: _Walk) -> None:
+    """Keep the references in ``oid``'s attributes (checked after the walk); refuse a
+    dataset of references (no CITE-seq format stores one; its targets could be anything)."""
+    if isinstance(oid, h5py.h5d.DatasetID) and _has_reference(oid.dtype):
+        msg = f"{walk.where}: {name} is a dataset of HDF5 references; refused"
+        raise CiteSeqDataError(msg)
+    obj = h5py.Group(oid) if isinstance(oid, h5py.h5g.GroupID) else h5py.Dataset(oid)
+    attrs = obj.attrs
+    for key in attrs:
+        aid = h5py.h5a.open(oid, key.encode() if isinstance(key, str) else key)
+        if _has_reference(aid.dtype):
+            walk.refs.append((f"{name} attribute {_text(key)!r}", attrs[key]))
+
+
+def _references(value: object) -> Iterator[h5py.Reference]:
+    """The (object or region) references in an attribute's value, compound fields too."""
+    if isinstance(value, h5py.Reference):
+        yield value
+        return
+    arr = np.asarray(value)
+    for key in arr.dtype.names or ():
+        yield from _references(arr[key])
+    if not arr.dtype.names:
+        yield from (v for v in arr.ravel() if isinstance(v, h5py.Reference))
+
+
+def _check_reference(f: h5py.File, name: str, value: object, walk: _Walk) -> None:
+    """Refuse references to objects the walk did not check (an object kept alive only by a
+    reference is outside the file's tree: its storage could be anything, e.g. external)."""
+    known = {walk.root, *walk.seen, *walk.checked}
+    for ref in _references(value):
+        if not ref:  # a null reference points nowhere and reads as nothing
+            continue
+        try:
+            addr = h5py.h5o.get_info(h5py.h5r.dereference(ref, f.id)).addr
+        except (KeyError, OSError, RuntimeError, ValueError, TypeError):
+            addr = None
+        if addr not in known:
+            msg = (
+                f"{walk.where}: {name} refers to an HDF5 object outside the file's tree (or "
+                "to nothing); refused"
+            )
+            raise CiteSeqDataError(msg)
 
 
 def _sparse_format(gid: h5py.h5g.GroupID) -> str | None:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dashboard.backend.errors import BackendError, DatasetNotFound
+from dashboard.backend.errors import BackendError, DatasetNotFound, LimitExceeded
 
 if TYPE_CHECKING:
     from dashboard.backend.settings import Settings
@@ -57,6 +57,8 @@ DATASET_READER = "model.data:read_cite_seq"
 QUERY_READER = "dashboard.backend.query:load_query_file"
 #: Validation children that may run at once (each may use the whole memory limit).
 MAX_CHILDREN = 2
+#: Seconds a file waits for a free child slot before it is refused (try again later).
+SLOT_WAIT = 10.0
 #: A file may use this many times its size in memory when that is above the setting.
 BYTES_PER_FILE_BYTE = 20
 _VERDICTS_KEPT = 256
@@ -107,7 +109,23 @@ def validate_in_child(
     env = dict(os.environ)
     for var in _THREAD_ENV:  # fewer threads: less address space reserved, less contention
         env.setdefault(var, "1")
-    with _slots, tempfile.TemporaryFile() as errors:
+    if not _slots.acquire(timeout=SLOT_WAIT):  # never let a queue of files hold the threads
+        msg = (
+            f"{name}: {MAX_CHILDREN} other files are being checked right now; try again in a "
+            "minute"
+        )
+        raise LimitExceeded(msg)
+    try:
+        return _run_child(request, env, p, name, timeout_s)
+    finally:
+        _slots.release()
+
+
+def _run_child(
+    request: Mapping[str, Any], env: dict[str, str], p: Path, name: str, timeout_s: float
+) -> ValidationSummary:
+    """Run one validation child (a slot is held) and read its verdict."""
+    with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dashboard.backend.untrusted"],
             stdin=subprocess.PIPE,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import dashboard.backend.untrusted as untrusted
-from dashboard.backend.errors import DatasetNotFound
+from dashboard.backend.errors import DatasetNotFound, LimitExceeded
 from dashboard.backend.settings import Settings
 from dashboard.backend.untrusted import ValidationSummary, validate_file, validate_in_child
 
@@ -176,3 +176,20 @@ def test_uploads_are_validated_in_the_child(tmp_path: Path, monkeypatch):
         )
         assert seen[-1] == (INCOMING, "mine.h5ad", reader)
         assert queries.upload_notices(data) == ("note",)
+
+
+def test_a_full_queue_is_refused_at_once_not_waited_for(upload: Path, monkeypatch):
+    """With every child slot busy (other users' files), a file is refused after a short
+    wait instead of holding a server thread for as long as the others take."""
+    monkeypatch.setattr(untrusted, "SLOT_WAIT", 0.2)
+    held = [untrusted._slots.acquire(timeout=1) for _ in range(untrusted.MAX_CHILDREN)]
+    try:
+        assert all(held)
+        t0 = time.monotonic()
+        with pytest.raises(LimitExceeded, match="other files are being checked"):
+            run(upload, "stub")
+        assert time.monotonic() - t0 < 5
+    finally:
+        for _ in held:
+            untrusted._slots.release()
+    assert run(upload, "stub").n_cells >= 0  # and works again once a slot is free

@@ -331,6 +331,7 @@ def test_scrub_paths() -> None:
         "no model.pt in '/srv/models/pbmc10k'": "no model.pt in 'pbmc10k'",
         "[Errno 2] /usr/lib/python3/x.py (y)": "[Errno 2] x.py (y)",
         "open http://host:8050/model, a/b": "open http://host:8050/model, a/b",
+        "key:/opt/secret/key and x:/etc/shadow.": "key:key and x:shadow.",
     }
     for text, public in cases.items():
         assert scrub_paths(text, roots) == public

@@ -143,6 +143,67 @@ def test_hard_link_loop_is_refused(h5ad: Path):
     refused(h5ad, "uns/again is a second hard link to group uns")
 
 
+def _unlinked_external_ref(f: h5py.File, secret_bin: Path) -> h5py.Reference:
+    """A reference to a dataset (raw storage: the secret file) no link leads to: created,
+    its reference count raised through libhdf5, then unlinked."""
+    import ctypes
+
+    ds = f["uns"].create_dataset(
+        "tmp", shape=(1,), dtype="S19", external=[(str(secret_bin), 0, 19)]
+    )
+    ref = ds.ref
+    lib = ctypes.CDLL(h5py.h5.__file__)  # the module links libhdf5: its symbols are there
+    lib.H5Oincr_refcount.argtypes = [ctypes.c_int64]
+    assert lib.H5Oincr_refcount(ds.id.id) >= 0
+    del f["uns/tmp"]
+    return ref
+
+
+def test_a_reference_to_an_object_outside_the_tree_is_refused(h5ad: Path, secret: Path):
+    """An old-format categorical's ``categories`` attribute may hold an object reference
+    (anndata follows it): one to an object no link leads to is refused before reading."""
+    with h5py.File(h5ad, "r+") as f:
+        f["obs/cell_type/codes"].attrs["categories"] = _unlinked_external_ref(
+            f, secret.with_name("secret.bin")
+        )
+    refused(h5ad, "obs/cell_type/codes attribute 'categories'", "outside the file's tree")
+
+
+def test_references_inside_the_tree_pass_and_reference_datasets_do_not(h5ad: Path):
+    with h5py.File(h5ad, "r+") as f:
+        f["uns"].attrs["points_at"] = f["obs/_index"].ref  # a dataset the walk checks
+        f["uns"].attrs["nothing"] = h5py.Reference()  # a null reference reads as nothing
+    check_hdf5_file(h5ad)
+    with h5py.File(h5ad, "r+") as f:
+        f["uns"].create_dataset("refs", data=[f["obs/_index"].ref], dtype=h5py.ref_dtype)
+    refused(h5ad, "uns/refs is a dataset of HDF5 references")
+
+
+def test_soft_links_count_the_bytes_they_lead_to(tmp_path: Path):
+    """One hollow 60 MB dataset (under the floor) behind 1,000 soft links: 60 GB for a
+    reader, refused as the sum of what the file declares."""
+    path = tmp_path / "many.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("d", shape=(15_000_000,), dtype="f4", chunks=(1_000_000,))
+        for i in range(1000):
+            f[f"s{i}"] = h5py.SoftLink("/d")
+    with pytest.raises(CiteSeqDataError, match=r"declare .* in all"):
+        check_hdf5_file(path)
+
+
+def test_soft_link_to_a_group_is_refused_relative_links_resolve(h5ad: Path):
+    with h5py.File(h5ad, "r+") as f:
+        f["uns/rel"] = h5py.SoftLink("../obs/_index")  # relative: from /uns
+        f["uns"].create_dataset("t", data=np.arange(3))
+        f["uns/rel2"] = h5py.SoftLink("t")
+    with h5py.File(h5ad, "r+") as f:
+        del f["uns/rel"]  # HDF5 does not resolve "..": keep only the valid relative link
+    check_hdf5_file(h5ad)
+    with h5py.File(h5ad, "r+") as f:
+        f["uns/obs_again"] = h5py.SoftLink("/obs")
+    refused(h5ad, "uns/obs_again is an HDF5 soft link to group '/obs'")
+
+
 # ---------------------------------------------------------------------- declared sizes
 def test_unallocated_dense_matrix_is_refused(h5ad: Path):
     def hollow(f: h5py.File, name: str) -> None:
