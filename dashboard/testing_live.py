@@ -149,6 +149,39 @@ def unallocated_dense(good: Path, secret: Path, out: Path) -> bytes:
     return _edit(good, out, edit)
 
 
+def unlinked_reference(good: Path, secret: Path, out: Path) -> bytes:
+    """``obs/batch/codes`` refers (an old-format ``categories`` attribute, which anndata
+    follows) to a dataset no link leads to, whose raw storage is the secret file."""
+    import ctypes
+
+    size = secret.stat().st_size
+
+    def edit(f: h5py.File) -> None:
+        ds = f["uns"].create_dataset(
+            "tmp", shape=(1,), dtype=f"S{size}", external=[(str(secret), 0, size)]
+        )
+        ref = ds.ref
+        lib = ctypes.CDLL(h5py.h5.__file__)  # links libhdf5: H5Oincr_refcount is there
+        lib.H5Oincr_refcount.argtypes = [ctypes.c_int64]
+        lib.H5Oincr_refcount(ds.id.id)  # kept alive once unlinked
+        del f["uns/tmp"]
+        f["obs/batch/codes"].attrs["categories"] = ref
+
+    return _edit(good, out, edit)
+
+
+def soft_link_amplification(good: Path, secret: Path, out: Path) -> bytes:
+    """One hollow 60 MB dataset (under the size floor) behind 1,000 soft links: 60 GB for a
+    reader that follows them."""
+
+    def edit(f: h5py.File) -> None:
+        f["uns"].create_dataset("d", shape=(15_000_000,), dtype="f4", chunks=(1_000_000,))
+        for i in range(1000):
+            f[f"uns/s{i}"] = h5py.SoftLink("/uns/d")
+
+    return _edit(good, out, edit)
+
+
 ATTACKS: dict[str, tuple[Builder, str]] = {
     # name: (builder, a word the refusal must contain besides the object)
     "external_link": (external_link, "obs/batch/categories"),
@@ -159,6 +192,8 @@ ATTACKS: dict[str, tuple[Builder, str]] = {
     "indices_out_of_range": (indices_out_of_range, "indices"),
     "nnz_mismatch": (nnz_mismatch, "indptr"),
     "unallocated_dense": (unallocated_dense, "X"),
+    "unlinked_reference": (unlinked_reference, "outside the file's tree"),
+    "soft_link_amplification": (soft_link_amplification, "in all"),
 }
 
 
