@@ -194,7 +194,8 @@ def progress_children(fraction: float, message: str = "") -> list[Any]:
             **{"aria-valuenow": f"{pct:.0f}", "aria-valuemin": "0", "aria-valuemax": "100"},
         ),
         html.Div(
-            f"{pct:.0f}% · {message}" if message else f"{pct:.0f}%", className="progress-text"
+            f"{pct:.0f}% · {scrub_paths(message)}" if message else f"{pct:.0f}%",
+            className="progress-text",
         ),
     ]
 

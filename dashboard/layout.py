@@ -13,6 +13,7 @@ import dash
 from dash import dcc, html
 
 from dashboard import ids
+from dashboard.public_paths import scrub_paths
 from dashboard.queries import DEFAULT_FEATURE
 
 NAV_ORDER = ["Explore", "Lookup", "Differential expression", "Model metrics", "Model"]
@@ -113,8 +114,10 @@ def status_view(status: dict[str, Any]) -> list[Any]:
             html.Div(
                 [
                     html.Span(
-                        f"Preparing {status.get('pending_name', '')}: "
-                        f"{status.get('message', '')} ({pct:.0f}%)",
+                        scrub_paths(
+                            f"Preparing {status.get('pending_name', '')}: "
+                            f"{status.get('message', '')} ({pct:.0f}%)"
+                        ),
                         className="status-text",
                     ),
                     html.Div(
@@ -129,7 +132,10 @@ def status_view(status: dict[str, Any]) -> list[Any]:
     elif state == "failed":
         children.append(
             html.Span(
-                [html.Span(className="dot dot-error"), f"Failed: {status.get('message', '')}"],
+                [
+                    html.Span(className="dot dot-error"),
+                    f"Failed: {scrub_paths(str(status.get('message', '')))}",
+                ],
                 className="status-error",
             )
         )

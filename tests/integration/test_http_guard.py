@@ -443,3 +443,20 @@ def test_waitress_under_a_password_flood_and_a_deep_body(
     assert not thread.is_alive() and box.get("rc") == 0, box.get("error")
     set_state(None)
     backend.set_service(None)
+
+
+def test_progress_and_status_lines_show_no_server_paths(monkeypatch) -> None:
+    """The status bar and job progress lines go through the same scrubbing as alerts."""
+    from dashboard import components, layout
+    from dashboard.testing import text
+
+    monkeypatch.setattr("dashboard.public_paths.configured_roots", lambda: [Path("/srv/models")])
+    bar = layout.status_view(
+        {"state": "preparing", "pending_name": "m", "message": "loading /srv/models/pbmc10k",
+         "progress": 0.5}
+    )  # fmt: skip
+    failed = layout.status_view({"state": "failed", "message": "no file /etc/totalvi/x.pt"})
+    progress = components.progress_children(0.3, "reading /srv/models/a/model.pt")
+    shown = text(bar) + text(failed) + text(progress)
+    assert "/srv" not in shown and "/etc" not in shown, shown
+    assert "loading pbmc10k" in shown and "no file x.pt" in shown and "a/model.pt" in shown
