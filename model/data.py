@@ -29,7 +29,7 @@ import scipy.sparse as sp
 
 from model.errors import CiteSeqDataError
 from model.hdf5_guard import check_hdf5_file
-from model.sparse_check import check_compressed, check_sparse
+from model.sparse_check import check_compressed, check_data, check_sparse
 
 __all__ = [
     "CiteSeqData",
@@ -1352,9 +1352,7 @@ def _read_10x_h5(path: Path, src: str) -> tuple[sp.csr_matrix, pd.Index, np.ndar
             g = f["matrix"]
             n_feat, n_bc = _10x_shape(g["shape"], src)
             data = g["data"]
-            if data.ndim != 1:
-                msg = f"{src}: matrix/data must be 1-d, has shape {data.shape}"
-                raise CiteSeqDataError(msg)
+            check_data(data, 1, src, "matrix", "csr")
             # CSC of features x barcodes = CSR of barcodes x features; check before scipy
             check_compressed(
                 g["indptr"],

@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 from model.errors import CiteSeqDataError
-from model.sparse_check import check_compressed
+from model.sparse_check import check_compressed, check_data
 
 __all__ = ["ALLOWED_FILTERS", "MAX_EXPANSION", "SIZE_FLOOR", "check_hdf5_file"]
 
@@ -325,9 +325,7 @@ def _check_sparse_group(group: h5py.Group, name: str, fmt: str, where: str) -> N
         msg = f"{where}: {name}: {fmt.upper()} matrix has no 'shape' attribute; refused"
         raise CiteSeqDataError(msg)
     data = members["data"]
-    if data.ndim != 1:
-        msg = f"{where}: {name}: {fmt.upper()} data must be 1-d, has shape {data.shape}"
-        raise CiteSeqDataError(msg)
+    check_data(data, 1, where, name, fmt)
     check_compressed(
         members["indptr"],
         members["indices"],

@@ -16,7 +16,7 @@ import numpy as np
 
 from model.errors import CiteSeqDataError
 
-__all__ = ["check_compressed", "check_sparse"]
+__all__ = ["check_compressed", "check_data", "check_sparse"]
 
 #: Entries of ``indices`` read (and compared) at once.
 BLOCK = 1 << 22
@@ -97,7 +97,7 @@ def check_sparse(x: Any, where: str, field: str) -> None:
     """
     fmt = getattr(x, "format", None)
     if fmt in ("csr", "csc"):
-        _check_data(x.data, 1, where, field, fmt)
+        check_data(x.data, 1, where, field, fmt)
         check_compressed(
             x.indptr,
             x.indices,
@@ -108,7 +108,7 @@ def check_sparse(x: Any, where: str, field: str) -> None:
             field=field,
         )
     elif fmt == "bsr":
-        _check_data(x.data, 3, where, field, fmt)
+        check_data(x.data, 3, where, field, fmt)
         r, c = (int(v) for v in x.data.shape[1:])
         n_rows, n_cols = _shape2(x.shape, where, field, "BSR")
         if r <= 0 or c <= 0 or n_rows % r or n_cols % c:
@@ -131,7 +131,7 @@ def check_sparse(x: Any, where: str, field: str) -> None:
 
 def _check_coo(x: Any, where: str, field: str) -> None:
     n_rows, n_cols = _shape2(x.shape, where, field, "COO")
-    _check_data(x.data, 1, where, field, "coo")
+    check_data(x.data, 1, where, field, "coo")
     for raw, size, name in ((x.row, n_rows, "row"), (x.col, n_cols, "column")):
         arr = np.asarray(raw)
         if arr.ndim != 1 or arr.shape[0] != x.data.shape[0]:
@@ -153,7 +153,8 @@ def _check_coo(x: Any, where: str, field: str) -> None:
             raise CiteSeqDataError(msg)
 
 
-def _check_data(data: Any, ndim: int, where: str, field: str, fmt: str) -> None:
+def check_data(data: Any, ndim: int, where: str, field: str, fmt: str) -> None:
+    """Raise unless a sparse matrix's ``data`` array has ``ndim`` dimensions (1; 3 for BSR)."""
     if len(getattr(data, "shape", ())) != ndim:
         shape = tuple(getattr(data, "shape", ()))
         msg = f"{where}: {field}: {fmt.upper()} data must be {ndim}-d, has shape {shape}"
