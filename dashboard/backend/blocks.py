@@ -33,7 +33,6 @@ import contextlib
 import logging
 import os
 import shutil
-import threading
 import time
 import uuid
 import zlib
@@ -56,10 +55,8 @@ KEY_FILE = "key.txt"
 #: Unfinished folders without a key file are removed after this many seconds.
 _STALE_TMP = 3600.0
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+#: The cache lock key eviction runs under (the cache's per-key thread + file lock).
+_BUDGET_KEY = "__blocks-budget__"
 
 #: ``open_writer(n_cells, columns, block)`` handed to a table's compute function.
 OpenWriter = Callable[[int, Sequence[str], int], "BlockWriter"]
@@ -223,7 +220,6 @@ class BlockStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.stats = BlockStats()
-        self._budget_lock = threading.Lock()
         cache.add_write_hook(self._after_write)
         self.enforce_limit()
 
@@ -415,7 +411,7 @@ class BlockStore:
         module docstring); returns the bytes freed. Sets whose key is locked (being written
         or evicted elsewhere) stay."""
         limit = self.cache.size_limit
-        with self._budget():
+        with self.cache.lock(_BUDGET_KEY):  # one eviction at a time, across processes
             gens = self._generations()
             blocks = sum(g.size for g in gens)
             results = self.cache.disk_usage()
@@ -481,23 +477,6 @@ class BlockStore:
             if row[1] not in skip:
                 return row
         return None
-
-    @contextlib.contextmanager
-    def _budget(self) -> Iterator[None]:
-        """One eviction at a time, across threads and processes."""
-        with self._budget_lock:
-            if fcntl is None:  # pragma: no cover - non-POSIX
-                yield
-                return
-            fd = os.open(self.cache.locks_dir / "blocks-budget.lock", os.O_RDWR | os.O_CREAT)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
 
     def _generations(self) -> list[_Generation]:
         out = []
