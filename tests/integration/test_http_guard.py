@@ -18,7 +18,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,13 +26,11 @@ import werkzeug.security
 
 from dashboard import auth as auth_mod
 from dashboard import backend, http_guard
-from dashboard.app import create_app
 from dashboard.auth import FailureLimiter, parse_basic, set_password
-from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.cli import main
 from dashboard.public_paths import scrub_paths
-from dashboard.state import ActiveState, set_state
+from dashboard.state import set_state
 
 PASSWORD = "correct horse battery"
 HEADERS = ("Content-Security-Policy", *http_guard.SECURITY_HEADERS)
@@ -53,24 +50,9 @@ class Clock:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Iterator[SimpleNamespace]:
-    """The app (no model: fast) with basic auth; ``site.auth`` is its ``BasicAuth``."""
-    root = tmp_path_factory.mktemp("guard")
-    users = root / "users"
-    set_password(users, "alice", PASSWORD)
-    settings = Settings(
-        cache_dir=root / "cache", data_dir=root / "data", model_dir=root / "models",
-        auth_file=users,
-    )  # fmt: skip
-    service = AnalysisService(settings)
-    app = create_app(service, state=ActiveState(service, warm=False))
-    yield SimpleNamespace(
-        app=app, client=app.server.test_client(), users=users,
-        auth=app.server.config["TOTALVI_AUTH"],
-    )  # fmt: skip
-    set_state(None)
-    backend.set_service(None)
-    service.close()
+def site(auth_app) -> SimpleNamespace:
+    """The app with basic auth (``tests/integration/conftest.py``)."""
+    return auth_app
 
 
 @pytest.fixture

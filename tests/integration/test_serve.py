@@ -10,21 +10,18 @@ import stat
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from werkzeug.security import check_password_hash
 
 from dashboard import backend
-from dashboard.app import ASSETS, create_app
+from dashboard.app import ASSETS
 from dashboard.auth import FailureLimiter, read_credentials, set_password
-from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.cli import main
 from dashboard.serve_config import ConfigError, load_serve_config
-from dashboard.state import ActiveState, set_state
+from dashboard.state import set_state
 
 PASSWORD = "correct horse battery"
 
@@ -101,24 +98,6 @@ def test_missing_config_file_and_bad_env(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------------------- auth
-@pytest.fixture(scope="module")
-def auth_app(tmp_path_factory) -> Iterator[SimpleNamespace]:
-    """The app (no model loaded: fast) with basic auth from a credentials file."""
-    root = tmp_path_factory.mktemp("auth")
-    users = root / "users"
-    set_password(users, "alice", PASSWORD)
-    settings = Settings(
-        cache_dir=root / "cache", data_dir=root / "data", model_dir=root / "models",
-        auth_file=users,
-    )  # fmt: skip
-    service = AnalysisService(settings)
-    app = create_app(service, state=ActiveState(service, warm=False))
-    yield SimpleNamespace(app=app, client=app.server.test_client(), users=users)
-    set_state(None)
-    backend.set_service(None)
-    service.close()
-
-
 @pytest.fixture(autouse=True)
 def _fresh_login_limits(request) -> None:
     """Each auth test starts with no failed login counted (``dashboard.auth`` rate limits
