@@ -55,14 +55,8 @@ def site(auth_app) -> SimpleNamespace:
     return auth_app
 
 
-@pytest.fixture
-def fresh(site, monkeypatch) -> SimpleNamespace:
-    """``site`` with empty limiters and cache, a fake clock, and scrypt runs counted."""
-    a = site.auth
-    a.clients, a.user_names = FailureLimiter(), FailureLimiter()
-    a._verified.clear()
-    a._trusted.clear()
-    site.clock = a.clock = Clock()
+def count_scrypt(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count password-hash checks from now on (``["n"]``): what a wrong password costs."""
     calls = {"n": 0}
     real = werkzeug.security.check_password_hash
 
@@ -71,7 +65,18 @@ def fresh(site, monkeypatch) -> SimpleNamespace:
         return real(hashed, password)
 
     monkeypatch.setattr(werkzeug.security, "check_password_hash", counted)
-    site.scrypt = calls
+    return calls
+
+
+@pytest.fixture
+def fresh(site, monkeypatch) -> SimpleNamespace:
+    """``site`` with empty limiters and cache, a fake clock, and scrypt runs counted."""
+    a = site.auth
+    a.clients, a.user_names = FailureLimiter(), FailureLimiter()
+    a._verified.clear()
+    a._trusted.clear()
+    site.clock = a.clock = Clock()
+    site.scrypt = count_scrypt(monkeypatch)
     return site
 
 
@@ -345,14 +350,7 @@ def test_waitress_under_a_password_flood_and_a_deep_body(
         cache_dir=tmp_path / "cache", data_dir=small_h5ad.parent, model_dir=tmp_path / "m",
         auth_file=users,
     )  # fmt: skip
-    calls = {"n": 0}
-    real = werkzeug.security.check_password_hash
-
-    def counted(hashed: str, password: str) -> bool:
-        calls["n"] += 1
-        return real(hashed, password)
-
-    monkeypatch.setattr(werkzeug.security, "check_password_hash", counted)
+    calls = count_scrypt(monkeypatch)
     started = threading.Event()
     box: dict[str, object] = {}
 
