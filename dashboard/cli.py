@@ -11,9 +11,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT / "data" / "pbmc10k.h5ad"
-DEFAULT_MODEL = ROOT / "data" / "models" / "pbmc10k"
+DATA_HELP = (
+    "dataset to open (default: the data saved in --model's folder; with no --model, the "
+    "embedded data/pbmc10k.h5ad)"
+)
+MODEL_HELP = (
+    "model folder: ours, scvi-tools', scvi-hub's or a hub download (default: the embedded "
+    "data/models/pbmc10k)"
+)
 
 
 def _print_progress(p: object) -> None:
@@ -33,17 +38,19 @@ def _print_notices(data: object) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train TotalVI on a dataset and save the checkpoint."""
-    from model import TotalVI, read_cite_seq
+    from dashboard.backend.cli_commands import read_flags
+    from model import TotalVI
+    from model.read_options import OURS, ReadOptions
 
-    data = read_cite_seq(
-        args.data, batch_key=args.batch_key, labels_key=args.labels_key, layer=args.layer
-    )
+    options = ReadOptions().overridden(**read_flags(args))
+    data = options.read(args.data)
     _print_notices(data)
     print(
         f"{args.data}: {data.n_cells} cells, {data.n_genes} genes, {data.n_proteins} proteins, "
         f"{data.n_batch} batch(es)"
     )
     model = TotalVI(data, n_latent=args.n_latent, seed=args.seed)
+    model.setup_args[OURS] = options.to_dict()  # `run --model OUT --data DATA` reads it so
     overrides = {"seed": args.seed}
     if args.max_epochs:
         overrides["max_epochs"] = args.max_epochs
@@ -63,14 +70,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Print what a checkpoint holds (ours or scvi-tools')."""
-    from model import TotalVI, read_cite_seq
+    """Print what a checkpoint holds (ours or scvi-tools'), how its data is read and, with
+    data (``--data`` or the data saved in the folder), the validation ELBO on it."""
+    from dashboard.backend.cli_commands import read_flags
+    from model import TotalVI
+    from model.model_folder import locate_model
+    from model.read_options import ReadOptions
 
-    data = read_cite_seq(args.data, batch_key=args.batch_key) if args.data else None
-    _print_notices(data)
-    model = TotalVI.load(args.model, data=data)
+    folder = locate_model(args.model)
+    model = TotalVI.load(folder.checkpoint)
+    registered = ReadOptions.from_setup_args(model.setup_args)
+    options = registered.overridden(**read_flags(args))
+    source = args.data or folder.data
+    data = None
+    if source is not None:
+        data = options.read(source)
+        _print_notices(data)
+        model.attach_data(data)
     print(model)
     print(f"config: {model.config}")
+    print(f"folder: {folder.layout}{'' if folder.card is None else ', model card README.md'}")
+    print(f"data setup (the checkpoint's registry): {registered.describe()}")
+    if source is not None:
+        print(f"data: {source}{'' if options == registered else f' ({options.describe()})'}")
     if not model.history.empty:
         last = model.history.iloc[-1]
         loss = last.get("elbo_validation", float("nan"))
@@ -78,10 +100,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"history: {len(model.history)} epochs, last elbo_validation {loss:.2f} "
             "(per-cell loss, the negative ELBO: lower is better)"
         )
-    if data is not None and model.validation_indices is not None:
+    if data is not None and data.minified is None and model.validation_indices is not None:
         elbo = model.get_elbo(indices=model.validation_indices)
         print(
-            f"validation ELBO on {args.data}: {elbo:.2f} per cell "
+            f"validation ELBO on {source}: {elbo:.2f} per cell "
             "(get_elbo, scvi-tools' sign: higher is better)"
         )
     return 0
@@ -93,6 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     The first start prepares the model's results (progress printed here and shown in the
     page); they are cached, so later starts are ready in seconds.
     """
+    from dashboard.backend.cli_commands import read_flags
     from dashboard.backend.errors import BackendError
     from dashboard.server import serve
 
@@ -102,7 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.model,
             host=args.host,
             port=args.port,
-            batch_key=args.batch_key or None,
+            flags=read_flags(args),
             debug=args.debug,
         )
     except BackendError as err:
@@ -115,6 +138,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     Dash's development server). Settings: flag > environment > ``--config`` file > default.
     """
     from dashboard.auth import read_credentials
+    from dashboard.backend.cli_commands import READ_FLAGS
     from dashboard.backend.errors import BackendError
     from dashboard.serve_config import load_serve_config
     from dashboard.server import serve
@@ -122,8 +146,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     flags = {
         key: getattr(args, key)
         for key in (
-            "host", "port", "threads", "data", "model", "batch_key", "data_dir", "cache_dir",
-            "model_dir", "auth_file", "redis_url", "trusted_proxy",
+            "host", "port", "threads", "data", "model", "data_dir", "cache_dir",
+            "model_dir", "auth_file", "redis_url", "trusted_proxy", *READ_FLAGS,
         )
     }  # fmt: skip
     if args.max_upload_mb is not None:
@@ -149,7 +173,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             config.model,
             host=config.host,
             port=config.port,
-            batch_key=config.batch_key,
+            flags=config.read_flags,
             settings=config.settings,
             production=not args.dev,
             debug=args.dev,
@@ -189,7 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     """
     from dataclasses import fields
 
-    from dashboard.backend.cli_commands import CACHE_DIR_HELP, DefaultsFormatter, add_subcommands
+    from dashboard.backend.cli_commands import (
+        CACHE_DIR_HELP,
+        DefaultsFormatter,
+        add_read_flags,
+        add_subcommands,
+    )
     from dashboard.backend.settings import Settings
     from dashboard.serve_config import SERVER_DEFAULTS
 
@@ -203,13 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train TotalVI on a CITE-seq file and save it", **fmt)
     p.add_argument("data", type=Path, help=".h5ad, .h5mu, 10x .h5 or 10x folder")
-    p.add_argument(
-        "--batch-key", default=None, help="obs column of batches (default: none, one batch)"
-    )
-    p.add_argument(
-        "--labels-key", default=None, help="obs column of cell-type labels (default: none)"
-    )
-    p.add_argument("--layer", default=None, help="RNA counts layer (default: X)")
+    add_read_flags(p, with_model=False)
     p.add_argument("--n-latent", type=int, default=20, help="latent dimensions")
     p.add_argument(
         "--max-epochs",
@@ -233,16 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("info", help="describe a checkpoint (ours or scvi-tools')", **fmt)
-    p.add_argument("model", type=Path, help="model folder or model.pt")
+    p.add_argument("model", type=Path, help="model folder (scvi-tools, scvi-hub, hub download)")
     p.add_argument(
         "--data",
         type=Path,
         default=None,
-        help="dataset to evaluate the validation ELBO on (default: none)",
+        help="dataset to evaluate the validation ELBO on (default: the data saved in the "
+        "model folder, if any)",
     )
-    p.add_argument(
-        "--batch-key", default=None, help="obs column of batches in --data (default: none)"
-    )
+    add_read_flags(p)
     p.set_defaults(func=cmd_info)
 
     add_subcommands(sub, include=("precompute", "export"))
@@ -251,16 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         type=Path,
-        default=DEFAULT_DATA,
-        help="dataset to open (default: the embedded data/pbmc10k.h5ad)",
+        default=None,
+        help=DATA_HELP,
     )
     p.add_argument(
         "--model",
         type=Path,
-        default=DEFAULT_MODEL,
-        help="checkpoint folder (default: the embedded data/models/pbmc10k)",
+        default=None,
+        help=MODEL_HELP,
     )
-    p.add_argument("--batch-key", default="batch", help="obs column of batches ('' for none)")
+    add_read_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8050, help="port to listen on")
     p.add_argument("--debug", action="store_true", help="Dash debug mode (development only)")
@@ -286,23 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="TOML config file (default: $TOTALVI_EXPLORER_CONFIG, else none)",
     )
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="dataset to open at start (default: the embedded data/pbmc10k.h5ad)",
-    )
-    p.add_argument(
-        "--model",
-        type=Path,
-        default=None,
-        help="checkpoint folder to load (default: the embedded data/models/pbmc10k)",
-    )
-    p.add_argument(
-        "--batch-key",
-        default=None,
-        help=f"obs column of batches ('' for none) {dflt(server['batch_key'])}",
-    )
+    p.add_argument("--data", type=Path, default=None, help=DATA_HELP)
+    p.add_argument("--model", type=Path, default=None, help=MODEL_HELP)
+    add_read_flags(p)
     p.add_argument("--host", default=None, help=f"address to listen on {dflt(server['host'])}")
     p.add_argument(
         "--port", type=int, default=None, help=f"port to listen on {dflt(server['port'])}"

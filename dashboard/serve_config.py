@@ -1,7 +1,9 @@
 """Configuration of ``totalvi-explorer serve``: defaults < TOML file < environment < flags.
 
 A config file is flat TOML; its keys are the server's own (``host``, ``port``, ``threads``,
-``data``, ``model``, ``batch_key``, ``trusted_proxy``) and every field of
+``data``, ``model``, ``trusted_proxy``, and the read keys ``layer``, ``batch_key``,
+``labels_key``, ``protein_key``, ``protein_layer``, ``rna_modality`` that override a model's
+registry, ``""`` clearing one) and every field of
 :class:`~dashboard.backend.settings.Settings` (``data_dir``, ``cache_dir``, ``model_dir``,
 ``auth_file``, ``max_upload_bytes``, ``redis_url``, ...)::
 
@@ -30,30 +32,27 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dashboard.backend.cli_commands import READ_FLAGS
 from dashboard.backend.settings import ENV_PREFIX, Settings
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT / "data" / "pbmc10k.h5ad"
-DEFAULT_MODEL = ROOT / "data" / "models" / "pbmc10k"
 
 #: The server's own keys and their kinds (Settings fields are added from the dataclass).
 SERVER_KEYS: dict[str, str] = {
     "host": "str",
     "port": "int",
     "threads": "int",
-    "data": "path",
-    "model": "path",
-    "batch_key": "str?",
+    "data": "path?",
+    "model": "path?",
     "trusted_proxy": "str?",
+    **dict.fromkeys(READ_FLAGS, "key"),  # a string kept as given: "" clears the part
 }
 SERVER_DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1",
     "port": 8050,
     "threads": 8,
-    "data": DEFAULT_DATA,
-    "model": DEFAULT_MODEL,
-    "batch_key": "batch",
+    "data": None,  # the data in the model's folder, else the embedded data
+    "model": None,  # the embedded model
     "trusted_proxy": None,
+    **dict.fromkeys(READ_FLAGS),  # not given: the model's registry says
 }
 
 
@@ -87,15 +86,20 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8050
     threads: int = 8
-    data: Path = DEFAULT_DATA
-    model: Path = DEFAULT_MODEL
-    batch_key: str | None = "batch"
+    data: Path | None = None
+    model: Path | None = None
+    read_flags: dict[str, str] = field(default_factory=dict)
     trusted_proxy: str | None = None
     settings: Settings = field(default_factory=Settings)
     origin: dict[str, str] = field(default_factory=dict)
 
 
 def _coerce(value: Any, kind: str, key: str, where: str, base: Path | None) -> Any:
+    if kind == "key":
+        if not isinstance(value, str):
+            msg = f"{where}: key '{key}' must be a string ('' for none), got {value!r}"
+            raise ConfigError(msg)
+        return value.strip()
     optional = kind.endswith("?")
     kind = kind.rstrip("?")
     if value is None or (optional and isinstance(value, str) and value.strip() == ""):
@@ -231,7 +235,7 @@ def load_serve_config(
         threads=merged["threads"],
         data=merged["data"],
         model=merged["model"],
-        batch_key=merged["batch_key"] or None,
+        read_flags={k: merged[k] for k in READ_FLAGS if merged[k] is not None},
         trusted_proxy=merged["trusted_proxy"],
         settings=settings,
         origin=origin,

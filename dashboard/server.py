@@ -13,8 +13,8 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from dashboard.state import ActiveState
 
 log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT / "data" / "pbmc10k.h5ad"
+DEFAULT_MODEL = ROOT / "data" / "models" / "pbmc10k"
 #: Loggers whose INFO lines (jobs queued, their progress, how they ended; model switches)
 #: the server prints.
 JOB_LOGGERS = ("dashboard.backend.jobs", "dashboard.switching")
@@ -45,47 +48,71 @@ class Bootstrap:
 
 
 def bootstrap(
-    data: str | Path,
-    model: str | Path,
+    data: str | Path | None = None,
+    model: str | Path | None = None,
     *,
-    batch_key: str | None = "batch",
+    flags: Mapping[str, str] | None = None,
     settings: Settings | None = None,
     warm: bool = True,
     out: TextIO | None = sys.stdout,
 ) -> Bootstrap:
-    """Open ``data``, load ``model`` for it and start preparing their results.
+    """Open the model folder with its data and start preparing their results.
 
-    A missing or unusable checkpoint is not fatal: the app then starts without a model
-    and the Model page offers to train or load one. A dataset that cannot be read raises
-    the backend's :class:`~dashboard.backend.errors.DatasetNotFound` (one clear line).
+    ``model`` (default: the embedded model) opens as its checkpoint was set up: the counts
+    layer, batch and labels keys, protein key and modalities come from its registry, and
+    ``flags`` (``layer``, ``batch_key``, ... as the command line's read flags) override
+    them. ``data`` (default: the data saved in the model's folder; with neither, the
+    embedded data) is checked against the model. A missing or unusable checkpoint is not
+    fatal when there is data to show: the app then starts without a model and the Model
+    page offers to train or load one. Data that cannot be read raises the backend's
+    :class:`~dashboard.backend.errors.DatasetNotFound` (one clear line).
     """
-    from dashboard.backend.errors import BackendError
+    from dashboard.backend.errors import BackendError, DatasetNotFound
     from dashboard.backend.service import AnalysisService
     from dashboard.backend.settings import Settings
     from dashboard.state import ActiveState
+    from model.read_options import ReadOptions
 
+    if model is None:
+        model = DEFAULT_MODEL
+        data = DEFAULT_DATA if data is None else data
     service = AnalysisService(settings or Settings.from_env())
     state = ActiveState(service, warm=warm)
     t0 = time.perf_counter()
-    dataset = service.open_dataset(data, batch_key=batch_key)
+    try:
+        pair = service.open_model(model, data=data, flags=flags)
+        dataset, error = pair.dataset, None
+    except DatasetNotFound:
+        service.close()
+        raise
+    except BackendError as err:
+        if data is None:
+            service.close()
+            raise
+        pair, error = None, err
+        fallback = ReadOptions(batch_key="batch").overridden(**dict(flags or {}))
+        try:
+            dataset = service.open_dataset(data, options=fallback)
+        except DatasetNotFound:
+            if fallback.batch_key != "batch" or "batch_key" in (flags or {}):
+                raise
+            dataset = service.open_dataset(data, options=replace(fallback, batch_key=None))
     state.set_dataset(dataset)
     d = service.dataset(dataset)
     _say(
         out,
-        f"data   {data}: {d.n_cells:,} cells, {d.n_genes:,} genes, "
-        f"{d.n_proteins} proteins ({time.perf_counter() - t0:.1f}s)",
+        f"data   {dataset.path}: {d.n_cells:,} cells, {d.n_genes:,} genes, "
+        f"{d.n_proteins} proteins, {d.n_batch} batch(es) ({dataset.options.describe()}; "
+        f"{time.perf_counter() - t0:.1f}s)",
     )
-    try:
-        t1 = time.perf_counter()
-        pair = service.load_model(dataset, model)
-    except BackendError as err:
+    if pair is None:
         message = (
-            f"no model loaded ({err}); train or load one on the Model page, or run "
+            f"no model loaded ({error}); train or load one on the Model page, or run "
             f"`totalvi-explorer train {data} --out {model}` first"
         )
         _say(out, f"model  {message}")
         return Bootstrap(service, state, None, None, message)
-    _say(out, f"model  {model} ({time.perf_counter() - t1:.1f}s)")
+    _say(out, f"model  {model} ({pair.model.name})")
     job = state.prepare(pair)
     return Bootstrap(service, state, pair, job)
 
@@ -110,12 +137,12 @@ def follow_progress(
 
 
 def serve(
-    data: str | Path,
-    model: str | Path,
+    data: str | Path | None = None,
+    model: str | Path | None = None,
     *,
     host: str = "127.0.0.1",
     port: int = 8050,
-    batch_key: str | None = "batch",
+    flags: Mapping[str, str] | None = None,
     debug: bool = False,
     settings: Settings | None = None,
     production: bool = False,
@@ -134,7 +161,7 @@ def serve(
 
     configure_logging()
     t0 = time.perf_counter()
-    boot = bootstrap(data, model, batch_key=batch_key, settings=settings, out=out)
+    boot = bootstrap(data, model, flags=flags, settings=settings, out=out)
     try:
         app = create_app(boot.service, state=boot.state)
     except Exception:

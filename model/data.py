@@ -14,7 +14,7 @@ import hashlib
 import os
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -50,6 +50,13 @@ SUPPORTED_FORMATS = (
     "filtered_feature_bc_matrix/ folder (matrix.mtx[.gz], features.tsv[.gz], barcodes.tsv[.gz])"
 )
 _N_SHOW = 5  # how many offending names a message lists
+#: What to do with RNA-only data (the end of the reader's message when a file holds no
+#: protein counts at all).
+RNA_ONLY_ADVICE = (
+    "This looks like RNA-only data: TotalVI trains on RNA and protein counts together, but "
+    "RNA-only cells can be mapped onto a trained model (Model page, “Map new data”; "
+    "in Python: model.query.map_query), which imputes their proteins"
+)
 _HDF5_SUFFIXES = (".h5ad", ".h5mu", ".h5")
 #: Where the original symbols of names made unique are kept (var column / uns key).
 GENE_SYMBOLS = "gene_symbols"
@@ -440,13 +447,17 @@ def read_cite_seq(
     protein_names_uns_key: str | None = None,
     rna_modality: str = "rna",
     protein_modality: str = "protein",
+    key_modalities: Mapping[str, str] | None = None,
 ) -> CiteSeqData:
     """Read CITE-seq counts from ``path``, choosing the reader by file type.
 
     ``.h5mu`` -> MuData, ``.h5ad`` -> AnnData, ``.h5`` -> Cell Ranger HDF5, a folder (or a
     ``matrix.mtx[.gz]`` inside one) -> Cell Ranger matrix folder. Options that do not apply to
     a format are ignored (10x files carry no batch or label columns: ``batch_key`` and
-    ``labels_key`` must then be ``None``).
+    ``labels_key`` must then be ``None``). ``key_modalities`` (MuData) says in which
+    modality's obs ``batch_key`` / ``labels_key`` live, as ``setup_mudata``'s
+    ``modalities``. :class:`model.read_options.ReadOptions` builds these arguments from a
+    checkpoint's setup arguments.
     """
     p = Path(path)
     src = str(p)
@@ -475,6 +486,7 @@ def read_cite_seq(
             protein_layer=protein_layer,
             rna_modality=rna_modality,
             protein_modality=protein_modality,
+            key_modalities=key_modalities,
             source=src,
         )
     if name.endswith(".h5ad"):
@@ -523,9 +535,16 @@ def from_anndata(
         adata = adata.to_memory()
     rna = _get_layer(adata, layer, where, "RNA")
     if protein_obsm_key not in adata.obsm:
+        others = [str(k) for k in adata.obsm if not _is_embedding_key(str(k))]
+        fix = (
+            f"If the protein counts are under another key, name it (--protein-key, "
+            f"protein_obsm_key=...); else: {RNA_ONLY_ADVICE}"
+            if others
+            else RNA_ONLY_ADVICE
+        )
         msg = (
-            f"{where}: no protein counts at obsm[{protein_obsm_key!r}]; available obsm keys: "
-            f"{_listing(adata.obsm.keys())}. Pass protein_obsm_key=... naming the protein matrix"
+            f"{where}: no protein counts at obsm[{protein_obsm_key!r}] (obsm keys: "
+            f"{_listing(adata.obsm.keys())}). {fix}"
         )
         raise CiteSeqDataError(msg)
     prot_raw = adata.obsm[protein_obsm_key]
@@ -571,6 +590,7 @@ def from_anndata(
         minified=_minified_posterior(adata.uns, [adata.obsm], [obs], n, where),
         gene_symbols=adata.var.get(GENE_SYMBOLS),
         protein_symbols=adata.uns.get(PROTEIN_SYMBOLS),
+        rna_layers=[str(k) for k in adata.layers],
     )
 
 
@@ -583,6 +603,7 @@ def from_mudata(
     protein_layer: str | None = None,
     rna_modality: str = "rna",
     protein_modality: str = "protein",
+    key_modalities: Mapping[str, str] | None = None,
     source: str = "",
 ) -> CiteSeqData:
     """Validated :class:`CiteSeqData` from a MuData with an RNA and a protein modality.
@@ -591,14 +612,18 @@ def from_mudata(
     if needed. ``batch_key``/``labels_key`` are looked up in ``mdata.obs``, then the RNA
     modality's obs, then the protein modality's. obs = ``mdata.obs`` plus the columns of both
     modalities (prefixed ``"<modality>:"`` only where a name is already taken).
+    ``key_modalities`` (``{"batch_key": "rna"}``, as ``setup_mudata``'s ``modalities``)
+    looks a key up in that modality's obs first.
     """
     where = source or "MuData"
     mods = dict(mdata.mod)
     for mod_name, what in ((rna_modality, "rna_modality"), (protein_modality, "protein_modality")):
         if mod_name not in mods:
+            rna_only = what == "protein_modality" and len(mods) == 1
+            flag = "--protein-key" if what == "protein_modality" else "--rna-modality"
+            fix = RNA_ONLY_ADVICE if rna_only else f"Name it ({flag}, {what}=...)"
             msg = (
-                f"{where}: no modality {mod_name!r}; available modalities: "
-                f"{_listing(mods.keys())}. Pass {what}=... naming it"
+                f"{where}: no modality {mod_name!r} (modalities: {_listing(mods.keys())}). {fix}"
             )
             raise CiteSeqDataError(msg)
     rna_ad, prot_ad = mods[rna_modality], mods[protein_modality]
@@ -644,11 +669,16 @@ def from_mudata(
             if name not in obs.columns:
                 obs[name] = part[col]
     frames = [p for _, p in parts]
+    by_mod = dict(parts)
+
+    def lookup(key: str | None, what: str) -> pd.Series | None:
+        mod = (key_modalities or {}).get(what)
+        first = [by_mod[mod]] if mod in by_mod else []
+        return _obs_column(key, first + frames, where)
+
     n = len(obs)
-    batch, bcats = _codes(_obs_column(batch_key, frames, where), batch_key, where, "batch_key", n)
-    labels, lcats = _codes(
-        _obs_column(labels_key, frames, where), labels_key, where, "labels_key", n
-    )
+    batch, bcats = _codes(lookup(batch_key, "batch_key"), batch_key, where, "batch_key", n)
+    labels, lcats = _codes(lookup(labels_key, "labels_key"), labels_key, where, "labels_key", n)
     return _build(
         rna=rna,
         protein=prot,
@@ -671,6 +701,7 @@ def from_mudata(
         ),
         gene_symbols=rna_ad.var.get(GENE_SYMBOLS),
         protein_symbols=prot_ad.var.get(PROTEIN_SYMBOLS),
+        rna_layers=[str(k) for k in rna_ad.layers],
     )
 
 
@@ -697,8 +728,8 @@ def read_10x(path: str | os.PathLike[str], *, source: str = "") -> CiteSeqData:
         found = sorted(set(types.tolist()))
         msg = (
             f"{src}: no 'Antibody Capture' features (feature types found: {found}), so there are "
-            "no protein counts. TotalVI needs CITE-seq output from Cell Ranger >= 3 with the "
-            "antibody library included"
+            "no protein counts (TotalVI needs Cell Ranger >= 3 output with the antibody library "
+            f"included). {RNA_ONLY_ADVICE}"
         )
         raise CiteSeqDataError(msg)
     return _build(
@@ -821,6 +852,7 @@ def _build(
     minified: MinifiedPosterior | None = None,
     gene_symbols: Any = None,
     protein_symbols: Any = None,
+    rna_layers: Sequence[str] = (),
 ) -> CiteSeqData:
     """Check names and counts, convert to the canonical dtypes and assemble the container.
 
@@ -841,7 +873,13 @@ def _build(
         msg = f"{where}: no proteins in {protein_field}; TotalVI needs protein (ADT) counts"
         raise CiteSeqDataError(msg)
     _check_unique(cells, where, "cell names", "cell")
-    rna_csr = _to_checked_csr(rna, where, "RNA", rna_field, cells, genes, "gene")
+    hint = ""
+    if rna_layers and rna_field.endswith("X"):
+        hint = (
+            f"This file has layers {_listing(rna_layers)}: if one holds the raw counts, read "
+            f"it with --layer {rna_layers[0]} (layer={rna_layers[0]!r})"
+        )
+    rna_csr = _to_checked_csr(rna, where, "RNA", rna_field, cells, genes, "gene", hint=hint)
     prot_arr = _to_checked_dense(protein, where, "protein", protein_field, cells, prots)
     if prot_arr.shape[1] != len(prots):
         msg = (
@@ -961,8 +999,10 @@ def _to_checked_csr(
     cells: pd.Index,
     features: pd.Index,
     feature_kind: str,
+    hint: str = "",
 ) -> sp.csr_matrix:
-    """Validate a count matrix (dense or sparse) and return it as canonical CSR float32."""
+    """Validate a count matrix (dense or sparse) and return it as canonical CSR float32
+    (``hint``: a sentence added to a bad-count message, e.g. which layers the file has)."""
     if x is None:
         raise CiteSeqDataError(f"{where}: {field_name} is empty (None); it must hold RNA counts")
     if sp.issparse(x):
@@ -978,7 +1018,9 @@ def _to_checked_csr(
     def locate(k: int) -> tuple[int, int]:
         return int(np.searchsorted(m.indptr, k, side="right") - 1), int(m.indices[k])
 
-    _check_counts(data, locate, where, modality, field_name, cells, features, feature_kind)
+    _check_counts(
+        data, locate, where, modality, field_name, cells, features, feature_kind, hint=hint
+    )
     m = m.astype(np.float32, copy=False)  # m is already our own sorted, summed copy
     m.eliminate_zeros()
     return m
@@ -1049,6 +1091,8 @@ def _check_counts(
     cells: pd.Index,
     features: pd.Index,
     feature_kind: str,
+    *,
+    hint: str = "",
 ) -> None:
     """Raise on the first non-finite, negative or non-integer count (in cell-major order)."""
     is_float = np.issubdtype(values.dtype, np.floating)
@@ -1087,6 +1131,7 @@ def _check_counts(
                 f"{where}: {modality} counts in {field_name} contain {what} "
                 f"({values[k].item()!r}) at cell {cells[row]!r}, {feature_kind} {features[col]!r}"
                 f"{f' and {bad.size - 1} more entries' if bad.size > 1 else ''}. {fix}"
+                f"{f'. {hint}' if hint else ''}"
             )
             raise CiteSeqDataError(msg)
 
@@ -1142,6 +1187,11 @@ def _protein_names_from_uns(
         )
         raise CiteSeqDataError(msg)
     return names
+
+
+def _is_embedding_key(key: str) -> bool:
+    """An obsm key of a layout or reduction (``X_umap``, ``X_pca``, scvi's ``_scvi_*``)."""
+    return key.startswith(("X_", "_scvi")) or key.lower() in {"umap", "pca", "tsne", "spatial"}
 
 
 def _obs_column(key: str | None, frames: list[pd.DataFrame], where: str) -> pd.Series | None:

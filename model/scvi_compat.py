@@ -186,6 +186,14 @@ def from_scvi_tools_checkpoint(ck: dict[str, Any], *, source: str | Path = "") -
 
 
 def _plain(value: Any) -> bool:
+    """A setup argument worth keeping: a scalar, or a flat mapping of scalars (such as
+    ``setup_mudata``'s ``modalities``)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _scalar(v) for k, v in value.items())
+    return _scalar(value)
+
+
+def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 

@@ -22,6 +22,8 @@ import torch
 
 from model.config import TotalVIConfig, TrainConfig
 from model.data import CiteSeqData, CiteSeqDataError, align_features
+from model.errors import CheckpointError
+from model.model_folder import CHECKPOINT_FILE, locate_model
 from model.module import InferenceOutputs, TotalVAE
 from model.priors import library_size_prior, protein_background_prior
 from model.train import (
@@ -40,13 +42,8 @@ if TYPE_CHECKING:
 
 CHECKPOINT_FORMAT = "totalvi-explorer"
 CHECKPOINT_VERSION = 1
-CHECKPOINT_FILE = "model.pt"
 
 BatchSpec = None | int | str | Sequence[int | str]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be loaded; the message names the file and the problem."""
 
 
 class TotalVI:
@@ -853,9 +850,15 @@ class TotalVI:
         else:
             model = from_scvi_tools_checkpoint(read_scvi_tools_checkpoint(file), source=file)
         if data is not None:
-            model.data = model._prepare_data(data)
-            model.data_fingerprint = model.data.fingerprint()
+            model.attach_data(data)
         return model
+
+    def attach_data(self, data: CiteSeqData) -> TotalVI:
+        """Attach ``data`` (aligned to the model's genes, proteins and batches; raises
+        :class:`CiteSeqDataError` naming what does not match). Returns the model."""
+        self.data = self._prepare_data(data)
+        self.data_fingerprint = self.data.fingerprint()
+        return self
 
     @classmethod
     def _from_payload(cls, payload: dict[str, Any], file: Path) -> TotalVI:
@@ -905,23 +908,18 @@ class TotalVI:
 
 
 def _plain(value: Any) -> bool:
+    """A setup argument worth keeping: a scalar, or a flat mapping of scalars (such as
+    ``setup_mudata``'s ``modalities``)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _scalar(v) for k, v in value.items())
+    return _scalar(value)
+
+
+def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
 def _checkpoint_file(path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        if (p / CHECKPOINT_FILE).is_file():
-            return p / CHECKPOINT_FILE
-        if (p / "model_params.pt").is_file():
-            msg = (
-                f"{p}: legacy scvi-tools save (< 0.15, model_params.pt); convert it with "
-                "scvi-tools' TOTALVI.convert_legacy_save first"
-            )
-            raise CheckpointError(msg)
-        msg = f"{p}: no {CHECKPOINT_FILE} in this folder"
-        raise CheckpointError(msg)
-    if not p.is_file():
-        msg = f"{p}: checkpoint file not found"
-        raise CheckpointError(msg)
-    return p
+    """The checkpoint of a model folder, hub download or ``model.pt`` (see
+    :func:`model.model_folder.locate_model`)."""
+    return locate_model(path).checkpoint

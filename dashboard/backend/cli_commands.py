@@ -69,7 +69,7 @@ def add_subcommands(
         p = subparsers.add_parser(
             "precompute", help="fill the results cache (UMAP, clusters, DE, metrics)", **fmt
         )
-        _data_args(p)
+        _data_args(p, with_model=True)
         p.add_argument(
             "--model", type=Path, required=True, help="model folder or model.pt (required)"
         )
@@ -77,7 +77,7 @@ def add_subcommands(
         parsers["precompute"] = p
     if "export" in include:
         p = subparsers.add_parser("export", help="write results to .h5mu and tables to CSV", **fmt)
-        _data_args(p)
+        _data_args(p, with_model=True)
         p.add_argument(
             "--model", type=Path, required=True, help="model folder or model.pt (required)"
         )
@@ -91,17 +91,57 @@ def add_subcommands(
     return parsers
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", type=Path, help=".h5ad, .h5mu, 10x .h5 or 10x folder")
-    p.add_argument(
-        "--batch-key", default=None, help="obs column of batches (default: none, one batch)"
+#: The read flags every command that reads data takes (``dest`` names; their values are
+#: :meth:`model.read_options.ReadOptions.overridden` keywords).
+READ_FLAGS = ("layer", "batch_key", "labels_key", "protein_key", "protein_layer", "rna_modality")
+
+
+def add_read_flags(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
+    """The flags that say where a file keeps its counts and keys, the same on every command.
+
+    ``with_model``: the command opens a checkpoint, whose registry (its setup arguments)
+    gives the defaults; a flag overrides that part. ``''`` clears a part (``--batch-key ''``
+    is one batch, ``--layer ''`` reads ``X``).
+    """
+    default = "the model's registry, else " if with_model else ""
+    g = p.add_argument_group("where the data keeps its counts and keys")
+    g.add_argument("--layer", default=None, help=f"RNA counts layer (default: {default}X)")
+    g.add_argument(
+        "--batch-key",
+        default=None,
+        help=f"obs column of batches, '' for one batch (default: {default}none, one batch)",
     )
-    p.add_argument(
+    g.add_argument(
         "--labels-key",
         default=None,
-        help="obs column of cell-type labels (default: none, cell types from clusters)",
+        help=f"obs column of cell-type labels (default: {default}none, types from clusters)",
     )
-    p.add_argument("--layer", default=None, help="RNA counts layer (default: X)")
+    g.add_argument(
+        "--protein-key",
+        default=None,
+        help="protein counts: the obsm key of an .h5ad, the modality of an .h5mu "
+        f"(default: {default}protein_expression / protein)",
+    )
+    g.add_argument(
+        "--protein-layer",
+        default=None,
+        help=f"layer of the .h5mu protein modality (default: {default}X)",
+    )
+    g.add_argument(
+        "--rna-modality",
+        default=None,
+        help=f"RNA modality of an .h5mu (default: {default}rna)",
+    )
+
+
+def read_flags(args: argparse.Namespace) -> dict[str, str]:
+    """The read flags given on the command line (those left out are not in the dict)."""
+    return {k: getattr(args, k) for k in READ_FLAGS if getattr(args, k, None) is not None}
+
+
+def _data_args(p: argparse.ArgumentParser, *, with_model: bool = False) -> None:
+    p.add_argument("data", type=Path, help=".h5ad, .h5mu, 10x .h5 or 10x folder")
+    add_read_flags(p, with_model=with_model)
     p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_DIR_HELP)
 
 
@@ -145,13 +185,25 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
 
 
 def _open(service: Any, args: argparse.Namespace) -> Any:
-    """Open DATA; its notices (e.g. duplicate names made unique) go to stderr, one line each."""
-    ref = service.open_dataset(
-        args.data, batch_key=args.batch_key, labels_key=args.labels_key, layer=args.layer
-    )
+    """Open DATA (read flags on the readers' defaults); its notices (e.g. duplicate names
+    made unique) go to stderr, one line each."""
+    from model.read_options import ReadOptions
+
+    ref = service.open_dataset(args.data, options=ReadOptions().overridden(**read_flags(args)))
+    _notices(service, ref)
+    return ref
+
+
+def _open_pair(service: Any, args: argparse.Namespace) -> Any:
+    """Open ``--model`` with DATA read the way the model's registry says (flags on top)."""
+    pair = service.open_model(args.model, data=args.data, flags=read_flags(args))
+    _notices(service, pair.dataset)
+    return pair
+
+
+def _notices(service: Any, ref: Any) -> None:
     for note in service.dataset(ref).notices:
         print(f"note: {note}", file=sys.stderr)
-    return ref
 
 
 @_guard
@@ -185,8 +237,7 @@ def cmd_precompute(args: argparse.Namespace) -> int:
     """Compute and cache everything the dashboard shows for DATA with ``--model``."""
     service = _service(args)
     try:
-        dataset = _open(service, args)
-        pair = service.load_model(dataset, args.model)
+        pair = _open_pair(service, args)
         before = service.cache.stats.computed
         with _progress_bar("precompute") as progress:
             keys = service.precompute(pair, progress=progress)
@@ -208,8 +259,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     service = _service(args)
     try:
-        dataset = _open(service, args)
-        pair = service.load_model(dataset, args.model)
+        pair = _open_pair(service, args)
         with _progress_bar("export") as progress:
             if args.tables is not None:
                 service.precompute(pair, progress=lambda f, m: progress(0.8 * f, m))

@@ -7,8 +7,10 @@ noticed instead of served from stale results.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Self
+
+from model.read_options import ReadOptions
 
 
 class _Fingerprinted:
@@ -37,10 +39,45 @@ class DatasetRef(_Fingerprinted):
 
     fingerprint: str
     path: str | None = None
-    batch_key: str | None = None
-    labels_key: str | None = None
-    layer: str | None = None
+    options: ReadOptions = field(default_factory=ReadOptions)
     name: str = ""
+
+    @property
+    def batch_key(self) -> str | None:
+        """The obs column of batches it was read with (``None``: one batch)."""
+        return self.options.batch_key
+
+    @property
+    def labels_key(self) -> str | None:
+        """The obs column of cell-type labels it was read with."""
+        return self.options.labels_key
+
+    @property
+    def layer(self) -> str | None:
+        """The RNA counts layer it was read from (``None``: ``X``)."""
+        return self.options.layer
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "fingerprint": self.fingerprint,
+            "path": self.path,
+            "options": self.options.to_dict(),
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        """Inverse of :meth:`to_dict` (also reads records written before read options:
+        ``batch_key``, ``labels_key``, ``layer`` at the top level)."""
+        old = {k: d[k] for k in ("batch_key", "labels_key", "layer") if d.get(k) is not None}
+        options = ReadOptions.from_dict(d.get("options") or old)
+        return cls(
+            fingerprint=d["fingerprint"],
+            path=d.get("path"),
+            options=options,
+            name=d.get("name", ""),
+        )
 
 
 @dataclass(frozen=True)

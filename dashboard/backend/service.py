@@ -19,7 +19,7 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,11 +42,13 @@ from dashboard.backend.names import CellTypeNames
 from dashboard.backend.refs import DatasetRef, ModelRef, Pair
 from dashboard.backend.registry import BoundedRegistry
 from dashboard.backend.settings import Settings
+from model.read_options import OURS, ReadOptions
 
 if TYPE_CHECKING:
     from dashboard.backend.metrics import MetricsResult
     from dashboard.backend.query import QueryMapResult
     from model.data import CiteSeqData
+    from model.hub_card import HubCard
     from model.totalvi import TotalVI
 
 logger = logging.getLogger(__name__)
@@ -98,9 +100,7 @@ class AnalysisService:
             s.jobs_dir, max_age=s.job_record_max_age, max_count=s.job_record_max_count
         )
         self.jobs = JobRunner(registry, max_workers=max_jobs)
-        self._datasets: BoundedRegistry[str, CiteSeqData] = BoundedRegistry(
-            s.max_loaded_datasets
-        )
+        self._datasets: BoundedRegistry[str, CiteSeqData] = BoundedRegistry(s.max_loaded_datasets)
         self._models: BoundedRegistry[tuple[str, str], TotalVI] = BoundedRegistry(
             s.max_loaded_datasets
         )
@@ -117,6 +117,7 @@ class AnalysisService:
         self,
         path: str | os.PathLike[str],
         *,
+        options: ReadOptions | None = None,
         batch_key: str | None = None,
         labels_key: str | None = None,
         layer: str | None = None,
@@ -125,31 +126,32 @@ class AnalysisService:
     ) -> DatasetRef:
         """Read a CITE-seq file (``.h5ad``, ``.h5mu``, 10x) and register it.
 
+        ``options`` says where its counts and keys are (a checkpoint's registry, flags);
+        without it, ``batch_key`` / ``labels_key`` / ``layer`` (``None``: none / ``X``).
         Relative paths are resolved against ``settings.data_dir`` when they do not exist as
         given. Raises :class:`DatasetNotFound` with the reader's message on failure.
         ``untrusted``: first read the file in a limited child process
         (:func:`~dashboard.backend.untrusted.validate_file`, once per file per process), so
         a file that crashes or balloons the reader is refused without harming the server.
         """
-        from model.data import CiteSeqDataError, read_cite_seq
+        from model.data import CiteSeqDataError
 
+        if options is None:
+            options = ReadOptions(batch_key=batch_key, labels_key=labels_key, layer=layer)
+        elif (batch_key, labels_key, layer) != (None, None, None):
+            msg = "give either options or batch_key/labels_key/layer, not both"
+            raise TypeError(msg)
         p = self._resolve(path, self.settings.data_dir)
         if untrusted:
             from dashboard.backend.untrusted import validate_file
 
-            kwargs = {"batch_key": batch_key, "labels_key": labels_key, "layer": layer}
-            validate_file(p, settings=self.settings, read_kwargs=kwargs)
+            validate_file(p, settings=self.settings, read_kwargs=options.read_kwargs())
         try:
-            data = read_cite_seq(p, batch_key=batch_key, labels_key=labels_key, layer=layer)
+            data = options.read(p)
         except CiteSeqDataError as err:
             raise DatasetNotFound(str(err)) from None
         ref = DatasetRef(
-            fingerprint=data.fingerprint(),
-            path=str(p),
-            batch_key=batch_key,
-            labels_key=labels_key,
-            layer=layer,
-            name=name or p.name,
+            fingerprint=data.fingerprint(), path=str(p), options=options, name=name or p.name
         )
         with self._load_lock:
             self._datasets.put(ref.fingerprint, data, reloadable=True)
@@ -163,8 +165,7 @@ class AnalysisService:
         ref = DatasetRef(
             fingerprint=data.fingerprint(),
             path=path,
-            batch_key=data.batch_key,
-            labels_key=data.labels_key,
+            options=ReadOptions(batch_key=data.batch_key, labels_key=data.labels_key),
             name=name or data.source or "dataset",
         )
         with self._load_lock:
@@ -181,9 +182,7 @@ class AnalysisService:
             if ref.path is None:
                 msg = f"dataset {ref.name or ref.id} is not loaded here and has no path"
                 raise DatasetNotFound(msg)
-            fresh = self.open_dataset(
-                ref.path, batch_key=ref.batch_key, labels_key=ref.labels_key, layer=ref.layer
-            )
+            fresh = self.open_dataset(ref.path, options=ref.options)
             if fresh.fingerprint != ref.fingerprint:
                 self._datasets.pop(fresh.fingerprint, None)
                 msg = f"{ref.path} changed since it was opened; open it again"
@@ -214,6 +213,69 @@ class AnalysisService:
             msg = f"{p}: the checkpoint is of an untrained model; train it first"
             raise ModelNotTrained(msg)
         return self.add_model(dataset, model, path=str(p), name=name or p.name)
+
+    def open_model(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        data: str | os.PathLike[str] | None = None,
+        flags: Mapping[str, str | None] | None = None,
+        untrusted: bool = False,
+        name: str = "",
+    ) -> Pair:
+        """Open a model folder the way its checkpoint was set up, with its data.
+
+        ``path``: a folder saved by scvi-tools or by us, an scvi-hub folder, or a local
+        copy of a hub download (:func:`model.model_folder.locate_model`). ``data``: the
+        dataset to apply it to (default: the data saved in the folder, ``adata.h5ad`` /
+        ``mdata.h5mu``). Where the counts and keys are (layer, batch and labels keys,
+        protein obsm key or layer, modalities) comes from the checkpoint's registry;
+        ``flags`` (:meth:`model.read_options.ReadOptions.overridden` keywords) override
+        parts of it. The data is checked against the model (genes, proteins, batches).
+        """
+        from model.data import CiteSeqDataError
+        from model.model_folder import locate_model
+        from model.totalvi import CheckpointError, TotalVI
+
+        p = self._resolve(path, self.settings.model_dir)
+        try:
+            folder = locate_model(p)
+            model = TotalVI.load(folder.checkpoint)
+        except CheckpointError as err:
+            raise ModelNotFound(str(err)) from None
+        if not model.is_trained:
+            msg = f"{p}: the checkpoint is of an untrained model; train it first"
+            raise ModelNotTrained(msg)
+        registered = ReadOptions.from_setup_args(model.setup_args)
+        options = registered.overridden(**dict(flags or {}))
+        source = Path(data) if data is not None else folder.data
+        if source is None:
+            msg = (
+                f"{p}: the model folder holds no data (adata.h5ad or mdata.h5mu, as scvi-tools "
+                "saves with save_anndata=True); give the data it was trained on (--data)"
+            )
+            raise DatasetNotFound(msg)
+        try:
+            dataset = self.open_dataset(source, options=options, untrusted=untrusted)
+        except DatasetNotFound as err:
+            how = (
+                f"read with the checkpoint's setup ({registered.describe()})"
+                if options == registered
+                else f"read with {options.describe()}"
+            )
+            msg = f"{err} ({how}; --layer, --batch-key, --labels-key, --protein-key override it)"
+            raise DatasetNotFound(msg) from None
+        try:
+            model.attach_data(self.dataset(dataset))
+        except (CiteSeqDataError, KeyError) as err:
+            raise ModelDataMismatch(str(err)) from None
+        return self.add_model(dataset, model, path=str(folder.folder), name=name or folder.name)
+
+    def hub_card(self, pair: Pair) -> HubCard | None:
+        """The scvi-hub model card (``README.md``) of the pair's model folder, if any."""
+        from dashboard.backend.card import hub_card_for
+
+        return hub_card_for(pair.model.path)
 
     def add_model(
         self,
@@ -277,6 +339,7 @@ class AnalysisService:
         data = self.dataset(dataset)
         seed = self.settings.seed if seed is None else seed
         model = TotalVI(data, n_latent=n_latent, seed=seed, **(module_kwargs or {}))
+        model.setup_args[OURS] = dataset.options.to_dict()  # how to read its data again
         overrides = dict(train_overrides)
         overrides["seed"] = seed
         if max_epochs is not None:

@@ -143,12 +143,9 @@ def test_open_dataset_untrusted_validates_first(tmp_path: Path, monkeypatch):
     try:
         with pytest.raises(DatasetNotFound, match="refused"):
             svc.open_dataset("pbmc_10k_protein_v3_200cells.h5ad", untrusted=True, layer=None)
-        assert seen == [
-            (
-                "pbmc_10k_protein_v3_200cells.h5ad",
-                {"batch_key": None, "labels_key": None, "layer": None},
-            )
-        ]
+        from model.read_options import ReadOptions
+
+        assert seen == [("pbmc_10k_protein_v3_200cells.h5ad", ReadOptions().read_kwargs())]
     finally:
         svc.close()
 

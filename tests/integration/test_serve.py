@@ -59,7 +59,8 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path) -> None:
     c = load_serve_config({}, env={})
     assert (c.host, c.port, c.threads) == ("127.0.0.1", 8050, 8)
     assert c.settings.auth_file is None and c.settings.max_upload_bytes == 500 * 1024**2
-    assert c.data.name == "pbmc10k.h5ad" and c.model.name == "pbmc10k"  # the embedded default
+    assert c.data is None and c.model is None  # the embedded default (server.bootstrap)
+    assert c.read_flags == {}  # the model's registry says where the counts and keys are
     # TOTALVI_EXPLORER_CONFIG names the file when --config is not given
     c = load_serve_config({}, env={"TOTALVI_EXPLORER_CONFIG": str(config)})
     assert c.port == 1111
@@ -262,9 +263,9 @@ def test_serve_command_passes_the_merged_config(tmp_path, monkeypatch) -> None:
     argv = ["serve", "--config", str(config), "--port", "9999", "--max-upload-mb", "2"]
     assert main(argv) == 0
     assert seen["production"] is True and seen["debug"] is False
-    assert (seen["port"], seen["threads"], seen["batch_key"]) == (9999, 5, None)
+    assert (seen["port"], seen["threads"], seen["flags"]) == (9999, 5, {"batch_key": ""})
     assert seen["settings"].auth_file == users
     assert seen["settings"].max_upload_bytes == 2 * 1024**2
-    assert seen["data"].name == "pbmc10k.h5ad"
+    assert seen["data"] is None and seen["model"] is None  # the embedded default
     assert main([*argv, "--dev"]) == 0
     assert seen["production"] is False and seen["debug"] is True

@@ -475,7 +475,7 @@ BAD_FILES = [
     (
         None,
         {"protein_obsm_key": "adt"},
-        r"obsm\['adt'\].*available obsm keys: "
+        r"obsm\[.adt.\] \(obsm keys: "
         r"\['protein_expression'\]",
     ),
     (None, {"batch_key": "donor"}, r"no obs column 'donor'; available .*\['sample', 'kind'\]"),
