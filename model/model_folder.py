@@ -40,11 +40,12 @@ class ModelFolder:
     data: Path | None = None
     card: Path | None = None
     layout: str = "model folder"  # "model folder", "scvi-hub folder", "hub download"
+    root: Path | None = None  # the folder as given (a hub cache: the repository folder)
 
     @property
     def name(self) -> str:
         """A short name: the hub repository (``owner/name``) or the folder's name."""
-        for part in reversed(self.folder.parts):
+        for part in reversed((self.root or self.folder).parts):
             if part.startswith(_HUB_REPO_PREFIX):
                 return part[len(_HUB_REPO_PREFIX) :].replace("--", "/")
         return self.folder.name
@@ -82,11 +83,13 @@ def locate_model(path: str | os.PathLike[str]) -> ModelFolder:
         if hub or card
         else ("model folder")
     )
-    return ModelFolder(folder, checkpoint, data, card, layout)
+    return ModelFolder(folder, checkpoint, data, card, layout, root=bound)
 
 
 def _snapshot(p: Path) -> tuple[Path, Path]:
     """``(folder holding the files, folder every file must lie in)`` for a given folder."""
+    if p.parent.name == "snapshots" and p.parent.parent.name.startswith(_HUB_REPO_PREFIX):
+        return p, p.parent.parent  # one snapshot of a hub cache: its links lead into blobs/
     if not (p / "snapshots").is_dir():
         return p, p
     snaps = sorted(q for q in (p / "snapshots").iterdir() if q.is_dir())
@@ -133,3 +136,41 @@ def _check_inside(file: Path, bound: Path, given: Path) -> None:
             "(copy the files into the folder)"
         )
         raise CheckpointError(msg)
+
+
+def find_model_folders(root: str | os.PathLike[str], *, max_depth: int = 3) -> list[ModelFolder]:
+    """The model folders under ``root`` (not following links out of it), sorted by path.
+
+    A hub cache repository (``models--owner--name/``) is listed once, as the repository,
+    not as each snapshot; its ``blobs/`` are not searched. Folders whose files lead outside
+    ``root`` are left out.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    found: dict[Path, ModelFolder] = {}
+    for here, dirs, files in os.walk(base):
+        rel = Path(here).relative_to(base)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "blobs")
+        if len(rel.parts) >= max_depth + 2 or (len(rel.parts) >= max_depth and not _in_hub(rel)):
+            dirs[:] = []
+        if CHECKPOINT_FILE not in files:
+            continue
+        where = Path(here)
+        if where.parent.name == "snapshots" and where.parent.parent.name.startswith(
+            _HUB_REPO_PREFIX
+        ):
+            where = where.parent.parent
+        if where in found:
+            continue
+        try:
+            folder = locate_model(where)
+            _check_inside(folder.checkpoint, base, base)
+        except CheckpointError:
+            continue
+        found[where] = folder
+    return [found[k] for k in sorted(found)]
+
+
+def _in_hub(rel: Path) -> bool:
+    return any(part.startswith(_HUB_REPO_PREFIX) for part in rel.parts)

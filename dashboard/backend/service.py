@@ -269,7 +269,8 @@ class AnalysisService:
             model.attach_data(self.dataset(dataset))
         except (CiteSeqDataError, KeyError) as err:
             raise ModelDataMismatch(str(err)) from None
-        return self.add_model(dataset, model, path=str(folder.folder), name=name or folder.name)
+        where = str(folder.root or folder.folder)
+        return self.add_model(dataset, model, path=where, name=name or folder.name)
 
     def hub_card(self, pair: Pair) -> HubCard | None:
         """The scvi-hub model card (``README.md``) of the pair's model folder, if any."""
