@@ -39,6 +39,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from model.read_options import DEFAULT_PROTEIN_OBSM_KEY, OURS, ReadOptions
+
 if TYPE_CHECKING:
     from model.data import CiteSeqData
     from model.totalvi import TotalVI
@@ -428,10 +430,14 @@ def model_card_properties(
     model: TotalVI,
     data: CiteSeqData | None,
     *,
-    layer: str | None = None,
-    protein_obsm_key: str = "protein_expression",
+    options: ReadOptions | None = None,
 ) -> dict[str, Any]:
-    """The card's "Model Properties": parameters, setup arguments, registry, summary stats."""
+    """The card's "Model Properties": parameters, setup arguments, registry, summary stats.
+
+    The setup arguments are the checkpoint's own (scvi-tools' ``setup_anndata`` /
+    ``setup_mudata`` arguments) where it has them; the data registry says where the counts
+    and keys were read from (``options``: how the dataset was opened).
+    """
     cfg = model.config.to_dict()
     for k in ("n_genes", "n_proteins", "n_batch", "n_labels"):
         cfg.pop(k, None)
@@ -440,22 +446,28 @@ def model_card_properties(
     params = (
         {**non_kwargs, **kwargs} if not set(kwargs) & set(non_kwargs) else cfg
     )  # scvi-hub flattens nested kwargs the same way
-    setup = {
-        "layer": layer,
-        "protein_expression_obsm_key": protein_obsm_key,
-        **dict(model.setup_args),
-    }
+    opts = options or ReadOptions.from_setup_args(model.setup_args)
+    setup = {k: v for k, v in model.setup_args.items() if k != OURS}
+    if model.setup_args.get("setup_method_name") is None:  # ours: say it as setup_anndata
+        setup = {
+            "layer": opts.layer,
+            "protein_expression_obsm_key": opts.protein_obsm_key or DEFAULT_PROTEIN_OBSM_KEY,
+            **setup,
+        }
     source = (data.source if data is not None else "") or ""
     mudata_source = source.lower().endswith(".h5mu")
+    rna_mod = opts.rna_modality or "rna"
+    pro_mod = opts.protein_modality or "protein"
+    counts = "X" if opts.layer is None else f"layers['{opts.layer}']"
+    proteins = "X" if opts.protein_layer is None else f"layers['{opts.protein_layer}']"
+    obsm = opts.protein_obsm_key or DEFAULT_PROTEIN_OBSM_KEY
     registry = {
-        "X": "adata.mod['rna'].X"
-        if mudata_source
-        else ("adata.X" if layer is None else f"adata.layers['{layer}']"),
+        "X": f"adata.mod['{rna_mod}'].{counts}" if mudata_source else f"adata.{counts}",
         "batch": "adata.obs['_scvi_batch']",
         "labels": "adata.obs['_scvi_labels']",
-        "proteins": "adata.mod['protein'].X"
+        "proteins": f"adata.mod['{pro_mod}'].{proteins}"
         if mudata_source
-        else f"adata.obsm['{protein_obsm_key}']",
+        else f"adata.obsm['{obsm}']",
     }
     stats = dict(model.summary())
     if data is not None:

@@ -971,7 +971,7 @@ class AnalysisService:
         from dashboard.backend.metrics import model_card_properties
 
         return model_card_properties(
-            self.model(pair), self.dataset(pair), layer=pair.dataset.layer
+            self.model(pair), self.dataset(pair), options=pair.dataset.options
         )
 
     def model_card(self, pair: Pair, *, with_metrics: bool = True, **kwargs: Any) -> str:
