@@ -140,7 +140,17 @@ def read_flags(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _data_args(p: argparse.ArgumentParser, *, with_model: bool = False) -> None:
-    p.add_argument("data", type=Path, help=".h5ad, .h5mu, 10x .h5 or 10x folder")
+    if with_model:
+        p.add_argument(
+            "data",
+            type=Path,
+            nargs="?",
+            default=None,
+            help=".h5ad, .h5mu, 10x .h5 or 10x folder (default: the data saved in --model's "
+            "folder)",
+        )
+    else:
+        p.add_argument("data", type=Path, help=".h5ad, .h5mu, 10x .h5 or 10x folder")
     add_read_flags(p, with_model=with_model)
     p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_DIR_HELP)
 

@@ -136,7 +136,12 @@ def test_readme_and_help_agree_on_required_options() -> None:
         assert shown_required == required, (name, shown_required, required)
         mentioned = set(re.findall(r"--[a-z][a-z-]*", usage))
         assert mentioned <= known, (name, mentioned - known)
-        positionals = [a.dest.upper() for a in parser._actions if not a.option_strings]
+        positionals = [
+            a.dest.upper() for a in parser._actions if not a.option_strings and a.nargs != "?"
+        ]
+        for a in parser._actions:  # an optional positional is shown in brackets
+            if not a.option_strings and a.nargs == "?":
+                assert f"[{a.dest.upper()}]" in usage, (name, a.dest)
         shown_positionals = [
             w for w in outside.split() if not w.startswith("-") and w.isupper() and w != "..."
         ]
