@@ -84,6 +84,8 @@ METRICS_CV_PLOT = "metrics-cv-plot"  # suffixed by modality
 METRICS_DE_PLOT = "metrics-de-plot"  # suffixed by modality
 METRICS_HISTORY = "metrics-history"
 METRICS_SUMMARY = "metrics-summary"
+METRICS_HUB_CARD = "metrics-hub-card"  # the model card (README.md) of the active model
+METRICS_HUB_SUMMARY = "metrics-hub-summary"  # its summary statistics beside this data
 
 # model page ----------------------------------------------------------------------------
 MODEL_CURRENT = "model-current"

@@ -5,6 +5,12 @@ The card's metrics (cell-wise and gene-wise coefficient of variation, DE agreeme
 type, for RNA and protein) need posterior predictive samples: they are computed in a
 background job with a progress bar the first time they are asked for, then read from the
 results cache.
+
+When the model folder holds an scvi-hub model card (``README.md``), a "Model card" section
+shows what it says (parameters, setup arguments, summary statistics beside this data) and each
+metric table of the card is shown with ours and the difference. Minified data (counts
+dropped, latent posterior kept) cannot give the metrics: the page says so and shows the
+card's tables alone, without starting the job.
 """
 
 from __future__ import annotations
@@ -16,14 +22,19 @@ import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import components, figures, ids, queries
+from dashboard.backend.card import compare_summary, compare_tables, hub_card_for
 from dashboard.backend.errors import BackendError
 from dashboard.backend.metrics import cv_advice, cv_display_table, de_top_note
 from dashboard.pages import _shared as sh
+from dashboard.public_paths import scrub_paths
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from dashboard.backend.jobs import JobContext
     from dashboard.backend.refs import Pair
     from dashboard.backend.service import AnalysisService
+    from model.hub_card import HubCard
 
 dash.register_page(
     __name__,
@@ -38,6 +49,20 @@ QUICK_WAIT = 0.4
 MODALITY_NAMES = {"rna": "RNA", "protein": "Protein"}
 FEATURE_NAMES = {"rna": "genes", "protein": "proteins"}
 DE_PLOT_METRICS = ["gene_f1", "lfc_pearson", "lfc_spearman", "roc_auc", "pr_auc"]
+CARD_TITLE = "Model card (README.md)"
+MINIFIED_LINE = (
+    "This dataset is minified (counts removed, latent posterior kept): model-card metrics "
+    "need counts; the card's numbers are shown."
+)
+NO_CARD_METRICS = (
+    "The model card (README.md) gives no metrics (\u201cNot provided by uploader\u201d); "
+    "ours are shown."
+)
+CARD_TABLES = (
+    ("cell_wise_cv", "cell-wise CV", "Metric"),
+    ("gene_wise_cv", "gene-wise CV", "Metric"),
+    ("diff_exp", "DE metrics per cell type", "Cell type"),
+)
 
 
 def layout(model: Any = None, **_: Any) -> html.Div:
@@ -48,6 +73,8 @@ def layout(model: Any = None, **_: Any) -> html.Div:
         return sh.not_ready_page("Model metrics", err)
     summary = service.model_summary(pair)
     history = service.training_history(pair)
+    card = model_card(pair)
+    minified = is_minified(service, pair)
     return html.Div(
         [
             components.page_header(
@@ -100,6 +127,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                 ],
                 className="grid-2",
             ),
+            hub_card_section(card, summary) if card is not None else None,
             components.card(
                 "Model-card metrics",
                 [
@@ -121,7 +149,14 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                         ],
                         className="row-inline",
                     ),
-                    dcc.Loading(html.Div(id=ids.METRICS_CONTENT), delay_show=300, type="dot"),
+                    dcc.Loading(
+                        html.Div(
+                            minified_sections(card) if minified else None,
+                            id=ids.METRICS_CONTENT,
+                        ),
+                        delay_show=300,
+                        type="dot",
+                    ),
                 ],
                 subtitle="Posterior predictive samples (3, as scvi-hub) against the observed "
                 "counts, per modality.",
@@ -132,6 +167,155 @@ def layout(model: Any = None, **_: Any) -> html.Div:
         ],
         className="page-metrics",
     )
+
+
+def model_card(pair: Pair) -> HubCard | None:
+    """The scvi-hub model card beside the pair's checkpoint (``None`` when there is none,
+    or its README.md holds nothing of a card)."""
+    card = hub_card_for(pair.model.path)
+    return None if card is None or card.is_empty else card
+
+
+def is_minified(service: AnalysisService, pair: Pair) -> bool:
+    """Whether the pair's dataset is minified (latent posterior kept, counts removed)."""
+    return service.dataset(pair).minified is not None
+
+
+def hub_card_section(card: HubCard, summary: dict[str, Any]) -> html.Div:
+    """What the model card says: its summary statistics beside this model and data, its
+    setup arguments and model parameters (and data registry, training links)."""
+    about = [
+        f"{card.model_cls_name} model" if card.model_cls_name else "",
+        f"scvi-tools {card.scvi_version}" if card.scvi_version else "",
+        f"licence {card.license}" if card.license else "",
+    ]
+    grid = [
+        html.Div(
+            [
+                html.H4("Summary statistics: card vs this data"),
+                components.frame_table(
+                    compare_summary(card, summary["summary_statistics"]),
+                    index_label="Statistic",
+                    class_name="hub-summary",
+                ),
+            ],
+            id=ids.METRICS_HUB_SUMMARY,
+        ),
+        html.Div(
+            [
+                html.H4("Setup arguments (card)"),
+                components.kv_table(card.setup_arguments, class_name="hub-setup"),
+            ]
+            if card.setup_arguments
+            else [html.H4("Setup arguments (card)"), html.P("none given", className="muted")]
+        ),
+        html.Div(
+            [
+                html.H4("Model parameters (card)"),
+                components.kv_table(card.model_parameters, class_name="kv-compact hub-params"),
+            ]
+            if card.model_parameters
+            else [html.H4("Model parameters (card)"), html.P("none given", className="muted")]
+        ),
+    ]
+    if card.data_registry or card.data_is_minified is not None:
+        registry: dict[str, Any] = dict(card.data_registry)
+        if card.data_is_minified is not None:
+            registry["Data is minified"] = card.data_is_minified
+        grid.append(
+            html.Div(
+                [
+                    html.H4("Data registry (card)"),
+                    components.kv_table(registry, class_name="kv-compact hub-registry"),
+                ]
+            )
+        )
+    body: list[Any] = []
+    if card.description:
+        body.append(html.P(scrub_paths(card.description), className="hub-description"))
+    body.append(html.Div(grid, className="summary-grid"))
+    links = [
+        f"{what}: {scrub_paths(url)}"
+        for what, url in (
+            ("Training data", card.training_data_url),
+            ("Training code", card.training_code_url),
+        )
+        if url
+    ]
+    if links:
+        body.append(html.P(" · ".join(links), className="muted hub-training"))
+    if card.notes:
+        body.append(
+            html.P(
+                "Not read from the card: " + scrub_paths("; ".join(card.notes)),
+                className="muted hub-notes",
+            )
+        )
+    return html.Div(
+        components.card(
+            CARD_TITLE,
+            body,
+            subtitle=", ".join(a for a in about if a)
+            or "The scvi-hub model card beside the checkpoint.",
+            class_name="hub-card",
+        ),
+        id=ids.METRICS_HUB_CARD,
+    )
+
+
+def minified_sections(card: HubCard | None) -> list[Any]:
+    """The metrics content for minified data: one line saying why nothing is computed, and
+    the card's metric tables alone (per modality)."""
+    out: list[Any] = [html.Div(MINIFIED_LINE, className="notice notice-info metrics-minified")]
+    if card is None:
+        return out
+    if not card.has_metrics:
+        out.append(html.P(NO_CARD_METRICS.split(";")[0] + ".", className="muted hub-no-metrics"))
+        return out
+    blocks = []
+    mods = list(dict.fromkeys([*card.cell_wise_cv, *card.gene_wise_cv, *card.diff_exp]))
+    for mod in mods:
+        label = MODALITY_NAMES.get(mod, mod)
+        children: list[Any] = []
+        for kind, title, index_label in CARD_TABLES:
+            table = getattr(card, kind).get(mod)
+            if table is None:
+                continue
+            children += [
+                html.H4(f"{label}: {title} (model card)"),
+                html.Div(
+                    components.frame_table(
+                        table,
+                        index_label=index_label,
+                        class_name=f"hub-card-table hub-{kind}-{mod}",
+                    ),
+                    className="table-scroll",
+                ),
+            ]
+        blocks.append(html.Div(children, className="metric-block"))
+    out.append(html.Div(blocks, className="grid-2"))
+    return out
+
+
+def _vs_card(
+    card: HubCard | None, kind: str, mod: str, ours: pd.DataFrame, title: str, index_label: str
+) -> list[Any]:
+    """The card's table beside ours (card, ours, ours − card per column), if the card has
+    it for this modality."""
+    table = getattr(card, kind, {}).get(mod) if card is not None else None
+    if table is None:
+        return []
+    return [
+        html.H4(title, className="hub-compare-title"),
+        html.Div(
+            components.frame_table(
+                compare_tables(table, ours),
+                index_label=index_label,
+                class_name=f"hub-compare hub-{kind}-{mod}",
+            ),
+            className="table-scroll",
+        ),
+    ]
 
 
 def _history_note(history: Any) -> str:
@@ -170,6 +354,8 @@ def start_metrics(_n: int | None) -> tuple:
     """Ask for the metrics: cached ones render at once, else a job runs with progress."""
     try:
         service, pair = sh.active()
+        if is_minified(service, pair):  # no counts: the layout shows the card's tables
+            return None, True, no_update, [], True, True
         job = metrics_job(service, pair)
         info = service.wait(job, timeout=QUICK_WAIT)
     except BackendError as err:
@@ -221,10 +407,26 @@ def cancel_metrics(n_clicks: int | None, job: dict | None) -> Any:
 
 
 def metrics_sections(service: AnalysisService, pair: Pair) -> list[Any]:
-    """Tables and plots of the card metrics (from the cache)."""
+    """Tables and plots of the card metrics (from the cache), each beside the model card's
+    when the model folder has one; for minified data only the card's (nothing computed)."""
+    card = model_card(pair)
+    if is_minified(service, pair):
+        return minified_sections(card)
     result = service.shown_metrics(pair)  # cell types under their shown names
     points = queries.cv_points(service, pair)
     sections: list[Any] = []
+    if card is not None and not card.has_metrics:
+        sections.append(html.P(NO_CARD_METRICS, className="muted hub-no-metrics"))
+    elif card is not None:
+        sections.append(
+            html.P(
+                f"Under each table, the {CARD_TITLE} value beside ours and the difference "
+                "(ours − card); – where one side lacks the row or column. The card's numbers "
+                "are rounded to 2 decimals and come from the uploader's data and posterior "
+                "samples, so small differences are expected.",
+                className="muted hub-compare-note",
+            )
+        )
     cv_tables = []
     for mod in result.cell_wise_cv:
         label = MODALITY_NAMES.get(mod, mod)
@@ -239,6 +441,14 @@ def metrics_sections(service: AnalysisService, pair: Pair) -> list[Any]:
                         class_name=f"cv-table cell-cv-{mod}",
                     ),
                     html.P(cv_advice(cell), className=f"muted cv-advice cell-cv-advice-{mod}"),
+                    *_vs_card(
+                        card,
+                        "cell_wise_cv",
+                        mod,
+                        cell,
+                        f"{label}: cell-wise CV, model card vs ours",
+                        "Metric",
+                    ),
                     html.H4(f"{label}: gene-wise CV"),
                     components.frame_table(
                         cv_display_table(gene),
@@ -246,6 +456,14 @@ def metrics_sections(service: AnalysisService, pair: Pair) -> list[Any]:
                         class_name=f"cv-table gene-cv-{mod}",
                     ),
                     html.P(cv_advice(gene), className=f"muted cv-advice gene-cv-advice-{mod}"),
+                    *_vs_card(
+                        card,
+                        "gene_wise_cv",
+                        mod,
+                        gene,
+                        f"{label}: gene-wise CV, model card vs ours",
+                        "Metric",
+                    ),
                 ],
                 className="metric-block",
                 id=f"{ids.METRICS_CELL_CV}-{mod}",
@@ -324,6 +542,14 @@ def metrics_sections(service: AnalysisService, pair: Pair) -> list[Any]:
                             class_name=f"de-metric-table de-metric-{mod}",
                         ),
                         className="table-scroll",
+                    ),
+                    *_vs_card(
+                        card,
+                        "diff_exp",
+                        mod,
+                        table,
+                        f"{MODALITY_NAMES.get(mod, mod)}: DE metrics, model card vs ours",
+                        "Cell type",
                     ),
                 ],
                 actions=components.download_buttons(gid),
