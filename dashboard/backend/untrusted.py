@@ -165,7 +165,8 @@ def validate_file(
         st = p.stat()
     except OSError:
         raise DatasetNotFound(f"{source_name or p.name}: no such file") from None
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, reader, tuple(sorted(kwargs.items())))
+    options = json.dumps(kwargs, sort_keys=True, default=str)  # nested values (modalities)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, reader, options)
     with _verdicts_lock:
         known = _verdicts.get(key)
         if known is not None:

@@ -12,12 +12,19 @@ import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import components, ids, queries
-from dashboard.backend.errors import BackendError, InvalidSelection
+from dashboard.backend.errors import (
+    BackendError,
+    DatasetNotFound,
+    InvalidSelection,
+    ModelNotFound,
+)
 from dashboard.backend.paths import is_inside
 from dashboard.pages import _query_map as qm
 from dashboard.pages import _shared as sh
 from dashboard.state import get_state
 from dashboard.switching import SwitchView
+from model.errors import CheckpointError
+from model.model_folder import find_model_folders, locate_model
 
 if TYPE_CHECKING:
     from dashboard.backend.jobs import JobContext
@@ -51,10 +58,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
     value = current.path if current is not None and current.path else None
     if value is None and datasets:
         value = datasets[0]["value"]
-    checkpoints = [
-        {"label": _short_path(p, settings.model_dir), "value": str(p)}
-        for p in queries.list_checkpoints(settings.model_dir)
-    ]
+    checkpoints = _checkpoint_options(settings.model_dir)
     limit = queries.max_upload_bytes(settings)
     switch = switch_outputs(state.switch.view())  # a reload shows a running job at once
     return html.Div(
@@ -103,7 +107,8 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                             components.field(
                                 "Batch key",
                                 dcc.Dropdown(id=ids.MODEL_BATCH_KEY, clearable=False),
-                                hint="obs column with the sample/batch of each cell",
+                                hint="obs column with the sample/batch of each cell, for "
+                                "training; a loaded model reads the keys it was set up with",
                             ),
                             dcc.Loading(
                                 html.Div(id=ids.MODEL_DATASET_INFO, className="muted"), type="dot"
@@ -174,7 +179,8 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                                             options=checkpoints,
                                             placeholder="Models in the model folder",
                                         ),
-                                        hint="Folders with a model.pt, in model_dir",
+                                        hint="Folders with a model.pt in model_dir: saved by "
+                                        "us or scvi-tools, scvi-hub folders, hub downloads",
                                     ),
                                     components.field(
                                         "or a path",
@@ -185,6 +191,19 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                                             "scvi-tools or scvi-hub)",
                                             className="input input-wide",
                                         ),
+                                    ),
+                                    dcc.Checklist(
+                                        id=ids.MODEL_OWN_DATA,
+                                        options=[
+                                            {
+                                                "label": " Use the data saved with the model "
+                                                "(when it has some), read as its registry "
+                                                "says; else the dataset chosen in 1",
+                                                "value": "own",
+                                            }
+                                        ],
+                                        value=["own"],
+                                        className="checklist",
                                     ),
                                     html.Button(
                                         "Load",
@@ -223,6 +242,23 @@ def _dataset_options(service: AnalysisService) -> list[dict[str, str]]:
     ]
 
 
+def _checkpoint_options(model_dir: Path) -> list[dict[str, str]]:
+    """The model folders under ``model_dir``, each labelled with what it holds."""
+    options = []
+    for folder in find_model_folders(model_dir):
+        where = folder.root or folder.folder
+        extras = [folder.layout] if folder.layout != "model folder" else []
+        if folder.data is not None:
+            extras.append(f"with its data ({folder.data.name})")
+        if folder.card is not None:
+            extras.append("model card")
+        label = _short_path(where, model_dir)
+        options.append(
+            {"label": f"{label} · {', '.join(extras)}" if extras else label, "value": str(where)}
+        )
+    return options
+
+
 def _active_view() -> Any:
     state = get_state()
     try:
@@ -235,16 +271,36 @@ def _active_view() -> Any:
     rows = {
         "Dataset": pair.dataset.name or pair.dataset.path or pair.dataset.id,
         "Cells × genes × proteins": f"{data.n_cells:,} × {data.n_genes:,} × {data.n_proteins:,}",
-        "Batches": f"{data.n_batch} ({pair.dataset.batch_key or 'no batch key'})",
-        "Model": pair.model.path or pair.model.name,
+        "Batches": _batches_line(data, pair.dataset.batch_key),
+        "Read with": pair.dataset.options.describe(),
+        "Model": pair.model.name or pair.model.path,
         "Latent dimensions": model.config.n_latent,
         "Checkpoint format": model.source,
     }
+    panel = queries.panel_summary(service, pair)
+    if panel:
+        rows["Protein panel"] = panel
+    if data.minified is not None:
+        rows["Counts"] = (
+            "not in the file (minified: the latent posterior is stored); pages that need "
+            "counts say so"
+        )
     if history is not None and not history.empty:
         last = history.iloc[-1]
         rows["Trained epochs"] = len(history)
         rows["Validation ELBO"] = float(last.get("elbo_validation", float("nan")))
+    card = service.hub_card(pair)
+    if card is not None and card.model_parameters:
+        shown = ", ".join(f"{k} {v}" for k, v in list(card.model_parameters.items())[:8])
+        rows["Model card"] = f"README.md: {shown}"
     return components.kv_table(rows)
+
+
+def _batches_line(data: Any, key: str | None) -> str:
+    """``17 (sample_id): s00, s01, …`` — how many batches, their key, the first names."""
+    names = [str(b) for b in data.batch_categories]
+    shown = ", ".join(names[:20]) + (", …" if len(names) > 20 else "")
+    return f"{data.n_batch} ({key or 'no batch key'}): {shown}"
 
 
 # ---------------------------------------------------------------------------- dataset
@@ -363,25 +419,52 @@ def train_job(
 
 
 def load_job(
-    service: AnalysisService, path: str, checkpoint: str, *, batch_key: str | None
+    service: AnalysisService,
+    path: str | None,
+    checkpoint: str,
+    *,
+    batch_key: str | None,
+    own_data: bool = True,
 ) -> str:
-    """Start, as the server's model switch: read the dataset, load the checkpoint for it."""
+    """Start, as the server's model switch: open the model folder with the data saved in it
+    (``own_data``, when it has some) or with the dataset at ``path``, read as the
+    checkpoint's registry says (layer, keys, modalities).
+
+    ``batch_key`` (the page's batch-key choice) is used only when the registered batch key
+    is not a column of the chosen dataset, so another dataset with another column name still
+    loads.
+    """
     state = get_state()
+    folder = sh.checkpoint_path(service, checkpoint)  # only under the model folder
+    try:
+        has_data = locate_model(folder).data is not None
+    except CheckpointError as err:
+        raise ModelNotFound(str(err)) from None
+    data = None if own_data and has_data else path
+    if data is None and not has_data:
+        msg = "Choose or upload a dataset first."
+        raise InvalidSelection(msg)
 
     def run(ctx: JobContext) -> Pair:
-        folder = sh.checkpoint_path(service, checkpoint)  # only under the model folder
-        ctx.progress(0.05, "reading the dataset")
-        dataset = service.open_dataset(path, batch_key=batch_key, untrusted=True)
-        state.set_dataset(dataset)
+        ctx.progress(0.05, "reading the data and the checkpoint")
+        try:
+            pair = service.open_model(folder, data=data, untrusted=True)
+        except DatasetNotFound:
+            if data is None or batch_key is None:
+                raise
+            ctx.check()
+            pair = service.open_model(
+                folder, data=data, flags={"batch_key": batch_key}, untrusted=True
+            )
+        state.set_dataset(pair.dataset)
         ctx.check()
-        ctx.progress(0.5, f"loading {checkpoint}")
-        return service.load_model(dataset, folder)
+        return pair
 
     def submit() -> str:
         return service.jobs.submit(
             "load_model",
             run,
-            params={"path": path, "checkpoint": checkpoint, "batch_key": batch_key},
+            params={"path": data, "checkpoint": checkpoint, "batch_key": batch_key},
             result_json=lambda pair: pair.to_dict(),
         )
 
@@ -436,6 +519,7 @@ def on_train(
     State(ids.MODEL_BATCH_KEY, "value"),
     State(ids.MODEL_CHECKPOINT, "value"),
     State(ids.MODEL_CHECKPOINT_PATH, "value"),
+    State(ids.MODEL_OWN_DATA, "value"),
     prevent_initial_call=True,
 )
 def on_load(
@@ -444,25 +528,24 @@ def on_load(
     batch_key: str | None,
     checkpoint: str | None,
     typed: str | None,
+    own: list | None = None,
 ) -> tuple:
-    """Load a checkpoint for the chosen dataset (typed path wins over the list):
-    ``(message, progress panel, Load disabled, Cancel disabled)``."""
+    """Load a model folder (typed path wins over the list) with the data saved in it, or
+    the chosen dataset: ``(message, progress panel, Load disabled, Cancel disabled)``."""
     if not n_clicks:
         return no_update, no_update, no_update, no_update
     target = (typed or "").strip() or checkpoint
     service = get_state().service
     try:
-        if not path:
-            msg = "Choose or upload a dataset first."
-            raise InvalidSelection(msg)
         if not target:
             msg = "Choose a saved model or type the path of a model folder."
             raise InvalidSelection(msg)
         load_job(
             service,
-            sh.dataset_path(service, path),
-            target,
+            sh.dataset_path(service, path) if path else None,
+            str(target),
             batch_key=None if batch_key in (None, NO_BATCH) else batch_key,
+            own_data=own is None or "own" in (own if isinstance(own, list) else []),
         )
     except BackendError as err:
         return components.alert(str(err), kind="warning"), no_update, no_update, no_update

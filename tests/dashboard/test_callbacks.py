@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -851,15 +850,23 @@ def test_train_with_bad_settings_is_a_warning(env) -> None:
     assert not env.state.switch.view().running  # nothing started
 
 
-@pytest.mark.parametrize("what", ["missing", "garbage"])
-def test_loading_a_bad_checkpoint_is_a_readable_alert(env, what) -> None:
-    if what == "missing":
-        checkpoint = str(env.root / "no-such-model")
-    else:
-        folder = env.root / "garbage-model"
-        folder.mkdir(exist_ok=True)
-        (folder / "model.pt").write_bytes(b"this is not a torch checkpoint")
-        checkpoint = str(folder)
+def test_loading_a_folder_outside_the_model_folder_is_refused_at_once(env) -> None:
+    message, progress, *_ = env.model.on_load(
+        1, str(env.data_path), "batch", None, str(env.root / "no-such-model")
+    )
+    line = assert_one_line_alert(message, kind="warning")
+    assert (
+        line
+        == "model folder 'no-such-model' refused: only files in the model folder can be opened"
+    )
+    assert progress is no_update and not env.state.switch.view().running
+
+
+def test_loading_a_bad_checkpoint_is_a_readable_alert(env) -> None:
+    folder = env.root / "models" / "garbage-model"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.pt").write_bytes(b"this is not a torch checkpoint")
+    checkpoint = str(folder)
     message, progress, load_off, _ = env.model.on_load(
         1, str(env.data_path), "batch", None, checkpoint
     )
@@ -868,8 +875,11 @@ def test_loading_a_bad_checkpoint_is_a_readable_alert(env, what) -> None:
     panel, *_ = env.model.poll_switch(1)
     message = assert_one_line_alert(panel[0], kind="warning")
     assert message.startswith("Loading failed: ")
-    assert Path(checkpoint).name in message
+    assert "garbage-model" in message and "not a readable checkpoint" in message
     assert env.state.pair == env.pair
+    import shutil
+
+    shutil.rmtree(folder)  # not listed by later tests
 
 
 def test_loading_a_checkpoint_switches_the_app_once_prepared(env) -> None:
@@ -890,6 +900,47 @@ def test_loading_a_checkpoint_switches_the_app_once_prepared(env) -> None:
         assert "small-saved" in text(app_module.update_status(1, None)[0])
     finally:
         env.state.activate(env.pair)
+
+
+def test_model_page_opens_a_hub_folder_with_its_data_and_registry(env, test_data) -> None:
+    import shutil
+
+    folder = env.root / "models" / "seedlike"
+    if not folder.exists():
+        shutil.copytree(test_data / "scvi_tools_1.4.2_mudata_seedlike_800", folder)
+    labels = {o["value"]: o["label"] for o in env.model._checkpoint_options(env.root / "models")}
+    assert (
+        labels[str(folder)] == "seedlike · scvi-hub folder, with its data (mdata.h5mu), model card"
+    )
+    # the dataset chosen in 1 is the PBMC slice: "use the data saved with the model" wins
+    env.model.on_load(1, str(env.data_path), "batch", str(folder), None, ["own"])
+    try:
+        view = switch_ended(env)
+        assert view.outcome == "done", view
+        active = env.state.pair
+        assert active.model.path == str(folder)
+        assert active.dataset.path == str(folder / "mdata.h5mu")
+        assert (active.dataset.layer, active.dataset.batch_key) == ("counts", "sample_id")
+        assert env.service.dataset(active).n_batch == 17
+        words = text(env.model.layout())
+        assert "17 (sample_id): s00, s01, s02" in words
+        assert "layer 'counts', batch key 'sample_id'" in words
+    finally:
+        env.state.activate(env.pair)
+
+
+def test_model_page_applies_a_folder_to_the_chosen_dataset_when_asked(env) -> None:
+    folder = env.root / "models" / "seedlike"
+    if not folder.exists():
+        pytest.skip("needs the hub-folder test above")
+    env.model.on_load(1, str(env.data_path), "batch", str(folder), None, [])
+    view = switch_ended(env)
+    assert view.outcome == "failed"  # the chosen PBMC slice is read as the registry says
+    panel, *_ = env.model.poll_switch(1)
+    line = assert_one_line_alert(panel[0], kind="warning")
+    assert "pbmc_slice.h5ad: RNA has no layer 'counts'" in line
+    assert "read with layer 'counts'" in line
+    assert env.state.pair == env.pair
 
 
 def test_load_without_a_checkpoint_is_a_warning(env) -> None:

@@ -152,12 +152,12 @@ def test_links_out_of_the_folder_are_refused(test_data, tmp_path) -> None:
     folder.mkdir(parents=True)
     shutil.copyfile(test_data / SEEDLIKE / "model.pt", folder / "model.pt")
     (folder / "mdata.h5mu").symlink_to(outside / "mdata.h5mu")
-    with pytest.raises(CheckpointError, match="mdata.h5mu is a link that leads outside"):
+    with pytest.raises(CheckpointError, match=r"mdata\.h5mu is a link that leads outside"):
         locate_model(folder)
     (folder / "mdata.h5mu").unlink()
     (folder / "model.pt").unlink()
     (folder / "model.pt").symlink_to(test_data / SEEDLIKE / "model.pt")
-    with pytest.raises(CheckpointError, match="model.pt is a link that leads outside"):
+    with pytest.raises(CheckpointError, match=r"model\.pt is a link that leads outside"):
         locate_model(folder)
     assert find_model_folders(tmp_path / "models") == []  # not listed either
 
