@@ -156,6 +156,13 @@ def color_legend(
     return html.Div(children, className="color-legend", role="list")
 
 
+def color_note(text: str, *, note_id: str | None = None) -> html.Div:
+    """The one line under a cell view about its colouring (e.g. where a protein is imputed,
+    that a minified file has no counts); empty when ``text`` is."""
+    kwargs = {"id": note_id} if note_id else {}
+    return html.Div(text, className="color-note muted small", role="note", **kwargs)
+
+
 def one_line(text: str) -> str:
     """An error as one line: a traceback's last line (the exception; the rest stays in the
     server log), otherwise the whole message with its line breaks folded."""

@@ -206,15 +206,31 @@ def color_marker(
     }
 
 
-def hover_template(label: str, *, categorical: bool, value_in_text: bool = False) -> str:
+def hover_template(
+    label: str, *, categorical: bool, value_in_text: bool = False, marked: bool = False
+) -> str:
     """Hover text: the cell's base text (id, type, batch) plus the coloured value.
 
-    Categorical values come from ``hovertext`` (labels), numbers from the marker colour.
+    Categorical values come from ``hovertext`` (labels), numbers from the marker colour;
+    with ``marked`` a number is followed by the cell's ``hovertext`` (e.g. ``" (imputed)"``,
+    see :func:`value_marks`).
     """
     if value_in_text:
         return "%{text}<extra></extra>"
     value = "%{hovertext}" if categorical else "%{marker.color:.3g}"
+    if marked and not categorical:
+        value += "%{hovertext}"
     return f"%{{text}}<br><b>{label}</b>: {value}<extra></extra>"
+
+
+#: What the hover text adds to a value the model imputed (its batch did not measure it).
+IMPUTED_MARK = " (imputed: not measured in this batch)"
+
+
+def value_marks(imputed: np.ndarray | Sequence[bool]) -> list[str]:
+    """Per-cell ``hovertext`` of :func:`hover_template` with ``marked``: :data:`IMPUTED_MARK`
+    for imputed values, nothing for measured ones."""
+    return np.where(np.asarray(imputed, dtype=bool), IMPUTED_MARK, "").tolist()
 
 
 def cell_hover_text(cell_ids: Sequence[str], columns: Mapping[str, Sequence[Any]]) -> list[str]:
@@ -558,8 +574,8 @@ def dotplot_figure(
     gi, fi = np.meshgrid(np.arange(len(groups)), np.arange(len(features)), indexing="ij")
     gi, fi = gi.ravel(), fi.ravel()
     texts = [
-        f"<b>{groups[a]}</b><br>{features[b]}<br>mean {mean[a, b]:.3g}"
-        f"<br>expressing {100 * frac[a, b]:.0f}%"
+        f"<b>{groups[a]}</b><br>{features[b]}<br>mean {mean[a, b]:.3g}<br>expressing "
+        + (f"{100 * frac[a, b]:.0f}%" if np.isfinite(frac[a, b]) else "unknown (no counts)")
         for a, b in zip(gi, fi, strict=True)
     ]
     fig = go.Figure(

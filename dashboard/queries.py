@@ -90,8 +90,10 @@ class ColorData:
     values: np.ndarray
     categorical: bool
     categories: list[str] | None
-    label: str
+    label: str  # colour-bar / legend title (says where a protein is imputed)
     in_hover_text: bool = False  # the base hover text already shows this value
+    imputed: np.ndarray | None = None  # per value: the model's prediction, not measured
+    hover_label: str = ""  # what the hover text calls the value (default: ``label``)
 
 
 def _dataset(service: AnalysisService, pair: Pair) -> Any:
@@ -127,13 +129,146 @@ _columns = _ColumnCache()
 
 def warm_gene_columns(service: AnalysisService, pair: Pair) -> None:
     """Build (once per process and dataset) the column-major counts that
-    :func:`gene_raw` reads."""
-    _columns.get(_dataset(service, pair))
+    :func:`gene_raw` reads (nothing for minified data: it has no counts)."""
+    data = _dataset(service, pair)
+    if data.minified is None:
+        _columns.get(data)
+
+
+# ======================================================================= counts & panel
+#: What a page says where raw counts would be shown for minified data.
+NO_COUNTS_NOTE = (
+    "Raw counts are not in this file (minified data: only the latent posterior is kept); "
+    "denoised values shown."
+)
+
+#: What the DE page says for minified data (the test needs no counts; some columns do).
+DE_NO_COUNTS_NOTE = (
+    "Raw counts are not in this file (minified data): the test runs on the model's stored "
+    "latent posterior; the count columns (non-zero proportions) are empty."
+)
+
+
+def is_minified(service: AnalysisService, pair: Pair) -> bool:
+    """True if the pair's dataset is minified (scvi-hub: counts dropped, the latent
+    posterior kept), so nothing that needs raw counts can be shown."""
+    return _dataset(service, pair).minified is not None
+
+
+def shown_layer(service: AnalysisService, pair: Pair, spec: ColorSpec) -> str:
+    """The layer whose values a colouring shows: ``spec.layer``, except ``"denoised"``
+    for the raw layer of minified data."""
+    if spec.layer == "raw" and spec.kind != "obs" and is_minified(service, pair):
+        return "denoised"
+    return spec.layer
+
+
+def _panel(service: AnalysisService, pair: Pair) -> np.ndarray | None:
+    """``(n_batch, n_proteins)`` bool over the dataset's batches and proteins: ``True``
+    where a batch measured a protein (``None``: every batch measured every protein).
+
+    The data's own mask; for minified data (all-zero counts) the model's, matched by batch
+    and protein name.
+    """
+    data = _dataset(service, pair)
+    mask = data.protein_batch_mask
+    if mask is None and data.minified is not None:
+        mask = _model_panel(service.model(pair), data)
+    if mask is None:
+        return None
+    mask = np.asarray(mask, dtype=bool)
+    present = np.bincount(data.batch, minlength=data.n_batch) > 0
+    return None if mask[present].all() else mask
+
+
+def _model_panel(model: Any, data: Any) -> np.ndarray | None:
+    if model.protein_batch_mask is None:
+        return None
+    measured = np.asarray(model.protein_batch_mask, dtype=bool)
+    rows = pd.Index([str(b) for b in model.batch_categories]).get_indexer(data.batch_categories)
+    cols = pd.Index([str(p) for p in model.protein_names]).get_indexer(data.protein_names)
+    out = np.ones((data.n_batch, data.n_proteins), dtype=bool)
+    for i, r in enumerate(rows):
+        if r >= 0:
+            out[i, cols >= 0] = measured[r, cols[cols >= 0]]
+    return out
+
+
+def unmeasured_batches(service: AnalysisService, pair: Pair, protein: str) -> list[str]:
+    """The batches (with cells) that did not measure ``protein``: there its raw, denoised
+    and foreground values are the model's predictions (empty: measured everywhere)."""
+    data = _dataset(service, pair)
+    pos = data.protein_names.get_indexer([protein])[0]
+    if pos < 0:
+        msg = f"no protein {protein!r} in {pair.dataset.name or 'the dataset'}"
+        raise InvalidSelection(msg)
+    mask = _panel(service, pair)
+    if mask is None:
+        return []
+    present = np.bincount(data.batch, minlength=data.n_batch) > 0
+    missing = present & ~mask[:, pos]
+    return [str(data.batch_categories[b]) for b in np.flatnonzero(missing)]
+
+
+def imputed_cells(service: AnalysisService, pair: Pair, protein: str) -> np.ndarray | None:
+    """Per cell: ``True`` where its batch did not measure ``protein`` (``None``: none)."""
+    if not unmeasured_batches(service, pair, protein):
+        return None
+    data = _dataset(service, pair)
+    mask = _panel(service, pair)
+    return ~mask[data.batch, data.protein_names.get_indexer([protein])[0]]
+
+
+def panel_summary(service: AnalysisService, pair: Pair) -> str | None:
+    """One line on the proteins some batches did not measure, e.g. ``"31 of 111 proteins
+    not measured in 2 batches (s03, s11); the model imputes them there"``; ``None`` when
+    every batch measured every protein."""
+    mask = _panel(service, pair)
+    if mask is None:
+        return None
+    data = _dataset(service, pair)
+    present = np.bincount(data.batch, minlength=data.n_batch) > 0
+    missing = ~mask & present[:, None]
+    proteins = int(missing.any(axis=0).sum())
+    batches = [str(data.batch_categories[b]) for b in np.flatnonzero(missing.any(axis=1))]
+    what = "protein" if data.n_proteins == 1 else "proteins"
+    where = "batch" if len(batches) == 1 else "batches"
+    return (
+        f"{proteins} of {data.n_proteins} {what} not measured in {len(batches)} {where} "
+        f"({_names_list(batches)}); the model imputes them there"
+    )
+
+
+def _names_list(names: Sequence[str], shown: int = 6) -> str:
+    """``"s03, s11"``; past ``shown`` names ``"a, b, c, d, e, f and 4 more"``."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])} and {len(names) - shown} more"
+
+
+def color_note(service: AnalysisService, pair: Pair, spec: ColorSpec) -> str:
+    """The line a page shows under a colouring: that raw counts are not in a minified
+    file, and where a protein is imputed (``""``: nothing to say)."""
+    notes = []
+    if spec.kind in {"gene", "protein"} and shown_layer(service, pair, spec) != spec.layer:
+        notes.append(NO_COUNTS_NOTE)
+    if spec.kind == "protein":
+        missing = unmeasured_batches(service, pair, spec.name)
+        if missing:
+            shown = feature_catalog(service, pair).shown_name(spec.feature)
+            notes.append(
+                f"{shown} was not measured in {_names_list(missing)}: the model's prediction "
+                "is shown for those cells (imputed)."
+            )
+    return " ".join(notes)
 
 
 def gene_raw(service: AnalysisService, pair: Pair, gene: str) -> np.ndarray:
-    """log1p of counts per 10k (library-size normalised) for one gene, per cell."""
+    """log1p of counts per 10k (library-size normalised) for one gene, per cell (minified
+    data, which has no counts: :func:`gene_denoised`)."""
     data = _dataset(service, pair)
+    if data.minified is not None:
+        return gene_denoised(service, pair, gene)
     pos = data.var_names.get_indexer([gene])[0]
     if pos < 0:
         msg = f"no gene {gene!r} in {pair.dataset.name or 'the dataset'}"
@@ -150,12 +285,15 @@ def gene_denoised(service: AnalysisService, pair: Pair, gene: str) -> np.ndarray
 
 
 def protein_raw(service: AnalysisService, pair: Pair, protein: str) -> np.ndarray:
-    """log1p of the raw protein counts, per cell."""
+    """log1p of the raw protein counts, per cell; the model's prediction (denoised) in
+    batches that did not measure it, and everywhere for minified data (no counts)."""
     data = _dataset(service, pair)
     pos = data.protein_names.get_indexer([protein])[0]
     if pos < 0:
         msg = f"no protein {protein!r} in {pair.dataset.name or 'the dataset'}"
         raise InvalidSelection(msg)
+    if data.minified is not None:
+        return protein_denoised(service, pair, protein)
     values = np.log1p(np.asarray(data.protein[:, pos], dtype=np.float32))
     unmeasured = _unmeasured_cells(data, pos)
     if unmeasured is not None:  # e.g. a mapped query without this antibody: its prediction
@@ -243,18 +381,37 @@ def color_data(
             in_hover_text=spec.name in {"cell_type", "batch"},
         )
     values = feature_values(service, pair, spec)
+    imputed = imputed_cells(service, pair, spec.name) if spec.kind == "protein" else None
     if cells is not None:
         values = values[cells]
-    return ColorData(values, False, None, color_label(service, pair, spec))
+        imputed = None if imputed is None else imputed[cells]
+    return ColorData(
+        values,
+        False,
+        None,
+        color_label(service, pair, spec),
+        imputed=imputed,
+        hover_label=_feature_label(service, pair, spec),
+    )
 
 
 def color_label(service: AnalysisService, pair: Pair, spec: ColorSpec) -> str:
     """What a colouring is called (colour-bar and legend title): ``"Cell type"``,
-    ``"CD19 protein · denoised (log1p)"``."""
+    ``"CD19 protein · denoised (log1p)"``, ``"ADT_90 protein · raw (log1p); imputed in
+    s03, s11 (not measured)"`` (a protein some batches did not measure)."""
     if spec.kind == "obs":
         return OBS_BUILTINS.get(spec.name, spec.name)
+    label = _feature_label(service, pair, spec)
+    missing = unmeasured_batches(service, pair, spec.name) if spec.kind == "protein" else []
+    if missing:
+        label += f"; imputed in {_names_list(missing)} (not measured)"
+    return label
+
+
+def _feature_label(service: AnalysisService, pair: Pair, spec: ColorSpec) -> str:
+    """``"CD19 protein · denoised (log1p)"``: the feature and the layer its values are of."""
     shown = feature_catalog(service, pair).shown_name(spec.feature)
-    return f"{shown} · {LAYERS[spec.layer]}"
+    return f"{shown} · {LAYERS[shown_layer(service, pair, spec)]}"
 
 
 def _obs_categories(column: pd.Series) -> list[str] | None:
@@ -497,19 +654,24 @@ def dotplot_tables(
     service: AnalysisService, pair: Pair, features: Sequence[str], *, layer: str = "denoised"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per cell type: mean value (``layer``, log1p) and fraction of cells with a raw count
-    above zero, for each feature (columns named by display name)."""
+    above zero, for each feature (columns named by display name). Minified data has no
+    counts: its genes' fractions are NaN (unknown)."""
     types = service.shown_cell_types(pair)
     order = [str(c) for c in types.cat.categories]
     labels = types.astype(str).to_numpy()
     data = _dataset(service, pair)
-    csc, _ = _columns.get(data)
+    csc = None if data.minified is not None else _columns.get(data)[0]
     means, fracs = {}, {}
     for feature in features:
         spec = ColorSpec(feature, layer)
         values = feature_values(service, pair, spec)
         if spec.kind == "gene":
             pos = data.var_names.get_indexer([spec.name])[0]
-            expressed = np.asarray(csc[:, pos].toarray()).ravel() > 0
+            expressed = (
+                np.full(data.n_cells, np.nan)
+                if csc is None
+                else np.asarray(csc[:, pos].toarray()).ravel() > 0
+            )
         else:
             pos = data.protein_names.get_indexer([spec.name])[0]
             expressed = _protein_expressed(service, pair, spec.name, data.protein[:, pos])
@@ -678,6 +840,7 @@ def cv_points(
     """
     from dashboard.backend.metrics import MODALITIES, model_and_raw_cv
 
+    service.require_counts(pair, "observed vs generated CVs")
     n_samples = int(service.settings.n_posterior_samples)
     seed = int(service.settings.seed)
     key = service.key("view_cv_points", pair, {"n_samples": n_samples, "seed": seed, "v": 1})

@@ -622,9 +622,7 @@ def from_mudata(
             rna_only = what == "protein_modality" and len(mods) == 1
             flag = "--protein-key" if what == "protein_modality" else "--rna-modality"
             fix = RNA_ONLY_ADVICE if rna_only else f"Name it ({flag}, {what}=...)"
-            msg = (
-                f"{where}: no modality {mod_name!r} (modalities: {_listing(mods.keys())}). {fix}"
-            )
+            msg = f"{where}: no modality {mod_name!r} (modalities: {_listing(mods.keys())}). {fix}"
             raise CiteSeqDataError(msg)
     rna_ad, prot_ad = mods[rna_modality], mods[protein_modality]
     if rna_ad.isbacked:

@@ -55,6 +55,16 @@ logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, str], None]
 
+
+class MinifiedData(BackendError):
+    """The dataset is minified (scvi-hub: counts dropped, the latent posterior kept), and
+    the result asked for needs the counts."""
+
+
+#: Cells of denoised RNA that name clusters of minified data, at most (a seeded sample
+#: per cluster beyond it, so memory stays bounded at any size).
+MINIFIED_NAMING_CELLS = 50_000
+
 #: Queries that :meth:`AnalysisService.submit` can run as jobs.
 JOB_QUERIES = (
     "latent",
@@ -493,16 +503,35 @@ class AnalysisService:
             data = self.dataset(pair)
             protein = self.denoised_protein(pair)
             foreground = self.foreground_probability(pair).loc[:, protein.columns]
+            labels = clusters.astype(str).to_numpy()
+            rna, var_names = data.rna, data.var_names
+            cells = np.arange(data.n_cells)
+            if data.minified is not None:  # no counts: name by the denoised RNA instead
+                cells = _naming_sample(labels, MINIFIED_NAMING_CELLS, self.settings.seed)
+                rna, var_names = self._denoised_rna_rows(pair, cells)
             return name_clusters(
-                clusters.astype(str).to_numpy(),
-                rna=data.rna,
-                protein=protein.to_numpy(),
-                foreground=foreground.to_numpy(),
-                var_names=data.var_names,
+                labels[cells],
+                rna=rna,
+                protein=protein.to_numpy()[cells],
+                foreground=foreground.to_numpy()[cells],
+                var_names=var_names,
                 protein_names=protein.columns,
             )
 
         return self._cached("cluster_names", pair, params, compute)
+
+    def _denoised_rna_rows(self, pair: Pair, cells: np.ndarray) -> tuple[np.ndarray, pd.Index]:
+        """Denoised RNA (per 10k) of the ``cells`` positions (sorted), read by chunks of
+        cells from the stored blocks, and its genes."""
+        manifest = self.denoised_rna_manifest(pair)
+        key = self._tls.last_key
+        rows = []
+        for first, chunk in self.blocks.iter_cells(manifest, 4096):
+            inside = cells[(cells >= first) & (cells < first + len(chunk))]
+            rows.append(chunk[inside - first])
+        self._tls.last_key = key
+        values = np.concatenate(rows) if rows else np.zeros((0, len(manifest.columns)))
+        return values.astype(np.float32), pd.Index(list(manifest.columns))
 
     def label_columns(self, pair: Pair | DatasetRef) -> list[str]:
         """obs columns that can serve as cell-type labels (categorical or string)."""
@@ -736,6 +765,10 @@ class AnalysisService:
         antibodies): protein tables then hold predictions for them, decoded in batches that
         measured the protein (:func:`~dashboard.backend.denoise.fill_unmeasured`)."""
         data = self.dataset(pair)
+        if data.minified is not None:  # all-zero counts: the model's panel says
+            from dashboard.backend.denoise import unmeasured_proteins
+
+            return unmeasured_proteins(self.model(pair), data) is not None
         mask = data.protein_batch_mask
         if mask is None or data.n_cells == 0:
             return False
@@ -812,13 +845,16 @@ class AnalysisService:
         params = {**self._de_params(), "labels": np.asarray(types.astype(str))}
 
         def compute() -> pd.DataFrame:
-            return de_one_vs_rest(
-                self.model(pair),
-                self.dataset(pair),
-                types.astype(str).to_numpy(),
-                progress=progress,
-                should_stop=should_stop,
-                **self._de_params(),
+            return self._without_counts(
+                pair,
+                de_one_vs_rest(
+                    self.model(pair),
+                    self.dataset(pair),
+                    types.astype(str).to_numpy(),
+                    progress=progress,
+                    should_stop=should_stop,
+                    **self._de_params(),
+                ),
             )
 
         return self._cached("de_one_vs_rest", pair, params, compute, progress)
@@ -851,18 +887,34 @@ class AnalysisService:
         }
 
         def compute() -> pd.DataFrame:
-            return de_groups(
-                self.model(pair),
-                self.dataset(pair),
-                pos1,
-                pos2,
-                name1=name1,
-                name2=name2,
-                max_cells=self.settings.max_de_cells,
-                **self._de_params(),
+            return self._without_counts(
+                pair,
+                de_groups(
+                    self.model(pair),
+                    self.dataset(pair),
+                    pos1,
+                    pos2,
+                    name1=name1,
+                    name2=name2,
+                    max_cells=self.settings.max_de_cells,
+                    **self._de_params(),
+                ),
             )
 
         return self._cached("de_groups", pair, params, compute, progress)
+
+    def _without_counts(self, pair: Pair, de: pd.DataFrame) -> pd.DataFrame:
+        """A DE table whose raw-count columns (means, non-zero proportions) are NaN for
+        minified data, whose all-zero counts would read as "never expressed"."""
+        if self.dataset(pair).minified is None:
+            return de
+        from model.differential import RAW_COLUMNS
+
+        out = de.copy()
+        for col in RAW_COLUMNS:
+            if col in out:
+                out[col] = np.nan
+        return out
 
     def metrics(
         self,
@@ -879,6 +931,7 @@ class AnalysisService:
         """
         from dashboard.backend.metrics import compute_metrics
 
+        self.require_counts(pair, "the model-card metrics (observed vs generated counts)")
         model = self.model(pair)
         types, groups = self.metric_groups(pair, labels_key=labels_key, resolution=resolution)
         params = {
@@ -903,6 +956,17 @@ class AnalysisService:
             )
 
         return self._cached("metrics", pair, params, compute, progress)
+
+    def require_counts(self, pair: Pair, what: str) -> None:
+        """Raise :class:`MinifiedData` (one line naming ``what``) when the pair's dataset is
+        minified: its counts were dropped and only the latent posterior is kept."""
+        if self.dataset(pair).minified is not None:
+            name = pair.dataset.name or pair.dataset.id
+            msg = (
+                f"{name} is minified (counts were dropped, only the latent posterior is kept): "
+                f"{what} need the original counts"
+            )
+            raise MinifiedData(msg)
 
     def metric_groups(
         self, pair: Pair, *, labels_key: str | None = None, resolution: float | None = None
@@ -1005,6 +1069,8 @@ class AnalysisService:
             ("de_one_vs_rest", lambda: self.de_one_vs_rest(pair, should_stop=should_stop)),
             ("metrics", lambda: self.metrics(pair)),
         ]
+        if self.dataset(pair).minified is not None:  # the metrics need the counts
+            steps = [(name, step) for name, step in steps if name != "metrics"]
         keys: dict[str, str] = {}
         for i, (name, step) in enumerate(steps):
             if should_stop is not None and should_stop():
@@ -1210,6 +1276,20 @@ def train_in_process(
         service.close()
 
 
+def _naming_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Sorted cell positions: every cell up to ``limit`` cells, else a seeded draw of each
+    cluster in proportion to its size (at least 50 cells, or all of a smaller one)."""
+    n = len(labels)
+    if n <= limit:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, idx in pd.Series(np.arange(n)).groupby(labels).indices.items():
+        k = min(len(idx), max(50, int(limit * len(idx) / n)))
+        keep.append(idx if k >= len(idx) else rng.choice(idx, k, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
 def fresh_data(value: Any, name: str) -> Any:
     """``value`` just registered; ``None`` only if the registry's bound was too small for
     it, said in one line rather than as a ``KeyError``."""
@@ -1251,4 +1331,4 @@ def _describe(value: Any) -> Any:
 
 DashboardService = AnalysisService  # the name the page layer uses
 
-__all__ = ["JOB_QUERIES", "AnalysisService", "BackendError", "DashboardService"]
+__all__ = ["JOB_QUERIES", "AnalysisService", "BackendError", "DashboardService", "MinifiedData"]

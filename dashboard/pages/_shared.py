@@ -155,12 +155,18 @@ def color_parts(
         size=POINT_SIZE,
         colorbar=not legend,
     )
+    marked = cd.imputed is not None and not cd.categorical
     template = figures.hover_template(
-        cd.label, categorical=cd.categorical, value_in_text=cd.in_hover_text
+        cd.hover_label or cd.label,
+        categorical=cd.categorical,
+        value_in_text=cd.in_hover_text,
+        marked=marked,
     )
     labels = None
     if cd.categorical and not cd.in_hover_text:
         labels = [str(v) for v in cd.values]
+    elif marked:  # imputed cells say so after their value
+        labels = figures.value_marks(cd.imputed)
     return marker, template, labels, cd
 
 

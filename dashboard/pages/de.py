@@ -32,6 +32,7 @@ MODALITIES = [
 ]
 #: Seconds a request waits for a job before showing its progress instead.
 QUICK_WAIT = 0.4
+DE_NOTE = "de-counts-note"
 
 
 def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> html.Div:
@@ -81,6 +82,11 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                     ),
                 ],
                 className="toolbar",
+            ),
+            *(
+                [components.color_note(queries.DE_NO_COUNTS_NOTE, note_id=DE_NOTE)]
+                if queries.is_minified(service, pair)
+                else []
             ),
             html.Div(id=ids.DE_PROGRESS, className="progress-block"),
             html.Div(id=ids.DE_STATUS, className="de-status"),

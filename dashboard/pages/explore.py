@@ -122,7 +122,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                         + "Lasso or box-select cells, or click a legend entry; "
                         "double-click to clear.",
                         footer=html.Div(
-                            sh.color_legend(service, pair, spec, None), id=ids.EXPLORE_LEGEND
+                            legend_and_note(service, pair, spec, None), id=ids.EXPLORE_LEGEND
                         ),
                     ),
                     components.graph_card(
@@ -332,6 +332,12 @@ def linked_values(
         msg = "the dataset has no proteins to plot"
         raise BackendError(msg)
     name_x = catalog.shown_name(f"protein:{x}")
+    if kind == "raw_denoised" and queries.is_minified(service, pair):
+        msg = (
+            "Raw counts are not in this file (minified data): there is no raw vs denoised "
+            "view; choose Protein vs protein"
+        )
+        raise BackendError(msg)
     if kind == "raw_denoised":
         xv = queries.feature_values(service, pair, ColorSpec(f"protein:{x}", "raw"))
         yv = queries.feature_values(service, pair, ColorSpec(f"protein:{x}", "denoised"))
@@ -345,7 +351,7 @@ def linked_values(
     name_y = catalog.shown_name(f"protein:{y}")
     xv = queries.feature_values(service, pair, ColorSpec(f"protein:{x}", layer))
     yv = queries.feature_values(service, pair, ColorSpec(f"protein:{y}", layer))
-    what = queries.LAYERS[layer]
+    what = queries.LAYERS[queries.shown_layer(service, pair, ColorSpec(f"protein:{x}", layer))]
     return xv, yv, (f"{name_x} {what}", f"{name_y} {what}"), f"{name_x} vs {name_y}"
 
 
@@ -492,7 +498,15 @@ def render_legend(
     """The colouring's categories with their cell counts (the selected one marked)."""
     service, pair = sh.active()
     spec = ColorSpec.from_state({"feature": feature, "layer": layer})
-    return sh.color_legend(service, pair, spec, selection)
+    return legend_and_note(service, pair, spec, selection)
+
+
+def legend_and_note(service: Any, pair: Any, spec: ColorSpec, selection: dict | None) -> Any:
+    """Under the UMAP: the colouring's note line (where a protein is imputed, that a
+    minified file has no counts), if any, then its category legend."""
+    note = queries.color_note(service, pair, spec)
+    legend = sh.color_legend(service, pair, spec, selection)
+    return [components.color_note(note), legend] if note else legend
 
 
 @callback(

@@ -26,6 +26,9 @@ dash.register_page(
     order=1,
 )
 
+#: The line under the cells about their colouring (imputed proteins, no counts).
+LOOKUP_NOTE = "lookup-color-note"
+
 
 def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> html.Div:
     """The Lookup page; opens on the shared colour choice when it is a gene or protein."""
@@ -82,7 +85,14 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
             html.Div(
                 [
                     components.graph_card(
-                        "Cells", ids.LOOKUP_UMAP, height=460, subtitle="Latent UMAP"
+                        "Cells",
+                        ids.LOOKUP_UMAP,
+                        height=460,
+                        subtitle="Latent UMAP",
+                        footer=components.color_note(
+                            queries.color_note(service, pair, spec) if value else "",
+                            note_id=LOOKUP_NOTE,
+                        ),
                     ),
                     components.graph_card(
                         "Raw vs denoised by cell type",
@@ -99,7 +109,13 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                 ids.LOOKUP_DOTPLOT,
                 height=520,
                 subtitle="Colour: denoised mean, scaled per feature. Size: share of cells "
-                "expressing (raw count > 0; proteins: foreground probability > 0.5).",
+                "expressing (raw count > 0; proteins: foreground probability > 0.5)."
+                + (
+                    " Raw counts are not in this file (minified data): genes' shares are "
+                    "unknown (smallest dots)."
+                    if queries.is_minified(service, pair)
+                    else ""
+                ),
                 controls=dcc.Dropdown(
                     id=ids.LOOKUP_FEATURES,
                     options=queries.with_current([], catalog, dot_features),
@@ -193,6 +209,25 @@ def recolor_lookup(feature: str | None, layer: str | None, color_state: dict | N
 
 
 @callback(
+    Output(LOOKUP_NOTE, "children"),
+    Input(ids.LOOKUP_SEARCH, "value"),
+    Input(ids.LOOKUP_LAYER, "value"),
+    prevent_initial_call=True,
+)
+def color_note(feature: str | None, layer: str | None) -> str:
+    """The line under the cells: where the picked protein is imputed (not measured), or
+    that a minified file has no counts (``""``: nothing to say)."""
+    if not feature:
+        return ""
+    try:
+        service, pair = sh.active()
+        spec = ColorSpec.from_state({"feature": feature, "layer": layer})
+        return queries.color_note(service, pair, spec)
+    except BackendError:
+        return ""
+
+
+@callback(
     Output(ids.LOOKUP_VIOLIN, "figure"),
     Input(ids.LOOKUP_SEARCH, "value"),
 )
@@ -204,11 +239,15 @@ def update_violin(feature: str | None) -> Any:
         service, pair = sh.active()
         frame, order = queries.violin_frame(service, pair, feature)
         name = queries.feature_catalog(service, pair).label(feature)
+        columns, titles = ["raw", "denoised"], ["raw (log1p)", "denoised (log1p)"]
+        if queries.is_minified(service, pair):  # no counts: one violin, and why
+            columns, titles = ["denoised"], ["denoised (log1p)"]
+            name += " · raw counts not in this file (minified data)"
         return figures.violin_figure(
             frame,
             group_column="cell_type",
-            value_columns=["raw", "denoised"],
-            titles=["raw (log1p)", "denoised (log1p)"],
+            value_columns=columns,
+            titles=titles,
             group_order=order,
             title=name,
         )
