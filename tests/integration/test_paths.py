@@ -17,7 +17,7 @@ from dashboard.backend.errors import DatasetNotFound
 from dashboard.backend.paths import resolve_in_folder
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
-from dashboard.state import ActiveState, get_state, set_state
+from dashboard.state import ActiveState, set_state
 from dashboard.testing import post_upload, walk
 
 LIMIT = 4096
@@ -124,12 +124,11 @@ def test_model_page_callbacks_refuse_paths_outside(env) -> None:
 
 
 def test_checkpoint_typed_outside_the_model_folder_is_refused(env) -> None:
-    _, panel, _, _ = env.model.on_load(1, "small.h5ad", "batch", None, "../outside")
-    assert panel is not no_update  # the load job started; it refuses the folder
-    view = get_state().switch.join(60)
-    assert view.outcome == "failed" and "refused" in view.line, view
-    info = env.service.job(view.job)
-    assert info.status == "failed" and "refused" in (info.error or "")
+    n_jobs = len(env.service.jobs.registry.list())
+    alert, panel, _, _ = env.model.on_load(1, "small.h5ad", "batch", None, "../outside")
+    assert panel is no_update  # refused before any job starts, in one line
+    assert "refused" in alert_text(alert) and "outside" in alert_text(alert)
+    assert len(env.service.jobs.registry.list()) == n_jobs
 
 
 # ------------------------------------------------------------------------------ uploads
