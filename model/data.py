@@ -703,12 +703,16 @@ def from_mudata(
     )
 
 
-def read_10x(path: str | os.PathLike[str], *, source: str = "") -> CiteSeqData:
+def read_10x(
+    path: str | os.PathLike[str], *, source: str = "", rna_only_protein: str | None = None
+) -> CiteSeqData:
     """Read Cell Ranger (v3) output: a matrix folder or a ``.h5`` file.
 
     ``"Gene Expression"`` features become RNA, ``"Antibody Capture"`` features proteins (other
     feature types are dropped). Feature *names* are used; duplicates are made unique as by
-    every reader (see :func:`from_anndata`). One batch, no labels.
+    every reader (see :func:`from_anndata`). One batch, no labels. Output without antibody
+    features is refused, unless ``rna_only_protein`` names one all-zero placeholder protein
+    column (how RNA-only data is read to be mapped onto a model).
     """
     p = Path(path)
     src = source or str(p)
@@ -722,6 +726,14 @@ def read_10x(path: str | os.PathLike[str], *, source: str = "") -> CiteSeqData:
     _check_unique(barcodes, src, "barcodes", "cell")
     is_gex = types == GENE_EXPRESSION
     is_adt = types == ANTIBODY_CAPTURE
+    if not is_adt.any() and rna_only_protein is not None:
+        counts = sp.hstack(
+            [counts, sp.csr_matrix((counts.shape[0], 1), dtype=counts.dtype)], format="csr"
+        )
+        names = np.append(names, rna_only_protein)
+        types = np.append(types, ANTIBODY_CAPTURE)
+        is_gex = np.append(is_gex, False)
+        is_adt = types == ANTIBODY_CAPTURE
     if not is_adt.any():
         found = sorted(set(types.tolist()))
         msg = (

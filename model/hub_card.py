@@ -38,8 +38,8 @@ __all__ = ["HubCard", "ModelCardError", "parse_model_card", "read_model_card"]
 MAX_CARD_BYTES = 1_000_000
 NOT_PROVIDED = "not provided by uploader"
 #: Most columns and rows kept of one table (a crafted card cannot build a huge frame).
-MAX_TABLE_COLUMNS = 200
-MAX_TABLE_ROWS = 50_000
+MAX_TABLE_COLUMNS = 50
+MAX_TABLE_ROWS = 1_000  # a DE table has a row per cell type: tens
 MAX_JSON_DEPTH = 100
 MAX_FRONT_MATTER = 100_000
 _LABEL_LINE_MAX = 200  # longer lines are never section labels

@@ -159,16 +159,17 @@ class ReadOptions:
 
     def describe(self) -> str:
         """One line for status text, e.g. ``layer 'counts', batch key 'sample_id'``."""
+        same = self.protein_obsm_key == self.protein_modality  # one --protein-key named both
         parts = [
             f"{label} {value!r}"
             for label, value in (
                 ("layer", self.layer),
                 ("batch key", self.batch_key),
                 ("labels key", self.labels_key),
-                ("protein obsm key", self.protein_obsm_key),
+                ("protein key" if same else "protein obsm key", self.protein_obsm_key),
                 ("protein layer", self.protein_layer),
                 ("RNA modality", self.rna_modality),
-                ("protein modality", self.protein_modality),
+                ("protein modality", None if same else self.protein_modality),
             )
             if value
         ]

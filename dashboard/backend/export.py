@@ -194,6 +194,9 @@ def write_tables(
 ) -> list[Path]:
     """DE (all cell types vs rest) and metric tables as CSV, the card as markdown.
 
+    Minified data has no counts to recompute the model-card metrics from: the scvi-hub
+    card's own tables are written instead (``card_*.csv``), and the card without metrics.
+
     The DE table's first column after ``feature`` (the unique name) is ``symbol``, the name
     as the source file spells it; ``group1`` names the cell type as shown (renamed types
     under their new name), ``group1_auto`` by its automatic name. The DE-metric tables and
@@ -211,22 +214,38 @@ def write_tables(
     path = out / "de_one_vs_rest.csv"
     de.to_csv(path, index_label="feature")
     written.append(path)
-    metrics = service.shown_metrics(pair, labels_key=labels_key, resolution=resolution)
-    for name, tables in (
-        ("cell_wise_cv", metrics.cell_wise_cv),
-        ("gene_wise_cv", metrics.gene_wise_cv),
-        ("diff_exp", metrics.diff_exp),
-    ):
+    minified = service.dataset(pair).minified is not None
+    if minified:  # no counts to recompute the metrics from: the hub card's own tables
+        card = service.hub_card(pair)
+        tables_of = (
+            {}
+            if card is None
+            else {
+                "card_cell_wise_cv": card.cell_wise_cv,
+                "card_gene_wise_cv": card.gene_wise_cv,
+                "card_diff_exp": card.diff_exp,
+            }
+        )
+    else:
+        metrics = service.shown_metrics(pair, labels_key=labels_key, resolution=resolution)
+        tables_of = {
+            "metrics_cell_wise_cv": metrics.cell_wise_cv,
+            "metrics_gene_wise_cv": metrics.gene_wise_cv,
+            "metrics_diff_exp": metrics.diff_exp,
+        }
+    for name, tables in tables_of.items():
         for mod, table in tables.items():
-            path = out / f"metrics_{name}_{mod}.csv"
+            path = out / f"{name}_{mod}.csv"
             table.to_csv(path)
             written.append(path)
-    path = out / "metrics.json"
-    path.write_text(json.dumps(metrics.markdown(), indent=4))
-    written.append(path)
+    if not minified:
+        path = out / "metrics.json"
+        path.write_text(json.dumps(metrics.markdown(), indent=4))
+        written.append(path)
     path = out / "model_card.md"
-    path.write_text(
-        service.model_card(pair, labels_key=labels_key, resolution=resolution), encoding="utf-8"
+    card_md = service.model_card(
+        pair, with_metrics=not minified, labels_key=labels_key, resolution=resolution
     )
+    path.write_text(card_md, encoding="utf-8")
     written.append(path)
     return written

@@ -133,13 +133,28 @@ def read_query(path: str | Path, *, batch_key: str | None = None) -> CiteSeqData
 def load_query_file(path: str | Path, *, batch_key: str | None = None) -> CiteSeqData:
     """:func:`read_query` raising the reader's ``CiteSeqDataError`` (upload validation)."""
     import anndata
+    import mudata
 
-    from model.data import _read_or_fail, from_anndata, read_cite_seq
+    from model.data import _read_or_fail, from_anndata, from_mudata, read_10x, read_cite_seq
 
     p = Path(path)
-    if not p.exists() or p.suffix.lower() != ".h5ad":
+    name = p.name.lower()
+    if (
+        p.exists()
+        and batch_key is None
+        and (p.is_dir() or name.endswith((".h5", ".mtx", ".mtx.gz")))
+    ):
+        folder = p.parent if name.endswith((".mtx", ".mtx.gz")) else p
+        return read_10x(folder, source=str(p), rna_only_protein=_NO_PROTEIN)
+    if p.exists() and name.endswith(".h5mu"):
+        mdata = _read_or_fail(mudata.read_h5mu, p, "MuData (.h5mu)")
+        if "protein" in mdata.mod or len(mdata.mod) != 1:
+            return from_mudata(mdata, batch_key=batch_key, source=str(p))
+        (adata,) = mdata.mod.values()  # RNA only: map it like an RNA-only .h5ad
+    elif not p.exists() or p.suffix.lower() != ".h5ad":
         return read_cite_seq(p, batch_key=batch_key)
-    adata = _read_or_fail(anndata.read_h5ad, p, "AnnData (.h5ad)")
+    else:
+        adata = _read_or_fail(anndata.read_h5ad, p, "AnnData (.h5ad)")
     if PROTEIN_OBSM_KEY not in adata.obsm:  # RNA only: one placeholder protein column
         adata.obsm[PROTEIN_OBSM_KEY] = pd.DataFrame(
             np.zeros((adata.n_obs, 1), dtype=np.float32),

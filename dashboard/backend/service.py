@@ -273,7 +273,10 @@ class AnalysisService:
                 if options == registered
                 else f"read with {options.describe()}"
             )
-            msg = f"{err} ({how}; --layer, --batch-key, --labels-key, --protein-key override it)"
+            msg = (
+                f"{err} ({how}; on the command line --layer, --batch-key, --labels-key and "
+                "--protein-key override it)"
+            )
             raise DatasetNotFound(msg) from None
         try:
             model.attach_data(self.dataset(dataset))
@@ -985,6 +988,13 @@ class AnalysisService:
         registered = (self.model(pair).setup_args or {}).get("labels_key")
         if registered in (None, "", "_scvi_labels"):
             registered = None
+        if data.labels_key is not None and data.labels_key != registered:  # named when opened
+            types = self.cell_types(pair)
+            instead = "" if registered is None else f", instead of the registered {registered!r}"
+            return types, (
+                f"the dataset's labels, obs column '{data.labels_key}' (named when it was "
+                f"opened{instead})"
+            )
         if registered is not None and registered in data.obs.columns:
             types = self.cell_types(pair, labels_key=str(registered))
             return types, (

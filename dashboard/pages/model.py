@@ -449,8 +449,8 @@ def load_job(
         ctx.progress(0.05, "reading the data and the checkpoint")
         try:
             pair = service.open_model(folder, data=data, untrusted=True)
-        except DatasetNotFound:
-            if data is None or batch_key is None:
+        except DatasetNotFound as err:  # only a missing batch column is worth a second read
+            if data is None or batch_key is None or "no obs column" not in str(err):
                 raise
             ctx.check()
             pair = service.open_model(

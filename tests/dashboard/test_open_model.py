@@ -12,9 +12,12 @@ import mudata
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.io
+import scipy.sparse as sp
 import torch
 
 from dashboard.backend.errors import DatasetNotFound, ModelDataMismatch
+from dashboard.backend.query import is_rna_only, load_query_file
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.serve_config import load_serve_config
@@ -116,3 +119,28 @@ def test_rna_only_files_point_to_mapping(tmp_path) -> None:
     md.write(tmp_path / "rna.h5mu")
     with pytest.raises(CiteSeqDataError, match=r"no modality 'protein'.*Map new data"):
         read_cite_seq(tmp_path / "rna.h5mu")
+    tenx = tmp_path / "filtered_feature_bc_matrix"
+    tenx.mkdir()
+    scipy.io.mmwrite(tenx / "matrix.mtx", sp.coo_matrix(np.arange(12).reshape(4, 3) % 3))
+    (tenx / "features.tsv").write_text(
+        "".join(f"ENSG{i}\tg{i}\tGene Expression\n" for i in range(4))
+    )
+    (tenx / "barcodes.tsv").write_text("".join(f"AAAC{i}-1\n" for i in range(3)))
+    with pytest.raises(CiteSeqDataError, match=r"no 'Antibody Capture'.*Map new data"):
+        read_cite_seq(tenx)
+    # ... and "Map new data" reads each of them (RNA only: the model imputes the proteins)
+    for path, n in ((plain, 6), (tmp_path / "rna.h5mu", 6), (tenx, 3)):
+        query = load_query_file(path)
+        assert is_rna_only(query) and query.n_cells == n, path
+
+
+def test_a_labels_flag_decides_the_de_metric_groups_too(service, test_data, tmp_path) -> None:
+    folder = with_registered_labels(test_data / SEEDLIKE, tmp_path / "labelled")
+    pair = service.open_model(folder, flags={"labels_key": "sample_id"})
+    groups, why = service.metric_groups(pair)
+    data = service.dataset(pair)
+    assert (groups.astype(str).to_numpy() == data.obs["sample_id"].astype(str).to_numpy()).all()
+    assert why == (
+        "the dataset's labels, obs column 'sample_id' (named when it was opened, instead of "
+        "the registered 'cell_type')"
+    )

@@ -53,9 +53,11 @@ def copies(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     )
 
 
-def _open_app(model: Path, root: Path) -> SimpleNamespace:
+def _open_app(
+    model: Path, root: Path, data: Path | None = None, flags: dict | None = None
+) -> SimpleNamespace:
     settings = Settings(cache_dir=root / "cache", data_dir=root, model_dir=root, **FAST)
-    boot = bootstrap(None, model, settings=settings, warm=False, out=None)
+    boot = bootstrap(data, model, flags=flags, settings=settings, warm=False, out=None)
     info = boot.service.wait(boot.job, timeout=600)
     assert str(info.status) == "done", info.error
     app = make_app(boot)
@@ -73,10 +75,11 @@ def _apps(copies: SimpleNamespace) -> Iterator[SimpleNamespace]:
     mp.setattr("dashboard.backend.embedding.compute_umap", fast_umap)
     seed = _open_app(copies.folder, copies.root)
     mini = _open_app(copies.minified, copies.root)
-    yield SimpleNamespace(seed=seed, mini=mini)
+    renamed = _open_app(copies.folder, copies.root, data=copies.renamed, flags=FLAGS)
+    yield SimpleNamespace(seed=seed, mini=mini, renamed=renamed)
     set_state(None)
     backend.set_service(None)
-    for env in (seed, mini):
+    for env in (seed, mini, renamed):
         env.service.close()
     mp.undo()
 
@@ -92,6 +95,12 @@ def _use(env: SimpleNamespace) -> SimpleNamespace:
 def hub(_apps: SimpleNamespace) -> SimpleNamespace:
     """The app on the seed-like copy, opened by ``bootstrap(None, folder)`` (no flag)."""
     return _use(_apps.seed)
+
+
+@pytest.fixture
+def renamed(_apps: SimpleNamespace) -> SimpleNamespace:
+    """The app on the same cells under other names, opened with read flags."""
+    return _use(_apps.renamed)
 
 
 @pytest.fixture
@@ -258,6 +267,21 @@ def test_renamed_data_opens_with_flags(hub, copies) -> None:
     np.testing.assert_allclose(hub.service.latent(pair), expected, atol=1e-5)
 
 
+def test_renamed_data_through_the_app_shows_the_same(renamed) -> None:
+    rows = {}
+    for node in nodes(route(renamed, "/model")):
+        if node.get("type") == "Tr":
+            cells = [texts(c) for c in node["props"]["children"]]
+            rows["".join(cells[0])] = "".join(cells[1])
+    assert rows["Batches"].startswith("17 (donor): s00, s01"), rows
+    assert rows["Read with"].startswith("layer 'raw', batch key 'donor', protein key 'adt'")
+    assert rows["Protein panel"].startswith("31 of 111 proteins not measured in 2 batches")
+    marker = operations(recolour(renamed, "protein:ADT_90")[ids.EXPLORE_UMAP]["figure"])[
+        ("data", 0, "marker")
+    ]
+    assert marker["colorbar"]["title"]["text"].replace("<br>", " ") == TITLE_90
+
+
 @pytest.mark.parametrize(
     ("flags", "missing", "flag"),
     [
@@ -344,3 +368,43 @@ def test_minified_cluster_naming_sample_is_bounded_and_keeps_every_cluster() -> 
     assert np.all(np.diff(cells) > 0)
     counts = dict(zip(*np.unique(labels[cells], return_counts=True), strict=True))
     assert counts == {"a": 180, "b": 50, "c": 10}
+
+
+# ---------------------------------------------------------------------------- the card
+def test_metrics_page_shows_the_cards_parameters_beside_this_data(hub) -> None:
+    words = texts(route(hub, "/metrics"))
+    joined = " ".join(words)
+    assert "Model card (README.md)" in joined
+    for shown in ("n_latent", "gene_likelihood", "nb", "rna_layer", "counts", "sample_id"):
+        assert shown in words, shown
+    i = words.index("n_batch")  # summary statistics: the card's value, this data's, same
+    assert words[i + 1 : i + 3] == ["17", "17"]
+
+
+def test_a_minified_copy_shows_the_numbers_of_its_card(hub, mini, copies, tmp_path) -> None:
+    from dashboard.backend.export import write_tables
+    from dashboard.backend.metrics import model_card_markdown
+    from dashboard.pages.metrics import MINIFIED_LINE
+
+    computed = hub.service.metrics(hub.pair)  # what the uploader's card would report
+    card = model_card_markdown(hub.service.model_summary(hub.pair), computed.markdown())
+    (copies.minified / "README.md").write_text(
+        "---\nlibrary_name: scvi-tools\ntags:\n- model_cls_name:TOTALVI\n---\n\n" + card
+    )
+    _use(mini)
+    words = texts(route(mini, "/metrics"))
+    assert MINIFIED_LINE in words
+
+    def as_carded(x: float) -> str:  # a card keeps 2 decimals; the page shows 3
+        return f"{float(f'{x:.2f}'):.3f}"
+
+    mae = computed.cell_wise_cv["rna"].iloc[0]  # Mean Absolute Error, training cells
+    assert as_carded(mae.iloc[0]) in words  # the card's number, nothing recomputed
+    de = computed.diff_exp["protein"]
+    assert as_carded(de["gene_f1"].iloc[0]) in words
+    written = {p.name for p in write_tables(mini.service, mini.pair, tmp_path / "tables")}
+    assert "card_cell_wise_cv_rna.csv" in written and "metrics.json" not in written
+    import pandas as pd
+
+    back = pd.read_csv(tmp_path / "tables" / "card_cell_wise_cv_rna.csv", index_col=0)
+    np.testing.assert_allclose(back.iloc[0, 0], mae.iloc[0], atol=0.005)
