@@ -59,7 +59,14 @@ def locate_model(path: str | os.PathLike[str]) -> ModelFolder:
     """
     p = Path(path)
     if p.is_file():
-        folder, bound = p.parent, p.parent
+        folder, bound = (
+            _snapshot(p.parent)
+            if p.parent.parent.name == "snapshots"
+            else (
+                p.parent,
+                p.parent,
+            )
+        )
         checkpoint = p
     elif p.is_dir():
         folder, bound = _snapshot(p)

@@ -126,6 +126,8 @@ def test_a_hub_download_opens_like_the_folder(test_data, tmp_path) -> None:
     assert folder.data is not None and folder.card is not None
     snapshot = locate_model(next((repo / "snapshots").iterdir()))
     assert snapshot.checkpoint.resolve() == folder.checkpoint.resolve()
+    file = locate_model(folder.checkpoint)  # the snapshot's model.pt itself
+    assert (file.data, file.card, file.layout) == (folder.data, folder.card, "hub download")
     model = TotalVI.load(repo)  # TotalVI.load takes the same folders
     assert model.config.n_batch == 17
     # a listing shows the repository once, not its snapshot or blobs
