@@ -377,7 +377,8 @@ def test_metrics_page_shows_the_cards_parameters_beside_this_data(hub) -> None:
     assert "Model card (README.md)" in joined
     for shown in ("n_latent", "gene_likelihood", "nb", "rna_layer", "counts", "sample_id"):
         assert shown in words, shown
-    i = words.index("n_batch")  # summary statistics: the card's value, this data's, same
+    card_at = words.index("Model card (README.md)")
+    i = words.index("n_batch", card_at)  # the card's summary beside this data's
     assert words[i + 1 : i + 3] == ["17", "17"]
 
 
