@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -902,12 +903,18 @@ def test_loading_a_checkpoint_switches_the_app_once_prepared(env) -> None:
         env.state.activate(env.pair)
 
 
-def test_model_page_opens_a_hub_folder_with_its_data_and_registry(env, test_data) -> None:
+def seedlike_model(env: SimpleNamespace, test_data: Path) -> Path:
+    """The seed-like scvi-tools folder (model.pt, mdata.h5mu, card) in the model folder."""
     import shutil
 
     folder = env.root / "models" / "seedlike"
     if not folder.exists():
         shutil.copytree(test_data / "scvi_tools_1.4.2_mudata_seedlike_800", folder)
+    return folder
+
+
+def test_model_page_opens_a_hub_folder_with_its_data_and_registry(env, test_data) -> None:
+    folder = seedlike_model(env, test_data)
     labels = {o["value"]: o["label"] for o in env.model._checkpoint_options(env.root / "models")}
     assert (
         labels[str(folder)] == "seedlike · scvi-hub folder, with its data (mdata.h5mu), model card"
@@ -930,11 +937,7 @@ def test_model_page_opens_a_hub_folder_with_its_data_and_registry(env, test_data
 
 
 def test_model_page_applies_a_folder_to_the_chosen_dataset_when_asked(env, test_data) -> None:
-    import shutil
-
-    folder = env.root / "models" / "seedlike"
-    if not folder.exists():
-        shutil.copytree(test_data / "scvi_tools_1.4.2_mudata_seedlike_800", folder)
+    folder = seedlike_model(env, test_data)
     env.model.on_load(1, str(env.data_path), "batch", str(folder), None, [])
     view = switch_ended(env)
     assert view.outcome == "failed"  # the chosen PBMC slice is read as the registry says

@@ -186,6 +186,16 @@ def legend(env: SimpleNamespace, feature: str, layer: str = "raw") -> Any:
     return got["response"][ids.EXPLORE_LEGEND]["children"]
 
 
+def model_card_rows(env: SimpleNamespace) -> dict[str, str]:
+    """The Model page's "Active model" rows, as shown (``{key: value}``)."""
+    rows = {}
+    for node in nodes(route(env, "/model")):
+        if node.get("type") == "Tr":
+            cells = [texts(c) for c in node["props"]["children"]]
+            rows["".join(cells[0])] = "".join(cells[1])
+    return rows
+
+
 def in_batches(env: SimpleNamespace, names: list[str]) -> int:
     codes = [env.data.batch_categories.index(b) for b in names]
     return int(np.isin(env.data.batch, codes).sum())
@@ -196,11 +206,7 @@ def test_bootstrap_opens_the_folder_as_set_up(hub) -> None:
     assert hub.pair.dataset.batch_key == "sample_id"
     assert hub.data.batch_categories == BATCHES
     assert hub.state.status().state == "ready"
-    rows = {}
-    for node in nodes(route(hub, "/model")):
-        if node.get("type") == "Tr":
-            cells = [texts(c) for c in node["props"]["children"]]
-            rows["".join(cells[0])] = "".join(cells[1])
+    rows = model_card_rows(hub)
     assert rows["Batches"].startswith("17 (sample_id): s00, s01"), rows
 
 
@@ -268,11 +274,7 @@ def test_renamed_data_opens_with_flags(hub, copies) -> None:
 
 
 def test_renamed_data_through_the_app_shows_the_same(renamed) -> None:
-    rows = {}
-    for node in nodes(route(renamed, "/model")):
-        if node.get("type") == "Tr":
-            cells = [texts(c) for c in node["props"]["children"]]
-            rows["".join(cells[0])] = "".join(cells[1])
+    rows = model_card_rows(renamed)
     assert rows["Batches"].startswith("17 (donor): s00, s01"), rows
     assert rows["Read with"].startswith("layer 'raw', batch key 'donor', protein key 'adt'")
     assert rows["Protein panel"].startswith("31 of 111 proteins not measured in 2 batches")
