@@ -9,13 +9,11 @@ is a fake one.
 from __future__ import annotations
 
 import base64
-import contextvars
 import hashlib
 import io
 import json
 import re
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,12 +23,10 @@ import pytest
 import werkzeug.security
 
 from dashboard import auth as auth_mod
-from dashboard import backend, http_guard
+from dashboard import http_guard
 from dashboard.auth import FailureLimiter, parse_basic, set_password
-from dashboard.backend.settings import Settings
 from dashboard.cli import main
 from dashboard.public_paths import scrub_paths
-from dashboard.state import set_state
 
 PASSWORD = "correct horse battery"
 HEADERS = ("Content-Security-Policy", *http_guard.SECURITY_HEADERS)
@@ -327,50 +323,11 @@ def test_scrub_paths() -> None:
 
 
 # ------------------------------------------------------------------------- real waitress
-@pytest.fixture(scope="module")
-def small_h5ad(tmp_path_factory) -> Path:
-    from dashboard.backend.testing import pbmc_slice
-
-    path = tmp_path_factory.mktemp("guard-data") / "small.h5ad"
-    pbmc_slice(n_cells=200, n_genes=100).to_anndata().write_h5ad(path)
-    return path
-
-
-def test_waitress_under_a_password_flood_and_a_deep_body(
-    tmp_path, small_h5ad, monkeypatch
-) -> None:
+def test_waitress_under_a_password_flood_and_a_deep_body(waitress_serve, monkeypatch) -> None:
     """Behind a trusted proxy (``X-Forwarded-For`` gives the client): a flood of wrong
     passwords from 8 addresses runs scrypt at most MAX_FAILURES times per address, the
     real user gets every answer right; a deep JSON body gets 400 and the server answers."""
-    from dashboard.server import serve
-
-    users = tmp_path / "users"
-    set_password(users, "alice", PASSWORD)
-    settings = Settings(
-        cache_dir=tmp_path / "cache", data_dir=small_h5ad.parent, model_dir=tmp_path / "m",
-        auth_file=users,
-    )  # fmt: skip
     calls = count_scrypt(monkeypatch)
-    started = threading.Event()
-    box: dict[str, object] = {}
-
-    def on_start(server: object) -> None:
-        box["server"] = server
-        started.set()
-
-    def run() -> None:
-        try:
-            box["rc"] = serve(
-                small_h5ad, tmp_path / "no-model", host="127.0.0.1", port=0, threads=4,
-                settings=settings, production=True, on_start=on_start, out=io.StringIO(),
-                trusted_proxy="127.0.0.1",
-            )  # fmt: skip
-        except BaseException as err:  # surfaced below
-            box["error"] = err
-            started.set()
-
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
-    thread.start()
 
     def request(path: str, headers: dict[str, str], data: bytes | None = None) -> int:
         req = urllib.request.Request(base + path, data=data, headers=headers)
@@ -381,10 +338,8 @@ def test_waitress_under_a_password_flood_and_a_deep_body(
         except urllib.error.HTTPError as err:
             return err.code
 
-    try:
-        assert started.wait(30), "serve did not start"
-        assert "error" not in box, box.get("error")
-        base = f"http://127.0.0.1:{box['server'].effective_port}"
+    with waitress_serve(threads=4, trusted_proxy="127.0.0.1") as server:
+        base = f"http://127.0.0.1:{server.effective_port}"
         alice = {**basic("alice", PASSWORD), "X-Forwarded-For": "192.168.7.7"}
         assert request("/_dash-layout", alice) == 200
         codes: list[int] = []
@@ -412,17 +367,6 @@ def test_waitress_under_a_password_flood_and_a_deep_body(
         headers = {**alice, "Content-Type": "application/json"}
         assert request("/_dash-update-component", headers, deep) == 400
         assert request("/_dash-layout", alice) == 200
-    finally:
-        if "server" in box:
-            server = box["server"]
-            deadline = time.monotonic() + 10  # the flood's connections closed first: closing
-            while len(server._map) > 2 and time.monotonic() < deadline:  # under a select()
-                time.sleep(0.05)  # of theirs raised EBADF now and then
-            server.close()
-        thread.join(15)
-    assert not thread.is_alive() and box.get("rc") == 0, box.get("error")
-    set_state(None)
-    backend.set_service(None)
 
 
 def test_progress_and_status_lines_show_no_server_paths(monkeypatch) -> None:

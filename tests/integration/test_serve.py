@@ -4,10 +4,8 @@ route (Flask test client), one real waitress server over HTTP, and ``passwd``.""
 from __future__ import annotations
 
 import base64
-import contextvars
 import io
 import stat
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,13 +13,10 @@ from pathlib import Path
 import pytest
 from werkzeug.security import check_password_hash
 
-from dashboard import backend
 from dashboard.app import ASSETS
 from dashboard.auth import FailureLimiter, read_credentials, set_password
-from dashboard.backend.settings import Settings
 from dashboard.cli import main
 from dashboard.serve_config import ConfigError, load_serve_config
-from dashboard.state import set_state
 
 PASSWORD = "correct horse battery"
 
@@ -146,48 +141,8 @@ def test_passwd_changes_take_effect_without_restart(auth_app) -> None:
 
 
 # ------------------------------------------------------------------------- real waitress
-@pytest.fixture(scope="module")
-def small_h5ad(tmp_path_factory) -> Path:
-    from dashboard.backend.testing import pbmc_slice
-
-    path = tmp_path_factory.mktemp("serve-data") / "small.h5ad"
-    pbmc_slice(n_cells=200, n_genes=100).to_anndata().write_h5ad(path)
-    return path
-
-
-def test_serve_with_waitress_over_http_with_auth(tmp_path, small_h5ad) -> None:
-    from dashboard.server import serve
-
-    users = tmp_path / "users"
-    set_password(users, "alice", PASSWORD)
-    settings = Settings(
-        cache_dir=tmp_path / "cache", data_dir=small_h5ad.parent, model_dir=tmp_path / "models",
-        auth_file=users,
-    )  # fmt: skip
-    started = threading.Event()
-    box: dict[str, object] = {}
-
-    def on_start(server: object) -> None:
-        box["server"] = server
-        started.set()
-
-    def run() -> None:
-        try:
-            box["rc"] = serve(
-                small_h5ad, tmp_path / "no-model", host="127.0.0.1", port=0, threads=2,
-                settings=settings, production=True, on_start=on_start, out=io.StringIO(),
-            )  # fmt: skip
-        except BaseException as err:  # surfaced below
-            box["error"] = err
-            started.set()
-
-    # Dash's pages need the main thread's context (its callback context variable)
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
-    thread.start()
-    try:
-        assert started.wait(30), "serve did not start"
-        assert "error" not in box, box.get("error")
-        server = box["server"]
+def test_serve_with_waitress_over_http_with_auth(waitress_serve) -> None:
+    with waitress_serve(threads=2) as server:
         url = f"http://127.0.0.1:{server.effective_port}/"
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(url, timeout=10)
@@ -197,13 +152,6 @@ def test_serve_with_waitress_over_http_with_auth(tmp_path, small_h5ad) -> None:
             assert r.status == 200
             assert r.headers["Server"] == "totalvi-explorer"
             assert b"TotalVI Explorer" in r.read()
-    finally:
-        if "server" in box:
-            box["server"].close()
-        thread.join(15)
-    assert not thread.is_alive() and box.get("rc") == 0
-    set_state(None)
-    backend.set_service(None)
 
 
 # -------------------------------------------------------------------------------- passwd
