@@ -907,22 +907,6 @@ def list_datasets(folder: Path, *, max_depth: int = 3) -> list[Path]:
     return out
 
 
-def list_checkpoints(folder: Path, *, max_depth: int = 3) -> list[Path]:
-    """Folders under ``folder`` holding a ``model.pt`` (ours or scvi-tools')."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = []
-    for root, dirs, files in os.walk(folder):
-        depth = len(Path(root).relative_to(folder).parts)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if depth >= max_depth:
-            dirs[:] = []
-        if "model.pt" in files:
-            found.append(Path(root))
-    return found
-
-
 def upload_notices(data: Any) -> tuple[str, ...]:
     """The notices of what an upload's validation read (e.g. duplicate names made unique)."""
     return tuple(str(n) for n in getattr(data, "notices", ()) or ())

@@ -208,20 +208,8 @@ class AnalysisService:
         name: str = "",
     ) -> Pair:
         """Load a checkpoint (ours or scvi-tools') for ``dataset`` and register the pair."""
-        from model.data import CiteSeqDataError
-        from model.totalvi import CheckpointError, TotalVI
-
         p = self._resolve(path, self.settings.model_dir)
-        data = self.dataset(dataset)
-        try:
-            model = TotalVI.load(p, data=data)
-        except CheckpointError as err:
-            raise ModelNotFound(str(err)) from None
-        except (CiteSeqDataError, KeyError) as err:
-            raise ModelDataMismatch(str(err)) from None
-        if not model.is_trained:
-            msg = f"{p}: the checkpoint is of an untrained model; train it first"
-            raise ModelNotTrained(msg)
+        model = _trained_checkpoint(p, data=self.dataset(dataset))
         return self.add_model(dataset, model, path=str(p), name=name or p.name)
 
     def open_model(
@@ -243,19 +231,15 @@ class AnalysisService:
         ``flags`` (:meth:`model.read_options.ReadOptions.overridden` keywords) override
         parts of it. The data is checked against the model (genes, proteins, batches).
         """
-        from model.data import CiteSeqDataError
         from model.model_folder import locate_model
-        from model.totalvi import CheckpointError, TotalVI
+        from model.totalvi import CheckpointError
 
         p = self._resolve(path, self.settings.model_dir)
         try:
             folder = locate_model(p)
-            model = TotalVI.load(folder.checkpoint)
         except CheckpointError as err:
             raise ModelNotFound(str(err)) from None
-        if not model.is_trained:
-            msg = f"{p}: the checkpoint is of an untrained model; train it first"
-            raise ModelNotTrained(msg)
+        model = _trained_checkpoint(folder.checkpoint, shown=p)
         registered = ReadOptions.from_setup_args(model.setup_args)
         options = registered.overridden(**dict(flags or {}))
         source = Path(data) if data is not None else folder.data
@@ -278,10 +262,7 @@ class AnalysisService:
                 "--protein-key override it)"
             )
             raise DatasetNotFound(msg) from None
-        try:
-            model.attach_data(self.dataset(dataset))
-        except (CiteSeqDataError, KeyError) as err:
-            raise ModelDataMismatch(str(err)) from None
+        _attach(model, self.dataset(dataset))
         where = str(folder.root or folder.folder)
         return self.add_model(dataset, model, path=where, name=name or folder.name)
 
@@ -1298,6 +1279,35 @@ def _naming_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
         k = min(len(idx), max(50, int(limit * len(idx) / n)))
         keep.append(idx if k >= len(idx) else rng.choice(idx, k, replace=False))
     return np.sort(np.concatenate(keep))
+
+
+def _trained_checkpoint(
+    path: Path, *, data: CiteSeqData | None = None, shown: Path | None = None
+) -> TotalVI:
+    """The trained model of checkpoint ``path`` (with ``data`` attached when given), its
+    failures as the backend's one-line errors (``shown``: the path the message names)."""
+    from model.totalvi import CheckpointError, TotalVI
+
+    try:
+        model = TotalVI.load(path)
+    except CheckpointError as err:
+        raise ModelNotFound(str(err)) from None
+    if data is not None:
+        _attach(model, data)
+    if not model.is_trained:
+        msg = f"{shown or path}: the checkpoint is of an untrained model; train it first"
+        raise ModelNotTrained(msg)
+    return model
+
+
+def _attach(model: TotalVI, data: CiteSeqData) -> None:
+    """Attach ``data`` to ``model``; data that does not fit it is :class:`ModelDataMismatch`."""
+    from model.data import CiteSeqDataError
+
+    try:
+        model.attach_data(data)
+    except (CiteSeqDataError, KeyError) as err:
+        raise ModelDataMismatch(str(err)) from None
 
 
 def fresh_data(value: Any, name: str) -> Any:

@@ -22,7 +22,7 @@ import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import components, figures, ids, queries
-from dashboard.backend.card import compare_summary, compare_tables, hub_card_for
+from dashboard.backend.card import compare_summary, compare_tables
 from dashboard.backend.errors import BackendError
 from dashboard.backend.metrics import cv_advice, cv_display_table, de_top_note
 from dashboard.pages import _shared as sh
@@ -73,7 +73,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
         return sh.not_ready_page("Model metrics", err)
     summary = service.model_summary(pair)
     history = service.training_history(pair)
-    card = model_card(pair)
+    card = model_card(service, pair)
     minified = is_minified(service, pair)
     return html.Div(
         [
@@ -169,10 +169,10 @@ def layout(model: Any = None, **_: Any) -> html.Div:
     )
 
 
-def model_card(pair: Pair) -> HubCard | None:
+def model_card(service: AnalysisService, pair: Pair) -> HubCard | None:
     """The scvi-hub model card beside the pair's checkpoint (``None`` when there is none,
     or its README.md holds nothing of a card)."""
-    card = hub_card_for(pair.model.path)
+    card = service.hub_card(pair)
     return None if card is None or card.is_empty else card
 
 
@@ -409,7 +409,7 @@ def cancel_metrics(n_clicks: int | None, job: dict | None) -> Any:
 def metrics_sections(service: AnalysisService, pair: Pair) -> list[Any]:
     """Tables and plots of the card metrics (from the cache), each beside the model card's
     when the model folder has one; for minified data only the card's (nothing computed)."""
-    card = model_card(pair)
+    card = model_card(service, pair)
     if is_minified(service, pair):
         return minified_sections(card)
     result = service.shown_metrics(pair)  # cell types under their shown names
