@@ -41,6 +41,7 @@ from dashboard.backend.jobs import JobContext, JobInfo, JobRegistry, JobRunner
 from dashboard.backend.names import CellTypeNames
 from dashboard.backend.refs import DatasetRef, ModelRef, Pair
 from dashboard.backend.registry import BoundedRegistry
+from dashboard.backend.sampling import stratified_subsample
 from dashboard.backend.settings import Settings
 from model.read_options import OURS, ReadOptions
 
@@ -491,7 +492,9 @@ class AnalysisService:
             rna, var_names = data.rna, data.var_names
             cells = np.arange(data.n_cells)
             if data.minified is not None:  # no counts: name by the denoised RNA instead
-                cells = _naming_sample(labels, MINIFIED_NAMING_CELLS, self.settings.seed)
+                cells = stratified_subsample(
+                    labels, MINIFIED_NAMING_CELLS, seed=self.settings.seed
+                )
                 rna, var_names = self._denoised_rna_rows(pair, cells)
             return name_clusters(
                 labels[cells],
@@ -1265,20 +1268,6 @@ def train_in_process(
         return pair.to_dict()
     finally:
         service.close()
-
-
-def _naming_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """Sorted cell positions: every cell up to ``limit`` cells, else a seeded draw of each
-    cluster in proportion to its size (at least 50 cells, or all of a smaller one)."""
-    n = len(labels)
-    if n <= limit:
-        return np.arange(n)
-    rng = np.random.default_rng(seed)
-    keep = []
-    for _, idx in pd.Series(np.arange(n)).groupby(labels).indices.items():
-        k = min(len(idx), max(50, int(limit * len(idx) / n)))
-        keep.append(idx if k >= len(idx) else rng.choice(idx, k, replace=False))
-    return np.sort(np.concatenate(keep))
 
 
 def _trained_checkpoint(

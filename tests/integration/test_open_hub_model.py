@@ -362,14 +362,14 @@ def test_cli_info_and_precompute(copies, monkeypatch, capsys) -> None:
 
 
 def test_minified_cluster_naming_sample_is_bounded_and_keeps_every_cluster() -> None:
-    from dashboard.backend.service import _naming_sample
+    from dashboard.backend.sampling import stratified_subsample  # what the naming draws
 
     labels = np.repeat(["a", "b", "c"], [900, 90, 10])
-    assert _naming_sample(labels, 1000, 0).tolist() == list(range(1000))
-    cells = _naming_sample(labels, 200, 0)
-    assert np.all(np.diff(cells) > 0)
+    assert stratified_subsample(labels, 1000, seed=0).tolist() == list(range(1000))
+    cells = stratified_subsample(labels, 200, seed=0)
+    assert np.all(np.diff(cells) > 0) and len(cells) == 200
     counts = dict(zip(*np.unique(labels[cells], return_counts=True), strict=True))
-    assert counts == {"a": 180, "b": 50, "c": 10}
+    assert counts == {"a": 140, "b": 50, "c": 10}
 
 
 # ---------------------------------------------------------------------------- the card
