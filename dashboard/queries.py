@@ -198,10 +198,7 @@ def unmeasured_batches(service: AnalysisService, pair: Pair, protein: str) -> li
     """The batches (with cells) that did not measure ``protein``: there its raw, denoised
     and foreground values are the model's predictions (empty: measured everywhere)."""
     data = _dataset(service, pair)
-    pos = data.protein_names.get_indexer([protein])[0]
-    if pos < 0:
-        msg = f"no protein {protein!r} in {pair.dataset.name or 'the dataset'}"
-        raise InvalidSelection(msg)
+    pos = _protein_position(data, pair, protein)
     mask = _panel(service, pair)
     if mask is None:
         return []
@@ -212,11 +209,22 @@ def unmeasured_batches(service: AnalysisService, pair: Pair, protein: str) -> li
 
 def imputed_cells(service: AnalysisService, pair: Pair, protein: str) -> np.ndarray | None:
     """Per cell: ``True`` where its batch did not measure ``protein`` (``None``: none)."""
-    if not unmeasured_batches(service, pair, protein):
-        return None
     data = _dataset(service, pair)
+    pos = _protein_position(data, pair, protein)
     mask = _panel(service, pair)
-    return ~mask[data.batch, data.protein_names.get_indexer([protein])[0]]
+    if mask is None:
+        return None
+    out = ~mask[data.batch, pos]
+    return out if out.any() else None
+
+
+def _protein_position(data: Any, pair: Pair, protein: str) -> int:
+    """Column of ``protein`` in the dataset; an unknown name is an :class:`InvalidSelection`."""
+    pos = int(data.protein_names.get_indexer([protein])[0])
+    if pos < 0:
+        msg = f"no protein {protein!r} in {pair.dataset.name or 'the dataset'}"
+        raise InvalidSelection(msg)
+    return pos
 
 
 def panel_summary(service: AnalysisService, pair: Pair) -> str | None:
@@ -288,26 +296,14 @@ def protein_raw(service: AnalysisService, pair: Pair, protein: str) -> np.ndarra
     """log1p of the raw protein counts, per cell; the model's prediction (denoised) in
     batches that did not measure it, and everywhere for minified data (no counts)."""
     data = _dataset(service, pair)
-    pos = data.protein_names.get_indexer([protein])[0]
-    if pos < 0:
-        msg = f"no protein {protein!r} in {pair.dataset.name or 'the dataset'}"
-        raise InvalidSelection(msg)
+    pos = _protein_position(data, pair, protein)
     if data.minified is not None:
         return protein_denoised(service, pair, protein)
     values = np.log1p(np.asarray(data.protein[:, pos], dtype=np.float32))
-    unmeasured = _unmeasured_cells(data, pos)
+    unmeasured = imputed_cells(service, pair, protein)
     if unmeasured is not None:  # e.g. a mapped query without this antibody: its prediction
         values[unmeasured] = protein_denoised(service, pair, protein)[unmeasured]
     return values
-
-
-def _unmeasured_cells(data: Any, pos: int) -> np.ndarray | None:
-    """Cells whose batch did not measure protein ``pos`` (``None``: all measured it)."""
-    mask = data.protein_batch_mask
-    if mask is None or np.asarray(mask)[:, pos].all():
-        return None
-    out = ~np.asarray(mask, dtype=bool)[data.batch, pos]
-    return out if out.any() else None
 
 
 def _protein_column(frame: pd.DataFrame, protein: str, what: str) -> np.ndarray:
