@@ -13,7 +13,7 @@ import functools
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,13 +24,13 @@ import scipy.sparse as sp
 
 from dashboard.backend.errors import BackendError, InvalidSelection
 from dashboard.backend.names import display_name, short_protein_name, short_protein_names
+from model.protein_scale import SCALE_SHORT
 
 if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
     from dashboard.backend.service import AnalysisService
     from dashboard.backend.settings import Settings
 
-ProgressFn = Callable[[float, str], None]
 
 #: Value layers a feature can be coloured by.
 LAYERS = {
@@ -393,8 +393,8 @@ def color_data(
 
 def color_label(service: AnalysisService, pair: Pair, spec: ColorSpec) -> str:
     """What a colouring is called (colour-bar and legend title): ``"Cell type"``,
-    ``"CD19 protein · denoised (log1p)"``, ``"ADT_90 protein · raw (log1p); imputed in
-    s03, s11 (not measured)"`` (a protein some batches did not measure)."""
+    ``"CD19 protein · denoised (log1p, measured scale)"``, ``"ADT_90 protein · raw (log1p);
+    imputed in s03, s11 (not measured)"`` (a protein some batches did not measure)."""
     if spec.kind == "obs":
         return OBS_BUILTINS.get(spec.name, spec.name)
     label = _feature_label(service, pair, spec)
@@ -405,9 +405,21 @@ def color_label(service: AnalysisService, pair: Pair, spec: ColorSpec) -> str:
 
 
 def _feature_label(service: AnalysisService, pair: Pair, spec: ColorSpec) -> str:
-    """``"CD19 protein · denoised (log1p)"``: the feature and the layer its values are of."""
+    """``"CD19 protein · denoised (log1p, measured scale)"``: the feature and the layer its
+    values are of."""
     shown = feature_catalog(service, pair).shown_name(spec.feature)
-    return f"{shown} · {LAYERS[shown_layer(service, pair, spec)]}"
+    return f"{shown} · {layer_title(service, pair, spec)}"
+
+
+def layer_title(service: AnalysisService, pair: Pair, spec: ColorSpec) -> str:
+    """The layer a colouring shows, in words: ``"raw (log1p)"``, ``"denoised (log1p)"``,
+    and for a denoised protein its scale, ``"denoised (log1p, measured scale)"`` (the
+    counts' scale: rate x the batch's capture efficiency) or ``"denoised (log1p,
+    efficiency-free)"``."""
+    layer = shown_layer(service, pair, spec)
+    if spec.kind == "protein" and layer == "denoised":
+        return f"denoised (log1p, {SCALE_SHORT[service.protein_scale()]})"
+    return LAYERS[layer]
 
 
 def _obs_categories(column: pd.Series) -> list[str] | None:
@@ -679,6 +691,14 @@ def dotplot_tables(
     return pd.DataFrame(means, index=order), pd.DataFrame(fracs, index=order)
 
 
+def dotplot_title(service: AnalysisService, pair: Pair) -> str:
+    """The dot plot's title: what its colour is, and the scale of denoised proteins."""
+    return (
+        "Mean denoised value (log1p) per cell type, scaled per feature; denoised proteins: "
+        f"{SCALE_SHORT[service.protein_scale()]}"
+    )
+
+
 def _protein_expressed(
     service: AnalysisService, pair: Pair, protein: str, counts: np.ndarray
 ) -> np.ndarray:
@@ -823,46 +843,6 @@ def de_selection(
         name2=name_b,
     )
     return de_display_table(de, catalog=feature_catalog(service, pair))
-
-
-# ================================================================================ metrics
-def cv_points(
-    service: AnalysisService, pair: Pair, *, progress: ProgressFn | None = None
-) -> dict[str, pd.DataFrame]:
-    """Gene-wise observed vs generated CV per modality (the points behind the card's
-    gene-wise table), cached next to the backend's results.
-
-    Uses the same posterior predictive draws as the metrics (same ``n_samples`` and seed).
-    """
-    from dashboard.backend.metrics import MODALITIES, model_and_raw_cv
-
-    service.require_counts(pair, "observed vs generated CVs")
-    n_samples = int(service.settings.n_posterior_samples)
-    seed = int(service.settings.seed)
-    key = service.key("view_cv_points", pair, {"n_samples": n_samples, "seed": seed, "v": 1})
-
-    def compute() -> dict[str, pd.DataFrame]:
-        model, data = service.model(pair), service.dataset(pair)
-        if progress is not None:
-            progress(0.0, "posterior predictive samples for CV plots")
-        pp = model.posterior_predictive_sample(data, n_samples=n_samples, seed=seed)
-        raw = {
-            "rna": data.rna[:, data.var_names.get_indexer(model.var_names)],
-            "protein": data.protein[:, data.protein_names.get_indexer(model.protein_names)],
-        }
-        names = {"rna": list(model.var_names), "protein": list(model.protein_names)}
-        out = {}
-        for mod in MODALITIES:
-            samples = np.asarray(pp[mod], dtype=np.float32)
-            if samples.ndim == 2:
-                samples = samples[..., None]
-            generated, observed = model_and_raw_cv(samples, raw[mod], cell_wise=False)
-            out[mod] = pd.DataFrame(
-                {"feature": names[mod], "observed": observed, "generated": generated}
-            )
-        return out
-
-    return service.cache.get_or_compute(key, compute)
 
 
 # ========================================================================= files & uploads

@@ -36,6 +36,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from model.protein_scale import EFFICIENCY_FREE
+
 if TYPE_CHECKING:
     from model.data import CiteSeqData
     from model.totalvi import TotalVI
@@ -359,6 +361,7 @@ class DifferentialEngine:
             include_protein_background=include_protein_background,
             batch_size=batch_size,
             seed=seed,
+            protein_scale=EFFICIENCY_FREE,  # scvi-tools' DE; a batch's efficiency cancels in LFC
         )
         parts = []
         if "rna" in use_field:

@@ -53,6 +53,15 @@ class GenerativeOutputs:
     log_pro_back_mean: torch.Tensor
     efficiency: torch.Tensor | None  # per cell and protein (>= 1.3.1 variant), else None
 
+    def protein_rates(self, *, measured: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Background and foreground protein rates: on the measured scale (times the cell's
+        batch capture efficiency, as the likelihood uses them) or, with ``measured=False``,
+        the decoder's efficiency-free rates (what scvi-tools 1.4.2 samples and denoises)."""
+        back, fore = self.py["rate_back"], self.py["rate_fore"]
+        if measured and self.efficiency is not None:
+            return back * self.efficiency, fore * self.efficiency
+        return back, fore
+
 
 @dataclass
 class LossOutput:
@@ -348,10 +357,7 @@ class TotalVAE(nn.Module):
             rec_gene = -nb_log_likelihood_sum(
                 x, px["rate"], px["r"], lgamma_x_plus_1_sum, nonzero=nonzero
             )
-        rate_back, rate_fore = py["rate_back"], py["rate_fore"]
-        if gen.efficiency is not None:
-            rate_back = rate_back * gen.efficiency
-            rate_fore = rate_fore * gen.efficiency
+        rate_back, rate_fore = gen.protein_rates()
         ll_prot = log_mixture_nb(y, rate_back, rate_fore, py["r"], py["mixing"])
         mask = self.cell_protein_mask(batch_index)
         if mask is not None:
@@ -452,16 +458,30 @@ class TotalVAE(nn.Module):
         batch_index: torch.Tensor,
         n_samples: int = 1,
         inf: InferenceOutputs | None = None,
+        *,
+        measured: bool = True,
+        compute_rna: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior-predictive RNA and protein counts (unscaled protein rates, spec §7.5)."""
+        """Posterior-predictive RNA and protein counts (spec §7.5).
+
+        Proteins come from the likelihood the model was trained with (rates times the
+        batch's capture efficiency); ``measured=False`` leaves the efficiency out, as
+        scvi-tools 1.4.2 does (scvi-tools issue #4022), and then draws bit for bit what it
+        draws. ``compute_rna=False`` skips the gene heads and RNA draws (an empty RNA
+        array; the random stream then differs from a full call).
+        """
         if inf is None:
             inf = self.inference(x, y, batch_index, n_samples=n_samples)
-        gen = self.generative(inf.z, inf.library_gene, batch_index)
+        gen = self.generative(inf.z, inf.library_gene, batch_index, compute_rna=compute_rna)
         px, py = gen.px, gen.py
-        rna = sample_nb(px["rate"], px["r"])
-        if self.config.gene_likelihood == "zinb":
-            rna = rna.masked_fill(torch.bernoulli(torch.sigmoid(px["dropout"])).bool(), 0.0)
-        protein = sample_mixture_nb(py["rate_back"], py["rate_fore"], py["r"], py["mixing"])
+        if compute_rna:
+            rna = sample_nb(px["rate"], px["r"])
+            if self.config.gene_likelihood == "zinb":
+                rna = rna.masked_fill(torch.bernoulli(torch.sigmoid(px["dropout"])).bool(), 0.0)
+        else:
+            rna = py["mixing"][..., :0]
+        rate_back, rate_fore = gen.protein_rates(measured=measured)
+        protein = sample_mixture_nb(rate_back, rate_fore, py["r"], py["mixing"])
         return rna, protein
 
     @torch.no_grad()

@@ -26,6 +26,7 @@ from model.errors import CheckpointError
 from model.model_folder import CHECKPOINT_FILE, locate_model
 from model.module import InferenceOutputs, TotalVAE
 from model.priors import library_size_prior, protein_background_prior
+from model.protein_scale import MEASURED, ProteinScale, is_measured
 from model.train import (
     DeviceData,
     TrainProgress,
@@ -395,6 +396,9 @@ class TotalVI:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
+            # scvi-tools' DataLoader draws its base seed before the first minibatch: one draw
+            # here keeps every later draw on scvi-tools' random stream (bit-equal samples)
+            torch.empty((), dtype=torch.int64).random_()
             try:
                 yield
             finally:
@@ -482,12 +486,15 @@ class TotalVI:
         return_numpy: bool = False,
         batch_size: int = 256,
         seed: int | None = 0,
+        protein_scale: ProteinScale = MEASURED,
     ) -> tuple[Any, Any]:
         """Denoised RNA and protein (spec §7.3), averaged over ``transform_batch``.
 
         RNA is ``px_scale · library_size`` (or ``px_rate`` for ``"latent"``); protein is the
-        foreground rate ``rate_fore · (1 − π)`` (+ background if asked). Efficiency scaling is
-        never applied, as in scvi-tools.
+        foreground rate ``rate_fore · (1 − π)`` (+ background if asked). On the measured
+        scale (default) the rates are times the capture efficiency of the batch decoded in
+        (the cell's own, or ``transform_batch``), as the counts are;
+        ``protein_scale="efficiency-free"`` leaves it out, as scvi-tools 1.4.2 does.
         """
         data = self._prepare_data(data)
         rna_parts, pro_parts, cells = [], [], []
@@ -505,6 +512,7 @@ class TotalVI:
             return_mean=return_mean,
             batch_size=batch_size,
             seed=seed,
+            protein_scale=protein_scale,
         ):
             rna_parts.append(rna)
             pro_parts.append(pro)
@@ -536,6 +544,7 @@ class TotalVI:
         return_mean: bool = True,
         batch_size: int = 256,
         seed: int | None = 0,
+        protein_scale: ProteinScale = MEASURED,
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """:meth:`get_normalized_expression` one minibatch at a time, for callers that must
         not hold every cell at once: yields ``(cell positions, rna, protein)`` numpy arrays.
@@ -549,6 +558,7 @@ class TotalVI:
         gi = self._feature_index(gene_list, self.var_names)
         pi = self._feature_index(protein_list, self.protein_names)
         codes = self._batch_codes(transform_batch)
+        measured = is_measured(protein_scale)
         with self._eval(seed):
             for idx, x, y, b in self._minibatches(data, indices, batch_size):
                 rna_acc = pro_acc = None
@@ -571,9 +581,10 @@ class TotalVI:
                     mix = torch.sigmoid(py["mixing"])
                     if sample_protein_mixing:
                         mix = torch.bernoulli(mix)
-                    pro = py["rate_fore"] * (1 - mix)
+                    rate_back, rate_fore = gen.protein_rates(measured=measured)
+                    pro = rate_fore * (1 - mix)
                     if include_protein_background:
-                        pro = pro + py["rate_back"] * mix
+                        pro = pro + rate_back * mix
                     if scale_protein:
                         pro = torch.nn.functional.normalize(pro, p=1, dim=-1)
                     pro = pro[..., pi]
@@ -642,10 +653,15 @@ class TotalVI:
         protein_list: Sequence[str] | None = None,
         batch_size: int = 256,
         seed: int | None = 0,
+        protein_scale: ProteinScale = MEASURED,
     ) -> dict[str, np.ndarray]:
         """Counts drawn from the posterior predictive: ``{"rna", "protein"}`` arrays.
 
-        Shapes are ``(cells, features)`` or ``(cells, features, n_samples)``.
+        Shapes are ``(cells, features)`` or ``(cells, features, n_samples)``. Proteins come
+        from the likelihood the model was trained with (capture efficiency of the cell's
+        batch applied); ``protein_scale="efficiency-free"`` leaves it out and draws what
+        scvi-tools 1.4.2 draws. An empty ``gene_list`` skips the RNA heads and draws (faster;
+        the random stream is then not scvi-tools').
         """
         if self.config.gene_likelihood != "nb":
             msg = "posterior_predictive_sample needs gene_likelihood='nb' (as in scvi-tools)"
@@ -653,11 +669,20 @@ class TotalVI:
         data = self._prepare_data(data)
         gi = self._feature_index(gene_list, self.var_names)
         pi = self._feature_index(protein_list, self.protein_names)
+        measured = is_measured(protein_scale)
         rna_parts, pro_parts = [], []
         with self._eval(seed):
             for idx, x, y, b in self._minibatches(data, indices, batch_size):
                 inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
-                rna, pro = self.module.sample(x, y, b, n_samples=n_samples, inf=inf)
+                rna, pro = self.module.sample(
+                    x,
+                    y,
+                    b,
+                    n_samples=n_samples,
+                    inf=inf,
+                    measured=measured,
+                    compute_rna=len(gi) > 0,
+                )
                 rna, pro = rna[..., gi], pro[..., pi]
                 if n_samples > 1:
                     rna, pro = rna.permute(1, 2, 0), pro.permute(1, 2, 0)
@@ -673,9 +698,11 @@ class TotalVI:
         n_samples: int = 1,
         batch_size: int = 256,
         seed: int | None = 0,
+        protein_scale: ProteinScale = MEASURED,
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Denoised protein for every cell, with each protein decoded in the batches that
-        measured it; also a boolean table of which entries were imputed (not measured)."""
+        measured it (on their measured scale by default, see :meth:`get_normalized_expression`);
+        also a boolean table of which entries were imputed (not measured)."""
         data = self._prepare_data(data)
         measured = (
             np.ones((self.config.n_batch, self.config.n_proteins), dtype=bool)
@@ -692,6 +719,7 @@ class TotalVI:
                 return_numpy=True,
                 batch_size=batch_size,
                 seed=seed,
+                protein_scale=protein_scale,
             )
             per_batch.append(pro)
         stack = np.stack(per_batch)  # (n_batch, cells, P)
@@ -905,6 +933,23 @@ class TotalVI:
             "n_labels": self.config.n_labels,
             "n_latent": self.config.n_latent,
         }
+
+    def protein_efficiency(self) -> pd.DataFrame | None:
+        """The learned capture efficiency, batches x proteins (``exp`` of
+        ``log_per_batch_efficiency``); ``None`` for a checkpoint without one (scvi-tools
+        before 1.3.1), whose measured and efficiency-free scales are the same."""
+        if not self.config.variant.use_efficiency:
+            return None
+        eff = torch.exp(self.module.log_per_batch_efficiency.detach().float()).cpu().numpy()
+        return pd.DataFrame(
+            eff.T, index=pd.Index(self.batch_categories), columns=self.protein_names
+        )
+
+    @property
+    def has_protein_efficiency(self) -> bool:
+        """Whether measured and efficiency-free protein values differ (an efficiency not 1)."""
+        eff = self.protein_efficiency()
+        return eff is not None and not np.allclose(eff.to_numpy(), 1.0)
 
 
 def _plain(value: Any) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dashboard.backend.errors import BackendError
+from model.protein_scale import PROTEIN_SCALES
 
 COMMANDS = ("train", "precompute", "export")
 CACHE_DIR_HELP = "results cache folder (default: $TOTALVI_EXPLORER_CACHE_DIR, else data/cache)"
@@ -153,13 +154,25 @@ def _data_args(p: argparse.ArgumentParser, *, with_model: bool = False) -> None:
         p.add_argument("data", type=Path, help=".h5ad, .h5mu, 10x .h5 or 10x folder")
     add_read_flags(p, with_model=with_model)
     p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_DIR_HELP)
+    if with_model:
+        p.add_argument(
+            "--protein-scale",
+            choices=PROTEIN_SCALES,
+            default=None,
+            help="denoised proteins and model-card tables: measured (rate x the batch's "
+            "capture efficiency, the counts' scale) or efficiency-free (as scvi-tools 1.4.2, "
+            "e.g. to regenerate its model card) (default: TOTALVI_EXPLORER_PROTEIN_SCALE, "
+            "else measured)",
+        )
 
 
 def _service(args: argparse.Namespace) -> Any:
     from dashboard.backend.service import AnalysisService
     from dashboard.backend.settings import Settings
 
-    overrides = {"cache_dir": args.cache_dir} if args.cache_dir else {}
+    overrides: dict[str, Any] = {"cache_dir": args.cache_dir} if args.cache_dir else {}
+    if getattr(args, "protein_scale", None):
+        overrides["protein_scale"] = args.protein_scale
     return AnalysisService(Settings.from_env(**overrides))
 
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from model.protein_scale import MEASURED, ProteinScale
+
 if TYPE_CHECKING:
     from model.data import CiteSeqData
     from model.totalvi import TotalVI
@@ -25,11 +27,14 @@ def denoised_expression(
     library_size: float = 1e4,
     include_protein_background: bool = False,
     seed: int = 0,
+    protein_scale: ProteinScale = MEASURED,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Denoised RNA (per ``library_size`` counts) and protein foreground, mean of samples.
 
     RNA is ``px_scale * library_size``; protein is ``rate_fore * (1 - pi)`` (plus background
-    when asked), both averaged over ``n_samples`` posterior samples at the observed batch.
+    when asked), both averaged over ``n_samples`` posterior samples at the observed batch;
+    protein on ``protein_scale`` (measured: times the batch's capture efficiency, as the
+    counts).
     """
     rna, pro = model.get_normalized_expression(
         data,
@@ -38,6 +43,7 @@ def denoised_expression(
         include_protein_background=include_protein_background,
         return_mean=True,
         seed=seed,
+        protein_scale=protein_scale,
     )
     return rna.astype(np.float32), pro.astype(np.float32)
 
@@ -51,6 +57,7 @@ def denoised_chunks(
     library_size: float = 1e4,
     include_protein_background: bool = False,
     seed: int = 0,
+    protein_scale: ProteinScale = MEASURED,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """:func:`denoised_expression` in chunks of cells: yields ``(first cell, rna, protein)``.
 
@@ -70,6 +77,7 @@ def denoised_chunks(
         include_protein_background=include_protein_background,
         return_mean=True,
         seed=seed,
+        protein_scale=protein_scale,
     ):
         if buffer is None:
             buffer = np.empty((max(chunk_cells, len(idx)), rna.shape[1]), dtype=np.float32)
@@ -99,8 +107,9 @@ def denoised_protein(
     n_samples: int = 5,
     include_protein_background: bool = False,
     seed: int = 0,
+    protein_scale: ProteinScale = MEASURED,
 ) -> pd.DataFrame:
-    """Denoised protein (foreground) only: cells x proteins."""
+    """Denoised protein (foreground) only, cells x proteins, on ``protein_scale``."""
     _, pro = model.get_normalized_expression(
         data,
         gene_list=[],
@@ -108,6 +117,7 @@ def denoised_protein(
         include_protein_background=include_protein_background,
         return_mean=True,
         seed=seed,
+        protein_scale=protein_scale,
     )
     return pro.astype(np.float32)
 
@@ -122,11 +132,18 @@ def foreground_probability(
 
 
 def imputed_proteins(
-    model: TotalVI, data: CiteSeqData, *, n_samples: int = 5, seed: int = 0
+    model: TotalVI,
+    data: CiteSeqData,
+    *,
+    n_samples: int = 5,
+    seed: int = 0,
+    protein_scale: ProteinScale = MEASURED,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Protein values for every cell, decoded in the batches that measured each protein,
-    and a boolean table marking the entries that were imputed (not measured)."""
-    values, imputed = model.impute_missing_proteins(data, n_samples=n_samples, seed=seed)
+    """Protein values for every cell, decoded in the batches that measured each protein
+    (on ``protein_scale``), and a boolean table marking the entries that were imputed."""
+    values, imputed = model.impute_missing_proteins(
+        data, n_samples=n_samples, seed=seed, protein_scale=protein_scale
+    )
     return values.astype(np.float32), imputed
 
 

@@ -9,6 +9,15 @@ The var names are the dataset's unique names; ``rna.var["gene_symbols"]`` and
 ``protein.var["protein_symbols"]`` hold each feature's name as the source file spells it
 (they differ only where duplicate names were made unique: ``COG8-1`` has symbol ``COG8``).
 The DE table has the same ``symbol`` column.
+
+Denoised proteins are on the server's protein scale (``protein.uns["denoised_scale"]``:
+``"measured"``, rate x the batch's learned capture efficiency as the counts, or
+``"efficiency-free"`` as scvi-tools 1.4.2; ``protein.varm["capture_efficiency"]`` holds the
+efficiency per protein and batch). The metric tables come from protein samples on that scale
+(``metrics_*``); those of the other scale are written beside them (``metrics_scvi_tools_*``
+or ``metrics_measured_*``, protein only: RNA is the same), with the calibration
+(``metrics_calibration.csv``) and observed vs sampled protein means
+(``metrics_protein_means.csv``).
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from model.protein_scale import EFFICIENCY_FREE, MEASURED, SCALE_DESCRIPTIONS
 
 if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
@@ -82,6 +93,16 @@ def build_mudata(
     )
     denoised = service.denoised_protein(pair)
     protein.layers["denoised"] = denoised.loc[:, protein.var_names].to_numpy(np.float32)
+    scale = service.protein_scale()
+    protein.uns["denoised_scale"] = scale
+    protein.uns["denoised_scale_description"] = SCALE_DESCRIPTIONS[scale]
+    efficiency = service.model(pair).protein_efficiency()
+    if efficiency is not None:  # proteins x the model's batches
+        protein.varm["capture_efficiency"] = (
+            efficiency.T.reindex(protein.var_names)
+            .astype(np.float32)
+            .set_axis([str(b) for b in efficiency.index], axis=1)
+        )
     fg = service.foreground_probability(pair)
     protein.layers["foreground_probability"] = fg.loc[:, protein.var_names].to_numpy(np.float32)
     if include_denoised_rna:
@@ -105,7 +126,12 @@ def build_mudata(
     mdata.obsm["X_totalvi"] = np.asarray(service.latent(pair), dtype=np.float32)
     mdata.obsm["X_umap"] = service.umap(pair).to_numpy(np.float32)
     mdata.uns["totalvi_explorer"] = json.dumps(
-        {"pair": pair.to_dict(), "summary": service.model_summary(pair)}, default=str
+        {
+            "pair": pair.to_dict(),
+            "summary": service.model_summary(pair),
+            "protein_scale": scale,
+        },
+        default=str,
     )
     return mdata
 
@@ -233,6 +259,25 @@ def write_tables(
             "metrics_gene_wise_cv": metrics.gene_wise_cv,
             "metrics_diff_exp": metrics.diff_exp,
         }
+        if metrics.other_scale is not None:  # the protein tables of the other scale, beside
+            other = service.shown_metrics(
+                pair,
+                labels_key=labels_key,
+                resolution=resolution,
+                protein_scale=metrics.other_scale.protein_scale,
+            )
+            tag = "scvi_tools" if other.protein_scale == EFFICIENCY_FREE else MEASURED
+            tables_of |= {
+                f"metrics_{tag}_cell_wise_cv": {"protein": other.cell_wise_cv["protein"]},
+                f"metrics_{tag}_gene_wise_cv": {"protein": other.gene_wise_cv["protein"]},
+                f"metrics_{tag}_diff_exp": {"protein": other.diff_exp["protein"]},
+            }
+        extra = {"calibration": metrics.calibration, "protein_means": metrics.protein_means}
+        for name, table in extra.items():
+            if table is not None:
+                path = out / f"metrics_{name}.csv"
+                table.to_csv(path)
+                written.append(path)
     for name, tables in tables_of.items():
         for mod, table in tables.items():
             path = out / f"{name}_{mod}.csv"

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from model.protein_scale import EFFICIENCY_FREE, MEASURED, ProteinScale, check_protein_scale
 from model.read_options import DEFAULT_PROTEIN_OBSM_KEY, OURS, ReadOptions
 
 if TYPE_CHECKING:
@@ -54,11 +55,42 @@ PEARSON_R2_THRESHOLD = 0.4  # the card template's advice, on the squared Pearson
 DEFAULT_N_TOP = 100  # scvi-tools' DEFAULT_DE_N_TOP_GENES_OVERLAP
 DEFAULT_P_VAL_THRESH = 0.2
 CELL_SCALE_FACTOR = 1e4
+PPC_BATCH_SIZE = 32  # scvi-tools' PosteriorPredictiveCheck draws its samples 32 cells at a time
+#: scvi-tools' ``calibration_error`` quantiles: 7 central intervals, 95% down to 65%
+CALIBRATION_QUANTILES = (
+    0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.825, 0.85, 0.875, 0.9, 0.925, 0.95, 0.975,
+)  # fmt: skip
+CALIBRATION_SAMPLES = 20  # posterior predictive draws per cell for the calibration row
+CALIBRATION_CELLS = 500  # RNA calibration on at most this many cells (proteins: all)
+CALIBRATION_ERROR = "calibration error"
+PROTEIN_ROWS = {
+    MEASURED: "Protein (measured scale)",
+    EFFICIENCY_FREE: "Protein (efficiency-free, scvi-tools 1.4.2)",
+}
+MEASURED_CARD_NOTE = (
+    "Protein metrics from posterior predictive samples on the measured scale (the learned "
+    "capture efficiency applied, as in the likelihood the model was trained with); "
+    "scvi-tools 1.4.2 leaves it out (its issue #4022)."
+)
+WHY_SCALES_DIFFER = (
+    "scvi-tools 1.4.2 trains on protein counts times a learned capture efficiency per batch "
+    "and protein but leaves that efficiency out when it samples (its issue #4022), so its "
+    "generated proteins sit on another scale than the counts; ours sample from the likelihood "
+    "the model was trained with."
+)
 
 
 @dataclass
 class MetricsResult:
-    """All model-card metric tables, per modality, and their scvi-hub markdown."""
+    """All model-card metric tables, per modality, and their scvi-hub markdown.
+
+    ``protein_scale`` says which protein samples the protein tables come from;
+    ``other_scale`` holds the same tables from protein samples on the other scale (for the
+    measured result, scvi-tools 1.4.2's: capture efficiency left out; the RNA tables are the
+    same objects) when the two differ; the two results point at each other.
+    ``calibration`` (rows per modality and protein scale) and ``protein_means`` (observed vs
+    sampled mean per protein) are shared by both.
+    """
 
     cell_wise_cv: dict[str, pd.DataFrame] = field(default_factory=dict)
     gene_wise_cv: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -67,6 +99,21 @@ class MetricsResult:
     groups: str = ""  # which groups the DE metric compares (shown on the page)
     n_features: dict[str, int] = field(default_factory=dict)  # per modality
     n_top: dict[str, int] = field(default_factory=dict)  # top-n of the DE metric, per modality
+    gene_cv_points: dict[str, pd.DataFrame] = field(
+        default_factory=dict
+    )  # feature, observed, generated
+    protein_scale: str = MEASURED
+    other_scale: MetricsResult | None = field(default=None, repr=False, compare=False)
+    calibration: pd.DataFrame | None = None
+    protein_means: pd.DataFrame | None = None
+
+    def for_scale(self, scale: str) -> MetricsResult:
+        """The tables from protein samples on ``scale`` (itself when the model has no
+        efficiency, so both scales are one)."""
+        check_protein_scale(scale)
+        if scale == self.protein_scale or self.other_scale is None:
+            return self
+        return self.other_scale
 
     def markdown(self) -> dict[str, str]:
         """``{"cell_wise_cv", "gene_wise_cv", "diff_exp"}`` as scvi's ``metrics.json``."""
@@ -357,6 +404,179 @@ def _correlation(a: np.ndarray, b: np.ndarray, kind: Literal["pearson", "spearma
     return float((pearsonr if kind == "pearson" else spearmanr)(a, b)[0])
 
 
+# ---------------------------------------------------------------------------- calibration
+def central_intervals(quantiles: Sequence[float] = CALIBRATION_QUANTILES) -> list[tuple[int, int]]:
+    """Index pairs ``(lo, hi)`` of the central intervals, widest first, as scvi-tools pairs
+    its quantiles (the i-th from the start with the i-th from the end)."""
+    if len(quantiles) % 2:
+        msg = "calibration quantiles must come in pairs"
+        raise ValueError(msg)
+    n = len(quantiles)
+    return [(i, n - 1 - i) for i in range(n // 2)]
+
+
+def interval_hits(
+    samples: np.ndarray,
+    observed: np.ndarray | sp.spmatrix,
+    quantiles: Sequence[float] = CALIBRATION_QUANTILES,
+) -> np.ndarray:
+    """How many observed entries fall inside each central interval of their samples.
+
+    ``samples`` is ``(cells, features, n_samples)``, ``observed`` ``(cells, features)``.
+    Per entry the interval is ``[q_lo, q_hi]`` of its samples (linear interpolation, as
+    xarray's quantile), ends included. Returns counts per interval (widest first), so chunks
+    of cells add up.
+    """
+    obs = observed.toarray() if sp.issparse(observed) else np.asarray(observed)
+    q = sample_quantiles(samples, quantiles)
+    return np.array(
+        [
+            np.count_nonzero((obs >= q[lo]) & (obs <= q[hi]))
+            for lo, hi in central_intervals(quantiles)
+        ],
+        dtype=np.int64,
+    )
+
+
+def sample_quantiles(samples: np.ndarray, quantiles: Sequence[float]) -> list[np.ndarray]:
+    """``np.quantile(samples, quantiles, axis=-1)`` (linear method, numpy's interpolation
+    formula) from one sort of the last axis: many times faster for a few samples."""
+    ordered = np.sort(np.asarray(samples, dtype=np.float64), axis=-1)
+    n = ordered.shape[-1]
+    out = []
+    for q in quantiles:
+        pos = q * (n - 1)
+        lo = int(np.floor(pos))
+        hi = min(lo + 1, n - 1)
+        t = pos - lo
+        a, b = ordered[..., lo], ordered[..., hi]
+        diff = b - a
+        out.append(a + diff * t if t < 0.5 else b - diff * (1 - t))
+    return out
+
+
+def calibration_error(
+    coverage: Sequence[float], quantiles: Sequence[float] = CALIBRATION_QUANTILES
+) -> float:
+    """scvi-tools' ``calibration_error``: the sum over central intervals of (observed
+    coverage - nominal width)²; 0 for a perfectly calibrated predictive, lower is better."""
+    widths = [quantiles[hi] - quantiles[lo] for lo, hi in central_intervals(quantiles)]
+    return float(sum((c - w) ** 2 for c, w in zip(coverage, widths, strict=True)))
+
+
+def calibration_row(hits: np.ndarray, n_entries: int) -> dict[str, float]:
+    """Coverage per nominal interval (``"95%"`` ... ``"65%"``) and the calibration error."""
+    coverage = hits / max(1, n_entries)
+    widths = [
+        CALIBRATION_QUANTILES[hi] - CALIBRATION_QUANTILES[lo] for lo, hi in central_intervals()
+    ]
+    row = {f"{round(100 * w)}%": float(c) for w, c in zip(widths, coverage, strict=True)}
+    row[CALIBRATION_ERROR] = calibration_error(coverage)
+    return row
+
+
+def sampled_hits(
+    model: TotalVI,
+    data: CiteSeqData,
+    raw: np.ndarray | sp.spmatrix,
+    cells: np.ndarray,
+    *,
+    modality: Modality,
+    n_samples: int,
+    seed: int,
+    protein_scale: ProteinScale,
+    chunk: int = 256,
+) -> np.ndarray:
+    """:func:`interval_hits` of fresh posterior predictive samples of one modality over
+    ``cells``, drawn a chunk of cells at a time so memory stays one chunk of samples."""
+    total = np.zeros(len(central_intervals()), dtype=np.int64)
+    only = {"protein_list": []} if modality == "rna" else {"gene_list": []}
+    for k, start in enumerate(range(0, len(cells), chunk)):
+        idx = cells[start : start + chunk]
+        pp = model.posterior_predictive_sample(
+            data,
+            indices=idx,
+            n_samples=n_samples,
+            seed=seed + k,
+            protein_scale=protein_scale,
+            batch_size=chunk,
+            **only,
+        )
+        samples = np.asarray(pp[modality], dtype=np.float32)
+        if samples.ndim == 2:
+            samples = samples[..., None]
+        total += interval_hits(samples, raw[idx])
+    return total
+
+
+def calibration_table(
+    model: TotalVI,
+    data: CiteSeqData,
+    raw: Mapping[str, np.ndarray | sp.spmatrix],
+    *,
+    scales: Sequence[ProteinScale],
+    n_samples: int = CALIBRATION_SAMPLES,
+    max_cells: int = CALIBRATION_CELLS,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Posterior predictive calibration per modality: coverage of each central interval of
+    ``n_samples`` draws per cell vs its nominal width, and scvi-tools' calibration error.
+
+    Rows ``"RNA"`` (at most ``max_cells`` cells, drawn with ``seed``: RNA draws are the
+    costly part) and one protein row per scale in ``scales`` (all cells).
+    """
+    rng = np.random.default_rng(seed)
+    n = data.n_cells
+    rna_cells = np.sort(rng.choice(n, max_cells, replace=False)) if n > max_cells else np.arange(n)
+    rows = {}
+    hits = sampled_hits(
+        model,
+        data,
+        raw["rna"],
+        rna_cells,
+        modality="rna",
+        n_samples=n_samples,
+        seed=seed,
+        protein_scale=MEASURED,
+    )
+    rows["RNA"] = calibration_row(hits, len(rna_cells) * raw["rna"].shape[1])
+    for scale in scales:
+        hits = sampled_hits(
+            model,
+            data,
+            raw["protein"],
+            np.arange(n),
+            modality="protein",
+            n_samples=n_samples,
+            seed=seed,
+            protein_scale=scale,
+        )
+        label = PROTEIN_ROWS[scale] if len(scales) > 1 else "Protein"
+        rows[label] = calibration_row(hits, n * raw["protein"].shape[1])
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "modality"
+    table["cells"] = [len(rna_cells)] + [n] * len(scales)
+    return table
+
+
+def protein_means_table(
+    observed: np.ndarray | sp.spmatrix,
+    samples: Mapping[str, np.ndarray],
+    names: Sequence[str],
+) -> pd.DataFrame:
+    """Per protein: observed mean count, and the mean of posterior predictive samples on
+    each scale with its ratio to the observed (1 when the scale matches the counts)."""
+    obs = np.asarray(observed.mean(axis=0)).ravel().astype(np.float64)
+    table = pd.DataFrame({"observed mean": obs}, index=pd.Index(list(names), name="protein"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for scale, smp in samples.items():
+            sampled = np.asarray(smp, dtype=np.float64).mean(axis=(0, 2))
+            short = "measured" if scale == MEASURED else "efficiency-free"
+            table[f"sampled mean ({short})"] = sampled
+            table[f"ratio ({short})"] = sampled / obs
+    return table
+
+
 # ------------------------------------------------------------------------------- pipeline
 def compute_metrics(
     model: TotalVI,
@@ -367,17 +587,46 @@ def compute_metrics(
     seed: int = 0,
     use_model_split: bool = True,
     groups: str = "",
+    protein_scale: ProteinScale = MEASURED,
+    batch_size: int = PPC_BATCH_SIZE,
+    calibration_samples: int = CALIBRATION_SAMPLES,
+    calibration_cells: int = CALIBRATION_CELLS,
     progress: Any = None,
 ) -> MetricsResult:
     """Posterior predictive samples, then CV and DE tables for ``rna`` and ``protein``.
 
-    The cell-wise table is split into ``model.train_indices`` / ``validation_indices`` when
-    ``use_model_split`` and both exist and fit ``data`` (positions in the training data).
-    ``labels`` are the DE metric's groups, ``groups`` says what they are (kept on the result).
+    The draws are scvi-tools 1.4.2's (same random stream, ``batch_size`` 32 as its
+    ``PosteriorPredictiveCheck``): with ``protein_scale="efficiency-free"`` the tables are
+    those of its model card. On the measured scale (default) the protein samples are drawn
+    again with the capture efficiency applied, and the scvi-tools tables are kept as
+    ``other_scale``. The cell-wise table is split into ``model.train_indices`` /
+    ``validation_indices`` when ``use_model_split`` and both exist and fit ``data``
+    (positions in the training data). ``labels`` are the DE metric's groups, ``groups`` says
+    what they are (kept on the result). ``calibration_samples`` (0: none) draws per cell
+    give the calibration table (RNA over at most ``calibration_cells`` cells).
     """
+    check_protein_scale(protein_scale)
     if progress is not None:
         progress(0.0, f"drawing {n_samples} posterior predictive samples")
-    pp = model.posterior_predictive_sample(data, n_samples=n_samples, seed=seed)
+    pp = model.posterior_predictive_sample(
+        data,
+        n_samples=n_samples,
+        seed=seed,
+        batch_size=batch_size,
+        protein_scale=EFFICIENCY_FREE,
+    )
+    protein = {EFFICIENCY_FREE: _with_sample_axis(pp["protein"])}
+    if protein_scale == MEASURED and model.has_protein_efficiency:
+        protein[MEASURED] = _with_sample_axis(
+            model.posterior_predictive_sample(
+                data,
+                gene_list=[],
+                n_samples=n_samples,
+                seed=seed,
+                batch_size=batch_size,
+                protein_scale=MEASURED,
+            )["protein"]
+        )
     train = val = None
     if use_model_split:
         ti, vi = model.train_indices, model.validation_indices
@@ -392,27 +641,68 @@ def compute_metrics(
     raw = {"rna": _aligned(data.rna, data.var_names, model.var_names)}
     raw["protein"] = _aligned(data.protein, data.protein_names, model.protein_names)
     names = {"rna": list(model.var_names), "protein": list(model.protein_names)}
-    result = MetricsResult(n_samples=n_samples, groups=groups)
-    for i, mod in enumerate(MODALITIES):
+
+    def tables(result: MetricsResult, mod: str, samples: np.ndarray) -> None:
         result.n_features[mod] = len(names[mod])
         result.n_top[mod] = n_top_features(len(names[mod]))
-        samples = np.asarray(pp[mod], dtype=np.float32)
-        if samples.ndim == 2:
-            samples = samples[..., None]
         m_cell, r_cell = model_and_raw_cv(samples, raw[mod], cell_wise=True)
         result.cell_wise_cv[mod] = cv_table(
             m_cell, r_cell, train_indices=train, validation_indices=val
         )
         m_gene, r_gene = model_and_raw_cv(samples, raw[mod], cell_wise=False)
         result.gene_wise_cv[mod] = cv_table(m_gene, r_gene)
-        if progress is not None:
-            progress((2 * i + 1) / 4, f"{mod}: DE metric")
+        result.gene_cv_points[mod] = pd.DataFrame(
+            {"feature": names[mod], "observed": r_gene, "generated": m_gene}
+        )
         result.diff_exp[mod] = de_metric_table(
             raw[mod], samples[..., 0], labels, feature_names=names[mod]
         )
+
+    # without a learned efficiency (or one of 1) the two scales are one: the draws above
+    result = MetricsResult(n_samples=n_samples, groups=groups, protein_scale=protein_scale)
+    tables(result, "rna", _with_sample_axis(pp["rna"]))
+    if progress is not None:
+        progress(0.5, "protein: CV and DE metric")
+    tables(result, "protein", protein.get(protein_scale, protein[EFFICIENCY_FREE]))
+    if MEASURED in protein:
+        scvi = MetricsResult(
+            cell_wise_cv=dict(result.cell_wise_cv),
+            gene_wise_cv=dict(result.gene_wise_cv),
+            diff_exp=dict(result.diff_exp),
+            n_samples=n_samples,
+            groups=groups,
+            n_features=dict(result.n_features),
+            n_top=dict(result.n_top),
+            gene_cv_points=dict(result.gene_cv_points),
+            protein_scale=EFFICIENCY_FREE,
+        )
+        tables(scvi, "protein", protein[EFFICIENCY_FREE])
+        result.other_scale, scvi.other_scale = scvi, result
+    result.protein_means = protein_means_table(raw["protein"], protein, names["protein"])
+    if calibration_samples > 0:
         if progress is not None:
-            progress((2 * i + 2) / 4, f"{mod}: done")
+            progress(0.75, f"calibration: {calibration_samples} samples per cell")
+        result.calibration = calibration_table(
+            model,
+            data,
+            raw,
+            scales=[s for s in PROTEIN_ROWS if s in protein],
+            n_samples=calibration_samples,
+            max_cells=calibration_cells,
+            seed=seed,
+        )
+    if result.other_scale is not None:
+        result.other_scale.calibration = result.calibration
+        result.other_scale.protein_means = result.protein_means
+    if progress is not None:
+        progress(1.0, "done")
     return result
+
+
+def _with_sample_axis(samples: np.ndarray) -> np.ndarray:
+    """Samples as float32 ``(cells, features, n_samples)`` (one sample comes 2-D)."""
+    out = np.asarray(samples, dtype=np.float32)
+    return out[..., None] if out.ndim == 2 else out
 
 
 def _aligned(x: Any, have: Sequence[str], want: Sequence[str]) -> Any:
@@ -498,14 +788,16 @@ def data_registry_markdown(registry: Mapping[str, str]) -> str:
 
 
 def model_card_markdown(
-    properties: Mapping[str, Any], metrics: Mapping[str, str] | None = None
+    properties: Mapping[str, Any], metrics: Mapping[str, str] | None = None, *, note: str = ""
 ) -> str:
-    """Metrics and Model Properties sections of an scvi-hub TOTALVI card."""
+    """Metrics and Model Properties sections of an scvi-hub TOTALVI card (``note``: a
+    paragraph before the metrics, e.g. which protein samples they come from)."""
     na = "Not provided by uploader"
     m = metrics or {}
     return (
         "# Metrics\n\n"
-        "**Cell-wise Coefficient of Variation**:\n\n"
+        + (f"{note}\n\n" if note else "")
+        + "**Cell-wise Coefficient of Variation**:\n\n"
         f"{m.get('cell_wise_cv', na)}\n\n"
         "**Gene-wise Coefficient of Variation**:\n\n"
         f"{m.get('gene_wise_cv', na)}\n\n"

@@ -43,6 +43,7 @@ from dashboard.backend.refs import DatasetRef, ModelRef, Pair
 from dashboard.backend.registry import BoundedRegistry
 from dashboard.backend.sampling import stratified_subsample
 from dashboard.backend.settings import Settings
+from model.protein_scale import ProteinScale, check_protein_scale
 from model.read_options import OURS, ReadOptions
 
 if TYPE_CHECKING:
@@ -667,8 +668,13 @@ class AnalysisService:
             genes = [str(g) for g in model.var_names]
             writer = open_writer(data.n_cells, genes, self.settings.denoise_block_genes)
             pro_parts = []
+            scale = self.protein_scale()
             for first, rna, pro in denoised_chunks(
-                model, data, chunk_cells=chunk_cells_for(len(genes)), **params
+                model,
+                data,
+                chunk_cells=chunk_cells_for(len(genes)),
+                protein_scale=scale,
+                **params,
             ):
                 writer.write(rna)
                 pro_parts.append(pro)
@@ -681,7 +687,7 @@ class AnalysisService:
                 else np.zeros((0, len(model.protein_names)), np.float32)
             )
             protein = pd.DataFrame(pro_all, index=data.obs_names, columns=model.protein_names)
-            self._denoised_protein(pair, computed=protein)
+            self._denoised_protein(pair, computed=protein, protein_scale=scale)
 
         def on_wait() -> None:
             if progress is not None:
@@ -695,9 +701,20 @@ class AnalysisService:
         """Cache key of the denoised RNA manifest (its blocks live under ``blocks_dir``)."""
         return self.key("denoised_rna", pair, self._denoise_params())
 
-    def denoised_protein(self, pair: Pair, *, progress: ProgressFn | None = None) -> pd.DataFrame:
-        """Denoised protein (foreground rate), cells x proteins."""
-        return self._denoised_protein(pair, progress=progress)
+    def protein_scale(self, scale: str | None = None) -> ProteinScale:
+        """``scale`` checked, or the configured default (``settings.protein_scale``)."""
+        return check_protein_scale(self.settings.protein_scale if scale is None else scale)
+
+    def denoised_protein(
+        self,
+        pair: Pair,
+        *,
+        protein_scale: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> pd.DataFrame:
+        """Denoised protein (foreground rate), cells x proteins, on ``protein_scale``
+        (default :meth:`protein_scale`: measured, times the batch's capture efficiency)."""
+        return self._denoised_protein(pair, protein_scale=protein_scale, progress=progress)
 
     def _denoise_params(self) -> dict[str, Any]:
         return {
@@ -711,17 +728,24 @@ class AnalysisService:
         pair: Pair,
         *,
         computed: pd.DataFrame | None = None,
+        protein_scale: str | None = None,
         progress: ProgressFn | None = None,
     ) -> pd.DataFrame:
         """Cached denoised protein (kind ``"denoised_protein"``, params ``{"n_samples",
-        "seed"}`` plus ``"unmeasured": "predicted"`` when some cells lack proteins).
+        "seed", "protein_scale"}`` plus ``"unmeasured": "predicted"`` when some cells lack
+        proteins).
 
         ``computed``: the protein table of a denoised-RNA pass (same draws as a protein-only
-        pass), stored if the key is missing instead of running the model again.
+        pass, on the same scale), stored if the key is missing instead of running the model
+        again.
         """
         from dashboard.backend.denoise import denoised_protein, fill_unmeasured
 
-        params = {"n_samples": self.settings.denoise_n_samples, "seed": self.settings.seed}
+        params = {
+            "n_samples": self.settings.denoise_n_samples,
+            "seed": self.settings.seed,
+            "protein_scale": self.protein_scale(protein_scale),
+        }
         predicted = self._predicts_unmeasured(pair)
         key_params = {**params, "unmeasured": "predicted"} if predicted else params
 
@@ -741,6 +765,7 @@ class AnalysisService:
                     n_samples=params["n_samples"],
                     return_numpy=True,
                     seed=params["seed"],
+                    protein_scale=params["protein_scale"],
                 )[1]
 
             return fill_unmeasured(pro, model, data, predict)
@@ -796,10 +821,15 @@ class AnalysisService:
     def imputed_proteins(
         self, pair: Pair, *, progress: ProgressFn | None = None
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Proteins for every cell decoded where measured, and which entries are imputed."""
+        """Proteins for every cell decoded where measured (on the configured
+        :meth:`protein_scale`), and which entries are imputed."""
         from dashboard.backend.denoise import imputed_proteins
 
-        params = {"n_samples": self.settings.denoise_n_samples, "seed": self.settings.seed}
+        params = {
+            "n_samples": self.settings.denoise_n_samples,
+            "seed": self.settings.seed,
+            "protein_scale": self.protein_scale(),
+        }
 
         def compute() -> tuple[pd.DataFrame, pd.DataFrame]:
             return imputed_proteins(self.model(pair), self.dataset(pair), **params)
@@ -914,9 +944,17 @@ class AnalysisService:
     ) -> MetricsResult:
         """Model-card metrics (CV tables and DE metric per modality), as scvi-hub.
 
-        The DE metric's groups are those of :meth:`metric_groups`; the result says which.
+        Protein tables from measured-scale samples, with scvi-tools 1.4.2's (efficiency left
+        out) as ``result.other_scale`` and the calibration of both (:meth:`shown_metrics`
+        picks a scale). The DE metric's groups are those of :meth:`metric_groups`; the
+        result says which.
         """
-        from dashboard.backend.metrics import compute_metrics
+        from dashboard.backend.metrics import (
+            CALIBRATION_CELLS,
+            CALIBRATION_SAMPLES,
+            PPC_BATCH_SIZE,
+            compute_metrics,
+        )
 
         self.require_counts(pair, "the model-card metrics (observed vs generated counts)")
         model = self.model(pair)
@@ -929,6 +967,9 @@ class AnalysisService:
             "seed": self.settings.seed,
             "train_indices": model.train_indices,
             "validation_indices": model.validation_indices,
+            "protein_scale": "measured, and scvi-tools 1.4.2's",
+            "batch_size": PPC_BATCH_SIZE,
+            "calibration": [CALIBRATION_SAMPLES, CALIBRATION_CELLS],
         }
 
         def compute() -> MetricsResult:
@@ -1006,13 +1047,16 @@ class AnalysisService:
         *,
         labels_key: str | None = None,
         resolution: float | None = None,
+        protein_scale: str | None = None,
         **kwargs: Any,
     ) -> MetricsResult:
-        """:meth:`metrics` with the DE-metric rows under the cell types' shown names (the
+        """:meth:`metrics` from protein samples on ``protein_scale`` (default
+        :meth:`protein_scale`), the DE-metric rows under the cell types' shown names (the
         cached result keeps the automatic names)."""
         import dataclasses
 
         result = self.metrics(pair, labels_key=labels_key, resolution=resolution, **kwargs)
+        result = result.for_scale(self.protein_scale(protein_scale))
         names = self.cell_type_names(pair, labels_key=labels_key, resolution=resolution)
         if all(k == v for k, v in names.items()):
             return result
@@ -1033,11 +1077,20 @@ class AnalysisService:
         )
 
     def model_card(self, pair: Pair, *, with_metrics: bool = True, **kwargs: Any) -> str:
-        """Markdown of the card's Metrics and Model Properties sections."""
-        from dashboard.backend.metrics import model_card_markdown
+        """Markdown of the card's Metrics and Model Properties sections (with
+        ``protein_scale="efficiency-free"``, what scvi-tools 1.4.2 writes; on the measured
+        scale a sentence before the metrics says so)."""
+        from dashboard.backend.metrics import MEASURED_CARD_NOTE, model_card_markdown
 
-        metrics = self.metrics_markdown(pair, **kwargs) if with_metrics else None
-        return model_card_markdown(self.model_summary(pair), metrics)
+        if not with_metrics:
+            return model_card_markdown(self.model_summary(pair), None)
+        result = self.shown_metrics(pair, **kwargs)
+        measured = result.protein_scale == "measured" and result.other_scale is not None
+        return model_card_markdown(
+            self.model_summary(pair),
+            result.markdown(),
+            note=MEASURED_CARD_NOTE if measured else "",
+        )
 
     def training_history(self, pair: Pair) -> pd.DataFrame:
         """Per-epoch training history of the model (empty if unknown)."""

@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from model.protein_scale import check_protein_scale
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_PREFIX = "TOTALVI_EXPLORER_"
 
@@ -68,6 +70,11 @@ class Settings:
         Bayesian DE settings (scvi-tools defaults: 5000 paired draws, delta 0.25, FDR 0.05).
     n_posterior_samples
         Posterior predictive samples for the model-card metrics (3, as on scvi-hub).
+    protein_scale
+        Scale of denoised and imputed protein values and the Metrics page's default tables:
+        ``"measured"`` (the decoder's rate times the batch's learned capture efficiency, the
+        scale of the counts and of the likelihood the model was trained with) or
+        ``"efficiency-free"`` (the efficiency left out, as scvi-tools 1.4.2).
     max_de_cells
         Largest group a DE request may name (``None``: no limit).
     redis_url
@@ -117,6 +124,7 @@ class Settings:
     de_fdr: float = 0.05
     de_z_samples_per_cell: int = 1
     n_posterior_samples: int = 3
+    protein_scale: str = "measured"
     max_de_cells: int | None = None
     redis_url: str | None = None
     max_upload_bytes: int = 500 * 1024**2
@@ -153,6 +161,7 @@ class Settings:
                 f"{self.job_record_max_age} and {self.job_record_max_count}"
             )
             raise ValueError(msg)
+        check_protein_scale(self.protein_scale)
         if self.cache_size_limit <= 0:
             msg = f"cache_size_limit must be positive, got {self.cache_size_limit}"
             raise ValueError(msg)

@@ -339,19 +339,21 @@ def linked_values(
         )
         raise BackendError(msg)
     if kind == "raw_denoised":
-        xv = queries.feature_values(service, pair, ColorSpec(f"protein:{x}", "raw"))
-        yv = queries.feature_values(service, pair, ColorSpec(f"protein:{x}", "denoised"))
+        raw, den = ColorSpec(f"protein:{x}", "raw"), ColorSpec(f"protein:{x}", "denoised")
         return (
-            xv,
-            yv,
-            (f"{name_x} raw (log1p)", f"{name_x} denoised (log1p)"),
+            queries.feature_values(service, pair, raw),
+            queries.feature_values(service, pair, den),
+            (
+                f"{name_x} {queries.layer_title(service, pair, raw)}",
+                f"{name_x} {queries.layer_title(service, pair, den)}",
+            ),
             (f"{name_x}: raw vs denoised"),
         )
     y = y or x
     name_y = catalog.shown_name(f"protein:{y}")
     xv = queries.feature_values(service, pair, ColorSpec(f"protein:{x}", layer))
     yv = queries.feature_values(service, pair, ColorSpec(f"protein:{y}", layer))
-    what = queries.LAYERS[queries.shown_layer(service, pair, ColorSpec(f"protein:{x}", layer))]
+    what = queries.layer_title(service, pair, ColorSpec(f"protein:{x}", layer))
     return xv, yv, (f"{name_x} {what}", f"{name_y} {what}"), f"{name_x} vs {name_y}"
 
 

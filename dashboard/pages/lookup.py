@@ -239,9 +239,10 @@ def update_violin(feature: str | None) -> Any:
         service, pair = sh.active()
         frame, order = queries.violin_frame(service, pair, feature)
         name = queries.feature_catalog(service, pair).label(feature)
-        columns, titles = ["raw", "denoised"], ["raw (log1p)", "denoised (log1p)"]
+        denoised = queries.layer_title(service, pair, ColorSpec(feature, "denoised"))
+        columns, titles = ["raw", "denoised"], ["raw (log1p)", denoised]
         if queries.is_minified(service, pair):  # no counts: one violin, and why
-            columns, titles = ["denoised"], ["denoised (log1p)"]
+            columns, titles = ["denoised"], [denoised]
             name += " · raw counts not in this file (minified data)"
         return figures.violin_figure(
             frame,
@@ -285,6 +286,6 @@ def update_dotplot(features: list | None) -> Any:
     try:
         service, pair = sh.active()
         mean, frac = queries.dotplot_tables(service, pair, list(features))
-        return figures.dotplot_figure(mean, frac)
+        return figures.dotplot_figure(mean, frac, title=queries.dotplot_title(service, pair))
     except BackendError as err:
         return sh.error_figure(err)

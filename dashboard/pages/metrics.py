@@ -21,12 +21,20 @@ from typing import TYPE_CHECKING, Any
 import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
-from dashboard import components, figures, ids, queries
+from dashboard import components, figures, ids
 from dashboard.backend.card import compare_summary, compare_tables
 from dashboard.backend.errors import BackendError
-from dashboard.backend.metrics import cv_advice, cv_display_table, de_top_note
+from dashboard.backend.metrics import (
+    CALIBRATION_CELLS,
+    CALIBRATION_SAMPLES,
+    WHY_SCALES_DIFFER,
+    cv_advice,
+    cv_display_table,
+    de_top_note,
+)
 from dashboard.pages import _shared as sh
 from dashboard.public_paths import scrub_paths
+from model.protein_scale import EFFICIENCY_FREE, MEASURED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,6 +65,19 @@ MINIFIED_LINE = (
 NO_CARD_METRICS = (
     "The model card (README.md) gives no metrics (\u201cNot provided by uploader\u201d); "
     "ours are shown."
+)
+SCALE_OPTIONS = [
+    {"label": "Measured scale (with capture efficiency)", "value": MEASURED},
+    {"label": "scvi-tools 1.4.2 (efficiency left out)", "value": EFFICIENCY_FREE},
+]
+SCALE_TITLES = {
+    MEASURED: "protein samples on the measured scale (the likelihood the model was trained with)",
+    EFFICIENCY_FREE: "protein samples as scvi-tools 1.4.2 draws them (capture efficiency left "
+    "out): the numbers of its model card",
+}
+NO_EFFICIENCY_LINE = (
+    "This checkpoint has no learned protein capture efficiency (or one of 1): its samples are "
+    "scvi-tools' on either scale."
 )
 CARD_TABLES = (
     ("cell_wise_cv", "cell-wise CV", "Metric"),
@@ -131,6 +152,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
             components.card(
                 "Model-card metrics",
                 [
+                    scale_choice(service, pair),
                     html.Div(
                         [
                             html.Div(id=ids.METRICS_PROGRESS, className="progress-block"),
@@ -166,6 +188,30 @@ def layout(model: Any = None, **_: Any) -> html.Div:
             dcc.Interval(id=ids.METRICS_INTERVAL, interval=700, disabled=True),
         ],
         className="page-metrics",
+    )
+
+
+def scale_choice(service: AnalysisService, pair: Pair) -> html.Div:
+    """Which protein samples the tables come from: measured scale (default) or scvi-tools
+    1.4.2's, one click apart, with the sentence saying why they differ. A checkpoint without
+    a capture efficiency has one scale: the choice is hidden and a line says so."""
+    has = service.model(pair).has_protein_efficiency
+    radio = dcc.RadioItems(
+        id=ids.METRICS_SCALE,
+        options=SCALE_OPTIONS,
+        value=service.protein_scale(),
+        inline=True,
+        className="segmented",
+    )
+    return html.Div(
+        [
+            html.Div(components.field("Protein samples", radio), hidden=not has),
+            html.P(
+                WHY_SCALES_DIFFER if has else NO_EFFICIENCY_LINE,
+                className="muted metrics-scale-why",
+            ),
+        ],
+        className="metrics-scale",
     )
 
 
@@ -330,13 +376,12 @@ def _history_note(history: Any) -> str:
 
 
 def metrics_job(service: AnalysisService, pair: Pair) -> str:
-    """Submit the job computing the card metrics and the CV points behind the plots."""
+    """Submit the job computing the card metrics (tables of both protein scales, the CV
+    points behind the plots and the calibration)."""
 
     def run(ctx: JobContext) -> None:
         ctx.check()
-        service.metrics(pair, progress=lambda f, m: ctx.progress(0.8 * f, m))
-        ctx.check()
-        queries.cv_points(service, pair, progress=lambda f, m: ctx.progress(0.8 + 0.2 * f, m))
+        service.metrics(pair, progress=ctx.progress)
 
     return service.jobs.submit("metrics_page", run, params={"pair": pair.to_dict()})
 
@@ -406,15 +451,28 @@ def cancel_metrics(n_clicks: int | None, job: dict | None) -> Any:
     return components.notice("Cancelling…")
 
 
-def metrics_sections(service: AnalysisService, pair: Pair) -> list[Any]:
-    """Tables and plots of the card metrics (from the cache), each beside the model card's
-    when the model folder has one; for minified data only the card's (nothing computed)."""
+def metrics_sections(
+    service: AnalysisService, pair: Pair, *, protein_scale: str | None = None
+) -> list[Any]:
+    """Tables and plots of the card metrics (from the cache) from protein samples on
+    ``protein_scale``, each beside the model card's when the model folder has one, then the
+    calibration and the per-protein means of both scales; for minified data only the card's
+    (nothing computed)."""
     card = model_card(service, pair)
     if is_minified(service, pair):
         return minified_sections(card)
-    result = service.shown_metrics(pair)  # cell types under their shown names
-    points = queries.cv_points(service, pair)
-    sections: list[Any] = []
+    scale = service.protein_scale(protein_scale)
+    # cell types under their shown names
+    result = service.shown_metrics(pair, protein_scale=scale)
+    points = result.gene_cv_points
+    sections: list[Any] = [
+        html.P(
+            f"Tables from {SCALE_TITLES[scale]}; RNA is the same on both.",
+            className="metrics-scale-shown",
+        )
+        if service.model(pair).has_protein_efficiency
+        else None
+    ]
     if card is not None and not card.has_metrics:
         sections.append(html.P(NO_CARD_METRICS, className="muted hub-no-metrics"))
     elif card is not None:
@@ -558,20 +616,67 @@ def metrics_sections(service: AnalysisService, pair: Pair) -> list[Any]:
             )
         )
     sections.append(html.Div(de_blocks, className="grid-2", id=ids.METRICS_DE))
+    sections += calibration_sections(result)
     return sections
+
+
+def calibration_sections(result: Any) -> list[Any]:
+    """The posterior predictive calibration per modality (and protein scale), and the
+    observed vs sampled mean of every protein on each scale."""
+    out: list[Any] = []
+    if result.calibration is not None:
+        out += [
+            html.H3("Posterior predictive calibration", className="section-title"),
+            html.P(
+                f"Share of observed counts inside the central 95% … 65% interval of "
+                f"{CALIBRATION_SAMPLES} posterior predictive draws per cell and feature "
+                f"(RNA over {CALIBRATION_CELLS} cells drawn at random, proteins over all "
+                "cells), beside each interval's nominal width; calibration error = Σ "
+                "(share − width)², as scvi-tools' calibration_error (0 is perfect, lower is "
+                "better). Many zero counts make RNA intervals degenerate (0 to 0), which "
+                "inflates its coverage.",
+                className="muted metrics-calibration-note",
+            ),
+            html.Div(
+                components.frame_table(
+                    result.calibration, index_label="Modality", class_name="calibration-table"
+                ),
+                className="table-scroll",
+                id=ids.METRICS_CALIBRATION,
+            ),
+        ]
+    if result.protein_means is not None:
+        out += [
+            html.H4("Protein: observed vs sampled mean"),
+            html.P(
+                "Mean count per protein over all cells, and the mean of the posterior "
+                "predictive samples on each scale with its ratio to the observed.",
+                className="muted",
+            ),
+            html.Div(
+                components.frame_table(
+                    result.protein_means, index_label="Protein", class_name="protein-means"
+                ),
+                className="table-scroll",
+                id=ids.METRICS_PROTEIN_MEANS,
+            ),
+        ]
+    return out
 
 
 @callback(
     Output(ids.METRICS_CONTENT, "children"),
     Input(ids.METRICS_READY_STORE, "data"),
+    Input(ids.METRICS_SCALE, "value"),
     prevent_initial_call=True,
 )
-def render_metrics(ready: dict | None) -> Any:
-    """Show the card metrics once the job has put them in the cache."""
+def render_metrics(ready: dict | None, scale: str | None = None) -> Any:
+    """Show the card metrics once the job has put them in the cache, from protein samples
+    on the chosen scale (both are in the one cached result)."""
     if not ready:
         return no_update
     try:
         service, pair = sh.active()
-        return metrics_sections(service, pair)
+        return metrics_sections(service, pair, protein_scale=scale)
     except BackendError as err:
         return components.alert(str(err), kind="warning")

@@ -730,8 +730,36 @@ def test_metrics_model_card_tables(driver: WebDriver, dashboard: Any, screenshot
     )
     summary = driver.find_element(By.ID, ids.METRICS_SUMMARY).text.lower()
     assert "summary statistics" in summary and "model parameters" in summary
+    # calibration of both protein scales, and the per-protein means
+    head, rows = _table(driver, ".calibration-table")
+    assert head[-2:] == ["calibration error", "cells"] and "95%" in head, head
+    assert rows == [
+        "RNA",
+        "Protein (measured scale)",
+        "Protein (efficiency-free, scvi-tools 1.4.2)",
+    ], rows
+    head, _ = _table(driver, ".protein-means")
+    assert "ratio (measured)" in head and "ratio (efficiency-free)" in head, head
+    assert "issue #4022" in driver.find_element(By.CSS_SELECTOR, ".metrics-scale-why").text
+
+    def protein_gene_cv() -> str:
+        return driver.find_element(By.CSS_SELECTOR, ".gene-cv-protein tbody").text
+
+    measured = protein_gene_cv()
+    assert "measured scale" in driver.find_element(By.CSS_SELECTOR, ".metrics-scale-shown").text
+    css = f"#{ids.METRICS_SCALE} .dash-options-list-option"
+    scvi = next(o for o in driver.find_elements(By.CSS_SELECTOR, css) if "scvi-tools" in o.text)
+    scvi.click()
+    wait_for(
+        driver,
+        lambda d: (
+            "scvi-tools 1.4.2" in d.find_element(By.CSS_SELECTOR, ".metrics-scale-shown").text
+            and protein_gene_cv() != measured
+        ),
+        "the scvi-tools 1.4.2 tables never replaced the measured-scale ones",
+    )
     wait_idle(driver)
-    driver.save_screenshot(str(screenshots / "metrics-card.png"))
+    driver.save_screenshot(str(screenshots / "metrics-card-scvi-scale.png"))
     assert_clean(driver, dashboard, "metrics")
 
 

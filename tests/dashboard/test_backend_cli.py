@@ -114,6 +114,36 @@ def test_export_writes_h5mu_and_tables(files, capsys) -> None:
     assert "My first type" in de_metric.index and renamed not in de_metric.index
     card = (tables / "model_card.md").read_text()
     assert "# Metrics" in card and "# Model Properties" in card
+    # the scale of the denoised proteins and of the protein metrics is written down
+    protein = mdata["protein"]
+    assert protein.uns["denoised_scale"] == "measured"
+    assert "capture efficiency" in protein.uns["denoised_scale_description"]
+    eff = protein.varm["capture_efficiency"]
+    assert eff.shape == (14, model.config.n_batch) and (np.asarray(eff) > 0).all()
+    assert "measured scale" in card.split("**Cell-wise")[0]
+    for name in ("cell_wise_cv", "gene_wise_cv", "diff_exp"):  # scvi-tools 1.4.2's, beside
+        assert (tables / f"metrics_scvi_tools_{name}_protein.csv").is_file()
+    calibration = pd.read_csv(tables / "metrics_calibration.csv", index_col=0)
+    assert "calibration error" in calibration.columns and "RNA" in calibration.index
+    means = pd.read_csv(tables / "metrics_protein_means.csv", index_col=0)
+    assert len(means) == 14 and "ratio (measured)" in means.columns
+    # the switch: scvi-tools' scale everywhere, its card as it writes it
+    scvi_out = files["root"] / "export" / "pbmc_scvi.h5mu"
+    scvi_tables = files["root"] / "tables_scvi"
+    argv = ["export", str(files["data"]), "--model", str(files["model"]), "--out", str(scvi_out)]
+    argv += ["--tables", str(scvi_tables), "--batch-key", "batch", "--protein-scale"]
+    argv += ["efficiency-free", "--cache-dir", str(files["root"] / "cache")]
+    assert run(argv) == 0
+    capsys.readouterr()
+    scvi = md.read_h5mu(scvi_out)["protein"]
+    assert scvi.uns["denoised_scale"] == "efficiency-free"
+    per_cell = np.asarray(eff)[:, data.batch].T  # proteins x batches -> cells x proteins
+    np.testing.assert_allclose(
+        protein.layers["denoised"], scvi.layers["denoised"] * per_cell, rtol=1e-4
+    )
+    scvi_card = (scvi_tables / "model_card.md").read_text()
+    assert scvi_card.startswith("# Metrics\n\n**Cell-wise Coefficient of Variation**")
+    assert (scvi_tables / "metrics_measured_gene_wise_cv_protein.csv").is_file()
 
 
 def test_train_command_and_errors(files, tmp_path, capsys) -> None:

@@ -800,6 +800,77 @@ def test_metrics_page_has_the_model_card_tables(env) -> None:
     assert len(set(bars.data[0].x)) == len(bars.data[0].x)  # one bar group per cell type
 
 
+def test_metrics_page_switches_protein_scale_and_shows_calibration(env) -> None:
+    """One click between the tables from measured-scale protein samples (default) and
+    scvi-tools 1.4.2's; the calibration of both, and why they differ, on the page."""
+    model = env.service.model(env.pair)
+    assert model.has_protein_efficiency  # the slice model learned an efficiency
+    page = env.metrics.layout()
+    radio = find(page, ids.METRICS_SCALE)
+    assert radio.value == "measured"
+    assert [o["value"] for o in radio.options] == ["measured", "efficiency-free"]
+    assert "issue #4022" in text(page)
+    store, _, ready, *_ = env.metrics.start_metrics(None)
+    if ready is no_update:
+        finish(env.service, store["job"])
+        ready = {"job": store["job"]}
+
+    def shown(scale: str) -> tuple[list[Any], dict[str, list[str]]]:
+        sections = env.metrics.render_metrics(ready, scale)
+        body = next(
+            t for t in walk(sections) if "gene-cv-protein" in getattr(t, "className", "").split()
+        ).children[1]
+        rows = {text(tr.children[0]): [text(td) for td in tr.children[1:]] for tr in body.children}
+        return sections, rows
+
+    measured, m_rows = shown("measured")
+    free, f_rows = shown("efficiency-free")
+    assert "measured scale" in text(measured) and "scvi-tools 1.4.2" in text(free)
+    result = env.service.metrics(env.pair)
+    for scale, rows in (("measured", m_rows), ("efficiency-free", f_rows)):
+        mae = result.for_scale(scale).gene_wise_cv["protein"].loc["Mean Absolute Error"]
+        assert rows["Mean Absolute Error"] == [f"{v:.3f}" for v in mae]
+    assert m_rows != f_rows  # the protein tables differ; RNA is the same
+    calibration = find(measured, ids.METRICS_CALIBRATION)
+    rows = [text(tr.children[0]) for tr in calibration.children.children[1].children]
+    assert rows == [
+        "RNA",
+        "Protein (measured scale)",
+        "Protein (efficiency-free, scvi-tools 1.4.2)",
+    ]
+    assert "calibration error" in text(calibration)
+    means = find(measured, ids.METRICS_PROTEIN_MEANS)
+    assert "ratio (measured)" in text(means) and "ratio (efficiency-free)" in text(means)
+    # the exported card says which samples its metrics come from
+    card = env.service.model_card(env.pair)
+    assert "measured scale" in card.split("**Cell-wise")[0]
+    scvi_card = env.service.model_card(env.pair, protein_scale="efficiency-free")
+    assert scvi_card.startswith("# Metrics\n\n**Cell-wise Coefficient of Variation**")
+
+
+def test_protein_views_say_their_scale(env) -> None:
+    model = env.service.model(env.pair)
+    protein = str(model.protein_names[0])
+    spec = queries.ColorSpec(f"protein:{protein}", "denoised")
+    assert queries.color_label(env.service, env.pair, spec).endswith(
+        "denoised (log1p, measured scale)"
+    )
+    raw = queries.ColorSpec(f"protein:{protein}", "raw")
+    assert queries.color_label(env.service, env.pair, raw).endswith("raw (log1p)")
+    violin = env.lookup.update_violin(f"protein:{protein}")
+    assert [a.text for a in violin.layout.annotations][:2] == [
+        "raw (log1p)",
+        "denoised (log1p, measured scale)",
+    ]
+    dot = env.lookup.update_dotplot([f"protein:{protein}"])
+    assert "denoised proteins: measured scale" in dot.layout.title.text
+    # measured = efficiency-free rate x the cell's batch efficiency (same draws)
+    measured = env.service.denoised_protein(env.pair)
+    free = env.service.denoised_protein(env.pair, protein_scale="efficiency-free")
+    eff = model.protein_efficiency().to_numpy()[env.data.batch]
+    np.testing.assert_allclose(measured.to_numpy(), free.to_numpy() * eff, rtol=1e-4)
+
+
 # ------------------------------------------------------------------------------ model
 def test_model_page_reads_the_dataset(env) -> None:
     page = env.model.layout()

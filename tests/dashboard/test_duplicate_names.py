@@ -101,6 +101,8 @@ def fake(data: CiteSeqData) -> tuple[Any, Any]:
         latent=lambda _pair: np.zeros((n, 3)),
         umap=lambda _pair: pd.DataFrame(np.zeros((n, 2))),
         model_summary=lambda _pair: {},
+        protein_scale=lambda _scale=None: "measured",
+        model=lambda _pair: SimpleNamespace(protein_efficiency=lambda: None),
     )
     pair = SimpleNamespace(
         dataset=SimpleNamespace(fingerprint=data.fingerprint(), name="dup"),

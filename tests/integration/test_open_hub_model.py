@@ -322,7 +322,7 @@ def test_minified_metrics_are_refused_in_one_line(mini) -> None:
     message = str(err.value)
     assert "\n" not in message and "minified" in message and "counts" in message
     with pytest.raises(MinifiedData):
-        queries.cv_points(mini.service, mini.pair)
+        mini.service.shown_metrics(mini.pair, protein_scale="efficiency-free")
 
 
 def test_minified_pages_say_the_counts_are_missing(mini) -> None:
