@@ -13,10 +13,11 @@ bench/scvi_reference_outputs.py``); it writes, next to each checkpoint in ``test
 * ``scvi_tools_1.4.2_mudata_seedlike_800/expected_card_metrics.json``: the model-card
   markdown (``cell_wise_cv``, ``gene_wise_cv``, ``diff_exp``, per modality, as
   ``create_criticism_report`` writes it) from ``PosteriorPredictiveCheck(n_samples=3)``
-  seeded 0 for each modality, with the raw counts the model was trained on (dense: 1.4.2's check of
-  integer counts fails on sparse ones; RNA layer ``counts``: ``create_criticism_report`` itself would read the log-normalised ``X``), DE
-  groups ``cell_type``; and ``calibration_error()`` per modality (the model named
-  ``"model1"``, the only name it works with in 1.4.2).
+  seeded 0 for each modality, with the raw counts the model was trained on (RNA layer
+  ``counts``, where ``create_criticism_report`` itself would read the log-normalised ``X``;
+  densified, as 1.4.2's integer check fails on sparse counts), DE groups ``cell_type``; and
+  ``calibration_error()`` per modality (the model named ``"model1"``, the only name it works
+  with in 1.4.2).
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def seedlike_card_metrics() -> None:
     import scvi
     import torch
     from scvi.criticism import PosteriorPredictiveCheck
-    from sparse import GCXS
     from scvi.criticism._create_criticism_report import _cv_metrics, _dataframe_to_markdown
+    from sparse import GCXS
 
     folder = TESTS_DATA / "scvi_tools_1.4.2_mudata_seedlike_800"
     mdata = md.read_h5mu(folder / "mdata.h5mu")

@@ -691,6 +691,22 @@ def dotplot_tables(
     return pd.DataFrame(means, index=order), pd.DataFrame(fracs, index=order)
 
 
+def efficiency_summary(service: AnalysisService, pair: Pair) -> str:
+    """The model's learned protein capture efficiency in one line, and the scale denoised
+    proteins are shown on: ``"0.37-0.40 (14 proteins x 1 batch); denoised proteins on the
+    measured scale"``, or that the checkpoint has none."""
+    eff = service.model(pair).protein_efficiency()
+    if eff is None or np.allclose(eff.to_numpy(), 1.0):
+        return "none learned (scvi-tools before 1.3.1, or 1): one protein scale"
+    values = eff.to_numpy()
+    n_batch = eff.shape[0]
+    return (
+        f"{values.min():.2f}-{values.max():.2f} ({eff.shape[1]} proteins x {n_batch} "
+        f"batch{'es' if n_batch != 1 else ''}); denoised proteins: "
+        f"{SCALE_SHORT[service.protein_scale()]}"
+    )
+
+
 def dotplot_title(service: AnalysisService, pair: Pair) -> str:
     """The dot plot's title: what its colour is, and the scale of denoised proteins."""
     return (

@@ -16,6 +16,13 @@ from dashboard.backend.errors import BackendError
 from dashboard.pages import _shared as sh
 from dashboard.queries import ColorSpec
 
+#: The scale of the protein rows (scvi-tools' DE; the measured scale would add batch effects).
+DE_PROTEIN_SCALE = (
+    "Protein rows compare efficiency-free rates, as scvi-tools' DE: a batch's capture "
+    "efficiency cancels in a fold change within the batch and would be a batch effect "
+    "across batches."
+)
+
 dash.register_page(
     __name__,
     path="/de",
@@ -110,7 +117,8 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
             components.card(
                 "Genes and proteins",
                 components.de_grid(ids.DE_TABLE, height=520),
-                subtitle="Sort and filter any column; click a row to colour the cells.",
+                subtitle="Sort and filter any column; click a row to colour the cells. "
+                + DE_PROTEIN_SCALE,
             ),
             dcc.Store(id=ids.DE_JOB_STORE),
             dcc.Store(id=ids.DE_READY_STORE),

@@ -280,6 +280,7 @@ def _active_view() -> Any:
     panel = queries.panel_summary(service, pair)
     if panel:
         rows["Protein panel"] = panel
+    rows["Protein capture efficiency"] = queries.efficiency_summary(service, pair)
     if data.minified is not None:
         rows["Counts"] = (
             "not in the file (minified: the latent posterior is stored); pages that need "

@@ -532,6 +532,7 @@ def test_de_page_groups_are_the_cell_types_and_saved_selections(env) -> None:
     assert values[:-1] == [f"type:{t}" for t in env.types.cat.categories]
     assert values[-1] == "saved:mine"
     assert "(3 cells, saved selection)" in options[-1]["label"]
+    assert "efficiency-free rates" in text(env.de.layout())  # the protein rows' scale
 
 
 def test_de_page_table_per_cell_type(env, de_ready) -> None:
@@ -862,13 +863,19 @@ def test_protein_views_say_their_scale(env) -> None:
         "raw (log1p)",
         "denoised (log1p, measured scale)",
     ]
+    eff = model.protein_efficiency().to_numpy()
+    line = queries.efficiency_summary(env.service, env.pair)
+    assert line.startswith(f"{eff.min():.2f}-{eff.max():.2f} ({eff.shape[1]} proteins x 1 batch)")
+    assert line.endswith("denoised proteins: measured scale")
+    assert line in text(env.model._active_view())  # on the Model page
     dot = env.lookup.update_dotplot([f"protein:{protein}"])
     assert "denoised proteins: measured scale" in dot.layout.title.text
     # measured = efficiency-free rate x the cell's batch efficiency (same draws)
     measured = env.service.denoised_protein(env.pair)
     free = env.service.denoised_protein(env.pair, protein_scale="efficiency-free")
-    eff = model.protein_efficiency().to_numpy()[env.data.batch]
-    np.testing.assert_allclose(measured.to_numpy(), free.to_numpy() * eff, rtol=1e-4)
+    np.testing.assert_allclose(
+        measured.to_numpy(), free.to_numpy() * eff[env.data.batch], rtol=1e-4
+    )
 
 
 # ------------------------------------------------------------------------------ model
