@@ -481,7 +481,13 @@ def metrics_sections(
                 f"Under each table, the {CARD_TITLE} value beside ours and the difference "
                 "(ours − card); – where one side lacks the row or column. The card's numbers "
                 "are rounded to 2 decimals and come from the uploader's data and posterior "
-                "samples, so small differences are expected.",
+                "samples, so small differences are expected."
+                + (
+                    " Its protein numbers are scvi-tools' (capture efficiency left out): "
+                    "choose scvi-tools 1.4.2 above to compare like with like."
+                    if scale == MEASURED and service.model(pair).has_protein_efficiency
+                    else ""
+                ),
                 className="muted hub-compare-note",
             )
         )

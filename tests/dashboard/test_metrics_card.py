@@ -229,6 +229,8 @@ def test_page_shows_the_card_beside_this_data(env, with_card) -> None:
 def test_each_card_metric_table_beside_ours_with_the_difference(env, with_card) -> None:
     sections = _ready_sections(env)
     assert "ours − card" in text(sections)
+    assert env.service.model(env.pair).has_protein_efficiency  # trained: an efficiency
+    assert "choose scvi-tools 1.4.2 above to compare like with like" in text(sections)
     for mod in ("rna", "protein"):
         head, rows = _table(sections, f"hub-cell_wise_cv-{mod}")
         assert head[:4] == [
