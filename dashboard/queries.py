@@ -692,13 +692,16 @@ def dotplot_tables(
 
 
 def efficiency_summary(service: AnalysisService, pair: Pair) -> str:
-    """The model's learned protein capture efficiency in one line, and the scale denoised
-    proteins are shown on: ``"0.37-0.40 (14 proteins x 1 batch); denoised proteins on the
-    measured scale"``, or that the checkpoint has none."""
-    eff = service.model(pair).protein_efficiency()
-    if eff is None or np.allclose(eff.to_numpy(), 1.0):
+    """The model's learned protein capture efficiency in one line (over the proteins each
+    batch measured), and the scale denoised proteins are shown on: ``"0.37-0.40 (14
+    proteins x 1 batch); denoised proteins: measured scale"``, or that it has none."""
+    model = service.model(pair)
+    if not model.has_protein_efficiency:
         return "none learned (scvi-tools before 1.3.1, or 1): one protein scale"
+    eff = model.protein_efficiency()
     values = eff.to_numpy()
+    if model.protein_batch_mask is not None:  # a batch without the antibody learned nothing
+        values = values[np.asarray(model.protein_batch_mask, dtype=bool)]
     n_batch = eff.shape[0]
     return (
         f"{values.min():.2f}-{values.max():.2f} ({eff.shape[1]} proteins x {n_batch} "

@@ -466,9 +466,9 @@ class TotalVAE(nn.Module):
 
         Proteins come from the likelihood the model was trained with (rates times the
         batch's capture efficiency); ``measured=False`` leaves the efficiency out, as
-        scvi-tools 1.4.2 does (scvi-tools issue #4022), and then draws bit for bit what it
-        draws. ``compute_rna=False`` skips the gene heads and RNA draws (an empty RNA
-        array; the random stream then differs from a full call).
+        scvi-tools 1.4.2 does (scvi-tools issue #4022), and then (with ``compute_rna``)
+        draws bit for bit what it draws. ``compute_rna=False`` skips the gene heads and RNA
+        draws (an empty RNA array; the random stream then differs from a full call).
         """
         if inf is None:
             inf = self.inference(x, y, batch_index, n_samples=n_samples)

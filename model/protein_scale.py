@@ -22,6 +22,13 @@ SCALE_DESCRIPTIONS: dict[str, str] = {
     EFFICIENCY_FREE: "efficiency-free rate (capture efficiency left out, as scvi-tools 1.4.2)",
 }
 SCALE_SHORT: dict[str, str] = {MEASURED: "measured scale", EFFICIENCY_FREE: "efficiency-free"}
+#: The scale of DE's protein rows: efficiency-free rates, as scvi-tools' DE (the measured
+#: scale would add the batches' capture differences to a fold change across batches).
+DE_PROTEIN_SCALE = (
+    "Protein rows compare efficiency-free rates, as scvi-tools' DE: a batch's capture "
+    "efficiency cancels in a fold change within the batch and would be a batch effect "
+    "across batches."
+)
 
 
 def check_protein_scale(value: str) -> ProteinScale:

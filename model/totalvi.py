@@ -289,6 +289,11 @@ class TotalVI:
         return ref.map_query(query, **kwargs)
 
     # ------------------------------------------------------------------- helpers
+    def aligned(self, data: CiteSeqData | None = None) -> CiteSeqData:
+        """``data`` (or the attached data) aligned to the model's features and batches, as
+        every query aligns it first: call once before many queries on parts of it."""
+        return self._prepare_data(data)
+
     def _prepare_data(self, data: CiteSeqData | None) -> CiteSeqData:
         """Return ``data`` (or the attached data) aligned to the model's features and batches."""
         if data is None:

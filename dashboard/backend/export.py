@@ -17,7 +17,7 @@ efficiency per protein and batch). The metric tables come from protein samples o
 (``metrics_*``); those of the other scale are written beside them (``metrics_scvi_tools_*``
 or ``metrics_measured_*``, protein only: RNA is the same), with the calibration
 (``metrics_calibration.csv``) and observed vs sampled protein means
-(``metrics_protein_means.csv``).
+(``metrics_protein_means.csv``); ``scales.json`` says which scale each table is on.
 """
 
 from __future__ import annotations
@@ -30,7 +30,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from model.protein_scale import EFFICIENCY_FREE, MEASURED, SCALE_DESCRIPTIONS
+from model.protein_scale import (
+    DE_PROTEIN_SCALE,
+    EFFICIENCY_FREE,
+    MEASURED,
+    SCALE_DESCRIPTIONS,
+)
 
 if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
@@ -96,8 +101,11 @@ def build_mudata(
     scale = service.protein_scale()
     protein.uns["denoised_scale"] = scale
     protein.uns["denoised_scale_description"] = SCALE_DESCRIPTIONS[scale]
-    efficiency = service.model(pair).protein_efficiency()
-    if efficiency is not None:  # proteins x the model's batches
+    model = service.model(pair)
+    efficiency = model.protein_efficiency()
+    if efficiency is not None:  # proteins x the model's batches; NaN where not measured
+        if model.protein_batch_mask is not None:
+            efficiency = efficiency.where(np.asarray(model.protein_batch_mask, dtype=bool))
         protein.varm["capture_efficiency"] = (
             efficiency.T.reindex(protein.var_names)
             .astype(np.float32)
@@ -259,13 +267,8 @@ def write_tables(
             "metrics_gene_wise_cv": metrics.gene_wise_cv,
             "metrics_diff_exp": metrics.diff_exp,
         }
-        if metrics.other_scale is not None:  # the protein tables of the other scale, beside
-            other = service.shown_metrics(
-                pair,
-                labels_key=labels_key,
-                resolution=resolution,
-                protein_scale=metrics.other_scale.protein_scale,
-            )
+        other = metrics.other_scale
+        if other is not None:  # the protein tables of the other scale, beside
             tag = "scvi_tools" if other.protein_scale == EFFICIENCY_FREE else MEASURED
             tables_of |= {
                 f"metrics_{tag}_cell_wise_cv": {"protein": other.cell_wise_cv["protein"]},
@@ -287,6 +290,22 @@ def write_tables(
         path = out / "metrics.json"
         path.write_text(json.dumps(metrics.markdown(), indent=4))
         written.append(path)
+    path = out / "scales.json"  # which scale each table's protein values are on
+    scale = service.protein_scale()
+    path.write_text(
+        json.dumps(
+            {
+                "denoised_protein": SCALE_DESCRIPTIONS[scale],
+                "de_one_vs_rest.csv": DE_PROTEIN_SCALE,
+                "metrics_*": None
+                if minified
+                else f"protein posterior predictive samples: {SCALE_DESCRIPTIONS[scale]}",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    written.append(path)
     path = out / "model_card.md"
     card_md = service.model_card(
         pair, with_metrics=not minified, labels_key=labels_key, resolution=resolution

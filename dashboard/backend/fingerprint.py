@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from model.data import CiteSeqData
     from model.totalvi import TotalVI
 
-SCHEMA_VERSION = 2  # bump when the layout or meaning of any cached result changes
+SCHEMA_VERSION = 3  # bump when the layout or meaning of any cached result changes
+# 3: model draws follow scvi-tools' random stream; proteins are on the measured scale
 
 
 def dataset_fingerprint(data: CiteSeqData) -> str:

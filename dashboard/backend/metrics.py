@@ -39,7 +39,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from model.protein_scale import EFFICIENCY_FREE, MEASURED, ProteinScale, check_protein_scale
+from dashboard.backend.denoise import unmeasured_proteins
+from model.protein_scale import (
+    EFFICIENCY_FREE,
+    MEASURED,
+    SCALE_SHORT,
+    ProteinScale,
+    check_protein_scale,
+)
 from model.read_options import DEFAULT_PROTEIN_OBSM_KEY, OURS, ReadOptions
 
 if TYPE_CHECKING:
@@ -64,8 +71,8 @@ CALIBRATION_SAMPLES = 20  # posterior predictive draws per cell for the calibrat
 CALIBRATION_CELLS = 500  # RNA calibration on at most this many cells (proteins: all)
 CALIBRATION_ERROR = "calibration error"
 PROTEIN_ROWS = {
-    MEASURED: "Protein (measured scale)",
-    EFFICIENCY_FREE: "Protein (efficiency-free, scvi-tools 1.4.2)",
+    MEASURED: f"Protein ({SCALE_SHORT[MEASURED]})",
+    EFFICIENCY_FREE: f"Protein ({SCALE_SHORT[EFFICIENCY_FREE]}, as scvi-tools samples)",
 }
 MEASURED_CARD_NOTE = (
     "Protein metrics from posterior predictive samples on the measured scale (the learned "
@@ -106,13 +113,17 @@ class MetricsResult:
     other_scale: MetricsResult | None = field(default=None, repr=False, compare=False)
     calibration: pd.DataFrame | None = None
     protein_means: pd.DataFrame | None = None
+    one_scale: bool = False  # the model has no learned efficiency: both scales are these
 
     def for_scale(self, scale: str) -> MetricsResult:
         """The tables from protein samples on ``scale`` (itself when the model has no
-        efficiency, so both scales are one)."""
+        efficiency, so both scales are one); ValueError when that scale was not computed."""
         check_protein_scale(scale)
-        if scale == self.protein_scale or self.other_scale is None:
+        if scale == self.protein_scale or self.one_scale:
             return self
+        if self.other_scale is None:
+            msg = f"these metrics have no tables from {scale} protein samples"
+            raise ValueError(msg)
         return self.other_scale
 
     def markdown(self) -> dict[str, str]:
@@ -415,23 +426,32 @@ def central_intervals(quantiles: Sequence[float] = CALIBRATION_QUANTILES) -> lis
     return [(i, n - 1 - i) for i in range(n // 2)]
 
 
+def interval_widths(quantiles: Sequence[float] = CALIBRATION_QUANTILES) -> list[float]:
+    """Nominal width of each central interval (0.95 ... 0.65 for scvi-tools' quantiles)."""
+    return [quantiles[hi] - quantiles[lo] for lo, hi in central_intervals(quantiles)]
+
+
 def interval_hits(
     samples: np.ndarray,
     observed: np.ndarray | sp.spmatrix,
     quantiles: Sequence[float] = CALIBRATION_QUANTILES,
+    *,
+    mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """How many observed entries fall inside each central interval of their samples.
 
     ``samples`` is ``(cells, features, n_samples)``, ``observed`` ``(cells, features)``.
     Per entry the interval is ``[q_lo, q_hi]`` of its samples (linear interpolation, as
-    xarray's quantile), ends included. Returns counts per interval (widest first), so chunks
-    of cells add up.
+    xarray's quantile), ends included. ``mask`` (cells x features, bool) keeps only some
+    entries (e.g. the proteins a batch measured). Returns counts per interval (widest
+    first), so chunks of cells add up.
     """
     obs = observed.toarray() if sp.issparse(observed) else np.asarray(observed)
     q = sample_quantiles(samples, quantiles)
+    keep = np.ones(obs.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     return np.array(
         [
-            np.count_nonzero((obs >= q[lo]) & (obs <= q[hi]))
+            np.count_nonzero((obs >= q[lo]) & (obs <= q[hi]) & keep)
             for lo, hi in central_intervals(quantiles)
         ],
         dtype=np.int64,
@@ -460,16 +480,19 @@ def calibration_error(
 ) -> float:
     """scvi-tools' ``calibration_error``: the sum over central intervals of (observed
     coverage - nominal width)²; 0 for a perfectly calibrated predictive, lower is better."""
-    widths = [quantiles[hi] - quantiles[lo] for lo, hi in central_intervals(quantiles)]
+    widths = interval_widths(quantiles)
     return float(sum((c - w) ** 2 for c, w in zip(coverage, widths, strict=True)))
 
 
 def calibration_row(hits: np.ndarray, n_entries: int) -> dict[str, float]:
-    """Coverage per nominal interval (``"95%"`` ... ``"65%"``) and the calibration error."""
-    coverage = hits / max(1, n_entries)
-    widths = [
-        CALIBRATION_QUANTILES[hi] - CALIBRATION_QUANTILES[lo] for lo, hi in central_intervals()
-    ]
+    """Coverage per nominal interval (``"95%"`` ... ``"65%"``) and the calibration error;
+    NaN throughout when there are no entries (no cells, or no measured protein)."""
+    widths = interval_widths()
+    if n_entries <= 0:
+        row = {f"{round(100 * w)}%": float("nan") for w in widths}
+        row[CALIBRATION_ERROR] = float("nan")
+        return row
+    coverage = hits / n_entries
     row = {f"{round(100 * w)}%": float(c) for w, c in zip(widths, coverage, strict=True)}
     row[CALIBRATION_ERROR] = calibration_error(coverage)
     return row
@@ -485,10 +508,12 @@ def sampled_hits(
     n_samples: int,
     seed: int,
     protein_scale: ProteinScale,
+    mask: np.ndarray | None = None,
     chunk: int = 256,
 ) -> np.ndarray:
     """:func:`interval_hits` of fresh posterior predictive samples of one modality over
-    ``cells``, drawn a chunk of cells at a time so memory stays one chunk of samples."""
+    ``cells`` (``data`` aligned to the model), drawn a chunk of cells at a time so memory
+    stays one chunk of samples; ``mask`` (all cells x features) keeps measured entries."""
     total = np.zeros(len(central_intervals()), dtype=np.int64)
     only = {"protein_list": []} if modality == "rna" else {"gene_list": []}
     for k, start in enumerate(range(0, len(cells), chunk)):
@@ -502,11 +527,16 @@ def sampled_hits(
             batch_size=chunk,
             **only,
         )
-        samples = np.asarray(pp[modality], dtype=np.float32)
-        if samples.ndim == 2:
-            samples = samples[..., None]
-        total += interval_hits(samples, raw[idx])
+        samples = _with_sample_axis(pp[modality])
+        total += interval_hits(samples, raw[idx], mask=None if mask is None else mask[idx])
     return total
+
+
+def measured_proteins(model: TotalVI, data: CiteSeqData) -> np.ndarray | None:
+    """``(cells, proteins)`` bool: the entries whose protein the cell's batch measured
+    (``None``: all). Unmeasured ones are zero-filled counts, not observations."""
+    missing = unmeasured_proteins(model, data)
+    return None if missing is None else ~missing
 
 
 def calibration_table(
@@ -520,11 +550,14 @@ def calibration_table(
     seed: int = 0,
 ) -> pd.DataFrame:
     """Posterior predictive calibration per modality: coverage of each central interval of
-    ``n_samples`` draws per cell vs its nominal width, and scvi-tools' calibration error.
+    ``n_samples`` fresh draws per cell vs its nominal width, and scvi-tools' calibration
+    error (its definition; scvi-tools' own number uses the card's 3 draws).
 
     Rows ``"RNA"`` (at most ``max_cells`` cells, drawn with ``seed``: RNA draws are the
-    costly part) and one protein row per scale in ``scales`` (all cells).
+    costly part) and one protein row per scale in ``scales`` (all cells, measured entries
+    only). ``raw`` holds the counts aligned to the model's features.
     """
+    data = model.aligned(data)  # once, not once per chunk
     rng = np.random.default_rng(seed)
     n = data.n_cells
     rna_cells = np.sort(rng.choice(n, max_cells, replace=False)) if n > max_cells else np.arange(n)
@@ -540,6 +573,8 @@ def calibration_table(
         protein_scale=MEASURED,
     )
     rows["RNA"] = calibration_row(hits, len(rna_cells) * raw["rna"].shape[1])
+    mask = measured_proteins(model, data)
+    n_protein = n * raw["protein"].shape[1] if mask is None else int(mask.sum())
     for scale in scales:
         hits = sampled_hits(
             model,
@@ -550,9 +585,10 @@ def calibration_table(
             n_samples=n_samples,
             seed=seed,
             protein_scale=scale,
+            mask=mask,
         )
         label = PROTEIN_ROWS[scale] if len(scales) > 1 else "Protein"
-        rows[label] = calibration_row(hits, n * raw["protein"].shape[1])
+        rows[label] = calibration_row(hits, n_protein)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "modality"
     table["cells"] = [len(rna_cells)] + [n] * len(scales)
@@ -563,17 +599,26 @@ def protein_means_table(
     observed: np.ndarray | sp.spmatrix,
     samples: Mapping[str, np.ndarray],
     names: Sequence[str],
+    *,
+    mask: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Per protein: observed mean count, and the mean of posterior predictive samples on
-    each scale with its ratio to the observed (1 when the scale matches the counts)."""
-    obs = np.asarray(observed.mean(axis=0)).ravel().astype(np.float64)
-    table = pd.DataFrame({"observed mean": obs}, index=pd.Index(list(names), name="protein"))
+    each scale (columns named by the scale) with its ratio to the observed (1 when the
+    scale matches the counts). ``mask`` (cells x proteins): only the measured entries
+    count; a protein with none (or no cells) is NaN."""
+    obs = observed.toarray() if sp.issparse(observed) else np.asarray(observed)
+    keep = np.ones(obs.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    count = keep.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
+        obs_mean = np.where(keep, obs, 0).sum(axis=0, dtype=np.float64) / count
+        table = pd.DataFrame(
+            {"observed mean": obs_mean}, index=pd.Index(list(names), name="protein")
+        )
         for scale, smp in samples.items():
-            sampled = np.asarray(smp, dtype=np.float64).mean(axis=(0, 2))
-            short = "measured" if scale == MEASURED else "efficiency-free"
-            table[f"sampled mean ({short})"] = sampled
-            table[f"ratio ({short})"] = sampled / obs
+            per_cell = np.asarray(smp, dtype=np.float64).mean(axis=2)
+            sampled = np.where(keep, per_cell, 0).sum(axis=0) / count
+            table[f"sampled mean ({scale})"] = sampled
+            table[f"ratio ({scale})"] = sampled / obs_mean
     return table
 
 
@@ -659,7 +704,12 @@ def compute_metrics(
         )
 
     # without a learned efficiency (or one of 1) the two scales are one: the draws above
-    result = MetricsResult(n_samples=n_samples, groups=groups, protein_scale=protein_scale)
+    result = MetricsResult(
+        n_samples=n_samples,
+        groups=groups,
+        protein_scale=protein_scale,
+        one_scale=not model.has_protein_efficiency,
+    )
     tables(result, "rna", _with_sample_axis(pp["rna"]))
     if progress is not None:
         progress(0.5, "protein: CV and DE metric")
@@ -678,7 +728,9 @@ def compute_metrics(
         )
         tables(scvi, "protein", protein[EFFICIENCY_FREE])
         result.other_scale, scvi.other_scale = scvi, result
-    result.protein_means = protein_means_table(raw["protein"], protein, names["protein"])
+    result.protein_means = protein_means_table(
+        raw["protein"], protein, names["protein"], mask=measured_proteins(model, data)
+    )
     if calibration_samples > 0:
         if progress is not None:
             progress(0.75, f"calibration: {calibration_samples} samples per cell")

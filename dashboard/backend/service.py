@@ -43,7 +43,7 @@ from dashboard.backend.refs import DatasetRef, ModelRef, Pair
 from dashboard.backend.registry import BoundedRegistry
 from dashboard.backend.sampling import stratified_subsample
 from dashboard.backend.settings import Settings
-from model.protein_scale import ProteinScale, check_protein_scale
+from model.protein_scale import EFFICIENCY_FREE, MEASURED, ProteinScale, check_protein_scale
 from model.read_options import OURS, ReadOptions
 
 if TYPE_CHECKING:
@@ -487,7 +487,8 @@ class AnalysisService:
 
         def compute() -> dict[str, str]:
             data = self.dataset(pair)
-            protein = self.denoised_protein(pair)
+            # efficiency-free, as DE: names stay those of any scale setting
+            protein = self.denoised_protein(pair, protein_scale=EFFICIENCY_FREE)
             foreground = self.foreground_probability(pair).loc[:, protein.columns]
             labels = clusters.astype(str).to_numpy()
             rna, var_names = data.rna, data.var_names
@@ -1060,8 +1061,13 @@ class AnalysisService:
         names = self.cell_type_names(pair, labels_key=labels_key, resolution=resolution)
         if all(k == v for k, v in names.items()):
             return result
-        renamed = {mod: t.rename(index=names) for mod, t in result.diff_exp.items()}
-        return dataclasses.replace(result, diff_exp=renamed)
+
+        def renamed(r: MetricsResult, other: MetricsResult | None) -> MetricsResult:
+            tables = {mod: t.rename(index=names) for mod, t in r.diff_exp.items()}
+            return dataclasses.replace(r, diff_exp=tables, other_scale=other)
+
+        other = None if result.other_scale is None else renamed(result.other_scale, None)
+        return renamed(result, other)
 
     def metrics_markdown(self, pair: Pair, **kwargs: Any) -> dict[str, str]:
         """scvi-hub ``metrics.json`` content: markdown per metric, per modality (cell types
@@ -1085,7 +1091,7 @@ class AnalysisService:
         if not with_metrics:
             return model_card_markdown(self.model_summary(pair), None)
         result = self.shown_metrics(pair, **kwargs)
-        measured = result.protein_scale == "measured" and result.other_scale is not None
+        measured = result.protein_scale == MEASURED and result.other_scale is not None
         return model_card_markdown(
             self.model_summary(pair),
             result.markdown(),

@@ -15,13 +15,7 @@ from dashboard import components, figures, ids, queries
 from dashboard.backend.errors import BackendError
 from dashboard.pages import _shared as sh
 from dashboard.queries import ColorSpec
-
-#: The scale of the protein rows (scvi-tools' DE; the measured scale would add batch effects).
-DE_PROTEIN_SCALE = (
-    "Protein rows compare efficiency-free rates, as scvi-tools' DE: a batch's capture "
-    "efficiency cancels in a fold change within the batch and would be a batch effect "
-    "across batches."
-)
+from model.protein_scale import DE_PROTEIN_SCALE
 
 dash.register_page(
     __name__,

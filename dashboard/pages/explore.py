@@ -30,6 +30,7 @@ from dashboard.backend.errors import BackendError
 from dashboard.pages import _shared as sh
 from dashboard.queries import ColorSpec
 from dashboard.url_state import decode_selection, encode_selection
+from model.protein_scale import DE_PROTEIN_SCALE
 
 dash.register_page(
     __name__,
@@ -233,7 +234,8 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                     ),
                 ],
                 subtitle="Bayesian differential expression (totalVI change mode) of genes and "
-                "proteins between two groups of cells. Click a row to colour the cells by it.",
+                "proteins between two groups of cells. Click a row to colour the cells by it. "
+                + DE_PROTEIN_SCALE,
             ),
             components.page_state_store(sh.link_state(query, service, pair)),
         ],

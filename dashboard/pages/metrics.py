@@ -34,7 +34,7 @@ from dashboard.backend.metrics import (
 )
 from dashboard.pages import _shared as sh
 from dashboard.public_paths import scrub_paths
-from model.protein_scale import EFFICIENCY_FREE, MEASURED
+from model.protein_scale import EFFICIENCY_FREE, MEASURED, PROTEIN_SCALES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -631,43 +631,45 @@ def calibration_sections(result: Any) -> list[Any]:
     observed vs sampled mean of every protein on each scale."""
     out: list[Any] = []
     if result.calibration is not None:
-        out += [
+        out += _noted_table(
             html.H3("Posterior predictive calibration", className="section-title"),
-            html.P(
-                f"Share of observed counts inside the central 95% … 65% interval of "
-                f"{CALIBRATION_SAMPLES} posterior predictive draws per cell and feature "
-                f"(RNA over {CALIBRATION_CELLS} cells drawn at random, proteins over all "
-                "cells), beside each interval's nominal width; calibration error = Σ "
-                "(share − width)², as scvi-tools' calibration_error (0 is perfect, lower is "
-                "better). Many zero counts make RNA intervals degenerate (0 to 0), which "
-                "inflates its coverage.",
-                className="muted metrics-calibration-note",
-            ),
-            html.Div(
-                components.frame_table(
-                    result.calibration, index_label="Modality", class_name="calibration-table"
-                ),
-                className="table-scroll",
-                id=ids.METRICS_CALIBRATION,
-            ),
-        ]
+            f"Share of observed counts inside the central 95% … 65% interval of "
+            f"{CALIBRATION_SAMPLES} posterior predictive draws per cell and feature (RNA over "
+            f"{CALIBRATION_CELLS} cells drawn at random, proteins over all cells), beside each "
+            "interval's nominal width; calibration error = Σ (share − width)², as scvi-tools' "
+            "calibration_error (0 is perfect, lower is better). Many zero counts make RNA "
+            "intervals degenerate (0 to 0), which inflates its coverage.",
+            result.calibration,
+            index_label="Modality",
+            class_name="calibration-table",
+            block_id=ids.METRICS_CALIBRATION,
+        )
     if result.protein_means is not None:
-        out += [
+        out += _noted_table(
             html.H4("Protein: observed vs sampled mean"),
-            html.P(
-                "Mean count per protein over all cells, and the mean of the posterior "
-                "predictive samples on each scale with its ratio to the observed.",
-                className="muted",
-            ),
-            html.Div(
-                components.frame_table(
-                    result.protein_means, index_label="Protein", class_name="protein-means"
-                ),
-                className="table-scroll",
-                id=ids.METRICS_PROTEIN_MEANS,
-            ),
-        ]
+            "Mean count per protein over all cells, and the mean of the posterior predictive "
+            "samples on each scale with its ratio to the observed.",
+            result.protein_means,
+            index_label="Protein",
+            class_name="protein-means",
+            block_id=ids.METRICS_PROTEIN_MEANS,
+        )
     return out
+
+
+def _noted_table(
+    heading: Any, note: str, frame: Any, *, index_label: str, class_name: str, block_id: str
+) -> list[Any]:
+    """A heading, one muted line on how to read the table, and the scrollable table."""
+    return [
+        heading,
+        html.P(note, className=f"muted {class_name}-note"),
+        html.Div(
+            components.frame_table(frame, index_label=index_label, class_name=class_name),
+            className="table-scroll",
+            id=block_id,
+        ),
+    ]
 
 
 @callback(
@@ -681,6 +683,12 @@ def render_metrics(ready: dict | None, scale: str | None = None) -> Any:
     on the chosen scale (both are in the one cached result)."""
     if not ready:
         return no_update
+    if scale is not None and scale not in PROTEIN_SCALES:  # a crafted callback value
+        shown = str(scale)[:40]
+        return components.alert(
+            f"Unknown protein scale {shown!r}: choose measured or efficiency-free",
+            kind="warning",
+        )
     try:
         service, pair = sh.active()
         return metrics_sections(service, pair, protein_scale=scale)

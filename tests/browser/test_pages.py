@@ -736,7 +736,7 @@ def test_metrics_model_card_tables(driver: WebDriver, dashboard: Any, screenshot
     assert rows == [
         "RNA",
         "Protein (measured scale)",
-        "Protein (efficiency-free, scvi-tools 1.4.2)",
+        "Protein (efficiency-free, as scvi-tools samples)",
     ], rows
     head, _ = _table(driver, ".protein-means")
     assert "ratio (measured)" in head and "ratio (efficiency-free)" in head, head

@@ -4,6 +4,7 @@ pair loaded from disk hits results computed for the same content in memory."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,10 @@ def test_export_writes_h5mu_and_tables(files, capsys) -> None:
         assert (tables / f"metrics_scvi_tools_{name}_protein.csv").is_file()
     calibration = pd.read_csv(tables / "metrics_calibration.csv", index_col=0)
     assert "calibration error" in calibration.columns and "RNA" in calibration.index
+    scales = json.loads((tables / "scales.json").read_text())
+    assert scales["denoised_protein"].startswith("measured scale")
+    assert "efficiency-free rates" in scales["de_one_vs_rest.csv"]
+    assert "measured scale" in scales["metrics_*"]
     means = pd.read_csv(tables / "metrics_protein_means.csv", index_col=0)
     assert len(means) == 14 and "ratio (measured)" in means.columns
     # the switch: scvi-tools' scale everywhere, its card as it writes it

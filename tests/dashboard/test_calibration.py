@@ -58,6 +58,11 @@ def test_interval_hits_and_error_by_hand() -> None:
     assert list(row) == ["95%", "90%", "85%", "80%", "75%", "70%", "65%", M.CALIBRATION_ERROR]
     assert row["95%"] == 0.75 and row["65%"] == 0.25
     assert M.calibration_error(WIDTHS) == pytest.approx(0.0, abs=1e-12)  # perfect coverage
+    # a mask keeps only some entries (the proteins a batch measured)
+    keep = np.array([[True], [False], [True], [False]])
+    np.testing.assert_array_equal(M.interval_hits(samples, observed, mask=keep), [1] * 7)
+    # no entries: NaN, not a perfect or a terrible score
+    assert all(np.isnan(v) for v in M.calibration_row(np.zeros(7, int), 0).values())
 
 
 def test_calibration_knows_the_truth_on_simulated_counts() -> None:
@@ -142,6 +147,20 @@ def test_measured_metrics_keep_scvi_tools_tables_one_step_away(seedlike) -> None
     means = result.protein_means
     assert list(means.index) == list(model.protein_names)
     assert {"ratio (measured)", "ratio (efficiency-free)"} <= set(means.columns)
+    # proteins 80-110 were not measured in s03 and s11: their zeros are not observations
+    measuring = ~np.isin(np.asarray(data.batch_categories)[data.batch], ["s03", "s11"])
+    counts = np.asarray(data.protein[:, data.protein_names.get_loc("ADT_90")]).ravel()
+    assert means.loc["ADT_90", "observed mean"] == pytest.approx(counts[measuring].mean())
+    col = data.protein_names.get_loc("ADT_0")  # measured in every batch
+    measured_everywhere = np.asarray(data.protein[:, col]).ravel()
+    assert means.loc["ADT_0", "observed mean"] == pytest.approx(measured_everywhere.mean())
+    # tables of a scale that was not computed are refused, not silently the other one
+    scvi_only = M.compute_metrics(
+        model, data, labels, n_samples=2, seed=0, protein_scale=EFFICIENCY_FREE,
+        calibration_samples=0,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="no tables from measured protein samples"):
+        scvi_only.for_scale(MEASURED)
     # the gene-wise CV points behind the plots come from the same draws as the table
     points = result.gene_cv_points["protein"]
     assert list(points.columns) == ["feature", "observed", "generated"]

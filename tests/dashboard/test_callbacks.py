@@ -533,6 +533,7 @@ def test_de_page_groups_are_the_cell_types_and_saved_selections(env) -> None:
     assert values[-1] == "saved:mine"
     assert "(3 cells, saved selection)" in options[-1]["label"]
     assert "efficiency-free rates" in text(env.de.layout())  # the protein rows' scale
+    assert "efficiency-free rates" in text(env.explore.layout())  # and Explore's comparison
 
 
 def test_de_page_table_per_cell_type(env, de_ready) -> None:
@@ -824,6 +825,9 @@ def test_metrics_page_switches_protein_scale_and_shows_calibration(env) -> None:
         rows = {text(tr.children[0]): [text(td) for td in tr.children[1:]] for tr in body.children}
         return sections, rows
 
+    for crafted in ("counts", ["measured"], {"x": 1}):  # one readable line, no traceback
+        alert = env.metrics.render_metrics(ready, crafted)
+        assert "Unknown protein scale" in assert_one_line_alert(alert, kind="warning")
     measured, m_rows = shown("measured")
     free, f_rows = shown("efficiency-free")
     assert "measured scale" in text(measured) and "scvi-tools 1.4.2" in text(free)
@@ -837,7 +841,7 @@ def test_metrics_page_switches_protein_scale_and_shows_calibration(env) -> None:
     assert rows == [
         "RNA",
         "Protein (measured scale)",
-        "Protein (efficiency-free, scvi-tools 1.4.2)",
+        "Protein (efficiency-free, as scvi-tools samples)",
     ]
     assert "calibration error" in text(calibration)
     means = find(measured, ids.METRICS_PROTEIN_MEANS)
