@@ -17,7 +17,7 @@ from dash import Patch, no_update
 from dash._utils import to_json
 
 from dashboard import app as app_module
-from dashboard import backend, figures, ids, queries
+from dashboard import figures, ids, queries
 from dashboard.backend.errors import InvalidSelection
 from dashboard.backend.export import build_mudata
 from dashboard.backend.metrics import CV_DISPLAY_ROWS, DE_COLUMNS, PEARSON_R2_ROW
@@ -25,8 +25,9 @@ from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.backend.testing import trained_pbmc
 from dashboard.layout import POLL_IDLE_MS
-from dashboard.state import ActiveState, prepare_pair, set_state
-from dashboard.testing import fast_umap, find, text, walk
+from dashboard.state import ActiveState, set_state
+from dashboard.testing import find, text, walk
+from dashboard.testing_app import app_on
 from dashboard.url_state import decode_selection
 
 pytestmark = pytest.mark.slow
@@ -49,37 +50,26 @@ def env(tmp_path_factory) -> Iterator[SimpleNamespace]:
         de_n_samples=1000,
         denoise_n_samples=3,
     )
-    mp = pytest.MonkeyPatch()
-    mp.setattr("dashboard.backend.embedding.compute_umap", fast_umap)
-    service = AnalysisService(settings)
-    pair = service.add_model(service.add_dataset(data, name="PBMC slice"), model, name="small")
-    state = ActiveState(service, warm=False)
-    prepare_pair(service, pair)
-    state.activate(pair)
-    app = app_module.create_app(service, state=state)  # runs the page modules
-    from dashboard.pages import de, explore, lookup, metrics
-    from dashboard.pages import model as model_page
+    with app_on(settings, data, model) as env:
+        from dashboard.pages import de, explore, lookup, metrics
+        from dashboard.pages import model as model_page
 
-    yield SimpleNamespace(
-        service=service,
-        pair=pair,
-        state=state,
-        app=app,
-        data=data,
-        data_path=data_path,
-        root=root,
-        n=data.n_cells,
-        types=service.cell_types(pair),
-        explore=explore,
-        lookup=lookup,
-        de=de,
-        metrics=metrics,
-        model=model_page,
-    )
-    set_state(None)
-    backend.set_service(None)
-    service.close()
-    mp.undo()
+        yield SimpleNamespace(
+            service=env.service,
+            pair=env.pair,
+            state=env.state,
+            app=env.app,
+            data=data,
+            data_path=data_path,
+            root=root,
+            n=data.n_cells,
+            types=env.service.cell_types(env.pair),
+            explore=explore,
+            lookup=lookup,
+            de=de,
+            metrics=metrics,
+            model=model_page,
+        )
 
 
 # ----------------------------------------------------------------------------- helpers

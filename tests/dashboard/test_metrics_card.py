@@ -17,15 +17,13 @@ import pandas as pd
 import pytest
 from dash import no_update
 
-from dashboard import app as app_module
-from dashboard import backend, ids
+from dashboard import ids
 from dashboard.backend import card as hub
 from dashboard.backend.metrics import CV_ROWS, MetricsResult, model_card_markdown
-from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.backend.testing import trained_pbmc
-from dashboard.state import ActiveState, set_state
-from dashboard.testing import fast_umap, find, text, walk
+from dashboard.testing import find, text, walk
+from dashboard.testing_app import app_on
 from model.data import MinifiedPosterior
 from model.hub_card import HubCard, parse_model_card
 
@@ -112,33 +110,22 @@ def env(tmp_path_factory) -> Iterator[SimpleNamespace]:
         de_n_samples=200,
         denoise_n_samples=3,
     )
-    mp = pytest.MonkeyPatch()
-    mp.setattr("dashboard.backend.embedding.compute_umap", fast_umap)
-    service = AnalysisService(settings)
-    dataset = service.add_dataset(data, name="PBMC slice")
-    pair = service.add_model(dataset, model, path=str(folder), name="hub")
-    state = ActiveState(service, warm=False)
-    state.activate(pair)
-    app = app_module.create_app(service, state=state)
-    from dashboard.pages import metrics
+    with app_on(settings, data, model, name="hub", path=str(folder), prepare=False) as env:
+        from dashboard.pages import metrics
 
-    ours = service.shown_metrics(pair)
-    yield SimpleNamespace(
-        service=service,
-        pair=pair,
-        state=state,
-        app=app,
-        data=data,
-        model=model,
-        folder=folder,
-        metrics=metrics,
-        ours=ours,
-        types=list(ours.diff_exp["rna"].index),
-    )
-    set_state(None)
-    backend.set_service(None)
-    service.close()
-    mp.undo()
+        ours = env.service.shown_metrics(env.pair)
+        yield SimpleNamespace(
+            service=env.service,
+            pair=env.pair,
+            state=env.state,
+            app=env.app,
+            data=data,
+            model=model,
+            folder=folder,
+            metrics=metrics,
+            ours=ours,
+            types=list(ours.diff_exp["rna"].index),
+        )
 
 
 def _cv(train: float, validation: float | None) -> pd.DataFrame:

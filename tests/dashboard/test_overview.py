@@ -17,14 +17,13 @@ import pytest
 from dash import Patch
 
 from dashboard import app as app_module
-from dashboard import backend, ids, overview, queries
+from dashboard import ids, overview, queries
 from dashboard.backend.errors import InvalidSelection
 from dashboard.backend.sampling import points_in_box, points_in_polygon
-from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.backend.testing import trained_pbmc
-from dashboard.state import ActiveState, prepare_pair, set_state
-from dashboard.testing import fast_umap, text
+from dashboard.testing import text
+from dashboard.testing_app import app_on
 from dashboard.url_state import parse_search, state_from_query
 
 pytestmark = pytest.mark.slow
@@ -46,33 +45,23 @@ def env(tmp_path_factory) -> Iterator[SimpleNamespace]:
         denoise_n_samples=3,
         max_points=MAX_POINTS,
     )
-    mp = pytest.MonkeyPatch()
-    mp.setattr("dashboard.backend.embedding.compute_umap", fast_umap)
-    service = AnalysisService(settings)
-    pair = service.add_model(service.add_dataset(data, name="PBMC slice"), model, name="small")
-    state = ActiveState(service, warm=False)
-    prepare_pair(service, pair)
-    state.activate(pair)
-    app = app_module.create_app(service, state=state)
-    from dashboard.pages import explore
+    with app_on(settings, data, model) as env:
+        from dashboard.pages import explore
 
-    umap = service.umap(pair)
-    yield SimpleNamespace(
-        service=service,
-        pair=pair,
-        app=app,
-        data=data,
-        n=data.n_cells,
-        explore=explore,
-        x=umap["UMAP1"].to_numpy(),
-        y=umap["UMAP2"].to_numpy(),
-        shown=overview.shown_cells(service, pair),
-        types=service.cell_types(pair).astype(str).to_numpy(),
-    )
-    set_state(None)
-    backend.set_service(None)
-    service.close()
-    mp.undo()
+        service, pair = env.service, env.pair
+        umap = service.umap(pair)
+        yield SimpleNamespace(
+            service=service,
+            pair=pair,
+            app=env.app,
+            data=data,
+            n=data.n_cells,
+            explore=explore,
+            x=umap["UMAP1"].to_numpy(),
+            y=umap["UMAP2"].to_numpy(),
+            shown=overview.shown_cells(service, pair),
+            types=service.cell_types(pair).astype(str).to_numpy(),
+        )
 
 
 def operations(patch: Patch) -> dict[tuple, Any]:

@@ -13,13 +13,11 @@ from typing import Any
 
 import pytest
 
-from dashboard import backend, ids
-from dashboard.app import GZIP_MIN_BYTES, create_app
-from dashboard.backend.service import AnalysisService
+from dashboard import ids
+from dashboard.app import GZIP_MIN_BYTES
 from dashboard.backend.settings import Settings
 from dashboard.backend.testing import trained_pbmc
-from dashboard.state import ActiveState, prepare_pair, set_state
-from dashboard.testing import fast_umap
+from dashboard.testing_app import app_on
 
 pytestmark = pytest.mark.slow
 
@@ -51,21 +49,12 @@ def app(tmp_path_factory) -> Iterator[SimpleNamespace]:
         de_n_samples=1000,
         denoise_n_samples=3,
     )
-    mp = pytest.MonkeyPatch()
-    mp.setattr("dashboard.backend.embedding.compute_umap", fast_umap)
-    service = AnalysisService(settings)
-    pair = service.add_model(service.add_dataset(data, name="PBMC slice"), model, name="small")
-    state = ActiveState(service, warm=False)
-    prepare_pair(service, pair)
-    state.activate(pair)
-    dash_app = create_app(service, state=state)
-    client = dash_app.server.test_client()
-    deps = client.get("/_dash-dependencies").get_json()
-    yield SimpleNamespace(app=dash_app, client=client, deps=deps, service=service, pair=pair)
-    set_state(None)
-    backend.set_service(None)
-    service.close()
-    mp.undo()
+    with app_on(settings, data, model) as env:
+        client = env.app.server.test_client()
+        deps = client.get("/_dash-dependencies").get_json()
+        yield SimpleNamespace(
+            app=env.app, client=client, deps=deps, service=env.service, pair=env.pair
+        )
 
 
 # ----------------------------------------------------------------------------- helpers
