@@ -5,23 +5,17 @@ less deeply than the body guard's limit."""
 
 from __future__ import annotations
 
-import importlib.util
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from dashboard import http_guard, ids
+from dashboard import testing_browser as pages
 
 pytestmark = pytest.mark.browser
 
-_spec = importlib.util.spec_from_file_location(
-    "browser_pages_csp", Path(__file__).with_name("test_pages.py")
-)
-pages = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-_spec.loader.exec_module(pages)  # type: ignore[union-attr]
 
 #: Installed before any page script runs: collects every CSP violation of the document.
 RECORD_VIOLATIONS_JS = """

@@ -5,7 +5,6 @@ app to the new model, and no tab ever shows a stray "cancelled"."""
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from dashboard import ids
+from dashboard import testing_browser as pages
 from dashboard.backend.testing import write_small_pbmc
 
 pytestmark = pytest.mark.browser
@@ -25,12 +25,6 @@ DATA_DIR = Path(tempfile.mkdtemp(prefix="tve-browser-jobs-"))
 DASHBOARD_SETTINGS = {"data_dir": DATA_DIR}  # read by conftest's ``dashboard`` fixture
 DATASET = DATA_DIR / "small.h5ad"
 TRAINING = 120  # seconds a test waits for a training or a switch
-
-_spec = importlib.util.spec_from_file_location(
-    "browser_pages", Path(__file__).with_name("test_pages.py")
-)
-pages = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-_spec.loader.exec_module(pages)  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="module", autouse=True)

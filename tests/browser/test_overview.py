@@ -4,8 +4,6 @@ plotted or not, keeps the shape (not a cell list) in the link, and compares by D
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +12,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from dashboard import ids
+from dashboard import testing_browser as pages
 from dashboard.backend.sampling import points_in_polygon
 
 pytestmark = pytest.mark.browser
@@ -21,11 +20,6 @@ pytestmark = pytest.mark.browser
 MAX_POINTS = 300
 DASHBOARD_SETTINGS = {"max_points": MAX_POINTS}  # read by conftest's ``dashboard`` fixture
 
-_spec = importlib.util.spec_from_file_location(
-    "browser_pages", Path(__file__).with_name("test_pages.py")
-)
-pages = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-_spec.loader.exec_module(pages)  # type: ignore[union-attr]
 
 #: Data coordinates of viewport pixels of a graph.
 PX_TO_DATA_JS = """

@@ -4,7 +4,6 @@ and selected; the same name again gets a new name; a bad file is refused in one 
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from dashboard import ids
+from dashboard import testing_browser as pages
 from dashboard.backend.testing import write_small_pbmc
 
 pytestmark = pytest.mark.browser
@@ -21,12 +21,6 @@ pytestmark = pytest.mark.browser
 DATA_DIR = Path(tempfile.mkdtemp(prefix="tve-browser-upload-"))
 DASHBOARD_SETTINGS = {"data_dir": DATA_DIR}  # read by conftest's ``dashboard`` fixture
 LOCAL = Path(tempfile.mkdtemp(prefix="tve-browser-local-"))  # the user's own disk
-
-_spec = importlib.util.spec_from_file_location(
-    "browser_pages_upload", Path(__file__).with_name("test_pages.py")
-)
-pages = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-_spec.loader.exec_module(pages)  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="module", autouse=True)
