@@ -29,6 +29,7 @@ averages only ``n_samples`` (3) posterior samples, so it moves from one draw to 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -714,20 +715,6 @@ def compute_metrics(
     if progress is not None:
         progress(0.5, "protein: CV and DE metric")
     tables(result, "protein", protein.get(protein_scale, protein[EFFICIENCY_FREE]))
-    if MEASURED in protein:
-        scvi = MetricsResult(
-            cell_wise_cv=dict(result.cell_wise_cv),
-            gene_wise_cv=dict(result.gene_wise_cv),
-            diff_exp=dict(result.diff_exp),
-            n_samples=n_samples,
-            groups=groups,
-            n_features=dict(result.n_features),
-            n_top=dict(result.n_top),
-            gene_cv_points=dict(result.gene_cv_points),
-            protein_scale=EFFICIENCY_FREE,
-        )
-        tables(scvi, "protein", protein[EFFICIENCY_FREE])
-        result.other_scale, scvi.other_scale = scvi, result
     result.protein_means = protein_means_table(
         raw["protein"], protein, names["protein"], mask=measured_proteins(model, data)
     )
@@ -743,9 +730,17 @@ def compute_metrics(
             max_cells=calibration_cells,
             seed=seed,
         )
-    if result.other_scale is not None:
-        result.other_scale.calibration = result.calibration
-        result.other_scale.protein_means = result.protein_means
+    if MEASURED in protein:  # scvi-tools' tables: the same but for the protein ones
+        per_modality = (
+            "cell_wise_cv", "gene_wise_cv", "diff_exp", "gene_cv_points", "n_features", "n_top"
+        )  # fmt: skip
+        scvi = dataclasses.replace(
+            result,
+            protein_scale=EFFICIENCY_FREE,
+            **{name: dict(getattr(result, name)) for name in per_modality},
+        )
+        tables(scvi, "protein", protein[EFFICIENCY_FREE])
+        result.other_scale, scvi.other_scale = scvi, result
     if progress is not None:
         progress(1.0, "done")
     return result
