@@ -24,6 +24,7 @@ results also go to ``bench/out/query_mapping.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -37,32 +38,6 @@ ROOT = BENCH.parent
 # bench/dashboard.py would shadow the ``dashboard`` package: import from the repository root
 sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "h5ad" / "pbmc10k_6855x4000_14prot.h5ad"
-
-
-def median_r(pred: np.ndarray, measured: np.ndarray) -> float:
-    """Median per-protein Pearson r on log1p scale."""
-    rs = [
-        np.corrcoef(np.log1p(pred[:, j]), np.log1p(measured[:, j]))[0, 1]
-        for j in range(measured.shape[1])
-    ]
-    return float(np.median(rs))
-
-
-def with_proteins(data, keep: list[int]):
-    """``data`` keeping only protein columns ``keep``."""
-    from model.data import CiteSeqData
-
-    return CiteSeqData(
-        rna=data.rna,
-        protein=data.protein[:, keep],
-        obs=data.obs,
-        var_names=data.var_names,
-        protein_names=data.protein_names[keep],
-        batch=data.batch,
-        batch_categories=data.batch_categories,
-        batch_key=data.batch_key,
-        source="query",
-    )
 
 
 def main() -> None:
@@ -83,6 +58,7 @@ def main() -> None:
     from dashboard.backend.testing import protein_populations
     from model import TotalVI, transfer_labels
     from model.data import from_anndata
+    from model.mapping import median_protein_r, protein_scenarios
 
     torch.manual_seed(args.seed)
     data = from_anndata(ad.read_h5ad(args.data), batch_key="batch", source=str(args.data))
@@ -107,23 +83,19 @@ def main() -> None:
     core = np.isin(truth, ["mono", "T", "B"])
     proxy, _ = transfer_labels(ref_latent, ref_labels, model.get_latent_representation(query))
 
-    P = data.n_proteins
-    hidden_half = list(range(0, P, 2))
     rows = []
     _, base = model.get_normalized_expression(
         query, include_protein_background=True, return_numpy=True
     )
+    zeroed = dataclasses.replace(query, protein=np.zeros_like(query.protein))  # same batch
     _, base0 = model.get_normalized_expression(
-        _zeroed(query), include_protein_background=True, return_numpy=True
+        zeroed, include_protein_background=True, return_numpy=True
     )
-    rows.append({"scenario": "reference model", "median_r": median_r(base, query.protein)})
-    rows.append({"scenario": "no mapping, RNA only", "median_r": median_r(base0, query.protein)})
-    scenarios = {
-        "all": (query, list(range(P))),
-        "half": (with_proteins(query, [j for j in range(P) if j not in hidden_half]), hidden_half),
-        "none": (with_proteins(query, []), list(range(P))),
-    }
-    for name, (q, hidden) in scenarios.items():
+    rows.append({"scenario": "reference model", "median_r": median_protein_r(base, query.protein)})
+    rows.append(
+        {"scenario": "no mapping, RNA only", "median_r": median_protein_r(base0, query.protein)}
+    )
+    for name, (q, hidden) in protein_scenarios(query).items():
         t0 = time.perf_counter()
         mq = model.map_query(q, max_epochs=args.query_epochs, device="cpu", seed=args.seed)
         t_map = time.perf_counter() - t0
@@ -134,7 +106,7 @@ def main() -> None:
         rows.append(
             {
                 "scenario": name,
-                "median_r": median_r(pro[:, hidden], query.protein[:, hidden]),
+                "median_r": median_protein_r(pro[:, hidden], query.protein[:, hidden]),
                 "n_hidden_prot": len(hidden) if name != "all" else 0,
                 "map_s": t_map,
                 "epochs": mq.query_info.epochs,
@@ -151,22 +123,6 @@ def main() -> None:
     payload = {"args": {k: str(v) for k, v in vars(args).items()}, "reference_s": t_ref}
     payload["rows"] = json.loads(table.reset_index().to_json(orient="records"))
     (args.out / "query_mapping.json").write_text(json.dumps(payload, indent=2))
-
-
-def _zeroed(data):
-    """``data`` with every protein count set to zero (same batch, no mapping)."""
-    from model.data import CiteSeqData
-
-    return CiteSeqData(
-        rna=data.rna,
-        protein=np.zeros_like(data.protein),
-        obs=data.obs,
-        var_names=data.var_names,
-        protein_names=data.protein_names,
-        batch=data.batch,
-        batch_categories=data.batch_categories,
-        batch_key=data.batch_key,
-    )
 
 
 if __name__ == "__main__":

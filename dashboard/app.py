@@ -1,9 +1,11 @@
 """Dash application factory: pages, shell, shell callbacks, compression and error handling.
 
-Long computations (preparing a model, DE, metrics, training) run as backend jobs on the
-server's worker threads and pages poll their progress with ``dcc.Interval``; the jobs see the
-models already loaded in this process, and the backend's job registry gives progress and
-cancel across processes. No traceback ever reaches the browser: every callback error is
+Every request is served as its owner (:mod:`dashboard.identity`: the basic-auth user or the
+browser session) in that owner's workspace (:mod:`dashboard.workspaces`). Long computations
+(preparing a model, DE, metrics, training) run as backend jobs, on the server's threads or on
+Celery workers when ``redis_url`` is set, and pages poll their progress with
+``dcc.Interval``; the job registry gives progress and cancel across processes. No
+traceback ever reaches the browser: every callback error is
 logged on the server and shown as a one-line alert (``on_error``), and Dash runs with debug
 off unless asked.
 """
@@ -16,16 +18,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dash
-from dash import ClientsideFunction, Dash, Input, Output, State, no_update
+from dash import ClientsideFunction, Dash, Input, Output, State, no_update, set_props
 from dash._callback import GLOBAL_CALLBACK_LIST, GLOBAL_CALLBACK_MAP
 
-from dashboard import ids
+from dashboard import backend, ids
+from dashboard.backend.errors import BackendError
+from dashboard.backend.owner import current_owner
+from dashboard.components import alert
+from dashboard.identity import install_identity
+from dashboard.state import ActiveState, get_state, get_workspaces, set_state
+from dashboard.workspaces import Workspaces
 
 if TYPE_CHECKING:
     from flask import Response
 
     from dashboard.backend.service import AnalysisService
-    from dashboard.state import ActiveState
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
@@ -41,30 +48,25 @@ def create_app(
 ) -> Dash:
     """Build the Dash app over ``service`` (default: the process-wide backend service).
 
-    ``state`` holds the active (dataset, model) pair; by default an empty one over the
-    service (the Model page then offers to load or train). Tests pass a prepared service
-    and state; ``dashboard.server`` passes the embedded default.
+    ``state`` holds the server's default (dataset, model) pair, what every workspace
+    shows until its user loads or trains another; by default an empty one over the service
+    (the Model page then offers to load or train). Tests pass a prepared service and state;
+    ``dashboard.server`` passes the embedded default.
     """
-    from dashboard import backend
-    from dashboard.state import ActiveState, set_state
-
     if service is None:
         service = backend.get_service()
     backend.set_service(service)
-    set_state(state if state is not None else ActiveState(service))
+    default = state if state is not None else ActiveState(service)
+    set_state(default, Workspaces(default, Path(service.settings.cache_dir) / "workspaces"))
 
     # Callbacks registered by an earlier app's pages that no request ever claimed (tests
     # build several apps in one process) would otherwise be served twice by this app.
     GLOBAL_CALLBACK_LIST.clear()
     GLOBAL_CALLBACK_MAP.clear()
 
-    from dashboard.background import make_background_manager
-
     app = Dash(
         "dashboard",
         use_pages=True,
-        # for ``background=True`` callbacks: diskcache here, Celery when REDIS_URL is set
-        background_callback_manager=make_background_manager(service.settings),
         pages_folder=str(PAGES),
         assets_folder=str(ASSETS),
         title="TotalVI Explorer",
@@ -91,6 +93,7 @@ def create_app(
     from dashboard.upload_route import install_upload_route
 
     install_upload_route(app.server, service, upload_validators(service.settings))
+    install_identity(app.server)  # after auth (which puts itself first): its user names it
     if service.settings.auth_file is not None:  # after the guard: it puts itself first
         from dashboard.auth import install_basic_auth
 
@@ -122,7 +125,6 @@ def update_status(_n: int | None, token: dict[str, Any] | None) -> tuple[list[An
     """Status indicator, the version token (only when the active pair changed) and the
     poll period (fast while something is being prepared)."""
     from dashboard.layout import POLL_BUSY_MS, POLL_IDLE_MS, status_view, version_token
-    from dashboard.state import get_state
 
     status = get_state().status().to_dict()
     new = version_token(status)
@@ -138,7 +140,6 @@ def update_url_query(
     color: dict[str, Any] | None, selection: dict[str, Any] | None, token: dict[str, Any] | None
 ) -> str:
     """The shareable query string of the current colour and selection."""
-    from dashboard.state import get_state
     from dashboard.url_state import view_search
 
     cells = _valid_cells(selection, token)
@@ -152,7 +153,8 @@ def update_url_query(
             cells = region = None
         if cells and max(cells) >= (n_cells or 0):  # made on other cells: not shared
             cells = None
-    return view_search(color, cells, n_cells, region=region)
+    pair = token.get("pair") if token else None
+    return view_search(color, cells, n_cells, region=region, pair=pair)
 
 
 def _valid_region(
@@ -212,6 +214,23 @@ def reset_stale_selection(token: dict[str, Any] | None, selection: dict[str, Any
     return no_update
 
 
+def save_workspace_view(
+    selection: dict[str, Any] | None,
+    saved: dict[str, Any] | None,
+    color: dict[str, Any] | None,
+) -> Any:
+    """Keep the workspace's selection, saved selections and colour on the server (a
+    reload, another tab or a restart shows them); too large a selection is not kept."""
+    workspaces, owner = get_workspaces(), current_owner()
+    if workspaces is None or owner is None:
+        return no_update
+    try:
+        workspaces.save_view(owner, selection=selection, saved_selections=saved, color=color)
+    except BackendError as err:
+        set_props(ids.ALERT, {"children": alert(str(err), kind="warning", dismissable=True)})
+    return no_update
+
+
 def close_alert(n_clicks: int | None) -> Any:
     """The alert's × button."""
     return None if n_clicks else no_update
@@ -256,6 +275,13 @@ def register_shell_callbacks(app: Dash) -> None:
         Input(ids.ALERT_CLOSE, "n_clicks"),
         prevent_initial_call=True,
     )(close_alert)
+    app.callback(
+        Output(ids.WORKSPACE_SINK, "children"),
+        Input(ids.SELECTION_STORE, "data"),
+        Input(ids.SAVED_SELECTIONS_STORE, "data"),
+        Input(ids.COLOR_STORE, "data"),
+        prevent_initial_call=True,
+    )(save_workspace_view)
     from dashboard.layout import nav_links
 
     app.clientside_callback(

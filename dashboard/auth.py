@@ -342,7 +342,7 @@ class BasicAuth:
             return self._trusted.get((user, client), 0.0) > now
 
     def before_request(self) -> Response | None:
-        from flask import request
+        from flask import g, request
 
         client = request.remote_addr or ""
         header = request.headers.get("Authorization")
@@ -355,6 +355,7 @@ class BasicAuth:
             return _refusal(401)
         outcome, wait = self.verify(*creds, client)
         if outcome is Outcome.OK:
+            g.totalvi_user = creds[0]  # whose workspace this request serves
             return None
         if outcome is Outcome.DENIED:  # the user name is not logged: it may be a password
             log.warning("auth: wrong credentials for %s from %s", request.path, client)

@@ -11,6 +11,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dashboard.backend.cli_commands import (
+    DefaultsFormatter,
+    add_config_file_flag,
+    add_config_flag,
+    add_read_flags,
+    add_subcommands,
+    config_flags,
+    config_of,
+    print_notices,
+)
+from dashboard.backend.errors import BackendError
+from dashboard.serve_config import load_serve_config
+
 DATA_HELP = (
     "dataset to open (default: the data saved in --model's folder; with no --model, the "
     "embedded data/pbmc10k.h5ad)"
@@ -21,58 +34,10 @@ MODEL_HELP = (
 )
 
 
-def _print_progress(p: object) -> None:
-    print(
-        f"epoch {p.epoch:>4}/{p.max_epochs}  elbo_train {p.elbo_train:10.2f}  "
-        f"elbo_validation {p.elbo_validation:10.2f}  kl_weight {p.kl_weight:5.3f}  "
-        f"lr {p.lr:.2e}  {p.seconds:7.1f}s",
-        flush=True,
-    )
-
-
-def _print_notices(data: object) -> None:
-    """Each of the dataset's notices (e.g. duplicate names made unique) as one stderr line."""
-    for note in getattr(data, "notices", ()):
-        print(f"note: {note}", file=sys.stderr)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train TotalVI on a dataset and save the checkpoint."""
-    from dashboard.backend.cli_commands import read_flags
-    from model import TotalVI
-    from model.read_options import OURS, ReadOptions
-
-    options = ReadOptions().overridden(**read_flags(args))
-    data = options.read(args.data)
-    _print_notices(data)
-    print(
-        f"{args.data}: {data.n_cells} cells, {data.n_genes} genes, {data.n_proteins} proteins, "
-        f"{data.n_batch} batch(es)"
-    )
-    model = TotalVI(data, n_latent=args.n_latent, seed=args.seed)
-    model.setup_args[OURS] = options.to_dict()  # `run --model OUT --data DATA` reads it so
-    overrides = {"seed": args.seed}
-    if args.max_epochs:
-        overrides["max_epochs"] = args.max_epochs
-    if args.device:
-        overrides["device"] = args.device
-    overrides["precision"] = args.precision
-    result = model.train(progress=None if args.quiet else _print_progress, **overrides)
-    path = model.save(args.out, overwrite=True)
-    last = result.history.iloc[-1]
-    print(
-        f"trained {result.epochs} epochs in {result.seconds:.1f}s on {result.device} "
-        f"({result.precision})"
-        f"{' (early stop)' if result.stopped_early else ''}; validation ELBO "
-        f"{last['elbo_validation']:.2f}; saved {path}"
-    )
-    return 0
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     """Print what a checkpoint holds (ours or scvi-tools'), how its data is read and, with
     data (``--data`` or the data saved in the folder), the validation ELBO on it."""
-    from dashboard.backend.cli_commands import read_flags
+    config = config_of(args)
     from model import TotalVI
     from model.model_folder import locate_model
     from model.read_options import ReadOptions
@@ -80,12 +45,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     folder = locate_model(args.model)
     model = TotalVI.load(folder.checkpoint)
     registered = ReadOptions.from_setup_args(model.setup_args)
-    options = registered.overridden(**read_flags(args))
+    options = registered.overridden(**config.read_flags)
     source = args.data or folder.data
     data = None
     if source is not None:
         data = options.read(source)
-        _print_notices(data)
+        print_notices(data)
         model.attach_data(data)
     print(model)
     print(f"config: {model.config}")
@@ -115,17 +80,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     The first start prepares the model's results (progress printed here and shown in the
     page); they are cached, so later starts are ready in seconds.
     """
-    from dashboard.backend.cli_commands import read_flags
-    from dashboard.backend.errors import BackendError
+    config = load_serve_config(config_flags(args), config_file=args.config)
     from dashboard.server import serve
 
     try:
         return serve(
-            args.data,
-            args.model,
-            host=args.host,
-            port=args.port,
-            flags=read_flags(args),
+            config.data,
+            config.model,
+            host=config.host,
+            port=config.port,
+            flags=config.read_flags,
+            settings=config.settings,
             debug=args.debug,
         )
     except BackendError as err:
@@ -134,25 +99,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Production server: waitress with ``--threads`` threads, Dash debug off (``--dev``:
+    """Production server: waitress with ``threads`` threads, Dash debug off (``dev``:
     Dash's development server). Settings: flag > environment > ``--config`` file > default.
     """
+    config = load_serve_config(config_flags(args), config_file=args.config)
     from dashboard.auth import read_credentials
-    from dashboard.backend.cli_commands import READ_FLAGS
-    from dashboard.backend.errors import BackendError
-    from dashboard.serve_config import load_serve_config
     from dashboard.server import serve
 
-    flags = {
-        key: getattr(args, key)
-        for key in (
-            "host", "port", "threads", "data", "model", "data_dir", "cache_dir",
-            "model_dir", "auth_file", "redis_url", "trusted_proxy", *READ_FLAGS,
-        )
-    }  # fmt: skip
-    if args.max_upload_mb is not None:
-        flags["max_upload_bytes"] = int(args.max_upload_mb * 1024**2)
-    config = load_serve_config(flags, config_file=args.config)
     if config.settings.auth_file is not None:
         users = read_credentials(config.settings.auth_file)  # a bad file stops here
         if not users:
@@ -175,8 +128,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=config.port,
             flags=config.read_flags,
             settings=config.settings,
-            production=not args.dev,
-            debug=args.dev,
+            production=not config.dev,
+            debug=config.dev,
             threads=config.threads,
             trusted_proxy=config.trusted_proxy,
         )
@@ -209,19 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     Building it and printing any ``--help`` imports only the standard library and the
     light configuration modules (no torch, Dash, scanpy, anndata or plotly): each command
-    imports what it needs when it runs. Every option's help states its default.
+    imports what it needs when it runs. Every option's help states its default, read from
+    the configuration dataclasses (:mod:`dashboard.backend.settings`).
     """
-    from dataclasses import fields
-
-    from dashboard.backend.cli_commands import (
-        CACHE_DIR_HELP,
-        DefaultsFormatter,
-        add_read_flags,
-        add_subcommands,
-    )
-    from dashboard.backend.settings import Settings
-    from dashboard.serve_config import SERVER_DEFAULTS
-
     fmt = {"formatter_class": DefaultsFormatter}
     parser = argparse.ArgumentParser(
         prog="totalvi-explorer", description=__doc__.splitlines()[0].replace("``", ""), **fmt
@@ -230,30 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", help="default: run (the dashboard, embedded data)"
     )
 
-    p = sub.add_parser("train", help="train TotalVI on a CITE-seq file and save it", **fmt)
-    p.add_argument("data", type=Path, help=".h5ad, .h5mu, 10x .h5 or 10x folder")
-    add_read_flags(p, with_model=False)
-    p.add_argument("--n-latent", type=int, default=20, help="latent dimensions")
-    p.add_argument(
-        "--max-epochs",
-        type=int,
-        default=None,
-        help="most epochs; training stops early on the validation ELBO "
-        "(default: min(400, 20000 / n_cells * 400), as scvi-tools)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
-    p.add_argument(
-        "--precision",
-        choices=("auto", "32", "bf16-mixed"),
-        default="auto",
-        help="training matmul precision; auto: bf16-mixed on CPUs with native bfloat16, else 32",
-    )
-    p.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="model folder to write (required)"
-    )
-    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
-    p.set_defaults(func=cmd_train)
+    add_subcommands(sub, include=("train",))
 
     p = sub.add_parser("info", help="describe a checkpoint (ours or scvi-tools')", **fmt)
     p.add_argument("model", type=Path, help="model folder (scvi-tools, scvi-hub, hub download)")
@@ -265,34 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
         "model folder, if any)",
     )
     add_read_flags(p)
+    add_config_file_flag(p)
     p.set_defaults(func=cmd_info)
 
     add_subcommands(sub, include=("precompute", "export"))
 
     p = sub.add_parser("run", help="start the dashboard (default: embedded data and model)", **fmt)
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help=DATA_HELP,
-    )
-    p.add_argument(
-        "--model",
-        type=Path,
-        default=None,
-        help=MODEL_HELP,
-    )
+    add_config_flag(p, "data", DATA_HELP)
+    add_config_flag(p, "model", MODEL_HELP)
     add_read_flags(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=8050, help="port to listen on")
+    add_config_flag(p, "host", "address to listen on")
+    add_config_flag(p, "port", "port to listen on")
     p.add_argument("--debug", action="store_true", help="Dash debug mode (development only)")
+    add_config_file_flag(p)
     p.set_defaults(func=cmd_run)
-
-    settings = {f.name: f.default for f in fields(Settings)}
-    server = SERVER_DEFAULTS
-
-    def dflt(value: object) -> str:
-        return f"(default: {value})"
 
     p = sub.add_parser(
         "serve",
@@ -302,58 +208,26 @@ def build_parser() -> argparse.ArgumentParser:
         "apply when none of them sets it.",
         **fmt,
     )
-    p.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="TOML config file (default: $TOTALVI_EXPLORER_CONFIG, else none)",
-    )
-    p.add_argument("--data", type=Path, default=None, help=DATA_HELP)
-    p.add_argument("--model", type=Path, default=None, help=MODEL_HELP)
+    add_config_file_flag(p)
+    add_config_flag(p, "data", DATA_HELP)
+    add_config_flag(p, "model", MODEL_HELP)
     add_read_flags(p)
-    p.add_argument("--host", default=None, help=f"address to listen on {dflt(server['host'])}")
-    p.add_argument(
-        "--port", type=int, default=None, help=f"port to listen on {dflt(server['port'])}"
+    add_config_flag(p, "host", "address to listen on")
+    add_config_flag(p, "port", "port to listen on")
+    add_config_flag(p, "threads", "worker threads")
+    add_config_flag(p, "data_dir", "datasets the app may open")
+    add_config_flag(p, "model_dir", "checkpoints the app may load")
+    add_config_flag(p, "cache_dir", "results cache folder")
+    add_config_flag(p, "auth_file", "basic-auth credentials file", shown="none, no authentication")
+    add_config_flag(p, "max_upload_mb", "upload limit in MiB")
+    add_config_flag(
+        p,
+        "redis_url",
+        "Celery/Redis for background callbacks",
+        shown="$REDIS_URL, else none: diskcache",
     )
-    p.add_argument(
-        "--threads", type=int, default=None, help=f"worker threads {dflt(server['threads'])}"
-    )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="datasets the app may open (default: data/)",
-    )
-    p.add_argument(
-        "--model-dir",
-        type=Path,
-        default=None,
-        help="checkpoints the app may load (default: data/models/)",
-    )
-    p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_DIR_HELP)
-    p.add_argument(
-        "--auth-file",
-        type=Path,
-        default=None,
-        help="basic-auth credentials file (default: none, no authentication)",
-    )
-    p.add_argument(
-        "--max-upload-mb",
-        type=float,
-        default=None,
-        help=f"upload limit in MiB {dflt(settings['max_upload_bytes'] // 1024**2)}",
-    )
-    p.add_argument(
-        "--redis-url",
-        default=None,
-        help="Celery/Redis for background callbacks (default: $REDIS_URL, else none: diskcache)",
-    )
-    p.add_argument(
-        "--trusted-proxy",
-        default=None,
-        help="reverse proxy address to trust (default: none)",
-    )
-    p.add_argument("--dev", action="store_true", help="Dash development server, debug on")
+    add_config_flag(p, "trusted_proxy", "reverse proxy address to trust")
+    add_config_flag(p, "dev", "Dash development server, debug on", action="store_true")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(

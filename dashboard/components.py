@@ -1,10 +1,13 @@
 """Small reusable pieces of page layout: cards, graphs with download buttons, alerts,
-progress bars, tables and the DE grid. Functions returning components; no callbacks."""
+progress bars, the job panel, tables and the DE grid. Functions returning components (and
+:class:`JobView`, what a job panel shows of a job record); no callbacks."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import TYPE_CHECKING, Any
 
 import dash_ag_grid as dag
 import numpy as np
@@ -13,7 +16,11 @@ from dash import dcc, html
 
 from dashboard import ids
 from dashboard.figures import empty_figure, graph_config
+from dashboard.ids import JobPanel
 from dashboard.public_paths import scrub_paths
+
+if TYPE_CHECKING:
+    from dashboard.backend.jobs import JobInfo
 
 
 def card(
@@ -207,24 +214,115 @@ def progress_children(fraction: float, message: str = "") -> list[Any]:
     ]
 
 
-def job_panel(
-    *,
+def job_progress(
     label: str,
+    *,
     running: bool,
     progress: float = 0.0,
     message: str = "",
     outcome: str | None = None,
     line: str = "",
 ) -> list[Any]:
-    """A job as the pages show it: its name and a progress bar while it runs; when it has
-    ended, one alert line (success; info when cancelled; warning when it failed); nothing
+    """A job's progress block: its name and a progress bar while it runs; when it has
+    ended, one alert line (success; info when cancelled; warning when it failed), or
+    nothing when there is no ``line`` (a page that shows the result instead); nothing
     before any job."""
     if running:
         return [html.B(label, className="job-label"), *progress_children(progress, message)]
-    if outcome is None:
+    if outcome is None or not line:
         return []
     kind = {"done": "success", "cancelled": "info"}.get(outcome, "warning")
     return [alert(line, kind=kind)]
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What a job panel shows of one job: the progress block's ``children``, whether the
+    job runs (Cancel and the poll on), and how it ended (``outcome``: ``None`` before any
+    job and while it runs; ``done``, ``failed``, ``cancelled``; ``refused`` when it did
+    not start, ``gone`` when its record is no longer known)."""
+
+    children: Any = dataclass_field(default_factory=list)
+    running: bool = False
+    outcome: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """Finished with a result to show."""
+        return self.outcome == "done"
+
+    @property
+    def ended_badly(self) -> bool:
+        """Failed, cancelled, refused or lost: worth trying again."""
+        return self.outcome in {"failed", "cancelled", "refused", "gone"}
+
+
+def job_view(info: JobInfo | None, label: str) -> JobView:
+    """A job record as its panel shows it (``label`` names the job: ``"DE"``): bar and
+    message while queued or running; nothing once done (the page shows the result); one
+    line when it failed (``"DE failed: ..."``) or was cancelled (``"DE: cancelled."``)."""
+    if info is None:
+        return JobView()
+    status = str(info.status)
+    running = status in {"queued", "running"}
+    lines = {
+        "failed": f"{label} failed: {one_line(info.error or 'the computation failed')}",
+        "cancelled": f"{label}: cancelled.",
+    }
+    children = job_progress(
+        label,
+        running=running,
+        progress=info.progress,
+        message=info.message or ("queued" if status == "queued" else "working"),
+        outcome=None if running else status,
+        line=lines.get(status, ""),
+    )
+    return JobView(children, running=running, outcome=None if running else status)
+
+
+def refused_view(err: Exception) -> JobView:
+    """The panel of a job that did not start: why, as one warning line."""
+    return JobView(alert(str(err), kind="warning"), outcome="refused")
+
+
+def job_panel(
+    panel: JobPanel,
+    *,
+    controls: Sequence[Any] = (),
+    progress: Any = None,
+    running: bool = False,
+    retry: str | None = None,
+    poll_ms: int | None = 700,
+    store: bool = True,
+    compact: bool = False,
+) -> html.Div:
+    """One job's panel (ids from ``panel``): the page's own ``controls`` (its start button),
+    an optional ``retry`` button (its label; shown after a failed or cancelled job),
+    Cancel (disabled unless a job runs; ``compact``: shown only then), the progress block
+    (``progress``: what it shows now, e.g. a job that runs on a reload), one line of
+    notices, and, unless the page polls otherwise (``poll_ms=None``, ``store=False``), the
+    poll timer and the store with the job's id."""
+    row = [*controls]
+    if retry is not None:
+        row.append(html.Button(retry, id=panel.retry, className="btn btn-ghost", hidden=True))
+    row.append(
+        html.Button(
+            "Cancel",
+            id=panel.cancel,
+            className="btn btn-ghost job-cancel",
+            disabled=not running,
+        )
+    )
+    children: list[Any] = [
+        html.Div(row, className="row-inline job-controls"),
+        html.Div(progress or [], id=panel.progress, className="progress-block"),
+        html.Div(id=panel.message, className="job-message"),
+    ]
+    if poll_ms is not None:
+        children.append(dcc.Interval(id=panel.interval, interval=poll_ms, disabled=not running))
+    if store:
+        children.append(dcc.Store(id=panel.store))
+    return html.Div(children, className="job-panel job-panel-compact" if compact else "job-panel")
 
 
 def kv_table(mapping: Mapping[str, Any], *, class_name: str = "") -> html.Table:
@@ -357,12 +455,13 @@ def layer_radio(component_id: str, *, value: str = "raw", protein: bool = True) 
         {"label": "Denoised", "value": "denoised"},
         {"label": "Foreground prob.", "value": "foreground", "disabled": not protein},
     ]
+    return segmented(component_id, options, value)
+
+
+def segmented(component_id: str, options: Sequence[Any], value: Any) -> dcc.RadioItems:
+    """A row of mutually exclusive choices drawn as one segmented control."""
     return dcc.RadioItems(
-        id=component_id,
-        options=options,
-        value=value,
-        inline=True,
-        className="segmented",
+        id=component_id, options=list(options), value=value, inline=True, className="segmented"
     )
 
 
@@ -372,6 +471,47 @@ def field(label: str, control: Any, *, hint: str | None = None, class_name: str 
         [html.Label(label, className="field-label"), control]
         + ([html.Div(hint, className="field-hint")] if hint else []),
         className=f"field {class_name}",
+    )
+
+
+def dropdown_field(
+    label: str,
+    component_id: str,
+    *,
+    hint: str | None = None,
+    class_name: str = "",
+    **dropdown: Any,
+) -> html.Div:
+    """A labelled ``dcc.Dropdown`` (``dropdown``: its options, value, placeholder ...)."""
+    return field(
+        label, dcc.Dropdown(id=component_id, **dropdown), hint=hint, class_name=class_name
+    )
+
+
+def number_field(
+    label: str, component_id: str, *, value: int, bounds: tuple[int, int], hint: str | None = None
+) -> html.Div:
+    """A labelled whole-number input from ``bounds[0]`` to ``bounds[1]``."""
+    box = dcc.Input(
+        id=component_id,
+        type="number",
+        value=value,
+        min=bounds[0],
+        max=bounds[1],
+        step=1,
+        className="input",
+    )
+    return field(label, box, hint=hint)
+
+
+def upload_with_status(component_id: str, *, status_id: str, **upload: Any) -> html.Div:
+    """A :func:`stream_upload` drop zone (``upload``: its keywords) and, under it, the line
+    that says what became of the file (``status_id``, with a spinner while it is read)."""
+    return html.Div(
+        [
+            stream_upload(component_id, **upload),
+            dcc.Loading(html.Div(id=status_id), type="dot"),
+        ]
     )
 
 

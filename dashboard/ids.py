@@ -2,6 +2,44 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+
+class JobPanel(NamedTuple):
+    """The ids of one job panel (:func:`dashboard.components.job_panel`), each
+    ``<prefix>-<part>`` (:func:`job_ids`): the progress block (bar and label while the job
+    runs, one line once it ended), Cancel, the optional "again" button, the notice line,
+    the poll timer and the store holding ``{"job": id, ...}``."""
+
+    progress: str
+    cancel: str
+    retry: str
+    message: str
+    interval: str
+    store: str
+
+
+def job_ids(prefix: str) -> JobPanel:
+    """The ids of the job panel ``prefix`` (one per page that runs jobs)."""
+    parts = ("progress", "cancel", "retry", "message", "interval", "job-store")
+    return JobPanel(*(f"{prefix}-{part}" for part in parts))
+
+
+class UploadZone(NamedTuple):
+    """The ids of one drop zone (:func:`dashboard.components.upload_with_status`): the
+    zone, the line saying what became of the file, the store the browser puts the outcome
+    in; ``<prefix>``, ``<prefix>-status``, ``<prefix>-done`` (:func:`upload_ids`)."""
+
+    zone: str
+    status: str
+    done: str
+
+
+def upload_ids(prefix: str) -> UploadZone:
+    """The ids of the drop zone ``prefix``."""
+    return UploadZone(prefix, f"{prefix}-status", f"{prefix}-done")
+
+
 # app shell (layout.py) ---------------------------------------------------------------
 URL = "app-url"
 SELECTION_STORE = "app-selection-store"  # {"cells": [positions], "dataset": fp, "source": id}
@@ -10,6 +48,7 @@ COLOR_STORE = "app-color-store"  # {"feature": "gene:CD3E", "layer": "raw"}
 MODEL_VERSION_STORE = "app-model-version-store"  # status dict; "version" bumps on a switch
 URL_QUERY_STORE = "app-url-query-store"  # "?color=...&sel=..." of the current view
 URL_SINK = "app-url-sink"  # dummy output of the clientside URL writer
+WORKSPACE_SINK = "app-workspace-sink"  # dummy output of the workspace-view saver
 PAGE_STATE = "app-page-state"  # page-local store (one per page): state from the URL
 ALERT = "app-alert"
 ALERT_CLOSE = "app-alert-close"
@@ -43,6 +82,8 @@ EXPLORE_COMPARE = "explore-compare"
 EXPLORE_DE_TABLE = "explore-de-table"
 EXPLORE_DE_STATUS = "explore-de-status"
 EXPLORE_DE_EXPORT = "explore-de-export"
+EXPLORE_DE_JOB = job_ids("explore-de")  # the compare (DE) job
+EXPLORE_DE_READY_STORE = "explore-de-ready-store"  # the finished compare job: show it
 EXPLORE_SHARE = "explore-share"
 EXPLORE_SHARE_TEXT = "explore-share-text"
 
@@ -63,19 +104,21 @@ DE_VOLCANO = "de-volcano"
 DE_UMAP = "de-umap"
 DE_STATUS = "de-status"
 DE_EXPORT = "de-export"
-DE_JOB_STORE = "de-job-store"
-DE_INTERVAL = "de-interval"
-DE_PROGRESS = "de-progress"
+DE_JOB = job_ids("de")
+DE_JOB_STORE = DE_JOB.store
+DE_INTERVAL = DE_JOB.interval
+DE_PROGRESS = DE_JOB.progress
 DE_READY_STORE = "de-ready-store"  # bumps when the one-vs-rest results are ready
 DE_FEATURE_STORE = "de-feature-store"  # the feature clicked in the volcano or the table
 
 # metrics page --------------------------------------------------------------------------
-METRICS_JOB_STORE = "metrics-job-store"
-METRICS_INTERVAL = "metrics-interval"
-METRICS_PROGRESS = "metrics-progress"
+METRICS_JOB = job_ids("metrics")
+METRICS_JOB_STORE = METRICS_JOB.store
+METRICS_INTERVAL = METRICS_JOB.interval
+METRICS_PROGRESS = METRICS_JOB.progress
 METRICS_CONTENT = "metrics-content"
-METRICS_CANCEL = "metrics-cancel"
-METRICS_RETRY = "metrics-retry"
+METRICS_CANCEL = METRICS_JOB.cancel
+METRICS_RETRY = METRICS_JOB.retry  # "Compute again"
 METRICS_READY_STORE = "metrics-ready-store"
 METRICS_SCALE = "metrics-scale"  # protein samples: measured scale or scvi-tools 1.4.2's
 METRICS_CALIBRATION = "metrics-calibration"
@@ -91,34 +134,35 @@ METRICS_HUB_CARD = "metrics-hub-card"  # the model card (README.md) of the activ
 METRICS_HUB_SUMMARY = "metrics-hub-summary"  # its summary statistics beside this data
 
 # model page ----------------------------------------------------------------------------
+MODEL_JOB = job_ids("model")  # train / load: the server's model switch (no store)
 MODEL_CURRENT = "model-current"
 MODEL_DATASET = "model-dataset"
-MODEL_UPLOAD = "model-upload"
-MODEL_UPLOAD_STATUS = "model-upload-status"
-MODEL_UPLOAD_DONE = "model-upload-done"
 MODEL_BATCH_KEY = "model-batch-key"
 MODEL_OPEN = "model-open"
 MODEL_DATASET_INFO = "model-dataset-info"
 MODEL_N_LATENT = "model-n-latent"
 MODEL_MAX_EPOCHS = "model-max-epochs"
 MODEL_TRAIN = "model-train"
-MODEL_CANCEL = "model-cancel"
+MODEL_CANCEL = MODEL_JOB.cancel
 MODEL_CHECKPOINT = "model-checkpoint"
 MODEL_OWN_DATA = "model-own-data"
 MODEL_CHECKPOINT_PATH = "model-checkpoint-path"
 MODEL_LOAD = "model-load"
-MODEL_INTERVAL = "model-interval"
-MODEL_PROGRESS = "model-progress"
-MODEL_MESSAGE = "model-message"
+MODEL_INTERVAL = MODEL_JOB.interval  # polls the switch for both panels
+MODEL_PROGRESS = MODEL_JOB.progress
+MODEL_MESSAGE = MODEL_JOB.message
 # model page: map new data onto the active model (query mapping card)
+MODEL_QUERY_JOB = job_ids("model-query")  # the mapping's panel (the model page polls it)
 MODEL_QUERY_DATASET = "model-query-dataset"
-MODEL_QUERY_UPLOAD = "model-query-upload"
-MODEL_QUERY_UPLOAD_STATUS = "model-query-upload-status"
-MODEL_QUERY_UPLOAD_DONE = "model-query-upload-done"
 MODEL_QUERY_BATCH_KEY = "model-query-batch-key"
 MODEL_QUERY_INFO = "model-query-info"
 MODEL_QUERY_MAX_EPOCHS = "model-query-max-epochs"
 MODEL_QUERY_START = "model-query-start"
-MODEL_QUERY_CANCEL = "model-query-cancel"
-MODEL_QUERY_PROGRESS = "model-query-progress"
-MODEL_QUERY_MESSAGE = "model-query-message"
+MODEL_QUERY_CANCEL = MODEL_QUERY_JOB.cancel
+MODEL_QUERY_PROGRESS = MODEL_QUERY_JOB.progress
+MODEL_QUERY_MESSAGE = MODEL_QUERY_JOB.message
+# model page: the drop zones of the dataset (card 1) and of the new data (map card)
+MODEL_UPLOAD_ZONE = upload_ids("model-upload")
+MODEL_UPLOAD, MODEL_UPLOAD_STATUS, MODEL_UPLOAD_DONE = MODEL_UPLOAD_ZONE
+MODEL_QUERY_UPLOAD_ZONE = upload_ids("model-query-upload")
+MODEL_QUERY_UPLOAD, MODEL_QUERY_UPLOAD_STATUS, MODEL_QUERY_UPLOAD_DONE = MODEL_QUERY_UPLOAD_ZONE

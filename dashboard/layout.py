@@ -1,8 +1,10 @@
 """The app shell: top bar (brand, navigation, status), alerts, page container, app stores.
 
 The stores hold what every page shares: the colour-by choice, the selected cells, the saved
-selections (browser-local, per dataset) and the active model's version. They live here, not
-in a page, so they survive page changes (the multi-page rule for shared state).
+selections (per dataset) and the active model's version. The first three are the
+workspace's: the page starts from what the server keeps, and every change is saved back.
+They live here, not in a page, so they survive page changes (the multi-page rule for shared
+state).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import dash
 from dash import dcc, html
 
 from dashboard import ids
+from dashboard.backend.owner import current_owner
 from dashboard.public_paths import scrub_paths
 from dashboard.queries import DEFAULT_FEATURE
+from dashboard.state import get_state, get_workspaces
 
 NAV_ORDER = ["Explore", "Lookup", "Differential expression", "Model metrics", "Model"]
 #: Status poll period while something is being prepared, and when all is quiet (ms).
@@ -47,22 +51,30 @@ def version_token(status: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def workspace_view() -> dict[str, Any]:
+    """The stored selection, saved selections and colour of the request's workspace."""
+    workspaces, owner = get_workspaces(), current_owner()
+    if workspaces is None or owner is None:
+        return {}
+    return workspaces.view(owner)
+
+
 def shell() -> html.Div:
     """The whole-app layout (a function: evaluated per page load, so it shows the current
     model status at once)."""
-    from dashboard.state import get_state
-
     status = get_state().status().to_dict()
+    view = workspace_view()
     return html.Div(
         [
             dcc.Location(id=ids.URL, refresh="callback-nav"),
-            dcc.Store(id=ids.SELECTION_STORE, storage_type="session", data=None),
-            dcc.Store(id=ids.SAVED_SELECTIONS_STORE, storage_type="local", data={}),
+            # the workspace's, kept on the server (a reload or another tab shows them)
+            dcc.Store(id=ids.SELECTION_STORE, data=view.get("selection")),
+            dcc.Store(id=ids.SAVED_SELECTIONS_STORE, data=view.get("saved_selections") or {}),
             dcc.Store(
                 id=ids.COLOR_STORE,
-                storage_type="session",
-                data={"feature": DEFAULT_FEATURE, "layer": "raw"},
+                data=view.get("color") or {"feature": DEFAULT_FEATURE, "layer": "raw"},
             ),
+            html.Div(id=ids.WORKSPACE_SINK, hidden=True),
             dcc.Store(id=ids.MODEL_VERSION_STORE, data=version_token(status)),
             dcc.Store(id=ids.URL_QUERY_STORE, data=""),
             html.Div(id=ids.URL_SINK, hidden=True),

@@ -15,7 +15,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -876,30 +875,6 @@ def max_upload_bytes(settings: Settings | None = None) -> int:
     except ValueError:
         mb = DEFAULT_MAX_UPLOAD_MB
     return int(mb * 1024 * 1024)
-
-
-def list_datasets(folder: Path, *, max_depth: int = 3) -> list[Path]:
-    """CITE-seq files (``.h5ad``, ``.h5mu``, 10x ``.h5`` and matrix folders) under
-    ``folder``, skipping the cache and model folders."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    out: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        depth = len(Path(root).relative_to(folder).parts)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in {"cache", "models"})
-        if depth >= max_depth:
-            dirs[:] = []
-        if any(f.startswith("matrix.mtx") for f in files):
-            out.append(Path(root))
-            dirs[:] = []
-            continue
-        out += [
-            Path(root) / f
-            for f in sorted(files)
-            if f.lower().endswith(DATA_SUFFIXES) and not f.startswith(".")  # no temp files
-        ]
-    return out
 
 
 def upload_notices(data: Any) -> tuple[str, ...]:

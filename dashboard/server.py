@@ -18,12 +18,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from dashboard.backend.settings import ServeOptions, Settings, load_settings
+
 if TYPE_CHECKING:
     from dash import Dash
 
     from dashboard.backend.refs import Pair
     from dashboard.backend.service import AnalysisService
-    from dashboard.backend.settings import Settings
     from dashboard.state import ActiveState
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ DEFAULT_DATA = ROOT / "data" / "pbmc10k.h5ad"
 DEFAULT_MODEL = ROOT / "data" / "models" / "pbmc10k"
 #: Loggers whose INFO lines (jobs queued, their progress, how they ended; model switches)
 #: the server prints.
-JOB_LOGGERS = ("dashboard.backend.jobs", "dashboard.switching")
+JOB_LOGGERS = ("dashboard.backend.jobs", "dashboard.switching", "dashboard.state")
 
 
 @dataclass
@@ -69,14 +70,13 @@ def bootstrap(
     """
     from dashboard.backend.errors import BackendError, DatasetNotFound
     from dashboard.backend.service import AnalysisService
-    from dashboard.backend.settings import Settings
     from dashboard.state import ActiveState
     from model.read_options import ReadOptions
 
     if model is None:
         model = DEFAULT_MODEL
         data = DEFAULT_DATA if data is None else data
-    service = AnalysisService(settings or Settings.from_env())
+    service = AnalysisService(settings if settings is not None else load_settings())
     state = ActiveState(service, warm=warm)
     t0 = time.perf_counter()
     try:
@@ -140,13 +140,13 @@ def serve(
     data: str | Path | None = None,
     model: str | Path | None = None,
     *,
-    host: str = "127.0.0.1",
-    port: int = 8050,
+    host: str = ServeOptions.host,
+    port: int = ServeOptions.port,
     flags: Mapping[str, str] | None = None,
     debug: bool = False,
     settings: Settings | None = None,
     production: bool = False,
-    threads: int = 8,
+    threads: int = ServeOptions.threads,
     trusted_proxy: str | None = None,
     on_start: Callable[[Any], None] | None = None,
     out: TextIO | None = sys.stdout,

@@ -1,27 +1,30 @@
-"""The app's active (dataset, model) pair and the preparation of a new one.
+"""A workspace's active (dataset, model) pair and the preparation of a new one.
 
-The dashboard shows one pair at a time. A new pair (the embedded default at start, or one
-trained or loaded on the Model page) is *prepared* first: a backend job fills the results
-cache with what every page needs (latent space, UMAP, clusters, denoised values, cell
-types). Only when that job is done does the pair become active and the version go up, so
-the pages switch over to a model whose results are ready, never to a half-computed one.
+Each workspace (one per user, :mod:`dashboard.workspaces`) shows one pair at a time. A new
+pair (the server's default at start, or one trained or loaded on the Model page) is
+*prepared* first: a backend job (on a server thread, or a Celery worker when ``redis_url``
+is set) fills the results cache with what every page needs (latent space, UMAP, clusters,
+denoised values, cell types). Only when that job is done does the pair become active and
+the version go up, so the pages switch over to a model whose results are ready, never to a
+half-computed one. The cache is shared: a pair another workspace prepared is ready at once.
 
-Everything here runs in the web server's process (jobs on the backend's worker threads);
-pages read it through :func:`get_state`. One server process is assumed (the dev server is
-threaded); several processes would each hold their own active pair.
+A workspace that has not chosen a pair of its own follows the server's default state (its
+``fallback``); its first Load, Train or Map gives it its own. Pages read the workspace of the
+request they serve through :func:`get_state`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dashboard import queries
 from dashboard.backend.errors import BackendError
+from dashboard.backend.owner import acting_as, current_owner
+from dashboard.backend.preparation import prepare_pair
 from dashboard.switching import ModelSwitch
 
 if TYPE_CHECKING:
@@ -31,65 +34,26 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Results every page needs, with their rough share of the preparation time.
-ESSENTIAL_STEPS: tuple[tuple[str, float], ...] = (
-    ("latent space", 0.05),
-    ("UMAP", 0.45),
-    ("Leiden clusters", 0.05),
-    ("denoised expression", 0.35),
-    ("raw counts by gene", 0.05),
-    ("cell types", 0.05),
-)
-#: Results computed after the pair is active, so later pages open instantly.
-WARM_STEPS = ("foreground probability", "differential expression (one vs rest)")
+__all__ = [
+    "ActiveState",
+    "NotReady",
+    "Status",
+    "get_state",
+    "get_workspaces",
+    "open_link",
+    "prepare_pair",
+    "set_state",
+]
 
 
 class NotReady(BackendError):
     """No active pair yet (preparing, or none loaded); the message says which."""
 
 
-def essential_calls(service: AnalysisService, pair: Pair) -> dict[str, Callable[[], Any]]:
-    """The service calls behind :data:`ESSENTIAL_STEPS`."""
-    return {
-        "latent space": lambda: service.latent(pair),
-        "UMAP": lambda: service.umap(pair),
-        "Leiden clusters": lambda: service.clusters(pair),
-        # one model pass: RNA written as gene blocks, the protein table stored alongside
-        "denoised expression": lambda: (
-            service.denoised_rna_manifest(pair),
-            service.denoised_protein(pair),
-        ),
-        # column-major copy of the counts, so the first colouring by a gene is instant
-        # (6 s at a million cells when built on demand)
-        "raw counts by gene": lambda: queries.warm_gene_columns(service, pair),
-        "cell types": lambda: service.cell_types(pair),
-    }
-
-
-def prepare_pair(
-    service: AnalysisService,
-    pair: Pair,
-    *,
-    progress: Callable[[float, str], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> dict[str, float]:
-    """Compute (or read from the cache) every essential result; returns seconds per step."""
-    calls = essential_calls(service, pair)
-    done = 0.0
-    seconds: dict[str, float] = {}
-    for name, share in ESSENTIAL_STEPS:
-        if should_stop is not None and should_stop():
-            msg = f"preparation cancelled before {name}"
-            raise InterruptedError(msg)
-        if progress is not None:
-            progress(done, name)
-        t0 = time.perf_counter()
-        calls[name]()
-        seconds[name] = time.perf_counter() - t0
-        done += share
-    if progress is not None:
-        progress(1.0, "ready")
-    return seconds
+def local_steps(service: AnalysisService, pair: Pair) -> dict[str, Callable[[], Any]]:
+    """Preparation steps whose result lives in this process's memory: the column-major
+    counts, so the first colouring by a gene is instant (6 s at a million cells)."""
+    return {"raw counts by gene": lambda: queries.warm_gene_columns(service, pair)}
 
 
 @dataclass(frozen=True)
@@ -121,20 +85,40 @@ class Status:
 
 
 class ActiveState:
-    """The active pair, its version and the job preparing the next one.
+    """The active pair of one workspace, its version and the job preparing the next one.
 
     Parameters
     ----------
     service
-        The analysis service that computes and caches results.
+        The analysis service that computes and caches results (shared by every workspace).
     warm
-        After a pair becomes active, also compute the results of :data:`WARM_STEPS` in the
-        background (the DE and foreground pages then open instantly).
+        After a pair becomes active, also compute the results of
+        :data:`~dashboard.backend.preparation.WARM_STEPS` in the background (the DE and
+        foreground pages then open instantly).
+    owner
+        Whose workspace this is (``None``: the server's default state); the jobs it starts
+        are recorded as theirs.
+    fallback
+        The state to show while this one has no pair of its own (the server's default).
+    on_change
+        Called with this state whenever its pair or picked dataset changes (the workspace
+        store saves it).
     """
 
-    def __init__(self, service: AnalysisService, *, warm: bool = True) -> None:
+    def __init__(
+        self,
+        service: AnalysisService,
+        *,
+        warm: bool = True,
+        owner: str | None = None,
+        fallback: ActiveState | None = None,
+        on_change: Callable[[ActiveState], None] | None = None,
+    ) -> None:
         self.service = service
         self.warm = warm
+        self.owner = owner
+        self.fallback = fallback
+        self._on_change = on_change
         self._lock = threading.RLock()
         self._pair: Pair | None = None
         self._version = 0
@@ -144,13 +128,25 @@ class ActiveState:
         self._error: str | None = None
         self._dataset: DatasetRef | None = None
         self._on_ready: list[Callable[[Pair, dict[str, float]], None]] = []
-        #: the training / loading / mapping that will switch the app to a new pair
+        #: the training / loading / mapping that will switch the workspace to a new pair
         self.switch = ModelSwitch(self)
 
     # ------------------------------------------------------------------ reading
+    def _following(self) -> ActiveState | None:
+        """The fallback while this state has nothing of its own, else ``None``."""
+        own = self._pair is not None or self._pending is not None or self._error is not None
+        return None if own else self.fallback
+
     @property
     def pair(self) -> Pair | None:
         """The active pair (``None`` until the first one is ready)."""
+        with self._lock:
+            follow = self._following()
+            return follow.pair if follow is not None else self._pair
+
+    @property
+    def own_pair(self) -> Pair | None:
+        """The pair this workspace chose itself (``None`` while it follows the default)."""
         with self._lock:
             return self._pair
 
@@ -158,7 +154,8 @@ class ActiveState:
     def version(self) -> int:
         """Bumped every time a new pair becomes active."""
         with self._lock:
-            return self._version
+            follow = self._following()
+            return follow.version if follow is not None else self._version
 
     @property
     def dataset(self) -> DatasetRef | None:
@@ -166,7 +163,14 @@ class ActiveState:
         with self._lock:
             if self._dataset is not None:
                 return self._dataset
-            return self._pair.dataset if self._pair is not None else None
+            pair = self.pair
+            return pair.dataset if pair is not None else None
+
+    @property
+    def picked_dataset(self) -> DatasetRef | None:
+        """The dataset picked on the Model page, if one was."""
+        with self._lock:
+            return self._dataset
 
     @property
     def job_id(self) -> str | None:
@@ -177,6 +181,9 @@ class ActiveState:
     def require(self) -> tuple[AnalysisService, Pair]:
         """``(service, active pair)``; raises :class:`NotReady` with a readable reason."""
         with self._lock:
+            follow = self._following()
+            if follow is not None:
+                return follow.require()
             if self._pair is not None:
                 return self.service, self._pair
             if self._pending is not None:
@@ -190,12 +197,15 @@ class ActiveState:
     def status(self) -> Status:
         """A snapshot for the status indicator (reads the preparing job's progress)."""
         with self._lock:
+            follow = self._following()
             pair, pending, job, version = self._pair, self._pending, self._job, self._version
             error, warm_job = self._error, self._warm_job
+        if follow is not None:
+            return follow.status()
         warming = False
         if warm_job is not None:
             try:
-                warming = not self.service.job(warm_job).status.finished
+                warming = not self.service.jobs.status(warm_job).status.finished
             except BackendError:
                 warming = False
         base = {
@@ -206,7 +216,7 @@ class ActiveState:
         }
         if pending is not None and job is not None:
             try:
-                info = self.service.job(job)
+                info = self.service.jobs.status(job)
             except BackendError as err:
                 return Status("failed", message=str(err), **base)
             if info.status.finished and info.status != "done":
@@ -235,6 +245,7 @@ class ActiveState:
         """Remember the dataset chosen on the Model page (training and loading use it)."""
         with self._lock:
             self._dataset = dataset
+        self._changed()
 
     def activate(self, pair: Pair) -> int:
         """Make ``pair`` active now (its results are computed on first use); returns the
@@ -245,30 +256,65 @@ class ActiveState:
             self._job = None
             self._error = None
             self._version += 1
-            return self._version
+            version = self._version
+        self._changed()
+        return version
 
     def prepare(self, pair: Pair) -> str:
         """Prepare ``pair`` in a background job and make it active when done.
 
         The current pair stays active meanwhile. Returns the job id (also shown by
-        :meth:`status`).
+        :meth:`status`). On Celery workers when the service has them (the column-major
+        counts are then built here once the workers are done).
         """
         service = self.service
-
-        def run(ctx: JobContext) -> dict[str, float]:
-            seconds = prepare_pair(service, pair, progress=ctx.progress, should_stop=ctx.cancelled)
-            self._promote(pair, ctx.job_id, seconds)
-            return seconds
-
-        with self._lock:
+        with self._lock, acting_as(self.owner):
             if self._job is not None:
-                service.cancel(self._job)
+                service.jobs.cancel(self._job)
             self._pending = pair
             self._error = None
+            if service.remote is not None:
+                self._job = job = service.submit_prepare(pair)
+                threading.Thread(
+                    target=self._follow_remote,
+                    args=(pair, job),
+                    name=f"prepare-{job[:8]}",
+                    daemon=True,
+                ).start()
+                return job
+
+            def run(ctx: JobContext) -> dict[str, float]:
+                seconds = prepare_pair(
+                    service,
+                    pair,
+                    progress=ctx.progress,
+                    should_stop=ctx.cancelled,
+                    extra=local_steps(service, pair),
+                )
+                self._promote(pair, ctx.job_id, seconds)
+                return seconds
+
             self._job = service.jobs.submit(
                 "prepare", run, params={"pair": pair.to_dict()}, result_json=lambda s: s
             )
             return self._job
+
+    def _follow_remote(self, pair: Pair, job: str) -> None:
+        """Wait for a preparation on a worker, then make its pair active here."""
+        info = self.service.wait(job)
+        if info.status != "done":
+            self._finish_failed(job, None if info.status == "cancelled" else info.error)
+            return
+        try:
+            seconds = prepare_pair(self.service, pair, steps="essential")  # cached: reads
+            for name, call in local_steps(self.service, pair).items():
+                call()
+                seconds[name] = 0.0
+        except Exception as err:
+            logger.exception("preparation %s: its results cannot be read here", job)
+            self._finish_failed(job, f"{type(err).__name__}: {err}")
+            return
+        self._promote(pair, job, seconds)
 
     def _promote(self, pair: Pair, job_id: str, seconds: dict[str, float]) -> None:
         with self._lock:
@@ -280,13 +326,17 @@ class ActiveState:
             self._version += 1
             callbacks = list(self._on_ready)
         logger.info("active pair %s ready (%s)", pair.id, seconds)
+        self._changed()
         for fn in callbacks:
             try:
                 fn(pair, seconds)
             except Exception:  # a listener must not break the switch
                 logger.exception("on_ready listener failed")
         if self.warm:
-            self._start_warm(pair)
+            with acting_as(self.owner):
+                job = self.service.submit_prepare(pair, steps="warm")
+            with self._lock:
+                self._warm_job = job
 
     def _finish_failed(self, job_id: str, error: str | None) -> None:
         with self._lock:
@@ -296,51 +346,71 @@ class ActiveState:
             self._job = None
             self._error = error
 
-    def _start_warm(self, pair: Pair) -> None:
-        service = self.service
-
-        def run(ctx: JobContext) -> None:
-            calls = {
-                WARM_STEPS[0]: lambda: service.foreground_probability(pair),
-                WARM_STEPS[1]: lambda: service.de_one_vs_rest(pair, should_stop=ctx.cancelled),
-            }
-            for i, (name, call) in enumerate(calls.items()):
-                ctx.check()
-                ctx.progress(i / len(calls), name)
-                call()
-
-        with self._lock:
-            self._warm_job = service.jobs.submit("warm", run, params={"pair": pair.to_dict()})
-
     def cancel(self) -> None:
         """Cancel the preparation of a pending pair (the active one stays)."""
         with self._lock:
             job = self._job
         if job is not None:
-            self.service.cancel(job)
+            self.service.jobs.cancel(job)
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            try:
+                self._on_change(self)
+            except Exception:  # saving must not break the switch
+                logger.exception("saving workspace %s failed", self.owner)
 
 
 def _pair_name(pair: Pair) -> str:
     return f"{pair.model.name or pair.model.id} on {pair.dataset.name or pair.dataset.id}"
 
 
-_state: ActiveState | None = None
+_default: ActiveState | None = None
+_workspaces: Any = None
 _state_lock = threading.Lock()
 
 
 def get_state() -> ActiveState:
-    """The process-wide state (an empty one over ``get_service()`` if none was set)."""
-    global _state
+    """The state of the workspace of the request being served (the server's default
+    state outside a request, or when no workspaces are installed)."""
+    global _default
     with _state_lock:
-        if _state is None:
+        if _default is None:
             from dashboard.backend import get_service
 
-            _state = ActiveState(get_service(), warm=False)
-        return _state
+            _default = ActiveState(get_service(), warm=False)
+        default, workspaces = _default, _workspaces
+    owner = current_owner()
+    if owner is None or workspaces is None:
+        return default
+    return workspaces.state(owner)
 
 
-def set_state(state: ActiveState | None) -> None:
-    """Install the process-wide state (``create_app`` and tests do)."""
-    global _state
+def get_workspaces() -> Any:
+    """The installed :class:`~dashboard.workspaces.Workspaces` (``None`` if none)."""
     with _state_lock:
-        _state = state
+        return _workspaces
+
+
+def open_link(pair_id: str) -> str | None:
+    """Switch the request's workspace to the pair a shared link names; one line for the
+    page, or ``None`` (already shown, or no workspace: nothing to switch)."""
+    workspaces, owner = get_workspaces(), current_owner()
+    if workspaces is None or owner is None:
+        return None
+    return workspaces.open_link(owner, pair_id)
+
+
+def default_state() -> ActiveState | None:
+    """The server's default state (what new workspaces follow), if installed."""
+    with _state_lock:
+        return _default
+
+
+def set_state(state: ActiveState | None, workspaces: Any = None) -> None:
+    """Install the server's default state and the workspaces over it (``create_app`` and
+    tests do; ``None`` removes them)."""
+    global _default, _workspaces
+    with _state_lock:
+        _default = state
+        _workspaces = workspaces

@@ -161,6 +161,8 @@ class ModelSwitch:
         try:
             info = service.wait(job)
             if str(info.status) != "done":
+                if info.kind == "train":
+                    service.discard_partial_checkpoint(job)
                 self._end(job, str(info.status), info.error or info.message)
                 return
             result = service.job_result(job)

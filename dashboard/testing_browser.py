@@ -7,6 +7,8 @@ One module for every browser test file; it imports selenium and pytest, so only 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard import ids
+
+#: The system Chromium and its driver (``.ci/run`` apt-installs them).
+CHROMIUM = Path(os.environ.get("TVE_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("TVE_CHROMEDRIVER", "/usr/bin/chromedriver"))
 
 WAIT = 30
 PAGES = {
@@ -115,6 +121,30 @@ return {by_color: by_color, labels: boxes};
 
 
 # ------------------------------------------------------------------------------ helpers
+def new_driver(chromium: Path = CHROMIUM, chromedriver: Path = CHROMEDRIVER) -> WebDriver:
+    """A headless Chromium (console log kept at ALL), a browser of its own: its own
+    cookies, hence its own workspace."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(chromium)
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--enable-unsafe-swiftshader",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=str(chromedriver))  # selenium 4.2 to 4.x alike
+    drv = webdriver.Chrome(options=options, service=service)
+    drv.set_page_load_timeout(60)
+    return drv
+
+
 def wait_for(driver: WebDriver, predicate: Any, message: str, timeout: float = WAIT) -> Any:
     """``WebDriverWait`` that tolerates a re-rendered element between polls."""
     return WebDriverWait(

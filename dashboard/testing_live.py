@@ -33,6 +33,8 @@ from dashboard.auth import set_password
 
 ROOT = Path(__file__).resolve().parents[1]
 USER, PASSWORD = "alice", "correct horse battery"
+#: A second user (multi-user tests and benchmark).
+OTHER_USER, OTHER_PASSWORD = "bob", "battery staple horse"
 SECRET = "TOP-SECRET-credential-7f3a"
 UPLOAD_LIMIT_MB = 64
 
@@ -215,10 +217,19 @@ class Live:
     secret: Path
     log: list[str] = field(default_factory=list)
     deps: list[dict[str, Any]] = field(default_factory=list)
+    users: dict[str, str] = field(default_factory=lambda: {USER: PASSWORD})
+    #: whose requests this handle sends (see :meth:`as_user`)
+    user: str = USER
 
     @property
     def auth(self) -> dict[str, str]:
-        return {"Authorization": basic(USER, PASSWORD)}
+        return {"Authorization": basic(self.user, self.users[self.user])}
+
+    def as_user(self, user: str) -> Live:
+        """The same server, talked to as ``user`` (one of :attr:`users`)."""
+        other = Live(**{**self.__dict__, "user": user})
+        other.log, other.deps = self.log, self.deps  # one log, one dependency list
+        return other
 
     def get(self, path: str, **kw: Any) -> requests.Response:
         headers = {**self.auth, **kw.pop("headers", {})}
@@ -231,17 +242,36 @@ class Live:
     def rss(self) -> int:
         return psutil.Process(self.proc.pid).memory_info().rss
 
-    def callback(self, output: str, values: dict[str, Any], changed: list[str]) -> dict:
-        """Fire the callback whose output names ``output`` (``"id.prop"``) as the browser
-        would; ``values`` maps ``"id.prop"`` to the values sent. Returns the response's
-        JSON (``{"response": {id: {prop: value}}}``), raising on a non-200 answer."""
+    def dependencies(self) -> list[dict[str, Any]]:
+        """The app's callbacks as the renderer reads them (``/_dash-dependencies``)."""
         if not self.deps:
             r = self.get("/_dash-dependencies")
             r.raise_for_status()
-            self.deps = r.json()
-        found = [d for d in self.deps if output in d["output"]]
+            self.deps[:] = r.json()
+        return self.deps
+
+    def callback(self, output: str, values: dict[str, Any], changed: list[str]) -> dict:
+        """Fire the callback whose output names ``output`` (``"id.prop"``) as the browser
+        would (of several, the one ``changed`` fires); ``values`` maps ``"id.prop"`` to the
+        values sent. Returns the response's JSON (``{"response": {id: {prop: value}}}``),
+        raising on a non-200 answer."""
+        found = [d for d in self.dependencies() if output in d["output"]]
+        if len(found) > 1:  # several write it: the one the changed input fires
+            found = [d for d in found if _fired_by(d, changed)]
         assert len(found) == 1, f"{len(found)} callbacks output {output}"
-        cb = found[0]
+        return self.post_callback(found[0], values, changed)
+
+    def fire(self, changed: str, values: dict[str, Any]) -> dict:
+        """Fire the one callback whose inputs include ``changed`` (``"id.prop"``), as the
+        browser does when that property changes; ``values`` as for :meth:`callback`."""
+        found = [d for d in self.dependencies() if _fired_by(d, [changed])]
+        assert len(found) == 1, f"{len(found)} callbacks take {changed}"
+        return self.post_callback(found[0], values, [changed])
+
+    def post_callback(
+        self, cb: dict[str, Any], values: dict[str, Any], changed: list[str]
+    ) -> dict:
+        """POST one callback request for dependency ``cb``."""
 
         def fill(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return [{**d, "value": values.get(f"{d['id']}.{d['property']}")} for d in items]
@@ -287,6 +317,10 @@ class Live:
         return "".join(self.log)
 
 
+def _fired_by(dep: dict[str, Any], changed: list[str]) -> bool:
+    return any(f"{i['id']}.{i['property']}" in changed for i in dep["inputs"])
+
+
 def shown_text(component: Any) -> str:
     """The text a rendered component (Dash JSON) shows."""
     if isinstance(component, dict):
@@ -308,8 +342,16 @@ def start_server(
     *,
     extra_env: dict[str, str] | None = None,
     upload_limit_mb: float = UPLOAD_LIMIT_MB,
+    users: dict[str, str] | None = None,
+    timeout: float = 180,
+    data: Path | None = None,
+    model: Path | None = None,
 ) -> Live:
-    """Start ``serve`` over folders under ``root`` (made when missing) and wait for it."""
+    """Start ``serve`` over folders under ``root`` (made when missing) and wait for it;
+    ``users`` (name: password, default :data:`USER` alone) may log in. It opens ``data``
+    and ``model`` (default: a small slice and a model trained on it for 3 epochs, made in
+    the data and model folders)."""
+    users = dict(users or {USER: PASSWORD})
     from model import TotalVI, read_cite_seq
 
     data_dir, model_dir, cache_dir = root / "data", root / "models", root / "cache"
@@ -319,15 +361,18 @@ def start_server(
     if not secret.exists():
         secret.parent.mkdir(exist_ok=True)
         secret.write_text(SECRET + "\n")
-    data = data_dir / "small.h5ad"
-    if not data.exists():
-        small_dataset(data)
-        model = TotalVI(read_cite_seq(data, batch_key="batch"), n_hidden=32, n_latent=5, seed=0)
-        model.train(max_epochs=3, device="cpu", early_stopping=False, precision="32")
-        model.save(model_dir / "small")
-    users = root / "users"
-    if not users.exists():
-        set_password(users, USER, PASSWORD)
+    if data is None or model is None:
+        data, model = data_dir / "small.h5ad", model_dir / "small"
+        if not data.exists():
+            small_dataset(data)
+            cells = read_cite_seq(data, batch_key="batch")
+            small = TotalVI(cells, n_hidden=32, n_latent=5, seed=0)
+            small.train(max_epochs=3, device="cpu", early_stopping=False, precision="32")
+            small.save(model)
+    users_file = root / "users"
+    if not users_file.exists():
+        for name, password in users.items():
+            set_password(users_file, name, password)
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
@@ -336,14 +381,15 @@ def start_server(
     }
     cmd = [
         sys.executable, "-m", "dashboard.cli", "serve", "--data", str(data),
-        "--model", str(model_dir / "small"), "--data-dir", str(data_dir),
-        "--model-dir", str(model_dir), "--cache-dir", str(cache_dir), "--auth-file", str(users),
+        "--model", str(model), "--data-dir", str(data_dir),
+        "--model-dir", str(model_dir), "--cache-dir", str(cache_dir),
+        "--auth-file", str(users_file),
         "--port", "0", "--threads", "6", "--max-upload-mb", str(upload_limit_mb),
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    live = Live("", proc, root, data_dir, model_dir, cache_dir, secret)
+    live = Live("", proc, root, data_dir, model_dir, cache_dir, secret, users=users)
     ready = threading.Event()
 
     def read() -> None:
@@ -358,7 +404,7 @@ def start_server(
         ready.set()
 
     threading.Thread(target=read, daemon=True).start()
-    if not ready.wait(180) or not live.url or proc.poll() is not None:
+    if not ready.wait(timeout) or not live.url or proc.poll() is not None:
         proc.kill()
         raise RuntimeError("serve did not start:\n" + live.log_text())
     return live

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from dashboard.backend.errors import BackendError
+from dashboard.backend.owner import current_owner, upload_area
 from dashboard.backend.uploads import clean_stale_uploads, store_upload
 
 if TYPE_CHECKING:
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Where uploads go: ``<data_dir>/uploads``.
-UPLOAD_FOLDER = "uploads"
 #: URL of the endpoint (``<target>`` is ``dataset`` or ``query``).
 ROUTE = "/_upload/<target>"
 #: Outcomes kept for the page to pick up (oldest forgotten first).
@@ -52,6 +51,7 @@ class UploadOutcome:
     data: Any = None
     error: str = ""
     kind: str = field(default="", compare=False)  # the refusal's error class name
+    owner: str | None = field(default=None, compare=False)  # whose upload it is
 
 
 _outcomes: OrderedDict[str, UploadOutcome] = OrderedDict()
@@ -69,17 +69,21 @@ def remember(outcome: UploadOutcome) -> str:
 
 
 def outcome(token: Any, target: str) -> UploadOutcome | None:
-    """The outcome of the upload ``token`` to ``target``; ``None`` when unknown."""
+    """The outcome of the upload ``token`` to ``target``; ``None`` when unknown or made by
+    another owner (a token is no way into someone else's upload)."""
     if not isinstance(token, str):
         return None
     with _lock:
         found = _outcomes.get(token)
-    return found if found is not None and found.target == target else None
+    owner = current_owner()  # None: not a request (the server itself, tests)
+    if found is None or found.target != target or (owner is not None and found.owner != owner):
+        return None
+    return found
 
 
 def upload_folder(service: AnalysisService) -> Path:
-    """The folder uploads are stored in."""
-    return Path(service.settings.data_dir) / UPLOAD_FOLDER
+    """The folder the current owner's uploads are stored in (``<data_dir>/uploads/<ws>``)."""
+    return upload_area(service.settings.data_dir, current_owner())
 
 
 def install_upload_route(
@@ -91,7 +95,9 @@ def install_upload_route(
     file for that target. Temporary uploads left by a crash are removed now."""
     from flask import jsonify, request
 
-    removed = clean_stale_uploads(upload_folder(service))
+    base = upload_area(service.settings.data_dir, None)
+    areas = [base, *(p for p in base.iterdir() if p.is_dir())] if base.is_dir() else []
+    removed = sum(clean_stale_uploads(area) for area in areas)
     if removed:
         log.info("uploads: removed %d temporary file(s) left by an earlier run", removed)
 
@@ -113,13 +119,17 @@ def install_upload_route(
                 validate=validate,
                 declared_bytes=declared,
             )
-            found = UploadOutcome(target, path=path, data=data)
+            found = UploadOutcome(target, path=path, data=data, owner=current_owner())
             log.info("uploads: stored %s (%s)", path.name, target)
         except BackendError as err:
-            found = UploadOutcome(target, error=str(err), kind=type(err).__name__)
+            found = UploadOutcome(
+                target, error=str(err), kind=type(err).__name__, owner=current_owner()
+            )
         except OSError as err:  # the disk is full, the client went away
             log.warning("uploads: %r not stored (%s)", filename, type(err).__name__)
-            found = UploadOutcome(target, error=f"{filename}: the upload did not complete")
+            found = UploadOutcome(
+                target, error=f"{filename}: the upload did not complete", owner=current_owner()
+            )
         return jsonify(upload=remember(found))
 
     server.add_url_rule(ROUTE, "totalvi_upload", receive, methods=["POST"])

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlencode
 
 import numpy as np
 
-KEYS = ("color", "layer", "sel", "region", "n")
+KEYS = ("pair", "color", "layer", "sel", "region", "n")
 #: Most bytes a link's region may take once decompressed (room for a lasso of the most
 #: vertices a region may have, 5,000).
 MAX_REGION_BYTES = 512 * 1024
@@ -118,10 +118,12 @@ def view_search(
     cells: Sequence[int] | None,
     n_cells: int | None,
     region: Mapping[str, Any] | None = None,
+    pair: str | None = None,
 ) -> str:
-    """The query string of a view: colour (omitted when default) and selection (cell
-    positions, or a ``region`` on datasets shown as a subsample)."""
-    params: dict[str, Any] = {}
+    """The query string of a view: the (dataset, model) ``pair`` it shows (its id, so a
+    colleague's workspace opens the same one), colour (omitted when default) and selection
+    (cell positions, or a ``region`` on datasets shown as a subsample)."""
+    params: dict[str, Any] = {"pair": pair}
     if color:
         feature, layer = color.get("feature"), color.get("layer") or "raw"
         if feature and feature != "obs:cell_type":

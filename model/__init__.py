@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from model.config import ModelVariant, TotalVIConfig, TrainConfig
     from model.data import CiteSeqData, CiteSeqDataError, read_cite_seq
-    from model.query import QueryDataError, QueryGeneMismatchError, map_query, transfer_labels
-    from model.totalvi import CheckpointError, TotalVI
+    from model.errors import CheckpointError, QueryDataError, QueryGeneMismatchError
+    from model.mapping import map_query, transfer_labels
+    from model.totalvi import TotalVI
     from model.train import TrainingCancelled, TrainProgress, TrainResult
 
 _WHERE = {
@@ -23,11 +24,11 @@ _WHERE = {
     "CiteSeqData": "model.data",
     "CiteSeqDataError": "model.data",
     "read_cite_seq": "model.data",
-    "QueryDataError": "model.query",
-    "QueryGeneMismatchError": "model.query",
-    "map_query": "model.query",
-    "transfer_labels": "model.query",
-    "CheckpointError": "model.totalvi",
+    "QueryDataError": "model.errors",
+    "QueryGeneMismatchError": "model.errors",
+    "map_query": "model.mapping",
+    "transfer_labels": "model.mapping",
+    "CheckpointError": "model.errors",
     "TotalVI": "model.totalvi",
     "TrainingCancelled": "model.train",
     "TrainProgress": "model.train",

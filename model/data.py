@@ -8,14 +8,13 @@ cell, gene or protein at fault and says how to fix it, so the dashboard can show
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import os
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,7 +54,7 @@ _N_SHOW = 5  # how many offending names a message lists
 RNA_ONLY_ADVICE = (
     "This looks like RNA-only data: TotalVI trains on RNA and protein counts together, but "
     "RNA-only cells can be mapped onto a trained model (Model page, “Map new data”; "
-    "in Python: model.query.map_query), which imputes their proteins"
+    "in Python: model.mapping.map_query), which imputes their proteins"
 )
 _HDF5_SUFFIXES = (".h5ad", ".h5mu", ".h5")
 #: Where the original symbols of names made unique are kept (var column / uns key).
@@ -308,6 +307,19 @@ class CiteSeqData:
             notices=self.notices,
         )
 
+    def select_proteins(self, keep: Sequence[int]) -> CiteSeqData:
+        """The same cells with only the protein columns ``keep`` (positions, in that order;
+        none: RNA only), e.g. a query that measured part of a reference's panel."""
+        cols = np.asarray(keep, dtype=np.int64)
+        mask = self.protein_batch_mask
+        return replace(
+            self,
+            protein=self.protein[:, cols],
+            protein_names=self.protein_names[cols],
+            protein_batch_mask=None if mask is None else mask[:, cols],
+            protein_symbols=None if self.protein_symbols is None else self.protein_symbols[cols],
+        )
+
     def fingerprint(self) -> str:
         """SHA-256 (hex) of the content, not the path: same counts and names give the same hash.
 
@@ -475,31 +487,22 @@ def read_cite_seq(
                 )
                 raise CiteSeqDataError(msg)
         return read_10x(p if name.endswith(".h5") else folder, source=src)
+    keys = {"batch_key": batch_key, "labels_key": labels_key, "layer": layer, "source": src}
     if name.endswith(".h5mu"):
-        with _duplicates_noted_here():
-            mdata = _read_or_fail(mudata.read_h5mu, p, "MuData (.h5mu)")
         return from_mudata(
-            mdata,
-            batch_key=batch_key,
-            labels_key=labels_key,
-            layer=layer,
+            _read_quietly(mudata.read_h5mu, p, "MuData (.h5mu)"),
             protein_layer=protein_layer,
             rna_modality=rna_modality,
             protein_modality=protein_modality,
             key_modalities=key_modalities,
-            source=src,
+            **keys,
         )
     if name.endswith(".h5ad"):
-        with _duplicates_noted_here():
-            adata = _read_or_fail(anndata.read_h5ad, p, "AnnData (.h5ad)")
         return from_anndata(
-            adata,
-            batch_key=batch_key,
-            labels_key=labels_key,
-            layer=layer,
+            _read_quietly(anndata.read_h5ad, p, "AnnData (.h5ad)"),
             protein_obsm_key=protein_obsm_key,
             protein_names_uns_key=protein_names_uns_key,
-            source=src,
+            **keys,
         )
     msg = f"{src}: unsupported file type {p.suffix or '(no suffix)'!r}; use {SUPPORTED_FORMATS}"
     raise CiteSeqDataError(msg)
@@ -568,9 +571,8 @@ def from_anndata(
     obs = adata.obs.copy()
     obs.index = pd.Index(adata.obs_names).astype(str)
     n = len(obs)
-    batch, bcats = _codes(_obs_column(batch_key, [obs], where), batch_key, where, "batch_key", n)
-    labels, lcats = _codes(
-        _obs_column(labels_key, [obs], where), labels_key, where, "labels_key", n
+    keys = _key_fields(
+        lambda key, _: _obs_column(key, [obs], where), batch_key, labels_key, where, n
     )
     return _build(
         rna=rna,
@@ -578,12 +580,7 @@ def from_anndata(
         obs=obs,
         var_names=pd.Index(adata.var_names),
         protein_names=protein_names,
-        batch=batch,
-        batch_categories=bcats,
-        batch_key=batch_key,
-        labels=labels if labels_key is not None else None,
-        label_categories=lcats if labels_key is not None else None,
-        labels_key=labels_key,
+        **keys,
         source=source,
         rna_field="X" if layer is None else f"layers[{layer!r}]",
         protein_field=field_name,
@@ -675,20 +672,13 @@ def from_mudata(
         return _obs_column(key, first + frames, where)
 
     n = len(obs)
-    batch, bcats = _codes(lookup(batch_key, "batch_key"), batch_key, where, "batch_key", n)
-    labels, lcats = _codes(lookup(labels_key, "labels_key"), labels_key, where, "labels_key", n)
     return _build(
         rna=rna,
         protein=prot,
         obs=obs,
         var_names=pd.Index(rna_ad.var_names),
         protein_names=pd.Index(prot_ad.var_names),
-        batch=batch,
-        batch_categories=bcats,
-        batch_key=batch_key,
-        labels=labels if labels_key is not None else None,
-        label_categories=lcats if labels_key is not None else None,
-        labels_key=labels_key,
+        **_key_fields(lookup, batch_key, labels_key, where, n),
         source=source,
         rna_field=f"{rna_modality}.X" if layer is None else f"{rna_modality}.layers[{layer!r}]",
         protein_field=f"{protein_modality}.X"
@@ -798,24 +788,15 @@ def align_features(
         mask = mask[:, pi]
         if mask.all():
             mask = None
-    return CiteSeqData(
+    return replace(
+        data,
         rna=data.rna[:, gi],
         protein=data.protein[:, pi],
-        obs=data.obs,
         var_names=want_genes,
         protein_names=want_prots,
-        batch=data.batch,
-        batch_categories=data.batch_categories,
-        batch_key=data.batch_key,
-        labels=data.labels,
-        label_categories=data.label_categories,
-        labels_key=data.labels_key,
         protein_batch_mask=mask,
-        source=data.source,
-        minified=data.minified,
         gene_symbols=data.original_var_names[gi],
         protein_symbols=data.original_protein_names[pi],
-        notices=data.notices,
     )
 
 
@@ -1218,6 +1199,30 @@ def _obs_column(key: str | None, frames: list[pd.DataFrame], where: str) -> pd.S
     raise CiteSeqDataError(msg)
 
 
+def _key_fields(
+    column: Callable[[str | None, str], pd.Series | None],
+    batch_key: str | None,
+    labels_key: str | None,
+    where: str,
+    n_cells: int,
+) -> dict[str, Any]:
+    """The batch and label fields of :func:`_build`, coded from the obs columns that
+    ``column(key, "batch_key" | "labels_key")`` finds (batch first)."""
+    batch, bcats = _codes(column(batch_key, "batch_key"), batch_key, where, "batch_key", n_cells)
+    labels, lcats = _codes(
+        column(labels_key, "labels_key"), labels_key, where, "labels_key", n_cells
+    )
+    has_labels = labels_key is not None
+    return {
+        "batch": batch,
+        "batch_categories": bcats,
+        "batch_key": batch_key,
+        "labels": labels if has_labels else None,
+        "label_categories": lcats if has_labels else None,
+        "labels_key": labels_key,
+    }
+
+
 def _codes(
     column: pd.Series | None, key: str | None, where: str, what: str, n_cells: int
 ) -> tuple[np.ndarray, list[str]]:
@@ -1281,13 +1286,12 @@ def _make_unique(names: Iterable[Any], join: str = "-") -> pd.Index:
     return pd.Index(values)
 
 
-@contextlib.contextmanager
-def _duplicates_noted_here() -> Iterator[None]:
-    """Silence anndata's "names are not unique ... call var_names_make_unique" warning while
-    reading a file: the reader makes them unique itself and says so in ``notices``."""
+def _read_quietly(reader: Callable[[Path], Any], path: Path, kind: str) -> Any:
+    """:func:`_read_or_fail` without anndata's "names are not unique ... call
+    var_names_make_unique" warning: the readers make names unique and say so in ``notices``."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*names are not unique", category=UserWarning)
-        yield
+        return _read_or_fail(reader, path, kind)
 
 
 def _listing(names: Iterable[Any], limit: int = _N_SHOW) -> str:

@@ -1,9 +1,9 @@
-"""The error every data reader raises on bad input (kept apart so that guards can raise it
-without importing the readers)."""
+"""The model's errors, kept apart so that guards, readers, loaders and the dashboard can raise
+and catch them without importing the modules that raise them (or torch)."""
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "CiteSeqDataError"]
+__all__ = ["CheckpointError", "CiteSeqDataError", "QueryDataError", "QueryGeneMismatchError"]
 
 
 class CiteSeqDataError(ValueError):
@@ -12,3 +12,11 @@ class CiteSeqDataError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be loaded; the message names the file and the problem."""
+
+
+class QueryDataError(CiteSeqDataError):
+    """The query cannot be mapped onto the reference (features or batches)."""
+
+
+class QueryGeneMismatchError(QueryDataError):
+    """Too few of the reference genes are measured in the query."""

@@ -15,10 +15,14 @@ import os
 import shutil
 from pathlib import Path
 
+import mudata
 import numpy as np
 import scipy.sparse as sp
 
+from model.data import MINIFY_UNS_KEY
 from model.model_folder import CARD_FILE, CHECKPOINT_FILE
+from model.read_options import ReadOptions
+from model.totalvi import TotalVI
 
 MINIFIED_TYPE = "latent_posterior_parameters"
 _DATA_FILE = "mdata.h5mu"
@@ -38,12 +42,6 @@ def minified_copy(
     modality ``rna``, batches from ``batch_key``), and all-zero sparse counts in every
     modality's ``X`` and layers. Returns ``out``.
     """
-    import mudata
-
-    from model.data import MINIFY_UNS_KEY
-    from model.read_options import ReadOptions
-    from model.totalvi import TotalVI
-
     src, dst = Path(folder), Path(out)
     dst.mkdir(parents=True, exist_ok=True)
     model = TotalVI.load(src / CHECKPOINT_FILE)
@@ -83,8 +81,6 @@ def renamed_copy(
     """The ``mdata.h5mu`` of ``folder`` written to ``out/mdata.h5mu`` under other names
     (each pair: ``(old, new)``): the RNA modality's obs column, its counts layer and the
     protein modality; the same cells in the same order. Returns the new file's path."""
-    import mudata
-
     src, dst = Path(folder), Path(out)
     dst.mkdir(parents=True, exist_ok=True)
     mdata = mudata.read_h5mu(src / _DATA_FILE)

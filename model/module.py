@@ -130,22 +130,9 @@ class TotalVAE(nn.Module):
                 "library_log_vars", torch.as_tensor(library_log_vars, dtype=torch.float32)
             )
 
-        if protein_background_prior_mean is None:
-            if v.use_efficiency:  # >= 1.3.1 initialisation
-                self.background_pro_alpha = nn.Parameter(3.0 * torch.ones(P, n_batch))
-                self.background_pro_log_beta = nn.Parameter(torch.zeros(P, n_batch))
-            else:
-                self.background_pro_alpha = nn.Parameter(torch.randn(P, n_batch))
-                self.background_pro_log_beta = nn.Parameter(
-                    torch.clamp(torch.randn(P, n_batch), -10, 1)
-                )
-        else:
-            mean = torch.as_tensor(protein_background_prior_mean, dtype=torch.float32)
-            scale = torch.as_tensor(protein_background_prior_scale, dtype=torch.float32)
-            self.background_pro_alpha = nn.Parameter(mean.reshape(P, n_batch).clone())
-            self.background_pro_log_beta = nn.Parameter(
-                torch.log(scale.reshape(P, n_batch)).clone()
-            )
+        self.background_pro_alpha, self.background_pro_log_beta = _background_prior(
+            c, protein_background_prior_mean, protein_background_prior_scale
+        )
         if v.use_efficiency:
             self.log_per_batch_efficiency = nn.Parameter(torch.zeros(P, n_batch))
 
@@ -155,36 +142,8 @@ class TotalVAE(nn.Module):
         npr = n_disp_prot[c.protein_dispersion]
         self.px_r = nn.Parameter(torch.randn(G, ng) if ng else torch.randn(G))
         self.py_r = nn.Parameter(2 * torch.rand(P, npr) if npr else 2 * torch.rand(P))
-
-        enc_bn = c.use_batch_norm in ("encoder", "both")
-        dec_bn = c.use_batch_norm in ("decoder", "both")
-        enc_ln = c.use_layer_norm in ("encoder", "both")
-        dec_ln = c.use_layer_norm in ("decoder", "both")
-        self.encoder = EncoderTotalVI(
-            G + P,
-            c.n_latent,
-            n_cat_list=[n_batch] if c.encode_covariates else None,
-            n_layers=c.n_layers_encoder,
-            n_hidden=c.n_hidden,
-            dropout_rate=c.dropout_rate_encoder,
-            distribution=c.latent_distribution,
-            use_batch_norm=enc_bn,
-            use_layer_norm=enc_ln,
-        )
-        self.decoder = DecoderTotalVI(
-            c.n_latent,
-            G,
-            P,
-            n_cat_list=[n_batch],
-            n_layers=c.n_layers_decoder,
-            n_hidden=c.n_hidden,
-            dropout_rate=c.dropout_rate_decoder,
-            use_batch_norm=dec_bn,
-            use_layer_norm=dec_ln,
-            bg_activation=v.bg_activation,
-            bg_beta_eps=v.bg_beta_eps,
-            gene_dispersion_per_cell=c.gene_dispersion == "gene-cell",
-        )
+        self.encoder = _encoder(c)
+        self.decoder = _decoder(c)
         mask = None if protein_batch_mask is None else torch.as_tensor(protein_batch_mask)
         self.register_buffer(
             "protein_batch_mask",
@@ -516,3 +475,58 @@ class TotalVAE(nn.Module):
 
 def _labels_or_zero(label: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(like) if label is None else label
+
+
+def _background_prior(
+    c: TotalVIConfig, mean: np.ndarray | None, scale: np.ndarray | None
+) -> tuple[nn.Parameter, nn.Parameter]:
+    """``background_pro_alpha`` and ``background_pro_log_beta``, ``(n_proteins, n_batch)``:
+    the empirical prior if given, else the initialisation of the scvi-tools version."""
+    P, n_batch = c.n_proteins, c.n_batch
+    if mean is None:
+        if c.variant.use_efficiency:  # >= 1.3.1 initialisation
+            return (
+                nn.Parameter(3.0 * torch.ones(P, n_batch)),
+                nn.Parameter(torch.zeros(P, n_batch)),
+            )
+        alpha = nn.Parameter(torch.randn(P, n_batch))
+        return alpha, nn.Parameter(torch.clamp(torch.randn(P, n_batch), -10, 1))
+    mean_t = torch.as_tensor(mean, dtype=torch.float32)
+    scale_t = torch.as_tensor(scale, dtype=torch.float32)
+    return (
+        nn.Parameter(mean_t.reshape(P, n_batch).clone()),
+        nn.Parameter(torch.log(scale_t.reshape(P, n_batch)).clone()),
+    )
+
+
+def _encoder(c: TotalVIConfig) -> EncoderTotalVI:
+    """The encoder of counts (genes then proteins) into q(z) and q(log l)."""
+    return EncoderTotalVI(
+        c.n_genes + c.n_proteins,
+        c.n_latent,
+        n_cat_list=[c.n_batch] if c.encode_covariates else None,
+        n_layers=c.n_layers_encoder,
+        n_hidden=c.n_hidden,
+        dropout_rate=c.dropout_rate_encoder,
+        distribution=c.latent_distribution,
+        use_batch_norm=c.use_batch_norm in ("encoder", "both"),
+        use_layer_norm=c.use_layer_norm in ("encoder", "both"),
+    )
+
+
+def _decoder(c: TotalVIConfig) -> DecoderTotalVI:
+    """The decoder of latents into RNA and protein likelihood parameters."""
+    return DecoderTotalVI(
+        c.n_latent,
+        c.n_genes,
+        c.n_proteins,
+        n_cat_list=[c.n_batch],
+        n_layers=c.n_layers_decoder,
+        n_hidden=c.n_hidden,
+        dropout_rate=c.dropout_rate_decoder,
+        use_batch_norm=c.use_batch_norm in ("decoder", "both"),
+        use_layer_norm=c.use_layer_norm in ("decoder", "both"),
+        bg_activation=c.variant.bg_activation,
+        bg_beta_eps=c.variant.bg_beta_eps,
+        gene_dispersion_per_cell=c.gene_dispersion == "gene-cell",
+    )

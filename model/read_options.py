@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from model.data import CiteSeqData
+from model.data import CiteSeqData, read_cite_seq
 
 #: Defaults of the readers when nothing says otherwise.
 DEFAULT_PROTEIN_OBSM_KEY = "protein_expression"
@@ -65,23 +64,25 @@ class ReadOptions:
         def text(value: Any) -> str | None:
             return None if value in _NO_KEY or not isinstance(value, str) else value
 
+        keys = {
+            "batch_key": text(args.get("batch_key")),
+            "labels_key": text(args.get("labels_key")),
+        }
         if mudata:
             return cls(
                 layer=text(args.get("rna_layer")),
-                batch_key=text(args.get("batch_key")),
-                labels_key=text(args.get("labels_key")),
                 protein_layer=text(args.get("protein_layer")),
                 rna_modality=text(mods.get("rna_layer")),
                 protein_modality=text(mods.get("protein_layer")),
                 batch_modality=text(mods.get("batch_key")),
                 labels_modality=text(mods.get("labels_key")),
+                **keys,
             )
         return cls(
             layer=text(args.get("layer")),
-            batch_key=text(args.get("batch_key")),
-            labels_key=text(args.get("labels_key")),
             protein_obsm_key=text(args.get("protein_expression_obsm_key")),
             protein_names_uns_key=text(args.get("protein_names_uns_key")),
+            **keys,
         )
 
     def overridden(
@@ -143,8 +144,6 @@ class ReadOptions:
 
     def read(self, path: str | os.PathLike[str]) -> CiteSeqData:
         """Read ``path`` with these options."""
-        from model.data import read_cite_seq
-
         return read_cite_seq(path, **self.read_kwargs())
 
     def to_dict(self) -> dict[str, str]:

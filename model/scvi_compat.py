@@ -2,7 +2,8 @@
 
 The state-dict keys of :class:`~model.module.TotalVAE` are scvi-tools' own, so loading is
 mostly rebuilding the architecture from the saved registry and ``init_params_`` and picking
-the numerics of the scvi-tools version that trained the model (spec §6, §10).
+the numerics of the scvi-tools version that trained the model (spec §6, §10). The result is
+a :class:`~model.checkpoint.SavedModel`, which :meth:`model.totalvi.TotalVI.load` wraps.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from model.checkpoint import SavedModel, plain_setup_args
 from model.config import ModelVariant, TotalVIConfig
+from model.errors import CheckpointError
 from model.module import TotalVAE
 from model.safe_pickle import UnsafeCheckpointError, load_checkpoint
-from model.totalvi import CheckpointError, TotalVI
 
 _MODEL_KWARGS = {
     "n_hidden",
@@ -68,14 +70,8 @@ def read_scvi_tools_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return ck
 
 
-def _version_tuple(v: str) -> tuple[int, int, int]:
-    from model.config import _parse_version
-
-    return _parse_version(v)
-
-
-def from_scvi_tools_checkpoint(ck: dict[str, Any], *, source: str | Path = "") -> TotalVI:
-    """Build a :class:`TotalVI` from a scvi-tools checkpoint dict (see :func:`read_...`)."""
+def from_scvi_tools_checkpoint(ck: dict[str, Any], *, source: str | Path = "") -> SavedModel:
+    """The model in a scvi-tools checkpoint dict (see :func:`read_scvi_tools_checkpoint`)."""
     src = os.fspath(source)
     attr = ck["attr_dict"]
     registry = attr.get("registry_") or {}
@@ -164,37 +160,27 @@ def from_scvi_tools_checkpoint(ck: dict[str, Any], *, source: str | Path = "") -
         first = str(err).splitlines()[:4]
         msg = f"{src}: weights do not match the architecture in its registry: {' '.join(first)}"
         raise CheckpointError(msg) from None
-    model = TotalVI.from_module(
-        module,
-        var_names=var_names,
-        protein_names=protein_names,
-        batch_categories=batch_cats,
-        protein_batch_mask=mask,
-    )
+    indices = {}
     for ours, theirs in (
         ("train_indices", "train_indices_"),
         ("validation_indices", "validation_indices_"),
     ):
         value = attr.get(theirs)
-        setattr(model, ours, None if value is None else np.asarray(value, dtype=np.int64))
-    model.history = _history(attr.get("history_"))
-    model.is_trained = bool(attr.get("is_trained_", True))
-    model.source = f"scvi-tools {version}"
-    model.setup_args = {k: v for k, v in (registry.get("setup_args") or {}).items() if _plain(v)}
-    model.setup_args["setup_method_name"] = registry.get("setup_method_name")
-    return model
-
-
-def _plain(value: Any) -> bool:
-    """A setup argument worth keeping: a scalar, or a flat mapping of scalars (such as
-    ``setup_mudata``'s ``modalities``)."""
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _scalar(v) for k, v in value.items())
-    return _scalar(value)
-
-
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
+        indices[ours] = None if value is None else np.asarray(value, dtype=np.int64)
+    setup_args = plain_setup_args(registry.get("setup_args") or {})
+    setup_args["setup_method_name"] = registry.get("setup_method_name")
+    return SavedModel(
+        module,
+        var_names=var_names,
+        protein_names=protein_names,
+        batch_categories=batch_cats,
+        protein_batch_mask=mask,
+        **indices,
+        history=_history(attr.get("history_")),
+        is_trained=bool(attr.get("is_trained_", True)),
+        source=f"scvi-tools {version}",
+        setup_args=setup_args,
+    )
 
 
 def _feature_names(

@@ -1,32 +1,41 @@
-"""User-facing TotalVI model: build from data, train, query and save/load.
+"""User-facing TotalVI model: build from data, train, map queries, save and load.
 
 This is the façade over :class:`~model.module.TotalVAE` (like scvi-tools' ``TOTALVI`` over
-``TOTALVAE``). Every query runs in minibatches over any :class:`~model.data.CiteSeqData`
-whose genes and proteins can be aligned to the model, so large datasets fit in memory.
+``TOTALVAE``). The posterior queries (:mod:`model.posterior`) run in minibatches over any
+:class:`~model.data.CiteSeqData` whose genes and proteins can be aligned to the model, so
+large datasets fit in memory. Checkpoints are read into a
+:class:`~model.checkpoint.SavedModel` (ours: :mod:`model.checkpoint`, scvi-tools':
+:mod:`model.scvi_compat`) that :meth:`TotalVI.load` wraps.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 
+from model.checkpoint import (
+    CHECKPOINT_FORMAT,
+    SavedModel,
+    from_payload,
+    read_payload,
+    write_checkpoint,
+)
 from model.config import TotalVIConfig, TrainConfig
-from model.data import CiteSeqData, CiteSeqDataError, align_features
+from model.data import CiteSeqData
 from model.errors import CheckpointError
-from model.model_folder import CHECKPOINT_FILE, locate_model
-from model.module import InferenceOutputs, TotalVAE
+from model.mapping import QueryInfo, map_query
+from model.model_folder import locate_model
+from model.module import TotalVAE
+from model.posterior import Likelihoods, PosteriorQueries
 from model.priors import library_size_prior, protein_background_prior
-from model.protein_scale import MEASURED, ProteinScale, is_measured
+from model.scvi_compat import from_scvi_tools_checkpoint, read_scvi_tools_checkpoint
 from model.train import (
     DeviceData,
     TrainProgress,
@@ -39,15 +48,10 @@ from model.train import (
 if TYPE_CHECKING:
     import anndata
 
-    from model.query import QueryInfo
-
-CHECKPOINT_FORMAT = "totalvi-explorer"
-CHECKPOINT_VERSION = 1
-
-BatchSpec = None | int | str | Sequence[int | str]
+__all__ = ["CheckpointError", "TotalVI"]
 
 
-class TotalVI:
+class TotalVI(PosteriorQueries, Likelihoods):
     """TotalVI for CITE-seq (Gayoso et al. 2021) in plain PyTorch.
 
     Parameters
@@ -172,7 +176,7 @@ class TotalVI:
         batch_categories: Sequence[str],
         protein_batch_mask: np.ndarray | None = None,
     ) -> TotalVI:
-        """Wrap an existing module (used by the checkpoint loaders)."""
+        """Wrap an existing module (as the checkpoint loaders and query mapping do)."""
         obj = cls.__new__(cls)
         obj._init(
             module,
@@ -262,10 +266,8 @@ class TotalVI:
         **kwargs: Any,
     ) -> TotalVI:
         """scArches query mapping: a new model with the query's batches appended, trained on
-        the query alone with every reference weight frozen (see :func:`model.query.map_query`
-        for the options). This model is left unchanged."""
-        from model.query import map_query
-
+        the query alone with every reference weight frozen (see
+        :func:`model.mapping.map_query` for the options). This model is left unchanged."""
         return map_query(
             self,
             query,
@@ -288,602 +290,63 @@ class TotalVI:
         ref = reference if isinstance(reference, TotalVI) else cls.load(reference)
         return ref.map_query(query, **kwargs)
 
-    # ------------------------------------------------------------------- helpers
-    def aligned(self, data: CiteSeqData | None = None) -> CiteSeqData:
-        """``data`` (or the attached data) aligned to the model's features and batches, as
-        every query aligns it first: call once before many queries on parts of it."""
-        return self._prepare_data(data)
-
-    def _prepare_data(self, data: CiteSeqData | None) -> CiteSeqData:
-        """Return ``data`` (or the attached data) aligned to the model's features and batches."""
-        if data is None:
-            if self.data is None:
-                msg = "this model has no attached data: pass a CiteSeqData to the query"
-                raise CiteSeqDataError(msg)
-            data = self.data
-        if not (
-            data.var_names.equals(self.var_names) and data.protein_names.equals(self.protein_names)
-        ):
-            data = align_features(data, var_names=self.var_names, protein_names=self.protein_names)
-        if list(data.batch_categories) != self.batch_categories:
-            data = self._map_batches(data)
-        if data.minified is not None and data.minified.qzm.shape[1] != self.config.n_latent:
-            msg = (
-                f"{data.source or 'data'}: its stored latent posterior has "
-                f"{data.minified.qzm.shape[1]} dimensions, the model {self.config.n_latent}"
-            )
-            raise CiteSeqDataError(msg)
-        return data
-
-    def _map_batches(self, data: CiteSeqData) -> CiteSeqData:
-        if len(self.batch_categories) == 1 and data.n_batch == 1:
-            return data.with_batches(np.zeros(data.n_cells, dtype=np.int64), self.batch_categories)
-        lookup = {name: i for i, name in enumerate(self.batch_categories)}
-        unknown = [c for c in data.batch_categories if c not in lookup]
-        if unknown:
-            msg = (
-                f"{data.source or 'data'}: batch categories {unknown[:5]} are not in the model "
-                f"(model batches: {self.batch_categories[:10]}); map them onto the model first"
-            )
-            raise CiteSeqDataError(msg)
-        codes = np.array([lookup[c] for c in data.batch_categories], dtype=np.int64)[data.batch]
-        return data.with_batches(codes, self.batch_categories, key=data.batch_key or "batch")
-
-    def _batch_codes(self, transform_batch: BatchSpec) -> list[int | None]:
-        if transform_batch is None:
-            return [None]
-        items = [transform_batch] if isinstance(transform_batch, (int, str)) else transform_batch
-        codes: list[int | None] = []
-        for item in items:
-            if isinstance(item, str):
-                if item not in self.batch_categories:
-                    msg = f"unknown batch {item!r}; the model knows {self.batch_categories}"
-                    raise ValueError(msg)
-                codes.append(self.batch_categories.index(item))
-            else:
-                if not 0 <= int(item) < self.config.n_batch:
-                    msg = f"batch code {item} out of range 0..{self.config.n_batch - 1}"
-                    raise ValueError(msg)
-                codes.append(int(item))
-        return codes
-
-    def _minibatches(
-        self, data: CiteSeqData, indices: np.ndarray | None, batch_size: int
-    ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        idx_all = np.arange(data.n_cells) if indices is None else np.asarray(indices)
-        if idx_all.dtype == bool:
-            idx_all = np.flatnonzero(idx_all)
-        for start in range(0, len(idx_all), batch_size):
-            idx = idx_all[start : start + batch_size]
-            rows = data.rna[idx]
-            x = rows.toarray() if sp.issparse(rows) else np.asarray(rows)
-            yield (
-                idx,
-                torch.as_tensor(x, dtype=torch.float32, device=self.device),
-                torch.as_tensor(data.protein[idx], dtype=torch.float32, device=self.device),
-                torch.as_tensor(data.batch[idx], dtype=torch.long, device=self.device).view(-1, 1),
-            )
-
-    def _infer(
-        self,
-        data: CiteSeqData,
-        idx: np.ndarray,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        b: torch.Tensor,
-        n_samples: int = 1,
-    ) -> InferenceOutputs:
-        """Encoder pass, or the stored posterior for minified (scvi-hub) data."""
-        if data.minified is None:
-            return self.module.inference(x, y, b, n_samples=n_samples)
-        m = data.minified
-        return self.module.cached_inference(
-            torch.as_tensor(m.qzm[idx], device=self.device),
-            torch.as_tensor(m.qzv[idx], device=self.device),
-            torch.as_tensor(m.observed_lib_size[idx], device=self.device),
-            b,
-            n_samples=n_samples,
-        )
-
-    @staticmethod
-    def _require_counts(data: CiteSeqData, what: str) -> None:
-        if data.minified is not None:
-            msg = (
-                f"{data.source or 'data'} is minified (counts were dropped, only the latent "
-                f"posterior is kept): {what} needs the original counts"
-            )
-            raise CiteSeqDataError(msg)
-
-    @contextlib.contextmanager
-    def _eval(self, seed: int | None) -> Iterator[None]:
-        was = self.module.training
-        self.module.eval()
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
-            # scvi-tools' DataLoader draws its base seed before the first minibatch: one draw
-            # here keeps every later draw on scvi-tools' random stream (bit-equal samples)
-            torch.empty((), dtype=torch.int64).random_()
-            try:
-                yield
-            finally:
-                self.module.train(was)
-
-    def _feature_index(self, names: Sequence[str] | None, all_names: pd.Index) -> np.ndarray:
-        if names is None:
-            return np.arange(len(all_names))
-        pos = all_names.get_indexer(list(names))
-        if (pos < 0).any():
-            missing = [n for n, p in zip(names, pos, strict=True) if p < 0]
-            msg = f"unknown feature(s) {missing[:5]} (model has {len(all_names)} of this kind)"
-            raise KeyError(msg)
-        return pos
-
-    # ------------------------------------------------------------------- queries
-    def get_latent_representation(
-        self,
-        data: CiteSeqData | None = None,
-        *,
-        indices: np.ndarray | None = None,
-        give_mean: bool = True,
-        mc_samples: int = 5000,
-        return_dist: bool = False,
-        batch_size: int = 1024,
-        seed: int | None = 0,
-    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Posterior mean (or one sample) of z per cell; ``return_dist`` gives (mean, var)."""
-        data = self._prepare_data(data)
-        means, variances, out = [], [], []
-        with self._eval(seed):
-            for idx, x, y, b in self._minibatches(data, indices, batch_size):
-                inf = self._infer(data, idx, x, y, b)
-                means.append(inf.qz_m.cpu().numpy())
-                variances.append(inf.qz_v.cpu().numpy())
-                if not give_mean:
-                    out.append(inf.z.cpu().numpy())
-                elif self.config.latent_distribution == "ln":
-                    samples = torch.distributions.Normal(inf.qz_m, inf.qz_v.sqrt()).sample(
-                        (mc_samples,)
-                    )
-                    out.append(torch.softmax(samples, dim=-1).mean(0).cpu().numpy())
-                else:
-                    out.append(inf.qz_m.cpu().numpy())
-        if return_dist:
-            return np.concatenate(means), np.concatenate(variances)
-        return np.concatenate(out)
-
-    def get_latent_library_size(
-        self,
-        data: CiteSeqData | None = None,
-        *,
-        indices: np.ndarray | None = None,
-        give_mean: bool = True,
-        batch_size: int = 1024,
-        seed: int | None = 0,
-    ) -> np.ndarray:
-        """Library size per cell: log-normal mean of q(l) or the observed RNA total."""
-        data = self._prepare_data(data)
-        self._require_counts(data, "the latent library size")
-        out = []
-        with self._eval(seed):
-            for _, x, y, b in self._minibatches(data, indices, batch_size):
-                inf = self.module.inference(x, y, b)
-                if give_mean:
-                    out.append(torch.exp(inf.ql_m + 0.5 * inf.ql_v).cpu().numpy())
-                else:
-                    out.append(inf.library_gene.cpu().numpy())
-        return np.concatenate(out).ravel()
-
-    def get_normalized_expression(
-        self,
-        data: CiteSeqData | None = None,
-        *,
-        indices: np.ndarray | None = None,
-        transform_batch: BatchSpec = None,
-        gene_list: Sequence[str] | None = None,
-        protein_list: Sequence[str] | None = None,
-        n_samples: int = 1,
-        library_size: float | Literal["latent"] = 1.0,
-        sample_protein_mixing: bool = False,
-        scale_protein: bool = False,
-        include_protein_background: bool = False,
-        return_mean: bool = True,
-        return_numpy: bool = False,
-        batch_size: int = 256,
-        seed: int | None = 0,
-        protein_scale: ProteinScale = MEASURED,
-    ) -> tuple[Any, Any]:
-        """Denoised RNA and protein (spec §7.3), averaged over ``transform_batch``.
-
-        RNA is ``px_scale · library_size`` (or ``px_rate`` for ``"latent"``); protein is the
-        foreground rate ``rate_fore · (1 − π)`` (+ background if asked). On the measured
-        scale (default) the rates are times the capture efficiency of the batch decoded in
-        (the cell's own, or ``transform_batch``), as the counts are;
-        ``protein_scale="efficiency-free"`` leaves it out, as scvi-tools 1.4.2 does.
-        """
-        data = self._prepare_data(data)
-        rna_parts, pro_parts, cells = [], [], []
-        for idx, rna, pro in self.iter_normalized_expression(
-            data,
-            indices=indices,
-            transform_batch=transform_batch,
-            gene_list=gene_list,
-            protein_list=protein_list,
-            n_samples=n_samples,
-            library_size=library_size,
-            sample_protein_mixing=sample_protein_mixing,
-            scale_protein=scale_protein,
-            include_protein_background=include_protein_background,
-            return_mean=return_mean,
-            batch_size=batch_size,
-            seed=seed,
-            protein_scale=protein_scale,
-        ):
-            rna_parts.append(rna)
-            pro_parts.append(pro)
-            cells.append(idx)
-        rna_out, pro_out = np.concatenate(rna_parts), np.concatenate(pro_parts)
-        if return_numpy or rna_out.ndim == 3:
-            return rna_out, pro_out
-        gi = self._feature_index(gene_list, self.var_names)
-        pi = self._feature_index(protein_list, self.protein_names)
-        obs_names = data.obs_names[np.concatenate(cells)]
-        return (
-            pd.DataFrame(rna_out, index=obs_names, columns=self.var_names[gi]),
-            pd.DataFrame(pro_out, index=obs_names, columns=self.protein_names[pi]),
-        )
-
-    def iter_normalized_expression(
-        self,
-        data: CiteSeqData | None = None,
-        *,
-        indices: np.ndarray | None = None,
-        transform_batch: BatchSpec = None,
-        gene_list: Sequence[str] | None = None,
-        protein_list: Sequence[str] | None = None,
-        n_samples: int = 1,
-        library_size: float | Literal["latent"] = 1.0,
-        sample_protein_mixing: bool = False,
-        scale_protein: bool = False,
-        include_protein_background: bool = False,
-        return_mean: bool = True,
-        batch_size: int = 256,
-        seed: int | None = 0,
-        protein_scale: ProteinScale = MEASURED,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """:meth:`get_normalized_expression` one minibatch at a time, for callers that must
-        not hold every cell at once: yields ``(cell positions, rna, protein)`` numpy arrays.
-
-        The draws are those of :meth:`get_normalized_expression` with the same arguments (one
-        random stream seeded once, minibatches in order), so concatenating the parts gives
-        its result bit for bit. The model stays in eval mode, under ``no_grad`` and on its
-        own forked random stream until the generator is exhausted or closed.
-        """
-        data = self._prepare_data(data)
-        gi = self._feature_index(gene_list, self.var_names)
-        pi = self._feature_index(protein_list, self.protein_names)
-        codes = self._batch_codes(transform_batch)
-        measured = is_measured(protein_scale)
-        with self._eval(seed):
-            for idx, x, y, b in self._minibatches(data, indices, batch_size):
-                rna_acc = pro_acc = None
-                for code in codes:
-                    inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
-                    gen = self.module.generative(
-                        inf.z,
-                        inf.library_gene,
-                        b,
-                        transform_batch=code,
-                        compute_dropout=False,
-                        compute_rna=len(gi) > 0,
-                    )
-                    px, py = gen.px, gen.py
-                    if len(gi):
-                        rna = px["rate"] if library_size == "latent" else px["scale"]
-                        rna = rna[..., gi]
-                    else:  # protein-only query: the gene heads were skipped
-                        rna = py["mixing"][..., :0]
-                    mix = torch.sigmoid(py["mixing"])
-                    if sample_protein_mixing:
-                        mix = torch.bernoulli(mix)
-                    rate_back, rate_fore = gen.protein_rates(measured=measured)
-                    pro = rate_fore * (1 - mix)
-                    if include_protein_background:
-                        pro = pro + rate_back * mix
-                    if scale_protein:
-                        pro = torch.nn.functional.normalize(pro, p=1, dim=-1)
-                    pro = pro[..., pi]
-                    rna_acc = rna if rna_acc is None else rna_acc + rna
-                    pro_acc = pro if pro_acc is None else pro_acc + pro
-                rna_acc = rna_acc / len(codes)
-                pro_acc = pro_acc / len(codes)
-                if library_size != "latent":
-                    rna_acc = rna_acc * float(library_size)
-                if n_samples > 1:
-                    rna_acc, pro_acc = rna_acc.permute(1, 2, 0), pro_acc.permute(1, 2, 0)
-                    if return_mean:
-                        rna_acc, pro_acc = rna_acc.mean(-1), pro_acc.mean(-1)
-                yield idx, rna_acc.cpu().numpy(), pro_acc.cpu().numpy()
-
-    def get_protein_foreground_probability(
-        self,
-        data: CiteSeqData | None = None,
-        *,
-        indices: np.ndarray | None = None,
-        transform_batch: BatchSpec = None,
-        protein_list: Sequence[str] | None = None,
-        n_samples: int = 1,
-        return_numpy: bool = False,
-        batch_size: int = 256,
-        seed: int | None = 0,
-    ) -> Any:
-        """Probability that each protein count is foreground: ``1 − mean_b σ(mixing)``."""
-        data = self._prepare_data(data)
-        pi = self._feature_index(protein_list, self.protein_names)
-        codes = self._batch_codes(transform_batch)
-        parts, cells = [], []
-        with self._eval(seed):
-            for idx, x, y, b in self._minibatches(data, indices, batch_size):
-                acc = None
-                for code in codes:
-                    inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
-                    gen = self.module.generative(
-                        inf.z,
-                        inf.library_gene,
-                        b,
-                        transform_batch=code,
-                        compute_dropout=False,
-                        compute_rna=False,
-                    )
-                    mix = torch.sigmoid(gen.py["mixing"])[..., pi]
-                    if n_samples > 1:
-                        mix = mix.mean(0)
-                    acc = mix if acc is None else acc + mix
-                parts.append((1 - acc / len(codes)).cpu().numpy())
-                cells.append(idx)
-        out = np.concatenate(parts)
-        if return_numpy:
-            return out
-        return pd.DataFrame(
-            out, index=data.obs_names[np.concatenate(cells)], columns=self.protein_names[pi]
-        )
-
-    def posterior_predictive_sample(
-        self,
-        data: CiteSeqData | None = None,
-        *,
-        indices: np.ndarray | None = None,
-        n_samples: int = 1,
-        gene_list: Sequence[str] | None = None,
-        protein_list: Sequence[str] | None = None,
-        batch_size: int = 256,
-        seed: int | None = 0,
-        protein_scale: ProteinScale = MEASURED,
-    ) -> dict[str, np.ndarray]:
-        """Counts drawn from the posterior predictive: ``{"rna", "protein"}`` arrays.
-
-        Shapes are ``(cells, features)`` or ``(cells, features, n_samples)``. Proteins come
-        from the likelihood the model was trained with (capture efficiency of the cell's
-        batch applied); ``protein_scale="efficiency-free"`` leaves it out and draws what
-        scvi-tools 1.4.2 draws. An empty ``gene_list`` skips the RNA heads and draws (faster;
-        the random stream is then not scvi-tools').
-        """
-        if self.config.gene_likelihood != "nb":
-            msg = "posterior_predictive_sample needs gene_likelihood='nb' (as in scvi-tools)"
-            raise ValueError(msg)
-        data = self._prepare_data(data)
-        gi = self._feature_index(gene_list, self.var_names)
-        pi = self._feature_index(protein_list, self.protein_names)
-        measured = is_measured(protein_scale)
-        rna_parts, pro_parts = [], []
-        with self._eval(seed):
-            for idx, x, y, b in self._minibatches(data, indices, batch_size):
-                inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
-                rna, pro = self.module.sample(
-                    x,
-                    y,
-                    b,
-                    n_samples=n_samples,
-                    inf=inf,
-                    measured=measured,
-                    compute_rna=len(gi) > 0,
-                )
-                rna, pro = rna[..., gi], pro[..., pi]
-                if n_samples > 1:
-                    rna, pro = rna.permute(1, 2, 0), pro.permute(1, 2, 0)
-                rna_parts.append(rna.cpu().numpy())
-                pro_parts.append(pro.cpu().numpy())
-        return {"rna": np.concatenate(rna_parts), "protein": np.concatenate(pro_parts)}
-
-    def impute_missing_proteins(
-        self,
-        data: CiteSeqData | None = None,
-        *,
-        indices: np.ndarray | None = None,
-        n_samples: int = 1,
-        batch_size: int = 256,
-        seed: int | None = 0,
-        protein_scale: ProteinScale = MEASURED,
-    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Denoised protein for every cell, with each protein decoded in the batches that
-        measured it (on their measured scale by default, see :meth:`get_normalized_expression`);
-        also a boolean table of which entries were imputed (not measured)."""
-        data = self._prepare_data(data)
-        measured = (
-            np.ones((self.config.n_batch, self.config.n_proteins), dtype=bool)
-            if self.protein_batch_mask is None
-            else np.asarray(self.protein_batch_mask, dtype=bool)
-        )
-        per_batch = []
-        for code in range(self.config.n_batch):
-            _, pro = self.get_normalized_expression(
-                data,
-                indices=indices,
-                transform_batch=code,
-                n_samples=n_samples,
-                return_numpy=True,
-                batch_size=batch_size,
-                seed=seed,
-                protein_scale=protein_scale,
-            )
-            per_batch.append(pro)
-        stack = np.stack(per_batch)  # (n_batch, cells, P)
-        weights = measured[:, None, :].astype(np.float32)
-        values = (stack * weights).sum(0) / np.maximum(weights.sum(0), 1)
-        idx = np.arange(data.n_cells) if indices is None else np.asarray(indices)
-        obs_names = data.obs_names[idx]
-        imputed = ~measured[data.batch[idx]]
-        return (
-            pd.DataFrame(values, index=obs_names, columns=self.protein_names),
-            pd.DataFrame(imputed, index=obs_names, columns=self.protein_names),
-        )
-
-    def get_elbo(
-        self,
-        data: CiteSeqData | None = None,
-        *,
-        indices: np.ndarray | None = None,
-        batch_size: int = 1024,
-        seed: int | None = 0,
-    ) -> float:
-        """Mean ELBO per cell, ``-(reconstruction loss + local KL)``: higher is better.
-
-        The same sign as scvi-tools' ``get_elbo`` (which returns ``-compute_elbo(...)``: "not
-        the negative ELBO, higher is better"), so it is negative for count data and is minus
-        the training history's ``elbo_validation`` (the per-cell loss scvi-tools logs under
-        that name) on the same cells.
-        """
-        return -self._mean_losses(data, indices=indices, batch_size=batch_size, seed=seed)[
-            "negative_elbo"
-        ]
-
-    def get_reconstruction_error(
-        self,
-        data: CiteSeqData | None = None,
-        *,
-        indices: np.ndarray | None = None,
-        batch_size: int = 1024,
-        seed: int | None = 0,
-    ) -> dict[str, float]:
-        """Mean per-cell reconstruction losses (negative log-likelihoods, lower is better).
-
-        Keys ``reconstruction_loss_gene`` and ``reconstruction_loss_protein``, values as
-        scvi-tools' ``get_reconstruction_error`` returns them for TOTALVI (positive losses).
-        """
-        losses = self._mean_losses(data, indices=indices, batch_size=batch_size, seed=seed)
-        return {k: losses[k] for k in ("reconstruction_loss_gene", "reconstruction_loss_protein")}
-
-    def _mean_losses(
-        self,
-        data: CiteSeqData | None,
-        *,
-        indices: np.ndarray | None,
-        batch_size: int,
-        seed: int | None,
-    ) -> dict[str, float]:
-        """Per-cell means of the reconstruction losses and of the negative ELBO (kl weight 1)."""
-        data = self._prepare_data(data)
-        self._require_counts(data, "the ELBO / reconstruction error")
-        tot = {
-            "reconstruction_loss_gene": 0.0,
-            "reconstruction_loss_protein": 0.0,
-            "negative_elbo": 0.0,
-        }
-        n = 0
-        with self._eval(seed):
-            for idx, x, y, b in self._minibatches(data, indices, batch_size):
-                _, _, out = self.module(x, y, b, 1.0)
-                tot["reconstruction_loss_gene"] += out.rec_gene.sum().item()
-                tot["reconstruction_loss_protein"] += out.rec_protein.sum().item()
-                tot["negative_elbo"] += out.elbo_per_cell().sum().item()
-                n += len(idx)
-        return {k: v / max(n, 1) for k, v in tot.items()}
-
-    def get_marginal_ll(
-        self,
-        data: CiteSeqData | None = None,
-        *,
-        indices: np.ndarray | None = None,
-        n_mc_samples: int = 100,
-        batch_size: int = 256,
-        seed: int | None = 0,
-    ) -> float:
-        """Importance-sampled mean log p(x, y) per cell."""
-        data = self._prepare_data(data)
-        self._require_counts(data, "the marginal likelihood")
-        total, n = 0.0, 0
-        with self._eval(seed):
-            for idx, x, y, b in self._minibatches(data, indices, batch_size):
-                total += self.module.marginal_ll(x, y, b, n_mc_samples).sum().item()
-                n += len(idx)
-        return total / max(n, 1)
-
     # --------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write ``path/model.pt`` atomically (temp file, then rename). Returns the file."""
-        folder = Path(path)
-        target = folder / CHECKPOINT_FILE
-        if target.exists() and not overwrite:
-            msg = f"{target} exists; pass overwrite=True to replace it"
-            raise FileExistsError(msg)
-        folder.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": CHECKPOINT_VERSION,
-            "config": self.config.to_dict(),
-            "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
-            "var_names": [str(v) for v in self.var_names],
-            "protein_names": [str(v) for v in self.protein_names],
-            "batch_categories": [str(v) for v in self.batch_categories],
-            "protein_batch_mask": None
-            if self.protein_batch_mask is None
-            else torch.as_tensor(np.asarray(self.protein_batch_mask, dtype=bool)),
-            "train_indices": None
-            if self.train_indices is None
-            else torch.as_tensor(np.asarray(self.train_indices, dtype=np.int64)),
-            "validation_indices": None
-            if self.validation_indices is None
-            else torch.as_tensor(np.asarray(self.validation_indices, dtype=np.int64)),
-            "history": {c: self.history[c].tolist() for c in self.history.columns},
-            "train_config": None if self.train_config is None else self.train_config.to_dict(),
-            "setup_args": {k: v for k, v in self.setup_args.items() if _plain(v)},
-            "is_trained": bool(self.is_trained),
-            "source": self.source,
-            "data_fingerprint": self.data_fingerprint,
-        }
-        fd, tmp_name = tempfile.mkstemp(prefix=".model.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            torch.save(payload, tmp)
-            umask = os.umask(0)
-            os.umask(umask)
-            tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-            tmp.replace(target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return target
+        saved = SavedModel(
+            self.module,
+            var_names=list(self.var_names),
+            protein_names=list(self.protein_names),
+            batch_categories=list(self.batch_categories),
+            protein_batch_mask=self.protein_batch_mask,
+            train_indices=self.train_indices,
+            validation_indices=self.validation_indices,
+            history=self.history,
+            train_config=self.train_config,
+            setup_args=self.setup_args,
+            is_trained=self.is_trained,
+            source=self.source,
+            data_fingerprint=self.data_fingerprint,
+        )
+        return write_checkpoint(saved, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], data: CiteSeqData | None = None) -> TotalVI:
-        """Load our own checkpoint or a scvi-tools ``model.pt`` (file or its folder).
+        """Load our own checkpoint or a scvi-tools ``model.pt`` (file or its folder; see
+        :func:`model.model_folder.locate_model`).
 
         Our format loads with ``weights_only=True``; scvi-tools files go through a restricted
         unpickler that admits only tensors, numpy arrays and pandas tables.
         """
-        from model.scvi_compat import from_scvi_tools_checkpoint, read_scvi_tools_checkpoint
-
-        file = _checkpoint_file(path)
-        try:
-            payload = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception:
-            payload = None
-        if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
-            model = cls._from_payload(payload, file)
+        file = locate_model(path).checkpoint
+        payload = read_payload(file)
+        if payload is not None:
+            saved = from_payload(payload, file)
         else:
-            model = from_scvi_tools_checkpoint(read_scvi_tools_checkpoint(file), source=file)
+            saved = from_scvi_tools_checkpoint(read_scvi_tools_checkpoint(file), source=file)
+        model = cls.from_saved(saved)
         if data is not None:
             model.attach_data(data)
+        return model
+
+    @classmethod
+    def from_saved(cls, saved: SavedModel) -> TotalVI:
+        """Wrap a module read from a checkpoint, with the state saved beside it."""
+        model = cls.from_module(
+            saved.module,
+            var_names=saved.var_names,
+            protein_names=saved.protein_names,
+            batch_categories=saved.batch_categories,
+            protein_batch_mask=saved.protein_batch_mask,
+        )
+        model.train_indices = saved.train_indices
+        model.validation_indices = saved.validation_indices
+        model.history = saved.history
+        model.train_config = saved.train_config
+        model.setup_args = saved.setup_args
+        model.is_trained = saved.is_trained
+        model.source = saved.source
+        model.data_fingerprint = saved.data_fingerprint
         return model
 
     def attach_data(self, data: CiteSeqData) -> TotalVI:
@@ -892,41 +355,6 @@ class TotalVI:
         self.data = self._prepare_data(data)
         self.data_fingerprint = self.data.fingerprint()
         return self
-
-    @classmethod
-    def _from_payload(cls, payload: dict[str, Any], file: Path) -> TotalVI:
-        if payload.get("format_version", 0) > CHECKPOINT_VERSION:
-            msg = (
-                f"{file}: written by a newer TotalVI Explorer (format {payload['format_version']})"
-            )
-            raise CheckpointError(msg)
-        try:
-            config = TotalVIConfig.from_dict(payload["config"])
-            mask = payload.get("protein_batch_mask")
-            mask_np = None if mask is None else mask.numpy().astype(bool)
-            module = TotalVAE(config, protein_batch_mask=mask_np)
-            module.load_state_dict(payload["state_dict"], strict=True)
-        except (KeyError, TypeError, RuntimeError) as err:
-            msg = f"{file}: checkpoint does not match a TotalVI model ({err})"
-            raise CheckpointError(msg) from None
-        model = cls.from_module(
-            module,
-            var_names=payload["var_names"],
-            protein_names=payload["protein_names"],
-            batch_categories=payload["batch_categories"],
-            protein_batch_mask=mask_np,
-        )
-        for key in ("train_indices", "validation_indices"):
-            value = payload.get(key)
-            setattr(model, key, None if value is None else value.numpy())
-        model.history = pd.DataFrame(payload.get("history") or {})
-        tc = payload.get("train_config")
-        model.train_config = None if tc is None else TrainConfig(**tc)
-        model.setup_args = dict(payload.get("setup_args") or {})
-        model.is_trained = bool(payload.get("is_trained", False))
-        model.source = str(payload.get("source", CHECKPOINT_FORMAT))
-        model.data_fingerprint = str(payload.get("data_fingerprint", ""))
-        return model
 
     def summary(self) -> dict[str, Any]:
         """Summary statistics as an scvi-hub model card lists them."""
@@ -955,21 +383,3 @@ class TotalVI:
         """Whether measured and efficiency-free protein values differ (an efficiency not 1)."""
         eff = self.protein_efficiency()
         return eff is not None and not np.allclose(eff.to_numpy(), 1.0)
-
-
-def _plain(value: Any) -> bool:
-    """A setup argument worth keeping: a scalar, or a flat mapping of scalars (such as
-    ``setup_mudata``'s ``modalities``)."""
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _scalar(v) for k, v in value.items())
-    return _scalar(value)
-
-
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
-
-
-def _checkpoint_file(path: str | os.PathLike[str]) -> Path:
-    """The checkpoint of a model folder, hub download or ``model.pt`` (see
-    :func:`model.model_folder.locate_model`)."""
-    return locate_model(path).checkpoint

@@ -22,14 +22,16 @@ _lock = threading.Lock()
 
 def get_service() -> AnalysisService:
     """The process-wide service, built on first use from the settings given to
-    :func:`configure` (default ``Settings.from_env()``), so background workers in other
-    processes rebuild the same service."""
+    :func:`configure` (default: :func:`~dashboard.backend.settings.load_settings`, the one
+    configuration loader), so background workers in other processes rebuild the same
+    service."""
     global _service
     with _lock:
         if _service is None:
             from dashboard.backend.service import AnalysisService
+            from dashboard.backend.settings import load_settings
 
-            _service = AnalysisService(_settings)
+            _service = AnalysisService(_settings if _settings is not None else load_settings())
         return _service
 
 

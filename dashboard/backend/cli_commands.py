@@ -1,9 +1,11 @@
-"""Backend subcommands for ``totalvi-explorer``: ``train``, ``precompute`` and ``export``.
+"""Subcommands and option helpers of ``totalvi-explorer``: ``train``, ``precompute`` and
+``export``, and the flags every command shares.
 
-``dashboard/cli.py`` wires them in with :func:`add_subcommands`. Each command builds an
-:class:`~dashboard.backend.service.AnalysisService` from the environment (``--cache-dir``
-overrides the cache folder), shows progress with tqdm and turns backend errors into one
-``error: ...`` line and exit status 2.
+``dashboard/cli.py`` wires them in with :func:`add_subcommands`. Every command builds its
+configuration with :func:`config_of` (the one loader,
+:func:`~dashboard.backend.settings.load_config`: defaults < ``--config`` file < environment
+< flags) before anything else, shows progress and turns backend and configuration errors
+into one ``error: ...`` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,14 +14,26 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from dashboard.backend.errors import BackendError
+from dashboard.backend.settings import (
+    CONFIG_ENV,
+    ENV_PREFIX,
+    Config,
+    ReadKeys,
+    describe_default,
+    load_config,
+)
+from model.config import Precision, TotalVIConfig, TrainConfig
 from model.protein_scale import PROTEIN_SCALES
 
 COMMANDS = ("train", "precompute", "export")
-CACHE_DIR_HELP = "results cache folder (default: $TOTALVI_EXPLORER_CACHE_DIR, else data/cache)"
+#: The read flags every command that reads data takes (``dest`` names; their values are
+#: :meth:`model.read_options.ReadOptions.overridden` keywords).
+READ_FLAGS = tuple(f.name for f in fields(ReadKeys))
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -40,6 +54,104 @@ class DefaultsFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def _default(cls: type, name: str) -> Any:
+    """The default of dataclass ``cls``'s field ``name``."""
+    return next(f.default for f in fields(cls) if f.name == name)
+
+
+# ------------------------------------------------------------------- configuration flags
+def add_config_flag(
+    p: argparse.ArgumentParser,
+    key: str,
+    text: str,
+    *,
+    group: Any = None,
+    shown: str | None = None,
+    **kwargs: Any,
+) -> None:
+    """``--KEY`` for config key ``key``, read by :func:`config_of` through the loader.
+
+    It has no argparse default (``None``: not given, so the file, environment or field
+    default applies) and no argparse type (the loader converts it); its help ``text`` gets
+    the field's default (or ``shown``) unless it already states one.
+    """
+    if "default" not in text:
+        text = f"{text} (default: {describe_default(key) if shown is None else shown})"
+    (group or p).add_argument(
+        "--" + key.replace("_", "-"), dest=key, default=None, help=text, **kwargs
+    )
+    p.set_defaults(config_flags=(*(p.get_default("config_flags") or ()), key))
+    _set_epilog(p)
+
+
+def add_config_file_flag(p: argparse.ArgumentParser) -> None:
+    """``--config FILE``, and an epilog saying where else the options may be set."""
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"TOML config file (default: ${CONFIG_ENV}, else none)",
+    )
+    p.set_defaults(config_flags=p.get_default("config_flags") or ())
+    _set_epilog(p)
+
+
+def _set_epilog(p: argparse.ArgumentParser) -> None:
+    """Say which options may also come from the environment or the config file."""
+    keys = p.get_default("config_flags") or ()
+    if not keys:
+        return
+    options = ", ".join("--" + k.replace("_", "-") for k in keys)
+    p.epilog = (
+        f"{options} can also be set as {ENV_PREFIX}<OPTION> (e.g. {ENV_PREFIX}"
+        f"{keys[0].upper()}) or as keys of a TOML --config file (e.g. {keys[0]} = ...), as "
+        "can every other setting (see README): flag > environment > file > default."
+    )
+
+
+def config_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The config flags of a parsed command, by key (``None``: not given)."""
+    return {key: getattr(args, key) for key in getattr(args, "config_flags", ())}
+
+
+def config_of(args: argparse.Namespace) -> Config:
+    """The configuration of a parsed command: its config flags over the environment over
+    its ``--config`` file (or ``$TOTALVI_EXPLORER_CONFIG``) over the defaults."""
+    return load_config(config_file=getattr(args, "config", None), flags=config_flags(args))
+
+
+def add_read_flags(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
+    """The flags that say where a file keeps its counts and keys, the same on every command.
+
+    ``with_model``: the command opens a checkpoint, whose registry (its setup arguments)
+    gives the defaults; a flag overrides that part. ``''`` clears a part (``--batch-key ''``
+    is one batch, ``--layer ''`` reads ``X``).
+    """
+    default = "the model's registry, else " if with_model else ""
+    g = p.add_argument_group("where the data keeps its counts and keys")
+    for key, text, shown in (
+        ("layer", "RNA counts layer", "X"),
+        ("batch_key", "obs column of batches, '' for one batch", "none, one batch"),
+        ("labels_key", "obs column of cell-type labels", "none, types from clusters"),
+        (
+            "protein_key",
+            "protein counts: the obsm key of an .h5ad, the modality of an .h5mu",
+            "protein_expression / protein",
+        ),
+        ("protein_layer", "layer of the .h5mu protein modality", "X"),
+        ("rna_modality", "RNA modality of an .h5mu", "rna"),
+    ):
+        add_config_flag(p, key, text, group=g, shown=default + shown)
+
+
+def read_flags(args: argparse.Namespace) -> dict[str, str]:
+    """The read flags given on the command line (those left out are not in the dict); the
+    configuration's are :attr:`Config.read_flags`."""
+    return {k: getattr(args, k) for k in READ_FLAGS if getattr(args, k, None) is not None}
+
+
+# -------------------------------------------------------------------------- subcommands
 def add_subcommands(
     subparsers: Any, *, include: Sequence[str] = COMMANDS
 ) -> dict[str, argparse.ArgumentParser]:
@@ -54,34 +166,51 @@ def add_subcommands(
         p = subparsers.add_parser(
             "train", help="train TotalVI on a CITE-seq file and save it", **fmt
         )
-        _data_args(p)
+        p.add_argument("data", type=Path, help=".h5ad, .h5mu, 10x .h5 or 10x folder")
+        add_read_flags(p, with_model=False)
+        p.add_argument(
+            "--n-latent",
+            type=int,
+            default=_default(TotalVIConfig, "n_latent"),
+            help="latent dimensions",
+        )
         p.add_argument(
             "--max-epochs",
             type=int,
             default=None,
-            help="most epochs (default: min(400, 20000 / n_cells * 400), as scvi-tools)",
+            help="most epochs; training stops early on the validation ELBO "
+            "(default: min(400, 20000 / n_cells * 400), as scvi-tools)",
         )
-        p.add_argument("--n-latent", type=int, default=20, help="latent dimensions")
-        p.add_argument("--seed", type=int, default=0, help="random seed")
-        p.add_argument("--out", type=Path, required=True, help="model folder (required)")
+        add_config_flag(p, "seed", "random seed")
+        add_config_flag(p, "device", "cpu or cuda", shown="cuda if present")
+        p.add_argument(
+            "--precision",
+            choices=get_args(Precision),
+            default=_default(TrainConfig, "precision"),
+            help="training matmul precision; auto: bf16-mixed on CPUs with native bfloat16, "
+            "else 32",
+        )
+        p.add_argument(
+            "--out",
+            type=Path,
+            required=True,
+            metavar="DIR",
+            help="model folder to write (required)",
+        )
+        p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+        add_config_file_flag(p)
         p.set_defaults(func=cmd_train)
         parsers["train"] = p
     if "precompute" in include:
         p = subparsers.add_parser(
             "precompute", help="fill the results cache (UMAP, clusters, DE, metrics)", **fmt
         )
-        _data_args(p, with_model=True)
-        p.add_argument(
-            "--model", type=Path, required=True, help="model folder or model.pt (required)"
-        )
+        _data_args(p)
         p.set_defaults(func=cmd_precompute)
         parsers["precompute"] = p
     if "export" in include:
         p = subparsers.add_parser("export", help="write results to .h5mu and tables to CSV", **fmt)
-        _data_args(p, with_model=True)
-        p.add_argument(
-            "--model", type=Path, required=True, help="model folder or model.pt (required)"
-        )
+        _data_args(p)
         p.add_argument("--out", type=Path, required=True, help="output .h5mu file (required)")
         p.add_argument(
             "--tables", type=Path, default=None, help="folder for CSV tables (default: none)"
@@ -92,88 +221,33 @@ def add_subcommands(
     return parsers
 
 
-#: The read flags every command that reads data takes (``dest`` names; their values are
-#: :meth:`model.read_options.ReadOptions.overridden` keywords).
-READ_FLAGS = ("layer", "batch_key", "labels_key", "protein_key", "protein_layer", "rna_modality")
-
-
-def add_read_flags(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
-    """The flags that say where a file keeps its counts and keys, the same on every command.
-
-    ``with_model``: the command opens a checkpoint, whose registry (its setup arguments)
-    gives the defaults; a flag overrides that part. ``''`` clears a part (``--batch-key ''``
-    is one batch, ``--layer ''`` reads ``X``).
-    """
-    default = "the model's registry, else " if with_model else ""
-    g = p.add_argument_group("where the data keeps its counts and keys")
-    g.add_argument("--layer", default=None, help=f"RNA counts layer (default: {default}X)")
-    g.add_argument(
-        "--batch-key",
+def _data_args(p: argparse.ArgumentParser) -> None:
+    """DATA, ``--model``, the read flags, ``--cache-dir``, ``--protein-scale``, ``--config``."""
+    p.add_argument(
+        "data",
+        type=Path,
+        nargs="?",
         default=None,
-        help=f"obs column of batches, '' for one batch (default: {default}none, one batch)",
+        help=".h5ad, .h5mu, 10x .h5 or 10x folder (default: the data saved in --model's folder)",
     )
-    g.add_argument(
-        "--labels-key",
-        default=None,
-        help=f"obs column of cell-type labels (default: {default}none, types from clusters)",
+    p.add_argument("--model", type=Path, required=True, help="model folder or model.pt (required)")
+    add_read_flags(p)
+    add_config_flag(p, "cache_dir", "results cache folder")
+    add_config_flag(
+        p,
+        "protein_scale",
+        "denoised proteins and model-card tables: measured (rate x the batch's capture "
+        "efficiency, the counts' scale) or efficiency-free (as scvi-tools 1.4.2, e.g. to "
+        "regenerate its model card)",
+        choices=PROTEIN_SCALES,
     )
-    g.add_argument(
-        "--protein-key",
-        default=None,
-        help="protein counts: the obsm key of an .h5ad, the modality of an .h5mu "
-        f"(default: {default}protein_expression / protein)",
-    )
-    g.add_argument(
-        "--protein-layer",
-        default=None,
-        help=f"layer of the .h5mu protein modality (default: {default}X)",
-    )
-    g.add_argument(
-        "--rna-modality",
-        default=None,
-        help=f"RNA modality of an .h5mu (default: {default}rna)",
-    )
+    add_config_file_flag(p)
 
 
-def read_flags(args: argparse.Namespace) -> dict[str, str]:
-    """The read flags given on the command line (those left out are not in the dict)."""
-    return {k: getattr(args, k) for k in READ_FLAGS if getattr(args, k, None) is not None}
-
-
-def _data_args(p: argparse.ArgumentParser, *, with_model: bool = False) -> None:
-    if with_model:
-        p.add_argument(
-            "data",
-            type=Path,
-            nargs="?",
-            default=None,
-            help=".h5ad, .h5mu, 10x .h5 or 10x folder (default: the data saved in --model's "
-            "folder)",
-        )
-    else:
-        p.add_argument("data", type=Path, help=".h5ad, .h5mu, 10x .h5 or 10x folder")
-    add_read_flags(p, with_model=with_model)
-    p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_DIR_HELP)
-    if with_model:
-        p.add_argument(
-            "--protein-scale",
-            choices=PROTEIN_SCALES,
-            default=None,
-            help="denoised proteins and model-card tables: measured (rate x the batch's "
-            "capture efficiency, the counts' scale) or efficiency-free (as scvi-tools 1.4.2, "
-            "e.g. to regenerate its model card) (default: TOTALVI_EXPLORER_PROTEIN_SCALE, "
-            "else measured)",
-        )
-
-
-def _service(args: argparse.Namespace) -> Any:
+def _service(config: Config) -> Any:
     from dashboard.backend.service import AnalysisService
-    from dashboard.backend.settings import Settings
 
-    overrides: dict[str, Any] = {"cache_dir": args.cache_dir} if args.cache_dir else {}
-    if getattr(args, "protein_scale", None):
-        overrides["protein_scale"] = args.protein_scale
-    return AnalysisService(Settings.from_env(**overrides))
+    return AnalysisService(config.settings)
 
 
 @contextmanager
@@ -207,60 +281,70 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
     return run
 
 
-def _open(service: Any, args: argparse.Namespace) -> Any:
-    """Open DATA (read flags on the readers' defaults); its notices (e.g. duplicate names
-    made unique) go to stderr, one line each."""
-    from model.read_options import ReadOptions
-
-    ref = service.open_dataset(args.data, options=ReadOptions().overridden(**read_flags(args)))
-    _notices(service, ref)
-    return ref
+def print_notices(data: Any) -> None:
+    """Each of a dataset's notices (e.g. duplicate names made unique) as one stderr line."""
+    for note in getattr(data, "notices", ()):
+        print(f"note: {note}", file=sys.stderr)
 
 
-def _open_pair(service: Any, args: argparse.Namespace) -> Any:
-    """Open ``--model`` with DATA read the way the model's registry says (flags on top)."""
-    pair = service.open_model(args.model, data=args.data, flags=read_flags(args))
-    _notices(service, pair.dataset)
+def _open_pair(service: Any, args: argparse.Namespace, config: Config) -> Any:
+    """Open ``--model`` with DATA read the way the model's registry says (read keys on top)."""
+    pair = service.open_model(args.model, data=args.data, flags=config.read_flags)
+    print_notices(service.dataset(pair.dataset))
     return pair
 
 
-def _notices(service: Any, ref: Any) -> None:
-    for note in service.dataset(ref).notices:
-        print(f"note: {note}", file=sys.stderr)
+def _print_progress(p: Any) -> None:
+    print(
+        f"epoch {p.epoch:>4}/{p.max_epochs}  elbo_train {p.elbo_train:10.2f}  "
+        f"elbo_validation {p.elbo_validation:10.2f}  kl_weight {p.kl_weight:5.3f}  "
+        f"lr {p.lr:.2e}  {p.seconds:7.1f}s",
+        flush=True,
+    )
 
 
 @_guard
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train TotalVI on DATA and save it to ``--out``."""
-    service = _service(args)
-    try:
-        dataset = _open(service, args)
-        with _progress_bar("train") as progress:
-            pair = service.train(
-                dataset,
-                out_dir=args.out,
-                max_epochs=args.max_epochs,
-                n_latent=args.n_latent,
-                seed=args.seed,
-                progress=progress,
-            )
-        history = service.training_history(pair)
-        last = history.iloc[-1] if len(history) else {}
-        print(
-            f"trained {len(history)} epochs; validation ELBO "
-            f"{float(last.get('elbo_validation', float('nan'))):.2f}; saved {args.out}"
-        )
-    finally:
-        service.close()
+    """Train TotalVI on DATA (read keys on the readers' defaults) and save it to ``--out``;
+    seed and device come from the configuration (``--seed``, ``--device``)."""
+    config = config_of(args)
+    from model import TotalVI
+    from model.read_options import OURS, ReadOptions
+
+    options = ReadOptions().overridden(**config.read_flags)
+    data = options.read(args.data)
+    print_notices(data)
+    print(
+        f"{args.data}: {data.n_cells} cells, {data.n_genes} genes, {data.n_proteins} proteins, "
+        f"{data.n_batch} batch(es)"
+    )
+    seed = config.settings.seed
+    model = TotalVI(data, n_latent=args.n_latent, seed=seed)
+    model.setup_args[OURS] = options.to_dict()  # `run --model OUT --data DATA` reads it so
+    overrides: dict[str, Any] = {"seed": seed, "precision": args.precision}
+    if args.max_epochs:
+        overrides["max_epochs"] = args.max_epochs
+    if config.settings.device:
+        overrides["device"] = config.settings.device
+    result = model.train(progress=None if args.quiet else _print_progress, **overrides)
+    path = model.save(args.out, overwrite=True)
+    last = result.history.iloc[-1]
+    print(
+        f"trained {result.epochs} epochs in {result.seconds:.1f}s on {result.device} "
+        f"({result.precision})"
+        f"{' (early stop)' if result.stopped_early else ''}; validation ELBO "
+        f"{last['elbo_validation']:.2f}; saved {path}"
+    )
     return 0
 
 
 @_guard
 def cmd_precompute(args: argparse.Namespace) -> int:
     """Compute and cache everything the dashboard shows for DATA with ``--model``."""
-    service = _service(args)
+    config = config_of(args)
+    service = _service(config)
     try:
-        pair = _open_pair(service, args)
+        pair = _open_pair(service, args, config)
         before = service.cache.stats.computed
         with _progress_bar("precompute") as progress:
             keys = service.precompute(pair, progress=progress)
@@ -280,9 +364,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     (``.h5mu``), and DE and metric tables to ``--tables``."""
     from dashboard.backend.export import write_h5mu, write_tables
 
-    service = _service(args)
+    config = config_of(args)
+    service = _service(config)
     try:
-        pair = _open_pair(service, args)
+        pair = _open_pair(service, args, config)
         with _progress_bar("export") as progress:
             if args.tables is not None:
                 service.precompute(pair, progress=lambda f, m: progress(0.8 * f, m))

@@ -49,6 +49,7 @@ from typing import Any
 
 from dashboard.backend.errors import JobCancelled, JobFailed, JobNotFound
 from dashboard.backend.lifetime import die_with_parent
+from dashboard.backend.owner import current_owner
 
 logger = logging.getLogger(__name__)
 #: Seconds a finished job's record is kept whatever the count limit (its waiters read it).
@@ -99,6 +100,15 @@ class JobInfo:
     finished: float | None = None
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
+    #: who started it (the request's owner; ``None``: the server itself, shared by all)
+    owner: str | None = field(default_factory=current_owner)
+    #: what runs it: ``thread``, ``process`` or ``celery``, and the Celery worker's name
+    executor: str = "thread"
+    worker: str = ""
+
+    def visible_to(self, owner: str | None) -> bool:
+        """Whether ``owner`` (``None``: no request, the server) may see this job."""
+        return owner is None or self.owner is None or self.owner == owner
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (status as its string value)."""
@@ -448,7 +458,9 @@ class JobRunner:
         event = threading.Event()
         self._events[job_id] = event
         self._process_jobs.add(job_id)
-        self.registry.write(JobInfo(id=job_id, kind=kind, params=_jsonable(params or {})))
+        self.registry.write(
+            JobInfo(id=job_id, kind=kind, params=_jsonable(params or {}), executor="process")
+        )
         plog = ProgressLog(kind, job_id)
         self._futures[job_id] = self._pool.submit(
             self._run_process, job_id, target, tuple(args), event, plog, cleanup
@@ -614,12 +626,19 @@ def run_job(
     result_key: Callable[[], str | None] | None = None,
     result_json: Callable[[Any], Any] | None = None,
     on_progress: Callable[[float, str], None] | None = None,
+    worker: str = "",
 ) -> tuple[bool, Any]:
     """Run ``fn(ctx)`` for the registered job ``job_id`` here (thread, child process or
     another machine's worker), recording status, pid, progress, result or error in
     ``registry`` (and passing each recorded progress to ``on_progress``). Returns
-    ``(True, result)`` when it finished, else ``(False, None)``."""
+    ``(True, result)`` when it finished, else ``(False, None)``.
+
+    ``worker`` names the Celery worker running it (kept in the record). A job that is no
+    longer queued (a task delivered twice, a job already failed) is not run again."""
     ctx = JobContext(registry, job_id, event or threading.Event(), on_progress)
+    if registry.read(job_id, check_alive=False).status != JobStatus.QUEUED:
+        logger.warning("job %s is not queued any more; not running it again", job_id)
+        return False, None
     if ctx.cancelled():
         registry.update(
             job_id,
@@ -634,6 +653,7 @@ def run_job(
         started=time.time(),
         pid=os.getpid(),
         host=socket.gethostname(),
+        **({"worker": worker} if worker else {}),
     )
     try:
         result = fn(ctx)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dashboard.backend.errors import InvalidSelection
+from dashboard.backend.owner import current_owner, workspace_id
 
 if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
@@ -129,8 +130,13 @@ class CellTypeNames:
         self._lock = threading.Lock()
 
     def path(self, pair: Pair) -> Path:
-        """The pair's file."""
-        return self.folder / f"{pair.dataset.fingerprint[:24]}-{pair.model.fingerprint[:24]}.json"
+        """The pair's file: in the current owner's workspace folder inside a request
+        (``<folder>/workspaces/<ws>/``), else in ``folder`` itself (CLI, exports)."""
+        name = f"{pair.dataset.fingerprint[:24]}-{pair.model.fingerprint[:24]}.json"
+        owner = current_owner()
+        if owner is None:
+            return self.folder / name
+        return self.folder / "workspaces" / workspace_id(owner) / name
 
     def get(self, pair: Pair) -> dict[str, str]:
         """``{type id: name}`` of the renamed types (empty when none, or unreadable)."""
@@ -173,13 +179,13 @@ class CellTypeNames:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         body = {
             "dataset": pair.dataset.fingerprint,
             "model": pair.model.fingerprint,
             "names": dict(names),
         }
-        fd, tmp_name = tempfile.mkstemp(prefix=".names-", suffix=".tmp", dir=self.folder)
+        fd, tmp_name = tempfile.mkstemp(prefix=".names-", suffix=".tmp", dir=path.parent)
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -4,7 +4,10 @@ The Model page names datasets (the picker, the new-data picker, uploads) and mod
 those names arrive in callback requests, so anyone who can reach the server can send any
 string. :func:`resolve_in_folder` turns such a name into a path inside the folder or refuses
 it with one readable line: ``..`` components, absolute paths outside the folder and symlinks
-that resolve outside it are refused; symlinks that stay inside are fine.
+that resolve outside it are refused; symlinks that stay inside are fine. Inside a request, a
+path in another user's private area (``uploads/<workspace>/``, ``users/<workspace>/``, see
+:mod:`dashboard.backend.owner`) is refused as well, and the listings
+(:func:`list_datasets`, :func:`list_model_folders`) leave those areas out.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from dashboard.backend.errors import DatasetNotFound
+from dashboard.backend.owner import current_owner, foreign_area, workspace_id
+from model.model_folder import ModelFolder, find_model_folders
+
+#: File suffixes offered as datasets (with 10x ``matrix.mtx`` folders).
+DATA_SUFFIXES = (".h5ad", ".h5mu", ".h5")
 
 
 def resolve_in_folder(
@@ -61,7 +69,72 @@ def resolve_in_folder(
         # temporary files (uploads still arriving or being checked) are never offered
         msg = f"{what} {raw!r} refused: hidden files and folders cannot be opened"
         raise error(msg)
+    if foreign_area(resolved.relative_to(base), current_owner()):
+        msg = f"{what} {raw!r} refused: it belongs to another user's workspace"
+        raise error(msg)
     return resolved
+
+
+def shown_path(path: str | os.PathLike[str], base: str | os.PathLike[str]) -> str:
+    """``path`` as a list shows it: relative to ``base``, the current owner's private area
+    named ``my uploads`` / ``my models`` (not its workspace id), else the path itself."""
+    try:
+        rel = Path(path).relative_to(base)
+    except ValueError:
+        return str(path)
+    owner = current_owner()
+    parts = rel.parts
+    if owner is not None and len(parts) > 2 and parts[1] == workspace_id(owner):
+        mine = {"uploads": "my uploads", "users": "my models"}.get(parts[0])
+        if mine is not None:
+            return str(Path(mine, *parts[2:]))
+    return str(rel)
+
+
+def list_datasets(folder: str | os.PathLike[str], *, max_depth: int = 3) -> list[Path]:
+    """CITE-seq files (``.h5ad``, ``.h5mu``, 10x ``.h5`` and matrix folders) under
+    ``folder`` that the current owner may open: the shared area and their own uploads
+    (not the cache and model folders, hidden files, or other users' uploads)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    owner = current_owner()
+    out: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".")
+            and d not in {"cache", "models"}
+            and not foreign_area(rel / d, owner)
+        )
+        if len(rel.parts) >= max_depth:
+            dirs[:] = []
+        if any(f.startswith("matrix.mtx") for f in files):
+            out.append(Path(root))
+            dirs[:] = []
+            continue
+        out += [
+            Path(root) / f
+            for f in sorted(files)
+            if f.lower().endswith(DATA_SUFFIXES) and not f.startswith(".")  # no temp files
+        ]
+    return out
+
+
+def list_model_folders(model_dir: str | os.PathLike[str]) -> list[ModelFolder]:
+    """The model folders under ``model_dir`` the current owner may load (the shared area
+    and the models they trained)."""
+    base = Path(model_dir).expanduser().resolve()
+    owner = current_owner()
+    out = []
+    for folder in find_model_folders(model_dir):
+        where = Path(folder.root or folder.folder).resolve()
+        if where.is_relative_to(base) and foreign_area(where.relative_to(base), owner):
+            continue
+        out.append(folder)
+    return out
 
 
 def is_inside(folder: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,10 +29,12 @@ import pandas as pd
 
 from dashboard.backend.blocks import BlockManifest, BlockStore
 from dashboard.backend.cache import ResultCache
+from dashboard.backend.celery_jobs import CeleryJobs
 from dashboard.backend.errors import (
     BackendError,
     DatasetNotFound,
     InvalidSelection,
+    JobNotFound,
     ModelDataMismatch,
     ModelNotFound,
     ModelNotTrained,
@@ -39,6 +42,8 @@ from dashboard.backend.errors import (
 from dashboard.backend.fingerprint import cache_key, model_fingerprint
 from dashboard.backend.jobs import JobContext, JobInfo, JobRegistry, JobRunner
 from dashboard.backend.names import CellTypeNames
+from dashboard.backend.owner import current_owner
+from dashboard.backend.preparation import STEP_LISTS, prepare_pair
 from dashboard.backend.refs import DatasetRef, ModelRef, Pair
 from dashboard.backend.registry import BoundedRegistry
 from dashboard.backend.sampling import stratified_subsample
@@ -47,8 +52,8 @@ from model.protein_scale import EFFICIENCY_FREE, MEASURED, ProteinScale, check_p
 from model.read_options import OURS, ReadOptions
 
 if TYPE_CHECKING:
+    from dashboard.backend.mapping import QueryMapResult
     from dashboard.backend.metrics import MetricsResult
-    from dashboard.backend.query import QueryMapResult
     from model.data import CiteSeqData
     from model.hub_card import HubCard
     from model.totalvi import TotalVI
@@ -90,13 +95,19 @@ class AnalysisService:
     Parameters
     ----------
     settings
-        Folders, cache limits and analysis defaults (default: :meth:`Settings.from_env`).
+        Folders, cache limits and analysis defaults (the one loader's,
+        :func:`~dashboard.backend.settings.load_settings`, or a test's).
     max_jobs
-        Background jobs that run at once.
+        Background jobs that run at once on this process's threads.
+    remote
+        Run the long jobs (preparation, queries, training) on Celery workers when
+        ``settings.redis_url`` is set; a worker's own service passes ``False``.
     """
 
-    def __init__(self, settings: Settings | None = None, *, max_jobs: int = 2) -> None:
-        self.settings = settings or Settings.from_env()
+    def __init__(
+        self, settings: Settings, *, max_jobs: int = 2, remote: bool = True
+    ) -> None:
+        self.settings = settings
         s = self.settings
         self.cache = ResultCache(
             s.results_dir,
@@ -112,6 +123,9 @@ class AnalysisService:
             s.jobs_dir, max_age=s.job_record_max_age, max_count=s.job_record_max_count
         )
         self.jobs = JobRunner(registry, max_workers=max_jobs)
+        #: Celery workers for the long jobs when ``redis_url`` is set (``remote=False``: a
+        #: worker's own service, which runs what it is given)
+        self.remote = CeleryJobs(s, registry) if remote and s.redis_url else None
         self._datasets: BoundedRegistry[str, CiteSeqData] = BoundedRegistry(s.max_loaded_datasets)
         self._models: BoundedRegistry[tuple[str, str], TotalVI] = BoundedRegistry(
             s.max_loaded_datasets
@@ -122,6 +136,8 @@ class AnalysisService:
     def close(self) -> None:
         """Cancel running jobs and close the cache."""
         self.jobs.shutdown(cancel=True)
+        if self.remote is not None:
+            self.remote.close()
         self.cache.close()
 
     # ================================================================== datasets
@@ -1138,16 +1154,47 @@ class AnalysisService:
         return keys
 
     # ====================================================================== jobs
-    def submit(self, query: str, pair: Pair, **params: Any) -> str:
-        """Run query ``query`` (one of :data:`JOB_QUERIES`) for ``pair`` as a background job.
+    def job_body(self, kind: str, payload: dict[str, Any]) -> JobBody:
+        """What job ``kind`` runs for ``payload`` (JSON), the same on a server thread and
+        on a Celery worker: ``prepare`` ({pair, steps}), ``query`` ({query, pair, params})
+        or ``train`` ({dataset, kwargs})."""
+        if kind == "prepare":
+            pair, steps = Pair.from_dict(payload["pair"]), str(payload.get("steps"))
+            if steps not in STEP_LISTS:
+                msg = f"unknown step list {steps!r}"
+                raise InvalidSelection(msg)
 
-        Returns the job id; the job's record gets the result's cache key when it finishes.
-        """
+            def prepare(ctx: JobContext) -> dict[str, float]:
+                return prepare_pair(
+                    self, pair, steps=steps, progress=ctx.progress, should_stop=ctx.cancelled
+                )
+
+            return JobBody(prepare, result_json=lambda seconds: seconds)
+        if kind == "query":
+            return self._query_body(
+                str(payload["query"]), Pair.from_dict(payload["pair"]), payload["params"]
+            )
+        if kind == "train":
+            dataset, kwargs = DatasetRef.from_dict(payload["dataset"]), payload["kwargs"]
+            out_dir = kwargs.get("out_dir")
+
+            def train(ctx: JobContext) -> dict[str, Any]:
+                try:
+                    return train_in_process(ctx, self.settings, dataset, kwargs)
+                except BaseException:
+                    if out_dir is not None:
+                        _discard_partial_checkpoint(out_dir)
+                    raise
+
+            return JobBody(train, result_json=lambda result: result)
+        msg = f"unknown job kind {kind!r}"
+        raise InvalidSelection(msg)
+
+    def _query_body(self, query: str, pair: Pair, params: dict[str, Any]) -> JobBody:
         if query not in JOB_QUERIES:
             msg = f"unknown job query {query!r}; choose one of {JOB_QUERIES}"
             raise InvalidSelection(msg)
         method = getattr(self, query)
-
         accepted = inspect.signature(method).parameters
 
         def run(ctx: JobContext) -> Any:
@@ -1161,26 +1208,53 @@ class AnalysisService:
             ctx.check()
             return result
 
+        return JobBody(run, result_key=lambda: getattr(self._tls, "last_key", None))
+
+    def _dispatch(self, kind: str, name: str, payload: dict[str, Any], params: dict) -> str:
+        """Run job ``kind`` (recorded as ``name``) on a Celery worker when configured,
+        else on this process's threads; returns the job id."""
+        if self.remote is not None:
+            return self.remote.submit(name, {"kind": kind, **payload}, params=params)
+        body = self.job_body(kind, payload)
         return self.jobs.submit(
-            query,
-            run,
-            params={"pair": pair.to_dict(), **{k: _describe(v) for k, v in params.items()}},
-            result_key=lambda: getattr(self._tls, "last_key", None),
+            name, body.fn, params=params, result_key=body.result_key, result_json=body.result_json
         )
+
+    def submit(self, query: str, pair: Pair, **params: Any) -> str:
+        """Run query ``query`` (one of :data:`JOB_QUERIES`) for ``pair`` as a background job
+        (on a Celery worker when ``redis_url`` is set). Returns the job id; the job's record
+        gets the result's cache key when it finishes."""
+        if query not in JOB_QUERIES:
+            msg = f"unknown job query {query!r}; choose one of {JOB_QUERIES}"
+            raise InvalidSelection(msg)
+        payload = {"query": query, "pair": pair.to_dict(), "params": _json_params(params)}
+        described = {"pair": pair.to_dict(), **{k: _describe(v) for k, v in params.items()}}
+        return self._dispatch("query", query, payload, described)
+
+    def submit_prepare(self, pair: Pair, *, steps: str = "essential") -> str:
+        """Prepare ``pair`` (:mod:`dashboard.backend.preparation`) as a background job;
+        ``steps``: ``essential`` (what every page needs) or ``warm`` (what later pages use)."""
+        name = "prepare" if steps == "essential" else "warm"
+        payload = {"pair": pair.to_dict(), "steps": steps}
+        return self._dispatch("prepare", name, payload, {"pair": pair.to_dict()})
 
     def submit_train(self, dataset: DatasetRef, *, process: bool = False, **kwargs: Any) -> str:
         """:meth:`train` as a background job (cancel stops training at the next step).
 
-        With ``process=True`` training runs in a child process (spawn) whose pid is in the
-        job's record, so it can be killed like any process; the dataset must then have been
-        opened from a file (the child reads it again) and ``kwargs`` must be picklable. If
-        the child dies, what it was writing under ``out_dir`` is removed.
+        On a Celery worker when ``redis_url`` is set. Else, with ``process=True``, training
+        runs in a child process (spawn) whose pid is in the job's record, so it can be
+        killed like any process; the dataset must then have been opened from a file (the
+        child or worker reads it again) and ``kwargs`` must be picklable (JSON for a
+        worker). If the child dies, what it was writing under ``out_dir`` is removed.
         """
         params = {"dataset": dataset.to_dict(), **{k: _describe(v) for k, v in kwargs.items()}}
+        if (self.remote is not None or process) and dataset.path is None:
+            msg = "training in a separate process needs a dataset opened from a file"
+            raise InvalidSelection(msg)
+        if self.remote is not None:
+            payload = {"dataset": dataset.to_dict(), "kwargs": _json_params(kwargs)}
+            return self._dispatch("train", "train", payload, params)
         if process:
-            if dataset.path is None:
-                msg = "training in a separate process needs a dataset opened from a file"
-                raise InvalidSelection(msg)
             out_dir = kwargs.get("out_dir")
             return self.jobs.submit_process(
                 "train",
@@ -1222,7 +1296,7 @@ class AnalysisService:
     ) -> DatasetRef:
         """Read a query dataset (RNA-only ``.h5ad`` allowed) and register it
         (``untrusted``: validated in a child process first, as :meth:`open_dataset`)."""
-        from dashboard.backend.query import open_query
+        from dashboard.backend.mapping import open_query
 
         return open_query(self, path, batch_key=batch_key, name=name, untrusted=untrusted)
 
@@ -1237,8 +1311,8 @@ class AnalysisService:
         should_stop: Callable[[], bool] | None = None,
     ) -> QueryMapResult:
         """Map ``query`` onto ``pair``'s model; registers and returns the combined pair
-        (:func:`dashboard.backend.query.map_query`). ``pair`` is left unchanged."""
-        from dashboard.backend.query import DEFAULT_K, map_query
+        (:func:`dashboard.backend.mapping.map_query`). ``pair`` is left unchanged."""
+        from dashboard.backend.mapping import DEFAULT_K, map_query
 
         return map_query(
             self,
@@ -1271,11 +1345,30 @@ class AnalysisService:
         )
 
     def job(self, job_id: str) -> JobInfo:
-        """A job's record (status, progress, message, error, result key)."""
-        return self.jobs.status(job_id)
+        """A job's record (status, progress, message, error, result key).
+
+        Inside a request only the owner's jobs and the server's own are found: another
+        user's job id reads as unknown (:class:`JobNotFound`)."""
+        info = self.jobs.status(job_id)
+        if not info.visible_to(current_owner()):
+            msg = f"no job {job_id}"
+            raise JobNotFound(msg)
+        return info
+
+    def discard_partial_checkpoint(self, job_id: str) -> None:
+        """Remove what a training job that did not finish left in its output folder (a
+        worker killed mid-save leaves a hidden staging folder; never a model)."""
+        out_dir = self.jobs.status(job_id).params.get("out_dir")
+        if isinstance(out_dir, str) and out_dir:
+            _discard_partial_checkpoint(out_dir)
+
+    def jobs_of(self, owner: str | None) -> list[JobInfo]:
+        """The job records ``owner`` may see (``None``: all), newest first."""
+        return [info for info in self.jobs.registry.list() if info.visible_to(owner)]
 
     def cancel(self, job_id: str) -> JobInfo:
-        """Request cancellation of a job."""
+        """Request cancellation of a job (the owner's only, inside a request)."""
+        self.job(job_id)
         return self.jobs.cancel(job_id)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobInfo:
@@ -1284,8 +1377,7 @@ class AnalysisService:
 
     def job_result(self, job_id: str, timeout: float | None = None) -> Any:
         """A finished job's result (from this process, else from the cache by its key)."""
-        from dashboard.backend.errors import JobNotFound
-
+        self.job(job_id)
         try:
             return self.jobs.result(job_id, timeout)
         except JobNotFound:
@@ -1313,7 +1405,7 @@ def train_in_process(
     """Body of a training job in another process (a spawned child or a Celery worker):
     rebuild the service from ``settings``, reread the dataset from its path, train, save
     (atomically) and return the new pair as a dict (the job's ``result``)."""
-    service = AnalysisService(settings, max_jobs=1)
+    service = AnalysisService(settings, max_jobs=1, remote=False)
     try:
         ctx.progress(0.0, "reading the dataset")
         service.dataset(dataset)
@@ -1388,10 +1480,34 @@ def _discard_partial_checkpoint(out_dir: str | os.PathLike[str]) -> None:
             out.rmdir()
 
 
+@dataclass(frozen=True)
+class JobBody:
+    """What a job runs (``fn(ctx)``) and what its record keeps: the result's cache key
+    (``result_key()``, read after ``fn``) and a small JSON-able result."""
+
+    fn: Callable[[JobContext], Any]
+    result_key: Callable[[], str | None] | None = None
+    result_json: Callable[[Any], Any] | None = None
+
+
+def _json_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Job parameters as JSON (arrays as lists, paths as strings) for a worker."""
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        elif isinstance(v, os.PathLike):
+            v = os.fspath(v)
+        out[k] = v
+    return out
+
+
 def _describe(value: Any) -> Any:
     """JSON-able description of a job parameter (arrays summarised)."""
     if isinstance(value, np.ndarray):
         return f"array{value.shape}"
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return repr(value)[:200]

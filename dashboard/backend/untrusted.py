@@ -54,7 +54,7 @@ __all__ = [
 #: Reader of CITE-seq datasets (``module:function``, called as ``fn(path, **read_kwargs)``).
 DATASET_READER = "model.data:read_cite_seq"
 #: Reader of query data to map (proteins optional).
-QUERY_READER = "dashboard.backend.query:load_query_file"
+QUERY_READER = "dashboard.backend.mapping:load_query_file"
 #: Validation children that may run at once (each may use the whole memory limit).
 MAX_CHILDREN = 2
 #: Seconds a file waits for a free child slot before it is refused (try again later).

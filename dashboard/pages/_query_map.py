@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from dash import dcc, html, no_update
+from dash import Input, Output, callback, dcc, html, no_update
 
 from dashboard import components, ids, queries, upload_route
 from dashboard.backend.errors import BackendError, InvalidSelection
-from dashboard.backend.query import (
+from dashboard.backend.mapping import (
     CONFIDENCE_COLUMN,
     DATASET_COLUMN,
     LABEL_COLUMN,
@@ -33,7 +33,7 @@ from dashboard.state import get_state
 
 if TYPE_CHECKING:
     from dashboard.backend.jobs import JobContext
-    from dashboard.backend.query import QueryMapResult
+    from dashboard.backend.mapping import QueryMapResult
     from dashboard.backend.refs import Pair
     from dashboard.backend.service import AnalysisService
 
@@ -66,71 +66,113 @@ def query_card(
             ),
             html.Div(
                 [
-                    components.field(
+                    components.dropdown_field(
                         "Query dataset",
-                        dcc.Dropdown(
-                            id=ids.MODEL_QUERY_DATASET,
-                            options=dataset_options,
-                            placeholder="A dataset from the data folder, or upload one",
-                        ),
+                        ids.MODEL_QUERY_DATASET,
+                        options=dataset_options,
+                        placeholder="A dataset from the data folder, or upload one",
                     ),
-                    components.field(
+                    components.dropdown_field(
                         "Batch key",
-                        dcc.Dropdown(id=ids.MODEL_QUERY_BATCH_KEY, clearable=False),
+                        ids.MODEL_QUERY_BATCH_KEY,
+                        clearable=False,
                         hint="obs column with the query's samples (each a new batch)",
                     ),
-                    components.field(
+                    components.number_field(
                         "Max epochs",
-                        dcc.Input(
-                            id=ids.MODEL_QUERY_MAX_EPOCHS,
-                            type="number",
-                            value=DEFAULT_EPOCHS,
-                            min=MAX_EPOCHS_RANGE[0],
-                            max=MAX_EPOCHS_RANGE[1],
-                            step=1,
-                            className="input",
-                        ),
+                        ids.MODEL_QUERY_MAX_EPOCHS,
+                        value=DEFAULT_EPOCHS,
+                        bounds=MAX_EPOCHS_RANGE,
                         hint="only the query's new batch weights train",
                     ),
                 ],
                 className="row-inline",
             ),
-            components.stream_upload(
-                ids.MODEL_QUERY_UPLOAD,
-                target="query",
-                done_store=ids.MODEL_QUERY_UPLOAD_DONE,
-                limit_bytes=limit_bytes,
-                what="the new data (.h5ad / .h5mu / 10x .h5)",
-            ),
-            dcc.Loading(html.Div(id=ids.MODEL_QUERY_UPLOAD_STATUS), type="dot"),
+            upload_zone("query", limit_bytes),
             dcc.Loading(html.Div(id=ids.MODEL_QUERY_INFO, className="muted"), type="dot"),
-            html.Div(
-                [
-                    html.Button(
-                        "Map",
-                        id=ids.MODEL_QUERY_START,
-                        className="btn btn-primary",
-                        disabled=switch["start_disabled"],
-                    ),
-                    html.Button(
-                        "Cancel",
-                        id=ids.MODEL_QUERY_CANCEL,
-                        className="btn btn-ghost",
-                        disabled=switch["query_cancel_disabled"],
-                    ),
-                ],
-                className="row-inline",
+            components.job_panel(
+                ids.MODEL_QUERY_JOB,
+                controls=[start_button("Map", ids.MODEL_QUERY_START, switch)],
+                progress=switch["query_progress"],
+                running=not switch["query_cancel_disabled"],
+                poll_ms=None,  # the Model page's interval polls the switch
+                store=False,
             ),
-            html.Div(
-                switch["query_progress"], id=ids.MODEL_QUERY_PROGRESS, className="progress-block"
-            ),
-            html.Div(id=ids.MODEL_QUERY_MESSAGE, className="model-message"),
         ],
         class_name="card-query",
     )
 
 
+def start_button(
+    label: str, button_id: str, switch: dict[str, Any], *, kind: str = "primary"
+) -> html.Button:
+    """A Model-page button that starts a model switch (Train, Load, Map): off while one
+    runs, whichever tab started it (``switch``: the page's ``switch_outputs``)."""
+    return html.Button(
+        label, id=button_id, className=f"btn btn-{kind}", disabled=switch["start_disabled"]
+    )
+
+
 # ------------------------------------------------------------------------ the query file
+#: The Model page's two dataset pickers, by upload target: the drop zone, the dropdown it
+#: fills, what it asks for.
+PICKERS = {
+    "dataset": (ids.MODEL_UPLOAD_ZONE, ids.MODEL_DATASET, "an .h5ad / .h5mu / 10x .h5 file"),
+    "query": (
+        ids.MODEL_QUERY_UPLOAD_ZONE,
+        ids.MODEL_QUERY_DATASET,
+        "the new data (.h5ad / .h5mu / 10x .h5)",
+    ),
+}
+
+
+def upload_zone(target: str, limit_bytes: int) -> html.Div:
+    """The drop zone of an upload ``target`` (``dataset``, ``query``) and its status line."""
+    zone, _, what = PICKERS[target]
+    return components.upload_with_status(
+        zone.zone,
+        status_id=zone.status,
+        target=target,
+        done_store=zone.done,
+        limit_bytes=limit_bytes,
+        what=what,
+    )
+
+
+def upload_callback(
+    target: str, list_options: Callable[[AnalysisService], list[dict[str, str]]]
+) -> Callable[[Any], tuple]:
+    """Register (from the Model page) the callback that shows what became of a file sent to
+    the drop zone of ``target``: the dropdown's options and choice, and the zone's line
+    (:func:`upload`); returns it."""
+    zone, dropdown, _ = PICKERS[target]
+
+    def on_upload(done: dict[str, Any] | None) -> tuple:
+        """Show what became of an uploaded file (stored under ``<data folder>/uploads`` and
+        selected, or refused with one line that clears the choice)."""
+        return upload(done, target, list_options)
+
+    callback(
+        Output(dropdown, "options"),
+        Output(dropdown, "value"),
+        Output(zone.status, "children"),
+        Input(zone.done, "data"),
+        prevent_initial_call=True,
+    )(on_upload)
+    return on_upload
+
+
+def choice_io(dropdown: str, batch_key: str, info: str) -> list[Any]:
+    """The wiring of a dataset dropdown's callback: the batch-key options and choice and the
+    summary line, from the dropdown's value."""
+    return [
+        Output(batch_key, "options"),
+        Output(batch_key, "value"),
+        Output(info, "children"),
+        Input(dropdown, "value"),
+    ]
+
+
 def upload(
     done: Mapping[str, Any] | None,
     target: str,
@@ -321,7 +363,7 @@ def start(path: str | None, batch_key: str | None, max_epochs: Any) -> html.Div:
 
 
 def _min_gene_fraction() -> float:
-    from model.query import MIN_GENE_FRACTION  # torch loads on first use, not with the page
+    from model.mapping import MIN_GENE_FRACTION  # torch loads on first use, not with the page
 
     return MIN_GENE_FRACTION
 

@@ -1,33 +1,61 @@
 """Helpers the pages share: the active pair, cell-view figures and their patches, link
-state and job progress. Plain functions (no callbacks: Dash re-runs page modules for each
-app, but not this one, which it skips because of the leading underscore)."""
+state and DE groups (job panels: ``_jobs``). Plain functions (no callbacks: Dash re-runs
+page modules for each app, but not this one, which it skips because of the leading
+underscore)."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import dash
 import numpy as np
-from dash import Patch, ctx, html
+from dash import Input, Output, Patch, State, ctx, html, no_update
 from dash.exceptions import MissingCallbackContextException
 
-from dashboard import components, figures, overview, queries
+from dashboard import components, figures, ids, overview, queries
 from dashboard.backend.errors import BackendError
 from dashboard.queries import ColorSpec, FeatureCatalog
-from dashboard.state import NotReady, get_state
+from dashboard.state import NotReady, get_state, open_link
 from dashboard.url_state import state_from_query
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from dashboard.backend.jobs import JobInfo
     from dashboard.backend.refs import Pair
     from dashboard.backend.service import AnalysisService
 
 UMAP_HEIGHT = 540
 POINT_SIZE = 3.0
+
+
+#: The pages' modules, in the order of the navigation.
+NAV = ("explore", "lookup", "de", "metrics", "model")
+#: What each page is for (its ``<meta name="description">``).
+DESCRIPTIONS = {
+    "explore": "Latent space of every cell, linked protein views and cell selections.",
+    "lookup": "Search genes and proteins; raw vs denoised per cell type; dot plots.",
+    "de": "Bayesian DE of genes and proteins per cell type or selection.",
+    "metrics": "scvi-hub model-card metrics, parameters and training history.",
+    "model": "Pick or upload data; train or load a TotalVI model.",
+}
+
+
+def register_page(module: str, path: str, name: str) -> None:
+    """Register a page module with Dash at ``path`` (its browser title: ``<name> ·
+    TotalVI Explorer``; its place in the navigation: :data:`NAV`)."""
+    key = module.rsplit(".", 1)[-1]
+    dash.register_page(
+        module,
+        path=path,
+        name=name,
+        title=f"{name} · TotalVI Explorer",
+        description=DESCRIPTIONS[key],
+        order=NAV.index(key),
+    )
 
 
 def active() -> tuple[AnalysisService, Pair]:
@@ -55,27 +83,78 @@ def not_ready_page(title: str, err: Exception) -> html.Div:
     )
 
 
+def model_page(title: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate the ``layout`` of a page that needs the active model: while there is none
+    (:class:`NotReady`), the page ``title`` says so (:func:`not_ready_page`)."""
+
+    def decorate(layout: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(layout)
+        def page(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return layout(*args, **kwargs)
+            except NotReady as err:
+                return not_ready_page(title, err)
+
+        return page
+
+    return decorate
+
+
 def error_figure(err: Exception) -> go.Figure:
     """An empty figure that names the problem (for views that cannot be drawn)."""
     return figures.empty_figure(str(err))
 
 
+def figure_or_error(build: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a figure callback: a readable failure (:class:`BackendError`) becomes
+    :func:`error_figure`, an empty figure naming the problem."""
+
+    @functools.wraps(build)
+    def figure(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return build(*args, **kwargs)
+        except BackendError as err:
+            return error_figure(err)
+
+    return figure
+
+
+def clicked_item(clicks: Sequence[int | None] | None) -> dict | None:
+    """The pattern-matching id of the button that was clicked, among ``clicks`` (the
+    ``n_clicks`` of an ``ALL`` input); ``None`` when none was (the buttons just mounted)."""
+    trigger = triggered()
+    return trigger if any(clicks or []) and isinstance(trigger, dict) else None
+
+
 # ---------------------------------------------------------------------- colour choice
 def initial_color(
-    query: Mapping[str, Any], color_state: Mapping[str, Any] | None, catalog: FeatureCatalog
-) -> ColorSpec:
-    """Colouring a page opens with: the link's, else the shared one, else cell type."""
+    service: AnalysisService,
+    pair: Pair,
+    query: Mapping[str, Any],
+    color_state: Mapping[str, Any] | None,
+) -> tuple[FeatureCatalog, ColorSpec]:
+    """The pair's feature catalog and the colouring a page opens with: the link's, else
+    the shared one, else cell type."""
+    catalog = queries.feature_catalog(service, pair)
     if query.get("color"):
         spec = ColorSpec.from_state({"feature": query["color"], "layer": query.get("layer")})
     else:
         spec = ColorSpec.from_state(dict(color_state) if color_state else None)
-    return spec if catalog.has(spec.feature) else ColorSpec()
+    return catalog, (spec if catalog.has(spec.feature) else ColorSpec())
 
 
 def link_state(query: Mapping[str, Any], service: AnalysisService, pair: Pair) -> dict:
     """The page-local store's content: cells of a shared link (or why they don't fit), and
     a ``notice`` when the link's colour is not in this dataset (the page then shows cell
-    types, and says so instead of falling back silently)."""
+    types, and says so instead of falling back silently). A link that names another
+    (dataset, model) pair switches the workspace to it (when this user may open it) and
+    says so; the page shows the link's view once that pair is ready."""
+    linked = query.get("pair")
+    linked = linked[-1] if isinstance(linked, list) and linked else linked
+    if linked and str(linked) != pair.id:
+        line = open_link(str(linked)[:40])
+        if line:
+            return {"notice": line}
     out: dict[str, Any] = {}
     color = query.get("color")
     if color and not queries.feature_catalog(service, pair).has(str(color)):
@@ -92,6 +171,11 @@ def link_state(query: Mapping[str, Any], service: AnalysisService, pair: Pair) -
     return {**selection, **out}
 
 
+def feature_of(spec: ColorSpec) -> str | None:
+    """The gene or protein a colouring shows (``None`` for an annotation)."""
+    return spec.feature if spec.kind in {"gene", "protein"} else None
+
+
 def layer_options(feature: str | None) -> list[dict[str, Any]]:
     """Value layers that apply to a feature (foreground probability: proteins only)."""
     kind = (feature or "").split(":", 1)[0]
@@ -105,6 +189,56 @@ def layer_options(feature: str | None) -> list[dict[str, Any]]:
 def normalise_layer(feature: str | None, layer: str | None) -> str:
     """A layer valid for ``feature`` (``raw`` where the asked one does not apply)."""
     return ColorSpec.from_state({"feature": feature, "layer": layer}).layer
+
+
+def color_choice(
+    feature: str | None, layer: str | None, color_state: Mapping[str, Any] | None
+) -> tuple[ColorSpec | None, list[dict[str, Any]], Any]:
+    """A picked colouring with a layer valid for it: its spec (``None`` when it is the
+    shared colouring already: nothing to send), the layer options, and the layer to set
+    (``no_update`` when the picked one applies)."""
+    fixed = normalise_layer(feature, layer)
+    spec = ColorSpec.from_state({"feature": feature, "layer": fixed})
+    new = None if spec == ColorSpec.from_state(color_state) else spec
+    return new, layer_options(spec.feature), fixed if fixed != layer else no_update
+
+
+def recolor_io(graphs: Sequence[str], color: str, layer: str) -> list[Any]:
+    """The wiring of a recolour callback: a patch of each of ``graphs``, the shared colour
+    choice and the ``layer`` switch's options and value, from the ``color`` and ``layer``
+    controls (and the shared choice)."""
+    return [
+        *(Output(g, "figure", allow_duplicate=True) for g in graphs),
+        Output(ids.COLOR_STORE, "data", allow_duplicate=True),
+        Output(layer, "options"),
+        Output(layer, "value"),
+        Input(color, "value"),
+        Input(layer, "value"),
+        State(ids.COLOR_STORE, "data"),
+    ]
+
+
+def values_of(*controls: str) -> list[State]:
+    """The ``value`` of each of ``controls``, as callback States."""
+    return [State(c, "value") for c in controls]
+
+
+def search_io(dropdown: str) -> list[Any]:
+    """The wiring of a server-side autocomplete: the ``dropdown``'s options from what is
+    typed in it (and its value, kept among them)."""
+    return [Output(dropdown, "options"), Input(dropdown, "search_value"), State(dropdown, "value")]
+
+
+def feature_search(search: str | None, value: Any, *, include_obs: bool = True) -> Any:
+    """Options matching what is typed (prefix matches first), with the current ``value``
+    kept; ``no_update`` before anything is typed."""
+    if search is None:
+        return no_update
+    service, pair = active()
+    catalog = queries.feature_catalog(service, pair)
+    return queries.with_current(
+        queries.search_features(catalog, search, include_obs=include_obs), catalog, value
+    )
 
 
 # ------------------------------------------------------------------- cell-view figures
@@ -377,30 +511,7 @@ def selection_patch(
     return patch
 
 
-# ------------------------------------------------------------------------------ jobs
-def job_view(info: JobInfo) -> tuple[list[Any], bool, str | None]:
-    """Progress children, whether the job finished, and its error (failed/cancelled)."""
-    status = str(info.status)
-    if status == "done":
-        return components.progress_children(1.0, "done"), True, None
-    if status == "failed":
-        return [], True, info.error or "the computation failed"
-    if status == "cancelled":
-        return [], True, "cancelled"
-    message = info.message or ("queued" if status == "queued" else "working")
-    return components.progress_children(info.progress, message), False, None
-
-
-def job_info(job: Mapping[str, Any] | None) -> JobInfo | None:
-    """The job record of a job store (``{"job": id, ...}``), or ``None``."""
-    if not job or not job.get("job"):
-        return None
-    try:
-        return get_state().service.job(str(job["job"]))
-    except BackendError:
-        return None
-
-
+# ------------------------------------------------------------------------- DE groups
 def feature_key_from_click(click: Mapping[str, Any] | None) -> str | None:
     """The feature key carried by a volcano point's ``customdata``."""
     if not click or not click.get("points"):

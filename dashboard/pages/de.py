@@ -5,46 +5,34 @@ wherever the shared colour choice is used)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import components, figures, ids, queries
 from dashboard.backend.errors import BackendError
+from dashboard.pages import _jobs
 from dashboard.pages import _shared as sh
 from dashboard.queries import ColorSpec
 from model.protein_scale import DE_PROTEIN_SCALE
 
-dash.register_page(
-    __name__,
-    path="/de",
-    name="Differential expression",
-    title="Differential expression · TotalVI Explorer",
-    description="Bayesian DE of genes and proteins per cell type or selection.",
-    order=2,
-)
+sh.register_page(__name__, "/de", "Differential expression")
 
 MODALITIES = [
     {"label": "Genes and proteins", "value": "all"},
     {"label": "Genes", "value": "rna"},
     {"label": "Proteins", "value": "protein"},
 ]
-#: Seconds a request waits for a job before showing its progress instead.
-QUICK_WAIT = 0.4
+#: How the job panel names the DE job ("DE failed: ...").
+LABEL = "DE"
 DE_NOTE = "de-counts-note"
 
 
+@sh.model_page("Differential expression")
 def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> html.Div:
     """The DE page."""
-    try:
-        service, pair = sh.active()
-    except sh.NotReady as err:
-        return sh.not_ready_page("Differential expression", err)
-    catalog = queries.feature_catalog(service, pair)
-    spec = sh.initial_color(query, color_state, catalog)
-    feature = spec.feature if spec.kind in {"gene", "protein"} else None
+    service, pair = sh.active()
+    feature = sh.feature_of(sh.initial_color(service, pair, query, color_state)[1])
     options = [
         {"label": name, "value": f"type:{t}"} for t, name, _ in sh.cell_type_choices(service, pair)
     ]
@@ -57,26 +45,17 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
             ),
             html.Div(
                 [
-                    components.field(
+                    components.dropdown_field(
                         "Group",
-                        dcc.Dropdown(
-                            id=ids.DE_GROUP,
-                            options=options,
-                            value=options[0]["value"] if options else None,
-                            clearable=False,
-                            maxHeight=360,
-                        ),
+                        ids.DE_GROUP,
+                        options=options,
+                        value=options[0]["value"] if options else None,
+                        clearable=False,
+                        maxHeight=360,
                         class_name="field-wide",
                     ),
                     components.field(
-                        "Show",
-                        dcc.RadioItems(
-                            id=ids.DE_MODALITY,
-                            options=MODALITIES,
-                            value="all",
-                            inline=True,
-                            className="segmented",
-                        ),
+                        "Show", components.segmented(ids.DE_MODALITY, MODALITIES, "all")
                     ),
                     html.Button(
                         "Export table (CSV)", id=ids.DE_EXPORT, className="btn btn-secondary"
@@ -89,7 +68,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                 if queries.is_minified(service, pair)
                 else []
             ),
-            html.Div(id=ids.DE_PROGRESS, className="progress-block"),
+            components.job_panel(ids.DE_JOB, compact=True),
             html.Div(id=ids.DE_STATUS, className="de-status"),
             html.Div(
                 [
@@ -114,10 +93,8 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                 subtitle="Sort and filter any column; click a row to colour the cells. "
                 + DE_PROTEIN_SCALE,
             ),
-            dcc.Store(id=ids.DE_JOB_STORE),
             dcc.Store(id=ids.DE_READY_STORE),
             dcc.Store(id=ids.DE_FEATURE_STORE, data=feature),
-            dcc.Interval(id=ids.DE_INTERVAL, interval=700, disabled=True),
             components.page_state_store(sh.link_state(query, service, pair)),
         ],
         className="page-de",
@@ -164,51 +141,21 @@ def submit_group(group: str, saved: dict | None) -> str:
 
 
 @callback(
-    Output(ids.DE_JOB_STORE, "data"),
-    Output(ids.DE_INTERVAL, "disabled"),
-    Output(ids.DE_READY_STORE, "data"),
-    Output(ids.DE_PROGRESS, "children"),
+    *_jobs.start_outputs(ids.DE_JOB, ids.DE_READY_STORE),
     Input(ids.DE_GROUP, "value"),
     State(ids.SAVED_SELECTIONS_STORE, "data"),
 )
 def start_de(group: str | None, saved: dict | None) -> tuple:
     """Run the DE of the chosen group as a background job; a cached result is shown at
-    once, otherwise the progress bar runs until it is ready."""
+    once, otherwise the progress bar runs until it is ready: ``(job store, poll off,
+    ready, progress, Cancel off)``."""
     if not group:
-        return None, True, no_update, []
-    try:
-        job = submit_group(group, saved)
-        info = sh.active()[0].wait(job, timeout=QUICK_WAIT)
-    except BackendError as err:
-        return None, True, no_update, components.alert(str(err), kind="warning")
-    store = {"job": job, "group": group}
-    progress, finished, error = sh.job_view(info)
-    if error:
-        return store, True, no_update, components.alert(f"DE failed: {error}")
-    if finished:
-        return store, True, {**store, "t": time.time()}, []
-    return store, False, no_update, progress
+        return _jobs.started(None, components.JobView())
+    store, view = _jobs.start(lambda: submit_group(group, saved), LABEL, group=group)
+    return _jobs.started(store, view)
 
 
-@callback(
-    Output(ids.DE_PROGRESS, "children", allow_duplicate=True),
-    Output(ids.DE_INTERVAL, "disabled", allow_duplicate=True),
-    Output(ids.DE_READY_STORE, "data", allow_duplicate=True),
-    Input(ids.DE_INTERVAL, "n_intervals"),
-    State(ids.DE_JOB_STORE, "data"),
-    prevent_initial_call=True,
-)
-def poll_de(_n: int | None, job: dict | None) -> tuple:
-    """Progress of the DE job; when it is done, the results are rendered."""
-    info = sh.job_info(job)
-    if info is None:
-        return [], True, no_update
-    progress, finished, error = sh.job_view(info)
-    if error:
-        return components.alert(f"DE failed: {error}"), True, no_update
-    if finished:
-        return [], True, {**(job or {}), "t": time.time()}
-    return progress, False, no_update
+poll_de, cancel_de = _jobs.panel_callbacks(ids.DE_JOB, ready=ids.DE_READY_STORE, label=LABEL)
 
 
 def de_table(ready: dict | None, modality: str, saved: dict | None) -> Any:
@@ -265,16 +212,14 @@ def render_table(ready: dict | None, modality: str, saved: dict | None) -> tuple
     Input(ids.DE_FEATURE_STORE, "data"),
     State(ids.SAVED_SELECTIONS_STORE, "data"),
 )
+@sh.figure_or_error
 def render_volcano(
     ready: dict | None, modality: str, feature: str | None, saved: dict | None
 ) -> Any:
     """Volcano plot of the finished DE, with the clicked feature ringed."""
     if not ready:
         return figures.empty_figure("Computing differential expression…")
-    try:
-        table = de_table(ready, modality, saved)
-    except BackendError as err:
-        return sh.error_figure(err)
+    table = de_table(ready, modality, saved)
     name = sh.group_name(*sh.active(), str(ready.get("group", "")))
     return figures.volcano_figure(table, highlight=feature, title=f"{name} vs rest")
 
@@ -313,14 +258,12 @@ def on_row_click(cell: dict | None) -> tuple:
     Input(ids.DE_UMAP, "id"),
     State(ids.DE_FEATURE_STORE, "data"),
 )
+@sh.figure_or_error
 def build_de_umap(_id: str, feature: str | None) -> Any:
     """The cells, coloured by the feature last clicked (cell type before any click)."""
-    try:
-        service, pair = sh.active()
-        spec = ColorSpec(feature, "denoised") if feature else ColorSpec()
-        return sh.umap_figure(service, pair, spec, title=_umap_title(service, pair, spec))
-    except BackendError as err:
-        return sh.error_figure(err)
+    service, pair = sh.active()
+    spec = ColorSpec(feature, "denoised") if feature else ColorSpec()
+    return sh.umap_figure(service, pair, spec, title=_umap_title(service, pair, spec))
 
 
 def _umap_title(service: Any, pair: Any, spec: ColorSpec) -> str:

@@ -4,14 +4,15 @@ Colouring changes send only a ``Patch`` of the marker; a lasso or box selection 
 view becomes the app's selection store (in the browser) and every view highlights the same
 cells through ``selectedpoints``. Above ``max_points`` cells the views plot a stratified
 sample and a lasso or box is stored as a region that the server resolves against every cell
-(:mod:`dashboard.overview`).
+(:mod:`dashboard.overview`). Compare (selection vs rest, A vs B) runs the DE as a backend job
+shown in the page's job panel (progress, Cancel); its table fills in when the job is done.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import dash
+import numpy as np
 from dash import (
     ALL,
     ClientsideFunction,
@@ -26,20 +27,14 @@ from dash import (
 )
 
 from dashboard import components, figures, ids, overview, queries
-from dashboard.backend.errors import BackendError
+from dashboard.backend.errors import BackendError, InvalidSelection
+from dashboard.pages import _jobs
 from dashboard.pages import _shared as sh
 from dashboard.queries import ColorSpec
 from dashboard.url_state import decode_selection, encode_selection
 from model.protein_scale import DE_PROTEIN_SCALE
 
-dash.register_page(
-    __name__,
-    path="/",
-    name="Explore",
-    title="Explore · TotalVI Explorer",
-    description="Latent space of every cell, linked protein views and cell selections.",
-    order=0,
-)
+sh.register_page(__name__, "/", "Explore")
 
 LINKED_KINDS = [
     {"label": "Protein vs protein", "value": "proteins"},
@@ -53,16 +48,15 @@ RENAME_APPLY = "explore-rename-apply"
 RENAME_RESET = "explore-rename-reset"
 RENAME_STATUS = "explore-rename-status"
 TYPE_NAMES_STORE = "explore-type-names"  # {type id: shown name}; changes after a rename
+#: How the job panel names the compare job ("Comparison failed: ...").
+COMPARE_LABEL = "Comparison"
 
 
+@sh.model_page("Explore")
 def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> html.Div:
     """The Explore page (query: ``color``, ``layer``, ``sel``, ``n`` from a shared link)."""
-    try:
-        service, pair = sh.active()
-    except sh.NotReady as err:
-        return sh.not_ready_page("Explore", err)
-    catalog = queries.feature_catalog(service, pair)
-    spec = sh.initial_color(query, color_state, catalog)
+    service, pair = sh.active()
+    catalog, spec = sh.initial_color(service, pair, query, color_state)
     x0, y0 = queries.default_protein_pair(catalog)
     protein_options = [
         {"label": catalog.label(f"protein:{p}"), "value": p} for p in catalog.proteins
@@ -93,16 +87,14 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
             ),
             html.Div(
                 [
-                    components.field(
+                    components.dropdown_field(
                         "Colour by",
-                        dcc.Dropdown(
-                            id=ids.EXPLORE_COLOR,
-                            options=color_options,
-                            value=spec.feature,
-                            clearable=False,
-                            placeholder="Cell type, cluster, a gene or a protein…",
-                            maxHeight=320,
-                        ),
+                        ids.EXPLORE_COLOR,
+                        options=color_options,
+                        value=spec.feature,
+                        clearable=False,
+                        placeholder="Cell type, cluster, a gene or a protein…",
+                        maxHeight=320,
                         class_name="field-wide",
                     ),
                     components.field(
@@ -132,36 +124,29 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                         height=sh.UMAP_HEIGHT - 52,
                         subtitle=note,
                         controls=[
-                            dcc.RadioItems(
-                                id=ids.EXPLORE_LINKED_KIND,
-                                options=LINKED_KINDS,
-                                value="proteins",
-                                inline=True,
-                                className="segmented",
+                            components.segmented(
+                                ids.EXPLORE_LINKED_KIND, LINKED_KINDS, "proteins"
                             ),
-                            dcc.Dropdown(
-                                id=ids.EXPLORE_LINKED_X,
-                                options=protein_options,
-                                value=x0,
-                                clearable=False,
-                                className="dropdown-small",
+                            *(
+                                dcc.Dropdown(
+                                    id=axis,
+                                    options=protein_options,
+                                    value=protein,
+                                    clearable=False,
+                                    className="dropdown-small",
+                                )
+                                for axis, protein in (
+                                    (ids.EXPLORE_LINKED_X, x0),
+                                    (ids.EXPLORE_LINKED_Y, y0),
+                                )
                             ),
-                            dcc.Dropdown(
-                                id=ids.EXPLORE_LINKED_Y,
-                                options=protein_options,
-                                value=y0,
-                                clearable=False,
-                                className="dropdown-small",
-                            ),
-                            dcc.RadioItems(
-                                id=ids.EXPLORE_LINKED_LAYER,
-                                options=[
+                            components.segmented(
+                                ids.EXPLORE_LINKED_LAYER,
+                                [
                                     {"label": "Raw", "value": "raw"},
                                     {"label": "Denoised", "value": "denoised"},
                                 ],
-                                value="denoised",
-                                inline=True,
-                                className="segmented",
+                                "denoised",
                             ),
                         ],
                     ),
@@ -195,17 +180,20 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                         className="row-inline",
                     ),
                     html.Div(id=ids.EXPLORE_SAVED_LIST, className="chips"),
-                    html.Div(
-                        [
-                            components.field(
+                    components.job_panel(
+                        ids.EXPLORE_DE_JOB,
+                        controls=[
+                            components.dropdown_field(
                                 "Compare",
-                                dcc.Dropdown(id=ids.EXPLORE_COMPARE_A, clearable=False),
+                                ids.EXPLORE_COMPARE_A,
+                                clearable=False,
                                 class_name="field-mid",
                             ),
                             html.Span("vs", className="vs"),
-                            components.field(
+                            components.dropdown_field(
                                 "against",
-                                dcc.Dropdown(id=ids.EXPLORE_COMPARE_B, clearable=False),
+                                ids.EXPLORE_COMPARE_B,
+                                clearable=False,
                                 class_name="field-mid",
                             ),
                             html.Button(
@@ -214,8 +202,9 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                                 className="btn btn-primary",
                             ),
                         ],
-                        className="row-inline compare-row",
+                        compact=True,
                     ),
+                    dcc.Store(id=ids.EXPLORE_DE_READY_STORE),
                     dcc.Loading(
                         html.Div(
                             [
@@ -310,18 +299,16 @@ def _selected(selection: dict | None, page_state: dict | None, n_cells: int, ini
     State(ids.SELECTION_STORE, "data"),
     State(ids.PAGE_STATE, "data"),
 )
+@sh.figure_or_error
 def build_umap(
     _id: str, feature: str, layer: str, selection: dict | None, page_state: dict | None
 ) -> Any:
     """The UMAP, coloured and highlighted as the page's controls say."""
-    try:
-        service, pair = sh.active()
-        n = service.dataset(pair).n_cells
-        spec = ColorSpec.from_state({"feature": feature, "layer": layer})
-        cells = _selected(selection, page_state, n, sh.triggered() is None)
-        return sh.umap_figure(service, pair, spec, selected=cells, legend=True)
-    except BackendError as err:
-        return sh.error_figure(err)
+    service, pair = sh.active()
+    n = service.dataset(pair).n_cells
+    spec = ColorSpec.from_state({"feature": feature, "layer": layer})
+    cells = _selected(selection, page_state, n, sh.triggered() is None)
+    return sh.umap_figure(service, pair, spec, selected=cells, legend=True)
 
 
 def linked_values(
@@ -370,6 +357,7 @@ def linked_values(
     State(ids.SELECTION_STORE, "data"),
     State(ids.PAGE_STATE, "data"),
 )
+@sh.figure_or_error
 def build_linked(
     kind: str,
     x: str | None,
@@ -381,28 +369,25 @@ def build_linked(
     page_state: dict | None,
 ) -> Any:
     """The linked scatter (protein vs protein, or raw vs denoised of one protein)."""
-    try:
-        service, pair = sh.active()
-        xv, yv, axes, title = linked_values(kind, x, y, linked_layer or "denoised")
-        spec = ColorSpec.from_state({"feature": feature, "layer": layer})
-        n = service.dataset(pair).n_cells
-        cells = _selected(selection, page_state, n, sh.triggered() is None)
-        view = {"view": "linked", "kind": kind, "x": x, "y": y or x}
-        view["layer"] = linked_layer or "denoised"
-        return sh.cell_figure(
-            service,
-            pair,
-            spec,
-            x=xv,
-            y=yv,
-            selected=cells,
-            title=title,
-            axis_titles=axes,
-            view=view,
-            legend=True,
-        )
-    except BackendError as err:
-        return sh.error_figure(err)
+    service, pair = sh.active()
+    xv, yv, axes, title = linked_values(kind, x, y, linked_layer or "denoised")
+    spec = ColorSpec.from_state({"feature": feature, "layer": layer})
+    n = service.dataset(pair).n_cells
+    cells = _selected(selection, page_state, n, sh.triggered() is None)
+    view = {"view": "linked", "kind": kind, "x": x, "y": y or x}
+    view["layer"] = linked_layer or "denoised"
+    return sh.cell_figure(
+        service,
+        pair,
+        spec,
+        x=xv,
+        y=yv,
+        selected=cells,
+        title=title,
+        axis_titles=axes,
+        view=view,
+        legend=True,
+    )
 
 
 @callback(
@@ -418,23 +403,13 @@ def linked_controls(kind: str) -> tuple[bool, str]:
 
 # --------------------------------------------------------------------------- colour
 @callback(
-    Output(ids.EXPLORE_UMAP, "figure", allow_duplicate=True),
-    Output(ids.EXPLORE_LINKED, "figure", allow_duplicate=True),
-    Output(ids.COLOR_STORE, "data", allow_duplicate=True),
-    Output(ids.EXPLORE_LAYER, "options"),
-    Output(ids.EXPLORE_LAYER, "value"),
-    Input(ids.EXPLORE_COLOR, "value"),
-    Input(ids.EXPLORE_LAYER, "value"),
-    State(ids.COLOR_STORE, "data"),
+    *sh.recolor_io([ids.EXPLORE_UMAP, ids.EXPLORE_LINKED], ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
     prevent_initial_call=True,
 )
 def recolor(feature: str | None, layer: str | None, color_state: dict | None) -> tuple:
     """Recolour both views by a new choice: a marker ``Patch`` each, nothing else."""
-    layer_fixed = sh.normalise_layer(feature, layer)
-    spec = ColorSpec.from_state({"feature": feature, "layer": layer_fixed})
-    options = sh.layer_options(spec.feature)
-    new_layer = layer_fixed if layer_fixed != layer else no_update
-    if spec == ColorSpec.from_state(color_state):  # e.g. the controls just mounted
+    spec, options, new_layer = sh.color_choice(feature, layer, color_state)
+    if spec is None:  # the shared colouring already, e.g. the controls just mounted
         return no_update, no_update, no_update, options, new_layer
     service, pair = sh.active()
     patch = sh.recolor_patch(service, pair, spec, legend=True)
@@ -442,19 +417,10 @@ def recolor(feature: str | None, layer: str | None, color_state: dict | None) ->
     return patch, linked, spec.to_state(), options, new_layer
 
 
-@callback(
-    Output(ids.EXPLORE_COLOR, "options"),
-    Input(ids.EXPLORE_COLOR, "search_value"),
-    State(ids.EXPLORE_COLOR, "value"),
-    prevent_initial_call=True,
-)
+@callback(*sh.search_io(ids.EXPLORE_COLOR), prevent_initial_call=True)
 def search_colors(search: str | None, value: str | None) -> Any:
     """Ranked matches among annotations, genes and proteins (prefix first)."""
-    if search is None:
-        return no_update
-    service, pair = sh.active()
-    catalog = queries.feature_catalog(service, pair)
-    return queries.with_current(queries.search_features(catalog, search), catalog, value)
+    return sh.feature_search(search, value)
 
 
 # ------------------------------------------------------------------------ selection
@@ -523,8 +489,8 @@ def select_from_legend(clicks: list[int | None], selection: dict | None) -> Any:
     """A click on a legend entry selects every cell of that category (cellxgene's habit);
     a click on the entry already selected clears the selection. The entry's id names the
     colouring and the category."""
-    trigger = sh.triggered()
-    if not any(clicks or []) or not isinstance(trigger, dict):
+    trigger = sh.clicked_item(clicks)
+    if trigger is None:
         return no_update
     feature, value = str(trigger.get("feature")), str(trigger.get("value"))
     group = (selection or {}).get("group") or {}
@@ -647,8 +613,8 @@ def saved_list(saved: dict | None) -> Any:
 )
 def select_saved(clicks: list[int | None], saved: dict | None) -> Any:
     """Make a saved selection the current one."""
-    trigger = sh.triggered()
-    if not any(clicks or []) or not isinstance(trigger, dict):
+    trigger = sh.clicked_item(clicks)
+    if trigger is None:
         return no_update
     return saved_selection(trigger["name"], saved) or no_update
 
@@ -673,8 +639,8 @@ def saved_selection(name: str, saved: dict | None) -> dict | None:
 )
 def delete_saved(clicks: list[int | None], saved: dict | None) -> Any:
     """Forget a saved selection."""
-    trigger = sh.triggered()
-    if not any(clicks or []) or not isinstance(trigger, dict):
+    trigger = sh.clicked_item(clicks)
+    if trigger is None:
         return no_update
     _, pair = sh.active()
     saved = dict(saved or {})
@@ -713,10 +679,7 @@ def _after_rename(feature: str | None, layer: str | None, note: str) -> tuple:
 @callback(
     *_RENAME_OUTPUTS,
     Input(RENAME_APPLY, "n_clicks"),
-    State(RENAME_TYPE, "value"),
-    State(RENAME_NAME, "value"),
-    State(ids.EXPLORE_COLOR, "value"),
-    State(ids.EXPLORE_LAYER, "value"),
+    *sh.values_of(RENAME_TYPE, RENAME_NAME, ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
     prevent_initial_call=True,
 )
 def rename_type(
@@ -839,44 +802,88 @@ def resolve_group(
     return groups[value], name
 
 
+def compare_groups(
+    a: str | None, b: str | None, selection: dict | None, saved: dict | None
+) -> tuple[np.ndarray, np.ndarray | None, str, str]:
+    """Cells and names of the two compare choices (B ``None``: the rest); cells in both
+    groups count in A only. Problems (no cells, B inside A) raise one readable line."""
+    cells_a, name_a = resolve_group(a, selection, saved)
+    if not cells_a:
+        msg = "Choose a group of cells to compare (select cells first)."
+        raise BackendError(msg)
+    cells_b, name_b = resolve_group(b, selection, saved)
+    first = np.asarray(cells_a, dtype=np.int64)
+    if cells_b is None:
+        return first, None, name_a, name_b
+    others = np.setdiff1d(np.asarray(cells_b, dtype=np.int64), first)
+    if others.size == 0:
+        msg = f"{name_b} lies inside {name_a}; pick groups that differ"
+        raise InvalidSelection(msg)
+    return first, others, name_a, name_b
+
+
 @callback(
-    Output("explore-de-wrap", "children"),
-    Output(ids.EXPLORE_DE_STATUS, "children"),
-    Output(ids.EXPLORE_DE_EXPORT, "hidden"),
+    *_jobs.start_outputs(ids.EXPLORE_DE_JOB, ids.EXPLORE_DE_READY_STORE),
     Input(ids.EXPLORE_COMPARE, "n_clicks"),
-    State(ids.EXPLORE_COMPARE_A, "value"),
-    State(ids.EXPLORE_COMPARE_B, "value"),
+    *sh.values_of(ids.EXPLORE_COMPARE_A, ids.EXPLORE_COMPARE_B),
     State(ids.SELECTION_STORE, "data"),
     State(ids.SAVED_SELECTIONS_STORE, "data"),
     prevent_initial_call=True,
 )
-def run_compare(
+def start_compare(
     n_clicks: int | None, a: str | None, b: str | None, selection: dict | None, saved: dict | None
 ) -> tuple:
-    """Bayesian DE of group A vs group B (or the rest), shown as a table."""
+    """Start the Bayesian DE of group A vs group B (or the rest) as a backend job:
+    ``(job store, poll off, ready, progress, Cancel off)``; the table fills in when done."""
     if not n_clicks:
+        return (no_update,) * 5
+    try:
+        cells_a, cells_b, name_a, name_b = compare_groups(a, b, selection, saved)
+        service, pair = sh.active()
+    except BackendError as err:
+        return _jobs.started(None, components.refused_view(err))
+    store, view = _jobs.start(
+        lambda: service.submit(
+            "de_groups",
+            pair,
+            idx1=cells_a,
+            idx2=cells_b,
+            name1=name_a,
+            name2=None if cells_b is None else name_b,
+        ),
+        COMPARE_LABEL,
+        a=name_a,
+        b=name_b,
+    )
+    return _jobs.started(store, view)
+
+
+poll_compare, cancel_compare = _jobs.panel_callbacks(
+    ids.EXPLORE_DE_JOB, ready=ids.EXPLORE_DE_READY_STORE, label=COMPARE_LABEL
+)
+
+
+@callback(
+    Output("explore-de-wrap", "children"),
+    Output(ids.EXPLORE_DE_STATUS, "children"),
+    Output(ids.EXPLORE_DE_EXPORT, "hidden"),
+    Input(ids.EXPLORE_DE_READY_STORE, "data"),
+    prevent_initial_call=True,
+)
+def show_compare(ready: dict | None) -> tuple:
+    """The finished comparison as a table (sorted by Bayes factor) and its status line."""
+    if not isinstance(ready, dict) or not ready.get("job"):
         return no_update, no_update, no_update
     try:
-        cells_a, name_a = resolve_group(a, selection, saved)
-        if not cells_a:
-            msg = "Choose a group of cells to compare (select cells first)."
-            raise BackendError(msg)
-        cells_b, name_b = resolve_group(b, selection, saved)
         service, pair = sh.active()
-        table = queries.de_selection(  # already a display table (names, is_de)
-            service,
-            pair,
-            cells_a,
-            cells_b,
-            name_a=name_a,
-            name_b=None if cells_b is None else name_b,
-        )
+        de = service.job_result(str(ready["job"]), timeout=0)
+        table = queries.de_display_table(de, catalog=queries.feature_catalog(service, pair))
     except BackendError as err:
         return no_update, components.alert(str(err), kind="warning"), no_update
     n_de = int(table["is_de"].sum())
     status = html.Span(
         [
-            html.B(f"{name_a} vs {name_b}: "),
+            html.B(f"{ready.get('a')} vs {ready.get('b')}: "),
             f"{n_de:,} of {len(table):,} features differentially expressed (FDR 5%). "
             "Sorted by Bayes factor; click a row to colour the cells by it.",
         ]
@@ -931,5 +938,6 @@ __all__ = [
     "recolor",
     "rename_type",
     "reset_type_names",
-    "run_compare",
+    "show_compare",
+    "start_compare",
 ]

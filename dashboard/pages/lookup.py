@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import components, figures, ids, queries
@@ -17,28 +16,18 @@ from dashboard.backend.errors import BackendError
 from dashboard.pages import _shared as sh
 from dashboard.queries import ColorSpec
 
-dash.register_page(
-    __name__,
-    path="/lookup",
-    name="Lookup",
-    title="Lookup · TotalVI Explorer",
-    description="Search genes and proteins; raw vs denoised per cell type; dot plots.",
-    order=1,
-)
+sh.register_page(__name__, "/lookup", "Lookup")
 
 #: The line under the cells about their colouring (imputed proteins, no counts).
 LOOKUP_NOTE = "lookup-color-note"
 
 
+@sh.model_page("Lookup")
 def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> html.Div:
     """The Lookup page; opens on the shared colour choice when it is a gene or protein."""
-    try:
-        service, pair = sh.active()
-    except sh.NotReady as err:
-        return sh.not_ready_page("Lookup", err)
-    catalog = queries.feature_catalog(service, pair)
-    spec = sh.initial_color(query, color_state, catalog)
-    value = spec.feature if spec.kind in {"gene", "protein"} else None
+    service, pair = sh.active()
+    catalog, spec = sh.initial_color(service, pair, query, color_state)
+    value = sh.feature_of(spec)
     dot_features = queries.default_dot_features(catalog)
     if value and value not in dot_features:
         dot_features = [value, *dot_features]
@@ -52,19 +41,17 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
             ),
             html.Div(
                 [
-                    components.field(
+                    components.dropdown_field(
                         "Gene or protein",
-                        dcc.Dropdown(
-                            id=ids.LOOKUP_SEARCH,
-                            options=queries.with_current(
-                                queries.search_features(catalog, "", include_obs=False),
-                                catalog,
-                                value,
-                            ),
-                            value=value,
-                            placeholder="Type a name, e.g. CD3E, ms4a1 or CD8…",
-                            maxHeight=360,
+                        ids.LOOKUP_SEARCH,
+                        options=queries.with_current(
+                            queries.search_features(catalog, "", include_obs=False),
+                            catalog,
+                            value,
                         ),
+                        value=value,
+                        placeholder="Type a name, e.g. CD3E, ms4a1 or CD8…",
+                        maxHeight=360,
                         class_name="field-wide",
                     ),
                     components.field(
@@ -130,36 +117,16 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
     )
 
 
-def _search(search: str | None, value: Any) -> Any:
-    if search is None:
-        return no_update
-    service, pair = sh.active()
-    catalog = queries.feature_catalog(service, pair)
-    return queries.with_current(
-        queries.search_features(catalog, search, include_obs=False), catalog, value
-    )
-
-
-@callback(
-    Output(ids.LOOKUP_SEARCH, "options"),
-    Input(ids.LOOKUP_SEARCH, "search_value"),
-    State(ids.LOOKUP_SEARCH, "value"),
-    prevent_initial_call=True,
-)
+@callback(*sh.search_io(ids.LOOKUP_SEARCH), prevent_initial_call=True)
 def search_feature(search: str | None, value: str | None) -> Any:
     """Server-side autocomplete over all genes and proteins (prefix matches first)."""
-    return _search(search, value)
+    return sh.feature_search(search, value, include_obs=False)
 
 
-@callback(
-    Output(ids.LOOKUP_FEATURES, "options"),
-    Input(ids.LOOKUP_FEATURES, "search_value"),
-    State(ids.LOOKUP_FEATURES, "value"),
-    prevent_initial_call=True,
-)
+@callback(*sh.search_io(ids.LOOKUP_FEATURES), prevent_initial_call=True)
 def search_dot_features(search: str | None, value: list | None) -> Any:
     """Autocomplete of the dot plot's feature list."""
-    return _search(search, value)
+    return sh.feature_search(search, value, include_obs=False)
 
 
 @callback(
@@ -169,40 +136,25 @@ def search_dot_features(search: str | None, value: list | None) -> Any:
     State(ids.LOOKUP_LAYER, "value"),
     State(ids.SELECTION_STORE, "data"),
 )
+@sh.figure_or_error
 def build_lookup_umap(_id: str, feature: str | None, layer: str, selection: dict | None) -> Any:
     """The UMAP coloured by the looked-up feature (cell type until one is chosen)."""
-    try:
-        service, pair = sh.active()
-        spec = (
-            ColorSpec.from_state({"feature": feature, "layer": layer})
-            if feature
-            else (ColorSpec())
-        )
-        cells = sh.valid_cells(selection, service.dataset(pair).n_cells)
-        return sh.umap_figure(service, pair, spec, selected=cells)
-    except BackendError as err:
-        return sh.error_figure(err)
+    service, pair = sh.active()
+    spec = ColorSpec.from_state({"feature": feature, "layer": layer}) if feature else ColorSpec()
+    cells = sh.valid_cells(selection, service.dataset(pair).n_cells)
+    return sh.umap_figure(service, pair, spec, selected=cells)
 
 
 @callback(
-    Output(ids.LOOKUP_UMAP, "figure", allow_duplicate=True),
-    Output(ids.COLOR_STORE, "data", allow_duplicate=True),
-    Output(ids.LOOKUP_LAYER, "options"),
-    Output(ids.LOOKUP_LAYER, "value"),
-    Input(ids.LOOKUP_SEARCH, "value"),
-    Input(ids.LOOKUP_LAYER, "value"),
-    State(ids.COLOR_STORE, "data"),
+    *sh.recolor_io([ids.LOOKUP_UMAP], ids.LOOKUP_SEARCH, ids.LOOKUP_LAYER),
     prevent_initial_call=True,
 )
 def recolor_lookup(feature: str | None, layer: str | None, color_state: dict | None) -> tuple:
     """Recolour the cells by the picked feature and share the choice with other pages."""
     if not feature:
         return no_update, no_update, sh.layer_options(None), no_update
-    layer_fixed = sh.normalise_layer(feature, layer)
-    spec = ColorSpec.from_state({"feature": feature, "layer": layer_fixed})
-    options = sh.layer_options(spec.feature)
-    new_layer = layer_fixed if layer_fixed != layer else no_update
-    if spec == ColorSpec.from_state(color_state):
+    spec, options, new_layer = sh.color_choice(feature, layer, color_state)
+    if spec is None:  # the shared colouring already
         return no_update, no_update, options, new_layer
     service, pair = sh.active()
     return sh.recolor_patch(service, pair, spec), spec.to_state(), options, new_layer
@@ -231,29 +183,27 @@ def color_note(feature: str | None, layer: str | None) -> str:
     Output(ids.LOOKUP_VIOLIN, "figure"),
     Input(ids.LOOKUP_SEARCH, "value"),
 )
+@sh.figure_or_error
 def update_violin(feature: str | None) -> Any:
     """Violins of raw and denoised values per cell type, side by side."""
     if not feature:
         return figures.empty_figure("Search for a gene or protein above")
-    try:
-        service, pair = sh.active()
-        frame, order = queries.violin_frame(service, pair, feature)
-        name = queries.feature_catalog(service, pair).label(feature)
-        denoised = queries.layer_title(service, pair, ColorSpec(feature, "denoised"))
-        columns, titles = ["raw", "denoised"], ["raw (log1p)", denoised]
-        if queries.is_minified(service, pair):  # no counts: one violin, and why
-            columns, titles = ["denoised"], [denoised]
-            name += " · raw counts not in this file (minified data)"
-        return figures.violin_figure(
-            frame,
-            group_column="cell_type",
-            value_columns=columns,
-            titles=titles,
-            group_order=order,
-            title=name,
-        )
-    except BackendError as err:
-        return sh.error_figure(err)
+    service, pair = sh.active()
+    frame, order = queries.violin_frame(service, pair, feature)
+    name = queries.feature_catalog(service, pair).label(feature)
+    denoised = queries.layer_title(service, pair, ColorSpec(feature, "denoised"))
+    columns, titles = ["raw", "denoised"], ["raw (log1p)", denoised]
+    if queries.is_minified(service, pair):  # no counts: one violin, and why
+        columns, titles = ["denoised"], [denoised]
+        name += " · raw counts not in this file (minified data)"
+    return figures.violin_figure(
+        frame,
+        group_column="cell_type",
+        value_columns=columns,
+        titles=titles,
+        group_order=order,
+        title=name,
+    )
 
 
 @callback(
@@ -279,13 +229,11 @@ def add_to_dotplot(feature: str | None, features: list | None, options: list | N
     Output(ids.LOOKUP_DOTPLOT, "figure"),
     Input(ids.LOOKUP_FEATURES, "value"),
 )
+@sh.figure_or_error
 def update_dotplot(features: list | None) -> Any:
     """Dot plot of the chosen features across cell types."""
     if not features:
         return figures.empty_figure("Add genes or proteins to compare across cell types")
-    try:
-        service, pair = sh.active()
-        mean, frac = queries.dotplot_tables(service, pair, list(features))
-        return figures.dotplot_figure(mean, frac, title=queries.dotplot_title(service, pair))
-    except BackendError as err:
-        return sh.error_figure(err)
+    service, pair = sh.active()
+    mean, frac = queries.dotplot_tables(service, pair, list(features))
+    return figures.dotplot_figure(mean, frac, title=queries.dotplot_title(service, pair))

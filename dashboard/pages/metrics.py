@@ -15,11 +15,9 @@ card's tables alone, without starting the job.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
-import dash
-from dash import Input, Output, State, callback, dcc, html, no_update
+from dash import Input, Output, callback, dcc, html, no_update
 
 from dashboard import components, figures, ids
 from dashboard.backend.card import compare_summary, compare_tables
@@ -32,6 +30,7 @@ from dashboard.backend.metrics import (
     cv_display_table,
     de_top_note,
 )
+from dashboard.pages import _jobs
 from dashboard.pages import _shared as sh
 from dashboard.public_paths import scrub_paths
 from model.protein_scale import EFFICIENCY_FREE, MEASURED, PROTEIN_SCALES
@@ -44,16 +43,10 @@ if TYPE_CHECKING:
     from dashboard.backend.service import AnalysisService
     from model.hub_card import HubCard
 
-dash.register_page(
-    __name__,
-    path="/metrics",
-    name="Model metrics",
-    title="Model metrics · TotalVI Explorer",
-    description="scvi-hub model-card metrics, parameters and training history.",
-    order=3,
-)
+sh.register_page(__name__, "/metrics", "Model metrics")
 
-QUICK_WAIT = 0.4
+#: How the job panel names the metrics job ("Metrics failed: ...").
+LABEL = "Metrics"
 MODALITY_NAMES = {"rna": "RNA", "protein": "Protein"}
 FEATURE_NAMES = {"rna": "genes", "protein": "proteins"}
 DE_PLOT_METRICS = ["gene_f1", "lfc_pearson", "lfc_spearman", "roc_auc", "pr_auc"]
@@ -86,12 +79,10 @@ CARD_TABLES = (
 )
 
 
+@sh.model_page("Model metrics")
 def layout(model: Any = None, **_: Any) -> html.Div:
     """The metrics page: model summary and history now, card metrics via a job."""
-    try:
-        service, pair = sh.active()
-    except sh.NotReady as err:
-        return sh.not_ready_page("Model metrics", err)
+    service, pair = sh.active()
     summary = service.model_summary(pair)
     history = service.training_history(pair)
     card = model_card(service, pair)
@@ -153,24 +144,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                 "Model-card metrics",
                 [
                     scale_choice(service, pair),
-                    html.Div(
-                        [
-                            html.Div(id=ids.METRICS_PROGRESS, className="progress-block"),
-                            html.Button(
-                                "Cancel",
-                                id=ids.METRICS_CANCEL,
-                                className="btn btn-ghost",
-                                hidden=True,
-                            ),
-                            html.Button(
-                                "Compute again",
-                                id=ids.METRICS_RETRY,
-                                className="btn btn-ghost",
-                                hidden=True,
-                            ),
-                        ],
-                        className="row-inline",
-                    ),
+                    components.job_panel(ids.METRICS_JOB, retry="Compute again", compact=True),
                     dcc.Loading(
                         html.Div(
                             minified_sections(card) if minified else None,
@@ -183,9 +157,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                 subtitle="Posterior predictive samples (3, as scvi-hub) against the observed "
                 "counts, per modality.",
             ),
-            dcc.Store(id=ids.METRICS_JOB_STORE),
             dcc.Store(id=ids.METRICS_READY_STORE),
-            dcc.Interval(id=ids.METRICS_INTERVAL, interval=700, disabled=True),
         ],
         className="page-metrics",
     )
@@ -196,13 +168,7 @@ def scale_choice(service: AnalysisService, pair: Pair) -> html.Div:
     1.4.2's, one click apart, with the sentence saying why they differ. A checkpoint without
     a capture efficiency has one scale: the choice is hidden and a line says so."""
     has = service.model(pair).has_protein_efficiency
-    radio = dcc.RadioItems(
-        id=ids.METRICS_SCALE,
-        options=SCALE_OPTIONS,
-        value=service.protein_scale(),
-        inline=True,
-        className="segmented",
-    )
+    radio = components.segmented(ids.METRICS_SCALE, SCALE_OPTIONS, service.protein_scale())
     return html.Div(
         [
             html.Div(components.field("Protein samples", radio), hidden=not has),
@@ -387,68 +353,25 @@ def metrics_job(service: AnalysisService, pair: Pair) -> str:
 
 
 @callback(
-    Output(ids.METRICS_JOB_STORE, "data"),
-    Output(ids.METRICS_INTERVAL, "disabled"),
-    Output(ids.METRICS_READY_STORE, "data"),
-    Output(ids.METRICS_PROGRESS, "children"),
-    Output(ids.METRICS_CANCEL, "hidden"),
-    Output(ids.METRICS_RETRY, "hidden"),
+    *_jobs.start_outputs(ids.METRICS_JOB, ids.METRICS_READY_STORE, retry=True),
     Input(ids.METRICS_RETRY, "n_clicks"),
 )
 def start_metrics(_n: int | None) -> tuple:
-    """Ask for the metrics: cached ones render at once, else a job runs with progress."""
+    """Ask for the metrics: cached ones render at once, else a job runs with progress:
+    ``(job store, poll off, ready, progress, Cancel off, Compute again hidden)``."""
     try:
         service, pair = sh.active()
         if is_minified(service, pair):  # no counts: the layout shows the card's tables
-            return None, True, no_update, [], True, True
-        job = metrics_job(service, pair)
-        info = service.wait(job, timeout=QUICK_WAIT)
+            return _jobs.started(None, components.JobView(), retry=True)
     except BackendError as err:
-        return None, True, no_update, components.alert(str(err), kind="warning"), True, False
-    store = {"job": job}
-    progress, finished, error = sh.job_view(info)
-    if error:
-        return store, True, no_update, components.alert(f"Metrics: {error}"), True, False
-    if finished:
-        return store, True, {"job": job, "t": time.time()}, [], True, True
-    return store, False, no_update, progress, False, True
+        return _jobs.started(None, components.refused_view(err), retry=True)
+    store, view = _jobs.start(lambda: metrics_job(service, pair), LABEL)
+    return _jobs.started(store, view, retry=True)
 
 
-@callback(
-    Output(ids.METRICS_PROGRESS, "children", allow_duplicate=True),
-    Output(ids.METRICS_INTERVAL, "disabled", allow_duplicate=True),
-    Output(ids.METRICS_READY_STORE, "data", allow_duplicate=True),
-    Output(ids.METRICS_CANCEL, "hidden", allow_duplicate=True),
-    Output(ids.METRICS_RETRY, "hidden", allow_duplicate=True),
-    Input(ids.METRICS_INTERVAL, "n_intervals"),
-    State(ids.METRICS_JOB_STORE, "data"),
-    prevent_initial_call=True,
+poll_metrics, cancel_metrics = _jobs.panel_callbacks(
+    ids.METRICS_JOB, ready=ids.METRICS_READY_STORE, label=LABEL, retry=True
 )
-def poll_metrics(_n: int | None, job: dict | None) -> tuple:
-    """Progress of the metrics job."""
-    info = sh.job_info(job)
-    if info is None:
-        return [], True, no_update, True, False
-    progress, finished, error = sh.job_view(info)
-    if error:
-        return components.alert(f"Metrics: {error}", kind="warning"), True, no_update, True, False
-    if finished:
-        return [], True, {**(job or {}), "t": time.time()}, True, True
-    return progress, False, no_update, False, True
-
-
-@callback(
-    Output(ids.METRICS_PROGRESS, "children", allow_duplicate=True),
-    Input(ids.METRICS_CANCEL, "n_clicks"),
-    State(ids.METRICS_JOB_STORE, "data"),
-    prevent_initial_call=True,
-)
-def cancel_metrics(n_clicks: int | None, job: dict | None) -> Any:
-    """Stop the metrics job (it stops between steps)."""
-    if not n_clicks or not job:
-        return no_update
-    sh.active()[0].cancel(str(job["job"]))
-    return components.notice("Cancelling…")
 
 
 def metrics_sections(
@@ -494,44 +417,28 @@ def metrics_sections(
     cv_tables = []
     for mod in result.cell_wise_cv:
         label = MODALITY_NAMES.get(mod, mod)
-        cell, gene = result.cell_wise_cv[mod], result.gene_wise_cv[mod]
+        block: list[Any] = []
+        for kind, what in (("cell", "cell-wise"), ("gene", "gene-wise")):
+            frame = getattr(result, f"{kind}_wise_cv")[mod]
+            block += [
+                html.H4(f"{label}: {what} CV"),
+                components.frame_table(
+                    cv_display_table(frame),
+                    index_label="Metric",
+                    class_name=f"cv-table {kind}-cv-{mod}",
+                ),
+                html.P(cv_advice(frame), className=f"muted cv-advice {kind}-cv-advice-{mod}"),
+                *_vs_card(
+                    card,
+                    f"{kind}_wise_cv",
+                    mod,
+                    frame,
+                    f"{label}: {what} CV, model card vs ours",
+                    "Metric",
+                ),
+            ]
         cv_tables.append(
-            html.Div(
-                [
-                    html.H4(f"{label}: cell-wise CV"),
-                    components.frame_table(
-                        cv_display_table(cell),
-                        index_label="Metric",
-                        class_name=f"cv-table cell-cv-{mod}",
-                    ),
-                    html.P(cv_advice(cell), className=f"muted cv-advice cell-cv-advice-{mod}"),
-                    *_vs_card(
-                        card,
-                        "cell_wise_cv",
-                        mod,
-                        cell,
-                        f"{label}: cell-wise CV, model card vs ours",
-                        "Metric",
-                    ),
-                    html.H4(f"{label}: gene-wise CV"),
-                    components.frame_table(
-                        cv_display_table(gene),
-                        index_label="Metric",
-                        class_name=f"cv-table gene-cv-{mod}",
-                    ),
-                    html.P(cv_advice(gene), className=f"muted cv-advice gene-cv-advice-{mod}"),
-                    *_vs_card(
-                        card,
-                        "gene_wise_cv",
-                        mod,
-                        gene,
-                        f"{label}: gene-wise CV, model card vs ours",
-                        "Metric",
-                    ),
-                ],
-                className="metric-block",
-                id=f"{ids.METRICS_CELL_CV}-{mod}",
-            )
+            html.Div(block, className="metric-block", id=f"{ids.METRICS_CELL_CV}-{mod}")
         )
     sections.append(html.H3("Coefficient of variation", className="section-title"))
     sections.append(

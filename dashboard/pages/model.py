@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import dash
-from dash import Input, Output, State, callback, dcc, html, no_update
+from dash import Input, Output, callback, dcc, html, no_update
 
 from dashboard import components, ids, queries
 from dashboard.backend.errors import (
@@ -18,27 +17,22 @@ from dashboard.backend.errors import (
     InvalidSelection,
     ModelNotFound,
 )
-from dashboard.backend.paths import is_inside
+from dashboard.backend.owner import current_owner, model_area
+from dashboard.backend.paths import is_inside, list_datasets, list_model_folders, shown_path
+from dashboard.pages import _jobs
 from dashboard.pages import _query_map as qm
 from dashboard.pages import _shared as sh
 from dashboard.state import get_state
 from dashboard.switching import SwitchView
 from model.errors import CheckpointError
-from model.model_folder import find_model_folders, locate_model
+from model.model_folder import locate_model
 
 if TYPE_CHECKING:
     from dashboard.backend.jobs import JobContext
     from dashboard.backend.refs import Pair
     from dashboard.backend.service import AnalysisService
 
-dash.register_page(
-    __name__,
-    path="/model",
-    name="Model",
-    title="Model · TotalVI Explorer",
-    description="Pick or upload data; train or load a TotalVI model.",
-    order=4,
-)
+sh.register_page(__name__, "/model", "Model")
 
 NO_BATCH = "__none__"
 #: Poll period of the Model page while a switch runs, and while none does (another tab
@@ -71,12 +65,13 @@ def layout(model: Any = None, **_: Any) -> html.Div:
             components.card("Active model", _active_view(), class_name="card-active"),
             components.card(
                 "Progress",
-                [
-                    html.Div(
-                        switch["progress"], id=ids.MODEL_PROGRESS, className="progress-block"
-                    ),
-                    html.Div(id=ids.MODEL_MESSAGE, className="model-message"),
-                ],
+                components.job_panel(
+                    ids.MODEL_JOB,
+                    progress=switch["progress"],
+                    running=not switch["cancel_disabled"],
+                    poll_ms=None,  # the page's interval polls the switch for both panels
+                    store=False,
+                ),
                 subtitle="Training, loading and mapping run on the server: every tab, and a "
                 "reload, shows them here.",
             ),
@@ -85,28 +80,20 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                     components.card(
                         "1 · Dataset",
                         [
-                            components.field(
+                            components.dropdown_field(
                                 "Dataset in the data folder",
-                                dcc.Dropdown(
-                                    id=ids.MODEL_DATASET,
-                                    options=datasets,
-                                    value=value,
-                                    clearable=False,
-                                    placeholder="No datasets found: upload one",
-                                ),
+                                ids.MODEL_DATASET,
+                                options=datasets,
+                                value=value,
+                                clearable=False,
+                                placeholder="No datasets found: upload one",
                                 hint="Files in the server's data folder (data_dir)",
                             ),
-                            components.stream_upload(
-                                ids.MODEL_UPLOAD,
-                                target="dataset",
-                                done_store=ids.MODEL_UPLOAD_DONE,
-                                limit_bytes=limit,
-                                what="an .h5ad / .h5mu / 10x .h5 file",
-                            ),
-                            dcc.Loading(html.Div(id=ids.MODEL_UPLOAD_STATUS), type="dot"),
-                            components.field(
+                            qm.upload_zone("dataset", limit),
+                            components.dropdown_field(
                                 "Batch key",
-                                dcc.Dropdown(id=ids.MODEL_BATCH_KEY, clearable=False),
+                                ids.MODEL_BATCH_KEY,
+                                clearable=False,
                                 hint="obs column with the sample/batch of each cell, for "
                                 "training; a loaded model reads the keys it was set up with",
                             ),
@@ -122,63 +109,33 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                                 [
                                     html.Div(
                                         [
-                                            components.field(
+                                            components.number_field(
                                                 "Latent dimensions",
-                                                dcc.Input(
-                                                    id=ids.MODEL_N_LATENT,
-                                                    type="number",
-                                                    value=20,
-                                                    min=N_LATENT_RANGE[0],
-                                                    max=N_LATENT_RANGE[1],
-                                                    step=1,
-                                                    className="input",
-                                                ),
+                                                ids.MODEL_N_LATENT,
+                                                value=20,
+                                                bounds=N_LATENT_RANGE,
                                             ),
-                                            components.field(
+                                            components.number_field(
                                                 "Max epochs",
-                                                dcc.Input(
-                                                    id=ids.MODEL_MAX_EPOCHS,
-                                                    type="number",
-                                                    value=400,
-                                                    min=MAX_EPOCHS_RANGE[0],
-                                                    max=MAX_EPOCHS_RANGE[1],
-                                                    step=1,
-                                                    className="input",
-                                                ),
+                                                ids.MODEL_MAX_EPOCHS,
+                                                value=400,
+                                                bounds=MAX_EPOCHS_RANGE,
                                                 hint="stops early when validation ELBO stalls",
                                             ),
                                         ],
                                         className="row-inline",
                                     ),
-                                    html.Div(
-                                        [
-                                            html.Button(
-                                                "Train",
-                                                id=ids.MODEL_TRAIN,
-                                                className="btn btn-primary",
-                                                disabled=switch["start_disabled"],
-                                            ),
-                                            html.Button(
-                                                "Cancel",
-                                                id=ids.MODEL_CANCEL,
-                                                className="btn btn-ghost",
-                                                disabled=switch["cancel_disabled"],
-                                            ),
-                                        ],
-                                        className="row-inline",
-                                    ),
+                                    qm.start_button("Train", ids.MODEL_TRAIN, switch),
                                 ],
                             ),
                             components.card(
                                 "… or load a checkpoint",
                                 [
-                                    components.field(
+                                    components.dropdown_field(
                                         "Saved model",
-                                        dcc.Dropdown(
-                                            id=ids.MODEL_CHECKPOINT,
-                                            options=checkpoints,
-                                            placeholder="Models in the model folder",
-                                        ),
+                                        ids.MODEL_CHECKPOINT,
+                                        options=checkpoints,
+                                        placeholder="Models in the model folder",
                                         hint="Folders with a model.pt in model_dir: saved by "
                                         "us or scvi-tools, scvi-hub folders, hub downloads",
                                     ),
@@ -205,11 +162,8 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                                         value=["own"],
                                         className="checklist",
                                     ),
-                                    html.Button(
-                                        "Load",
-                                        id=ids.MODEL_LOAD,
-                                        className="btn btn-secondary",
-                                        disabled=switch["start_disabled"],
+                                    qm.start_button(
+                                        "Load", ids.MODEL_LOAD, switch, kind="secondary"
                                     ),
                                 ],
                             ),
@@ -226,18 +180,11 @@ def layout(model: Any = None, **_: Any) -> html.Div:
     )
 
 
-def _short_path(path: Path, base: Path) -> str:
-    try:
-        return str(Path(path).relative_to(base))
-    except ValueError:
-        return str(path)
-
-
 def _dataset_options(service: AnalysisService) -> list[dict[str, str]]:
     base = service.settings.data_dir
     return [
-        {"label": _short_path(p, base), "value": str(p)}
-        for p in queries.list_datasets(base)
+        {"label": shown_path(p, base), "value": str(p)}
+        for p in list_datasets(base)
         if is_inside(base, p)  # not symlinks that lead out of the data folder
     ]
 
@@ -245,14 +192,14 @@ def _dataset_options(service: AnalysisService) -> list[dict[str, str]]:
 def _checkpoint_options(model_dir: Path) -> list[dict[str, str]]:
     """The model folders under ``model_dir``, each labelled with what it holds."""
     options = []
-    for folder in find_model_folders(model_dir):
+    for folder in list_model_folders(model_dir):
         where = folder.root or folder.folder
         extras = [folder.layout] if folder.layout != "model folder" else []
         if folder.data is not None:
             extras.append(f"with its data ({folder.data.name})")
         if folder.card is not None:
             extras.append("model card")
-        label = _short_path(where, model_dir)
+        label = shown_path(where, model_dir)
         options.append(
             {"label": f"{label} · {', '.join(extras)}" if extras else label, "value": str(where)}
         )
@@ -305,29 +252,10 @@ def _batches_line(data: Any, key: str | None) -> str:
 
 
 # ---------------------------------------------------------------------------- dataset
-@callback(
-    Output(ids.MODEL_DATASET, "options"),
-    Output(ids.MODEL_DATASET, "value"),
-    Output(ids.MODEL_UPLOAD_STATUS, "children"),
-    Input(ids.MODEL_UPLOAD_DONE, "data"),
-    prevent_initial_call=True,
-)
-def on_upload(done: dict[str, Any] | None) -> tuple:
-    """Show what became of a file sent to the upload route (stored under
-    ``<data folder>/uploads`` and selected, or refused with one line).
-
-    A refused upload clears the dataset choice (Train then asks for one) rather than leave
-    the previous dataset selected under a message about another file.
-    """
-    return qm.upload(done, "dataset", _dataset_options)
+on_upload = qm.upload_callback("dataset", _dataset_options)
 
 
-@callback(
-    Output(ids.MODEL_BATCH_KEY, "options"),
-    Output(ids.MODEL_BATCH_KEY, "value"),
-    Output(ids.MODEL_DATASET_INFO, "children"),
-    Input(ids.MODEL_DATASET, "value"),
-)
+@callback(*qm.choice_io(ids.MODEL_DATASET, ids.MODEL_BATCH_KEY, ids.MODEL_DATASET_INFO))
 def on_dataset(path: str | None) -> tuple:
     """Read the chosen dataset: its size and the obs columns that can be the batch key."""
     if not path:
@@ -362,8 +290,8 @@ def on_dataset(path: str | None) -> tuple:
 def switch_outputs(view: SwitchView) -> dict[str, Any]:
     """What the page shows of the server's model switch: the progress panel (in the
     Progress card, or the map card for a mapping), which buttons are off, the poll period."""
-    panel = components.job_panel(
-        label=f"{view.label} {view.name}".strip(),
+    panel = components.job_progress(
+        f"{view.label} {view.name}".strip(),
         running=view.running,
         progress=view.progress,
         message=view.message,
@@ -401,10 +329,11 @@ def train_job(
     dataset = service.open_dataset(path, batch_key=batch_key, untrusted=True)
     stem = Path(path).name.split(".")[0] or "model"
     name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out, n = service.settings.model_dir / name, 1
+    area = model_area(service.settings.model_dir, current_owner())  # the user's own models
+    out, n = area / name, 1
     while out.exists():  # two trainings started in the same second keep both models
         n += 1
-        out = service.settings.model_dir / f"{name}-{n}"
+        out = area / f"{name}-{n}"
 
     def submit() -> str:
         state.set_dataset(dataset)
@@ -473,15 +402,11 @@ def load_job(
 
 
 @callback(
-    Output(ids.MODEL_MESSAGE, "children"),
-    Output(ids.MODEL_PROGRESS, "children", allow_duplicate=True),
-    Output(ids.MODEL_TRAIN, "disabled", allow_duplicate=True),
-    Output(ids.MODEL_CANCEL, "disabled", allow_duplicate=True),
+    *_jobs.switch_start_outputs(ids.MODEL_JOB, ids.MODEL_TRAIN, first=True),
     Input(ids.MODEL_TRAIN, "n_clicks"),
-    State(ids.MODEL_DATASET, "value"),
-    State(ids.MODEL_BATCH_KEY, "value"),
-    State(ids.MODEL_N_LATENT, "value"),
-    State(ids.MODEL_MAX_EPOCHS, "value"),
+    *sh.values_of(
+        ids.MODEL_DATASET, ids.MODEL_BATCH_KEY, ids.MODEL_N_LATENT, ids.MODEL_MAX_EPOCHS
+    ),
     prevent_initial_call=True,
 )
 def on_train(
@@ -511,16 +436,10 @@ def on_train(
 
 
 @callback(
-    Output(ids.MODEL_MESSAGE, "children", allow_duplicate=True),
-    Output(ids.MODEL_PROGRESS, "children", allow_duplicate=True),
-    Output(ids.MODEL_LOAD, "disabled", allow_duplicate=True),
-    Output(ids.MODEL_CANCEL, "disabled", allow_duplicate=True),
+    *_jobs.switch_start_outputs(ids.MODEL_JOB, ids.MODEL_LOAD),
     Input(ids.MODEL_LOAD, "n_clicks"),
-    State(ids.MODEL_DATASET, "value"),
-    State(ids.MODEL_BATCH_KEY, "value"),
-    State(ids.MODEL_CHECKPOINT, "value"),
-    State(ids.MODEL_CHECKPOINT_PATH, "value"),
-    State(ids.MODEL_OWN_DATA, "value"),
+    *sh.values_of(ids.MODEL_DATASET, ids.MODEL_BATCH_KEY, ids.MODEL_CHECKPOINT),
+    *sh.values_of(ids.MODEL_CHECKPOINT_PATH, ids.MODEL_OWN_DATA),
     prevent_initial_call=True,
 )
 def on_load(
@@ -581,16 +500,6 @@ def poll_switch(_n: int | None) -> tuple:
     )
 
 
-@callback(
-    Output(ids.MODEL_MESSAGE, "children", allow_duplicate=True),
-    Input(ids.MODEL_CANCEL, "n_clicks"),
-    prevent_initial_call=True,
-)
-def on_cancel(n_clicks: int | None) -> Any:
-    """Cancel the running training, loading or preparation (from any tab)."""
-    return cancel_switch() if n_clicks else no_update
-
-
 def cancel_switch() -> html.Div:
     """Cancel the server's running model switch (whichever tab started it); what to say."""
     view = get_state().switch.cancel()
@@ -604,38 +513,19 @@ def cancel_switch() -> html.Div:
 
 
 # ---------------------------------------------------------------- map new data (query)
-@callback(
-    Output(ids.MODEL_QUERY_DATASET, "options"),
-    Output(ids.MODEL_QUERY_DATASET, "value"),
-    Output(ids.MODEL_QUERY_UPLOAD_STATUS, "children"),
-    Input(ids.MODEL_QUERY_UPLOAD_DONE, "data"),
-    prevent_initial_call=True,
-)
-def on_query_upload(done: dict[str, Any] | None) -> tuple:
-    """Show what became of uploaded new data (proteins optional); select it when stored."""
-    return qm.upload(done, "query", _dataset_options)
+on_query_upload = qm.upload_callback("query", _dataset_options)
 
 
-@callback(
-    Output(ids.MODEL_QUERY_BATCH_KEY, "options"),
-    Output(ids.MODEL_QUERY_BATCH_KEY, "value"),
-    Output(ids.MODEL_QUERY_INFO, "children"),
-    Input(ids.MODEL_QUERY_DATASET, "value"),
-)
+@callback(*qm.choice_io(ids.MODEL_QUERY_DATASET, ids.MODEL_QUERY_BATCH_KEY, ids.MODEL_QUERY_INFO))
 def on_query_dataset(path: str | None) -> tuple:
     """Read the chosen new data: size, shared genes/proteins, batch-key candidates."""
     return qm.dataset_choice(path)
 
 
 @callback(
-    Output(ids.MODEL_QUERY_MESSAGE, "children"),
-    Output(ids.MODEL_QUERY_PROGRESS, "children", allow_duplicate=True),
-    Output(ids.MODEL_QUERY_START, "disabled", allow_duplicate=True),
-    Output(ids.MODEL_QUERY_CANCEL, "disabled", allow_duplicate=True),
+    *_jobs.switch_start_outputs(ids.MODEL_QUERY_JOB, ids.MODEL_QUERY_START, first=True),
     Input(ids.MODEL_QUERY_START, "n_clicks"),
-    State(ids.MODEL_QUERY_DATASET, "value"),
-    State(ids.MODEL_QUERY_BATCH_KEY, "value"),
-    State(ids.MODEL_QUERY_MAX_EPOCHS, "value"),
+    *sh.values_of(ids.MODEL_QUERY_DATASET, ids.MODEL_QUERY_BATCH_KEY, ids.MODEL_QUERY_MAX_EPOCHS),
     prevent_initial_call=True,
 )
 def on_map_start(
@@ -652,11 +542,7 @@ def on_map_start(
     return message, out["query_progress"], out["start_disabled"], out["query_cancel_disabled"]
 
 
-@callback(
-    Output(ids.MODEL_QUERY_MESSAGE, "children", allow_duplicate=True),
-    Input(ids.MODEL_QUERY_CANCEL, "n_clicks"),
-    prevent_initial_call=True,
-)
-def on_map_cancel(n_clicks: int | None) -> Any:
-    """Cancel the mapping or the preparation after it; the active model stays."""
-    return cancel_switch() if n_clicks else no_update
+# the Cancel of either panel stops whichever step runs (training, loading, mapping or the
+# preparation after it); the active model stays
+on_cancel = _jobs.switch_cancel_callback(ids.MODEL_JOB, cancel_switch)
+on_map_cancel = _jobs.switch_cancel_callback(ids.MODEL_QUERY_JOB, cancel_switch)

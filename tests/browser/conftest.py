@@ -9,7 +9,6 @@ without having driven a real browser.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -19,8 +18,8 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = Path(os.environ.get("TVE_CHROMIUM", "/usr/bin/chromium"))
-CHROMEDRIVER = Path(os.environ.get("TVE_CHROMEDRIVER", "/usr/bin/chromedriver"))
+from dashboard.testing_browser import CHROMEDRIVER, CHROMIUM, new_driver
+
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 #: A slice that trains in seconds but still has every PBMC cell type.
 SLICE = {"n_cells": 800, "n_genes": 400, "max_epochs": 20}
@@ -116,25 +115,8 @@ def dashboard(
 
 @pytest.fixture(scope="module")
 def driver(dashboard: Dashboard) -> Iterator[Any]:
-    """One headless Chromium for the module (console log kept at ALL)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        "--enable-unsafe-swiftshader",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=str(CHROMEDRIVER))  # selenium 4.2 to 4.x alike
-    drv = webdriver.Chrome(options=options, service=service)
-    drv.set_page_load_timeout(60)
+    """One headless Chromium for the module."""
+    drv = new_driver()
     try:
         yield drv
     finally:

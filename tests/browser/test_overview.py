@@ -4,6 +4,7 @@ plotted or not, keeps the shape (not a cell list) in the link, and compares by D
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -53,13 +54,13 @@ def test_lasso_on_the_overview_selects_every_cell_inside(
     left, top, width, height = driver.execute_script(pages.PLOT_AREA_JS, ids.EXPLORE_UMAP)
     x0, x1 = left + 0.02 * width, left + 0.45 * width
     y0, y1 = top + 0.02 * height, top + 0.98 * height
-    steps = 6
-    path = (
-        [(x0 + (x1 - x0) * i / steps, y0) for i in range(steps + 1)]
-        + [(x1, y0 + (y1 - y0) * i / steps) for i in range(1, steps + 1)]
-        + [(x1 - (x1 - x0) * i / steps, y1) for i in range(1, steps + 1)]
-        + [(x0, y1 - (y1 - y0) * i / steps) for i in range(1, steps + 1)]
-    )
+    steps = 6  # a closed lasso along the box's edges, point by point
+    corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+    path = [
+        (xa + (xb - xa) * i / steps, ya + (yb - ya) * i / steps)
+        for (xa, ya), (xb, yb) in itertools.pairwise(corners)
+        for i in range(steps)
+    ] + [corners[-1]]
     polygon = np.array(driver.execute_script(PX_TO_DATA_JS, ids.EXPLORE_UMAP, path))
     xy = service.umap(pair)
     inside = points_in_polygon(

@@ -202,6 +202,16 @@ def test_explore_lasso_selects_everywhere_and_compares(
     status = driver.find_element(By.ID, ids.EXPLORE_DE_STATUS).text
     assert "selection vs Rest" in status, status
     assert driver.find_element(By.ID, ids.EXPLORE_DE_EXPORT).is_displayed()
+    # the comparison ran as a job: its panel is empty again and its Cancel gone
+    panel = ids.EXPLORE_DE_JOB
+    wait_for(
+        driver,
+        lambda d: (
+            not d.find_element(By.ID, panel.cancel).is_displayed()
+            and not d.find_element(By.ID, panel.progress).text
+        ),
+        "the compare job's panel still shows after its table came",
+    )
     wait_idle(driver)
     driver.save_screenshot(str(screenshots / "explore-selection.png"))
     assert_clean(driver, dashboard, "explore after lasso and compare")

@@ -44,31 +44,21 @@ def env(tmp_path_factory) -> Iterator[SimpleNamespace]:
     data_path = root / "data" / "pbmc_slice.h5ad"
     data.to_anndata().write_h5ad(data_path)
     settings = Settings(
-        cache_dir=tmp_path_factory.getbasetemp() / "dashboard-cache",  # shared with test_app
         data_dir=root / "data",
         model_dir=root / "models",
+        cache_dir=tmp_path_factory.getbasetemp() / "dashboard-cache",  # shared with test_app
         de_n_samples=1000,
         denoise_n_samples=3,
     )
-    with app_on(settings, data, model) as env:
+    with app_on(settings, data, model) as env:  # service, pair, state, app
         from dashboard.pages import de, explore, lookup, metrics
         from dashboard.pages import model as model_page
 
+        pages = {"explore": explore, "lookup": lookup, "de": de, "metrics": metrics}
+        more = {"data": data, "data_path": data_path, "root": root, "n": data.n_cells}
+        types = env.service.cell_types(env.pair)
         yield SimpleNamespace(
-            service=env.service,
-            pair=env.pair,
-            state=env.state,
-            app=env.app,
-            data=data,
-            data_path=data_path,
-            root=root,
-            n=data.n_cells,
-            types=env.service.cell_types(env.pair),
-            explore=explore,
-            lookup=lookup,
-            de=de,
-            metrics=metrics,
-            model=model_page,
+            **{**vars(env), **pages, **more, "model": model_page, "types": types}
         )
 
 
@@ -369,11 +359,68 @@ def de_rows_of(grid: Any) -> list[dict]:
     return rows
 
 
+def compare(
+    env: SimpleNamespace, a: str, b: str, selection: dict | None = None, saved: dict | None = None
+) -> tuple:
+    """Press Compare (DE), let its job finish as the panel's poll sees it; what the result
+    callback then shows: ``(table, status line, export hidden)``."""
+    store, interval_off, ready, progress, cancel_off = env.explore.start_compare(
+        1, a, b, selection, saved
+    )
+    assert store is not None, text(progress)
+    if ready is no_update:  # still running: the panel polls until it is done
+        assert (interval_off, cancel_off) == (False, False)
+        finish(env.service, store["job"])
+        progress, interval_off, ready, cancel_off, message = env.explore.poll_compare(1, store)
+        assert message == ""
+    assert (progress, interval_off, cancel_off) == ([], True, True)  # the bar goes
+    return env.explore.show_compare(ready)
+
+
+def test_compare_runs_as_a_job_and_the_table_fills_in_when_done(env) -> None:
+    b_cells = cells_of(env, b_cell_type(env))
+    other = largest_type(env)
+    selection = {"cells": b_cells[: len(b_cells) // 2]}  # a new pair of groups: not cached
+    store, interval_off, ready, progress, cancel_off = env.explore.start_compare(
+        1, "__current__", f"type:{other}", selection, None
+    )
+    info = env.service.job(store["job"])
+    assert info.kind == "de_groups"  # a backend job, not the web request
+    assert (store["a"], store["b"]) == ("selection", other)
+    if ready is no_update:  # the panel shows the job: its name, a bar, Cancel on
+        assert text(progress).startswith("Comparison") and "%" in text(progress)
+        assert (interval_off, cancel_off) == (False, False)
+        assert env.explore.show_compare(None) == (no_update,) * 3  # nothing to show yet
+        finish(env.service, store["job"])
+        progress, interval_off, ready, cancel_off, _ = env.explore.poll_compare(1, store)
+    assert (progress, interval_off, cancel_off) == ([], True, True)
+    assert ready["job"] == store["job"]
+    wrap, status, export_hidden = env.explore.show_compare(ready)
+    rows = de_rows_of(wrap)
+    assert len(rows) == env.data.n_genes + env.data.n_proteins
+    assert f"selection vs {other}" in text(status)
+    up = {r["feature"] for r in rows if r["is_de"] and r["lfc_mean"] > 0}
+    assert {"MS4A1", "CD79A"} & up  # the selected B cells' genes against the other type
+    assert export_hidden is False
+
+
+def test_a_compare_job_can_be_cancelled(env) -> None:
+    cells = cells_of(env, largest_type(env))[:25]
+    store, *_ = env.explore.start_compare(1, "__current__", "__rest__", {"cells": cells}, None)
+    assert "Cancelling" in text(env.explore.cancel_compare(1, store))
+    info = env.service.wait(store["job"], timeout=120)
+    progress, interval_off, ready, cancel_off, message = env.explore.poll_compare(2, store)
+    assert (interval_off, cancel_off, message) == (True, True, "")  # the notice goes too
+    if str(info.status) == "cancelled":  # else it had finished before the click
+        assert assert_one_line_alert(progress[0], kind="info") == "Comparison: cancelled."
+        assert ready is no_update
+    assert env.explore.cancel_compare(None, store) is no_update
+    assert env.explore.cancel_compare(1, None) is no_update
+
+
 def test_selection_vs_rest_de_table(env) -> None:
     cells = cells_of(env, b_cell_type(env))
-    wrap, status, export_hidden = env.explore.run_compare(
-        1, "__current__", "__rest__", {"cells": cells}, None
-    )
+    wrap, status, export_hidden = compare(env, "__current__", "__rest__", {"cells": cells})
     rows = de_rows_of(wrap)
     assert len(rows) == env.data.n_genes + env.data.n_proteins
     for col in ("key", "feature", "modality", "lfc_mean", "bayes_factor", "proba_de", "is_de"):
@@ -395,7 +442,7 @@ def test_selection_vs_rest_de_table(env) -> None:
 def test_group_a_vs_group_b_de_table(env) -> None:
     counts = env.types.astype(str).value_counts()
     a, b = str(counts.index[0]), str(counts.index[1])
-    wrap, status, _ = env.explore.run_compare(1, f"type:{a}", f"type:{b}", None, None)
+    wrap, status, _ = compare(env, f"type:{a}", f"type:{b}")
     rows = de_rows_of(wrap)
     assert f"{a} vs {b}" in text(status)
     top = rows[0]
@@ -406,15 +453,22 @@ def test_group_a_vs_group_b_de_table(env) -> None:
 
 
 def test_compare_without_cells_is_a_warning(env) -> None:
-    wrap, status, hidden = env.explore.run_compare(1, "__current__", "__rest__", None, None)
-    assert wrap is no_update and hidden is no_update
+    store, interval_off, ready, status, cancel_off = env.explore.start_compare(
+        1, "__current__", "__rest__", None, None
+    )
+    assert store is None and ready is no_update  # no job, the table stays as it was
+    assert (interval_off, cancel_off) == (True, True)
     assert "that selection is gone" in assert_one_line_alert(status, kind="warning")
-    same = env.explore.run_compare(1, "type:X", "type:X", None, None)[1]
+    same = env.explore.start_compare(1, "type:X", "type:X", None, None)[3]
     assert_one_line_alert(same, kind="warning")
+    t = f"type:{largest_type(env)}"
+    inside = env.explore.start_compare(1, t, t, None, None)[3]
+    assert "pick groups that differ" in assert_one_line_alert(inside, kind="warning")
+    assert env.explore.start_compare(None, t, "__rest__", None, None) == (no_update,) * 5
 
 
 def test_every_de_row_key_is_a_colourable_feature(env) -> None:
-    wrap, _, _ = env.explore.run_compare(1, f"type:{b_cell_type(env)}", "__rest__", None, None)
+    wrap, _, _ = compare(env, f"type:{b_cell_type(env)}", "__rest__")
     keys = [r["key"] for r in de_rows_of(wrap)]
     catalog = queries.feature_catalog(env.service, env.pair)
     assert all(catalog.has(k) for k in keys), [k for k in keys if not catalog.has(k)][:3]
@@ -503,14 +557,14 @@ def test_lookup_dotplot_and_adding_a_feature(env) -> None:
 def de_ready(env) -> dict:
     """The one-vs-rest DE job of the largest cell type, run through the page's callbacks."""
     group = f"type:{largest_type(env)}"
-    store, interval_off, ready, progress = env.de.start_de(group, None)
+    store, interval_off, ready, progress, cancel_off = env.de.start_de(group, None)
     assert store["group"] == group
     if ready is no_update:  # still running: the page polls until it is done
-        assert interval_off is False
+        assert interval_off is False and cancel_off is False
         finish(env.service, store["job"])
-        progress, interval_off, ready = env.de.poll_de(1, store)
+        progress, interval_off, ready, cancel_off, _ = env.de.poll_de(1, store)
         assert progress == []  # the bar goes once the results are in
-    assert interval_off is True
+    assert interval_off is True and cancel_off is True
     assert ready["group"] == group
     return ready
 
@@ -574,10 +628,10 @@ def test_de_page_volcano_and_click_colours_the_cells(env, de_ready) -> None:
 def test_de_page_saved_selection_group(env) -> None:
     cells = cells_of(env, largest_type(env))[:40]
     saved, _, _ = env.explore.save_selection(1, "forty", {"cells": cells}, None)
-    store, _, ready, _ = env.de.start_de("saved:forty", saved)
+    store, _, ready, *_ = env.de.start_de("saved:forty", saved)
     if ready is no_update:
         finish(env.service, store["job"])
-        _, _, ready = env.de.poll_de(1, store)
+        _, _, ready, *_ = env.de.poll_de(1, store)
     rows, status = env.de.render_table(ready, "rna", saved)
     assert len(rows) == env.data.n_genes
     assert "forty vs all other cells" in text(status)
@@ -585,14 +639,14 @@ def test_de_page_saved_selection_group(env) -> None:
     rows, status = env.de.render_table(ready, "all", {})
     assert rows == []
     assert "no longer exists" in assert_one_line_alert(status, kind="warning")
-    _, _, _, alert = env.de.start_de("saved:gone", {})
+    _, _, _, alert, _ = env.de.start_de("saved:gone", {})
     assert "no longer exists" in assert_one_line_alert(alert, kind="warning")
 
 
 # ---------------------------------------------------------------------- display names
 def test_de_table_shows_display_names_with_the_id_in_tooltip_and_csv(env) -> None:
     cells = cells_of(env, b_cell_type(env))
-    wrap, _, _ = env.explore.run_compare(1, "__current__", "__rest__", {"cells": cells}, None)
+    wrap, _, _ = compare(env, "__current__", "__rest__", {"cells": cells})
     rows = de_rows_of(wrap)
     cd19 = next(r for r in rows if r["key"] == "protein:CD19_TotalSeqB")
     assert cd19["feature"] == "CD19 protein"
@@ -668,7 +722,7 @@ def test_rename_a_cell_type_everywhere_then_reset(env, de_ready) -> None:
         assert rows and all(r["group1"] == type_id for r in rows)  # the cached table
         volcano = env.de.render_volcano(de_ready, "all", None, None)
         assert volcano.layout.title.text == "Main type vs rest"
-        _, line, _ = env.explore.run_compare(1, f"type:{type_id}", "__rest__", None, None)
+        _, line, _ = compare(env, f"type:{type_id}", "__rest__")
         assert "Main type vs Rest" in text(line)
         # lookup: violins and dot plot
         violin = env.lookup.update_violin("gene:LYZ")
@@ -739,12 +793,12 @@ def test_metrics_page_has_the_model_card_tables(env) -> None:
     history = find(page, ids.METRICS_HISTORY).figure
     assert [t.name for t in history.data] == ["train", "validation"]
 
-    store, interval_off, ready, _, cancel_hidden, retry_hidden = env.metrics.start_metrics(None)
+    store, interval_off, ready, _, cancel_off, retry_hidden = env.metrics.start_metrics(None)
     if ready is no_update:
-        assert interval_off is False and cancel_hidden is False
+        assert interval_off is False and cancel_off is False
         finish(env.service, store["job"])
-        _, interval_off, ready, cancel_hidden, retry_hidden = env.metrics.poll_metrics(1, store)
-    assert (interval_off, cancel_hidden, retry_hidden) == (True, True, True)
+        _, interval_off, ready, cancel_off, _, retry_hidden = env.metrics.poll_metrics(1, store)
+    assert (interval_off, cancel_off, retry_hidden) == (True, True, True)
     sections = env.metrics.render_metrics(ready)
     tables = [c for c in walk(sections) if getattr(c, "className", "").startswith("table")]
 

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 
 from dashboard.backend.errors import DatasetNotFound, ModelDataMismatch
-from dashboard.backend.query import is_rna_only, load_query_file
+from dashboard.backend.mapping import is_rna_only, load_query_file
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.serve_config import load_serve_config

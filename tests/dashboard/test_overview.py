@@ -223,6 +223,11 @@ def test_region_selection_in_the_url_saved_and_compared(env) -> None:
     assert groups["__current__"] == cells and groups["saved:C shape"] == cells
     group, name = env.explore.resolve_group("saved:C shape", selection, saved)
     assert group == cells and name == "C shape"
-    _, status, hidden = env.explore.run_compare(1, "__current__", "__rest__", selection, saved)
+    store, _, ready, *_ = env.explore.start_compare(
+        1, "__current__", "__rest__", selection, saved
+    )
+    env.service.wait(store["job"])
+    ready = env.explore.poll_compare(1, store)[2]
+    _, status, hidden = env.explore.show_compare(ready)
     assert hidden is False
     assert "selection vs Rest" in text(status)

@@ -30,13 +30,14 @@ from dashboard.testing import fast_umap, find, post_upload, text, walk
 
 pytestmark = pytest.mark.slow
 
+#: Epochs of the mapping that switches the app (the cancelled one asks for 2000).
 EPOCHS = 20
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[SimpleNamespace]:
-    reference, query, model = reference_and_query()
     root = tmp_path_factory.mktemp("query-page")
+    reference, query, model = reference_and_query()
     data_dir = root / "data"
     data_dir.mkdir()
     adata = query.to_anndata()
@@ -126,14 +127,16 @@ def test_uploading_rna_only_new_data(env) -> None:
     options, value, note = env.model.on_query_upload(
         post_upload(env.app.server, env.query_path.read_bytes(), "more cells.h5ad", "query")
     )
-    assert value.endswith("more_cells.h5ad") and Path(value).parent.name == "uploads"
-    assert {"label": "uploads/more_cells.h5ad", "value": value} in options
+    # stored in the uploading browser's own area: uploads/<its workspace>/
+    assert value.endswith("more_cells.h5ad") and Path(value).parent.parent.name == "uploads"
+    area = Path(value).parent.name
+    assert {"label": f"uploads/{area}/more_cells.h5ad", "value": value} in options
     assert "Uploaded and checked more_cells.h5ad" in one_line_alert(note, "success")
     bad = post_upload(env.app.server, b"not hdf5", "junk.h5ad", "query")
     options, value, alert = env.model.on_query_upload(bad)
     assert options is no_update and value is None  # Map must not map an earlier file
     assert "junk.h5ad" in one_line_alert(alert, "warning")
-    assert not list((env.root / "data" / "uploads").glob("*junk*"))
+    assert not list((env.root / "data" / "uploads").rglob("*junk*"))
 
 
 def test_start_validates_the_form(env) -> None:

@@ -7,7 +7,6 @@ import base64
 import gzip
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -293,7 +292,61 @@ def test_small_responses_are_not_compressed(app) -> None:
     assert response.get_json()["response"][ids.EXPLORE_LINKED_Y]["disabled"] is False
 
 
-def test_app_has_a_background_callback_manager_in_the_cache_folder(app) -> None:
-    manager = app.app._background_manager
-    assert type(manager).__name__ == "DiskcacheManager"  # no REDIS_URL configured
-    assert Path(manager.handle.directory) == app.service.settings.callbacks_dir
+def _store_data(layout: Any, store_id: str) -> Any:
+    """The ``data`` of the store ``store_id`` in a layout tree."""
+    found: list[Any] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            props = node.get("props")
+            if isinstance(props, dict) and props.get("id") == store_id:
+                found.append(props.get("data"))
+            for v in node.values():
+                visit(v)
+        elif isinstance(node, list):
+            for v in node:
+                visit(v)
+
+    visit(layout)
+    assert len(found) == 1, store_id
+    return found[0]
+
+
+def test_each_browser_session_has_its_own_workspace(app) -> None:
+    """Without auth each browser gets its own workspace (an HttpOnly session cookie): a
+    selection, saved selections and colour one of them makes are kept on the server and
+    come back on its next page load, and never show in the other's."""
+    alice = app.app.server.test_client()
+    bob = app.app.server.test_client()
+    first = alice.get("/_dash-layout")
+    cookie = first.headers.get("Set-Cookie", "")
+    assert "tve_workspace=" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    bob.get("/_dash-layout")
+    a_token = alice.get_cookie("tve_workspace").value
+    assert a_token != bob.get_cookie("tve_workspace").value
+    assert alice.get("/_dash-layout").headers.get("Set-Cookie") is None  # kept, not minted
+
+    saver = dependency(app, "app-workspace-sink.children", f"{ids.SELECTION_STORE}.data")
+    selection = {"cells": [1, 2, 3], "dataset": app.pair.dataset.id, "source": "lasso"}
+    saved = {app.pair.dataset.id: {"three cells": [1, 2, 3]}}
+    env = SimpleNamespace(client=alice)
+    gene = {"feature": "gene:CD3E", "layer": "raw"}
+    assert call(env, saver, [selection, saved, gene]).status_code in (200, 204)
+
+    a_layout = alice.get("/_dash-layout").get_json()
+    assert _store_data(a_layout, ids.SELECTION_STORE) == selection
+    assert _store_data(a_layout, ids.SAVED_SELECTIONS_STORE) == saved
+    assert _store_data(a_layout, ids.COLOR_STORE) == gene
+    b_layout = bob.get("/_dash-layout").get_json()
+    assert _store_data(b_layout, ids.SELECTION_STORE) is None
+    assert _store_data(b_layout, ids.SAVED_SELECTIONS_STORE) == {}
+    assert _store_data(b_layout, ids.COLOR_STORE)["feature"] != "gene:CD3E"
+
+    # a forged cookie is not a name: the browser gets a fresh workspace, not a file path
+    forged = app.app.server.test_client()
+    forged.set_cookie("tve_workspace", "../../etc/passwd")
+    response = forged.get("/_dash-layout")
+    assert "tve_workspace=" in response.headers.get("Set-Cookie", "")
+    assert _store_data(response.get_json(), ids.SELECTION_STORE) is None
+    records = list((app.service.settings.cache_dir / "workspaces").glob("*.json"))
+    assert records and all(p.name.startswith("s-") for p in records)

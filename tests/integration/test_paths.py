@@ -137,7 +137,7 @@ def test_oversize_upload_is_refused_and_nothing_written(env, monkeypatch) -> Non
         raise AssertionError(f"validated {path} although it is over the limit")
 
     monkeypatch.setattr("model.data.read_cite_seq", must_not_read)
-    monkeypatch.setattr("dashboard.backend.query.load_query_file", must_not_read)
+    monkeypatch.setattr("dashboard.backend.mapping.load_query_file", must_not_read)
     big = b"\x89HDF\r\n" + b"x" * (2 * LIMIT)
     uploads = env.data_dir / "uploads"
     options, value, alert = env.model.on_upload(post_upload(env.app.server, big, "big.h5ad"))

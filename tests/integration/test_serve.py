@@ -65,9 +65,9 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path) -> None:
     ("body", "key", "words"),
     [
         ("prot = 8050\n", "prot", "unknown key"),
-        ('port = "eighty"\n', "port", "must be an integer"),
+        ('port = "eighty"\n', "port", "is not an integer"),
         ("threads = 0\n", "threads", "must be positive"),
-        ("data_dir = 3\n", "data_dir", "must be a string"),
+        ("data_dir = 3\n", "data_dir", "is not a path"),
         ("port = \n", None, "not valid TOML"),
     ],
 )

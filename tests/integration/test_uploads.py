@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import queries
 from dashboard.backend.errors import BackendError, DatasetNotFound, LimitExceeded
-from dashboard.backend.paths import resolve_in_folder
+from dashboard.backend.paths import list_datasets, resolve_in_folder
 from dashboard.backend.uploads import (
     INCOMING,
     clean_stale_uploads,
@@ -116,7 +115,7 @@ def test_temporary_files_are_never_listed_or_opened_and_are_cleaned(tmp_path) ->
     os.utime(stale, (old, old))
     os.utime(legacy, (old, old))
     (uploads / "real.h5ad").write_bytes(b"stored")
-    listed = queries.list_datasets(tmp_path)
+    listed = list_datasets(tmp_path)
     assert listed == [uploads / "real.h5ad"]
     for p in (stale, legacy):
         with pytest.raises(BackendError, match="hidden"):

@@ -31,16 +31,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anndata
+import mudata
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from dashboard.backend.errors import DatasetNotFound, InvalidSelection, ModelDataMismatch
 from dashboard.backend.refs import DatasetRef, Pair
+from dashboard.backend.untrusted import QUERY_READER, validate_file
+from model.data import (
+    CiteSeqData,
+    CiteSeqDataError,
+    _read_or_fail,
+    from_anndata,
+    from_mudata,
+    read_10x,
+    read_cite_seq,
+)
+from model.errors import QueryDataError
 
 if TYPE_CHECKING:
     from dashboard.backend.service import AnalysisService
-    from model.data import CiteSeqData
     from model.totalvi import TotalVI
 
 ProgressFn = Callable[[float, str], None]
@@ -122,8 +134,6 @@ def read_query(path: str | Path, *, batch_key: str | None = None) -> CiteSeqData
 
     Raises :class:`DatasetNotFound` with the reader's message when the file cannot be used.
     """
-    from model.data import CiteSeqDataError
-
     try:
         return load_query_file(path, batch_key=batch_key)
     except CiteSeqDataError as err:
@@ -132,11 +142,6 @@ def read_query(path: str | Path, *, batch_key: str | None = None) -> CiteSeqData
 
 def load_query_file(path: str | Path, *, batch_key: str | None = None) -> CiteSeqData:
     """:func:`read_query` raising the reader's ``CiteSeqDataError`` (upload validation)."""
-    import anndata
-    import mudata
-
-    from model.data import _read_or_fail, from_anndata, from_mudata, read_10x, read_cite_seq
-
     p = Path(path)
     name = p.name.lower()
     if (
@@ -185,8 +190,6 @@ def open_query(
     """
     p = service._resolve(path, service.settings.data_dir)
     if untrusted:
-        from dashboard.backend.untrusted import QUERY_READER, validate_file
-
         validate_file(
             p, settings=service.settings, read_kwargs={"batch_key": batch_key}, reader=QUERY_READER
         )
@@ -244,11 +247,11 @@ def map_query(
     query
         A registered query dataset (:func:`open_query` or ``service.add_dataset``).
     max_epochs
-        Query training epochs (None: ``model.query``'s default).
+        Query training epochs (None: ``model.mapping``'s default).
     k
         Neighbours of the label vote.
     min_gene_fraction
-        Lowest share of the model's genes the query must have (None: ``model.query``'s).
+        Lowest share of the model's genes the query must have (None: ``model.mapping``'s).
     name
         Name of the combined dataset (default ``"<reference> + <query>"``).
     progress, should_stop
@@ -259,7 +262,7 @@ def map_query(
     -------
     The combined pair and the mapping report.
     """
-    from model.query import MIN_GENE_FRACTION
+    from model.mapping import MIN_GENE_FRACTION  # torch: loaded when a mapping runs
 
     def report(fraction: float, message: str) -> None:
         if progress is not None:
@@ -336,7 +339,7 @@ def _compute(
     progress: ProgressFn,
     should_stop: Callable[[], bool] | None,
 ) -> _Mapped:
-    from model.query import QueryDataError, transfer_labels
+    from model.mapping import transfer_labels  # torch
 
     model = service.model(pair)
     ref_data = service.dataset(pair)
@@ -403,9 +406,7 @@ def combine(
     -------
     The combined :class:`~model.data.CiteSeqData` (labels = :data:`LABEL_COLUMN`).
     """
-    from model.data import CiteSeqData
-
-    ref = reference._prepare_data(ref_data)  # model's genes, proteins and batch codes
+    ref = reference.aligned(ref_data)  # model's genes, proteins and batch codes
     qry = mapped.data
     if qry is None:
         raise ModelDataMismatch("the mapped model has no query data attached")

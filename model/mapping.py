@@ -49,7 +49,8 @@ import torch
 from torch import nn
 
 from model.config import TrainConfig
-from model.data import CiteSeqData, CiteSeqDataError, compute_protein_batch_mask
+from model.data import CiteSeqData, compute_protein_batch_mask, from_anndata
+from model.errors import QueryDataError, QueryGeneMismatchError
 from model.module import TotalVAE
 from model.nn import FCLayers
 from model.priors import library_size_prior, protein_background_prior
@@ -75,14 +76,6 @@ MIN_GENE_FRACTION = 0.5
 QUERY_SUFFIX = "-query"
 #: Default epoch cap for query training (scvi-tools' scArches tutorial uses 200).
 DEFAULT_QUERY_EPOCHS = 200
-
-
-class QueryDataError(CiteSeqDataError):
-    """The query cannot be mapped onto the reference (features or batches)."""
-
-
-class QueryGeneMismatchError(QueryDataError):
-    """Too few of the reference genes are measured in the query."""
 
 
 @dataclass
@@ -186,20 +179,16 @@ def align_query(
     if missing_proteins:  # absent means unmeasured, even for batches without cells
         mask = np.ones((data.n_batch, len(want_p)), dtype=bool) if mask is None else mask
         mask[:, pi < 0] = False
-    aligned = CiteSeqData(
+    aligned = dataclasses.replace(  # same cells, batches and labels; no symbols or notices
+        data,
         rna=rna,
         protein=protein,
-        obs=data.obs,
         var_names=want_g,
         protein_names=want_p,
-        batch=data.batch,
-        batch_categories=data.batch_categories,
-        batch_key=data.batch_key,
-        labels=data.labels,
-        label_categories=data.label_categories,
-        labels_key=data.labels_key,
         protein_batch_mask=mask,
-        source=data.source,
+        gene_symbols=None,
+        protein_symbols=None,
+        notices=(),
     )
     report = {
         "missing_genes": missing_genes,
@@ -214,8 +203,6 @@ def _as_cite_seq(
 ) -> CiteSeqData:
     if isinstance(query, CiteSeqData):
         return query
-    from model.data import from_anndata
-
     adata = query
     if protein_obsm_key not in adata.obsm:  # RNA only: one dummy all-zero protein column
         adata = adata.copy()
@@ -478,8 +465,6 @@ def map_query(
     A new TotalVI with the reference batches plus the query's, the aligned query attached as
     ``data`` and the mapping report in ``query_info``.
     """
-    from model.totalvi import TotalVI
-
     t0 = time.perf_counter()
     ref_cfg = reference.config
     data, report = align_query(
@@ -562,7 +547,7 @@ def map_query(
         )
     module.eval()
 
-    model = TotalVI.from_module(
+    model = type(reference).from_module(  # the reference's class: no import of model.totalvi
         module,
         var_names=list(reference.var_names),
         protein_names=list(reference.protein_names),
@@ -599,6 +584,30 @@ def _uses_empirical_prior(model: TotalVI) -> bool:
     if isinstance(setting, bool):
         return setting
     return model.config.n_proteins > 10  # scvi-tools' default rule
+
+
+# =================================================================== evaluation
+def median_protein_r(predicted: np.ndarray, measured: np.ndarray) -> float:
+    """Median over the proteins (columns) of the Pearson r of ``log1p`` predicted and
+    ``log1p`` measured counts: how well a mapped model predicts proteins it did not see."""
+    rs = [
+        np.corrcoef(np.log1p(predicted[:, j]), np.log1p(measured[:, j]))[0, 1]
+        for j in range(measured.shape[1])
+    ]
+    return float(np.median(rs))
+
+
+def protein_scenarios(query: CiteSeqData) -> dict[str, tuple[CiteSeqData, list[int]]]:
+    """The query with all (``"all"``), every other (``"half"``) and none (``"none"``, RNA
+    only) of its proteins, each with the positions of the proteins to predict: the hidden
+    ones (all of them for ``"all"``, where they are also the input)."""
+    every = list(range(query.n_proteins))
+    hidden_half = every[::2]
+    return {
+        "all": (query, every),
+        "half": (query.select_proteins([j for j in every if j not in hidden_half]), hidden_half),
+        "none": (query.select_proteins([]), every),
+    }
 
 
 # =============================================================== label transfer

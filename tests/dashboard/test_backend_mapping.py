@@ -1,4 +1,4 @@
-"""Query mapping in the backend (dashboard/backend/query.py) on a real PBMC slice.
+"""Query mapping in the backend (dashboard/backend/mapping.py) on a real PBMC slice.
 
 Reference: 1200 cells of a 1500-cell slice and a small model trained on them (40 epochs);
 query: the 300 held-out cells with their proteins hidden (RNA only), mapped for 20 epochs.
@@ -22,7 +22,7 @@ import pytest
 from dashboard import queries
 from dashboard.backend.errors import DatasetNotFound, ModelDataMismatch
 from dashboard.backend.fingerprint import SCHEMA_VERSION
-from dashboard.backend.query import (
+from dashboard.backend.mapping import (
     CONFIDENCE_COLUMN,
     DATASET_COLUMN,
     LABEL_COLUMN,
@@ -33,34 +33,11 @@ from dashboard.backend.settings import Settings
 from dashboard.backend.testing import reference_and_query
 from dashboard.state import ActiveState
 from model.data import CiteSeqData
-from model.query import QUERY_SUFFIX, transfer_labels
+from model.mapping import QUERY_SUFFIX, median_protein_r, transfer_labels
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 20
-
-
-def with_proteins(data: CiteSeqData, keep: list[int], *, source: str = "query") -> CiteSeqData:
-    """``data`` with only the protein columns ``keep`` (none: RNA only)."""
-    return CiteSeqData(
-        rna=data.rna,
-        protein=data.protein[:, keep],
-        obs=data.obs,
-        var_names=data.var_names,
-        protein_names=data.protein_names[keep],
-        batch=data.batch,
-        batch_categories=data.batch_categories,
-        batch_key=data.batch_key,
-        source=source,
-    )
-
-
-def median_r(pred: np.ndarray, measured: np.ndarray) -> float:
-    rs = [
-        np.corrcoef(np.log1p(pred[:, j]), np.log1p(measured[:, j]))[0, 1]
-        for j in range(measured.shape[1])
-    ]
-    return float(np.median(rs))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +46,7 @@ def env(tmp_path_factory) -> Iterator[SimpleNamespace]:
     root = tmp_path_factory.mktemp("query-backend")
     service = AnalysisService(Settings(cache_dir=root / "cache", denoise_n_samples=3))
     pair = service.add_model(service.add_dataset(reference, name="reference"), model, name="ref")
-    hidden = service.add_dataset(with_proteins(query, []), name="held-out")
+    hidden = service.add_dataset(query.select_proteins([]), name="held-out")
     state = ActiveState(service, warm=False)
     state.activate(pair)
     yield SimpleNamespace(
@@ -142,14 +119,14 @@ def test_query_proteins_are_predicted_where_unmeasured(env, mapped) -> None:
     is_query = combined.obs[DATASET_COLUMN].to_numpy() == "query"
     denoised = env.service.denoised_protein(pair)
     pred = denoised.to_numpy()[is_query]
-    r = median_r(pred, env.query.protein)
+    r = median_protein_r(pred, env.query.protein)
     assert r > 0.5, r
     # reference cells keep the values decoded in their own batch (identical posterior
     # samples up to the first minibatch that also holds query cells)
     ref_denoised = env.service.denoised_protein(env.pair).to_numpy()
     n_same = env.reference.n_cells // 256 * 256
     np.testing.assert_allclose(denoised.to_numpy()[:n_same], ref_denoised[:n_same], rtol=1e-4)
-    assert median_r(denoised.to_numpy()[~is_query], ref_denoised) > 0.95
+    assert median_protein_r(denoised.to_numpy()[~is_query], ref_denoised) > 0.95
     # colouring by a protein: query cells show the prediction in every layer
     protein = str(combined.protein_names[0])
     raw = queries.protein_raw(env.service, pair, protein)
@@ -199,7 +176,7 @@ def test_mapping_again_is_read_from_the_cache(env, mapped) -> None:
 def test_query_with_half_the_proteins_keeps_the_measured_ones(env) -> None:
     P = env.query.n_proteins
     keep = list(range(1, P, 2))
-    half = env.service.add_dataset(with_proteins(env.query, keep), name="half")
+    half = env.service.add_dataset(env.query.select_proteins(keep), name="half")
     result = env.service.map_query(env.pair, half, max_epochs=5)
     combined = env.service.dataset(result.pair)
     is_query = combined.obs[DATASET_COLUMN].to_numpy() == "query"
@@ -213,7 +190,7 @@ def test_query_with_half_the_proteins_keeps_the_measured_ones(env) -> None:
 
 def test_cancel_leaves_the_active_pair_intact(env) -> None:
     n_models, n_maps = len(env.service._models), _n_mappings(env)
-    other = env.service.add_dataset(with_proteins(env.query.subset(np.arange(200)), []))
+    other = env.service.add_dataset(env.query.subset(np.arange(200)).select_proteins([]))
     job = env.service.submit_map_query(env.pair, other, max_epochs=2000)
     deadline = time.monotonic() + 60
     while "epoch" not in (env.service.job(job).message or ""):

@@ -1,4 +1,4 @@
-"""scArches query mapping (model/query.py) on the real PBMC data and real scvi-tools checkpoints.
+"""scArches query mapping (model/mapping.py) on the real PBMC data and real scvi-tools checkpoints.
 
 One small reference (2000 cells x ~1000 genes, n_hidden 64, 40 epochs) is trained per module on
 a PBMC slice; the other 500 cells of the slice are the query, mapped with all, half or none of
@@ -21,40 +21,18 @@ import torch
 from dashboard.backend.testing import pbmc_slice, protein_populations
 from model import CheckpointError, CiteSeqDataError, TotalVI, TrainingCancelled
 from model.data import CiteSeqData, from_anndata
-from model.query import (
+from model.errors import QueryDataError, QueryGeneMismatchError
+from model.mapping import (
     QUERY_SUFFIX,
-    QueryDataError,
-    QueryGeneMismatchError,
     align_query,
+    median_protein_r,
+    protein_scenarios,
     transfer_labels,
 )
 
 pytestmark = pytest.mark.slow
 
 EPOCHS_REF, EPOCHS_QUERY = 40, 40
-
-
-def _with_proteins(data: CiteSeqData, keep: list[int]) -> CiteSeqData:
-    """``data`` with only the protein columns ``keep`` (none: an RNA-only query)."""
-    return CiteSeqData(
-        rna=data.rna,
-        protein=data.protein[:, keep],
-        obs=data.obs,
-        var_names=data.var_names,
-        protein_names=data.protein_names[keep],
-        batch=data.batch,
-        batch_categories=data.batch_categories,
-        batch_key=data.batch_key,
-        source="query",
-    )
-
-
-def _median_r(pred: np.ndarray, measured: np.ndarray) -> float:
-    rs = [
-        np.corrcoef(np.log1p(pred[:, j]), np.log1p(measured[:, j]))[0, 1]
-        for j in range(measured.shape[1])
-    ]
-    return float(np.median(rs))
 
 
 @pytest.fixture(scope="module")
@@ -68,19 +46,9 @@ def setup() -> dict:
     model.train(max_epochs=EPOCHS_REF, seed=0, device="cpu", early_stopping=False)
     state = {k: v.clone() for k, v in model.module.state_dict().items()}
     latent = model.get_latent_representation(ref)
-    P = query.n_proteins
-    hidden_half = list(range(0, P, 2))
-    scenarios = {
-        "all": (query, list(range(P))),
-        "half": (
-            _with_proteins(query, [j for j in range(P) if j not in hidden_half]),
-            hidden_half,
-        ),
-        "none": (_with_proteins(query, []), list(range(P))),
-    }
     mapped = {
         name: (model.map_query(q, max_epochs=EPOCHS_QUERY, device="cpu"), hidden)
-        for name, (q, hidden) in scenarios.items()
+        for name, (q, hidden) in protein_scenarios(query).items()
     }
     return {
         "ref": ref,
@@ -157,7 +125,7 @@ def test_predicted_proteins_correlate_with_hidden_measurements(setup, scenario, 
     _, pro = mq.get_normalized_expression(
         transform_batch="pbmc10k", include_protein_background=True, return_numpy=True
     )
-    r = _median_r(pro[:, hidden], setup["query"].protein[:, hidden])
+    r = median_protein_r(pro[:, hidden], setup["query"].protein[:, hidden])
     assert r > threshold, f"{scenario}: median per-protein r = {r:.3f}"
 
 
@@ -165,7 +133,7 @@ def test_impute_missing_proteins_for_rna_only_query(setup) -> None:
     mq, _ = setup["mapped"]["none"]
     values, imputed = mq.impute_missing_proteins()
     assert imputed.to_numpy().all()
-    r = _median_r(values.to_numpy(), setup["query"].protein)
+    r = median_protein_r(values.to_numpy(), setup["query"].protein)
     assert r > 0.5, r
 
 
@@ -245,7 +213,7 @@ def test_batch_collision_can_be_refused(setup) -> None:
 def test_two_query_batches_and_save_load_roundtrip(setup, tmp_path) -> None:
     model, query = setup["model"], setup["query"]
     q = query.with_batches(np.arange(query.n_cells) % 2, ["site-A", "site-B"])
-    mq = model.map_query(_with_proteins(q, [1, 6, 4]), max_epochs=2, device="cpu")
+    mq = model.map_query(q.select_proteins([1, 6, 4]), max_epochs=2, device="cpu")
     assert mq.batch_categories == ["pbmc10k", "site-A", "site-B"]
     assert mq.module.background_pro_alpha.shape == (mq.config.n_proteins, 3)
     mq.save(tmp_path / "mapped")
@@ -295,7 +263,7 @@ def test_scvi_tools_checkpoint_maps_rna_only_anndata_query(test_data, pbmc_adata
         transform_batch=["b0", "b1"], include_protein_background=True, return_numpy=True
     )
     # a 20-epoch model of 300 cells x 1000 genes: 0.53 (the full model below: > 0.6)
-    assert _median_r(pro, measured) > 0.45
+    assert median_protein_r(pro, measured) > 0.45
 
 
 @pytest.mark.shared
@@ -314,7 +282,7 @@ def test_full_scvi_tools_pbmc_model_imputes_proteins_of_rna_only_cells(
     _, pro = mq.get_normalized_expression(
         transform_batch=["b0", "b1"], include_protein_background=True, return_numpy=True
     )
-    assert _median_r(pro, measured) > 0.6
+    assert median_protein_r(pro, measured) > 0.6
 
 
 def test_scvi_115_checkpoint_maps_protein_subset(test_data) -> None:
@@ -327,7 +295,7 @@ def test_scvi_115_checkpoint_maps_protein_subset(test_data) -> None:
     keep = list(range(0, data.n_proteins, 3))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # same genes: no warning
-        mq = TotalVI.load(path).map_query(_with_proteins(data, keep), max_epochs=2, device="cpu")
+        mq = TotalVI.load(path).map_query(data.select_proteins(keep), max_epochs=2, device="cpu")
     assert mq.config.n_batch == 4 and mq.config.variant.bg_activation == "exp"
     assert mq.protein_batch_mask[2:, keep].all()
     assert mq.query_info.n_proteins_missing == data.n_proteins - len(keep)
@@ -367,7 +335,7 @@ def test_per_batch_dispersions_and_latent_library_are_extended(setup) -> None:
     )
     model.train(max_epochs=1, device="cpu")
     before = model.get_latent_representation(ref)
-    mq = model.map_query(_with_proteins(setup["query"], [0, 1]), max_epochs=2, device="cpu")
+    mq = model.map_query(setup["query"].select_proteins([0, 1]), max_epochs=2, device="cpu")
     m = mq.module
     assert m.px_r.shape == (mq.config.n_genes, 3) and m.py_r.shape == (mq.config.n_proteins, 3)
     assert m.library_log_means.shape == (1, 3)
@@ -379,7 +347,7 @@ def test_per_batch_dispersions_and_latent_library_are_extended(setup) -> None:
 
 def test_load_query_data_from_our_checkpoint(setup, tmp_path) -> None:
     setup["model"].save(tmp_path / "ref")
-    q = _with_proteins(setup["query"].subset(np.arange(100)), [])
+    q = setup["query"].subset(np.arange(100)).select_proteins([])
     mq = TotalVI.load_query_data(q, tmp_path / "ref", max_epochs=1, device="cpu")
     assert mq.batch_categories == ["pbmc10k", "pbmc10k-query"]
     assert mq.source == "totalvi-explorer + query"

@@ -1,0 +1,89 @@
+"""Preparing a (dataset, model) pair: the results every page needs, computed before a
+workspace switches to it, and the ones worth having soon after.
+
+Both lists run as one job each (:meth:`AnalysisService.submit_prepare`), on a server
+thread or a Celery worker; every step fills the content-keyed results cache, so a second
+workspace that opens the same pair finds them computed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dashboard.backend.refs import Pair
+    from dashboard.backend.service import AnalysisService
+
+#: Results every page needs, with their rough share of the preparation time.
+ESSENTIAL_STEPS: tuple[tuple[str, float], ...] = (
+    ("latent space", 0.05),
+    ("UMAP", 0.5),
+    ("Leiden clusters", 0.05),
+    ("denoised expression", 0.35),
+    ("cell types", 0.05),
+)
+#: Results computed after the pair is active, so later pages open instantly.
+WARM_STEPS: tuple[tuple[str, float], ...] = (
+    ("foreground probability", 0.2),
+    ("differential expression (one vs rest)", 0.8),
+)
+#: The step lists by name (the ``steps`` of a prepare job).
+STEP_LISTS = {"essential": ESSENTIAL_STEPS, "warm": WARM_STEPS}
+
+
+def step_calls(
+    service: AnalysisService, pair: Pair, should_stop: Callable[[], bool] | None = None
+) -> dict[str, Callable[[], Any]]:
+    """The service calls behind every step of :data:`STEP_LISTS`."""
+    return {
+        "latent space": lambda: service.latent(pair),
+        "UMAP": lambda: service.umap(pair),
+        "Leiden clusters": lambda: service.clusters(pair),
+        # one model pass: RNA written as gene blocks, the protein table stored alongside
+        "denoised expression": lambda: (
+            service.denoised_rna_manifest(pair),
+            service.denoised_protein(pair),
+        ),
+        "cell types": lambda: service.cell_types(pair),
+        "foreground probability": lambda: service.foreground_probability(pair),
+        "differential expression (one vs rest)": lambda: service.de_one_vs_rest(
+            pair, should_stop=should_stop
+        ),
+    }
+
+
+def prepare_pair(
+    service: AnalysisService,
+    pair: Pair,
+    *,
+    steps: str = "essential",
+    progress: Callable[[float, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    extra: Mapping[str, Callable[[], Any]] | None = None,
+) -> dict[str, float]:
+    """Compute (or read from the cache) the results of step list ``steps``; returns
+    seconds per step. ``extra`` steps (name: call) run after them, in this process (what
+    only the web server's memory holds, e.g. column-major counts)."""
+    if steps not in STEP_LISTS:
+        msg = f"unknown step list {steps!r}; choose one of {sorted(STEP_LISTS)}"
+        raise ValueError(msg)
+    calls = step_calls(service, pair, should_stop)
+    plan = [(name, share, calls[name]) for name, share in STEP_LISTS[steps]]
+    plan += [(name, 0.0, call) for name, call in (extra or {}).items()]
+    done = 0.0
+    seconds: dict[str, float] = {}
+    for name, share, call in plan:
+        if should_stop is not None and should_stop():
+            msg = f"preparation cancelled before {name}"
+            raise InterruptedError(msg)
+        if progress is not None:
+            progress(done, name)
+        t0 = time.perf_counter()
+        call()
+        seconds[name] = time.perf_counter() - t0
+        done += share
+    if progress is not None:
+        progress(1.0, "ready")
+    return seconds
