@@ -299,7 +299,7 @@ def open_prepared(
     """Service, active state and pair over the persistent results cache, prepared."""
     from dashboard.backend.service import AnalysisService
     from dashboard.backend.settings import Settings
-    from dashboard.state import ActiveState
+    from dashboard.views.state import ActiveState
 
     info: dict[str, Any] = {"results_cache": str(results_dir(args.cache_dir, data_path))}
     service = AnalysisService(Settings(cache_dir=results_dir(args.cache_dir, data_path)))
@@ -494,18 +494,19 @@ def lasso_selections(xy: np.ndarray, fraction: float, count: int) -> list[list[i
 
 def callback_part(args: argparse.Namespace, data_path: Path, n_real: int) -> dict[str, Any]:
     """Recolour and selection updates through the HTTP path (see the module docstring)."""
-    from dashboard import ids, queries
+    from dashboard import ids
     from dashboard.layout import version_token
+    from dashboard.views.features import default_protein_pair, feature_catalog
 
     service, state, pair, info = open_prepared(args, data_path, n_real)
     try:
         client = DashClient(service, state)
         data = service.dataset(pair)
         n = data.n_cells
-        catalog = queries.feature_catalog(service, pair)
+        catalog = feature_catalog(service, pair)
         genes = [g for g in GENES if g in set(catalog.genes)] or list(catalog.genes[:10])
         proteins = list(catalog.proteins)
-        x, y = queries.default_protein_pair(catalog)
+        x, y = default_protein_pair(catalog)
         reps = args.repeats + 1  # first call reported apart
         n_full = min(args.repeats, 5)
         full_figures(client, "obs:cell_type", "raw", None, x, y)  # hover text etc. (memoised)
@@ -698,7 +699,7 @@ def release_app() -> None:
     import gc
 
     from dashboard import backend
-    from dashboard.state import set_state
+    from dashboard.views.state import set_state
 
     set_state(None)
     backend.set_service(None)

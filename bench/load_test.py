@@ -190,7 +190,8 @@ class Bodies:
     def __init__(self, server: Server) -> None:
         import requests
 
-        from dashboard import ids, queries
+        from dashboard import ids
+        from dashboard.views.features import feature_catalog
 
         r = requests.get(  # registers pages; the first (scrypt) check of the password
             server.url + "/_dash-dependencies",
@@ -206,7 +207,7 @@ class Bodies:
             if name is not None:
                 self.callbacks[name] = ("", {}) if name in self.callbacks else (key, cb)
         service, pair = server.boot.service, server.boot.pair
-        catalog = queries.feature_catalog(service, pair)
+        catalog = feature_catalog(service, pair)
         genes = [g for g in GENES if g in set(catalog.genes)] or list(catalog.genes[:10])
         proteins = list(catalog.proteins)
         self.recolours: list[bytes] = []

@@ -32,9 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path[:1]:  # bench/dashboard.py would shadow the package
-    sys.path.insert(0, str(ROOT))
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+# bench/dashboard.py would shadow the package: the repository root first, bench/ out
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
 
 from dashboard import ids  # noqa: E402
 from dashboard.testing_live import (  # noqa: E402
@@ -43,9 +44,10 @@ from dashboard.testing_live import (  # noqa: E402
     PASSWORD,
     USER,
     Live,
-    shown_text,
+    response_text,
     start_server,
     stop_server,
+    store_data,
 )
 
 EMBEDDED_DATA = ROOT / "data" / "pbmc10k.h5ad"
@@ -73,20 +75,6 @@ def make_bob_model(root: Path, n_cells: int) -> tuple[Path, Path, float]:
     return data, folder, time.perf_counter() - t0
 
 
-def status(live: Live) -> tuple[str | None, str]:
-    """The user's workspace pair (version token) and the status bar's text."""
-    tick = f"{ids.STATUS_INTERVAL}.n_intervals"
-    out = live.fire(tick, {tick: 1})["response"]
-    token = (out.get(ids.MODEL_VERSION_STORE) or {}).get("data") or {}
-    return token.get("pair"), shown_text(out[ids.STATUS]["children"])
-
-
-def model_page_line(live: Live) -> str:
-    tick = f"{ids.MODEL_INTERVAL}.n_intervals"
-    out = live.fire(tick, {tick: 1})["response"]
-    return " ".join(shown_text(v) for c in out.values() for v in c.values())
-
-
 def umap(live: Live, feature: str) -> tuple[int, str]:
     """Cells the user's Explore UMAP draws and its colour bar title."""
     values = {
@@ -109,28 +97,13 @@ def umap(live: Live, feature: str) -> tuple[int, str]:
 
 
 def layout_store(live: Live, store: str) -> Any:
-    tree = live.get("/_dash-layout").json()
-    found: list[Any] = []
-
-    def visit(node: Any) -> None:
-        if isinstance(node, dict):
-            props = node.get("props")
-            if isinstance(props, dict) and props.get("id") == store:
-                found.append(props.get("data"))
-            for v in node.values():
-                visit(v)
-        elif isinstance(node, list):
-            for v in node:
-                visit(v)
-
-    visit(tree)
-    return found[0] if found else None
+    return store_data(live.get("/_dash-layout").json(), store)
 
 
 def wait_pair(live: Live, not_pair: str | None, timeout: float = 900) -> tuple[str, float]:
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
-        pair, _ = status(live)
+        pair, _ = live.status()
         if pair and pair != not_pair:
             return pair, time.perf_counter() - t0
         time.sleep(0.5)
@@ -174,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             ("serve up, default prepared (empty cache)", f"{time.perf_counter() - t0:.1f} s")
         )
         alice, bob = live.as_user(USER), live.as_user(OTHER_USER)
-        default, _ = status(alice)
-        check(status(bob)[0] == default, "the users start on different models")
+        default, _ = alice.status()
+        check(bob.status()[0] == default, "the users start on different models")
 
         values = {
             f"{ids.MODEL_LOAD}.n_clicks": 1,
@@ -185,17 +158,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{ids.MODEL_OWN_DATA}.value": [],
         }
         bob.fire(f"{ids.MODEL_LOAD}.n_clicks", values)
-        seen_by_alice = [status(alice), model_page_line(alice)]
+        seen_by_alice = [alice.status(), alice.poll(ids.MODEL_INTERVAL)]
         b_pair, b_seconds = wait_pair(bob, default)
         rows.append(("Bob's load + preparation", f"{b_seconds:.1f} s"))
         check(all(s[0] == default for s in seen_by_alice[:1]), "Alice's model moved")
         check("bob" not in seen_by_alice[0][1].lower(), "Alice's status shows Bob's job")
         check("Loading" not in seen_by_alice[1], "Alice's Model page shows Bob's job")
-        check(status(alice)[0] == default, "Alice's model changed with Bob's")
+        check(alice.status()[0] == default, "Alice's model changed with Bob's")
 
         a_n, a_title = umap(alice, f"gene:{GENE}")
         b_n, b_title = umap(bob, f"gene:{GENE}")
-        a_model, b_model = status(alice)[1], status(bob)[1]
+        a_model, b_model = alice.status()[1], bob.status()[1]
         rows.append(("Alice: model, cells, colour", f"{a_model} · {a_n:,} · {a_title}"))
         rows.append(("Bob: model, cells, colour", f"{b_model} · {b_n:,} · {b_title}"))
         check(a_n == 6855 and GENE in a_title, "Alice's UMAP is not her model's")
@@ -225,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         if bobs:
             forged = {f"{ids.METRICS_JOB.interval}.n_intervals": 1,
                       f"{ids.METRICS_JOB.store}.data": {"job": bobs[0]}}  # fmt: skip
-            out = alice.fire(f"{ids.METRICS_JOB.interval}.n_intervals", forged)["response"]
-            text = " ".join(shown_text(v) for c in out.values() for v in c.values())
+            text = response_text(alice.fire(f"{ids.METRICS_JOB.interval}.n_intervals", forged))
             rows.append(("Alice polls Bob's job id", text.strip()[:70] or "(nothing shown)"))
             check("Loading" not in text and "%" not in text, "Alice can read Bob's job")
 
@@ -247,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("Bob opens Alice's link: switch", f"{shared_s:.1f} s"))
         rows.append(("UMAP of the shared model: first / again", f"{first:.2f} s / {again:.3f} s"))
         check(len(prepared) >= 2 and again < 0.5, "the shared model's UMAP was computed again")
-        check(status(alice)[0] == default, "Alice's workspace moved")
+        check(alice.status()[0] == default, "Alice's workspace moved")
     finally:
         stop_server(live)
 

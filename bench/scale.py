@@ -392,7 +392,7 @@ def recolour_step(
     import pandas as pd
 
     from dashboard import ids
-    from dashboard.state import ActiveState
+    from dashboard.views.state import ActiveState
 
     bd = load_bench_dashboard()
     s = service.settings
@@ -508,9 +508,10 @@ def overview_step(
 ) -> dict[str, Any]:
     """The initial Explore figures in full, and a lasso on the overview resolved against
     every cell (the region → cells step alone, and the highlight POST that does it)."""
-    from dashboard import ids, overview
+    from dashboard import ids
+    from dashboard.views.cells import region_cells, shown_cells
 
-    shown = overview.shown_cells(service, pair)
+    shown = shown_cells(service, pair)
     out: dict[str, Any] = {
         "n_cells": int(data.n_cells),
         "shown": int(data.n_cells if shown is None else len(shown)),
@@ -529,7 +530,7 @@ def overview_step(
     resolve, posts, raws, wires, counts = [], [], [], [], []
     for i in range(max(args.recolour_repeats, 1)):
         region = {"view": "umap", "lasso": concave_lasso(xy, 1.0 - 0.01 * i)}
-        t, cells = timed(lambda region=region: overview.region_cells(service, pair, region))
+        t, cells = timed(lambda region=region: region_cells(service, pair, region))
         resolve.append(t)
         counts.append(len(cells))
         region = {"view": "umap", "lasso": concave_lasso(xy, 0.995 - 0.01 * i)}  # not memoised

@@ -1,7 +1,7 @@
 """Dash application factory: pages, shell, shell callbacks, compression and error handling.
 
 Every request is served as its owner (:mod:`dashboard.identity`: the basic-auth user or the
-browser session) in that owner's workspace (:mod:`dashboard.workspaces`). Long computations
+browser session) in that owner's workspace (:mod:`dashboard.views.workspaces`). Long computations
 (preparing a model, DE, metrics, training) run as backend jobs, on the server's threads or on
 Celery workers when ``redis_url`` is set, and pages poll their progress with
 ``dcc.Interval``; the job registry gives progress and cancel across processes. No
@@ -26,8 +26,8 @@ from dashboard.backend.errors import BackendError
 from dashboard.backend.owner import current_owner
 from dashboard.components import alert
 from dashboard.identity import install_identity
-from dashboard.state import ActiveState, get_state, get_workspaces, set_state
-from dashboard.workspaces import Workspaces
+from dashboard.views.state import ActiveState, get_state, get_workspaces, set_state
+from dashboard.views.workspaces import Workspaces
 
 if TYPE_CHECKING:
     from flask import Response
@@ -173,7 +173,7 @@ def _valid_cells(selection: dict[str, Any] | None, token: dict[str, Any] | None)
         return None
     if token and selection.get("dataset") not in (None, token.get("dataset")):
         return None
-    from dashboard.queries import cell_positions
+    from dashboard.views.cells import cell_positions
 
     return cell_positions(selection["cells"])
 

@@ -18,6 +18,7 @@ from dashboard import ids
 from dashboard.figures import empty_figure, graph_config
 from dashboard.ids import JobPanel
 from dashboard.public_paths import scrub_paths
+from dashboard.views.errors import one_line
 
 if TYPE_CHECKING:
     from dashboard.backend.jobs import JobInfo
@@ -168,15 +169,6 @@ def color_note(text: str, *, note_id: str | None = None) -> html.Div:
     that a minified file has no counts); empty when ``text`` is."""
     kwargs = {"id": note_id} if note_id else {}
     return html.Div(text, className="color-note muted small", role="note", **kwargs)
-
-
-def one_line(text: str) -> str:
-    """An error as one line: a traceback's last line (the exception; the rest stays in the
-    server log), otherwise the whole message with its line breaks folded."""
-    lines = [line for line in str(text).strip().splitlines() if line.strip()]
-    if lines and lines[0].startswith("Traceback (most recent call last)"):
-        lines = lines[-1:]
-    return " ".join(" ".join(lines).split())
 
 
 def alert(message: str, *, kind: str = "error", dismissable: bool = False) -> html.Div:
@@ -446,16 +438,6 @@ def page_header(title: str, description: str, *, extra: Any = None) -> html.Div:
 def page_state_store(data: Mapping[str, Any] | None) -> dcc.Store:
     """The page-local store with the view state a link carried (colour, selection)."""
     return dcc.Store(id=ids.PAGE_STATE, data=dict(data or {}))
-
-
-def layer_radio(component_id: str, *, value: str = "raw", protein: bool = True) -> Any:
-    """Raw / denoised / foreground-probability switch for feature colourings."""
-    options = [
-        {"label": "Raw", "value": "raw"},
-        {"label": "Denoised", "value": "denoised"},
-        {"label": "Foreground prob.", "value": "foreground", "disabled": not protein},
-    ]
-    return segmented(component_id, options, value)
 
 
 def segmented(component_id: str, options: Sequence[Any], value: Any) -> dcc.RadioItems:

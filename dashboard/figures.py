@@ -622,7 +622,7 @@ def volcano_figure(
 ) -> go.Figure:
     """Volcano plot: LFC vs log Bayes factor, DE features in red, proteins as diamonds.
 
-    ``de`` is a display table (``queries.de_display_table``: one row per feature, boolean
+    ``de`` is a display table (``views.de.de_display_table``: one row per feature, boolean
     ``is_de``); a table without ``de_column`` is refused rather than drawn all grey. The
     ``n_labels`` strongest up-regulated features are labelled, each label placed where it
     overlaps no other (:func:`label_boxes`). ``customdata`` carries each point's key

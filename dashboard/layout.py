@@ -16,20 +16,24 @@ from dash import dcc, html
 
 from dashboard import ids
 from dashboard.backend.owner import current_owner
+from dashboard.pages._shared import NAV
 from dashboard.public_paths import scrub_paths
-from dashboard.queries import DEFAULT_FEATURE
-from dashboard.state import get_state, get_workspaces
+from dashboard.views.colours import ColorSpec
+from dashboard.views.state import get_state, get_workspaces
 
-NAV_ORDER = ["Explore", "Lookup", "Differential expression", "Model metrics", "Model"]
 #: Status poll period while something is being prepared, and when all is quiet (ms).
 POLL_BUSY_MS = 1000
 POLL_IDLE_MS = 5000
 
 
+def _module(page: dict[str, Any]) -> str:
+    return str(page["module"]).rsplit(".", 1)[-1]
+
+
 def nav_links() -> list[Any]:
-    """One link per registered page, in :data:`NAV_ORDER`."""
-    pages = [p for p in dash.page_registry.values() if p["name"] in NAV_ORDER]
-    pages.sort(key=lambda p: NAV_ORDER.index(p["name"]))
+    """One link per registered page, in the order of :data:`dashboard.pages._shared.NAV`."""
+    pages = [p for p in dash.page_registry.values() if _module(p) in NAV]
+    pages.sort(key=lambda p: NAV.index(_module(p)))
     return [
         dcc.Link(
             p["name"],
@@ -72,7 +76,7 @@ def shell() -> html.Div:
             dcc.Store(id=ids.SAVED_SELECTIONS_STORE, data=view.get("saved_selections") or {}),
             dcc.Store(
                 id=ids.COLOR_STORE,
-                data=view.get("color") or {"feature": DEFAULT_FEATURE, "layer": "raw"},
+                data=view.get("color") or ColorSpec().to_state(),
             ),
             html.Div(id=ids.WORKSPACE_SINK, hidden=True),
             dcc.Store(id=ids.MODEL_VERSION_STORE, data=version_token(status)),

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from dashboard.backend.refs import Pair
     from dashboard.backend.service import AnalysisService
-    from dashboard.state import ActiveState
+    from dashboard.views.state import ActiveState
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ DEFAULT_DATA = ROOT / "data" / "pbmc10k.h5ad"
 DEFAULT_MODEL = ROOT / "data" / "models" / "pbmc10k"
 #: Loggers whose INFO lines (jobs queued, their progress, how they ended; model switches)
 #: the server prints.
-JOB_LOGGERS = ("dashboard.backend.jobs", "dashboard.switching", "dashboard.state")
+JOB_LOGGERS = ("dashboard.backend.jobs", "dashboard.views.switching", "dashboard.views.state")
 
 
 @dataclass
@@ -70,7 +70,7 @@ def bootstrap(
     """
     from dashboard.backend.errors import BackendError, DatasetNotFound
     from dashboard.backend.service import AnalysisService
-    from dashboard.state import ActiveState
+    from dashboard.views.state import ActiveState
     from model.read_options import ReadOptions
 
     if model is None:

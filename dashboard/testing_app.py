@@ -18,8 +18,8 @@ from dashboard import backend
 from dashboard.app import create_app
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
-from dashboard.state import ActiveState, prepare_pair, set_state
 from dashboard.testing import fast_umap
+from dashboard.views.state import ActiveState, prepare_pair, set_state
 
 
 @contextmanager

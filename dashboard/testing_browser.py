@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
@@ -166,10 +167,12 @@ def wait_idle(driver: WebDriver, timeout: float = WAIT) -> None:
     wait_for(driver, settled, "Dash callbacks did not settle", timeout)
 
 
-def open_page(driver: WebDriver, base: str, page: str) -> None:
-    """Load a page from scratch and wait until its heading shows and callbacks settle."""
+def open_page(driver: WebDriver, base: str, page: str, *, color: str | None = None) -> None:
+    """Load a page from scratch and wait until its heading shows and callbacks settle;
+    ``color`` opens it coloured by that feature, as a link does (else the workspace keeps
+    the colouring it had)."""
     path, heading = PAGES[page]
-    driver.get(base + path)
+    driver.get(base + path + (f"?color={quote(color)}" if color else ""))
     wait_for(
         driver,
         lambda d: any(h.text.strip() == heading for h in d.find_elements(By.TAG_NAME, "h1")),

@@ -293,6 +293,18 @@ class Live:
         assert r.status_code in (200, 204), (r.status_code, r.text[:300])
         return r.json() if r.status_code == 200 else {}
 
+    def status(self) -> tuple[str | None, str]:
+        """This user's workspace pair (the version token the shell's poll gives) and the
+        status bar's text."""
+        tick = "app-status-interval.n_intervals"
+        out = self.fire(tick, {tick: 1})["response"]
+        token = (out.get("app-model-version-store") or {}).get("data") or {}
+        return token.get("pair"), shown_text(out["app-status"]["children"])
+
+    def poll(self, interval: str) -> str:
+        """What the job panel polled by the timer ``interval`` shows this user now."""
+        return response_text(self.fire(f"{interval}.n_intervals", {f"{interval}.n_intervals": 1}))
+
     def upload(self, raw: bytes, name: str, target: str = "dataset") -> dict[str, Any]:
         """POST a file to the upload route as the drop zone does; what the zone stores."""
         r = requests.post(
@@ -315,6 +327,30 @@ class Live:
 
     def log_text(self) -> str:
         return "".join(self.log)
+
+
+def store_data(layout: Any, store_id: str) -> Any:
+    """The ``data`` of the store ``store_id`` in a Dash layout tree (``None`` if absent)."""
+    found: list[Any] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            props = node.get("props")
+            if isinstance(props, dict) and props.get("id") == store_id:
+                found.append(props.get("data"))
+            for v in node.values():
+                visit(v)
+        elif isinstance(node, list):
+            for v in node:
+                visit(v)
+
+    visit(layout)
+    return found[0] if found else None
+
+
+def response_text(out: dict[str, Any]) -> str:
+    """Everything a callback response shows, as one line of text."""
+    return " ".join(shown_text(v) for c in out.get("response", {}).values() for v in c.values())
 
 
 def _fired_by(dep: dict[str, Any], changed: list[str]) -> bool:

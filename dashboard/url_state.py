@@ -7,7 +7,7 @@ and ``n`` (the number of cells the bitset was made for, so a link to another dat
 recognised instead of silently selecting the wrong cells).
 
 On datasets above ``max_points`` a selection is a *region* (a lasso or box in one view, see
-:mod:`dashboard.overview`): the link then carries ``region`` (its compact JSON, zlib-compressed,
+:mod:`dashboard.views.cells`): the link then carries ``region`` (its compact JSON, zlib-compressed,
 URL-safe base64) and ``n`` instead of a bitset of up to a million cells.
 """
 
@@ -86,7 +86,7 @@ def encode_region(region: Mapping[str, Any]) -> str:
 
 def decode_region(token: str) -> dict[str, Any]:
     """Inverse of :func:`encode_region`; a malformed token raises ``ValueError`` (the
-    region's content is checked where it is used, :func:`dashboard.overview.clean_region`;
+    region's content is checked where it is used, :func:`dashboard.views.cells.clean_region`;
     at most :data:`MAX_REGION_BYTES` are decompressed)."""
     raw = _inflate(token, MAX_REGION_BYTES, "selection")
     try:

@@ -1,4 +1,5 @@
-"""Shared fixtures: the repository's own data (``data/`` and ``tests/data/``), seeded RNG.
+"""Shared fixtures: the repository's own data (``data/`` and ``tests/data/``), seeded RNG,
+and the app in process on a trained PBMC slice (:func:`trained_app`).
 
 Tests read nothing outside the repository. The few that need ``../shared`` (the 20 MB
 scvi-tools PBMC checkpoint) ask for the :func:`shared` fixture and are marked ``shared``:
@@ -7,7 +8,10 @@ they are skipped, with the reason, when it is not beside the repository.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,3 +55,60 @@ def pbmc_adata_cached():
 def pbmc_adata(pbmc_adata_cached):
     """The full 6855-cell PBMC AnnData (a fresh copy per test)."""
     return pbmc_adata_cached.copy()
+
+
+@pytest.fixture(scope="module")
+def app_options() -> dict[str, Any]:
+    """How a test module's :func:`trained_app` is set up; a module overrides this fixture.
+
+    Keys (all optional): ``name`` (of its folder), ``trained`` (arguments of
+    ``trained_pbmc``), ``settings`` (``Settings`` fields over the defaults), ``write_data``
+    (a file name: the slice is written there in the data folder), ``saved`` (a folder
+    name: the model is saved there in the model folder and registered with it),
+    ``own_cache`` (a results cache of its own instead of the one the modules share),
+    ``prepare`` (compute the start-up results first; default true).
+    """
+    return {}
+
+
+@pytest.fixture(scope="module")
+def trained_app(app_options: dict[str, Any], tmp_path_factory) -> Iterator[SimpleNamespace]:
+    """The app in process (:func:`dashboard.testing_app.app_on`) on a trained PBMC slice, as
+    the module's :func:`app_options` say: ``service``, ``pair``, ``state``, ``app``,
+    ``data``, ``model``, ``root`` (with ``data/`` and ``models/``), ``n`` (cells),
+    ``data_path`` and ``folder`` (``None`` unless written or saved)."""
+    from dashboard.backend.settings import Settings
+    from dashboard.backend.testing import trained_pbmc
+    from dashboard.testing_app import app_on
+
+    data, model = trained_pbmc(**app_options.get("trained", {}))
+    root = tmp_path_factory.mktemp(app_options.get("name", "app"))
+    (root / "data").mkdir()
+    data_path = folder = None
+    if app_options.get("write_data"):
+        data_path = root / "data" / app_options["write_data"]
+        data.to_anndata().write_h5ad(data_path)
+    registered: dict[str, Any] = {}
+    if app_options.get("saved"):
+        folder = root / "models" / app_options["saved"]
+        model.save(folder)
+        registered = {"name": app_options["saved"], "path": str(folder)}
+    shared = tmp_path_factory.getbasetemp() / "dashboard-cache"  # results the modules share
+    settings = Settings(
+        data_dir=root / "data",
+        model_dir=root / "models",
+        cache_dir=root / "cache" if app_options.get("own_cache") else shared,
+        denoise_n_samples=3,
+        **app_options.get("settings", {}),
+    )
+    prepare = app_options.get("prepare", True)
+    with app_on(settings, data, model, prepare=prepare, **registered) as env:
+        yield SimpleNamespace(
+            **vars(env),
+            data=data,
+            model=model,
+            root=root,
+            n=data.n_cells,
+            data_path=data_path,
+            folder=folder,
+        )

@@ -48,3 +48,8 @@ class JobFailed(BackendError):
 
 class JobCancelled(BackendError):
     """A background job was cancelled before it finished."""
+
+
+class MinifiedData(BackendError):
+    """The dataset is minified (scvi-hub: counts dropped, the latent posterior kept), and
+    the result asked for needs the counts."""

@@ -188,7 +188,7 @@ def open_query(
     RNA-only files without (they are not CITE-seq datasets of their own). ``untrusted``:
     read it first in a limited child process, as :meth:`AnalysisService.open_dataset`.
     """
-    p = service._resolve(path, service.settings.data_dir)
+    p = service.registry.resolve_path(path, service.settings.data_dir)
     if untrusted:
         validate_file(
             p, settings=service.settings, read_kwargs={"batch_key": batch_key}, reader=QUERY_READER
@@ -303,8 +303,8 @@ def map_query(
             should_stop=should_stop,
         )
 
-    key = service.key("query_map", pair, params)
-    mapped: _Mapped = service._cached("query_map", pair, params, compute, progress)
+    key = service.results.key("query_map", pair, params)
+    mapped: _Mapped = service.results.cached("query_map", pair, params, compute, progress)
     report(0.98, "registering the combined dataset")
     combined_name = name or f"{pair.dataset.name or 'reference'} + {query.name or 'query'}"
     dataset = service.add_dataset(mapped.combined, name=combined_name)

@@ -1,5 +1,6 @@
 """Preparing a (dataset, model) pair: the results every page needs, computed before a
-workspace switches to it, and the ones worth having soon after.
+workspace switches to it, and the ones worth having soon after; or every result the pages
+show at once (:func:`precompute`, the CLI's ``precompute`` and ``export``).
 
 Both lists run as one job each (:meth:`AnalysisService.submit_prepare`), on a server
 thread or a Celery worker; every step fills the content-keyed results cache, so a second
@@ -87,3 +88,40 @@ def prepare_pair(
     if progress is not None:
         progress(1.0, "ready")
     return seconds
+
+
+def precompute(
+    service: AnalysisService,
+    pair: Pair,
+    *,
+    progress: Callable[[float, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, str]:
+    """Fill the cache with everything the pages show; returns ``{result: cache key}``
+    (the model-card metrics are left out for minified data: they need the counts)."""
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("latent", lambda: service.latent(pair)),
+        ("umap", lambda: service.umap(pair)),
+        ("clusters", lambda: service.clusters(pair)),
+        ("denoised_rna", lambda: service.denoised_rna_manifest(pair)),
+        ("denoised", lambda: service.denoised_protein(pair)),
+        ("cell_types", lambda: service.cell_types(pair)),
+        ("foreground", lambda: service.foreground_probability(pair)),
+        ("imputed", lambda: service.imputed_proteins(pair)),
+        ("de_one_vs_rest", lambda: service.de_one_vs_rest(pair, should_stop=should_stop)),
+        ("metrics", lambda: service.metrics(pair)),
+    ]
+    if service.dataset(pair).minified is not None:
+        steps = [(name, step) for name, step in steps if name != "metrics"]
+    keys: dict[str, str] = {}
+    for i, (name, step) in enumerate(steps):
+        if should_stop is not None and should_stop():
+            msg = f"precompute cancelled before {name}"
+            raise InterruptedError(msg)
+        if progress is not None:
+            progress(i / len(steps), name)
+        step()
+        keys[name] = service.results.last_key() or ""
+    if progress is not None:
+        progress(1.0, "done")
+    return keys

@@ -21,10 +21,10 @@ from typing import Any
 from dash import Input, Output, State, callback, no_update
 
 from dashboard import components
-from dashboard.backend.errors import BackendError
 from dashboard.components import JobView
 from dashboard.ids import JobPanel
-from dashboard.state import get_state
+from dashboard.views.errors import BackendError
+from dashboard.views.state import get_state
 
 #: Seconds a start waits for its job before showing the progress instead (a cached result
 #: then shows at once, without a poll).

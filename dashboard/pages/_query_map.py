@@ -1,51 +1,25 @@
-"""The Model page's "Map new data onto this model" card: layout, reading the query, the
-mapping job and its progress. Plain functions; the thin callbacks are in ``pages/model.py``
-(Dash skips this module when it collects pages because of the leading underscore).
-
-Mapping runs :meth:`~dashboard.backend.service.AnalysisService.map_query` on the active pair
-in a background job; when it is done the combined (reference + query) pair is prepared like
-a newly trained model and the app switches to it. A failed or cancelled mapping leaves the
-active pair as it was.
+"""The Model page's "Map new data onto this model" card and its two dataset pickers'
+uploads: layout, what the picked files hold, starting the mapping. Plain functions; the thin
+callbacks are in ``pages/model.py`` (Dash skips this module when it collects pages because
+of the leading underscore). The mapping itself: :mod:`dashboard.views.mapping`.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from dash import Input, Output, callback, dcc, html, no_update
 
-from dashboard import components, ids, queries, upload_route
-from dashboard.backend.errors import BackendError, InvalidSelection
-from dashboard.backend.mapping import (
-    CONFIDENCE_COLUMN,
-    DATASET_COLUMN,
-    LABEL_COLUMN,
-    check_genes,
-    is_rna_only,
-)
-from dashboard.backend.uploads import megabytes
-from dashboard.pages import _shared as sh
-from dashboard.state import get_state
+from dashboard import components, ids
+from dashboard.views import mapping
+from dashboard.views import model as mv
+from dashboard.views.errors import BackendError, NotReady
+from dashboard.views.state import get_state
 
 if TYPE_CHECKING:
-    from dashboard.backend.jobs import JobContext
-    from dashboard.backend.mapping import QueryMapResult
-    from dashboard.backend.refs import Pair
     from dashboard.backend.service import AnalysisService
-
-NO_BATCH = "__none__"
-MAX_EPOCHS_RANGE = (1, 2000)
-#: Epochs shown in the form: 100, as measured in bench/RESULTS.md (scvi-tools' scArches
-#: tutorial uses 200; longer query training drifts label transfer on small references).
-DEFAULT_EPOCHS = 100
-
-# genes of the files read for the form, so Start can refuse a mismatch at once
-_genes: dict[str, tuple[float, pd.Index]] = {}
-_genes_lock = threading.Lock()
 
 
 # ------------------------------------------------------------------------------ layout
@@ -81,8 +55,8 @@ def query_card(
                     components.number_field(
                         "Max epochs",
                         ids.MODEL_QUERY_MAX_EPOCHS,
-                        value=DEFAULT_EPOCHS,
-                        bounds=MAX_EPOCHS_RANGE,
+                        value=mapping.DEFAULT_EPOCHS,
+                        bounds=mv.MAX_EPOCHS_RANGE,
                         hint="only the query's new batch weights train",
                     ),
                 ],
@@ -190,14 +164,14 @@ def upload(
     service = get_state().service
     if "upload" not in done:
         if "tooLarge" in done:
-            limit = megabytes(service.settings.max_upload_bytes)
+            limit = mv.megabytes(service.settings.max_upload_bytes)
             line = f"The file is over the upload limit of {limit}"
         else:
             status = done.get("failed")
             code = f" (HTTP {status})" if isinstance(status, int) and status > 0 else ""
             line = f"The upload did not reach the server{code}; try again"
         return no_update, None, components.alert(refused(line), kind="warning")
-    found = upload_route.outcome(done.get("upload"), target)
+    found = mv.upload_outcome(done.get("upload"), target)
     if found is None:
         line = "This upload is unknown here (the server restarted?); upload the file again"
         return no_update, None, components.alert(refused(line), kind="warning")
@@ -213,7 +187,7 @@ def refused(err: Exception) -> str:
 
 def uploaded(path: Path, data: Any) -> html.Div:
     """The success alert of an upload, with the notices of reading it on the same line."""
-    notes = " ".join(f"Note: {n}." for n in queries.upload_notices(data))
+    notes = " ".join(f"Note: {n}." for n in mv.upload_notices(data))
     message = f"Uploaded and checked {path.name}." + (f" {notes}" if notes else "")
     return components.alert(message, kind="success")
 
@@ -221,7 +195,7 @@ def uploaded(path: Path, data: Any) -> html.Div:
 def with_notices(info: str, data: Any) -> Any:
     """A dataset's one-line summary, followed by one info alert per notice of reading it
     (e.g. duplicate gene names made unique); just the summary when there are none."""
-    notes = queries.upload_notices(data)
+    notes = mv.upload_notices(data)
     if not notes:
         return info
     return [html.Div(info), *(components.alert(f"Note: {n}.", kind="info") for n in notes)]
@@ -235,152 +209,28 @@ def dataset_choice(path: str | None) -> tuple:
     state = get_state()
     service = state.service
     try:
-        path = _data_path(service, path)
+        path = mv.dataset_path(service, path)
         ref = service.open_query(path, untrusted=True)
     except BackendError as err:
         return [], None, components.alert(str(err), kind="warning")
     data = service.dataset(ref)
-    _remember_genes(path, data.var_names)
-    columns = [str(c) for c in data.obs.columns if 1 < data.obs[c].nunique() < 200 or c == "batch"]
-    options = [{"label": "(none: one batch)", "value": NO_BATCH}] + [
-        {"label": c, "value": c} for c in columns
-    ]
-    default = "batch" if "batch" in columns else NO_BATCH
-    proteins = "no proteins" if is_rna_only(data) else f"{data.n_proteins:,} proteins"
-    info = f"{data.n_cells:,} cells × {data.n_genes:,} genes × {proteins}"
-    if state.pair is not None:
-        model = service.model(state.pair)
-        genes = int(pd.Index(model.var_names).isin(data.var_names).sum())
-        info += f"; {genes:,} of the model's {len(model.var_names):,} genes"
-        if not is_rna_only(data):
-            prots = int(pd.Index(model.protein_names).isin(data.protein_names).sum())
-            info += f" and {prots} of its {len(model.protein_names)} proteins"
+    mapping.remember_genes(path, data.var_names)
+    options, columns = mv.batch_key_options(data)
+    default = "batch" if "batch" in columns else mv.NO_BATCH
+    info = mapping.query_summary(service, state.pair, data)
     return options, default, with_notices(info, data)
-
-
-def _data_path(service: AnalysisService, name: str) -> str:
-    """The chosen new data as a path inside the data folder (see ``sh.dataset_path``)."""
-    return sh.dataset_path(service, name)
-
-
-def _remember_genes(path: str, genes: pd.Index) -> None:
-    try:
-        mtime = Path(path).stat().st_mtime
-    except OSError:
-        return
-    with _genes_lock:
-        _genes[str(path)] = (mtime, genes)
-        while len(_genes) > 8:
-            _genes.pop(next(iter(_genes)))
-
-
-def _known_genes(path: str) -> pd.Index | None:
-    with _genes_lock:
-        item = _genes.get(str(path))
-    try:
-        if item is not None and Path(path).stat().st_mtime == item[0]:
-            return item[1]
-    except OSError:
-        return None
-    return None
-
-
-# ------------------------------------------------------------------------------ the job
-def parse_epochs(value: Any) -> int:
-    """The epochs field as a whole number in :data:`MAX_EPOCHS_RANGE` (readable error)."""
-    return queries.whole_number(value, *MAX_EPOCHS_RANGE, "Max epochs")
-
-
-def mapping_job(
-    service: AnalysisService, pair: Pair, path: str, *, batch_key: str | None, max_epochs: int
-) -> str:
-    """Start, as the server's model switch: read the query with its batch key, map it onto
-    ``pair``'s model; the combined pair is then prepared and made active."""
-
-    def run(ctx: JobContext) -> QueryMapResult:
-        ctx.progress(0.0, "reading the query")
-        query = service.open_query(path, batch_key=batch_key, untrusted=True)
-        ctx.check()
-        return service.map_query(
-            pair,
-            query,
-            max_epochs=max_epochs,
-            progress=lambda f, m: ctx.progress(0.03 + 0.97 * f, m),
-            should_stop=ctx.cancelled,
-        )
-
-    def submit() -> str:
-        return service.jobs.submit(
-            "map_query",
-            run,
-            params={
-                "pair": pair.to_dict(),
-                "path": path,
-                "batch_key": batch_key,
-                "max_epochs": max_epochs,
-            },
-            result_json=lambda result: result.to_dict(),
-        )
-
-    def to_pair(result: QueryMapResult) -> tuple[Pair, str]:
-        hint = (
-            f"On Explore, colour by {DATASET_COLUMN}, batch, {LABEL_COLUMN} or "
-            f"{CONFIDENCE_COLUMN}."
-        )
-        return result.pair, f"{summary(result)} {hint}"
-
-    return get_state().switch.start("map", submit, name=Path(path).name, to_pair=to_pair)
 
 
 def start(path: str | None, batch_key: str | None, max_epochs: Any) -> html.Div:
     """Validate the form and start the mapping: the message to show (problems are one
     warning line and nothing starts)."""
-    state = get_state()
     try:
-        service, pair = state.require()
-    except sh.NotReady:
+        service, pair = get_state().require()
+    except NotReady:
         msg = "Train or load a model first: the new data is mapped onto the active model."
         return components.alert(msg, kind="warning")
     try:
-        if not path:
-            msg = "Choose or upload the new data first."
-            raise InvalidSelection(msg)
-        epochs = parse_epochs(max_epochs)
-        path = _data_path(service, path)
-        genes = _known_genes(path)
-        if genes is not None:  # refuse a gene mismatch before any work
-            check_genes(service.model(pair), genes, min_gene_fraction=_min_gene_fraction())
-        mapping_job(
-            service,
-            pair,
-            path,
-            batch_key=None if batch_key in (None, NO_BATCH) else batch_key,
-            max_epochs=epochs,
-        )
+        path = mapping.start(service, pair, path, batch_key, max_epochs)
     except BackendError as err:
         return components.alert(str(err), kind="warning")
     return components.notice(f"Mapping {Path(path).name} onto {pair.model.name or 'the model'}.")
-
-
-def _min_gene_fraction() -> float:
-    from model.mapping import MIN_GENE_FRACTION  # torch loads on first use, not with the page
-
-    return MIN_GENE_FRACTION
-
-
-def summary(result: QueryMapResult) -> str:
-    """One line about a finished mapping."""
-    info = result.info
-    parts = [
-        f"Mapped {result.n_query:,} new cells onto {result.n_reference:,} reference cells "
-        f"({info.get('epochs', 0)} epochs)"
-    ]
-    if info.get("n_genes_missing"):
-        parts.append(f"{info['n_genes_missing']:,} model genes missing (zeros)")
-    if info.get("n_proteins_missing"):
-        parts.append(f"{info['n_proteins_missing']} proteins predicted")
-    if info.get("renamed_batches"):
-        renamed = ", ".join(f"{a} → {b}" for a, b in info["renamed_batches"].items())
-        parts.append(f"batches renamed: {renamed}")
-    parts.append(f"mean label confidence {result.mean_confidence:.2f}")
-    return "; ".join(parts) + "."

@@ -9,12 +9,24 @@ from typing import Any
 
 from dash import Input, Output, State, callback, dcc, html, no_update
 
-from dashboard import components, figures, ids, queries
-from dashboard.backend.errors import BackendError
-from dashboard.pages import _jobs
+from dashboard import components, figures, ids
+from dashboard.pages import _cells, _jobs
 from dashboard.pages import _shared as sh
-from dashboard.queries import ColorSpec
-from model.protein_scale import DE_PROTEIN_SCALE
+from dashboard.views.cells import cell_type_choices, group_name
+from dashboard.views.colours import ColorSpec, feature_of
+from dashboard.views.de import (
+    DE_NO_COUNTS_NOTE,
+    DE_PROTEIN_SCALE,
+    de_rows,
+    feature_key_from_click,
+    group_table,
+    submit_group,
+)
+from dashboard.views.errors import BackendError, NotReady
+from dashboard.views.features import feature_catalog
+from dashboard.views.links import initial_color, link_state
+from dashboard.views.state import active
+from dashboard.views.values import is_minified
 
 sh.register_page(__name__, "/de", "Differential expression")
 
@@ -31,10 +43,10 @@ DE_NOTE = "de-counts-note"
 @sh.model_page("Differential expression")
 def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> html.Div:
     """The DE page."""
-    service, pair = sh.active()
-    feature = sh.feature_of(sh.initial_color(service, pair, query, color_state)[1])
+    service, pair = active()
+    feature = feature_of(initial_color(service, pair, query, color_state)[1])
     options = [
-        {"label": name, "value": f"type:{t}"} for t, name, _ in sh.cell_type_choices(service, pair)
+        {"label": name, "value": f"type:{t}"} for t, name, _ in cell_type_choices(service, pair)
     ]
     return html.Div(
         [
@@ -64,8 +76,8 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                 className="toolbar",
             ),
             *(
-                [components.color_note(queries.DE_NO_COUNTS_NOTE, note_id=DE_NOTE)]
-                if queries.is_minified(service, pair)
+                [components.color_note(DE_NO_COUNTS_NOTE, note_id=DE_NOTE)]
+                if is_minified(service, pair)
                 else []
             ),
             components.job_panel(ids.DE_JOB, compact=True),
@@ -95,7 +107,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
             ),
             dcc.Store(id=ids.DE_READY_STORE),
             dcc.Store(id=ids.DE_FEATURE_STORE, data=feature),
-            components.page_state_store(sh.link_state(query, service, pair)),
+            components.page_state_store(link_state(query, service, pair)),
         ],
         className="page-de",
     )
@@ -110,12 +122,12 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
 def group_options(saved: dict | None, value: str | None) -> list[dict[str, str]]:
     """Cell types, then the saved selections of this dataset."""
     try:
-        service, pair = sh.active()
-    except sh.NotReady:
+        service, pair = active()
+    except NotReady:
         return []
     options = [
         {"label": f"{name} ({n:,} cells)", "value": f"type:{t}"}
-        for t, name, n in sh.cell_type_choices(service, pair)
+        for t, name, n in cell_type_choices(service, pair)
     ]
     for name, item in ((saved or {}).get(pair.dataset.id) or {}).items():
         options.append(
@@ -125,19 +137,6 @@ def group_options(saved: dict | None, value: str | None) -> list[dict[str, str]]
             }
         )
     return options
-
-
-def submit_group(group: str, saved: dict | None) -> str:
-    """Start (or find cached) the DE job of a group; returns the job id."""
-    service, pair = sh.active()
-    if group.startswith("saved:"):
-        n = service.dataset(pair).n_cells
-        groups = sh.groups_from_selection_stores(None, saved, pair.dataset.id, n)
-        if group not in groups:
-            msg = "that saved selection no longer exists"
-            raise BackendError(msg)
-        return service.submit("de_groups", pair, idx1=groups[group], name1=group.split(":", 1)[1])
-    return service.submit("de_one_vs_rest", pair)
 
 
 @callback(
@@ -151,7 +150,7 @@ def start_de(group: str | None, saved: dict | None) -> tuple:
     ready, progress, Cancel off)``."""
     if not group:
         return _jobs.started(None, components.JobView())
-    store, view = _jobs.start(lambda: submit_group(group, saved), LABEL, group=group)
+    store, view = _jobs.start(lambda: submit_group(*active(), group, saved), LABEL, group=group)
     return _jobs.started(store, view)
 
 
@@ -160,25 +159,8 @@ poll_de, cancel_de = _jobs.panel_callbacks(ids.DE_JOB, ready=ids.DE_READY_STORE,
 
 def de_table(ready: dict | None, modality: str, saved: dict | None) -> Any:
     """The DE table of a finished job's group (cache hit), filtered by modality."""
-    service, pair = sh.active()
-    catalog = queries.feature_catalog(service, pair)
     group = str((ready or {}).get("group") or "")
-    if group.startswith("saved:"):
-        n = service.dataset(pair).n_cells
-        cells = sh.groups_from_selection_stores(None, saved, pair.dataset.id, n).get(group)
-        if cells is None:
-            msg = "that saved selection no longer exists"
-            raise BackendError(msg)
-        table = queries.de_display_table(
-            service.de_groups(pair, cells, name1=group.split(":", 1)[1]), catalog=catalog
-        )
-    else:
-        table = queries.de_display_table(
-            service.de_one_vs_rest(pair), group=group.split(":", 1)[1], catalog=catalog
-        )
-    if modality in {"rna", "protein"}:
-        table = table[table["modality"] == modality].reset_index(drop=True)
-    return table
+    return group_table(*active(), group, modality, saved)
 
 
 @callback(
@@ -197,12 +179,12 @@ def render_table(ready: dict | None, modality: str, saved: dict | None) -> tuple
         table = de_table(ready, modality, saved)
     except BackendError as err:
         return [], components.alert(str(err), kind="warning")
-    name = sh.group_name(*sh.active(), str(ready.get("group", "")))
+    name = group_name(*active(), str(ready.get("group", "")))
     n_de = int(table["is_de"].sum())
     status = html.Span(
         [html.B(name), f" vs all other cells: {n_de:,} of {len(table):,} features DE (FDR 5%)."]
     )
-    return queries.de_rows(table), status
+    return de_rows(table), status
 
 
 @callback(
@@ -220,7 +202,7 @@ def render_volcano(
     if not ready:
         return figures.empty_figure("Computing differential expression…")
     table = de_table(ready, modality, saved)
-    name = sh.group_name(*sh.active(), str(ready.get("group", "")))
+    name = group_name(*active(), str(ready.get("group", "")))
     return figures.volcano_figure(table, highlight=feature, title=f"{name} vs rest")
 
 
@@ -233,7 +215,7 @@ def render_volcano(
 )
 def on_volcano_click(click: dict | None) -> tuple:
     """A clicked volcano point colours the cells by that feature (denoised values)."""
-    key = sh.feature_key_from_click(click)
+    key = feature_key_from_click(click)
     if key is None:
         return no_update, no_update
     return key, ColorSpec(key, "denoised").to_state()
@@ -261,15 +243,15 @@ def on_row_click(cell: dict | None) -> tuple:
 @sh.figure_or_error
 def build_de_umap(_id: str, feature: str | None) -> Any:
     """The cells, coloured by the feature last clicked (cell type before any click)."""
-    service, pair = sh.active()
+    service, pair = active()
     spec = ColorSpec(feature, "denoised") if feature else ColorSpec()
-    return sh.umap_figure(service, pair, spec, title=_umap_title(service, pair, spec))
+    return _cells.umap_figure(service, pair, spec, title=_umap_title(service, pair, spec))
 
 
 def _umap_title(service: Any, pair: Any, spec: ColorSpec) -> str:
     if spec.kind == "obs":
         return "Cell types"
-    return queries.feature_catalog(service, pair).label(spec.feature) + " (denoised)"
+    return feature_catalog(service, pair).label(spec.feature) + " (denoised)"
 
 
 @callback(
@@ -281,9 +263,9 @@ def recolor_de_umap(feature: str | None) -> Any:
     """Recolour the cells by the clicked feature (a marker patch)."""
     if not feature:
         return no_update
-    service, pair = sh.active()
+    service, pair = active()
     spec = ColorSpec(feature, "denoised")
-    patch = sh.recolor_patch(service, pair, spec)
+    patch = _cells.recolor_patch(service, pair, spec)
     patch["layout"]["title"]["text"] = _umap_title(service, pair, spec)
     return patch
 

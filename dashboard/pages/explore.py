@@ -4,7 +4,7 @@ Colouring changes send only a ``Patch`` of the marker; a lasso or box selection 
 view becomes the app's selection store (in the browser) and every view highlights the same
 cells through ``selectedpoints``. Above ``max_points`` cells the views plot a stratified
 sample and a lasso or box is stored as a region that the server resolves against every cell
-(:mod:`dashboard.overview`). Compare (selection vs rest, A vs B) runs the DE as a backend job
+(:mod:`dashboard.views.cells`). Compare (selection vs rest, A vs B) runs the DE as a backend job
 shown in the page's job panel (progress, Cancel); its table fills in when the job is done.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from dash import (
     ALL,
     ClientsideFunction,
@@ -26,16 +25,43 @@ from dash import (
     no_update,
 )
 
-from dashboard import components, figures, ids, overview, queries
-from dashboard.backend.errors import BackendError, InvalidSelection
-from dashboard.pages import _jobs
+from dashboard import components, figures, ids
+from dashboard.pages import _cells, _jobs
 from dashboard.pages import _shared as sh
-from dashboard.queries import ColorSpec
-from dashboard.url_state import decode_selection, encode_selection
-from model.protein_scale import DE_PROTEIN_SCALE
+from dashboard.views.cells import (
+    cell_type_choices,
+    group_selection,
+    linked_values,
+    linked_view,
+    main_types,
+    overview_note,
+    saved_entry,
+    saved_selection,
+    shown_cells,
+    valid_cells,
+)
+from dashboard.views.colours import ColorSpec, color_note, layer_choices, linked_choices
+from dashboard.views.de import (
+    DE_PROTEIN_SCALE,
+    compare_choices,
+    compare_groups,
+    de_display_table,
+    de_rows,
+    submit_compare,
+)
+from dashboard.views.errors import BackendError, NotReady
+from dashboard.views.features import (
+    default_protein_pair,
+    feature_catalog,
+    search_features,
+    with_current,
+)
+from dashboard.views.links import initial_color, link_state
+from dashboard.views.state import active
 
 sh.register_page(__name__, "/", "Explore")
 
+#: The linked view's kinds (values: :data:`dashboard.views.cells.LINKED_KINDS`).
 LINKED_KINDS = [
     {"label": "Protein vs protein", "value": "proteins"},
     {"label": "Raw vs denoised", "value": "raw_denoised"},
@@ -55,17 +81,15 @@ COMPARE_LABEL = "Comparison"
 @sh.model_page("Explore")
 def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> html.Div:
     """The Explore page (query: ``color``, ``layer``, ``sel``, ``n`` from a shared link)."""
-    service, pair = sh.active()
-    catalog, spec = sh.initial_color(service, pair, query, color_state)
-    x0, y0 = queries.default_protein_pair(catalog)
+    service, pair = active()
+    catalog, spec = initial_color(service, pair, query, color_state)
+    x0, y0 = default_protein_pair(catalog)
     protein_options = [
         {"label": catalog.label(f"protein:{p}"), "value": p} for p in catalog.proteins
     ]
-    color_options = queries.with_current(
-        queries.search_features(catalog, ""), catalog, spec.feature
-    )
+    color_options = with_current(search_features(catalog, ""), catalog, spec.feature)
     data = service.dataset(pair)
-    note = overview.overview_note(service, pair)
+    note = overview_note(service, pair)
     return html.Div(
         [
             components.page_header(
@@ -99,7 +123,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                     ),
                     components.field(
                         "Values",
-                        components.layer_radio(ids.EXPLORE_LAYER, value=spec.layer),
+                        components.segmented(ids.EXPLORE_LAYER, layer_choices(), spec.layer),
                     ),
                     rename_types_control(service, pair),
                 ],
@@ -110,7 +134,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                     components.graph_card(
                         "Latent space (UMAP)",
                         ids.EXPLORE_UMAP,
-                        height=sh.UMAP_HEIGHT,
+                        height=_cells.UMAP_HEIGHT,
                         subtitle=(f"{note} " if note else "")
                         + "Lasso or box-select cells, or click a legend entry; "
                         "double-click to clear.",
@@ -121,7 +145,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                     components.graph_card(
                         "Linked view",
                         ids.EXPLORE_LINKED,
-                        height=sh.UMAP_HEIGHT - 52,
+                        height=_cells.UMAP_HEIGHT - 52,
                         subtitle=note,
                         controls=[
                             components.segmented(
@@ -141,12 +165,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                                 )
                             ),
                             components.segmented(
-                                ids.EXPLORE_LINKED_LAYER,
-                                [
-                                    {"label": "Raw", "value": "raw"},
-                                    {"label": "Denoised", "value": "denoised"},
-                                ],
-                                "denoised",
+                                ids.EXPLORE_LINKED_LAYER, linked_choices(), "denoised"
                             ),
                         ],
                     ),
@@ -226,7 +245,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                 "proteins between two groups of cells. Click a row to colour the cells by it. "
                 + DE_PROTEIN_SCALE,
             ),
-            components.page_state_store(sh.link_state(query, service, pair)),
+            components.page_state_store(link_state(query, service, pair)),
         ],
         className="page-explore",
     )
@@ -278,7 +297,7 @@ def type_options(service: Any, pair: Any) -> list[dict[str, str]]:
     """The rename dropdown: every cell type by its shown name (value: its id)."""
     return [
         {"label": name if name == t else f"{name} (auto: {t})", "value": t}
-        for t, name, _ in sh.cell_type_choices(service, pair)
+        for t, name, _ in cell_type_choices(service, pair)
     ]
 
 
@@ -287,8 +306,8 @@ def _selected(selection: dict | None, page_state: dict | None, n_cells: int, ini
     """Cells to highlight when a view is built: a shared link's on first build, else the
     selection store's."""
     if initial and page_state and (page_state.get("cells") or page_state.get("region")):
-        return sh.valid_cells(page_state, n_cells)
-    return sh.valid_cells(selection, n_cells)
+        return valid_cells(page_state, n_cells)
+    return valid_cells(selection, n_cells)
 
 
 @callback(
@@ -304,46 +323,11 @@ def build_umap(
     _id: str, feature: str, layer: str, selection: dict | None, page_state: dict | None
 ) -> Any:
     """The UMAP, coloured and highlighted as the page's controls say."""
-    service, pair = sh.active()
+    service, pair = active()
     n = service.dataset(pair).n_cells
     spec = ColorSpec.from_state({"feature": feature, "layer": layer})
     cells = _selected(selection, page_state, n, sh.triggered() is None)
-    return sh.umap_figure(service, pair, spec, selected=cells, legend=True)
-
-
-def linked_values(
-    kind: str, x: str | None, y: str | None, layer: str
-) -> tuple[Any, Any, tuple[str, str], str]:
-    """x and y values, axis titles and title of the linked view."""
-    service, pair = sh.active()
-    catalog = queries.feature_catalog(service, pair)
-    if not x:
-        msg = "the dataset has no proteins to plot"
-        raise BackendError(msg)
-    name_x = catalog.shown_name(f"protein:{x}")
-    if kind == "raw_denoised" and queries.is_minified(service, pair):
-        msg = (
-            "Raw counts are not in this file (minified data): there is no raw vs denoised "
-            "view; choose Protein vs protein"
-        )
-        raise BackendError(msg)
-    if kind == "raw_denoised":
-        raw, den = ColorSpec(f"protein:{x}", "raw"), ColorSpec(f"protein:{x}", "denoised")
-        return (
-            queries.feature_values(service, pair, raw),
-            queries.feature_values(service, pair, den),
-            (
-                f"{name_x} {queries.layer_title(service, pair, raw)}",
-                f"{name_x} {queries.layer_title(service, pair, den)}",
-            ),
-            (f"{name_x}: raw vs denoised"),
-        )
-    y = y or x
-    name_y = catalog.shown_name(f"protein:{y}")
-    xv = queries.feature_values(service, pair, ColorSpec(f"protein:{x}", layer))
-    yv = queries.feature_values(service, pair, ColorSpec(f"protein:{y}", layer))
-    what = queries.layer_title(service, pair, ColorSpec(f"protein:{x}", layer))
-    return xv, yv, (f"{name_x} {what}", f"{name_y} {what}"), f"{name_x} vs {name_y}"
+    return _cells.umap_figure(service, pair, spec, selected=cells, legend=True)
 
 
 @callback(
@@ -369,14 +353,13 @@ def build_linked(
     page_state: dict | None,
 ) -> Any:
     """The linked scatter (protein vs protein, or raw vs denoised of one protein)."""
-    service, pair = sh.active()
-    xv, yv, axes, title = linked_values(kind, x, y, linked_layer or "denoised")
+    service, pair = active()
+    view = linked_view(kind, x, y, linked_layer)
+    xv, yv, axes, title = linked_values(service, pair, view)
     spec = ColorSpec.from_state({"feature": feature, "layer": layer})
     n = service.dataset(pair).n_cells
     cells = _selected(selection, page_state, n, sh.triggered() is None)
-    view = {"view": "linked", "kind": kind, "x": x, "y": y or x}
-    view["layer"] = linked_layer or "denoised"
-    return sh.cell_figure(
+    return _cells.cell_figure(
         service,
         pair,
         spec,
@@ -411,9 +394,9 @@ def recolor(feature: str | None, layer: str | None, color_state: dict | None) ->
     spec, options, new_layer = sh.color_choice(feature, layer, color_state)
     if spec is None:  # the shared colouring already, e.g. the controls just mounted
         return no_update, no_update, no_update, options, new_layer
-    service, pair = sh.active()
-    patch = sh.recolor_patch(service, pair, spec, legend=True)
-    linked = sh.recolor_patch(service, pair, spec, umap=False, legend=True)
+    service, pair = active()
+    patch = _cells.recolor_patch(service, pair, spec, legend=True)
+    linked = _cells.recolor_patch(service, pair, spec, umap=False, legend=True)
     return patch, linked, spec.to_state(), options, new_layer
 
 
@@ -444,13 +427,13 @@ for _graph in (ids.EXPLORE_UMAP, ids.EXPLORE_LINKED):
 def highlight(selection: dict | None) -> tuple:
     """Highlight the selected cells in both views (``selectedpoints`` patches); the view
     the lasso was not drawn in also drops any old lasso outline."""
-    service, pair = sh.active()
-    cells = sh.valid_cells(selection, service.dataset(pair).n_cells)
+    service, pair = active()
+    cells = valid_cells(selection, service.dataset(pair).n_cells)
     source = (selection or {}).get("source")
-    shown = overview.shown_cells(service, pair)
+    shown = shown_cells(service, pair)
     return (
-        sh.selection_patch(cells, clear_outline=source != ids.EXPLORE_UMAP, shown=shown),
-        sh.selection_patch(cells, clear_outline=source != ids.EXPLORE_LINKED, shown=shown),
+        _cells.selection_patch(cells, clear_outline=source != ids.EXPLORE_UMAP, shown=shown),
+        _cells.selection_patch(cells, clear_outline=source != ids.EXPLORE_LINKED, shown=shown),
     )
 
 
@@ -466,7 +449,7 @@ def render_legend(
     feature: str | None, layer: str | None, selection: dict | None, _names: dict | None = None
 ) -> Any:
     """The colouring's categories with their cell counts (the selected one marked)."""
-    service, pair = sh.active()
+    service, pair = active()
     spec = ColorSpec.from_state({"feature": feature, "layer": layer})
     return legend_and_note(service, pair, spec, selection)
 
@@ -474,8 +457,8 @@ def render_legend(
 def legend_and_note(service: Any, pair: Any, spec: ColorSpec, selection: dict | None) -> Any:
     """Under the UMAP: the colouring's note line (where a protein is imputed, that a
     minified file has no counts), if any, then its category legend."""
-    note = queries.color_note(service, pair, spec)
-    legend = sh.color_legend(service, pair, spec, selection)
+    note = color_note(service, pair, spec)
+    legend = _cells.color_legend(service, pair, spec, selection)
     return [components.color_note(note), legend] if note else legend
 
 
@@ -496,8 +479,8 @@ def select_from_legend(clicks: list[int | None], selection: dict | None) -> Any:
     group = (selection or {}).get("group") or {}
     if group.get("feature") == feature and group.get("value") == value:
         return {"cells": [], "source": "clear"}
-    service, pair = sh.active()
-    return sh.group_selection(service, pair, ColorSpec.from_state({"feature": feature}), value)
+    service, pair = active()
+    return group_selection(service, pair, ColorSpec.from_state({"feature": feature}), value)
 
 
 @callback(
@@ -508,17 +491,16 @@ def select_from_legend(clicks: list[int | None], selection: dict | None) -> Any:
 def selection_info(selection: dict | None, _names: dict | None = None) -> Any:
     """How many cells are selected and which cell types they are."""
     try:
-        service, pair = sh.active()
-    except sh.NotReady:
+        service, pair = active()
+    except NotReady:
         return ""
     n = service.dataset(pair).n_cells
-    cells = sh.valid_cells(selection, n)
+    cells = valid_cells(selection, n)
     if not cells:
         return html.Span(
             "No cells selected. Use the lasso or box tool in either view.", className="muted"
         )
-    types = service.shown_cell_types(pair).iloc[cells].astype(str).value_counts().head(4)
-    parts = ", ".join(f"{t} ({c:,})" for t, c in types.items())
+    parts = ", ".join(f"{t} ({c:,})" for t, c in main_types(service, pair, cells))
     return [
         html.B(f"{len(cells):,} cells selected"),
         html.Span(f" ({100 * len(cells) / n:.1f}% of {n:,}). Mostly: {parts}.", className="muted"),
@@ -551,20 +533,16 @@ def save_selection(
     """Keep the current selection under a name (browser-local, per dataset)."""
     if not n_clicks:
         return no_update, no_update, no_update
-    service, pair = sh.active()
+    service, pair = active()
     n = service.dataset(pair).n_cells
-    cells = sh.valid_cells(selection, n)
+    cells = valid_cells(selection, n)
     if not cells:
         msg = "Select some cells first (lasso or box tool), then save them."
         return no_update, no_update, components.alert(msg, kind="warning")
     saved = dict(saved or {})
     mine = dict(saved.get(pair.dataset.id) or {})
     label = (name or "").strip() or f"selection {len(mine) + 1}"
-    if (selection or {}).get("region"):  # a region on a subsampled view: kept as its shape
-        region = overview.clean_region(selection["region"])
-        mine[label] = {"region": region, "n": len(cells)}
-    else:
-        mine[label] = {"token": encode_selection(cells, n), "n": len(cells)}
+    mine[label] = saved_entry(selection, cells, n)  # a region on a subsampled view: its shape
     saved[pair.dataset.id] = mine
     note = components.alert(f"Saved “{label}” ({len(cells):,} cells).", kind="success")
     return saved, "", note
@@ -577,8 +555,8 @@ def save_selection(
 def saved_list(saved: dict | None) -> Any:
     """The saved selections of this dataset as chips (click: select; ×: delete)."""
     try:
-        _, pair = sh.active()
-    except sh.NotReady:
+        _, pair = active()
+    except NotReady:
         return []
     mine = (saved or {}).get(pair.dataset.id) or {}
     if not mine:
@@ -616,19 +594,8 @@ def select_saved(clicks: list[int | None], saved: dict | None) -> Any:
     trigger = sh.clicked_item(clicks)
     if trigger is None:
         return no_update
-    return saved_selection(trigger["name"], saved) or no_update
-
-
-def saved_selection(name: str, saved: dict | None) -> dict | None:
-    """The selection store's content for a saved selection (``None`` if unknown)."""
-    service, pair = sh.active()
-    item = ((saved or {}).get(pair.dataset.id) or {}).get(name)
-    if not item:
-        return None
-    if item.get("region"):
-        return {"region": item["region"], "source": "saved", "dataset": pair.dataset.id}
-    cells = decode_selection(item["token"], service.dataset(pair).n_cells)
-    return {"cells": cells, "source": "saved", "dataset": pair.dataset.id}
+    service, pair = active()
+    return saved_selection(service, pair, trigger["name"], saved) or no_update
 
 
 @callback(
@@ -642,7 +609,7 @@ def delete_saved(clicks: list[int | None], saved: dict | None) -> Any:
     trigger = sh.clicked_item(clicks)
     if trigger is None:
         return no_update
-    _, pair = sh.active()
+    _, pair = active()
     saved = dict(saved or {})
     mine = dict(saved.get(pair.dataset.id) or {})
     mine.pop(trigger["name"], None)
@@ -664,11 +631,11 @@ _RENAME_OUTPUTS = (
 def _after_rename(feature: str | None, layer: str | None, note: str) -> tuple:
     """Both views patched to the new names (legend, on-data labels, hover), the rename
     dropdown, a cleared name box, a one-line note and the names store."""
-    service, pair = sh.active()
+    service, pair = active()
     spec = ColorSpec.from_state({"feature": feature, "layer": layer})
     return (
-        sh.recolor_patch(service, pair, spec, hover=True, legend=True),
-        sh.recolor_patch(service, pair, spec, umap=False, hover=True, legend=True),
+        _cells.recolor_patch(service, pair, spec, hover=True, legend=True),
+        _cells.recolor_patch(service, pair, spec, umap=False, hover=True, legend=True),
         type_options(service, pair),
         "",
         components.alert(note, kind="success"),
@@ -695,7 +662,7 @@ def rename_type(
     if not type_id:
         msg = "Pick the cell type to rename first."
         return (*(no_update,) * 4, components.alert(msg, kind="warning"), no_update)
-    service, pair = sh.active()
+    service, pair = active()
     old = service.cell_type_names(pair).get(type_id, type_id)
     try:
         names = service.rename_cell_type(pair, type_id, name or "")
@@ -715,39 +682,12 @@ def reset_type_names(n_clicks: int | None, feature: str | None, layer: str | Non
     """Every cell type under its automatic name again."""
     if not n_clicks:
         return (no_update,) * 6
-    service, pair = sh.active()
+    service, pair = active()
     service.reset_cell_type_names(pair)
     return _after_rename(feature, layer, "Cell types show their automatic names again.")
 
 
 # --------------------------------------------------------------------------- compare
-def compare_choices(selection: dict | None, saved: dict | None) -> tuple[list, list]:
-    """Options of the two compare dropdowns: the selection, saved selections, cell types
-    (and "all other cells" for the second)."""
-    service, pair = sh.active()
-    n = service.dataset(pair).n_cells
-    groups = sh.groups_from_selection_stores(selection, saved, pair.dataset.id, n)
-    first = []
-    if "__current__" in groups:
-        first.append(
-            {
-                "label": f"Current selection ({len(groups['__current__']):,})",
-                "value": "__current__",
-            }
-        )
-    first += [
-        {"label": f"{k.split(':', 1)[1]} ({len(v):,}, saved)", "value": k}
-        for k, v in groups.items()
-        if k.startswith("saved:")
-    ]
-    first += [
-        {"label": f"{name} ({n:,})", "value": f"type:{t}"}
-        for t, name, n in sh.cell_type_choices(service, pair)
-    ]
-    second = [{"label": "All other cells", "value": "__rest__"}, *first]
-    return first, second
-
-
 @callback(
     Output(ids.EXPLORE_COMPARE_A, "options"),
     Output(ids.EXPLORE_COMPARE_A, "value"),
@@ -769,8 +709,8 @@ def update_compare_options(
     """Keep the compare choices in step with the selection, the saved selections and the
     cell types' names."""
     try:
-        first, second = compare_choices(selection, saved)
-    except sh.NotReady:
+        first, second = compare_choices(*active(), selection, saved)
+    except NotReady:
         return [], None, [], None
     values_a = [o["value"] for o in first]
     values_b = [o["value"] for o in second]
@@ -779,47 +719,6 @@ def update_compare_options(
     a = a if a in values_a else (values_a[0] if values_a else None)
     b = b if b in values_b and b != a else "__rest__"
     return first, a, second, b
-
-
-def resolve_group(
-    value: str | None, selection: dict | None, saved: dict | None
-) -> tuple[list[int] | None, str]:
-    """Cell positions and a display name of a compare choice (``None`` = the rest)."""
-    service, pair = sh.active()
-    n = service.dataset(pair).n_cells
-    if value in (None, "__rest__"):
-        return None, "Rest"
-    if value.startswith("type:"):
-        type_id = value.split(":", 1)[1]
-        types = service.cell_types(pair).astype(str).to_numpy()
-        cells = [int(i) for i in (types == type_id).nonzero()[0]]
-        return cells, sh.group_name(service, pair, value)
-    groups = sh.groups_from_selection_stores(selection, saved, pair.dataset.id, n)
-    if value not in groups:
-        msg = "that selection is gone; select cells or pick another group"
-        raise BackendError(msg)
-    name = "selection" if value == "__current__" else value.split(":", 1)[1]
-    return groups[value], name
-
-
-def compare_groups(
-    a: str | None, b: str | None, selection: dict | None, saved: dict | None
-) -> tuple[np.ndarray, np.ndarray | None, str, str]:
-    """Cells and names of the two compare choices (B ``None``: the rest); cells in both
-    groups count in A only. Problems (no cells, B inside A) raise one readable line."""
-    cells_a, name_a = resolve_group(a, selection, saved)
-    if not cells_a:
-        msg = "Choose a group of cells to compare (select cells first)."
-        raise BackendError(msg)
-    cells_b, name_b = resolve_group(b, selection, saved)
-    first = np.asarray(cells_a, dtype=np.int64)
-    if cells_b is None:
-        return first, None, name_a, name_b
-    others = np.setdiff1d(np.asarray(cells_b, dtype=np.int64), first)
-    if others.size == 0:
-        msg = f"{name_b} lies inside {name_a}; pick groups that differ"
-        raise InvalidSelection(msg)
-    return first, others, name_a, name_b
 
 
 @callback(
@@ -838,19 +737,12 @@ def start_compare(
     if not n_clicks:
         return (no_update,) * 5
     try:
-        cells_a, cells_b, name_a, name_b = compare_groups(a, b, selection, saved)
-        service, pair = sh.active()
+        service, pair = active()
+        cells_a, cells_b, name_a, name_b = compare_groups(service, pair, a, b, selection, saved)
     except BackendError as err:
         return _jobs.started(None, components.refused_view(err))
     store, view = _jobs.start(
-        lambda: service.submit(
-            "de_groups",
-            pair,
-            idx1=cells_a,
-            idx2=cells_b,
-            name1=name_a,
-            name2=None if cells_b is None else name_b,
-        ),
+        lambda: submit_compare(service, pair, cells_a, cells_b, name_a, name_b),
         COMPARE_LABEL,
         a=name_a,
         b=name_b,
@@ -875,9 +767,9 @@ def show_compare(ready: dict | None) -> tuple:
     if not isinstance(ready, dict) or not ready.get("job"):
         return no_update, no_update, no_update
     try:
-        service, pair = sh.active()
+        service, pair = active()
         de = service.job_result(str(ready["job"]), timeout=0)
-        table = queries.de_display_table(de, catalog=queries.feature_catalog(service, pair))
+        table = de_display_table(de, catalog=feature_catalog(service, pair))
     except BackendError as err:
         return no_update, components.alert(str(err), kind="warning"), no_update
     n_de = int(table["is_de"].sum())
@@ -889,7 +781,7 @@ def show_compare(ready: dict | None) -> tuple:
         ]
     )
     return (
-        components.de_grid(ids.EXPLORE_DE_TABLE, queries.de_rows(table), height=380),
+        components.de_grid(ids.EXPLORE_DE_TABLE, de_rows(table), height=380),
         status,
         False,
     )
@@ -908,9 +800,9 @@ def color_by_de_row(cell: dict | None, options: list | None) -> tuple:
     key = (cell or {}).get("rowId")
     if not key or ":" not in str(key):
         return no_update, no_update, no_update
-    service, pair = sh.active()
-    catalog = queries.feature_catalog(service, pair)
-    return key, queries.with_current(list(options or []), catalog, key), "denoised"
+    service, pair = active()
+    catalog = feature_catalog(service, pair)
+    return key, with_current(list(options or []), catalog, key), "denoised"
 
 
 @callback(

@@ -11,10 +11,29 @@ from typing import Any
 
 from dash import Input, Output, State, callback, dcc, html, no_update
 
-from dashboard import components, figures, ids, queries
-from dashboard.backend.errors import BackendError
+from dashboard import components, figures, ids
+from dashboard.pages import _cells
 from dashboard.pages import _shared as sh
-from dashboard.queries import ColorSpec
+from dashboard.views import colours
+from dashboard.views.cells import valid_cells
+from dashboard.views.colours import (
+    ColorSpec,
+    feature_of,
+    layer_choices,
+    layer_options,
+    layer_title,
+)
+from dashboard.views.errors import BackendError
+from dashboard.views.expression import dotplot_tables, dotplot_title, violin_frame
+from dashboard.views.features import (
+    default_dot_features,
+    feature_catalog,
+    search_features,
+    with_current,
+)
+from dashboard.views.links import initial_color, link_state
+from dashboard.views.state import active
+from dashboard.views.values import is_minified
 
 sh.register_page(__name__, "/lookup", "Lookup")
 
@@ -25,10 +44,10 @@ LOOKUP_NOTE = "lookup-color-note"
 @sh.model_page("Lookup")
 def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> html.Div:
     """The Lookup page; opens on the shared colour choice when it is a gene or protein."""
-    service, pair = sh.active()
-    catalog, spec = sh.initial_color(service, pair, query, color_state)
-    value = sh.feature_of(spec)
-    dot_features = queries.default_dot_features(catalog)
+    service, pair = active()
+    catalog, spec = initial_color(service, pair, query, color_state)
+    value = feature_of(spec)
+    dot_features = default_dot_features(catalog)
     if value and value not in dot_features:
         dot_features = [value, *dot_features]
     n_genes, n_proteins = len(catalog.genes), len(catalog.proteins)
@@ -44,8 +63,8 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                     components.dropdown_field(
                         "Gene or protein",
                         ids.LOOKUP_SEARCH,
-                        options=queries.with_current(
-                            queries.search_features(catalog, "", include_obs=False),
+                        options=with_current(
+                            search_features(catalog, "", include_obs=False),
                             catalog,
                             value,
                         ),
@@ -56,8 +75,8 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                     ),
                     components.field(
                         "Values on the cells",
-                        components.layer_radio(
-                            ids.LOOKUP_LAYER, value=spec.layer if value else "raw"
+                        components.segmented(
+                            ids.LOOKUP_LAYER, layer_choices(), spec.layer if value else "raw"
                         ),
                     ),
                     dcc.Link(
@@ -77,7 +96,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                         height=460,
                         subtitle="Latent UMAP",
                         footer=components.color_note(
-                            queries.color_note(service, pair, spec) if value else "",
+                            colours.color_note(service, pair, spec) if value else "",
                             note_id=LOOKUP_NOTE,
                         ),
                     ),
@@ -100,18 +119,18 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                 + (
                     " Raw counts are not in this file (minified data): genes' shares are "
                     "unknown (smallest dots)."
-                    if queries.is_minified(service, pair)
+                    if is_minified(service, pair)
                     else ""
                 ),
                 controls=dcc.Dropdown(
                     id=ids.LOOKUP_FEATURES,
-                    options=queries.with_current([], catalog, dot_features),
+                    options=with_current([], catalog, dot_features),
                     value=dot_features,
                     multi=True,
                     placeholder="Add genes or proteins…",
                 ),
             ),
-            components.page_state_store(sh.link_state(query, service, pair)),
+            components.page_state_store(link_state(query, service, pair)),
         ],
         className="page-lookup",
     )
@@ -139,10 +158,10 @@ def search_dot_features(search: str | None, value: list | None) -> Any:
 @sh.figure_or_error
 def build_lookup_umap(_id: str, feature: str | None, layer: str, selection: dict | None) -> Any:
     """The UMAP coloured by the looked-up feature (cell type until one is chosen)."""
-    service, pair = sh.active()
+    service, pair = active()
     spec = ColorSpec.from_state({"feature": feature, "layer": layer}) if feature else ColorSpec()
-    cells = sh.valid_cells(selection, service.dataset(pair).n_cells)
-    return sh.umap_figure(service, pair, spec, selected=cells)
+    cells = valid_cells(selection, service.dataset(pair).n_cells)
+    return _cells.umap_figure(service, pair, spec, selected=cells)
 
 
 @callback(
@@ -152,12 +171,12 @@ def build_lookup_umap(_id: str, feature: str | None, layer: str, selection: dict
 def recolor_lookup(feature: str | None, layer: str | None, color_state: dict | None) -> tuple:
     """Recolour the cells by the picked feature and share the choice with other pages."""
     if not feature:
-        return no_update, no_update, sh.layer_options(None), no_update
+        return no_update, no_update, layer_options(None), no_update
     spec, options, new_layer = sh.color_choice(feature, layer, color_state)
     if spec is None:  # the shared colouring already
         return no_update, no_update, options, new_layer
-    service, pair = sh.active()
-    return sh.recolor_patch(service, pair, spec), spec.to_state(), options, new_layer
+    service, pair = active()
+    return _cells.recolor_patch(service, pair, spec), spec.to_state(), options, new_layer
 
 
 @callback(
@@ -172,9 +191,9 @@ def color_note(feature: str | None, layer: str | None) -> str:
     if not feature:
         return ""
     try:
-        service, pair = sh.active()
+        service, pair = active()
         spec = ColorSpec.from_state({"feature": feature, "layer": layer})
-        return queries.color_note(service, pair, spec)
+        return colours.color_note(service, pair, spec)
     except BackendError:
         return ""
 
@@ -188,13 +207,13 @@ def update_violin(feature: str | None) -> Any:
     """Violins of raw and denoised values per cell type, side by side."""
     if not feature:
         return figures.empty_figure("Search for a gene or protein above")
-    service, pair = sh.active()
-    frame, order = queries.violin_frame(service, pair, feature)
-    name = queries.feature_catalog(service, pair).label(feature)
-    denoised = queries.layer_title(service, pair, ColorSpec(feature, "denoised"))
-    columns, titles = ["raw", "denoised"], ["raw (log1p)", denoised]
-    if queries.is_minified(service, pair):  # no counts: one violin, and why
-        columns, titles = ["denoised"], [denoised]
+    service, pair = active()
+    frame, order = violin_frame(service, pair, feature)
+    name = feature_catalog(service, pair).label(feature)
+    columns = ["raw", "denoised"]  # the columns of violin_frame, each a layer
+    titles = [layer_title(service, pair, ColorSpec(feature, c)) for c in columns]
+    if is_minified(service, pair):  # no counts: one violin, and why
+        columns, titles = columns[1:], titles[1:]
         name += " · raw counts not in this file (minified data)"
     return figures.violin_figure(
         frame,
@@ -219,10 +238,10 @@ def add_to_dotplot(feature: str | None, features: list | None, options: list | N
     features = list(features or [])
     if not feature or feature in features:
         return no_update, no_update
-    service, pair = sh.active()
-    catalog = queries.feature_catalog(service, pair)
+    service, pair = active()
+    catalog = feature_catalog(service, pair)
     value = [feature, *features]
-    return value, queries.with_current(list(options or []), catalog, value)
+    return value, with_current(list(options or []), catalog, value)
 
 
 @callback(
@@ -234,6 +253,6 @@ def update_dotplot(features: list | None) -> Any:
     """Dot plot of the chosen features across cell types."""
     if not features:
         return figures.empty_figure("Add genes or proteins to compare across cell types")
-    service, pair = sh.active()
-    mean, frac = queries.dotplot_tables(service, pair, list(features))
-    return figures.dotplot_figure(mean, frac, title=queries.dotplot_title(service, pair))
+    service, pair = active()
+    mean, frac = dotplot_tables(service, pair, list(features))
+    return figures.dotplot_figure(mean, frac, title=dotplot_title(service, pair))

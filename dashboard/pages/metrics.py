@@ -20,25 +20,32 @@ from typing import TYPE_CHECKING, Any
 from dash import Input, Output, callback, dcc, html, no_update
 
 from dashboard import components, figures, ids
-from dashboard.backend.card import compare_summary, compare_tables
-from dashboard.backend.errors import BackendError
-from dashboard.backend.metrics import (
+from dashboard.pages import _jobs
+from dashboard.pages import _shared as sh
+from dashboard.views.errors import BackendError
+from dashboard.views.metrics import (
     CALIBRATION_CELLS,
     CALIBRATION_SAMPLES,
+    EFFICIENCY_FREE,
+    MEASURED,
+    PROTEIN_SCALES,
     WHY_SCALES_DIFFER,
+    card_text,
+    compare_summary,
+    compare_tables,
     cv_advice,
     cv_display_table,
     de_top_note,
+    history_note,
+    is_minified,
+    model_card,
+    submit_metrics,
 )
-from dashboard.pages import _jobs
-from dashboard.pages import _shared as sh
-from dashboard.public_paths import scrub_paths
-from model.protein_scale import EFFICIENCY_FREE, MEASURED, PROTEIN_SCALES
+from dashboard.views.state import active
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from dashboard.backend.jobs import JobContext
     from dashboard.backend.refs import Pair
     from dashboard.backend.service import AnalysisService
     from model.hub_card import HubCard
@@ -82,7 +89,7 @@ CARD_TABLES = (
 @sh.model_page("Model metrics")
 def layout(model: Any = None, **_: Any) -> html.Div:
     """The metrics page: model summary and history now, card metrics via a job."""
-    service, pair = sh.active()
+    service, pair = active()
     summary = service.model_summary(pair)
     history = service.training_history(pair)
     card = model_card(service, pair)
@@ -134,7 +141,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                             loading=False,
                         ),
                         actions=components.download_buttons(ids.METRICS_HISTORY),
-                        subtitle=_history_note(history),
+                        subtitle=history_note(history),
                     ),
                 ],
                 className="grid-2",
@@ -179,18 +186,6 @@ def scale_choice(service: AnalysisService, pair: Pair) -> html.Div:
         ],
         className="metrics-scale",
     )
-
-
-def model_card(service: AnalysisService, pair: Pair) -> HubCard | None:
-    """The scvi-hub model card beside the pair's checkpoint (``None`` when there is none,
-    or its README.md holds nothing of a card)."""
-    card = service.hub_card(pair)
-    return None if card is None or card.is_empty else card
-
-
-def is_minified(service: AnalysisService, pair: Pair) -> bool:
-    """Whether the pair's dataset is minified (latent posterior kept, counts removed)."""
-    return service.dataset(pair).minified is not None
 
 
 def hub_card_section(card: HubCard, summary: dict[str, Any]) -> html.Div:
@@ -242,27 +237,15 @@ def hub_card_section(card: HubCard, summary: dict[str, Any]) -> html.Div:
                 ]
             )
         )
+    text = card_text(card)
     body: list[Any] = []
-    if card.description:
-        body.append(html.P(scrub_paths(card.description), className="hub-description"))
+    if text["description"]:
+        body.append(html.P(text["description"], className="hub-description"))
     body.append(html.Div(grid, className="summary-grid"))
-    links = [
-        f"{what}: {scrub_paths(url)}"
-        for what, url in (
-            ("Training data", card.training_data_url),
-            ("Training code", card.training_code_url),
-        )
-        if url
-    ]
-    if links:
-        body.append(html.P(" · ".join(links), className="muted hub-training"))
-    if card.notes:
-        body.append(
-            html.P(
-                "Not read from the card: " + scrub_paths("; ".join(card.notes)),
-                className="muted hub-notes",
-            )
-        )
+    if text["training"]:
+        body.append(html.P(text["training"], className="muted hub-training"))
+    if text["notes"]:
+        body.append(html.P(text["notes"], className="muted hub-notes"))
     return html.Div(
         components.card(
             CARD_TITLE,
@@ -330,28 +313,6 @@ def _vs_card(
     ]
 
 
-def _history_note(history: Any) -> str:
-    if history is None or history.empty:
-        return "This checkpoint has no training history."
-    last = history.iloc[-1]
-    val = last.get("elbo_validation", float("nan"))
-    return (
-        f"{len(history)} epochs; final validation ELBO {float(val):,.1f} per cell "
-        "(negative ELBO: lower is better)."
-    )
-
-
-def metrics_job(service: AnalysisService, pair: Pair) -> str:
-    """Submit the job computing the card metrics (tables of both protein scales, the CV
-    points behind the plots and the calibration)."""
-
-    def run(ctx: JobContext) -> None:
-        ctx.check()
-        service.metrics(pair, progress=ctx.progress)
-
-    return service.jobs.submit("metrics_page", run, params={"pair": pair.to_dict()})
-
-
 @callback(
     *_jobs.start_outputs(ids.METRICS_JOB, ids.METRICS_READY_STORE, retry=True),
     Input(ids.METRICS_RETRY, "n_clicks"),
@@ -360,12 +321,12 @@ def start_metrics(_n: int | None) -> tuple:
     """Ask for the metrics: cached ones render at once, else a job runs with progress:
     ``(job store, poll off, ready, progress, Cancel off, Compute again hidden)``."""
     try:
-        service, pair = sh.active()
+        service, pair = active()
         if is_minified(service, pair):  # no counts: the layout shows the card's tables
             return _jobs.started(None, components.JobView(), retry=True)
     except BackendError as err:
         return _jobs.started(None, components.refused_view(err), retry=True)
-    store, view = _jobs.start(lambda: metrics_job(service, pair), LABEL)
+    store, view = _jobs.start(lambda: submit_metrics(service, pair), LABEL)
     return _jobs.started(store, view, retry=True)
 
 
@@ -597,7 +558,7 @@ def render_metrics(ready: dict | None, scale: str | None = None) -> Any:
             kind="warning",
         )
     try:
-        service, pair = sh.active()
+        service, pair = active()
         return metrics_sections(service, pair, protein_scale=scale)
     except BackendError as err:
         return components.alert(str(err), kind="warning")

@@ -75,7 +75,7 @@ def dashboard(
     from dashboard.backend.service import AnalysisService
     from dashboard.backend.settings import Settings
     from dashboard.backend.testing import trained_pbmc
-    from dashboard.state import ActiveState, set_state
+    from dashboard.views.state import ActiveState, set_state
 
     data, model = trained_pbmc(**SLICE)
     root = tmp_path_factory.mktemp("browser")

@@ -44,8 +44,8 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamesp
     from dashboard import backend
     from dashboard.backend.settings import Settings
     from dashboard.server import bootstrap, make_app
-    from dashboard.state import set_state
     from dashboard.testing import fast_umap
+    from dashboard.views.state import set_state
 
     root = tmp_path_factory.mktemp("hub-browser")
     folder = root / "seedlike"

@@ -17,6 +17,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from dashboard import ids
 from dashboard.backend.metrics import CV_DISPLAY_ROWS, DE_COLUMNS
+from dashboard.backend.owner import acting_as
 from dashboard.testing_browser import (
     CELLS_IN_BOX_JS,
     PAGES,
@@ -32,6 +33,7 @@ from dashboard.testing_browser import (
     wait_graph,
     wait_idle,
 )
+from dashboard.views.state import get_workspaces
 
 pytestmark = pytest.mark.browser
 
@@ -235,7 +237,7 @@ def test_explore_renames_a_cell_type(driver: WebDriver, dashboard: Any, screensh
         return d.execute_script(LEGEND_NAMES_JS, ids.EXPLORE_LEGEND) or []
 
     try:
-        open_page(driver, dashboard.url, "explore")
+        open_page(driver, dashboard.url, "explore", color="obs:cell_type")
         driver.find_element(By.CSS_SELECTOR, ".rename-types summary").click()
         pick_option(driver, "explore-rename-type", type_id[:5], type_id)
         box = driver.find_element(By.ID, "explore-rename-name")
@@ -259,8 +261,11 @@ def test_explore_renames_a_cell_type(driver: WebDriver, dashboard: Any, screensh
         )
         wait_idle(driver)
         assert_clean(driver, dashboard, "explore after resetting the names")
-    finally:
+    finally:  # the browser's workspace keeps its own names: reset those too
         service.reset_cell_type_names(pair)
+        for owner in get_workspaces().owners():
+            with acting_as(owner):
+                service.reset_cell_type_names(pair)
 
 
 # ------------------------------------------------------------------ plots stay readable
@@ -338,7 +343,7 @@ def test_cluster_labels_legend_and_colour_bar_titles_are_whole(
     each name whole; the legend lists every type whole with its number of cells; a long
     colour-bar title (a protein's foreground probability) is not cut at the edge."""
     service, pair = dashboard.service, dashboard.pair
-    open_page(driver, dashboard.url, "explore")
+    open_page(driver, dashboard.url, "explore", color="obs:cell_type")
     wait_graph(driver, ids.EXPLORE_UMAP, lambda g: g["annotations"] > 0, "no cell-type labels")
     wait_idle(driver)
     types = service.shown_cell_types(pair).astype(str)
@@ -394,7 +399,7 @@ def test_a_legend_click_selects_that_types_cells(
     """Clicking a legend entry selects every cell of that type in both views (cellxgene's
     habit) and the selection line counts them; clicking it again clears the selection."""
     service, pair = dashboard.service, dashboard.pair
-    open_page(driver, dashboard.url, "explore")
+    open_page(driver, dashboard.url, "explore", color="obs:cell_type")
     types = service.shown_cell_types(pair).astype(str).to_numpy()
     name = str(service.shown_cell_types(pair).cat.categories[1])
     expected = [i for i, t in enumerate(types) if t == name]
@@ -436,7 +441,7 @@ def test_de_table_and_volcano_click(driver: WebDriver, dashboard: Any, screensho
     """Picking a cell type fills the table for it; clicking a volcano point colours the
     cells by that feature."""
     from dashboard.figures import HIGHLIGHT
-    from dashboard.queries import de_display_table
+    from dashboard.views.de import de_display_table
 
     open_page(driver, dashboard.url, "de")
     # the type with the most DE features: its volcano must show them in red

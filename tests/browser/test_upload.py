@@ -54,7 +54,9 @@ def test_upload_from_the_drop_zone(driver: WebDriver, dashboard) -> None:
     pages.wait_for(driver, lambda d: "Uploaded and checked" in status(d),
                    f"no upload message (shown: {status(driver)!r})")  # fmt: skip
     assert status(driver).startswith("Uploaded and checked my_cells.h5ad.")
-    stored = DATA_DIR / "uploads" / "my_cells.h5ad"
+    # kept in this browser's own area: uploads/<its workspace>/
+    stored = next((DATA_DIR / "uploads").glob("s-*/my_cells.h5ad"))
+    area = stored.parent
     assert stored.read_bytes() == (LOCAL / "my cells.h5ad").read_bytes()
     pages.wait_for(
         driver,
@@ -67,14 +69,14 @@ def test_upload_from_the_drop_zone(driver: WebDriver, dashboard) -> None:
     choose_file(driver, ids.MODEL_UPLOAD, LOCAL / "my cells.h5ad")  # the same name again
     pages.wait_for(driver, lambda d: "my_cells-2.h5ad" in status(d),
                    f"the second upload got no name of its own ({status(driver)!r})")  # fmt: skip
-    assert stored.exists() and (DATA_DIR / "uploads" / "my_cells-2.h5ad").exists()
+    assert stored.exists() and (area / "my_cells-2.h5ad").exists()
 
     choose_file(driver, ids.MODEL_UPLOAD, LOCAL / "notes.h5ad")
     pages.wait_for(driver, lambda d: "Nothing was stored" in status(d),
                    f"the bad file was not refused ({status(driver)!r})")  # fmt: skip
     line = status(driver)
     assert line.startswith("notes.h5ad: ") and "\n" not in line and str(DATA_DIR) not in line
-    assert not (DATA_DIR / "uploads" / "notes.h5ad").exists()
-    assert not list((DATA_DIR / "uploads" / ".incoming").iterdir())
+    assert not list((DATA_DIR / "uploads").rglob("notes*.h5ad"))
+    assert not list((area / ".incoming").iterdir())
     assert not pages.console_problems(driver)
     assert not dashboard.errors.records, dashboard.errors.messages()

@@ -95,7 +95,13 @@ def test_failed_jobs_keep_earlier_results(service, trained, tmp_path) -> None:
     key = svc.key(
         "de_groups",
         pair,
-        {**svc._de_params(), "idx1": sel, "idx2": None, "name1": "earlier", "name2": None},
+        {
+            **svc.differential.de_params(),
+            "idx1": sel,
+            "idx2": None,
+            "name1": "earlier",
+            "name2": None,
+        },
     )
     assert svc.cache.get(key) is not None
     # a DE job on an empty selection fails with a readable message

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard import queries
 from dashboard.backend.errors import DatasetNotFound, ModelDataMismatch
 from dashboard.backend.fingerprint import SCHEMA_VERSION
 from dashboard.backend.mapping import (
@@ -31,7 +30,8 @@ from dashboard.backend.mapping import (
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.backend.testing import reference_and_query
-from dashboard.state import ActiveState
+from dashboard.views.state import ActiveState
+from dashboard.views.values import protein_raw
 from model.data import CiteSeqData
 from model.mapping import QUERY_SUFFIX, median_protein_r, transfer_labels
 
@@ -129,7 +129,7 @@ def test_query_proteins_are_predicted_where_unmeasured(env, mapped) -> None:
     assert median_protein_r(denoised.to_numpy()[~is_query], ref_denoised) > 0.95
     # colouring by a protein: query cells show the prediction in every layer
     protein = str(combined.protein_names[0])
-    raw = queries.protein_raw(env.service, pair, protein)
+    raw = protein_raw(env.service, pair, protein)
     np.testing.assert_allclose(raw[is_query], np.log1p(pred[:, 0]), rtol=1e-5)
     np.testing.assert_allclose(raw[~is_query], np.log1p(env.reference.protein[:, 0]), rtol=1e-5)
     fg = env.service.foreground_probability(pair).to_numpy()[is_query]
@@ -184,12 +184,12 @@ def test_query_with_half_the_proteins_keeps_the_measured_ones(env) -> None:
     assert combined.protein_batch_mask[1, keep].all()
     assert not combined.protein_batch_mask[1, 0::2].any()
     np.testing.assert_array_equal(combined.protein[is_query][:, keep], env.query.protein[:, keep])
-    raw = queries.protein_raw(env.service, result.pair, str(combined.protein_names[1]))
+    raw = protein_raw(env.service, result.pair, str(combined.protein_names[1]))
     np.testing.assert_allclose(raw[is_query], np.log1p(env.query.protein[:, 1]), rtol=1e-5)
 
 
 def test_cancel_leaves_the_active_pair_intact(env) -> None:
-    n_models, n_maps = len(env.service._models), _n_mappings(env)
+    n_models, n_maps = len(env.service.registry.models), _n_mappings(env)
     other = env.service.add_dataset(env.query.subset(np.arange(200)).select_proteins([]))
     job = env.service.submit_map_query(env.pair, other, max_epochs=2000)
     deadline = time.monotonic() + 60
@@ -200,7 +200,7 @@ def test_cancel_leaves_the_active_pair_intact(env) -> None:
     info = env.service.wait(job, timeout=60)
     assert info.status == "cancelled"
     assert env.state.pair == env.pair
-    assert len(env.service._models) == n_models  # nothing registered
+    assert len(env.service.registry.models) == n_models  # nothing registered
     assert _n_mappings(env) == n_maps  # nothing cached
 
 

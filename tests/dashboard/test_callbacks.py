@@ -5,7 +5,6 @@ and the Model page's train/load/cancel paths, with errors shown as one readable 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,18 +16,27 @@ from dash import Patch, no_update
 from dash._utils import to_json
 
 from dashboard import app as app_module
-from dashboard import figures, ids, queries
+from dashboard import figures, ids
 from dashboard.backend.errors import InvalidSelection
 from dashboard.backend.export import build_mudata
 from dashboard.backend.metrics import CV_DISPLAY_ROWS, DE_COLUMNS, PEARSON_R2_ROW
 from dashboard.backend.service import AnalysisService
-from dashboard.backend.settings import Settings
-from dashboard.backend.testing import trained_pbmc
 from dashboard.layout import POLL_IDLE_MS
-from dashboard.state import ActiveState, set_state
 from dashboard.testing import find, text, walk
-from dashboard.testing_app import app_on
 from dashboard.url_state import decode_selection
+from dashboard.views.cells import saved_selection, valid_cells
+from dashboard.views.colours import ColorSpec, color_label
+from dashboard.views.de import de_display_table
+from dashboard.views.features import default_protein_pair, feature_catalog
+from dashboard.views.model import checkpoint_options, efficiency_summary
+from dashboard.views.state import ActiveState, set_state
+from dashboard.views.values import (
+    gene_denoised,
+    gene_raw,
+    obs_labels,
+    protein_denoised,
+    protein_raw,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,30 +44,24 @@ CELL_TYPE = {"feature": "obs:cell_type", "layer": "raw"}
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> Iterator[SimpleNamespace]:
-    """The app on the trained slice: service, active pair, state and page modules."""
-    data, model = trained_pbmc()
-    root = tmp_path_factory.mktemp("callbacks")
-    (root / "data").mkdir()
-    data_path = root / "data" / "pbmc_slice.h5ad"
-    data.to_anndata().write_h5ad(data_path)
-    settings = Settings(
-        data_dir=root / "data",
-        model_dir=root / "models",
-        cache_dir=tmp_path_factory.getbasetemp() / "dashboard-cache",  # shared with test_app
-        de_n_samples=1000,
-        denoise_n_samples=3,
-    )
-    with app_on(settings, data, model) as env:  # service, pair, state, app
-        from dashboard.pages import de, explore, lookup, metrics
-        from dashboard.pages import model as model_page
+def app_options() -> dict[str, Any]:
+    """The trained slice written to the data folder; results shared with test_app."""
+    return {
+        "name": "callbacks",
+        "write_data": "pbmc_slice.h5ad",
+        "settings": {"de_n_samples": 1000},
+    }
 
-        pages = {"explore": explore, "lookup": lookup, "de": de, "metrics": metrics}
-        more = {"data": data, "data_path": data_path, "root": root, "n": data.n_cells}
-        types = env.service.cell_types(env.pair)
-        yield SimpleNamespace(
-            **{**vars(env), **pages, **more, "model": model_page, "types": types}
-        )
+
+@pytest.fixture(scope="module")
+def env(trained_app: SimpleNamespace) -> SimpleNamespace:
+    """The app on the trained slice: service, active pair, state and page modules."""
+    from dashboard.pages import de, explore, lookup, metrics
+    from dashboard.pages import model as model_page
+
+    pages = {"explore": explore, "lookup": lookup, "de": de, "metrics": metrics}
+    types = trained_app.service.cell_types(trained_app.pair)
+    return SimpleNamespace(**{**vars(trained_app), **pages, "model": model_page, "types": types})
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -201,18 +203,12 @@ def test_explore_legend_lists_types_with_counts_and_a_click_selects_them(env) ->
     )
     # on a dataset above max_points the category itself is the selection, resolved here
     n = env.n
-    assert sh_valid_cells({"group": selection["group"]}, n) == selection["cells"]
-    assert sh_valid_cells({"group": {"feature": "obs:cell_type", "value": "no such"}}, n) is None
+    assert valid_cells({"group": selection["group"]}, n) == selection["cells"]
+    assert valid_cells({"group": {"feature": "obs:cell_type", "value": "no such"}}, n) is None
     # numbers have no legend (their colour bar stays in the figure)
     assert env.explore.render_legend("gene:LYZ", "raw", None) == []
     lyz = env.explore.build_umap(ids.EXPLORE_UMAP, "gene:LYZ", "raw", None, None)
     assert lyz.data[0].marker.showscale is True
-
-
-def sh_valid_cells(selection: dict, n: int) -> Any:
-    from dashboard.pages import _shared
-
-    return _shared.valid_cells(selection, n)
 
 
 def test_recolour_sends_only_a_marker_patch(env) -> None:
@@ -229,7 +225,7 @@ def test_recolour_sends_only_a_marker_patch(env) -> None:
     }
     assert ("layout", "annotations") not in operations(linked_patch)
     marker = ops[("data", 0, "marker")]
-    expected = queries.gene_raw(env.service, env.pair, "LYZ")
+    expected = gene_raw(env.service, env.pair, "LYZ")
     np.testing.assert_allclose(decode(marker["color"]), expected, rtol=1e-6)
     assert marker["colorbar"]["title"]["text"].startswith("LYZ")
     assert ops[("layout", "annotations")] == []  # no cell-type labels on a gene colouring
@@ -300,21 +296,21 @@ def test_selection_highlights_the_same_cells_in_both_views(env) -> None:
 
 
 def test_linked_view_plots_proteins_with_the_selection(env) -> None:
-    x, y = queries.default_protein_pair(queries.feature_catalog(env.service, env.pair))
+    x, y = default_protein_pair(feature_catalog(env.service, env.pair))
     assert (x, y) == ("CD4_TotalSeqB", "CD8a_TotalSeqB")
     fig = env.explore.build_linked(
         "proteins", x, y, "raw", "obs:cell_type", "raw", {"cells": [4, 8]}, None
     )
     trace = fig.data[0]
-    np.testing.assert_allclose(trace.x, queries.protein_raw(env.service, env.pair, x), rtol=1e-6)
-    np.testing.assert_allclose(trace.y, queries.protein_raw(env.service, env.pair, y), rtol=1e-6)
+    np.testing.assert_allclose(trace.x, protein_raw(env.service, env.pair, x), rtol=1e-6)
+    np.testing.assert_allclose(trace.y, protein_raw(env.service, env.pair, y), rtol=1e-6)
     assert list(trace.selectedpoints) == [4, 8]
     assert fig.layout.title.text == "CD4 protein vs CD8a protein"
     assert fig.layout.xaxis.title.text == "CD4 protein raw (log1p)"
     raw_den = env.explore.build_linked(
         "raw_denoised", x, None, "raw", "obs:cell_type", "raw", None, None
     )
-    den = queries.protein_denoised(env.service, env.pair, x)
+    den = protein_denoised(env.service, env.pair, x)
     np.testing.assert_allclose(raw_den.data[0].y, den, rtol=1e-6)
     assert env.explore.linked_controls("raw_denoised") == (True, "segmented is-hidden")
 
@@ -337,7 +333,7 @@ def test_save_and_reuse_a_selection(env) -> None:
     assert "Saved" in assert_one_line_alert(note, kind="success")
     chips = env.explore.saved_list(saved)
     assert "my cells · 5" in text(chips)
-    restored = env.explore.saved_selection("my cells", saved)
+    restored = saved_selection(env.service, env.pair, "my cells", saved)
     assert restored == {"cells": cells, "source": "saved", "dataset": env.pair.dataset.id}
     _, _, warning = env.explore.save_selection(1, "x", {"cells": []}, saved)
     assert "Select some cells first" in assert_one_line_alert(warning, kind="warning")
@@ -470,7 +466,7 @@ def test_compare_without_cells_is_a_warning(env) -> None:
 def test_every_de_row_key_is_a_colourable_feature(env) -> None:
     wrap, _, _ = compare(env, f"type:{b_cell_type(env)}", "__rest__")
     keys = [r["key"] for r in de_rows_of(wrap)]
-    catalog = queries.feature_catalog(env.service, env.pair)
+    catalog = feature_catalog(env.service, env.pair)
     assert all(catalog.has(k) for k in keys), [k for k in keys if not catalog.has(k)][:3]
     protein = next(r for r in wrap.rowData if r["modality"] == "protein")
     assert protein["feature_id"] in set(env.data.protein_names)
@@ -517,7 +513,7 @@ def test_lookup_recolours_and_shares_the_colour(env) -> None:
     patch, store, options, layer = env.lookup.recolor_lookup("gene:MS4A1", "denoised", None)
     assert next(o for o in options if o["value"] == "foreground")["disabled"]
     marker = operations(patch)[("data", 0, "marker")]
-    expected = queries.gene_denoised(env.service, env.pair, "MS4A1")
+    expected = gene_denoised(env.service, env.pair, "MS4A1")
     np.testing.assert_allclose(decode(marker["color"]), expected, rtol=1e-6)
     assert store == {"feature": "gene:MS4A1", "layer": "denoised"}
     assert layer is no_update
@@ -598,7 +594,7 @@ def test_de_page_volcano_and_click_colours_the_cells(env, de_ready) -> None:
     assert len(keys) == env.data.n_genes + env.data.n_proteins
     assert fig.layout.title.text == f"{largest_type(env)} vs rest"
     # the features the status line counts as DE are the red ones (the type with most DE)
-    table = queries.de_display_table(env.service.de_one_vs_rest(env.pair))
+    table = de_display_table(env.service.de_one_vs_rest(env.pair))
     top = str(table.groupby("group1")["is_de"].sum().idxmax())
     ready = {**de_ready, "group": f"type:{top}"}
     rows, status = env.de.render_table(ready, "all", None)
@@ -777,7 +773,7 @@ def test_metrics_tables_name_renamed_types(env) -> None:
         assert "Main type" in text(sections)
     finally:
         env.service.reset_cell_type_names(env.pair)
-    assert queries.obs_labels(env.service, env.pair, "cell_type").cat.categories.equals(
+    assert obs_labels(env.service, env.pair, "cell_type").cat.categories.equals(
         env.types.cat.categories
     )
 
@@ -900,19 +896,17 @@ def test_metrics_page_switches_protein_scale_and_shows_calibration(env) -> None:
 def test_protein_views_say_their_scale(env) -> None:
     model = env.service.model(env.pair)
     protein = str(model.protein_names[0])
-    spec = queries.ColorSpec(f"protein:{protein}", "denoised")
-    assert queries.color_label(env.service, env.pair, spec).endswith(
-        "denoised (log1p, measured scale)"
-    )
-    raw = queries.ColorSpec(f"protein:{protein}", "raw")
-    assert queries.color_label(env.service, env.pair, raw).endswith("raw (log1p)")
+    spec = ColorSpec(f"protein:{protein}", "denoised")
+    assert color_label(env.service, env.pair, spec).endswith("denoised (log1p, measured scale)")
+    raw = ColorSpec(f"protein:{protein}", "raw")
+    assert color_label(env.service, env.pair, raw).endswith("raw (log1p)")
     violin = env.lookup.update_violin(f"protein:{protein}")
     assert [a.text for a in violin.layout.annotations][:2] == [
         "raw (log1p)",
         "denoised (log1p, measured scale)",
     ]
     eff = model.protein_efficiency().to_numpy()
-    line = queries.efficiency_summary(env.service, env.pair)
+    line = efficiency_summary(env.service, env.pair)
     assert line.startswith(f"{eff.min():.2f}-{eff.max():.2f} ({eff.shape[1]} proteins x 1 batch)")
     assert line.endswith("denoised proteins: measured scale")
     assert line in text(env.model._active_view())  # on the Model page
@@ -1041,7 +1035,7 @@ def seedlike_model(env: SimpleNamespace, test_data: Path) -> Path:
 
 def test_model_page_opens_a_hub_folder_with_its_data_and_registry(env, test_data) -> None:
     folder = seedlike_model(env, test_data)
-    labels = {o["value"]: o["label"] for o in env.model._checkpoint_options(env.root / "models")}
+    labels = {o["value"]: o["label"] for o in checkpoint_options(env.root / "models")}
     assert (
         labels[str(folder)] == "seedlike · scvi-hub folder, with its data (mdata.h5mu), model card"
     )

@@ -21,14 +21,15 @@ import pandas as pd
 import pytest
 from dash import no_update
 
-from dashboard import backend, queries
+from dashboard import backend
 from dashboard.backend import cli_commands
 from dashboard.backend.export import _with_symbols, build_mudata
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
-from dashboard.queries import ColorSpec
-from dashboard.state import ActiveState, set_state
 from dashboard.testing import post_upload, text
+from dashboard.views.colours import ColorSpec, color_data
+from dashboard.views.features import _ordinal, feature_catalog, search_features
+from dashboard.views.state import ActiveState, set_state
 from model.data import CiteSeqData, read_cite_seq
 
 pytestmark = [
@@ -113,7 +114,7 @@ def fake(data: CiteSeqData) -> tuple[Any, Any]:
 # ---------------------------------------------------------------------------- display
 def test_catalog_labels_show_the_symbol_and_which_copy(dup: CiteSeqData) -> None:
     service, pair = fake(dup)
-    catalog = queries.feature_catalog(service, pair)
+    catalog = feature_catalog(service, pair)
     assert catalog.genes[:12] == list(dup.var_names[:12])  # values stay the unique names
     assert [catalog.label(f"gene:{g}") for g in ("HES4", "HES4-1", "HES4-2")] == [
         "HES4", "HES4 (2nd)", "HES4 (3rd)",
@@ -123,23 +124,23 @@ def test_catalog_labels_show_the_symbol_and_which_copy(dup: CiteSeqData) -> None
     assert catalog.label("protein:CD4_TotalSeqB-1") == "CD4 (2nd) protein"
     assert catalog.label("protein:CD4_TotalSeqB") == "CD4 protein"
     assert catalog.has("gene:HES4-2") and not catalog.has("gene:HES4-3")
-    found = queries.search_features(catalog, "hes4", include_obs=False)
+    found = search_features(catalog, "hes4", include_obs=False)
     assert [o["value"] for o in found] == ["gene:HES4", "gene:HES4-1", "gene:HES4-2"]
     assert [o["label"] for o in found][1] == "HES4 (2nd)"
-    cd4 = queries.search_features(catalog, "cd4", include_obs=False)
+    cd4 = search_features(catalog, "cd4", include_obs=False)
     assert [o["value"] for o in cd4][:2] == ["protein:CD4_TotalSeqB", "protein:CD4_TotalSeqB-1"]
 
 
 def test_colour_label_names_the_copy(dup: CiteSeqData) -> None:
     service, pair = fake(dup)
-    color = queries.color_data(service, pair, ColorSpec("gene:HES4-1", "raw"))
+    color = color_data(service, pair, ColorSpec("gene:HES4-1", "raw"))
     assert color.label == "HES4 (2nd) · raw (log1p)"
     col = np.asarray(dup.rna[:, dup.var_names.get_loc("HES4-1")].todense()).ravel()
     assert (color.values > 0).sum() == (col > 0).sum()
 
 
 def test_ordinals() -> None:
-    got = [queries._ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)]
+    got = [_ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)]
     assert got == ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st",
                    "111th"]  # fmt: skip
 

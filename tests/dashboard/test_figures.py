@@ -470,9 +470,9 @@ def test_volcano_without_modality_is_all_genes_and_without_is_de_is_refused() ->
 
 
 def test_volcano_of_the_pages_display_table_marks_its_de_features() -> None:
-    """The DE page passes ``queries.de_display_table`` output (``is_de``, not the model's
+    """The DE page passes ``de_display_table`` output (``is_de``, not the model's
     ``is_de_fdr_0.05``): its DE features must be red, as many as the status line counts."""
-    from dashboard.queries import de_display_table
+    from dashboard.views.de import de_display_table
 
     rng = np.random.default_rng(0)
     n = 60

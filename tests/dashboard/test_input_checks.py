@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dashboard.backend.errors import InvalidSelection
-from dashboard.pages._shared import valid_cells
-from dashboard.queries import cell_positions, whole_number
+from dashboard.views.cells import cell_positions, valid_cells
+from dashboard.views.model import whole_number
 
 
 @pytest.mark.parametrize("bad", [[-1], [0, -5], [1.5], ["3"], [True], [[1]], [None], "012", {}])

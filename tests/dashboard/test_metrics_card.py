@@ -20,10 +20,7 @@ from dash import no_update
 from dashboard import ids
 from dashboard.backend import card as hub
 from dashboard.backend.metrics import CV_ROWS, MetricsResult, model_card_markdown
-from dashboard.backend.settings import Settings
-from dashboard.backend.testing import trained_pbmc
 from dashboard.testing import find, text, walk
-from dashboard.testing_app import app_on
 from model.data import MinifiedPosterior
 from model.hub_card import HubCard, parse_model_card
 
@@ -96,36 +93,26 @@ def test_hub_card_for_reads_the_folders_card_once_per_version(tmp_path: Path) ->
 
 # ------------------------------------------------------------------------ the page
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> Iterator[SimpleNamespace]:
+def app_options() -> dict[str, Any]:
     """A small model saved in a model folder, registered with that folder as its path."""
-    data, model = trained_pbmc(n_cells=300, n_genes=200, max_epochs=10)
-    root = tmp_path_factory.mktemp("metrics-card")
-    folder = root / "models" / "hub"
-    model.save(folder)
-    (root / "data").mkdir()
-    settings = Settings(
-        cache_dir=root / "cache",
-        data_dir=root / "data",
-        model_dir=root / "models",
-        de_n_samples=200,
-        denoise_n_samples=3,
-    )
-    with app_on(settings, data, model, name="hub", path=str(folder), prepare=False) as env:
-        from dashboard.pages import metrics
+    return {
+        "name": "metrics-card",
+        "trained": {"n_cells": 300, "n_genes": 200, "max_epochs": 10},
+        "saved": "hub",
+        "own_cache": True,
+        "prepare": False,
+        "settings": {"de_n_samples": 200},
+    }
 
-        ours = env.service.shown_metrics(env.pair)
-        yield SimpleNamespace(
-            service=env.service,
-            pair=env.pair,
-            state=env.state,
-            app=env.app,
-            data=data,
-            model=model,
-            folder=folder,
-            metrics=metrics,
-            ours=ours,
-            types=list(ours.diff_exp["rna"].index),
-        )
+
+@pytest.fixture(scope="module")
+def env(trained_app: SimpleNamespace) -> SimpleNamespace:
+    """The Metrics page on the model in its folder, with our metrics."""
+    from dashboard.pages import metrics
+
+    ours = trained_app.service.shown_metrics(trained_app.pair)
+    types = list(ours.diff_exp["rna"].index)
+    return SimpleNamespace(**vars(trained_app), metrics=metrics, ours=ours, types=types)
 
 
 def _cv(train: float, validation: float | None) -> pd.DataFrame:

@@ -7,7 +7,6 @@ The trained PBMC slice (1500 cells) with ``max_points=300`` stands in for a mill
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,14 +16,23 @@ import pytest
 from dash import Patch
 
 from dashboard import app as app_module
-from dashboard import ids, overview, queries
+from dashboard import ids
 from dashboard.backend.errors import InvalidSelection
 from dashboard.backend.sampling import points_in_box, points_in_polygon
-from dashboard.backend.settings import Settings
-from dashboard.backend.testing import trained_pbmc
 from dashboard.testing import text
-from dashboard.testing_app import app_on
 from dashboard.url_state import parse_search, state_from_query
+from dashboard.views.cells import (
+    clean_region,
+    groups_from_selection_stores,
+    saved_selection,
+    shown_cells,
+    umap_xy,
+    valid_cells,
+)
+from dashboard.views.colours import ColorSpec, color_data
+from dashboard.views.de import resolve_group
+from dashboard.views.links import link_state
+from dashboard.views.values import gene_raw, protein_raw
 
 pytestmark = pytest.mark.slow
 
@@ -33,35 +41,23 @@ CELL_TYPE = {"feature": "obs:cell_type", "layer": "raw"}
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> Iterator[SimpleNamespace]:
-    """The app on the trained slice with a small ``max_points``."""
-    data, model = trained_pbmc()
-    root = tmp_path_factory.mktemp("overview")
-    settings = Settings(
-        cache_dir=tmp_path_factory.getbasetemp() / "dashboard-cache",  # shared with others
-        data_dir=root,
-        model_dir=root,
-        de_n_samples=500,
-        denoise_n_samples=3,
-        max_points=MAX_POINTS,
-    )
-    with app_on(settings, data, model) as env:
-        from dashboard.pages import explore
+def app_options() -> dict[str, Any]:
+    """The trained slice with a small ``max_points``."""
+    return {"name": "overview", "settings": {"de_n_samples": 500, "max_points": MAX_POINTS}}
 
-        service, pair = env.service, env.pair
-        umap = service.umap(pair)
-        yield SimpleNamespace(
-            service=service,
-            pair=pair,
-            app=env.app,
-            data=data,
-            n=data.n_cells,
-            explore=explore,
-            x=umap["UMAP1"].to_numpy(),
-            y=umap["UMAP2"].to_numpy(),
-            shown=overview.shown_cells(service, pair),
-            types=service.cell_types(pair).astype(str).to_numpy(),
-        )
+
+@pytest.fixture(scope="module")
+def env(trained_app: SimpleNamespace) -> SimpleNamespace:
+    """The app on the trained slice with a small ``max_points``."""
+    from dashboard.pages import explore
+
+    service, pair = trained_app.service, trained_app.pair
+    x, y = umap_xy(service, pair)
+    shown = shown_cells(service, pair)
+    types = service.cell_types(pair).astype(str).to_numpy()
+    return SimpleNamespace(
+        **vars(trained_app), explore=explore, x=x, y=y, shown=shown, types=types
+    )
 
 
 def operations(patch: Patch) -> dict[tuple, Any]:
@@ -92,7 +88,7 @@ def selection_of(env: SimpleNamespace, region: dict, source: str = ids.EXPLORE_U
 def test_umap_plots_a_stratified_subsample_and_says_so(env) -> None:
     assert env.shown is not None and len(env.shown) == MAX_POINTS
     assert set(env.types[env.shown]) == set(env.types)  # every cell type keeps points
-    np.testing.assert_array_equal(env.shown, overview.shown_cells(env.service, env.pair))
+    np.testing.assert_array_equal(env.shown, shown_cells(env.service, env.pair))
     fig = env.explore.build_umap(ids.EXPLORE_UMAP, "obs:cell_type", "raw", None, None)
     assert isinstance(fig, go.Figure)
     trace = fig.data[0]
@@ -129,7 +125,7 @@ def test_recolour_patches_only_the_shown_points(env) -> None:
     ops = operations(umap_patch)
     colors = decode(ops[("data", 0, "marker")]["color"])
     assert colors.shape == (MAX_POINTS,)
-    expected = queries.gene_raw(env.service, env.pair, "LYZ")[env.shown]
+    expected = gene_raw(env.service, env.pair, "LYZ")[env.shown]
     np.testing.assert_allclose(colors, expected, rtol=1e-6)
     assert decode(operations(linked_patch)[("data", 0, "marker")]["color"]).shape == (MAX_POINTS,)
     patch, *_ = env.explore.recolor("obs:cluster", "raw", {"feature": "gene:LYZ", "layer": "raw"})
@@ -140,12 +136,12 @@ def test_recolour_patches_only_the_shown_points(env) -> None:
 
 def test_colour_data_of_the_shown_cells_is_the_full_colouring_subset(env) -> None:
     for spec in (
-        queries.ColorSpec("obs:cell_type"),
-        queries.ColorSpec("obs:batch"),
-        queries.ColorSpec("gene:LYZ", "denoised"),
+        ColorSpec("obs:cell_type"),
+        ColorSpec("obs:batch"),
+        ColorSpec("gene:LYZ", "denoised"),
     ):
-        full = queries.color_data(env.service, env.pair, spec)
-        part = queries.color_data(env.service, env.pair, spec, env.shown)
+        full = color_data(env.service, env.pair, spec)
+        part = color_data(env.service, env.pair, spec, env.shown)
         np.testing.assert_array_equal(part.values, np.asarray(full.values)[env.shown])
         assert part.categories == full.categories  # same colours as on the full data
 
@@ -154,7 +150,7 @@ def test_colour_data_of_the_shown_cells_is_the_full_colouring_subset(env) -> Non
 def test_lasso_selects_every_cell_inside_including_unshown(env) -> None:
     lasso = concave_lasso(env)
     selection = selection_of(env, {"view": "umap", "lasso": lasso})
-    cells = env.explore.sh.valid_cells(selection, env.n)
+    cells = valid_cells(selection, env.n)
     want = np.flatnonzero(points_in_polygon(env.x, env.y, *lasso))
     assert cells == want.tolist()
     assert len(cells) > MAX_POINTS / 4
@@ -172,11 +168,11 @@ def test_lasso_selects_every_cell_inside_including_unshown(env) -> None:
 
 def test_box_on_the_linked_view_selects_by_its_axes(env) -> None:
     x, y = "CD4_TotalSeqB", "CD8a_TotalSeqB"
-    xv = queries.protein_raw(env.service, env.pair, x)
-    yv = queries.protein_raw(env.service, env.pair, y)
+    xv = protein_raw(env.service, env.pair, x)
+    yv = protein_raw(env.service, env.pair, y)
     box = [[float(np.quantile(xv, 0.5)), float(xv.max())], [float(yv.min()), float(yv.max())]]
     region = {"view": "linked", "kind": "proteins", "x": x, "y": y, "layer": "raw", "box": box}
-    cells = env.explore.sh.valid_cells(selection_of(env, region, ids.EXPLORE_LINKED), env.n)
+    cells = valid_cells(selection_of(env, region, ids.EXPLORE_LINKED), env.n)
     assert cells == np.flatnonzero(points_in_box(xv, yv, *box)).tolist()
 
 
@@ -189,25 +185,25 @@ def test_malformed_regions_select_nothing(env) -> None:
         {"view": "umap", "box": [[0, float("nan")], [0, 1]]},
         {"view": "linked", "kind": "rm -rf", "box": [[0, 1], [0, 1]]},
     ):
-        assert env.explore.sh.valid_cells(selection_of(env, region), env.n) is None
+        assert valid_cells(selection_of(env, region), env.n) is None
         with pytest.raises(InvalidSelection):
-            overview.clean_region(region)
+            clean_region(region)
 
 
 def test_region_selection_in_the_url_saved_and_compared(env) -> None:
     region = {"view": "umap", "lasso": concave_lasso(env)}
     selection = selection_of(env, region)
-    cells = env.explore.sh.valid_cells(selection, env.n)
+    cells = valid_cells(selection, env.n)
     token = {"dataset": env.pair.dataset.id}
     search = app_module.update_url_query(CELL_TYPE, selection, token)
     query = parse_search(search)
     assert "region" in query and "sel" not in query and query["n"] == str(env.n)
     assert len(search) < 2000
     # opening the link selects the same cells
-    page_state = env.explore.sh.link_state(query, env.service, env.pair)
+    page_state = link_state(query, env.service, env.pair)
     assert page_state["region"] == region
     seeded, _ = app_module.seed_from_link(page_state)
-    assert env.explore.sh.valid_cells(seeded, env.n) == cells
+    assert valid_cells(seeded, env.n) == cells
     fig = env.explore.build_umap(ids.EXPLORE_UMAP, "obs:cell_type", "raw", None, page_state)
     assert len(fig.data[0].selectedpoints) == int(np.isin(env.shown, cells).sum())
     assert "error" in state_from_query({**query, "n": "7"}, env.n)
@@ -215,17 +211,13 @@ def test_region_selection_in_the_url_saved_and_compared(env) -> None:
     saved, _, _ = env.explore.save_selection(1, "C shape", selection, {})
     item = saved[env.pair.dataset.id]["C shape"]
     assert item == {"region": region, "n": len(cells)}
-    again = env.explore.saved_selection("C shape", saved)
-    assert env.explore.sh.valid_cells(again, env.n) == cells
-    groups = env.explore.sh.groups_from_selection_stores(
-        selection, saved, env.pair.dataset.id, env.n
-    )
+    again = saved_selection(env.service, env.pair, "C shape", saved)
+    assert valid_cells(again, env.n) == cells
+    groups = groups_from_selection_stores(selection, saved, env.pair.dataset.id, env.n)
     assert groups["__current__"] == cells and groups["saved:C shape"] == cells
-    group, name = env.explore.resolve_group("saved:C shape", selection, saved)
+    group, name = resolve_group(env.service, env.pair, "saved:C shape", selection, saved)
     assert group == cells and name == "C shape"
-    store, _, ready, *_ = env.explore.start_compare(
-        1, "__current__", "__rest__", selection, saved
-    )
+    store, _, ready, *_ = env.explore.start_compare(1, "__current__", "__rest__", selection, saved)
     env.service.wait(store["job"])
     ready = env.explore.poll_compare(1, store)[2]
     _, status, hidden = env.explore.show_compare(ready)

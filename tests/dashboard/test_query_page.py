@@ -20,13 +20,14 @@ import pytest
 from dash import no_update
 
 from dashboard import app as app_module
-from dashboard import backend, ids, queries
+from dashboard import backend, ids
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.backend.testing import reference_and_query
-from dashboard.queries import ColorSpec
-from dashboard.state import ActiveState, prepare_pair, set_state
 from dashboard.testing import fast_umap, find, post_upload, text, walk
+from dashboard.views.colours import ColorSpec, color_data
+from dashboard.views.features import feature_catalog
+from dashboard.views.state import ActiveState, prepare_pair, set_state
 
 pytestmark = pytest.mark.slow
 
@@ -203,7 +204,7 @@ def test_mapping_switches_the_app_to_the_combined_data(env) -> None:
     n = service.dataset(pair).n_cells
     assert n == service.dataset(env.pair).n_cells + env.query.n_cells
     # Explore colours by the new annotations
-    catalog = queries.feature_catalog(service, pair)
+    catalog = feature_catalog(service, pair)
     for column in ("dataset", "transferred_label", "label_confidence"):
         assert catalog.has(f"obs:{column}"), column
     fig = env.explore.build_umap(ids.EXPLORE_UMAP, "obs:dataset", "raw", None, None)
@@ -211,16 +212,16 @@ def test_mapping_switches_the_app_to_the_combined_data(env) -> None:
     legend = env.explore.render_legend("obs:dataset", "raw", None)
     entries = [c.id["value"] for c in walk(legend) if isinstance(getattr(c, "id", None), dict)]
     assert sorted(entries) == ["query", "reference"]
-    by_batch = queries.color_data(service, pair, ColorSpec("obs:batch"))
+    by_batch = color_data(service, pair, ColorSpec("obs:batch"))
     assert by_batch.categories == ["pbmc10k", "pbmc10k-query"]
-    labels = queries.color_data(service, pair, ColorSpec("obs:transferred_label"))
+    labels = color_data(service, pair, ColorSpec("obs:transferred_label"))
     assert labels.categorical and len(labels.values) == n
-    confidence = queries.color_data(service, pair, ColorSpec("obs:label_confidence"))
+    confidence = color_data(service, pair, ColorSpec("obs:label_confidence"))
     assert not confidence.categorical
     assert confidence.values.min() > 0 and confidence.values.max() == 1
     # proteins of the new cells are predictions, not the zeros of their (absent) counts
     cd4 = next(p for p in catalog.proteins if p.startswith("CD4_"))
-    raw = queries.color_data(service, pair, ColorSpec(f"protein:{cd4}", "raw")).values
+    raw = color_data(service, pair, ColorSpec(f"protein:{cd4}", "raw")).values
     is_new = service.dataset(pair).obs["dataset"].to_numpy() == "query"
     assert (raw[is_new] > 0).all()
     measured = np.log1p(env.query.protein[:, list(env.query.protein_names).index(cd4)])

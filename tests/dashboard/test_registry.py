@@ -34,9 +34,9 @@ def test_datasets_merely_picked_do_not_accumulate(tmp_path, test_data) -> None:
     service = AnalysisService(settings)
     try:
         refs = [service.open_dataset(p) for p in paths]
-        assert len(service._datasets) == 2
+        assert len(service.registry.datasets) == 2
         first = service.dataset(refs[0])  # reloaded
         assert first.n_cells == 30 and first.obs_names[0] == src.obs_names[0]
-        assert len(service._datasets) == 2
+        assert len(service.registry.datasets) == 2
     finally:
         service.close()

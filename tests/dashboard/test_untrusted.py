@@ -153,8 +153,8 @@ def test_open_dataset_untrusted_validates_first(tmp_path: Path, monkeypatch):
 def test_uploads_are_validated_in_the_child(tmp_path: Path, monkeypatch):
     import io
 
-    from dashboard import queries
     from dashboard.backend.uploads import INCOMING, store_upload, upload_validators
+    from dashboard.views.model import upload_notices
 
     seen = []
 
@@ -172,7 +172,7 @@ def test_uploads_are_validated_in_the_child(tmp_path: Path, monkeypatch):
             io.BytesIO(b"x" * 10), "mine.h5ad", tmp_path, max_bytes=100, validate=checks[target]
         )
         assert seen[-1] == (INCOMING, "mine.h5ad", reader)
-        assert queries.upload_notices(data) == ("note",)
+        assert upload_notices(data) == ("note",)
 
 
 def test_a_full_queue_is_refused_at_once_not_waited_for(upload: Path, monkeypatch):

@@ -20,7 +20,7 @@ from dashboard.app import create_app
 from dashboard.auth import set_password
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
-from dashboard.state import ActiveState, set_state
+from dashboard.views.state import ActiveState, set_state
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,6 @@ import pytest
 
 from dashboard import ids
 from dashboard.app import GZIP_MIN_BYTES
-from dashboard.backend.settings import Settings
-from dashboard.backend.testing import trained_pbmc
-from dashboard.testing_app import app_on
 
 pytestmark = pytest.mark.slow
 
@@ -38,22 +35,23 @@ CELL_TYPE = {"feature": "obs:cell_type", "layer": "raw"}
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory) -> Iterator[SimpleNamespace]:
-    data, model = trained_pbmc()
-    root = tmp_path_factory.mktemp("app")
-    settings = Settings(
-        cache_dir=tmp_path_factory.getbasetemp() / "dashboard-cache",  # shared with callbacks
-        data_dir=root / "data",
-        model_dir=root / "models",
-        de_n_samples=1000,
-        denoise_n_samples=3,
+def app_options() -> dict[str, Any]:
+    """Results shared with test_callbacks (the same settings)."""
+    return {"name": "app", "settings": {"de_n_samples": 1000}}
+
+
+@pytest.fixture(scope="module")
+def app(trained_app: SimpleNamespace) -> SimpleNamespace:
+    """The app on the trained slice, its test client and Dash's callback list."""
+    client = trained_app.app.server.test_client()
+    deps = client.get("/_dash-dependencies").get_json()
+    return SimpleNamespace(
+        app=trained_app.app,
+        client=client,
+        deps=deps,
+        service=trained_app.service,
+        pair=trained_app.pair,
     )
-    with app_on(settings, data, model) as env:
-        client = env.app.server.test_client()
-        deps = client.get("/_dash-dependencies").get_json()
-        yield SimpleNamespace(
-            app=env.app, client=client, deps=deps, service=env.service, pair=env.pair
-        )
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -111,22 +109,13 @@ def route(env: SimpleNamespace, path: str, search: str = "") -> dict:
     return response.get_json()["response"]["_pages_content"]["children"]
 
 
+def all_props(tree: Any) -> Iterator[dict]:
+    """The ``props`` of every component in a JSON layout tree."""
+    return (node["props"] for node in _nodes(tree) if isinstance(node.get("props"), dict))
+
+
 def ids_in(tree: Any) -> set[Any]:
-    found: set[Any] = set()
-
-    def visit(node: Any) -> None:
-        if isinstance(node, dict):
-            props = node.get("props")
-            if isinstance(props, dict) and isinstance(props.get("id"), str):
-                found.add(props["id"])
-            for v in node.values():
-                visit(v)
-        elif isinstance(node, list):
-            for v in node:
-                visit(v)
-
-    visit(tree)
-    return found
+    return {p["id"] for p in all_props(tree) if isinstance(p.get("id"), str)}
 
 
 def assert_no_traceback(body: bytes) -> None:
@@ -238,7 +227,7 @@ def test_an_unexpected_error_is_logged_not_sent(app, caplog, monkeypatch) -> Non
     def broken(values):
         raise ValueError("a bug")
 
-    monkeypatch.setattr("dashboard.queries.cell_positions", broken)
+    monkeypatch.setattr("dashboard.views.cells.cell_positions", broken)
     highlight = dependency(app, "explore-linked.figure", "app-selection-store.data")
     with caplog.at_level("ERROR", logger="dashboard.app"):
         response = call(app, highlight, [{"cells": [1, 2], "source": "x"}])
@@ -294,20 +283,7 @@ def test_small_responses_are_not_compressed(app) -> None:
 
 def _store_data(layout: Any, store_id: str) -> Any:
     """The ``data`` of the store ``store_id`` in a layout tree."""
-    found: list[Any] = []
-
-    def visit(node: Any) -> None:
-        if isinstance(node, dict):
-            props = node.get("props")
-            if isinstance(props, dict) and props.get("id") == store_id:
-                found.append(props.get("data"))
-            for v in node.values():
-                visit(v)
-        elif isinstance(node, list):
-            for v in node:
-                visit(v)
-
-    visit(layout)
+    found = [p.get("data") for p in all_props(layout) if p.get("id") == store_id]
     assert len(found) == 1, store_id
     return found[0]
 

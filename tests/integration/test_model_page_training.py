@@ -36,7 +36,7 @@ def world(tmp_path_factory) -> Iterator[SimpleNamespace]:
     from dashboard.app import create_app
     from dashboard.backend.service import AnalysisService
     from dashboard.backend.settings import Settings
-    from dashboard.state import ActiveState, set_state
+    from dashboard.views.state import ActiveState, set_state
     from model import TotalVI, read_cite_seq
 
     root = tmp_path_factory.mktemp("model-page-training")

@@ -15,14 +15,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dashboard import backend, ids, queries
+from dashboard import backend, ids
 from dashboard.backend.errors import DatasetNotFound
 from dashboard.backend.service import MinifiedData
 from dashboard.backend.settings import Settings
 from dashboard.figures import IMPUTED_MARK
 from dashboard.server import bootstrap, make_app
-from dashboard.state import set_state
 from dashboard.testing import fast_umap
+from dashboard.views.de import DE_NO_COUNTS_NOTE
+from dashboard.views.state import set_state
+from dashboard.views.values import NO_COUNTS_NOTE, panel_summary, unmeasured_batches
 from model.hub_copies import minified_copy, renamed_copy
 
 pytestmark = pytest.mark.slow
@@ -224,9 +226,9 @@ def test_the_missing_panel_is_detected(hub) -> None:
     missing = np.zeros_like(mask)
     missing[[3, 11], UNMEASURED] = True
     np.testing.assert_array_equal(~mask, missing)
-    assert queries.unmeasured_batches(hub.service, hub.pair, "ADT_90") == ["s03", "s11"]
-    assert queries.unmeasured_batches(hub.service, hub.pair, "ADT_79") == []
-    assert queries.panel_summary(hub.service, hub.pair) == (
+    assert unmeasured_batches(hub.service, hub.pair, "ADT_90") == ["s03", "s11"]
+    assert unmeasured_batches(hub.service, hub.pair, "ADT_79") == []
+    assert panel_summary(hub.service, hub.pair) == (
         "31 of 111 proteins not measured in 2 batches (s03, s11); the model imputes them there"
     )
 
@@ -309,7 +311,7 @@ def test_minified_copy_opens_and_prepares(mini) -> None:
     expected = np.load(SEEDLIKE / "expected_latent.npy")
     np.testing.assert_allclose(mini.service.latent(mini.pair), expected, atol=1e-5)
     # the panel comes from the model (all-zero counts cannot tell it)
-    assert queries.panel_summary(mini.service, mini.pair).startswith("31 of 111 proteins")
+    assert panel_summary(mini.service, mini.pair).startswith("31 of 111 proteins")
     keys = mini.service.precompute(mini.pair)
     assert "metrics" not in keys and "de_one_vs_rest" in keys
     de = mini.service.de_one_vs_rest(mini.pair)
@@ -330,7 +332,7 @@ def test_minified_pages_say_the_counts_are_missing(mini) -> None:
     ops = operations(recolour(mini, gene)[ids.EXPLORE_UMAP]["figure"])
     title = ops[("data", 0, "marker")]["colorbar"]["title"]["text"].replace("<br>", " ")
     assert title == "Gene1 · denoised (log1p)"  # what is shown, not zeros
-    assert queries.NO_COUNTS_NOTE in texts(legend(mini, gene))[0]
+    assert NO_COUNTS_NOTE in texts(legend(mini, gene))[0]
     # the linked raw-vs-denoised view says why it is not drawn
     got = call(
         mini, "explore-linked.figure", "explore-linked-kind.value",
@@ -341,7 +343,7 @@ def test_minified_pages_say_the_counts_are_missing(mini) -> None:
     fig = violin["response"][ids.LOOKUP_VIOLIN]["figure"]
     assert "raw counts not in this file" in fig["layout"]["title"]["text"]
     assert {t.get("xaxis", "x") for t in fig["data"]} == {"x"}  # one violin per type
-    assert queries.DE_NO_COUNTS_NOTE in texts(route(mini, "/de"))
+    assert DE_NO_COUNTS_NOTE in texts(route(mini, "/de"))
 
 
 # ------------------------------------------------------------------------------- CLI

@@ -17,8 +17,9 @@ from dashboard.backend.errors import DatasetNotFound
 from dashboard.backend.paths import resolve_in_folder
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
-from dashboard.state import ActiveState, set_state
 from dashboard.testing import post_upload, walk
+from dashboard.views.model import dataset_options
+from dashboard.views.state import ActiveState, set_state
 
 LIMIT = 4096
 
@@ -100,7 +101,7 @@ def test_resolver_refuses_traversal_absolute_and_symlinks_out(env) -> None:
 
 # ------------------------------------------------------------------------ Model page
 def test_dataset_picker_lists_only_files_inside(env) -> None:
-    values = [o["value"] for o in env.model._dataset_options(env.service)]
+    values = [o["value"] for o in dataset_options(env.service)]
     assert str(env.small) in values
     assert str(env.data_dir / "sub" / "link_in.h5ad") in values
     assert not any("link_out" in v or "secret" in v for v in values)

@@ -34,7 +34,7 @@ from dashboard.testing_live import (
     PASSWORD,
     USER,
     Live,
-    shown_text,
+    response_text,
     start_server,
     stop_server,
 )
@@ -115,22 +115,6 @@ def records(live: Live) -> list[dict]:
     return sorted(out, key=lambda r: r["created"])
 
 
-def status(live: Live) -> dict:
-    """The status token the shell's poll gives this user (their workspace's pair)."""
-    tick = f"{ids.STATUS_INTERVAL}.n_intervals"
-    out = live.fire(tick, {tick: 1})
-    token = out["response"].get(ids.MODEL_VERSION_STORE, {}).get("data")
-    text = shown_text(out["response"][ids.STATUS]["children"])
-    return {"token": token, "text": text}
-
-
-def switch_line(live: Live) -> str:
-    """What the Model page's job panel shows this user now."""
-    tick = f"{ids.MODEL_INTERVAL}.n_intervals"
-    out = live.fire(tick, {tick: 1})
-    return " ".join(shown_text(v) for c in out["response"].values() for v in c.values())
-
-
 def train(live: Live, epochs: int) -> str:
     values = {
         f"{ids.MODEL_TRAIN}.n_clicks": 1,
@@ -139,8 +123,7 @@ def train(live: Live, epochs: int) -> str:
         f"{ids.MODEL_N_LATENT}.value": 5,
         f"{ids.MODEL_MAX_EPOCHS}.value": epochs,
     }
-    out = live.fire(f"{ids.MODEL_TRAIN}.n_clicks", values)
-    return " ".join(shown_text(v) for c in out["response"].values() for v in c.values())
+    return response_text(live.fire(f"{ids.MODEL_TRAIN}.n_clicks", values))
 
 
 def load(live: Live, folder: Path) -> str:
@@ -151,8 +134,7 @@ def load(live: Live, folder: Path) -> str:
         f"{ids.MODEL_CHECKPOINT}.value": str(folder),
         f"{ids.MODEL_OWN_DATA}.value": [],
     }
-    out = live.fire(f"{ids.MODEL_LOAD}.n_clicks", values)
-    return " ".join(shown_text(v) for c in out["response"].values() for v in c.values())
+    return response_text(live.fire(f"{ids.MODEL_LOAD}.n_clicks", values))
 
 
 def wait_for(what: str, check, timeout: float = 180.0, live: Live | None = None):
@@ -196,8 +178,8 @@ def test_two_users_on_two_celery_workers(redis_url, tmp_path) -> None:
         second_dir = live.model_dir / "second"
         second.save(second_dir)
         alice, bob = live.as_user(USER), live.as_user(OTHER_USER)
-        default = status(alice)["token"]["pair"]
-        assert default and status(bob)["token"]["pair"] == default
+        default = alice.status()[0]
+        assert default and bob.status()[0] == default
 
         said: dict[str, str] = {}
         starts = [
@@ -211,13 +193,13 @@ def test_two_users_on_two_celery_workers(redis_url, tmp_path) -> None:
         assert "Loading" in said["alice"] and "Training" in said["bob"], said
 
         def own_pair(user: Live):
-            return lambda: (p := status(user)["token"]["pair"]) != default and p
+            return lambda: (p := user.status()[0]) != default and p
 
         a_pair = wait_for("Alice's model", own_pair(alice), live=live)
         b_pair = wait_for("Bob's model", own_pair(bob), live=live)
         assert a_pair != b_pair
-        assert "second" in status(alice)["text"] and "small-" in status(bob)["text"]
-        assert status(alice)["token"]["pair"] == a_pair  # Bob's switch did not move Alice
+        assert "second" in alice.status()[1] and "small-" in bob.status()[1]
+        assert alice.status()[0] == a_pair  # Bob's switch did not move Alice
 
         jobs = records(live)
         remote = [r for r in jobs if r["executor"] == "celery"]
@@ -227,11 +209,12 @@ def test_two_users_on_two_celery_workers(redis_url, tmp_path) -> None:
             (r["kind"], r["worker"]) for r in remote
         ]
         assert all(r["pid"] not in (live.proc.pid,) for r in remote if r["status"] == "done")
-        assert "Training" not in switch_line(alice)  # Bob's job is not on Alice's page
+        assert "Training" not in alice.poll(ids.MODEL_INTERVAL)  # Bob's job is not on Alice's page
 
         # a worker process killed in the middle of Bob's next training
         said_again = train(bob, 400)
         assert "Training" in said_again
+
         def training() -> dict | None:
             for r in records(live)[::-1]:
                 if r["kind"] == "train" and r["status"] == "running" and r["progress"] > 0.05:
@@ -240,21 +223,26 @@ def test_two_users_on_two_celery_workers(redis_url, tmp_path) -> None:
 
         running = wait_for("the training to run", training, live=live)
         os.kill(running["pid"], signal.SIGKILL)
-        line = wait_for("the failure line", lambda: "failed" in (s := switch_line(bob)) and s)
+
+        def failure() -> str | None:
+            line = bob.poll(ids.MODEL_INTERVAL)
+            return line if "failed" in line else None
+
+        line = wait_for("the failure line", failure)
         assert "Training failed" in line and f"{running['pid']}" in line, line
         assert "Traceback" not in line and str(root) not in line
         area = live.model_dir / "users" / f"u-{OTHER_USER}"
         shown = sorted(p.name for p in area.iterdir() if not p.name.startswith("."))
         assert len(shown) == 1, shown  # the first model only; nothing half-written shows
-        assert status(bob)["token"]["pair"] == b_pair  # his model stays active
+        assert bob.status()[0] == b_pair  # his model stays active
 
         assert "Training" in train(bob, 3)  # and Train works again (another model)
         wait_for(
             "the new training",
-            lambda: (p := status(bob)["token"]["pair"]) not in (b_pair, default) and p,
+            lambda: (p := bob.status()[0]) not in (b_pair, default) and p,
             live=live,
         )
-        assert status(alice)["token"]["pair"] == a_pair
+        assert alice.status()[0] == a_pair
     finally:
         if live is not None:
             stop_server(live)

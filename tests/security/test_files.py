@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.testing_live import ATTACKS, SECRET, UPLOAD_LIMIT_MB, Live, secret_h5
+from dashboard.testing_live import ATTACKS, SECRET, UPLOAD_LIMIT_MB, USER, Live, secret_h5
 
 MB = 1024**2
 
@@ -82,7 +82,8 @@ def test_same_name_uploads_keep_every_file(live: Live) -> None:
     assert names == ["shared_name", "shared_name-2", "shared_name-3", "shared_name-4"], lines
     stored = [p for p in stored_uploads(live) if p.name.startswith("shared_name")]
     assert len(stored) == 4 and all(p.read_bytes() == good for p in stored)
-    incoming = live.data_dir / "uploads" / ".incoming"
+    assert {p.parent.name for p in stored} == {f"u-{USER}"}  # the user's own area
+    incoming = live.data_dir / "uploads" / f"u-{USER}" / ".incoming"
     assert not list(incoming.iterdir())
 
 

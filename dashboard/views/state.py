@@ -1,6 +1,6 @@
 """A workspace's active (dataset, model) pair and the preparation of a new one.
 
-Each workspace (one per user, :mod:`dashboard.workspaces`) shows one pair at a time. A new
+Each workspace (one per user, :mod:`dashboard.views.workspaces`) shows one pair at a time. A new
 pair (the server's default at start, or one trained or loaded on the Model page) is
 *prepared* first: a backend job (on a server thread, or a Celery worker when ``redis_url``
 is set) fills the results cache with what every page needs (latent space, UMAP, clusters,
@@ -21,11 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dashboard import queries
 from dashboard.backend.errors import BackendError
 from dashboard.backend.owner import acting_as, current_owner
 from dashboard.backend.preparation import prepare_pair
-from dashboard.switching import ModelSwitch
+from dashboard.views import values
+from dashboard.views.errors import NotReady
+from dashboard.views.switching import ModelSwitch
 
 if TYPE_CHECKING:
     from dashboard.backend.jobs import JobContext
@@ -38,6 +39,7 @@ __all__ = [
     "ActiveState",
     "NotReady",
     "Status",
+    "active",
     "get_state",
     "get_workspaces",
     "open_link",
@@ -46,14 +48,10 @@ __all__ = [
 ]
 
 
-class NotReady(BackendError):
-    """No active pair yet (preparing, or none loaded); the message says which."""
-
-
 def local_steps(service: AnalysisService, pair: Pair) -> dict[str, Callable[[], Any]]:
     """Preparation steps whose result lives in this process's memory: the column-major
     counts, so the first colouring by a gene is instant (6 s at a million cells)."""
-    return {"raw counts by gene": lambda: queries.warm_gene_columns(service, pair)}
+    return {"raw counts by gene": lambda: values.warm_gene_columns(service, pair)}
 
 
 @dataclass(frozen=True)
@@ -294,7 +292,7 @@ class ActiveState:
                 self._promote(pair, ctx.job_id, seconds)
                 return seconds
 
-            self._job = service.jobs.submit(
+            self._job = service.submit_local(
                 "prepare", run, params={"pair": pair.to_dict()}, result_json=lambda s: s
             )
             return self._job
@@ -387,9 +385,15 @@ def get_state() -> ActiveState:
 
 
 def get_workspaces() -> Any:
-    """The installed :class:`~dashboard.workspaces.Workspaces` (``None`` if none)."""
+    """The installed :class:`~dashboard.views.workspaces.Workspaces` (``None`` if none)."""
     with _state_lock:
         return _workspaces
+
+
+def active() -> tuple[AnalysisService, Pair]:
+    """``(service, active pair)`` of the request's workspace; raises :class:`NotReady` (a
+    readable message) if none."""
+    return get_state().require()
 
 
 def open_link(pair_id: str) -> str | None:

@@ -22,11 +22,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from dashboard.backend.errors import BackendError
-from dashboard.components import one_line
+from dashboard.views.errors import one_line
 
 if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
-    from dashboard.state import ActiveState
+    from dashboard.views.state import ActiveState
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,12 @@ ToPair = Callable[[Any], "tuple[Pair, str]"]
 
 
 class ModelSwitch:
-    """The one model switch of an :class:`~dashboard.state.ActiveState`.
+    """The one model switch of an :class:`~dashboard.views.state.ActiveState`.
 
     Parameters
     ----------
     state
-        The app state whose :meth:`~dashboard.state.ActiveState.prepare` makes a pair
+        The app state whose :meth:`~dashboard.views.state.ActiveState.prepare` makes a pair
         active once its results are ready.
     """
 

@@ -29,7 +29,7 @@ from typing import Any
 from dashboard.backend.errors import BackendError, InvalidSelection
 from dashboard.backend.owner import acting_as, foreign_area, workspace_id
 from dashboard.backend.refs import DatasetRef, Pair
-from dashboard.state import ActiveState
+from dashboard.views.state import ActiveState
 
 log = logging.getLogger(__name__)
 

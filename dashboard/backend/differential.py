@@ -1,0 +1,138 @@
+"""Bayesian differential expression of a pair's cells: every cell type versus the rest, and
+a selection versus another.
+
+Cached results of :class:`Differential` (:class:`~dashboard.backend.results.Results`),
+computed by :mod:`dashboard.backend.de`. For minified data (counts dropped) the raw-count
+columns are NaN rather than the zeros that would read as "never expressed".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dashboard.backend import de
+from dashboard.backend.results import CachedQueries
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from dashboard.backend.annotation import Annotation
+    from dashboard.backend.refs import Pair
+    from dashboard.backend.registry import Registry
+    from dashboard.backend.results import ProgressFn, Results
+    from dashboard.backend.settings import Settings
+    from model.data import CiteSeqData
+    from model.totalvi import TotalVI
+
+
+class Differential(CachedQueries):
+    """DE tables of a pair, genes and proteins (settings: seed, samples, effect-size
+    threshold, FDR target, cell limit; ``annotation``: the cell types compared one versus
+    the rest)."""
+
+    def __init__(
+        self, results: Results, registry: Registry, settings: Settings, annotation: Annotation
+    ) -> None:
+        super().__init__(results, registry, settings)
+        self.annotation = annotation
+
+    def de_params(self) -> dict[str, Any]:
+        """The DE settings every table is computed (and keyed) with."""
+        s = self.settings
+        return {
+            "n_samples_overall": s.de_n_samples,
+            "delta": s.de_delta,
+            "fdr_target": s.de_fdr,
+            "z_samples_per_cell": s.de_z_samples_per_cell,
+            "seed": s.seed,
+        }
+
+    def de_one_vs_rest(
+        self,
+        pair: Pair,
+        *,
+        labels_key: str | None = None,
+        resolution: float | None = None,
+        progress: ProgressFn | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> pd.DataFrame:
+        """Bayesian DE of every cell type versus the rest (genes and proteins)."""
+        types = self.annotation.cell_types(pair, labels_key=labels_key, resolution=resolution)
+        params = {**self.de_params(), "labels": np.asarray(types.astype(str))}
+
+        def table(model: TotalVI, data: CiteSeqData) -> pd.DataFrame:
+            labels = types.astype(str).to_numpy()
+            return de.de_one_vs_rest(
+                model, data, labels, progress=progress, should_stop=should_stop, **self.de_params()
+            )
+
+        return self._cached("de_one_vs_rest", pair, params, table, progress)
+
+    def de_groups(
+        self,
+        pair: Pair,
+        idx1: Any,
+        idx2: Any | None = None,
+        *,
+        name1: str = "selection",
+        name2: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> pd.DataFrame:
+        """Bayesian DE of a selection versus another selection (``idx2=None``: the rest).
+
+        Selections are cell positions or boolean masks over the dataset's cells.
+        """
+        n = self.registry.dataset(pair).n_cells
+        pos1 = de.selection_positions(idx1, n, name="group 1")
+        pos2 = None if idx2 is None else de.selection_positions(idx2, n, name="group 2")
+        params = {
+            **self.de_params(),
+            "idx1": pos1,
+            "idx2": pos2,
+            "name1": name1,
+            "name2": name2,
+        }
+
+        def table(model: TotalVI, data: CiteSeqData) -> pd.DataFrame:
+            return de.de_groups(
+                model,
+                data,
+                pos1,
+                pos2,
+                name1=name1,
+                name2=name2,
+                max_cells=self.settings.max_de_cells,
+                **self.de_params(),
+            )
+
+        return self._cached("de_groups", pair, params, table, progress)
+
+    def _cached(
+        self,
+        kind: str,
+        pair: Pair,
+        params: dict[str, Any],
+        table: Callable[[TotalVI, CiteSeqData], pd.DataFrame],
+        progress: ProgressFn | None,
+    ) -> pd.DataFrame:
+        """The cached DE ``table`` of the pair's model and data; its raw-count columns
+        (means, non-zero proportions) NaN for minified data, whose all-zero counts would
+        read as "never expressed"."""
+
+        def compute() -> pd.DataFrame:
+            model, data = self.registry.model(pair), self.registry.dataset(pair)
+            out = table(model, data)
+            if data.minified is None:
+                return out
+            from model.differential import RAW_COLUMNS  # torch
+
+            out = out.copy()
+            for col in RAW_COLUMNS:
+                if col in out:
+                    out[col] = np.nan
+            return out
+
+        return self.results.cached(kind, pair, params, compute, progress)

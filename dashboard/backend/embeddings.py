@@ -1,0 +1,95 @@
+"""The cells' latent space and what is built on it: UMAP coordinates and Leiden clusters.
+
+Cached results of :class:`Embeddings` (:class:`~dashboard.backend.results.Results`), computed
+by :mod:`dashboard.backend.embedding` and :mod:`dashboard.backend.clustering`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from dashboard.backend import embedding
+from dashboard.backend.clustering import leiden_clusters
+from dashboard.backend.errors import InvalidSelection
+from dashboard.backend.results import CachedQueries
+
+if TYPE_CHECKING:
+    from dashboard.backend.refs import Pair
+    from dashboard.backend.results import ProgressFn
+
+
+class Embeddings(CachedQueries):
+    """Latent space, UMAP and Leiden clusters of a pair's cells (settings: seed and the UMAP
+    and neighbour-graph defaults)."""
+
+    def latent(self, pair: Pair, *, progress: ProgressFn | None = None) -> np.ndarray:
+        """Posterior mean of z per cell: ``(n_cells, n_latent)`` float32."""
+        seed = self.settings.seed
+
+        def compute() -> np.ndarray:
+            model, data = self.registry.model(pair), self.registry.dataset(pair)
+            return np.asarray(model.get_latent_representation(data, seed=seed), dtype=np.float32)
+
+        return self.results.cached("latent", pair, {"seed": seed}, compute, progress)
+
+    def umap(
+        self,
+        pair: Pair,
+        *,
+        n_neighbors: int | None = None,
+        min_dist: float | None = None,
+        seed: int | None = None,
+        progress: ProgressFn | None = None,
+    ) -> pd.DataFrame:
+        """UMAP of the latent space: columns ``UMAP1``, ``UMAP2``, index = cell names."""
+        s = self.settings
+        params = {
+            "n_neighbors": int(n_neighbors or s.umap_n_neighbors),
+            "min_dist": float(s.umap_min_dist if min_dist is None else min_dist),
+            "seed": int(s.seed if seed is None else seed),
+        }
+
+        def compute() -> pd.DataFrame:
+            if progress is not None:
+                progress(0.1, "latent space")
+            latent = self.latent(pair)
+            if progress is not None:
+                progress(0.3, "UMAP")
+            xy = embedding.compute_umap(latent, **params)
+            cells = self.registry.dataset(pair).obs_names
+            return pd.DataFrame(xy, index=cells, columns=["UMAP1", "UMAP2"])
+
+        return self.results.cached("umap", pair, params, compute, progress)
+
+    def clusters(
+        self,
+        pair: Pair,
+        resolution: float | None = None,
+        *,
+        n_neighbors: int | None = None,
+        progress: ProgressFn | None = None,
+    ) -> pd.Series:
+        """Leiden cluster per cell (categorical of ``"0"``, ``"1"``..., largest first)."""
+        s = self.settings
+        params = {
+            "resolution": float(s.leiden_resolution if resolution is None else resolution),
+            "n_neighbors": int(n_neighbors or s.n_neighbors),
+            "seed": s.seed,
+        }
+        if params["resolution"] <= 0:
+            msg = f"resolution must be positive, got {params['resolution']}"
+            raise InvalidSelection(msg)
+
+        def compute() -> pd.Series:
+            codes = leiden_clusters(self.latent(pair), **params)
+            cats = sorted(set(codes), key=int)
+            return pd.Series(
+                pd.Categorical(codes, categories=cats),
+                index=self.registry.dataset(pair).obs_names,
+                name="leiden",
+            )
+
+        return self.results.cached("clusters", pair, params, compute, progress)

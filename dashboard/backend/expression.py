@@ -1,0 +1,271 @@
+"""Denoised expression of a pair's cells: RNA (stored in gene blocks), protein foreground,
+the probability that a protein count is foreground, and imputed proteins.
+
+Cached results of :class:`Expression` (:class:`~dashboard.backend.results.Results`), computed
+by :mod:`dashboard.backend.denoise`. Cells whose batch did not measure a protein (a mapped
+query without those antibodies) get predictions in the protein tables, decoded in batches
+that measured it (:func:`~dashboard.backend.denoise.fill_unmeasured`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from dashboard.backend import denoise
+from dashboard.backend.blocks import read_with_retry
+from dashboard.backend.errors import InvalidSelection
+from dashboard.backend.results import CachedQueries
+from model.protein_scale import ProteinScale, check_protein_scale
+
+if TYPE_CHECKING:
+    from dashboard.backend.blocks import BlockManifest
+    from dashboard.backend.refs import Pair
+    from dashboard.backend.results import ProgressFn
+    from model.data import CiteSeqData
+    from model.totalvi import TotalVI
+
+#: A protein table of a model and its data.
+Table = Callable[["TotalVI", "CiteSeqData"], pd.DataFrame]
+#: ``decode(model, data, indices=, transform_batch=, protein_list=, n_samples=,
+#: return_numpy=True, seed=)``: protein values of some cells decoded in other batches.
+Decode = Callable[..., Any]
+
+
+class Expression(CachedQueries):
+    """Denoised RNA and protein, foreground probability and imputed proteins of a pair
+    (the RNA cached in blocks of ``settings.denoise_block_genes`` genes)."""
+
+    # ====================================================================== RNA
+    def denoised_rna(
+        self,
+        pair: Pair,
+        genes: list[str] | None = None,
+        *,
+        progress: ProgressFn | None = None,
+    ) -> pd.DataFrame:
+        """Denoised RNA (per 10k counts), cells x genes (all genes, or ``genes``).
+
+        Stored in blocks of genes (:meth:`denoised_rna_manifest`): asking for some genes
+        reads only their rows; ``genes=None`` assembles the whole table (small data; code
+        that needs every gene at scale reads block by block: ``blocks.read_block``, or
+        by chunks of cells: ``blocks.iter_cells``, as the ``.h5mu`` export does).
+        """
+        blocks = self.results.blocks
+        manifest = self.denoised_rna_manifest(pair, progress=progress)
+        if genes is not None:
+            known = set(manifest.columns)
+            missing = [g for g in genes if g not in known]
+            if missing:
+                msg = f"unknown gene(s) {missing[:5]}"
+                raise InvalidSelection(msg)
+        with self.results.keeping_last_key() as key:
+            values = read_with_retry(
+                blocks,
+                key,
+                manifest,
+                lambda: self.denoised_rna_manifest(pair, progress=progress),
+                lambda m: blocks.read(m, None if genes is None else list(genes)),
+            )
+        columns = pd.Index(list(manifest.columns) if genes is None else list(genes))
+        return pd.DataFrame(values, index=self.registry.dataset(pair).obs_names, columns=columns)
+
+    def denoised_rna_rows(self, pair: Pair, cells: np.ndarray) -> tuple[np.ndarray, pd.Index]:
+        """Denoised RNA (per 10k) of the ``cells`` positions (sorted), read by chunks of
+        cells from the stored blocks, and its genes."""
+        manifest = self.denoised_rna_manifest(pair)
+        rows = []
+        with self.results.keeping_last_key():
+            for first, chunk in self.results.blocks.iter_cells(manifest, 4096):
+                inside = cells[(cells >= first) & (cells < first + len(chunk))]
+                rows.append(chunk[inside - first])
+        values = np.concatenate(rows) if rows else np.zeros((0, len(manifest.columns)))
+        return values.astype(np.float32), pd.Index(list(manifest.columns))
+
+    def denoised_rna_manifest(
+        self, pair: Pair, *, progress: ProgressFn | None = None
+    ) -> BlockManifest:
+        """Compute (once) and return the manifest of the stored denoised RNA blocks.
+
+        One pass of the model over the cells in chunks writes gene blocks of
+        ``settings.denoise_block_genes`` genes (memory: one chunk of cells x genes, never
+        the whole table); the denoised protein comes out of the same pass and is stored
+        under its own key if missing. Cache key: kind ``"denoised_rna"``, params
+        ``{"n_samples", "library_size": 1e4, "seed"}``.
+        """
+        params = self._denoise_params()
+
+        def compute(open_writer: Any) -> None:
+            model, data = self.registry.model(pair), self.registry.dataset(pair)
+            genes = [str(g) for g in model.var_names]
+            writer = open_writer(data.n_cells, genes, self.settings.denoise_block_genes)
+            pro_parts = []
+            scale = self.protein_scale()
+            for first, rna, pro in denoise.denoised_chunks(
+                model,
+                data,
+                chunk_cells=denoise.chunk_cells_for(len(genes)),
+                protein_scale=scale,
+                **params,
+            ):
+                writer.write(rna)
+                pro_parts.append(pro)
+                if progress is not None:
+                    done = (first + len(rna)) / max(1, data.n_cells)
+                    progress(0.95 * done, f"denoised RNA: {first + len(rna)} cells")
+            pro_all = (
+                np.concatenate(pro_parts)
+                if pro_parts
+                else np.zeros((0, len(model.protein_names)), np.float32)
+            )
+            protein = pd.DataFrame(pro_all, index=data.obs_names, columns=model.protein_names)
+            self._denoised_protein(pair, computed=protein, protein_scale=scale)
+
+        return self.results.cached_blocks(
+            "denoised_rna", pair, params, compute, progress, what="denoised RNA"
+        )
+
+    def denoised_rna_key(self, pair: Pair) -> str:
+        """Cache key of the denoised RNA manifest (its blocks live under ``blocks_dir``)."""
+        return self.results.key("denoised_rna", pair, self._denoise_params())
+
+    def _denoise_params(self) -> dict[str, Any]:
+        return {
+            "n_samples": self.settings.denoise_n_samples,
+            "library_size": 1e4,
+            "seed": self.settings.seed,
+        }
+
+    # ================================================================== protein
+    def protein_scale(self, scale: str | None = None) -> ProteinScale:
+        """``scale`` checked, or the configured default (``settings.protein_scale``)."""
+        return check_protein_scale(self.settings.protein_scale if scale is None else scale)
+
+    def denoised_protein(
+        self,
+        pair: Pair,
+        *,
+        protein_scale: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> pd.DataFrame:
+        """Denoised protein (foreground rate), cells x proteins, on ``protein_scale``
+        (default :meth:`protein_scale`: measured, times the batch's capture efficiency)."""
+        return self._denoised_protein(pair, protein_scale=protein_scale, progress=progress)
+
+    def _denoised_protein(
+        self,
+        pair: Pair,
+        *,
+        computed: pd.DataFrame | None = None,
+        protein_scale: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> pd.DataFrame:
+        """Cached denoised protein (kind ``"denoised_protein"``, params ``{"n_samples",
+        "seed", "protein_scale"}`` plus ``"unmeasured": "predicted"`` when some cells lack
+        proteins).
+
+        ``computed``: the protein table of a denoised-RNA pass (same draws as a protein-only
+        pass, on the same scale), stored if the key is missing instead of running the model
+        again.
+        """
+        params = {
+            "n_samples": self.settings.denoise_n_samples,
+            "seed": self.settings.seed,
+            "protein_scale": self.protein_scale(protein_scale),
+        }
+
+        def table(model: TotalVI, data: CiteSeqData) -> pd.DataFrame:
+            return (
+                denoise.denoised_protein(model, data, **params) if computed is None else computed
+            )
+
+        def decode(model: TotalVI, data: CiteSeqData, **where: Any) -> Any:
+            return model.get_normalized_expression(
+                data, gene_list=[], protein_scale=params["protein_scale"], **where
+            )[1]
+
+        return self._with_predictions("denoised_protein", pair, params, table, decode, progress)
+
+    def foreground_probability(
+        self, pair: Pair, *, progress: ProgressFn | None = None
+    ) -> pd.DataFrame:
+        """Probability that each protein count is foreground, cells x proteins."""
+        params = {"n_samples": self.settings.denoise_n_samples, "seed": self.settings.seed}
+
+        def table(model: TotalVI, data: CiteSeqData) -> pd.DataFrame:
+            return denoise.foreground_probability(model, data, **params)
+
+        def decode(model: TotalVI, data: CiteSeqData, **where: Any) -> Any:
+            return model.get_protein_foreground_probability(data, **where)
+
+        return self._with_predictions("foreground", pair, params, table, decode, progress)
+
+    def imputed_proteins(
+        self, pair: Pair, *, progress: ProgressFn | None = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Proteins for every cell decoded where measured (on the configured
+        :meth:`protein_scale`), and which entries are imputed."""
+        params = {
+            "n_samples": self.settings.denoise_n_samples,
+            "seed": self.settings.seed,
+            "protein_scale": self.protein_scale(),
+        }
+
+        def compute() -> tuple[pd.DataFrame, pd.DataFrame]:
+            model, data = self.registry.model(pair), self.registry.dataset(pair)
+            return denoise.imputed_proteins(model, data, **params)
+
+        return self.results.cached("imputed", pair, params, compute, progress)
+
+    def _with_predictions(
+        self,
+        kind: str,
+        pair: Pair,
+        params: dict[str, Any],
+        table: Table,
+        decode: Decode,
+        progress: ProgressFn | None,
+    ) -> pd.DataFrame:
+        """Cached protein ``table`` of the pair; where cells lack a protein its entries are
+        ``decode``-d in batches that measured it (key params then gain ``"unmeasured":
+        "predicted"``)."""
+        predicted = self._predicts_unmeasured(pair)
+        key_params = {**params, "unmeasured": "predicted"} if predicted else params
+
+        def compute() -> pd.DataFrame:
+            model, data = self.registry.model(pair), self.registry.dataset(pair)
+            values = table(model, data)
+            if not predicted:
+                return values
+
+            def predict(cells: np.ndarray, batches: list[int], proteins: list[str]) -> Any:
+                return decode(
+                    model,
+                    data,
+                    indices=cells,
+                    transform_batch=batches,
+                    protein_list=proteins,
+                    n_samples=params["n_samples"],
+                    return_numpy=True,
+                    seed=params["seed"],
+                )
+
+            return denoise.fill_unmeasured(values, model, data, predict)
+
+        return self.results.cached(kind, pair, key_params, compute, progress)
+
+    def _predicts_unmeasured(self, pair: Pair) -> bool:
+        """True if some cells of the dataset lack proteins (a mapped query without those
+        antibodies): protein tables then hold predictions for them, decoded in batches that
+        measured the protein (:func:`~dashboard.backend.denoise.fill_unmeasured`)."""
+        data = self.registry.dataset(pair)
+        if data.minified is not None:  # all-zero counts: the model's panel says
+            return denoise.unmeasured_proteins(self.registry.model(pair), data) is not None
+        mask = data.protein_batch_mask
+        if mask is None or data.n_cells == 0:
+            return False
+        present = np.bincount(data.batch, minlength=data.n_batch) > 0
+        return bool((~np.asarray(mask, dtype=bool)[present]).any())

@@ -1,0 +1,247 @@
+"""Differential expression as the pages show it: the groups a user can compare, the DE
+jobs of a group, and the result as a table (one row per feature, display names, strongest
+first)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from dashboard.backend.errors import BackendError, InvalidSelection
+from dashboard.backend.names import display_name
+from dashboard.views.cells import cell_type_choices, group_name, groups_from_selection_stores
+from dashboard.views.features import FeatureCatalog, feature_catalog
+from model.differential import PROTEIN_SUFFIX
+from model.protein_scale import DE_PROTEIN_SCALE
+
+if TYPE_CHECKING:
+    from dashboard.backend.refs import Pair
+    from dashboard.backend.service import AnalysisService
+
+__all__ = ["DE_PROTEIN_SCALE"]
+
+#: What the DE page says for minified data (the test needs no counts; some columns do).
+DE_NO_COUNTS_NOTE = (
+    "Raw counts are not in this file (minified data): the test runs on the model's stored "
+    "latent posterior; the count columns (non-zero proportions) are empty."
+)
+
+
+DE_COLUMNS = [
+    "feature",
+    "modality",
+    "lfc_mean",
+    "lfc_std",
+    "bayes_factor",
+    "proba_de",
+    "is_de",
+    "scale1",
+    "scale2",
+    "non_zeros_proportion1",
+    "non_zeros_proportion2",
+    "group1",
+    "group2",
+]
+
+
+def de_display_table(
+    de: pd.DataFrame, *, group: str | None = None, catalog: FeatureCatalog | None = None
+) -> pd.DataFrame:
+    """A DE result as the pages show it: one row per feature, sorted by Bayes factor
+    (strongest first), ``is_de`` from the FDR column.
+
+    ``key`` (``"protein:CD19_TotalSeqB"``) colours the cells by the row, ``feature`` is its
+    display name (``"CD19 protein"``, :meth:`FeatureCatalog.shown_name` of ``catalog``) and
+    ``feature_id`` the name in the dataset (``"CD19_TotalSeqB"``: the grid's tooltip and
+    CSV column).
+    """
+    df = de if group is None else de[de["group1"].astype(str) == str(group)]
+    fdr_col = next((c for c in df.columns if c.startswith("is_de_fdr_")), None)
+    modality = df["modality"].astype(str) if "modality" in df else pd.Series("rna", df.index)
+    is_protein = modality.to_numpy() == "protein"
+    # DE tables suffix protein rows ("CD4_TotalSeqB_protein"); the key must name the
+    # protein as the dataset does, or a click would colour by a protein that is not there
+    names = [
+        f[: -len(PROTEIN_SUFFIX)] if p and f.endswith(PROTEIN_SUFFIX) else f
+        for f, p in zip(df.index.astype(str), is_protein, strict=True)
+    ]
+    kind = np.where(is_protein, "protein", "gene")
+    keys = [f"{k}:{f}" for k, f in zip(kind, names, strict=True)]
+    shown = catalog.shown_name if catalog is not None else display_name
+    out = pd.DataFrame(
+        {
+            "key": keys,
+            "feature": [shown(k) for k in keys],
+            "feature_id": names,
+            "modality": np.where(is_protein, "protein", "rna"),
+        }
+    )
+    for col in DE_COLUMNS[2:]:
+        if col == "is_de":
+            out[col] = df[fdr_col].to_numpy(dtype=bool) if fdr_col else False
+        elif col in df:
+            out[col] = df[col].to_numpy()
+    return out.sort_values("bayes_factor", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def de_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON rows for the grid (floats rounded to 4 significant digits)."""
+    out = table.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            out[col] = out[col].map(lambda v: float(f"{v:.4g}") if np.isfinite(v) else None)
+    return out.to_dict("records")
+
+
+def feature_key_from_click(click: Mapping[str, Any] | None) -> str | None:
+    """The feature key carried by a volcano point's ``customdata``."""
+    if not click or not click.get("points"):
+        return None
+    value = click["points"][0].get("customdata")
+    return str(value) if isinstance(value, str) and ":" in value else None
+
+
+# ------------------------------------------------------------------------------ groups
+def compare_choices(
+    service: AnalysisService, pair: Pair, selection: dict | None, saved: dict | None
+) -> tuple[list, list]:
+    """Options of the two compare dropdowns: the selection, saved selections, cell types
+    (and "all other cells" for the second)."""
+    n = service.dataset(pair).n_cells
+    groups = groups_from_selection_stores(selection, saved, pair.dataset.id, n)
+    first = []
+    if "__current__" in groups:
+        first.append(
+            {
+                "label": f"Current selection ({len(groups['__current__']):,})",
+                "value": "__current__",
+            }
+        )
+    first += [
+        {"label": f"{k.split(':', 1)[1]} ({len(v):,}, saved)", "value": k}
+        for k, v in groups.items()
+        if k.startswith("saved:")
+    ]
+    first += [
+        {"label": f"{name} ({n:,})", "value": f"type:{t}"}
+        for t, name, n in cell_type_choices(service, pair)
+    ]
+    second = [{"label": "All other cells", "value": "__rest__"}, *first]
+    return first, second
+
+
+def resolve_group(
+    service: AnalysisService,
+    pair: Pair,
+    value: str | None,
+    selection: dict | None,
+    saved: dict | None,
+) -> tuple[list[int] | None, str]:
+    """Cell positions and a display name of a compare choice (``None`` = the rest)."""
+    n = service.dataset(pair).n_cells
+    if value in (None, "__rest__"):
+        return None, "Rest"
+    if value.startswith("type:"):
+        type_id = value.split(":", 1)[1]
+        types = service.cell_types(pair).astype(str).to_numpy()
+        cells = [int(i) for i in (types == type_id).nonzero()[0]]
+        return cells, group_name(service, pair, value)
+    groups = groups_from_selection_stores(selection, saved, pair.dataset.id, n)
+    if value not in groups:
+        msg = "that selection is gone; select cells or pick another group"
+        raise BackendError(msg)
+    name = "selection" if value == "__current__" else value.split(":", 1)[1]
+    return groups[value], name
+
+
+def compare_groups(
+    service: AnalysisService,
+    pair: Pair,
+    a: str | None,
+    b: str | None,
+    selection: dict | None,
+    saved: dict | None,
+) -> tuple[np.ndarray, np.ndarray | None, str, str]:
+    """Cells and names of the two compare choices (B ``None``: the rest); cells in both
+    groups count in A only. Problems (no cells, B inside A) raise one readable line."""
+    cells_a, name_a = resolve_group(service, pair, a, selection, saved)
+    if not cells_a:
+        msg = "Choose a group of cells to compare (select cells first)."
+        raise BackendError(msg)
+    cells_b, name_b = resolve_group(service, pair, b, selection, saved)
+    first = np.asarray(cells_a, dtype=np.int64)
+    if cells_b is None:
+        return first, None, name_a, name_b
+    others = np.setdiff1d(np.asarray(cells_b, dtype=np.int64), first)
+    if others.size == 0:
+        msg = f"{name_b} lies inside {name_a}; pick groups that differ"
+        raise InvalidSelection(msg)
+    return first, others, name_a, name_b
+
+
+def submit_compare(
+    service: AnalysisService,
+    pair: Pair,
+    cells_a: np.ndarray,
+    cells_b: np.ndarray | None,
+    name_a: str,
+    name_b: str,
+) -> str:
+    """Start (or find cached) the DE job of group A vs group B (``None``: the rest)."""
+    return service.submit(
+        "de_groups",
+        pair,
+        idx1=cells_a,
+        idx2=cells_b,
+        name1=name_a,
+        name2=None if cells_b is None else name_b,
+    )
+
+
+def _saved_cells(
+    service: AnalysisService, pair: Pair, group: str, saved: Mapping[str, Any] | None
+) -> list[int]:
+    """The cells of a ``saved:<name>`` group choice, or why there are none."""
+    n = service.dataset(pair).n_cells
+    cells = groups_from_selection_stores(None, saved, pair.dataset.id, n).get(group)
+    if cells is None:
+        msg = "that saved selection no longer exists"
+        raise BackendError(msg)
+    return cells
+
+
+def submit_group(
+    service: AnalysisService, pair: Pair, group: str, saved: Mapping[str, Any] | None
+) -> str:
+    """Start (or find cached) the DE job of a group (a cell type vs the rest, or a saved
+    selection vs the rest); returns the job id."""
+    if group.startswith("saved:"):
+        cells = _saved_cells(service, pair, group, saved)
+        return service.submit("de_groups", pair, idx1=cells, name1=group.split(":", 1)[1])
+    return service.submit("de_one_vs_rest", pair)
+
+
+def group_table(
+    service: AnalysisService,
+    pair: Pair,
+    group: str,
+    modality: str,
+    saved: Mapping[str, Any] | None,
+) -> pd.DataFrame:
+    """The DE table of a group whose job is done (a cache hit), of one ``modality``
+    (``rna``, ``protein``; else both)."""
+    catalog = feature_catalog(service, pair)
+    if group.startswith("saved:"):
+        cells = _saved_cells(service, pair, group, saved)
+        de = service.de_groups(pair, cells, name1=group.split(":", 1)[1])
+        table = de_display_table(de, catalog=catalog)
+    else:
+        table = de_display_table(
+            service.de_one_vs_rest(pair), group=group.split(":", 1)[1], catalog=catalog
+        )
+    if modality in {"rna", "protein"}:
+        table = table[table["modality"] == modality].reset_index(drop=True)
+    return table
