@@ -331,6 +331,7 @@ class DashClient:
 
     def __init__(self, service: Any, state: Any) -> None:
         from dashboard.app import create_app
+        from dashboard.testing import callbacks_by_name
 
         self.app = create_app(service, state=state)
         self.client = self.app.server.test_client()
@@ -338,37 +339,13 @@ class DashClient:
         if r.status_code != 200:
             msg = f"GET /_dash-dependencies answered {r.status_code}"
             raise BenchError(msg)
-        self.callbacks: dict[str, tuple[str, dict[str, Any]]] = {}
-        for key, cb in self.app.callback_map.items():
-            fn = cb.get("callback")
-            name = getattr(fn, "__name__", None)
-            if name is None:
-                continue
-            if name in self.callbacks:
-                self.callbacks[name] = ("", {})  # ambiguous: refuse below
-            else:
-                self.callbacks[name] = (key, cb)
+        self.callbacks = callbacks_by_name(self.app.callback_map)  # ambiguous: refused
 
     def body(self, name: str, values: dict[str, Any], changed: list[str]) -> bytes:
         """JSON request body for callback ``name``; ``values`` maps ``"id.prop"`` to values."""
-        from dash._utils import split_callback_id
+        from dashboard.testing import callback_request
 
-        key, cb = self.callbacks.get(name, ("", {}))
-        if not key:
-            msg = f"callback {name!r} not found exactly once in the app (renamed?)"
-            raise BenchError(msg)
-
-        def fill(deps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            return [{**d, "value": values.get(f"{d['id']}.{d['property']}")} for d in deps]
-
-        payload = {
-            "output": key,
-            "outputs": split_callback_id(key),
-            "inputs": fill(cb["inputs"]),
-            "state": fill(cb["state"]),
-            "changedPropIds": changed,
-        }
-        return json.dumps(payload).encode()
+        return callback_request(self.callbacks, name, values, changed, error=BenchError)
 
     def post(self, body: bytes) -> tuple[float, int, int, dict[str, Any]]:
         """Seconds, JSON bytes, bytes on the wire (gzip) and the decoded response."""

@@ -191,6 +191,7 @@ class Bodies:
         import requests
 
         from dashboard import ids
+        from dashboard.testing import callbacks_by_name
         from dashboard.views.features import feature_catalog
 
         r = requests.get(  # registers pages; the first (scrypt) check of the password
@@ -201,11 +202,7 @@ class Bodies:
         if r.status_code != 200:
             msg = f"GET /_dash-dependencies answered {r.status_code}"
             raise LoadTestError(msg)
-        self.callbacks: dict[str, tuple[str, dict[str, Any]]] = {}
-        for key, cb in server.app.callback_map.items():
-            name = getattr(cb.get("callback"), "__name__", None)
-            if name is not None:
-                self.callbacks[name] = ("", {}) if name in self.callbacks else (key, cb)
+        self.callbacks = callbacks_by_name(server.app.callback_map)
         service, pair = server.boot.service, server.boot.pair
         catalog = feature_catalog(service, pair)
         genes = [g for g in GENES if g in set(catalog.genes)] or list(catalog.genes[:10])
@@ -252,25 +249,9 @@ class Bodies:
 
     def body(self, name: str, values: dict[str, Any], changed: list[str]) -> bytes:
         """JSON body of callback ``name`` (``values`` maps ``"id.prop"`` to values)."""
-        from dash._utils import split_callback_id
+        from dashboard.testing import callback_request
 
-        key, cb = self.callbacks.get(name, ("", {}))
-        if not key:
-            msg = f"callback {name!r} not found exactly once in the app (renamed?)"
-            raise LoadTestError(msg)
-
-        def fill(deps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            return [{**d, "value": values.get(f"{d['id']}.{d['property']}")} for d in deps]
-
-        return json.dumps(
-            {
-                "output": key,
-                "outputs": split_callback_id(key),
-                "inputs": fill(cb["inputs"]),
-                "state": fill(cb["state"]),
-                "changedPropIds": changed,
-            }
-        ).encode()
+        return callback_request(self.callbacks, name, values, changed, error=LoadTestError)
 
 
 # ============================================================================== users

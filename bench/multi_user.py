@@ -38,21 +38,11 @@ ROOT = BENCH.parent
 sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
 
 from dashboard import ids  # noqa: E402
-from dashboard.testing_live import (  # noqa: E402
-    OTHER_PASSWORD,
-    OTHER_USER,
-    PASSWORD,
-    USER,
-    Live,
-    response_text,
-    start_server,
-    stop_server,
-    store_data,
-)
+from dashboard import testing_live as tl  # noqa: E402
 
 EMBEDDED_DATA = ROOT / "data" / "pbmc10k.h5ad"
 EMBEDDED_MODEL = ROOT / "data" / "models" / "pbmc10k"
-GENE = "CD3E"
+GENE = "LYZ"
 
 
 def make_bob_model(root: Path, n_cells: int) -> tuple[Path, Path, float]:
@@ -75,7 +65,7 @@ def make_bob_model(root: Path, n_cells: int) -> tuple[Path, Path, float]:
     return data, folder, time.perf_counter() - t0
 
 
-def umap(live: Live, feature: str) -> tuple[int, str]:
+def umap(live: tl.Live, feature: str) -> tuple[int, str]:
     """Cells the user's Explore UMAP draws and its colour bar title."""
     values = {
         f"{ids.EXPLORE_UMAP}.id": ids.EXPLORE_UMAP,
@@ -92,15 +82,15 @@ def umap(live: Live, feature: str) -> tuple[int, str]:
         elif isinstance(x, list):
             n += len(x)
         bar = (trace.get("marker") or {}).get("colorbar") or {}
-        title = title or str((bar.get("title") or {}).get("text") or "")
+        title = title or str((bar.get("title") or {}).get("text") or "").replace("<br>", " ")
     return n, title
 
 
-def layout_store(live: Live, store: str) -> Any:
-    return store_data(live.get("/_dash-layout").json(), store)
+def layout_store(live: tl.Live, store: str) -> Any:
+    return tl.store_data(live.get("/_dash-layout").json(), store)
 
 
-def wait_pair(live: Live, not_pair: str | None, timeout: float = 900) -> tuple[str, float]:
+def wait_pair(live: tl.Live, not_pair: str | None, timeout: float = 900) -> tuple[str, float]:
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
         pair, _ = live.status()
@@ -135,18 +125,18 @@ def main(argv: list[str] | None = None) -> int:
     data, folder, train_s = make_bob_model(root, 1500 if args.quick else 3000)
     rows.append(("Bob's model trained (2 epochs)", f"{train_s:.1f} s"))
     t0 = time.perf_counter()
-    live = start_server(
+    live = tl.start_server(
         root,
         data=EMBEDDED_DATA,
         model=EMBEDDED_MODEL,
-        users={USER: PASSWORD, OTHER_USER: OTHER_PASSWORD},
+        users={tl.USER: tl.PASSWORD, tl.OTHER_USER: tl.OTHER_PASSWORD},
         timeout=900,
     )
     try:
         rows.append(
             ("serve up, default prepared (empty cache)", f"{time.perf_counter() - t0:.1f} s")
         )
-        alice, bob = live.as_user(USER), live.as_user(OTHER_USER)
+        alice, bob = live.as_user(tl.USER), live.as_user(tl.OTHER_USER)
         default, _ = alice.status()
         check(bob.status()[0] == default, "the users start on different models")
 
@@ -177,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
 
         selection = {"cells": [0, 1, 2, 3], "dataset": default.split("-")[0], "source": "lasso"}
         saver = f"{ids.SELECTION_STORE}.data"
-        alice.fire(saver, {saver: selection, f"{ids.SAVED_SELECTIONS_STORE}.data": {}})
+        view = {saver: selection, f"{ids.SAVED_SELECTIONS_STORE}.data": {}}
+        alice.callback(f"{ids.WORKSPACE_SINK}.children", view, [saver])
         a_sel, b_sel = (
             layout_store(alice, ids.SELECTION_STORE),
             layout_store(bob, ids.SELECTION_STORE),
@@ -193,14 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         jobs = [json.loads(p.read_text()) for p in (live.cache_dir / "jobs").glob("*.json")]
         owners = sorted({str(j.get("owner")) for j in jobs})
         rows.append(("job owners on record", ", ".join(owners)))
-        bobs = [j["id"] for j in jobs if j.get("owner") == OTHER_USER]
+        bobs = [j["id"] for j in jobs if j.get("owner") == tl.OTHER_USER]
         check(bool(bobs), "Bob's jobs are not recorded as his")
         if bobs:
             forged = {f"{ids.METRICS_JOB.interval}.n_intervals": 1,
                       f"{ids.METRICS_JOB.store}.data": {"job": bobs[0]}}  # fmt: skip
-            text = response_text(alice.fire(f"{ids.METRICS_JOB.interval}.n_intervals", forged))
-            rows.append(("Alice polls Bob's job id", text.strip()[:70] or "(nothing shown)"))
-            check("Loading" not in text and "%" not in text, "Alice can read Bob's job")
+            text = tl.response_text(alice.fire(f"{ids.METRICS_JOB.interval}.n_intervals", forged))
+            leaked = "Loading" in text or "%" in text or "done" in text.lower()
+            rows.append(("Alice polls Bob's job id", "shows it" if leaked else "unknown to her"))
+            check(not leaked, "Alice can read Bob's job")
 
         t1 = time.perf_counter()
         link = {
@@ -221,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         check(len(prepared) >= 2 and again < 0.5, "the shared model's UMAP was computed again")
         check(alice.status()[0] == default, "Alice's workspace moved")
     finally:
-        stop_server(live)
+        tl.stop_server(live)
 
     width = max(len(k) for k, _ in rows)
     print(f"| {'what':<{width}} | value |")

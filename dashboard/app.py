@@ -26,6 +26,7 @@ from dashboard.backend.errors import BackendError
 from dashboard.backend.owner import current_owner
 from dashboard.components import alert
 from dashboard.identity import install_identity
+from dashboard.pages._shared import data_of, shared_outputs
 from dashboard.views.state import ActiveState, get_state, get_workspaces, set_state
 from dashboard.views.workspaces import Workspaces
 
@@ -248,8 +249,7 @@ def register_shell_callbacks(app: Dash) -> None:
     )(update_status)
     app.callback(
         Output(ids.URL_QUERY_STORE, "data"),
-        Input(ids.COLOR_STORE, "data"),
-        Input(ids.SELECTION_STORE, "data"),
+        *data_of(ids.COLOR_STORE, ids.SELECTION_STORE),
         State(ids.MODEL_VERSION_STORE, "data"),
     )(update_url_query)
     app.clientside_callback(
@@ -258,30 +258,27 @@ def register_shell_callbacks(app: Dash) -> None:
         Input(ids.URL_QUERY_STORE, "data"),
         Input(ids.URL, "pathname"),
     )
-    app.callback(
-        Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
-        Output(ids.ALERT, "children", allow_duplicate=True),
-        Input(ids.PAGE_STATE, "data"),
-        prevent_initial_call=True,
-    )(seed_from_link)
-    app.callback(
-        Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
-        Input(ids.MODEL_VERSION_STORE, "data"),
-        State(ids.SELECTION_STORE, "data"),
-        prevent_initial_call=True,
-    )(reset_stale_selection)
-    app.callback(
-        Output(ids.ALERT, "children", allow_duplicate=True),
-        Input(ids.ALERT_CLOSE, "n_clicks"),
-        prevent_initial_call=True,
-    )(close_alert)
-    app.callback(
-        Output(ids.WORKSPACE_SINK, "children"),
-        Input(ids.SELECTION_STORE, "data"),
-        Input(ids.SAVED_SELECTIONS_STORE, "data"),
-        Input(ids.COLOR_STORE, "data"),
-        prevent_initial_call=True,
-    )(save_workspace_view)
+    follow = {  # the callbacks that run on a change only (not when the page loads)
+        seed_from_link: [
+            *shared_outputs((ids.SELECTION_STORE, "data"), (ids.ALERT, "children")),
+            Input(ids.PAGE_STATE, "data"),
+        ],
+        reset_stale_selection: [
+            *shared_outputs((ids.SELECTION_STORE, "data")),
+            Input(ids.MODEL_VERSION_STORE, "data"),
+            State(ids.SELECTION_STORE, "data"),
+        ],
+        close_alert: [
+            *shared_outputs((ids.ALERT, "children")),
+            Input(ids.ALERT_CLOSE, "n_clicks"),
+        ],
+        save_workspace_view: [
+            Output(ids.WORKSPACE_SINK, "children"),
+            *data_of(ids.SELECTION_STORE, ids.SAVED_SELECTIONS_STORE, ids.COLOR_STORE),
+        ],
+    }
+    for function, deps in follow.items():
+        app.callback(*deps, prevent_initial_call=True)(function)
     from dashboard.layout import nav_links
 
     app.clientside_callback(

@@ -41,6 +41,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -168,6 +169,7 @@ class _LRU(OrderedDict):  # type: ignore[type-arg]
             self.popitem(last=False)
 
 
+@dataclass(kw_only=True, eq=False)
 class FailureLimiter:
     """Exponential back-off on failed logins per key (a client address or a user name).
 
@@ -176,19 +178,13 @@ class FailureLimiter:
     :data:`FORGET_AFTER_S` starts afresh. At most ``cap`` keys are tracked (LRU).
     """
 
-    def __init__(
-        self,
-        *,
-        max_failures: int = MAX_FAILURES,
-        base_delay: float = BASE_DELAY_S,
-        max_delay: float = MAX_DELAY_S,
-        forget_after: float = FORGET_AFTER_S,
-        cap: int = MAX_TRACKED,
-    ) -> None:
-        self.max_failures = max_failures
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self.forget_after = forget_after
+    max_failures: int = MAX_FAILURES
+    base_delay: float = BASE_DELAY_S
+    max_delay: float = MAX_DELAY_S
+    forget_after: float = FORGET_AFTER_S
+    cap: InitVar[int] = MAX_TRACKED
+
+    def __post_init__(self, cap: int) -> None:
         self._failures = _LRU(cap)  # key -> (count, time of the last failure)
         self._lock = threading.Lock()
 

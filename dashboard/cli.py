@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dashboard.backend.cli_commands import (
     DefaultsFormatter,
@@ -22,7 +23,7 @@ from dashboard.backend.cli_commands import (
     print_notices,
 )
 from dashboard.backend.errors import BackendError
-from dashboard.serve_config import load_serve_config
+from dashboard.serve_config import ServeConfig, load_serve_config
 
 DATA_HELP = (
     "dataset to open (default: the data saved in --model's folder; with no --model, the "
@@ -81,18 +82,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     page); they are cached, so later starts are ready in seconds.
     """
     config = load_serve_config(config_flags(args), config_file=args.config)
+    return _serve(config, debug=args.debug)
+
+
+def _serve(config: ServeConfig, **options: Any) -> int:
+    """Serve ``config``'s data and model with its address, read flags and settings (and
+    ``options``, passed on to :func:`dashboard.server.serve`); a readable failure prints
+    one line and exits with status 2."""
     from dashboard.server import serve
 
+    common: dict[str, Any] = {"host": config.host, "port": config.port, "flags": config.read_flags}
     try:
-        return serve(
-            config.data,
-            config.model,
-            host=config.host,
-            port=config.port,
-            flags=config.read_flags,
-            settings=config.settings,
-            debug=args.debug,
-        )
+        return serve(config.data, config.model, settings=config.settings, **common, **options)
     except BackendError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -104,7 +105,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """
     config = load_serve_config(config_flags(args), config_file=args.config)
     from dashboard.auth import read_credentials
-    from dashboard.server import serve
 
     if config.settings.auth_file is not None:
         users = read_credentials(config.settings.auth_file)  # a bad file stops here
@@ -120,22 +120,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"warning: serving on {config.host} without authentication (set auth_file)",
             file=sys.stderr,
         )
-    try:
-        return serve(
-            config.data,
-            config.model,
-            host=config.host,
-            port=config.port,
-            flags=config.read_flags,
-            settings=config.settings,
-            production=not config.dev,
-            debug=config.dev,
-            threads=config.threads,
-            trusted_proxy=config.trusted_proxy,
-        )
-    except BackendError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return _serve(
+        config,
+        production=not config.dev,
+        debug=config.dev,
+        threads=config.threads,
+        trusted_proxy=config.trusted_proxy,
+    )
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:

@@ -7,7 +7,9 @@ does not import Dash.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,62 @@ def fast_umap(latent: np.ndarray, **_: Any) -> np.ndarray:
     x = latent - latent.mean(0)
     _, _, vt = np.linalg.svd(x, full_matrices=False)
     return (x @ vt[:2].T).astype(np.float32)
+
+
+def callbacks_by_name(
+    callback_map: dict[str, dict[str, Any]],
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """An app's ``callback_map`` entries by their function's name: ``(key, spec)``, or
+    ``("", {})`` for a name that several callbacks share."""
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for key, cb in callback_map.items():
+        name = getattr(cb.get("callback"), "__name__", None)
+        if name is not None:
+            out[name] = ("", {}) if name in out else (key, cb)
+    return out
+
+
+def callback_request(
+    callbacks: dict[str, tuple[str, dict[str, Any]]],
+    name: str,
+    values: dict[str, Any],
+    changed: list[str],
+    *,
+    error: type[Exception] = LookupError,
+) -> bytes:
+    """JSON body of a ``/_dash-update-component`` request for callback ``name`` (of
+    :func:`callbacks_by_name`), as the renderer sends it; ``values`` maps ``"id.prop"`` to
+    the values sent, ``changed`` lists the ``"id.prop"`` that fired it. Raises ``error``
+    where the name is not there exactly once."""
+    from dash._utils import split_callback_id
+
+    key, cb = callbacks.get(name, ("", {}))
+    if not key:
+        msg = f"callback {name!r} not found exactly once in the app (renamed?)"
+        raise error(msg)
+
+    def fill(deps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**d, "value": values.get(f"{d['id']}.{d['property']}")} for d in deps]
+
+    payload = {
+        "output": key,
+        "outputs": split_callback_id(key),
+        "inputs": fill(cb["inputs"]),
+        "state": fill(cb["state"]),
+        "changedPropIds": changed,
+    }
+    return json.dumps(payload).encode()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 50 ms; fail the test after ``timeout`` seconds."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 def walk(component: Any) -> Iterator[Any]:

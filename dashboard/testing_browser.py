@@ -21,6 +21,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard import ids
 
+#: The cookie naming a browser's workspace (:mod:`dashboard.identity`).
+WORKSPACE_COOKIE = "tve_workspace"
 #: The system Chromium and its driver (``.ci/run`` apt-installs them).
 CHROMIUM = Path(os.environ.get("TVE_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("TVE_CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -167,10 +169,16 @@ def wait_idle(driver: WebDriver, timeout: float = WAIT) -> None:
     wait_for(driver, settled, "Dash callbacks did not settle", timeout)
 
 
+def forget_workspace(driver: WebDriver) -> None:
+    """Drop the browser's session cookie: its next page load comes as a new user's browser
+    (a new workspace: no selection, the default colouring and names)."""
+    driver.delete_cookie(WORKSPACE_COOKIE)
+
+
 def open_page(driver: WebDriver, base: str, page: str, *, color: str | None = None) -> None:
     """Load a page from scratch and wait until its heading shows and callbacks settle;
     ``color`` opens it coloured by that feature, as a link does (else the workspace keeps
-    the colouring it had)."""
+    the colouring and selection it had)."""
     path, heading = PAGES[page]
     driver.get(base + path + (f"?color={quote(color)}" if color else ""))
     wait_for(

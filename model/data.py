@@ -392,26 +392,18 @@ class CiteSeqData:
             raise CiteSeqDataError(msg)
         obs = self.obs.copy()
         obs[key] = pd.Categorical.from_codes(codes, categories=cats)
-        return CiteSeqData(
-            rna=self.rna,
-            protein=self.protein,
+        mask = (
+            None
+            if self.minified is not None
+            else compute_protein_batch_mask(self.protein, codes, len(cats))
+        )
+        return replace(
+            self,
             obs=obs,
-            var_names=self.var_names,
-            protein_names=self.protein_names,
             batch=codes,
             batch_categories=cats,
             batch_key=key,
-            labels=self.labels,
-            label_categories=self.label_categories,
-            labels_key=self.labels_key,
-            protein_batch_mask=None
-            if self.minified is not None
-            else compute_protein_batch_mask(self.protein, codes, len(cats)),
-            source=self.source,
-            minified=self.minified,
-            gene_symbols=self.gene_symbols,
-            protein_symbols=self.protein_symbols,
-            notices=self.notices,
+            protein_batch_mask=mask,
         )
 
     def to_anndata(self) -> anndata.AnnData:
@@ -870,8 +862,10 @@ def _build(
             f"This file has layers {_listing(rna_layers)}: if one holds the raw counts, read "
             f"it with --layer {rna_layers[0]} (layer={rna_layers[0]!r})"
         )
-    rna_csr = _to_checked_csr(rna, where, "RNA", rna_field, cells, genes, "gene", hint=hint)
-    prot_arr = _to_checked_dense(protein, where, "protein", protein_field, cells, prots)
+    rna_csr = _to_checked_csr(rna, _Counts(where, "RNA", rna_field, cells, genes, "gene", hint))
+    prot_arr = _to_checked_dense(
+        protein, _Counts(where, "protein", protein_field, cells, prots, "protein")
+    )
     if prot_arr.shape[1] != len(prots):
         msg = (
             f"{where}: {protein_field} has {prot_arr.shape[1]} columns but there are "
@@ -982,18 +976,24 @@ def _canonical_csr(x: Any, where: str = "CiteSeqData") -> sp.csr_matrix:
     return m
 
 
-def _to_checked_csr(
-    x: Any,
-    where: str,
-    modality: str,
-    field_name: str,
-    cells: pd.Index,
-    features: pd.Index,
-    feature_kind: str,
-    hint: str = "",
-) -> sp.csr_matrix:
-    """Validate a count matrix (dense or sparse) and return it as canonical CSR float32
-    (``hint``: a sentence added to a bad-count message, e.g. which layers the file has)."""
+@dataclass(frozen=True)
+class _Counts:
+    """A count matrix being read, for its checks and error messages: the file (``where``),
+    modality, field, cell and feature names, and ``hint`` (a sentence added to a bad-count
+    message, e.g. which layers the file has)."""
+
+    where: str
+    modality: str
+    field_name: str
+    cells: pd.Index
+    features: pd.Index
+    feature_kind: str
+    hint: str = ""
+
+
+def _to_checked_csr(x: Any, counts: _Counts) -> sp.csr_matrix:
+    """Validate a count matrix (dense or sparse) and return it as canonical CSR float32."""
+    where, field_name = counts.where, counts.field_name
     if x is None:
         raise CiteSeqDataError(f"{where}: {field_name} is empty (None); it must hold RNA counts")
     if sp.issparse(x):
@@ -1003,24 +1003,21 @@ def _to_checked_csr(
         m.sort_indices()
     else:
         m = sp.csr_matrix(_numeric(np.asarray(x), where, field_name))
-    _check_shape(m.shape, where, field_name, cells, features, feature_kind)
+    _check_shape(m.shape, counts)
     data = _numeric(m.data, where, field_name)
 
     def locate(k: int) -> tuple[int, int]:
         return int(np.searchsorted(m.indptr, k, side="right") - 1), int(m.indices[k])
 
-    _check_counts(
-        data, locate, where, modality, field_name, cells, features, feature_kind, hint=hint
-    )
+    _check_counts(data, locate, counts)
     m = m.astype(np.float32, copy=False)  # m is already our own sorted, summed copy
     m.eliminate_zeros()
     return m
 
 
-def _to_checked_dense(
-    x: Any, where: str, modality: str, field_name: str, cells: pd.Index, features: pd.Index
-) -> np.ndarray:
+def _to_checked_dense(x: Any, counts: _Counts) -> np.ndarray:
     """Validate a protein count matrix and return it as C-contiguous float32."""
+    where, field_name, cells = counts.where, counts.field_name, counts.cells
     if x is None:
         raise CiteSeqDataError(f"{where}: {field_name} is empty (None); it must hold counts")
     if sp.issparse(x):
@@ -1038,24 +1035,17 @@ def _to_checked_dense(
     def locate(k: int) -> tuple[int, int]:
         return k // n_col, k % n_col
 
-    if arr.shape[1] == len(features):
-        flat = arr.reshape(-1)
-        _check_counts(flat, locate, where, modality, field_name, cells, features, "protein")
+    if arr.shape[1] == len(counts.features):
+        _check_counts(arr.reshape(-1), locate, counts)
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def _check_shape(
-    shape: tuple[int, ...],
-    where: str,
-    field_name: str,
-    cells: pd.Index,
-    features: pd.Index,
-    feature_kind: str,
-) -> None:
-    if tuple(shape) != (len(cells), len(features)):
+def _check_shape(shape: tuple[int, ...], counts: _Counts) -> None:
+    n_cells, n_features = len(counts.cells), len(counts.features)
+    if tuple(shape) != (n_cells, n_features):
         msg = (
-            f"{where}: {field_name} has shape {tuple(shape)} but there are {len(cells)} cells "
-            f"and {len(features)} {feature_kind}s"
+            f"{counts.where}: {counts.field_name} has shape {tuple(shape)} but there are "
+            f"{n_cells} cells and {n_features} {counts.feature_kind}s"
         )
         raise CiteSeqDataError(msg)
 
@@ -1074,16 +1064,7 @@ def _numeric(arr: np.ndarray, where: str, field_name: str) -> np.ndarray:
 
 
 def _check_counts(
-    values: np.ndarray,
-    locate: Callable[[int], tuple[int, int]],
-    where: str,
-    modality: str,
-    field_name: str,
-    cells: pd.Index,
-    features: pd.Index,
-    feature_kind: str,
-    *,
-    hint: str = "",
+    values: np.ndarray, locate: Callable[[int], tuple[int, int]], counts: _Counts
 ) -> None:
     """Raise on the first non-finite, negative or non-integer count (in cell-major order)."""
     is_float = np.issubdtype(values.dtype, np.floating)
@@ -1118,11 +1099,13 @@ def _check_counts(
         if bad.size:
             k = int(bad[0])
             row, col = locate(k)
+            c = counts
             msg = (
-                f"{where}: {modality} counts in {field_name} contain {what} "
-                f"({values[k].item()!r}) at cell {cells[row]!r}, {feature_kind} {features[col]!r}"
+                f"{c.where}: {c.modality} counts in {c.field_name} contain {what} "
+                f"({values[k].item()!r}) at cell {c.cells[row]!r}, {c.feature_kind} "
+                f"{c.features[col]!r}"
                 f"{f' and {bad.size - 1} more entries' if bad.size > 1 else ''}. {fix}"
-                f"{f'. {hint}' if hint else ''}"
+                f"{f'. {c.hint}' if c.hint else ''}"
             )
             raise CiteSeqDataError(msg)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,24 @@ from model.protein_scale import MEASURED, ProteinScale, is_measured
 
 #: A batch to decode in: its name or code, several (averaged over), or ``None`` (the cell's own).
 BatchSpec = None | int | str | Sequence[int | str]
+
+
+class NormalizedExpressionOptions(TypedDict, total=False):
+    """Keyword arguments of :meth:`PosteriorQueries.iter_normalized_expression` (its defaults)."""
+
+    indices: np.ndarray | None
+    transform_batch: BatchSpec
+    gene_list: Sequence[str] | None
+    protein_list: Sequence[str] | None
+    n_samples: int
+    library_size: float | Literal["latent"]
+    sample_protein_mixing: bool
+    scale_protein: bool
+    include_protein_background: bool
+    return_mean: bool
+    batch_size: int
+    seed: int | None
+    protein_scale: ProteinScale
 
 
 class PosteriorBase:
@@ -272,20 +290,8 @@ class PosteriorQueries(PosteriorBase):
         self,
         data: CiteSeqData | None = None,
         *,
-        indices: np.ndarray | None = None,
-        transform_batch: BatchSpec = None,
-        gene_list: Sequence[str] | None = None,
-        protein_list: Sequence[str] | None = None,
-        n_samples: int = 1,
-        library_size: float | Literal["latent"] = 1.0,
-        sample_protein_mixing: bool = False,
-        scale_protein: bool = False,
-        include_protein_background: bool = False,
-        return_mean: bool = True,
         return_numpy: bool = False,
-        batch_size: int = 256,
-        seed: int | None = 0,
-        protein_scale: ProteinScale = MEASURED,
+        **options: Unpack[NormalizedExpressionOptions],
     ) -> tuple[Any, Any]:
         """Denoised RNA and protein (spec §7.3), averaged over ``transform_batch``.
 
@@ -294,32 +300,19 @@ class PosteriorQueries(PosteriorBase):
         scale (default) the rates are times the capture efficiency of the batch decoded in
         (the cell's own, or ``transform_batch``), as the counts are;
         ``protein_scale="efficiency-free"`` leaves it out, as scvi-tools 1.4.2 does.
+        ``options`` (and their defaults) are those of :meth:`iter_normalized_expression`;
+        data frames unless ``return_numpy`` or ``n_samples > 1`` with ``return_mean=False``.
         """
         data = self._prepare_data(data)
         rna_parts, pro_parts, cells = [], [], []
-        for idx, rna, pro in self.iter_normalized_expression(
-            data,
-            indices=indices,
-            transform_batch=transform_batch,
-            gene_list=gene_list,
-            protein_list=protein_list,
-            n_samples=n_samples,
-            library_size=library_size,
-            sample_protein_mixing=sample_protein_mixing,
-            scale_protein=scale_protein,
-            include_protein_background=include_protein_background,
-            return_mean=return_mean,
-            batch_size=batch_size,
-            seed=seed,
-            protein_scale=protein_scale,
-        ):
+        for idx, rna, pro in self.iter_normalized_expression(data, **options):
             rna_parts.append(rna)
             pro_parts.append(pro)
             cells.append(idx)
         rna_out, pro_out = np.concatenate(rna_parts), np.concatenate(pro_parts)
         if return_numpy or rna_out.ndim == 3:
             return rna_out, pro_out
-        gi, pi = self._features(gene_list, protein_list)
+        gi, pi = self._features(options.get("gene_list"), options.get("protein_list"))
         obs_names = data.obs_names[np.concatenate(cells)]
         return (
             pd.DataFrame(rna_out, index=obs_names, columns=self.var_names[gi]),

@@ -308,147 +308,125 @@ def train_module(
     module.to(device).train()
     set_compute_dtype(module, torch.bfloat16 if precision == "bf16-mixed" else None)
     try:
-        result = _train_loop(
-            module,
-            data,
-            train_idx,
-            val_idx,
-            cfg,
-            n_cells_total=n_cells_total,
-            use_adversarial=use_adversarial,
-            progress=progress,
-            should_stop=should_stop,
+        gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        max_epochs = cfg.max_epochs or max_epochs_heuristic(n_cells_total)
+        n_steps_warmup = (
+            int(0.75 * n_cells_total) if cfg.n_steps_kl_warmup is None else cfg.n_steps_kl_warmup
+        )
+        steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+        if n_steps_warmup == 0 and cfg.n_epochs_kl_warmup:
+            n_steps_warmup = cfg.n_epochs_kl_warmup * steps_per_epoch
+        params = [p for p in module.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(
+            params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay, fused=True
+        )
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt,
+            mode="min",
+            factor=cfg.lr_factor,
+            patience=cfg.lr_patience,
+            threshold=0.0,
+            threshold_mode="abs",
+            min_lr=0.0,
+        )
+        n_batch = module.config.n_batch
+        classifier = None
+        if use_adversarial and n_batch > 1:
+            classifier = Classifier(module.config.n_latent, n_batch).to(device).train()
+            opt_cls = torch.optim.Adam(
+                classifier.parameters(), lr=1e-3, eps=0.01, weight_decay=cfg.weight_decay
+            )
+        train_t = torch.as_tensor(np.asarray(train_idx), dtype=torch.long)
+        rows: list[dict[str, float]] = []
+        best, bad_epochs, stopped_early, step = math.inf, 0, False, 0
+        t0 = time.perf_counter()
+        for epoch in range(1, max_epochs + 1):
+            t_epoch = time.perf_counter()
+            perm = train_t[torch.randperm(len(train_t), generator=gen)].to(device)
+            elbo_sum, loss_sum, n_seen = 0.0, 0.0, 0
+            for start in range(0, len(perm), cfg.batch_size):
+                if should_stop is not None and should_stop():
+                    raise TrainingCancelled(f"training cancelled at epoch {epoch}")
+                idx = perm[start : start + cfg.batch_size]
+                mb = data.get(idx)
+                b = mb.batch
+                kl_w = kl_weight_at(step, n_steps_warmup)
+                inf, _, out = module(
+                    mb.x, mb.y, b, kl_w, mb.lgamma_x_plus_1_sum, **mb.model_inputs()
+                )
+                loss = out.loss
+                if classifier is not None:
+                    kappa = 1.0 - kl_w
+                    loss = loss + kappa * _adversarial_loss(
+                        classifier, inf.z, b, n_batch, fool=True
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                if classifier is not None:
+                    kappa = 1.0 - kl_w
+                    cls_loss = kappa * _adversarial_loss(
+                        classifier, inf.z.detach(), b, n_batch, fool=False
+                    )
+                    opt_cls.zero_grad(set_to_none=True)
+                    cls_loss.backward()
+                    opt_cls.step()
+                    step += 1  # Lightning counts both optimisers' steps
+                with torch.no_grad():
+                    elbo_sum += out.elbo_per_cell().sum().item()
+                    loss_sum += out.loss.item() * len(idx)
+                    n_seen += len(idx)
+            val = evaluate_elbo(module, data, val_idx) if len(val_idx) else None
+            elbo_val = val["elbo"] if val else math.nan
+            lr = opt.param_groups[0]["lr"]
+            row = {
+                "epoch": epoch,
+                "elbo_train": elbo_sum / max(n_seen, 1),
+                "train_loss": loss_sum / max(n_seen, 1),
+                "elbo_validation": elbo_val,
+                "reconstruction_loss_validation": (val["rec_gene"] + val["rec_protein"])
+                if val
+                else math.nan,
+                "kl_local_validation": (val["kl_z"] + val["kl_back"]) if val else math.nan,
+                "kl_weight": kl_weight_at(step, n_steps_warmup),
+                "lr": lr,
+                "seconds": time.perf_counter() - t_epoch,
+            }
+            rows.append(row)
+            if progress is not None:
+                progress(
+                    TrainProgress(
+                        epoch,
+                        max_epochs,
+                        row["elbo_train"],
+                        elbo_val,
+                        row["kl_weight"],
+                        lr,
+                        time.perf_counter() - t0,
+                    )
+                )
+            if val is None:
+                continue
+            if cfg.reduce_lr_on_plateau:
+                sched.step(elbo_val)
+            if elbo_val < best:
+                best, bad_epochs = elbo_val, 0
+            else:
+                bad_epochs += 1
+            if cfg.early_stopping and bad_epochs >= cfg.early_stopping_patience:
+                stopped_early = True
+                break
+        module.eval()
+        result = TrainResult(
+            history=pd.DataFrame(rows),
+            epochs=len(rows),
+            stopped_early=stopped_early,
+            seconds=time.perf_counter() - t0,
+            device=str(device),
         )
     finally:
         set_compute_dtype(module, None)  # inference and later use are float32
     result.precision = precision
     return result
-
-
-def _train_loop(
-    module: TotalVAE,
-    data: DeviceData,
-    train_idx: np.ndarray,
-    val_idx: np.ndarray,
-    cfg: TrainConfig,
-    *,
-    n_cells_total: int,
-    use_adversarial: bool,
-    progress: Callable[[TrainProgress], None] | None,
-    should_stop: Callable[[], bool] | None,
-) -> TrainResult:
-    device = data.device
-    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    max_epochs = cfg.max_epochs or max_epochs_heuristic(n_cells_total)
-    n_steps_warmup = (
-        int(0.75 * n_cells_total) if cfg.n_steps_kl_warmup is None else cfg.n_steps_kl_warmup
-    )
-    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
-    if n_steps_warmup == 0 and cfg.n_epochs_kl_warmup:
-        n_steps_warmup = cfg.n_epochs_kl_warmup * steps_per_epoch
-    params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(
-        params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay, fused=True
-    )
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt,
-        mode="min",
-        factor=cfg.lr_factor,
-        patience=cfg.lr_patience,
-        threshold=0.0,
-        threshold_mode="abs",
-        min_lr=0.0,
-    )
-    n_batch = module.config.n_batch
-    classifier = None
-    if use_adversarial and n_batch > 1:
-        classifier = Classifier(module.config.n_latent, n_batch).to(device).train()
-        opt_cls = torch.optim.Adam(
-            classifier.parameters(), lr=1e-3, eps=0.01, weight_decay=cfg.weight_decay
-        )
-    train_t = torch.as_tensor(np.asarray(train_idx), dtype=torch.long)
-    rows: list[dict[str, float]] = []
-    best, bad_epochs, stopped_early, step = math.inf, 0, False, 0
-    t0 = time.perf_counter()
-    for epoch in range(1, max_epochs + 1):
-        t_epoch = time.perf_counter()
-        perm = train_t[torch.randperm(len(train_t), generator=gen)].to(device)
-        elbo_sum, loss_sum, n_seen = 0.0, 0.0, 0
-        for start in range(0, len(perm), cfg.batch_size):
-            if should_stop is not None and should_stop():
-                raise TrainingCancelled(f"training cancelled at epoch {epoch}")
-            idx = perm[start : start + cfg.batch_size]
-            mb = data.get(idx)
-            b = mb.batch
-            kl_w = kl_weight_at(step, n_steps_warmup)
-            inf, _, out = module(mb.x, mb.y, b, kl_w, mb.lgamma_x_plus_1_sum, **mb.model_inputs())
-            loss = out.loss
-            if classifier is not None:
-                kappa = 1.0 - kl_w
-                loss = loss + kappa * _adversarial_loss(classifier, inf.z, b, n_batch, fool=True)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if classifier is not None:
-                kappa = 1.0 - kl_w
-                cls_loss = kappa * _adversarial_loss(
-                    classifier, inf.z.detach(), b, n_batch, fool=False
-                )
-                opt_cls.zero_grad(set_to_none=True)
-                cls_loss.backward()
-                opt_cls.step()
-                step += 1  # Lightning counts both optimisers' steps
-            with torch.no_grad():
-                elbo_sum += out.elbo_per_cell().sum().item()
-                loss_sum += out.loss.item() * len(idx)
-                n_seen += len(idx)
-        val = evaluate_elbo(module, data, val_idx) if len(val_idx) else None
-        elbo_val = val["elbo"] if val else math.nan
-        lr = opt.param_groups[0]["lr"]
-        row = {
-            "epoch": epoch,
-            "elbo_train": elbo_sum / max(n_seen, 1),
-            "train_loss": loss_sum / max(n_seen, 1),
-            "elbo_validation": elbo_val,
-            "reconstruction_loss_validation": (val["rec_gene"] + val["rec_protein"])
-            if val
-            else math.nan,
-            "kl_local_validation": (val["kl_z"] + val["kl_back"]) if val else math.nan,
-            "kl_weight": kl_weight_at(step, n_steps_warmup),
-            "lr": lr,
-            "seconds": time.perf_counter() - t_epoch,
-        }
-        rows.append(row)
-        if progress is not None:
-            progress(
-                TrainProgress(
-                    epoch,
-                    max_epochs,
-                    row["elbo_train"],
-                    elbo_val,
-                    row["kl_weight"],
-                    lr,
-                    time.perf_counter() - t0,
-                )
-            )
-        if val is None:
-            continue
-        if cfg.reduce_lr_on_plateau:
-            sched.step(elbo_val)
-        if elbo_val < best:
-            best, bad_epochs = elbo_val, 0
-        else:
-            bad_epochs += 1
-        if cfg.early_stopping and bad_epochs >= cfg.early_stopping_patience:
-            stopped_early = True
-            break
-    module.eval()
-    return TrainResult(
-        history=pd.DataFrame(rows),
-        epochs=len(rows),
-        stopped_early=stopped_early,
-        seconds=time.perf_counter() - t0,
-        device=str(device),
-    )

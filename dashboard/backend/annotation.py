@@ -109,11 +109,7 @@ class Annotation(CachedQueries):
         return out
 
     def cell_types(
-        self,
-        pair: Pair,
-        *,
-        labels_key: str | None = None,
-        resolution: float | None = None,
+        self, pair: Pair, *, labels_key: str | None = None, resolution: float | None = None
     ) -> pd.Series:
         """Cell type per cell: the chosen obs column, the dataset's labels, or named clusters.
 
@@ -138,11 +134,7 @@ class Annotation(CachedQueries):
 
     # ------------------------------------------------------------ cell-type names
     def shown_cell_types(
-        self,
-        pair: Pair,
-        *,
-        labels_key: str | None = None,
-        resolution: float | None = None,
+        self, pair: Pair, *, labels_key: str | None = None, resolution: float | None = None
     ) -> pd.Series:
         """:meth:`cell_types` under the names the user gave them (the one place renames
         are applied): what pages, hover texts and exports show. Results stay keyed by the
@@ -152,11 +144,7 @@ class Annotation(CachedQueries):
         return types.cat.rename_categories([names[str(c)] for c in types.cat.categories])
 
     def cell_type_names(
-        self,
-        pair: Pair,
-        *,
-        labels_key: str | None = None,
-        resolution: float | None = None,
+        self, pair: Pair, *, labels_key: str | None = None, resolution: float | None = None
     ) -> dict[str, str]:
         """``{type id: shown name}`` of every cell type (id = automatic name; shown = the
         user's name, else the id), in the types' order."""

@@ -379,9 +379,6 @@ def _freeze(value: Any) -> None:
     """Make numpy arrays read-only, so a caller cannot alter a shared cached value."""
     if isinstance(value, np.ndarray):
         value.flags.writeable = False
-    elif isinstance(value, dict):
-        for v in value.values():
-            _freeze(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
+    elif isinstance(value, (dict, list, tuple)):
+        for v in value.values() if isinstance(value, dict) else value:
             _freeze(v)

@@ -16,13 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dashboard.backend.errors import BackendError
-from dashboard.backend.jobs import JobInfo, JobRegistry, JobStatus, run_job
+from dashboard.backend.jobs import JobInfo, JobRegistry, run_job
 
 if TYPE_CHECKING:
     from dashboard.backend.service import AnalysisService
@@ -82,12 +81,8 @@ class CeleryJobs:
             self.app.send_task(TASK, args=[job_id, kind, payload], task_id=job_id)
         except Exception as err:  # Redis down: the job fails with one line, nothing queued
             log.exception("job %s could not be queued", job_id)
-            self.registry.update(
-                job_id,
-                status=JobStatus.FAILED,
-                error=f"the job queue (Redis) cannot be reached ({type(err).__name__})",
-                message="failed",
-                finished=time.time(),
+            self.registry.fail(
+                job_id, f"the job queue (Redis) cannot be reached ({type(err).__name__})"
             )
         return job_id
 

@@ -7,7 +7,7 @@ fix the dashboard's conventions: tables indexed by cell name, columns by feature
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,16 +36,23 @@ def denoised_expression(
     protein on ``protein_scale`` (measured: times the batch's capture efficiency, as the
     counts).
     """
-    rna, pro = model.get_normalized_expression(
-        data,
-        n_samples=n_samples,
-        library_size=library_size,
-        include_protein_background=include_protein_background,
-        return_mean=True,
-        seed=seed,
-        protein_scale=protein_scale,
-    )
+    args = _mean_of_samples(n_samples, include_protein_background, seed, protein_scale)
+    rna, pro = model.get_normalized_expression(data, library_size=library_size, **args)
     return rna.astype(np.float32), pro.astype(np.float32)
+
+
+def _mean_of_samples(
+    n_samples: int, include_protein_background: bool, seed: int, protein_scale: ProteinScale
+) -> dict[str, Any]:
+    """The model's normalized-expression arguments of every denoised view: the mean of
+    ``n_samples`` posterior samples at the observed batch."""
+    return {
+        "n_samples": n_samples,
+        "include_protein_background": include_protein_background,
+        "return_mean": True,
+        "seed": seed,
+        "protein_scale": protein_scale,
+    }
 
 
 def denoised_chunks(
@@ -70,15 +77,8 @@ def denoised_chunks(
     buffer: np.ndarray | None = None
     pro_parts: list[np.ndarray] = []
     filled = first = 0
-    for idx, rna, pro in model.iter_normalized_expression(
-        data,
-        n_samples=n_samples,
-        library_size=library_size,
-        include_protein_background=include_protein_background,
-        return_mean=True,
-        seed=seed,
-        protein_scale=protein_scale,
-    ):
+    args = _mean_of_samples(n_samples, include_protein_background, seed, protein_scale)
+    for idx, rna, pro in model.iter_normalized_expression(data, library_size=library_size, **args):
         if buffer is None:
             buffer = np.empty((max(chunk_cells, len(idx)), rna.shape[1]), dtype=np.float32)
         if filled + len(idx) > buffer.shape[0]:
@@ -110,15 +110,8 @@ def denoised_protein(
     protein_scale: ProteinScale = MEASURED,
 ) -> pd.DataFrame:
     """Denoised protein (foreground) only, cells x proteins, on ``protein_scale``."""
-    _, pro = model.get_normalized_expression(
-        data,
-        gene_list=[],
-        n_samples=n_samples,
-        include_protein_background=include_protein_background,
-        return_mean=True,
-        seed=seed,
-        protein_scale=protein_scale,
-    )
+    args = _mean_of_samples(n_samples, include_protein_background, seed, protein_scale)
+    _, pro = model.get_normalized_expression(data, gene_list=[], **args)
     return pro.astype(np.float32)
 
 

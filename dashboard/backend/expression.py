@@ -145,11 +145,7 @@ class Expression(CachedQueries):
         return check_protein_scale(self.settings.protein_scale if scale is None else scale)
 
     def denoised_protein(
-        self,
-        pair: Pair,
-        *,
-        protein_scale: str | None = None,
-        progress: ProgressFn | None = None,
+        self, pair: Pair, *, protein_scale: str | None = None, progress: ProgressFn | None = None
     ) -> pd.DataFrame:
         """Denoised protein (foreground rate), cells x proteins, on ``protein_scale``
         (default :meth:`protein_scale`: measured, times the batch's capture efficiency)."""

@@ -282,6 +282,12 @@ class JobRegistry:
             self.write(info)
             return info
 
+    def fail(self, job_id: str, error: str) -> JobInfo:
+        """Record job ``job_id`` as failed now with ``error``."""
+        return self.update(
+            job_id, status=JobStatus.FAILED, error=error, message="failed", finished=time.time()
+        )
+
     def list(self) -> list[JobInfo]:
         """All jobs, newest first."""
         out = []
@@ -497,12 +503,8 @@ class JobRunner:
             proc.start()
         except Exception as err:  # e.g. arguments that do not pickle, no memory to fork
             logger.exception("job %s: its process did not start", job_id)
-            self.registry.update(
-                job_id,
-                status=JobStatus.FAILED,
-                error=f"could not start the job's process ({type(err).__name__}: {err})",
-                message="failed",
-                finished=time.time(),
+            self.registry.fail(
+                job_id, f"could not start the job's process ({type(err).__name__}: {err})"
             )
             return
         self._processes[job_id] = proc
@@ -523,13 +525,7 @@ class JobRunner:
                     finished=time.time(),
                 )
             else:
-                info = self.registry.update(
-                    job_id,
-                    status=JobStatus.FAILED,
-                    error=_process_end(info.kind, proc.pid, proc.exitcode),
-                    message="failed",
-                    finished=time.time(),
-                )
+                info = self.registry.fail(job_id, _process_end(info.kind, proc.pid, proc.exitcode))
         plog.end(info)
         if info.status != JobStatus.DONE and cleanup is not None:
             try:
@@ -667,13 +663,7 @@ def run_job(
             )
             return False, None
         logger.exception("job %s failed", job_id)
-        registry.update(
-            job_id,
-            status=JobStatus.FAILED,
-            error=f"{type(err).__name__}: {err}",
-            message="failed",
-            finished=time.time(),
-        )
+        registry.fail(job_id, f"{type(err).__name__}: {err}")
         return False, None
     changes: dict[str, Any] = {
         "status": JobStatus.DONE,

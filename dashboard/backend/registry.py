@@ -268,12 +268,7 @@ class Registry:
         return hub_card_for(pair.model.path)
 
     def add_model(
-        self,
-        dataset: DatasetRef,
-        model: TotalVI,
-        *,
-        path: str | None = None,
-        name: str = "",
+        self, dataset: DatasetRef, model: TotalVI, *, path: str | None = None, name: str = ""
     ) -> Pair:
         """Register an in-memory model for ``dataset``; returns the pair."""
         if self.settings.device is not None:

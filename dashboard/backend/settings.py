@@ -51,6 +51,16 @@ class ConfigError(BackendError, ValueError):
     variable or the flag."""
 
 
+def _cache_folder(name: str, doc: str) -> property:
+    """A read-only ``Settings`` property: the folder ``name`` under ``cache_dir``."""
+
+    def folder(self: Settings) -> Path:
+        return self.cache_dir / name
+
+    folder.__doc__ = doc
+    return property(folder)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where data, models and the cache live, cache limits and analysis defaults.
@@ -182,36 +192,22 @@ class Settings:
             raise ValueError(msg)
 
     # ------------------------------------------------------------------- folders
-    @property
-    def results_dir(self) -> Path:
-        """diskcache folder of computed results."""
-        return self.cache_dir / "results"
-
-    @property
-    def blocks_dir(self) -> Path:
-        """Block files of large tables (denoised RNA); their manifests are in results."""
-        return self.cache_dir / "blocks"
-
-    @property
-    def jobs_dir(self) -> Path:
-        """Job registry (one JSON file per job)."""
-        return self.cache_dir / "jobs"
-
-    @property
-    def locks_dir(self) -> Path:
-        """Per-key lock files that make one process compute a missing result."""
-        return self.cache_dir / "locks"
-
-    @property
-    def callbacks_dir(self) -> Path:
-        """Dash's own background-callback bookkeeping (kept apart from results)."""
-        return self.cache_dir / "callbacks"
-
-    @property
-    def names_dir(self) -> Path:
-        """The user's cell-type names (one JSON file per dataset and model); not a cache:
-        clearing results leaves them."""
-        return self.cache_dir / "names"
+    results_dir = _cache_folder("results", "diskcache folder of computed results.")
+    blocks_dir = _cache_folder(
+        "blocks", "Block files of large tables (denoised RNA); their manifests are in results."
+    )
+    jobs_dir = _cache_folder("jobs", "Job registry (one JSON file per job).")
+    locks_dir = _cache_folder(
+        "locks", "Per-key lock files that make one process compute a missing result."
+    )
+    callbacks_dir = _cache_folder(
+        "callbacks", "Dash's own background-callback bookkeeping (kept apart from results)."
+    )
+    names_dir = _cache_folder(
+        "names",
+        "The user's cell-type names (one JSON file per dataset and model); not a cache:\n"
+        "clearing results leaves them.",
+    )
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced."""

@@ -1,7 +1,8 @@
 """Dash wiring the pages share: page registration, the callback context, the waiting page,
 figure errors, and the inputs and outputs of recolour and search callbacks. Plain functions
-(no callbacks: Dash re-runs page modules for each app, but not this one, which it skips
-because of the leading underscore). What the pages show comes from :mod:`dashboard.views`;
+(no module-level callbacks: Dash re-runs page modules for each app, but not this one, which
+it skips because of the leading underscore; a page registers the CSV export with
+:func:`csv_export`). What the pages show comes from :mod:`dashboard.views`;
 the cell views' figures: ``_cells``; job panels: ``_jobs``."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dash
-from dash import Input, Output, State, ctx, html, no_update
+from dash import Input, Output, State, callback, ctx, html, no_update
 from dash.exceptions import MissingCallbackContextException
 
 from dashboard import components, figures, ids
@@ -99,6 +100,22 @@ def figure_or_error(build: Callable[..., Any]) -> Callable[..., Any]:
     return figure
 
 
+def empty_until(message: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a figure callback: while its first argument is empty (nothing chosen or
+    ready yet), an empty figure saying ``message``."""
+
+    def decorate(build: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(build)
+        def figure(first: Any, *args: Any, **kwargs: Any) -> Any:
+            if not first:
+                return figures.empty_figure(message)
+            return build(first, *args, **kwargs)
+
+        return figure
+
+    return decorate
+
+
 def clicked_item(clicks: Sequence[int | None] | None) -> dict | None:
     """The pattern-matching id of the button that was clicked, among ``clicks`` (the
     ``n_clicks`` of an ``ALL`` input); ``None`` when none was (the buttons just mounted)."""
@@ -131,6 +148,35 @@ def recolor_io(graphs: Sequence[str], color: str, layer: str) -> list[Any]:
         Input(layer, "value"),
         State(ids.COLOR_STORE, "data"),
     ]
+
+
+def shared_outputs(*targets: tuple[Any, str]) -> list[Output]:
+    """An Output of each ``(id, property)`` of ``targets`` that other callbacks set too
+    (``allow_duplicate``)."""
+    return [Output(target, prop, allow_duplicate=True) for target, prop in targets]
+
+
+def props_of(dep: type[Output] | type[Input] | type[State], prop: str, *targets: str) -> list[Any]:
+    """A ``dep`` (callback Output, Input or State) of ``prop`` of each of ``targets``."""
+    return [dep(target, prop) for target in targets]
+
+
+def data_of(*stores: str, dep: type[Input] | type[State] = Input) -> list[Any]:
+    """The ``data`` of each of ``stores``, as callback Inputs (or ``dep``)."""
+    return [dep(store, "data") for store in stores]
+
+
+def csv_export(grid: str, button: str) -> Callable[[int | None], bool]:
+    """Register the callback by which ``button`` downloads ``grid`` as CSV (what the grid
+    shows, its filters applied); returns it."""
+
+    @callback(
+        Output(grid, "exportDataAsCsv"), Input(button, "n_clicks"), prevent_initial_call=True
+    )
+    def export(n_clicks: int | None) -> bool:
+        return bool(n_clicks)
+
+    return export
 
 
 def values_of(*controls: str) -> list[State]:

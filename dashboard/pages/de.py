@@ -12,16 +12,9 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 from dashboard import components, figures, ids
 from dashboard.pages import _cells, _jobs
 from dashboard.pages import _shared as sh
+from dashboard.views import de as dv
 from dashboard.views.cells import cell_type_choices, group_name
 from dashboard.views.colours import ColorSpec, feature_of
-from dashboard.views.de import (
-    DE_NO_COUNTS_NOTE,
-    DE_PROTEIN_SCALE,
-    de_rows,
-    feature_key_from_click,
-    group_table,
-    submit_group,
-)
 from dashboard.views.errors import BackendError, NotReady
 from dashboard.views.features import feature_catalog
 from dashboard.views.links import initial_color, link_state
@@ -76,7 +69,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                 className="toolbar",
             ),
             *(
-                [components.color_note(DE_NO_COUNTS_NOTE, note_id=DE_NOTE)]
+                [components.color_note(dv.DE_NO_COUNTS_NOTE, note_id=DE_NOTE)]
                 if is_minified(service, pair)
                 else []
             ),
@@ -103,7 +96,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                 "Genes and proteins",
                 components.de_grid(ids.DE_TABLE, height=520),
                 subtitle="Sort and filter any column; click a row to colour the cells. "
-                + DE_PROTEIN_SCALE,
+                + dv.DE_PROTEIN_SCALE,
             ),
             dcc.Store(id=ids.DE_READY_STORE),
             dcc.Store(id=ids.DE_FEATURE_STORE, data=feature),
@@ -150,7 +143,7 @@ def start_de(group: str | None, saved: dict | None) -> tuple:
     ready, progress, Cancel off)``."""
     if not group:
         return _jobs.started(None, components.JobView())
-    store, view = _jobs.start(lambda: submit_group(*active(), group, saved), LABEL, group=group)
+    store, view = _jobs.start(lambda: dv.submit_group(*active(), group, saved), LABEL, group=group)
     return _jobs.started(store, view)
 
 
@@ -160,7 +153,7 @@ poll_de, cancel_de = _jobs.panel_callbacks(ids.DE_JOB, ready=ids.DE_READY_STORE,
 def de_table(ready: dict | None, modality: str, saved: dict | None) -> Any:
     """The DE table of a finished job's group (cache hit), filtered by modality."""
     group = str((ready or {}).get("group") or "")
-    return group_table(*active(), group, modality, saved)
+    return dv.group_table(*active(), group, modality, saved)
 
 
 @callback(
@@ -168,7 +161,7 @@ def de_table(ready: dict | None, modality: str, saved: dict | None) -> Any:
     Output(ids.DE_STATUS, "children"),
     Input(ids.DE_READY_STORE, "data"),
     Input(ids.DE_MODALITY, "value"),
-    State(ids.SAVED_SELECTIONS_STORE, "data"),
+    *sh.data_of(ids.SAVED_SELECTIONS_STORE, dep=State),
     prevent_initial_call=True,
 )
 def render_table(ready: dict | None, modality: str, saved: dict | None) -> tuple:
@@ -184,7 +177,7 @@ def render_table(ready: dict | None, modality: str, saved: dict | None) -> tuple
     status = html.Span(
         [html.B(name), f" vs all other cells: {n_de:,} of {len(table):,} features DE (FDR 5%)."]
     )
-    return de_rows(table), status
+    return dv.de_rows(table), status
 
 
 @callback(
@@ -192,15 +185,12 @@ def render_table(ready: dict | None, modality: str, saved: dict | None) -> tuple
     Input(ids.DE_READY_STORE, "data"),
     Input(ids.DE_MODALITY, "value"),
     Input(ids.DE_FEATURE_STORE, "data"),
-    State(ids.SAVED_SELECTIONS_STORE, "data"),
+    *sh.data_of(ids.SAVED_SELECTIONS_STORE, dep=State),
 )
 @sh.figure_or_error
-def render_volcano(
-    ready: dict | None, modality: str, feature: str | None, saved: dict | None
-) -> Any:
+@sh.empty_until("Computing differential expression…")
+def render_volcano(ready: dict, modality: str, feature: str | None, saved: dict | None) -> Any:
     """Volcano plot of the finished DE, with the clicked feature ringed."""
-    if not ready:
-        return figures.empty_figure("Computing differential expression…")
     table = de_table(ready, modality, saved)
     name = group_name(*active(), str(ready.get("group", "")))
     return figures.volcano_figure(table, highlight=feature, title=f"{name} vs rest")
@@ -209,21 +199,20 @@ def render_volcano(
 # ----------------------------------------------------------------------- feature click
 @callback(
     Output(ids.DE_FEATURE_STORE, "data"),
-    Output(ids.COLOR_STORE, "data", allow_duplicate=True),
+    *sh.shared_outputs((ids.COLOR_STORE, "data")),
     Input(ids.DE_VOLCANO, "clickData"),
     prevent_initial_call=True,
 )
 def on_volcano_click(click: dict | None) -> tuple:
     """A clicked volcano point colours the cells by that feature (denoised values)."""
-    key = feature_key_from_click(click)
+    key = dv.feature_key_from_click(click)
     if key is None:
         return no_update, no_update
     return key, ColorSpec(key, "denoised").to_state()
 
 
 @callback(
-    Output(ids.DE_FEATURE_STORE, "data", allow_duplicate=True),
-    Output(ids.COLOR_STORE, "data", allow_duplicate=True),
+    *sh.shared_outputs((ids.DE_FEATURE_STORE, "data"), (ids.COLOR_STORE, "data")),
     Input(ids.DE_TABLE, "cellClicked"),
     prevent_initial_call=True,
 )
@@ -270,11 +259,4 @@ def recolor_de_umap(feature: str | None) -> Any:
     return patch
 
 
-@callback(
-    Output(ids.DE_TABLE, "exportDataAsCsv"),
-    Input(ids.DE_EXPORT, "n_clicks"),
-    prevent_initial_call=True,
-)
-def export_table(n_clicks: int | None) -> bool:
-    """Download the table as CSV (with the grid's filters applied)."""
-    return bool(n_clicks)
+export_table = sh.csv_export(ids.DE_TABLE, ids.DE_EXPORT)

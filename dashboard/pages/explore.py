@@ -202,19 +202,9 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                     components.job_panel(
                         ids.EXPLORE_DE_JOB,
                         controls=[
-                            components.dropdown_field(
-                                "Compare",
-                                ids.EXPLORE_COMPARE_A,
-                                clearable=False,
-                                class_name="field-mid",
-                            ),
+                            _compare_field("Compare", ids.EXPLORE_COMPARE_A),
                             html.Span("vs", className="vs"),
-                            components.dropdown_field(
-                                "against",
-                                ids.EXPLORE_COMPARE_B,
-                                clearable=False,
-                                class_name="field-mid",
-                            ),
+                            _compare_field("against", ids.EXPLORE_COMPARE_B),
                             html.Button(
                                 "Compare (DE)",
                                 id=ids.EXPLORE_COMPARE,
@@ -301,6 +291,11 @@ def type_options(service: Any, pair: Any) -> list[dict[str, str]]:
     ]
 
 
+def _compare_field(label: str, side: str) -> html.Div:
+    """The dropdown of one side of the comparison (its groups: the compare callback's)."""
+    return components.dropdown_field(label, side, clearable=False, class_name="field-mid")
+
+
 # --------------------------------------------------------------------------- figures
 def _selected(selection: dict | None, page_state: dict | None, n_cells: int, initial: bool):
     """Cells to highlight when a view is built: a shared link's on first build, else the
@@ -313,10 +308,8 @@ def _selected(selection: dict | None, page_state: dict | None, n_cells: int, ini
 @callback(
     Output(ids.EXPLORE_UMAP, "figure"),
     Input(ids.EXPLORE_UMAP, "id"),
-    State(ids.EXPLORE_COLOR, "value"),
-    State(ids.EXPLORE_LAYER, "value"),
-    State(ids.SELECTION_STORE, "data"),
-    State(ids.PAGE_STATE, "data"),
+    *sh.values_of(ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
+    *sh.data_of(ids.SELECTION_STORE, ids.PAGE_STATE, dep=State),
 )
 @sh.figure_or_error
 def build_umap(
@@ -332,14 +325,10 @@ def build_umap(
 
 @callback(
     Output(ids.EXPLORE_LINKED, "figure"),
-    Input(ids.EXPLORE_LINKED_KIND, "value"),
-    Input(ids.EXPLORE_LINKED_X, "value"),
-    Input(ids.EXPLORE_LINKED_Y, "value"),
-    Input(ids.EXPLORE_LINKED_LAYER, "value"),
-    State(ids.EXPLORE_COLOR, "value"),
-    State(ids.EXPLORE_LAYER, "value"),
-    State(ids.SELECTION_STORE, "data"),
-    State(ids.PAGE_STATE, "data"),
+    *sh.props_of(Input, "value", ids.EXPLORE_LINKED_KIND, ids.EXPLORE_LINKED_X),
+    *sh.props_of(Input, "value", ids.EXPLORE_LINKED_Y, ids.EXPLORE_LINKED_LAYER),
+    *sh.values_of(ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
+    *sh.data_of(ids.SELECTION_STORE, ids.PAGE_STATE, dep=State),
 )
 @sh.figure_or_error
 def build_linked(
@@ -439,8 +428,7 @@ def highlight(selection: dict | None) -> tuple:
 
 @callback(
     Output(ids.EXPLORE_LEGEND, "children"),
-    Input(ids.EXPLORE_COLOR, "value"),
-    Input(ids.EXPLORE_LAYER, "value"),
+    *sh.props_of(Input, "value", ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
     Input(ids.SELECTION_STORE, "data"),
     Input(TYPE_NAMES_STORE, "data"),
     prevent_initial_call=True,
@@ -583,27 +571,22 @@ def saved_list(saved: dict | None) -> Any:
     ]
 
 
-@callback(
-    Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
-    Input({"type": SAVED_CHIP, "name": ALL}, "n_clicks"),
-    State(ids.SAVED_SELECTIONS_STORE, "data"),
-    prevent_initial_call=True,
-)
+def _chip_io(store: str, button: str) -> list[Any]:
+    """The wiring of a saved selection's chip ``button``: ``store`` from the clicks (and the
+    saved selections)."""
+    clicks = Input({"type": button, "name": ALL}, "n_clicks")
+    return [*sh.shared_outputs((store, "data")), clicks, State(ids.SAVED_SELECTIONS_STORE, "data")]
+
+
+@callback(*_chip_io(ids.SELECTION_STORE, SAVED_CHIP), prevent_initial_call=True)
 def select_saved(clicks: list[int | None], saved: dict | None) -> Any:
     """Make a saved selection the current one."""
-    trigger = sh.clicked_item(clicks)
-    if trigger is None:
+    if (trigger := sh.clicked_item(clicks)) is None:
         return no_update
-    service, pair = active()
-    return saved_selection(service, pair, trigger["name"], saved) or no_update
+    return saved_selection(*active(), trigger["name"], saved) or no_update
 
 
-@callback(
-    Output(ids.SAVED_SELECTIONS_STORE, "data", allow_duplicate=True),
-    Input({"type": SAVED_DELETE, "name": ALL}, "n_clicks"),
-    State(ids.SAVED_SELECTIONS_STORE, "data"),
-    prevent_initial_call=True,
-)
+@callback(*_chip_io(ids.SAVED_SELECTIONS_STORE, SAVED_DELETE), prevent_initial_call=True)
 def delete_saved(clicks: list[int | None], saved: dict | None) -> Any:
     """Forget a saved selection."""
     trigger = sh.clicked_item(clicks)
@@ -674,8 +657,7 @@ def rename_type(
 @callback(
     *_RENAME_OUTPUTS,
     Input(RENAME_RESET, "n_clicks"),
-    State(ids.EXPLORE_COLOR, "value"),
-    State(ids.EXPLORE_LAYER, "value"),
+    *sh.values_of(ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
     prevent_initial_call=True,
 )
 def reset_type_names(n_clicks: int | None, feature: str | None, layer: str | None) -> tuple:
@@ -693,10 +675,8 @@ def reset_type_names(n_clicks: int | None, feature: str | None, layer: str | Non
     Output(ids.EXPLORE_COMPARE_A, "value"),
     Output(ids.EXPLORE_COMPARE_B, "options"),
     Output(ids.EXPLORE_COMPARE_B, "value"),
-    Input(ids.SELECTION_STORE, "data"),
-    Input(ids.SAVED_SELECTIONS_STORE, "data"),
-    State(ids.EXPLORE_COMPARE_A, "value"),
-    State(ids.EXPLORE_COMPARE_B, "value"),
+    *sh.data_of(ids.SELECTION_STORE, ids.SAVED_SELECTIONS_STORE),
+    *sh.values_of(ids.EXPLORE_COMPARE_A, ids.EXPLORE_COMPARE_B),
     Input(TYPE_NAMES_STORE, "data"),
 )
 def update_compare_options(
@@ -805,14 +785,7 @@ def color_by_de_row(cell: dict | None, options: list | None) -> tuple:
     return key, with_current(list(options or []), catalog, key), "denoised"
 
 
-@callback(
-    Output(ids.EXPLORE_DE_TABLE, "exportDataAsCsv"),
-    Input(ids.EXPLORE_DE_EXPORT, "n_clicks"),
-    prevent_initial_call=True,
-)
-def export_de(n_clicks: int | None) -> bool:
-    """Download the DE table as CSV (what the grid shows, filters applied)."""
-    return bool(n_clicks)
+export_de = sh.csv_export(ids.EXPLORE_DE_TABLE, ids.EXPLORE_DE_EXPORT)
 
 
 clientside_callback(

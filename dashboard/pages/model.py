@@ -239,12 +239,9 @@ def on_train(
         return no_update, no_update, no_update, no_update
 
     def train(service: Any) -> None:
-        if not path:
-            msg = "Choose or upload a dataset first."
-            raise InvalidSelection(msg)
         mv.train_job(
             service,
-            mv.dataset_path(service, path),
+            mv.dataset_path(service, _required(path, "Choose or upload a dataset first.")),
             batch_key=mv.batch_key(batch_key),
             n_latent=mv.whole_number(n_latent, *mv.N_LATENT_RANGE, "Latent dimensions"),
             max_epochs=mv.whole_number(max_epochs, *mv.MAX_EPOCHS_RANGE, "Max epochs"),
@@ -275,9 +272,7 @@ def on_load(
     target = (typed or "").strip() or checkpoint
 
     def load(service: Any) -> None:
-        if not target:
-            msg = "Choose a saved model or type the path of a model folder."
-            raise InvalidSelection(msg)
+        _required(target, "Choose a saved model or type the path of a model folder.")
         mv.load_job(
             service,
             mv.dataset_path(service, path) if path else None,
@@ -287,6 +282,13 @@ def on_load(
         )
 
     return _start(load, "Loading…", cancel_disabled=False)
+
+
+def _required(value: Any, msg: str) -> Any:
+    """``value``; :class:`InvalidSelection` saying ``msg`` when it is empty."""
+    if not value:
+        raise InvalidSelection(msg)
+    return value
 
 
 def _start(
@@ -305,13 +307,9 @@ def _start(
 
 
 @callback(
-    Output(ids.MODEL_PROGRESS, "children"),
-    Output(ids.MODEL_QUERY_PROGRESS, "children"),
-    Output(ids.MODEL_CANCEL, "disabled"),
-    Output(ids.MODEL_QUERY_CANCEL, "disabled"),
-    Output(ids.MODEL_TRAIN, "disabled"),
-    Output(ids.MODEL_LOAD, "disabled"),
-    Output(ids.MODEL_QUERY_START, "disabled"),
+    *sh.props_of(Output, "children", ids.MODEL_PROGRESS, ids.MODEL_QUERY_PROGRESS),
+    *sh.props_of(Output, "disabled", ids.MODEL_CANCEL, ids.MODEL_QUERY_CANCEL),
+    *sh.props_of(Output, "disabled", ids.MODEL_TRAIN, ids.MODEL_LOAD, ids.MODEL_QUERY_START),
     Output(ids.MODEL_INTERVAL, "interval"),
     Input(ids.MODEL_INTERVAL, "n_intervals"),
 )

@@ -73,23 +73,18 @@ class Layer:
         return kind != "obs" and self.readers.keys() >= FEATURE_KINDS
 
 
+def _linked_layer(name: str, gene: Reader, protein: Reader, **extra: Any) -> Layer:
+    """A layer of genes and proteins alike, offered for the linked view (label: ``name``
+    capitalised; title: ``<name> (log1p)``)."""
+    readers = {"gene": gene, "protein": protein}
+    return Layer(name, name.capitalize(), f"{name} (log1p)", readers, linked=True, **extra)
+
+
 #: Every value layer, the default first.
 LAYERS: tuple[Layer, ...] = (
-    Layer(
-        "raw",
-        "Raw",
-        "raw (log1p)",
-        {"gene": gene_raw, "protein": protein_raw},
-        no_counts="denoised",
-        linked=True,
-    ),
-    Layer(
-        "denoised",
-        "Denoised",
-        "denoised (log1p)",
-        {"gene": gene_denoised, "protein": protein_denoised},
-        protein_title="denoised (log1p, {scale})",
-        linked=True,
+    _linked_layer("raw", gene_raw, protein_raw, no_counts="denoised"),
+    _linked_layer(
+        "denoised", gene_denoised, protein_denoised, protein_title="denoised (log1p, {scale})"
     ),
     Layer(
         "foreground",

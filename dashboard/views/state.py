@@ -135,12 +135,16 @@ class ActiveState:
         own = self._pair is not None or self._pending is not None or self._error is not None
         return None if own else self.fallback
 
+    def _read(self, name: str) -> Any:
+        """The fallback's ``name`` while this state follows it, else its own ``_name``."""
+        with self._lock:
+            follow = self._following()
+            return getattr(follow, name) if follow is not None else getattr(self, f"_{name}")
+
     @property
     def pair(self) -> Pair | None:
         """The active pair (``None`` until the first one is ready)."""
-        with self._lock:
-            follow = self._following()
-            return follow.pair if follow is not None else self._pair
+        return self._read("pair")
 
     @property
     def own_pair(self) -> Pair | None:
@@ -151,9 +155,7 @@ class ActiveState:
     @property
     def version(self) -> int:
         """Bumped every time a new pair becomes active."""
-        with self._lock:
-            follow = self._following()
-            return follow.version if follow is not None else self._version
+        return self._read("version")
 
     @property
     def dataset(self) -> DatasetRef | None:
@@ -273,11 +275,9 @@ class ActiveState:
             self._error = None
             if service.remote is not None:
                 self._job = job = service.submit_prepare(pair)
+                name = f"prepare-{job[:8]}"
                 threading.Thread(
-                    target=self._follow_remote,
-                    args=(pair, job),
-                    name=f"prepare-{job[:8]}",
-                    daemon=True,
+                    target=self._follow_remote, args=(pair, job), name=name, daemon=True
                 ).start()
                 return job
 

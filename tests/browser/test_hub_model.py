@@ -20,6 +20,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard import ids
+from dashboard.testing_browser import wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -100,7 +101,9 @@ def test_explore_says_where_a_protein_is_imputed(driver: WebDriver, dashboard: A
         lambda d: d.find_elements(By.CSS_SELECTOR, f"#{ids.EXPLORE_UMAP} .js-plotly-plot"),
         "the Explore UMAP was never drawn",
     )
-    # colour by ADT_90 through the colour picker
+    # colour by ADT_90 through the colour picker (once the page has settled)
+    wait_idle(driver)
+    wait_for(driver, lambda d: d.find_elements(By.ID, ids.EXPLORE_COLOR), "no colour picker")
     driver.find_element(By.ID, ids.EXPLORE_COLOR).click()
     box = wait_for(
         driver,

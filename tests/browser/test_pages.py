@@ -26,6 +26,7 @@ from dashboard.testing_browser import (
     VOLCANO_JS,
     assert_clean,
     drag,
+    forget_workspace,
     graph,
     open_page,
     pick_option,
@@ -399,7 +400,8 @@ def test_a_legend_click_selects_that_types_cells(
     """Clicking a legend entry selects every cell of that type in both views (cellxgene's
     habit) and the selection line counts them; clicking it again clears the selection."""
     service, pair = dashboard.service, dashboard.pair
-    open_page(driver, dashboard.url, "explore", color="obs:cell_type")
+    forget_workspace(driver)  # a new user's browser: no selection from the earlier tests
+    open_page(driver, dashboard.url, "explore")
     types = service.shown_cell_types(pair).astype(str).to_numpy()
     name = str(service.shown_cell_types(pair).cat.categories[1])
     expected = [i for i, t in enumerate(types) if t == name]

@@ -13,27 +13,14 @@ import pandas as pd
 import pytest
 import torch
 
+from dashboard.backend import metrics as card_metrics
 from dashboard.backend.cache import ResultCache
 from dashboard.backend.errors import CacheError, InvalidSelection
-from dashboard.backend.metrics import (
-    CV_ROWS,
-    DE_COLUMNS,
-    cv_metrics,
-    cv_table,
-    cv_table_markdown,
-    dataframe_to_markdown,
-    model_and_raw_cv,
-)
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
-from dashboard.backend.testing import count_compute_worker, trained_pbmc
+from dashboard.backend.testing import count_compute_worker
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def trained():
-    return trained_pbmc()
 
 
 @pytest.fixture(scope="module")
@@ -381,23 +368,25 @@ def test_de_groups_validation_and_cache(service, trained) -> None:
 def test_cv_hand_case_and_r2_argument_order() -> None:
     samples = np.array([[[1, 3], [3, 1]], [[0, 0], [2, 2]]], dtype=np.float32)  # (2, 2, 2)
     raw = np.array([[2, 2], [0, 4]], dtype=np.float32)
-    model_cv, raw_cv = model_and_raw_cv(samples, raw, cell_wise=True)
+    model_cv, raw_cv = card_metrics.model_and_raw_cv(samples, raw, cell_wise=True)
     # cell 0: per sample [1,3] and [3,1] -> std 1, mean 2 -> 0.5; cell 1: [0,2] -> 1.0 (twice)
     np.testing.assert_allclose(model_cv, [0.5, 1.0])
     np.testing.assert_allclose(raw_cv, [0.0, 1.0])
-    gene_model, gene_raw = model_and_raw_cv(samples, raw, cell_wise=False)
+    gene_model, gene_raw = card_metrics.model_and_raw_cv(samples, raw, cell_wise=False)
     # sample 0 is [[1, 3], [0, 2]], sample 1 is [[3, 1], [0, 2]] (cells x features):
     # gene 0: [1, 0] -> 1.0 and [3, 0] -> 1.0; gene 1: [3, 2] -> 0.2 and [1, 2] -> 1/3
     np.testing.assert_allclose(gene_model, [1.0, (0.2 + 1 / 3) / 2])
     np.testing.assert_allclose(gene_raw, [1.0, 1 / 3])
     m = np.array([1.0, 2.0, 3.0, 4.0])
     r = np.array([1.5, 2.0, 2.0, 5.0])
-    rows = cv_metrics(m, r)
+    rows = card_metrics.cv_metrics(m, r)
     # y_true = model: 1 - sum((m - r)^2) / sum((m - mean m)^2) = 1 - 2.25 / 5
     assert rows["R² (R-Squared)"] == pytest.approx(1 - 2.25 / 5)
     assert rows["Mean Absolute Error"] == pytest.approx(0.625)
-    table = cv_table(m, r, train_indices=np.array([0, 1, 2]), validation_indices=np.array([3]))
-    assert list(table.index) == list(CV_ROWS)
+    table = card_metrics.cv_table(
+        m, r, train_indices=np.array([0, 1, 2]), validation_indices=np.array([3])
+    )
+    assert list(table.index) == list(card_metrics.CV_ROWS)
     assert np.isnan(table.loc["Pearson Correlation", "Validation Value"])  # one cell
 
 
@@ -406,15 +395,15 @@ def test_markdown_matches_scvi_hub_format() -> None:
         {"gene_f1": [0.5, 0.25], "n_cells": np.array([10, 3], dtype=np.int64)},
         index=pd.Index(["T", "B"], name="group"),
     )
-    assert dataframe_to_markdown(df) == (
+    assert card_metrics.dataframe_to_markdown(df) == (
         "| Index | gene_f1 | n_cells |\n| --- | --- | --- |\n"
         "| T | 0.50 | 10.00 |\n| B | 0.25 | 3.00 |"
     )
     table = pd.DataFrame(
         {"Training Value": [0.1, 0.9, 0.8, 0.7], "Validation Value": [0.2, 0.85, 0.75, 0.6]},
-        index=list(CV_ROWS),
+        index=list(card_metrics.CV_ROWS),
     )
-    assert cv_table_markdown(table) == (
+    assert card_metrics.cv_table_markdown(table) == (
         "| Metric                  | Training Value | Validation Value |\n"
         "|-------------------------|----------------|------------------|\n"
         "| Mean Absolute Error | 0.10  | 0.20           |\n"
@@ -462,7 +451,7 @@ def test_metric_tables_on_real_data(service, trained) -> None:
     assert result.n_top == {"rna": 100, "protein": 1}  # 10% of 14 proteins, at least 1
     for mod in ("rna", "protein"):
         cell = result.cell_wise_cv[mod]
-        assert list(cell.index) == list(CV_ROWS)
+        assert list(cell.index) == list(card_metrics.CV_ROWS)
         assert list(cell.columns) == ["Training Value", "Validation Value"]
         gene = result.gene_wise_cv[mod]
         assert list(gene.columns) == ["Training Value"]
@@ -474,7 +463,7 @@ def test_metric_tables_on_real_data(service, trained) -> None:
         # gene-wise CV of a trained model tracks the data well
         assert gene.loc["Pearson Correlation", "Training Value"] > 0.5
         de = result.diff_exp[mod]
-        assert list(de.columns) == list(DE_COLUMNS)
+        assert list(de.columns) == list(card_metrics.DE_COLUMNS)
         assert set(de.index) == set(types.cat.categories)
         assert de["n_cells"].is_monotonic_decreasing
         assert de["n_cells"].sum() == data.n_cells

@@ -21,16 +21,10 @@ from dashboard.backend.owner import acting_as
 from dashboard.backend.refs import Pair
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
-from dashboard.backend.testing import trained_pbmc
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def trained():
-    return trained_pbmc()
 
 
 @pytest.fixture(scope="module")

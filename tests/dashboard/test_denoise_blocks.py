@@ -16,16 +16,10 @@ from dashboard.backend.blocks import BlockCorrupt, BlockStore, BlockWriter
 from dashboard.backend.denoise import denoised_chunks, denoised_expression
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
-from dashboard.backend.testing import trained_pbmc
 
 pytestmark = pytest.mark.slow
 
 BLOCK = 64  # 1002 genes: 15 full blocks and a ragged one of 42
-
-
-@pytest.fixture(scope="module")
-def trained():
-    return trained_pbmc()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard.backend.testing import trained_pbmc
 from model.differential import (
     RAW_COLUMNS,
     DifferentialEngine,
@@ -20,11 +19,6 @@ from model.differential import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def trained():
-    return trained_pbmc()
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +51,19 @@ def _row(table: pd.DataFrame, group: str, feature: str) -> pd.Series:
     return sub.loc[feature]
 
 
+def _assert_up(
+    table: pd.DataFrame, group: str, features: tuple[str, ...], *, lfc: float, proba: float
+) -> list[pd.Series]:
+    """Assert each feature's ``lfc_mean > lfc`` and ``proba_de > proba``; returns the rows."""
+    rows = []
+    for feature in features:
+        row = _row(table, group, feature)
+        assert row["lfc_mean"] > lfc, feature
+        assert row["proba_de"] > proba, feature
+        rows.append(row)
+    return rows
+
+
 def _protein_rank(table: pd.DataFrame, group: str, feature: str) -> int:
     """1 = the protein with the largest lfc_mean of this group versus the rest."""
     sub = table[(table["group1"] == group) & (table["modality"] == "protein")]
@@ -66,10 +73,7 @@ def _protein_rank(table: pd.DataFrame, group: str, feature: str) -> int:
 def test_de_monocytes_up_cd14_protein_and_lyz(trained, clusters, one_vs_rest) -> None:
     data, _ = trained
     mono = _cluster_by_marker(data, clusters, "CD14")
-    for feature in ("CD14_TotalSeqB_protein", "LYZ"):
-        row = _row(one_vs_rest, mono, feature)
-        assert row["lfc_mean"] > 2.0, feature
-        assert row["proba_de"] > 0.75, feature
+    _assert_up(one_vs_rest, mono, ("CD14_TotalSeqB_protein", "LYZ"), lfc=2.0, proba=0.75)
     assert _protein_rank(one_vs_rest, mono, "CD14_TotalSeqB_protein") <= 2
     assert _row(one_vs_rest, mono, "CD3_TotalSeqB_protein")["lfc_mean"] < -0.5
 
@@ -116,10 +120,9 @@ def test_de_t_cells_up_cd3_cd4_cd8(trained, clusters, one_vs_rest) -> None:
 def test_de_b_cells_up_cd19_protein_and_ms4a1(trained, clusters, one_vs_rest) -> None:
     data, _ = trained
     b = _cluster_by_marker(data, clusters, "CD19")
-    for feature in ("CD19_TotalSeqB_protein", "MS4A1"):
-        row = _row(one_vs_rest, b, feature)
-        assert row["lfc_mean"] > 2.0, feature
-        assert row["proba_de"] > 0.9, feature
+    features = ("CD19_TotalSeqB_protein", "MS4A1")
+    rows = _assert_up(one_vs_rest, b, features, lfc=2.0, proba=0.9)
+    for feature, row in zip(features, rows, strict=True):
         assert bool(row["is_de_fdr_0.05"]), feature
     assert _protein_rank(one_vs_rest, b, "CD19_TotalSeqB_protein") == 1
 
@@ -129,29 +132,14 @@ def test_de_table_layout(trained, clusters, one_vs_rest) -> None:
     groups = sorted(set(clusters))
     n_feat = data.n_genes + data.n_proteins
     assert len(one_vs_rest) == len(groups) * n_feat
-    for col in (
-        "proba_de",
-        "proba_not_de",
-        "bayes_factor",
-        "scale1",
-        "scale2",
-        "lfc_mean",
-        "lfc_median",
-        "lfc_std",
-        "lfc_min",
-        "lfc_max",
-        "raw_mean1",
-        "raw_mean2",
-        "non_zeros_proportion1",
-        "non_zeros_proportion2",
-        "raw_normalized_mean1",
-        "raw_normalized_mean2",
-        "is_de_fdr_0.05",
-        "comparison",
-        "group1",
-        "group2",
-        "modality",
-    ):
+    raw = ("raw_mean", "non_zeros_proportion", "raw_normalized_mean")
+    columns = [
+        *("proba_de", "proba_not_de", "bayes_factor", "scale1", "scale2", "is_de_fdr_0.05"),
+        *(f"lfc_{stat}" for stat in ("mean", "median", "std", "min", "max")),
+        *(f"{name}{i}" for name in raw for i in (1, 2)),
+        *("comparison", "group1", "group2", "modality"),
+    ]
+    for col in columns:
         assert col in one_vs_rest.columns, col
     one = one_vs_rest[one_vs_rest["group1"] == groups[0]]
     assert set(one.index) == {*model.var_names, *(f"{p}_protein" for p in model.protein_names)}

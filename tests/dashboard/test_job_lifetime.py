@@ -12,10 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import psutil
-import pytest
 
 from dashboard.backend.jobs import KEEP_RECENT, JobInfo, JobRegistry, JobRunner, JobStatus
 from dashboard.backend.lifetime import die_with_parent
+from dashboard.testing import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,14 +52,6 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_kill_9_of_the_server_ends_its_job_process(tmp_path) -> None:
     (tmp_path / "looper.py").write_text(LOOPER)
     pid_file = tmp_path / "child.pid"
@@ -68,16 +60,16 @@ def test_kill_9_of_the_server_ends_its_job_process(tmp_path) -> None:
     )
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)])
     try:
-        _wait(pid_file.exists, 60, "the job process to start")
+        wait_for(pid_file.exists, 60, "the job process to start")
         child = int(pid_file.read_text())
         assert psutil.Process(child).ppid() == parent.pid
         family = psutil.Process(parent.pid).children(recursive=True)  # + resource tracker
         assert child in {p.pid for p in family}
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(10)
-        _wait(lambda: _gone(child), 5, f"the job process {child} to end with its parent")
+        wait_for(lambda: _gone(child), 5, f"the job process {child} to end with its parent")
         # nothing else multiprocessing started keeps running (its resource tracker)
-        _wait(lambda: all(_gone(p.pid) for p in family), 5, "every child to end")
+        wait_for(lambda: all(_gone(p.pid) for p in family), 5, "every child to end")
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -112,7 +104,7 @@ def test_watchdog_thread_where_prctl_is_unavailable(monkeypatch) -> None:
     time.sleep(0.05)
     assert not exits
     parent[0] = 1  # the parent died: we were re-parented
-    _wait(lambda: bool(exits), 2, "the watchdog to exit")
+    wait_for(lambda: bool(exits), 2, "the watchdog to exit")
     assert exits == [1]
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import numpy as np
 import psutil
@@ -17,18 +16,11 @@ from dashboard.backend.refs import Pair
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.backend.testing import write_small_pbmc
+from dashboard.testing import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*without encoding metadata")]
 
 SMALL = {"n_latent": 5, "module_kwargs": {"n_hidden": 32}, "early_stopping": False}
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_sigkill_of_a_training_process(tmp_path) -> None:

@@ -11,7 +11,7 @@ import hashlib
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,7 +22,7 @@ import pytest
 
 from dashboard.backend.jobs import JobRegistry, JobRunner, JobStatus
 from dashboard.backend.testing import deaf_to_cancel, write_small_pbmc
-from dashboard.testing import fast_umap, text
+from dashboard.testing import fast_umap, text, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*without encoding metadata")]
 
@@ -82,12 +82,6 @@ def world(tmp_path_factory) -> Iterator[SimpleNamespace]:
 
 
 # ----------------------------------------------------------------------------- helpers
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def wait_switch(world: SimpleNamespace, timeout: float = 120) -> Any:
