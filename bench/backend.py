@@ -30,14 +30,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-# bench/dashboard.py would shadow the ``dashboard`` package: import from the repository root
-sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
+from _bench import DEFAULT_MODEL, DEFAULT_OUT, ROOT, write_results
+
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "h5ad" / "pbmc10k_6855x4000_14prot.h5ad"
-DEFAULT_MODEL = ROOT / "data" / "models" / "pbmc10k"
 SCVI_CKPT = ROOT.parent / "shared" / "reference" / "checkpoints" / "scvi_tools_1.4.2_pbmc10k"
 PARITY_PYTHON = ROOT / ".venv-parity" / "bin" / "python"
+#: The queries the pages need, in dependency order: (name in the results, service method).
+STEPS = (
+    ("latent", "latent"),
+    ("umap", "umap"),
+    ("clusters + cell types", "cell_types"),
+    ("denoised protein", "denoised_protein"),
+    ("foreground probability", "foreground_probability"),
+    ("DE all types (RNA + protein)", "de_one_vs_rest"),
+    ("metrics (3 PPC samples)", "metrics"),
+)
 
 SCVI_SCRIPT = textwrap.dedent(
     """
@@ -80,16 +87,9 @@ def warm_up_numba() -> float:
 
 def pipeline_timings(service: Any, pair: Any) -> dict[str, float]:
     """Seconds of each query the pages need, in dependency order."""
-    steps = [
-        ("latent", lambda: service.latent(pair)),
-        ("umap", lambda: service.umap(pair)),
-        ("clusters + cell types", lambda: service.cell_types(pair)),
-        ("denoised protein", lambda: service.denoised_protein(pair)),
-        ("foreground probability", lambda: service.foreground_probability(pair)),
-        ("DE all types (RNA + protein)", lambda: service.de_one_vs_rest(pair)),
-        ("metrics (3 PPC samples)", lambda: service.metrics(pair)),
-    ]
-    return {name: timed(fn)[0] for name, fn in steps}
+    from dashboard.backend.preparation import service_call
+
+    return {name: timed(service_call(service, pair, method))[0] for name, method in STEPS}
 
 
 def part1(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--skip-scvi", action="store_true")
     parser.add_argument("--skip-pipeline", action="store_true")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_pipeline:
         res["part1"] = part1(args, args.out)
     res["part2"] = part2(args, args.out)
-    (args.out / "backend.json").write_text(json.dumps(res, indent=2, default=str))
+    write_results(res, args.out / "backend.json")
     print_report(res)
     return 0
 

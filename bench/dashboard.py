@@ -50,13 +50,8 @@ from typing import Any
 
 import numpy as np
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-# this file would shadow the ``dashboard`` package: import from the repository root instead
-sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
+from _bench import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_OUT, ROOT, reported, saving
 
-DEFAULT_DATA = ROOT / "data" / "pbmc10k.h5ad"
-DEFAULT_MODEL = ROOT / "data" / "models" / "pbmc10k"
 DEFAULT_CACHE = ROOT / "bench" / "out" / "dashboard-cache"
 UPDATE_URL = "/_dash-update-component"
 SEED = 0
@@ -788,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-start", action="store_true")
     parser.add_argument("--skip-callbacks", action="store_true")
     parser.add_argument("--keep-start-cache", action="store_true")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--start-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.start_worker:
@@ -819,30 +814,27 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": [],
     }
     measured: list[tuple[int, float]] = []  # (cells, cold start seconds)
-    try:
-        for size in sorted(args.sizes):  # the real size first: 70k's UMAP seed needs it
-            print(f"size {size}", flush=True)
-            path, how = dataset_for_size(size, args.data, args.cache_dir)
-            entry: dict[str, Any] = {"size": size, "data": str(path), "how": how}
-            entry["n_cells"] = n_obs(path)
-            res["sizes"].append(entry)
-            if not args.skip_start:
-                entry["start"] = start_part(args, path, entry["n_cells"], measured)
-            if not args.skip_callbacks:
-                entry["callbacks"] = callback_part(args, path, n_real)
-                release_app()
-            start = entry.get("start")
-            if start is not None and "warm" not in start and not args.skip_callbacks:
-                start["warm"] = warm_on_prepared(args, path)
-    except BenchError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        res["load_after"] = list(os.getloadavg())
-        (args.out / "dashboard.json").write_text(json.dumps(res, indent=2, default=str))
-    print_report(res)
-    print(f"\nwrote {args.out / 'dashboard.json'}")
-    return 0
+    out = args.out / "dashboard.json"
+    with saving(res, out):
+        try:
+            for size in sorted(args.sizes):  # the real size first: 70k's UMAP seed needs it
+                print(f"size {size}", flush=True)
+                path, how = dataset_for_size(size, args.data, args.cache_dir)
+                entry: dict[str, Any] = {"size": size, "data": str(path), "how": how}
+                entry["n_cells"] = n_obs(path)
+                res["sizes"].append(entry)
+                if not args.skip_start:
+                    entry["start"] = start_part(args, path, entry["n_cells"], measured)
+                if not args.skip_callbacks:
+                    entry["callbacks"] = callback_part(args, path, n_real)
+                    release_app()
+                start = entry.get("start")
+                if start is not None and "warm" not in start and not args.skip_callbacks:
+                    start["warm"] = warm_on_prepared(args, path)
+        except BenchError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    return reported(res, out, print_report)
 
 
 if __name__ == "__main__":

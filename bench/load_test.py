@@ -71,13 +71,8 @@ from typing import Any
 
 import numpy as np
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-# bench/dashboard.py would shadow the ``dashboard`` package: import from the repository root
-sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
+from _bench import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_OUT, reported, write_results
 
-DEFAULT_DATA = ROOT / "data" / "pbmc10k.h5ad"
-DEFAULT_MODEL = ROOT / "data" / "models" / "pbmc10k"
 UPDATE_URL = "/_dash-update-component"
 PAGE_URLS = ("/", "/_dash-layout", "/_dash-dependencies")
 GENES = ["CD3E", "MS4A1", "CD14", "LYZ", "NKG7", "GNLY", "CD8A", "FCGR3A", "IL7R", "CST3"]
@@ -620,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         help="N clients sending wrong passwords during each level as fast as they can "
         "(implies --auth; their answers are counted apart from the users')",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument(
         "--json-name", default="load_test.json", help="file name of the results under --out"
     )
@@ -691,10 +686,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         server.close()
-        (args.out / args.json_name).write_text(json.dumps(res, indent=2, default=str))
-    print_report(res)
-    print(f"\nwrote {args.out / args.json_name}")
-    return 0
+        write_results(res, args.out / args.json_name)
+    return reported(res, args.out / args.json_name, print_report)
 
 
 if __name__ == "__main__":

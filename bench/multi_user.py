@@ -32,16 +32,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-# bench/dashboard.py would shadow the package: the repository root first, bench/ out
-sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
+from _bench import DEFAULT_DATA as EMBEDDED_DATA
+from _bench import DEFAULT_MODEL as EMBEDDED_MODEL
 
-from dashboard import ids  # noqa: E402
-from dashboard import testing_live as tl  # noqa: E402
+from dashboard import ids
+from dashboard import testing_live as tl
 
-EMBEDDED_DATA = ROOT / "data" / "pbmc10k.h5ad"
-EMBEDDED_MODEL = ROOT / "data" / "models" / "pbmc10k"
 GENE = "LYZ"
 
 

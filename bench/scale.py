@@ -63,12 +63,8 @@ from typing import Any
 
 import numpy as np
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-# bench/dashboard.py would shadow the ``dashboard`` package: import from the repository root
-sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != BENCH)]
+from _bench import BENCH, DEFAULT_DATA, DEFAULT_OUT, ROOT, reported, saving
 
-DEFAULT_DATA = ROOT / "data" / "pbmc10k.h5ad"
 DEFAULT_CACHE = ROOT / "bench" / "out" / "scale-cache"
 SEED_LAYOUT = {  # the lab's data set (the seed of the issue)
     "n_genes": 4000,
@@ -770,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per size")
     parser.add_argument("--keep-cache", action="store_true")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--rates", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -799,19 +795,15 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": [],
     }
     rates: dict[str, float] = {}
-    try:
+    out = args.out / "scale.json"
+    with saving(res, out):
         for size in sorted(args.sizes, key=size_cells):
             print(f"size {size} ({size_cells(size):,} cells)", flush=True)
             r = run_size(args, size, rates)
             r["epochs"] = args.epochs
             res["sizes"].append(r)
             update_rates(rates, r)
-    finally:
-        res["load_after"] = list(os.getloadavg())
-        (args.out / "scale.json").write_text(json.dumps(res, indent=2, default=str))
-    print_report(res)
-    print(f"\nwrote {args.out / 'scale.json'}")
-    return 0
+    return reported(res, out, print_report)
 
 
 if __name__ == "__main__":

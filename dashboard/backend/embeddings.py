@@ -6,7 +6,7 @@ by :mod:`dashboard.backend.embedding` and :mod:`dashboard.backend.clustering`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,15 @@ from dashboard.backend.results import CachedQueries
 if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
     from dashboard.backend.results import ProgressFn
+
+
+class UmapOptions(TypedDict, total=False):
+    """UMAP layout options (``None`` or left out: the settings' ``umap_n_neighbors``,
+    ``umap_min_dist`` and ``seed``)."""
+
+    n_neighbors: int | None
+    min_dist: float | None
+    seed: int | None
 
 
 class Embeddings(CachedQueries):
@@ -36,18 +45,14 @@ class Embeddings(CachedQueries):
         return self.results.cached("latent", pair, {"seed": seed}, compute, progress)
 
     def umap(
-        self,
-        pair: Pair,
-        *,
-        n_neighbors: int | None = None,
-        min_dist: float | None = None,
-        seed: int | None = None,
-        progress: ProgressFn | None = None,
+        self, pair: Pair, *, progress: ProgressFn | None = None, **options: Unpack[UmapOptions]
     ) -> pd.DataFrame:
-        """UMAP of the latent space: columns ``UMAP1``, ``UMAP2``, index = cell names."""
+        """UMAP of the latent space (``options``: :class:`UmapOptions`): columns ``UMAP1``,
+        ``UMAP2``, index = cell names."""
         s = self.settings
+        min_dist, seed = options.get("min_dist"), options.get("seed")
         params = {
-            "n_neighbors": int(n_neighbors or s.umap_n_neighbors),
+            "n_neighbors": int(options.get("n_neighbors") or s.umap_n_neighbors),
             "min_dist": float(s.umap_min_dist if min_dist is None else min_dist),
             "seed": int(s.seed if seed is None else seed),
         }

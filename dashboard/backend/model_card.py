@@ -149,21 +149,17 @@ class ModelCard(CachedQueries):
         return types, f"{what}: {why}"
 
     def shown_metrics(
-        self,
-        pair: Pair,
-        *,
-        labels_key: str | None = None,
-        resolution: float | None = None,
-        protein_scale: str | None = None,
-        **kwargs: Any,
+        self, pair: Pair, *, protein_scale: str | None = None, **kwargs: Any
     ) -> MetricsResult:
-        """:meth:`metrics` from protein samples on ``protein_scale`` (default
-        ``settings.protein_scale``), the DE-metric rows under the cell types' shown names
-        (the cached result keeps the automatic names)."""
-        result = self.metrics(pair, labels_key=labels_key, resolution=resolution, **kwargs)
+        """:meth:`metrics` (``kwargs``: its options) from protein samples on
+        ``protein_scale`` (default ``settings.protein_scale``), the DE-metric rows under the
+        cell types' shown names (the cached result keeps the automatic names)."""
+        result = self.metrics(pair, **kwargs)
         scale = self.settings.protein_scale if protein_scale is None else protein_scale
         result = result.for_scale(check_protein_scale(scale))
-        names = self.annotation.cell_type_names(pair, labels_key=labels_key, resolution=resolution)
+        names = self.annotation.cell_type_names(
+            pair, labels_key=kwargs.get("labels_key"), resolution=kwargs.get("resolution")
+        )
         if all(k == v for k, v in names.items()):
             return result
 

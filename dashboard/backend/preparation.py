@@ -34,25 +34,53 @@ WARM_STEPS: tuple[tuple[str, float], ...] = (
 STEP_LISTS = {"essential": ESSENTIAL_STEPS, "warm": WARM_STEPS}
 
 
+#: What :func:`precompute` fills, in order: (result, the service method computing it).
+PRECOMPUTE_STEPS: tuple[tuple[str, str], ...] = (
+    ("latent", "latent"),
+    ("umap", "umap"),
+    ("clusters", "clusters"),
+    ("denoised_rna", "denoised_rna_manifest"),
+    ("denoised", "denoised_protein"),
+    ("cell_types", "cell_types"),
+    ("foreground", "foreground_probability"),
+    ("imputed", "imputed_proteins"),
+    ("de_one_vs_rest", "de_one_vs_rest"),
+    ("metrics", "metrics"),
+)
+
+
+def service_call(
+    service: AnalysisService,
+    pair: Pair,
+    method: str,
+    should_stop: Callable[[], bool] | None = None,
+) -> Callable[[], Any]:
+    """``service.<method>(pair)`` as a call without arguments (the DE table's with
+    ``should_stop``)."""
+    if method == "de_one_vs_rest":
+        return lambda: service.de_one_vs_rest(pair, should_stop=should_stop)
+    return lambda: getattr(service, method)(pair)
+
+
 def step_calls(
     service: AnalysisService, pair: Pair, should_stop: Callable[[], bool] | None = None
 ) -> dict[str, Callable[[], Any]]:
     """The service calls behind every step of :data:`STEP_LISTS`."""
-    return {
-        "latent space": lambda: service.latent(pair),
-        "UMAP": lambda: service.umap(pair),
-        "Leiden clusters": lambda: service.clusters(pair),
-        # one model pass: RNA written as gene blocks, the protein table stored alongside
-        "denoised expression": lambda: (
-            service.denoised_rna_manifest(pair),
-            service.denoised_protein(pair),
-        ),
-        "cell types": lambda: service.cell_types(pair),
-        "foreground probability": lambda: service.foreground_probability(pair),
-        "differential expression (one vs rest)": lambda: service.de_one_vs_rest(
-            pair, should_stop=should_stop
-        ),
+    methods = {
+        "latent space": "latent",
+        "UMAP": "umap",
+        "Leiden clusters": "clusters",
+        "cell types": "cell_types",
+        "foreground probability": "foreground_probability",
+        "differential expression (one vs rest)": "de_one_vs_rest",
     }
+    calls = {name: service_call(service, pair, m, should_stop) for name, m in methods.items()}
+    # one model pass: RNA written as gene blocks, the protein table stored alongside
+    calls["denoised expression"] = lambda: (
+        service.denoised_rna_manifest(pair),
+        service.denoised_protein(pair),
+    )
+    return calls
 
 
 def prepare_pair(
@@ -99,20 +127,12 @@ def precompute(
 ) -> dict[str, str]:
     """Fill the cache with everything the pages show; returns ``{result: cache key}``
     (the model-card metrics are left out for minified data: they need the counts)."""
-    steps: list[tuple[str, Callable[[], Any]]] = [
-        ("latent", lambda: service.latent(pair)),
-        ("umap", lambda: service.umap(pair)),
-        ("clusters", lambda: service.clusters(pair)),
-        ("denoised_rna", lambda: service.denoised_rna_manifest(pair)),
-        ("denoised", lambda: service.denoised_protein(pair)),
-        ("cell_types", lambda: service.cell_types(pair)),
-        ("foreground", lambda: service.foreground_probability(pair)),
-        ("imputed", lambda: service.imputed_proteins(pair)),
-        ("de_one_vs_rest", lambda: service.de_one_vs_rest(pair, should_stop=should_stop)),
-        ("metrics", lambda: service.metrics(pair)),
+    minified = service.dataset(pair).minified is not None
+    steps = [
+        (name, service_call(service, pair, method, should_stop))
+        for name, method in PRECOMPUTE_STEPS
+        if not (minified and name == "metrics")
     ]
-    if service.dataset(pair).minified is not None:
-        steps = [(name, step) for name, step in steps if name != "metrics"]
     keys: dict[str, str] = {}
     for i, (name, step) in enumerate(steps):
         if should_stop is not None and should_stop():
