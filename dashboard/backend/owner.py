@@ -21,6 +21,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
+#: The file kinds datasets come as (10x matrix folders aside): listed, uploaded, and a file
+#: of one of them directly in ``uploads/`` is shared rather than a workspace's.
+DATA_SUFFIXES = (".h5ad", ".h5mu", ".h5")
 #: Folder of each owner's private area: under ``data_dir`` (uploads), under ``model_dir``.
 PRIVATE_FOLDERS = ("uploads", "users")
 #: The owner of the request being served (``None``: no request, nothing is filtered).
@@ -93,6 +96,6 @@ def foreign_area(relative: Path, owner: str | None) -> bool:
     parts = relative.parts
     if len(parts) < 2 or parts[0] not in PRIVATE_FOLDERS:
         return False
-    if len(parts) == 2 and parts[1].lower().endswith((".h5ad", ".h5mu", ".h5")):
+    if len(parts) == 2 and parts[1].lower().endswith(DATA_SUFFIXES):
         return False  # a file in uploads/ itself
     return parts[1] != workspace_id(owner)

@@ -17,11 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from dashboard.backend.errors import DatasetNotFound
-from dashboard.backend.owner import current_owner, foreign_area, workspace_id
+from dashboard.backend.owner import DATA_SUFFIXES, current_owner, foreign_area, workspace_id
 from model.model_folder import ModelFolder, find_model_folders
-
-#: File suffixes offered as datasets (with 10x ``matrix.mtx`` folders).
-DATA_SUFFIXES = (".h5ad", ".h5mu", ".h5")
 
 
 def resolve_in_folder(

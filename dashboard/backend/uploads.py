@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from dashboard.backend.errors import DatasetNotFound, LimitExceeded
+from dashboard.backend.owner import DATA_SUFFIXES
 from dashboard.backend.settings import Settings
 from dashboard.backend.untrusted import DATASET_READER, QUERY_READER, child_validator
 
 #: Hidden folder (under the upload folder) of uploads still arriving or being checked.
 INCOMING = ".incoming"
 #: Suffixes an upload may have (the reader picks its format by suffix).
-UPLOAD_SUFFIXES = (".h5ad", ".h5mu", ".h5")
+UPLOAD_SUFFIXES = DATA_SUFFIXES
 #: Bytes copied per read of the request body.
 CHUNK = 1024 * 1024
 #: Temporary uploads older than this (seconds) are left by a crash and removed at start.

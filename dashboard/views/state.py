@@ -211,7 +211,7 @@ class ActiveState:
         base = {
             "version": version,
             "pair_id": pair.id if pair else None,
-            "pair_name": _pair_name(pair) if pair else "",
+            "pair_name": pair_name(pair) if pair else "",
             "warming": warming,
         }
         if pending is not None and job is not None:
@@ -227,7 +227,7 @@ class ActiveState:
                 "preparing",
                 progress=info.progress,
                 message=info.message or "queued",
-                pending_name=_pair_name(pending),
+                pending_name=pair_name(pending),
                 **base,
             )
         if error:
@@ -304,10 +304,9 @@ class ActiveState:
             self._finish_failed(job, None if info.status == "cancelled" else info.error)
             return
         try:
-            seconds = prepare_pair(self.service, pair, steps="essential")  # cached: reads
-            for name, call in local_steps(self.service, pair).items():
-                call()
-                seconds[name] = 0.0
+            # every result is in the cache now: this reads them, then builds this
+            # process's column-major counts
+            seconds = prepare_pair(self.service, pair, extra=local_steps(self.service, pair))
         except Exception as err:
             logger.exception("preparation %s: its results cannot be read here", job)
             self._finish_failed(job, f"{type(err).__name__}: {err}")
@@ -359,7 +358,8 @@ class ActiveState:
                 logger.exception("saving workspace %s failed", self.owner)
 
 
-def _pair_name(pair: Pair) -> str:
+def pair_name(pair: Pair) -> str:
+    """How the status bar and messages name a pair (model on dataset)."""
     return f"{pair.model.name or pair.model.id} on {pair.dataset.name or pair.dataset.id}"
 
 

@@ -29,7 +29,7 @@ from typing import Any
 from dashboard.backend.errors import BackendError, InvalidSelection
 from dashboard.backend.owner import acting_as, foreign_area, workspace_id
 from dashboard.backend.refs import DatasetRef, Pair
-from dashboard.views.state import ActiveState
+from dashboard.views.state import ActiveState, pair_name
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class Workspaces:
         if state.switch.view().running or state.job_id is not None:
             return "the link's model opens when the running job ends; showing your own"
         state.prepare(pair)
-        return f"opening the link's model ({_name(pair)}); the view switches when it is ready"
+        return f"opening the link's model ({pair_name(pair)}); the view switches when it is ready"
 
     def find_pair(self, pair_id: str) -> Pair | None:
         """A pair some workspace (or the default) has shown, by its id."""
@@ -229,7 +229,3 @@ class Workspaces:
         except (BackendError, KeyError, TypeError, ValueError) as err:
             log.warning("workspace %s: its model cannot be restored (%s)", state.owner, err)
             state.set_dataset(None)
-
-
-def _name(pair: Pair) -> str:
-    return f"{pair.model.name or pair.model.id} on {pair.dataset.name or pair.dataset.id}"
