@@ -22,11 +22,24 @@ from dash import ClientsideFunction, Dash, Input, Output, State, no_update, set_
 from dash._callback import GLOBAL_CALLBACK_LIST, GLOBAL_CALLBACK_MAP
 
 from dashboard import backend, ids
+from dashboard.auth import install_basic_auth
 from dashboard.backend.errors import BackendError
 from dashboard.backend.owner import current_owner
 from dashboard.components import alert
+from dashboard.http_guard import CALLBACK_BODY_BYTES, install_http_guard
 from dashboard.identity import install_identity
+from dashboard.layout import (
+    POLL_BUSY_MS,
+    POLL_IDLE_MS,
+    nav_links,
+    shell,
+    status_view,
+    version_token,
+)
 from dashboard.pages._shared import data_of, shared_outputs
+from dashboard.upload_route import install_upload_route
+from dashboard.url_state import view_search
+from dashboard.views.cells import cell_positions
 from dashboard.views.state import ActiveState, get_state, get_workspaces, set_state
 from dashboard.views.workspaces import Workspaces
 
@@ -80,35 +93,21 @@ def create_app(
         },
         meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
     )
-    from dashboard.layout import shell
-
     app.layout = shell
     register_shell_callbacks(app)
     app.server.after_request(_gzip_response)
-    from dashboard.http_guard import CALLBACK_BODY_BYTES, install_http_guard
-
     # security headers on every response; callback bodies over 32 MB refused unread,
     # malformed or too deep JSON before parsing; uploads stream to their own route
     install_http_guard(app, max_body_bytes=CALLBACK_BODY_BYTES, raw_body_paths=("/_upload/",))
-    from dashboard.backend.uploads import upload_validators
-    from dashboard.upload_route import install_upload_route
-
-    install_upload_route(app.server, service, upload_validators(service.settings))
+    install_upload_route(app.server, service)
     install_identity(app.server)  # after auth (which puts itself first): its user names it
     if service.settings.auth_file is not None:  # after the guard: it puts itself first
-        from dashboard.auth import install_basic_auth
-
         install_basic_auth(app.server, service.settings.auth_file)
     return app
 
 
 def on_callback_error(err: Exception) -> None:
     """Last line of defence: log the traceback server-side, show one readable line."""
-    from dash import set_props
-
-    from dashboard.backend.errors import BackendError
-    from dashboard.components import alert
-
     if isinstance(err, BackendError):
         message = str(err)
         log.warning("callback: %s", message)
@@ -125,8 +124,6 @@ def on_callback_error(err: Exception) -> None:
 def update_status(_n: int | None, token: dict[str, Any] | None) -> tuple[list[Any], Any, int]:
     """Status indicator, the version token (only when the active pair changed) and the
     poll period (fast while something is being prepared)."""
-    from dashboard.layout import POLL_BUSY_MS, POLL_IDLE_MS, status_view, version_token
-
     status = get_state().status().to_dict()
     new = version_token(status)
     busy = status["state"] == "preparing" or status.get("warming")
@@ -141,8 +138,6 @@ def update_url_query(
     color: dict[str, Any] | None, selection: dict[str, Any] | None, token: dict[str, Any] | None
 ) -> str:
     """The shareable query string of the current colour and selection."""
-    from dashboard.url_state import view_search
-
     cells = _valid_cells(selection, token)
     region = _valid_region(selection, token)
     n_cells = None
@@ -174,16 +169,12 @@ def _valid_cells(selection: dict[str, Any] | None, token: dict[str, Any] | None)
         return None
     if token and selection.get("dataset") not in (None, token.get("dataset")):
         return None
-    from dashboard.views.cells import cell_positions
-
     return cell_positions(selection["cells"])
 
 
 def seed_from_link(page_state: dict[str, Any] | None) -> tuple[Any, Any]:
     """A page opened from a shared link: select its cells, and say in one line what of the
     link cannot be used (a selection for other cells, a colour this dataset lacks)."""
-    from dashboard.components import alert
-
     if not page_state:
         return no_update, no_update
     problems = [str(page_state[k]) for k in ("error", "notice") if page_state.get(k)]
@@ -279,8 +270,6 @@ def register_shell_callbacks(app: Dash) -> None:
     }
     for function, deps in follow.items():
         app.callback(*deps, prevent_initial_call=True)(function)
-    from dashboard.layout import nav_links
-
     app.clientside_callback(
         ClientsideFunction(namespace="tve", function_name="activeNav"),
         [Output(link.id, "className") for link in nav_links()],

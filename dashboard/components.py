@@ -486,13 +486,19 @@ def number_field(
     return field(label, box, hint=hint)
 
 
-def upload_with_status(component_id: str, *, status_id: str, **upload: Any) -> html.Div:
-    """A :func:`stream_upload` drop zone (``upload``: its keywords) and, under it, the line
-    that says what became of the file (``status_id``, with a spinner while it is read)."""
+def upload_with_status(
+    component_id: str, *, status_id: str, check: JobPanel, checked: str, **upload: Any
+) -> html.Div:
+    """A :func:`stream_upload` drop zone (``upload``: its keywords), the compact panel of
+    the job that checks the file once it arrived (``check``; progress and Cancel while it
+    reads), the store that changes when that job ended (``checked``) and the line that says
+    what became of the file (``status_id``)."""
     return html.Div(
         [
             stream_upload(component_id, **upload),
-            dcc.Loading(html.Div(id=status_id), type="dot"),
+            job_panel(check, compact=True, poll_ms=500),
+            dcc.Store(id=checked),
+            html.Div(id=status_id),
         ]
     )
 

@@ -27,17 +27,27 @@ def job_ids(prefix: str) -> JobPanel:
 
 class UploadZone(NamedTuple):
     """The ids of one drop zone (:func:`dashboard.components.upload_with_status`): the
-    zone, the line saying what became of the file, the store the browser puts the outcome
-    in; ``<prefix>``, ``<prefix>-status``, ``<prefix>-done`` (:func:`upload_ids`)."""
+    zone, the line saying what became of the file, the store the browser puts the upload's
+    job id in, the panel of the job that checks the file, and the store that changes when
+    that job has ended; ``<prefix>``, ``<prefix>-status``, ``<prefix>-done``,
+    ``<prefix>-check-*``, ``<prefix>-checked`` (:func:`upload_ids`)."""
 
     zone: str
     status: str
     done: str
+    check: JobPanel
+    checked: str
 
 
 def upload_ids(prefix: str) -> UploadZone:
     """The ids of the drop zone ``prefix``."""
-    return UploadZone(prefix, f"{prefix}-status", f"{prefix}-done")
+    return UploadZone(
+        prefix,
+        f"{prefix}-status",
+        f"{prefix}-done",
+        job_ids(f"{prefix}-check"),
+        f"{prefix}-checked",
+    )
 
 
 # app shell (layout.py) ---------------------------------------------------------------
@@ -163,6 +173,8 @@ MODEL_QUERY_PROGRESS = MODEL_QUERY_JOB.progress
 MODEL_QUERY_MESSAGE = MODEL_QUERY_JOB.message
 # model page: the drop zones of the dataset (card 1) and of the new data (map card)
 MODEL_UPLOAD_ZONE = upload_ids("model-upload")
-MODEL_UPLOAD, MODEL_UPLOAD_STATUS, MODEL_UPLOAD_DONE = MODEL_UPLOAD_ZONE
+MODEL_UPLOAD, MODEL_UPLOAD_STATUS, MODEL_UPLOAD_DONE = MODEL_UPLOAD_ZONE[:3]
 MODEL_QUERY_UPLOAD_ZONE = upload_ids("model-query-upload")
-MODEL_QUERY_UPLOAD, MODEL_QUERY_UPLOAD_STATUS, MODEL_QUERY_UPLOAD_DONE = MODEL_QUERY_UPLOAD_ZONE
+MODEL_QUERY_UPLOAD, MODEL_QUERY_UPLOAD_STATUS, MODEL_QUERY_UPLOAD_DONE = MODEL_QUERY_UPLOAD_ZONE[
+    :3
+]

@@ -112,6 +112,27 @@ def find(component: Any, component_id: Any) -> Any:
     raise AssertionError(f"no component {component_id!r}")
 
 
+def slow_reader(path: str, **_: Any) -> None:
+    """A dataset reader that never finishes in a test's time (for cancelling a check: the
+    validation child imports it by name, ``dashboard.testing:slow_reader``)."""
+    time.sleep(600)
+
+
+def finish_upload(callbacks: Any, done: Any, *, timeout: float = 120.0) -> tuple:
+    """Run a drop zone's callbacks (:class:`dashboard.pages._query_map.UploadCallbacks`)
+    as the browser does after an upload: follow the check's job with the panel's poll to
+    its end, then show the outcome. Returns ``(dropdown options, dropdown value, status
+    line)``."""
+    store, _off, ended, *_ = callbacks.arrived(done)
+    deadline = time.monotonic() + timeout
+    while isinstance(store, dict) and not isinstance(ended, dict):
+        assert time.monotonic() < deadline, f"the upload check did not end in {timeout:g} s"
+        time.sleep(0.1)
+        _progress, _off, ended, *_ = callbacks.poll(1, store)
+    options, value, status, _ = callbacks.checked(ended)
+    return options, value, status
+
+
 def post_upload(server: Any, raw: bytes, filename: str, target: str = "dataset") -> dict:
     """Send ``raw`` to the upload route of a Flask ``server`` (an app's ``.server``) as the
     browser's drop zone does; returns what the zone puts in its store."""

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,12 +318,25 @@ class Live:
         body = r.json() if r.headers.get("Content-Type", "").startswith("application/json") else {}
         return {"upload": body["upload"]} if "upload" in body else {"failed": r.status_code}
 
-    def upload_message(self, raw: bytes, name: str, target: str = "dataset") -> str:
-        """Upload ``raw`` and return the one line the Model page then shows."""
-        done = self.upload(raw, name, target)
-        store = "model-upload-done" if target == "dataset" else "model-query-upload-done"
-        status = "model-upload-status" if target == "dataset" else "model-query-upload-status"
-        out = self.callback(f"{status}.children", {f"{store}.data": done}, [f"{store}.data"])
+    def upload_message(
+        self, raw: bytes, name: str, target: str = "dataset", *, timeout: float = 120.0
+    ) -> str:
+        """Upload ``raw`` as the drop zone does, follow the job that checks it as its panel
+        does (the poll timer) and return the one line the Model page then shows."""
+        zone = "model-upload" if target == "dataset" else "model-query-upload"
+        done, check = f"{zone}-done.data", f"{zone}-check"
+        out = self.fire(done, {done: self.upload(raw, name, target)})["response"]
+        store = out.get(f"{check}-job-store", {}).get("data")
+        ended = out.get(f"{zone}-checked", {}).get("data")
+        interval = f"{check}-interval.n_intervals"
+        deadline = time.monotonic() + timeout
+        while ended is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+            polled = self.fire(interval, {interval: 1, f"{check}-job-store.data": store})
+            ended = polled["response"].get(f"{zone}-checked", {}).get("data")
+        assert ended is not None, f"the check of {name} did not end in {timeout:g} s"
+        status = f"{zone}-status"
+        out = self.fire(f"{zone}-checked.data", {f"{zone}-checked.data": ended})
         return shown_text(out["response"][status]["children"])
 
     def log_text(self) -> str:

@@ -12,16 +12,17 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dashboard.backend.errors import InvalidSelection, JobNotFound
+from dashboard.backend.errors import DatasetNotFound, InvalidSelection, JobNotFound
 from dashboard.backend.owner import current_owner
 from dashboard.backend.preparation import STEP_LISTS, prepare_pair
 from dashboard.backend.refs import DatasetRef, Pair
 from dashboard.backend.training import discard_partial_checkpoint, train_in_process
+from dashboard.backend.uploads import Incoming, accept_upload, is_incoming, upload_validators
 
 if TYPE_CHECKING:
     from dashboard.backend.celery_jobs import CeleryJobs
@@ -82,8 +83,8 @@ class BackgroundJobs:
     # ================================================================ job bodies
     def job_body(self, kind: str, payload: dict[str, Any]) -> JobBody:
         """What job ``kind`` runs for ``payload`` (JSON), the same on a server thread and
-        on a Celery worker: ``prepare`` ({pair, steps}), ``query`` ({query, pair, params})
-        or ``train`` ({dataset, kwargs})."""
+        on a Celery worker: ``prepare`` ({pair, steps}), ``query`` ({query, pair, params}),
+        ``train`` ({dataset, kwargs}) or ``upload`` ({target, tmp, name, shown, folder})."""
         if kind == "prepare":
             pair, steps = Pair.from_dict(payload["pair"]), str(payload.get("steps"))
             if steps not in STEP_LISTS:
@@ -117,8 +118,30 @@ class BackgroundJobs:
                     raise
 
             return JobBody(train, result_json=lambda result: result)
+        if kind == "upload":
+            return self._upload_body(str(payload["target"]), Incoming.from_dict(payload))
         msg = f"unknown job kind {kind!r}"
         raise InvalidSelection(msg)
+
+    def _upload_body(self, target: str, arrived: Incoming) -> JobBody:
+        """Check an arrived upload for ``target`` and give it its name (or delete it)."""
+        validators = upload_validators(self.service.settings)
+        if target not in validators:
+            msg = f"unknown upload target {target!r}"
+            raise InvalidSelection(msg)
+        if not is_incoming(arrived.tmp, self.service.settings.data_dir):
+            msg = f"{arrived.shown}: the upload is gone (the server restarted?); upload it again"
+            raise DatasetNotFound(msg)
+
+        def check(ctx: JobContext) -> dict[str, Any]:
+            ctx.progress(0.05, f"reading {arrived.shown} in a separate process")
+            validate = validators[target]
+            path, summary = accept_upload(
+                arrived, lambda tmp, shown: validate(tmp, shown, should_stop=ctx.cancelled)
+            )
+            return {"path": str(path), "summary": asdict(summary)}
+
+        return JobBody(check, result_json=lambda result: result)
 
     def _query_body(self, query: str, pair: Pair, params: dict[str, Any]) -> JobBody:
         _check_query(query)
@@ -169,6 +192,24 @@ class BackgroundJobs:
         """Run ``fn(ctx)`` as job ``kind`` on this process's threads (what needs this
         process's memory: a page's closure); returns the job id."""
         return self.runner.submit(kind, fn, params=params, result_json=result_json)
+
+    def submit_upload(self, target: str, arrived: Incoming) -> str:
+        """Check an upload that arrived (:func:`~dashboard.backend.uploads.receive_upload`)
+        as a job: read in a capped child process, then stored under its own name. The
+        job's result is ``{"path", "summary"}``; a refused file is deleted and its job
+        fails with one line naming the file."""
+        payload = {"target": target, **arrived.to_dict()}
+        params = {"target": target, "file": arrived.shown}
+        try:
+            return self._dispatch("upload", "upload", payload, params)
+        except BaseException:
+            arrived.tmp.unlink(missing_ok=True)
+            raise
+
+    def refuse(self, kind: str, error: str, **params: Any) -> str:
+        """Record a job of ``kind`` that could not start, failed with ``error`` (one
+        line), so its page reads the outcome as it reads every job's; returns its id."""
+        return self.runner.refuse(kind, error, params=_described(params))
 
     def submit_prepare(self, pair: Pair, *, steps: str = "essential") -> str:
         """Prepare ``pair`` (:mod:`dashboard.backend.preparation`) as a background job;

@@ -47,7 +47,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from dashboard.backend.errors import JobCancelled, JobFailed, JobNotFound
+from dashboard.backend.errors import BackendError, JobCancelled, JobFailed, JobNotFound
 from dashboard.backend.lifetime import die_with_parent
 from dashboard.backend.owner import current_owner
 
@@ -415,6 +415,22 @@ class JobRunner:
         )
         return job_id
 
+    def refuse(self, kind: str, error: str, *, params: dict[str, Any] | None = None) -> str:
+        """Record a job that could not start (failed with ``error``); returns its id."""
+        job_id, now = uuid.uuid4().hex, time.time()
+        info = JobInfo(
+            id=job_id,
+            kind=kind,
+            status=JobStatus.FAILED,
+            message="refused",
+            error=error,
+            params=_jsonable(params or {}),
+            started=now,
+            finished=now,
+        )
+        self.registry.write(info)
+        return job_id
+
     def _run(
         self,
         job_id: str,
@@ -661,6 +677,9 @@ def run_job(
             registry.update(
                 job_id, status=JobStatus.CANCELLED, message=str(err), finished=time.time()
             )
+            return False, None
+        if isinstance(err, BackendError):  # the user's input: its one line says it all
+            registry.fail(job_id, str(err))
             return False, None
         logger.exception("job %s failed", job_id)
         registry.fail(job_id, f"{type(err).__name__}: {err}")

@@ -159,6 +159,8 @@ class AnalysisService:
         self.submit_train = b.submit_train
         self.submit_load_model = b.submit_load_model
         self.submit_map_query = b.submit_map_query
+        self.submit_upload = b.submit_upload
+        self.refuse = b.refuse
         self.job = b.job
         self.jobs_of = b.jobs_of
         self.cancel = b.cancel

@@ -31,13 +31,14 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dashboard.backend.errors import BackendError, DatasetNotFound, LimitExceeded
+from dashboard.backend.errors import BackendError, DatasetNotFound, JobCancelled, LimitExceeded
 
 if TYPE_CHECKING:
     from dashboard.backend.settings import Settings
@@ -59,6 +60,8 @@ QUERY_READER = "dashboard.backend.mapping:load_query_file"
 MAX_CHILDREN = 2
 #: Seconds a file waits for a free child slot before it is refused (try again later).
 SLOT_WAIT = 10.0
+#: Seconds between two looks at a job's cancel flag while its file is read.
+CANCEL_POLL = 0.25
 #: A file may use this many times its size in memory when that is above the setting.
 BYTES_PER_FILE_BYTE = 20
 _VERDICTS_KEPT = 256
@@ -89,12 +92,14 @@ def validate_in_child(
     timeout_s: float,
     source_name: str,
     reader: str = DATASET_READER,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ValidationSummary:
     """Read ``path`` with ``reader(path, **read_kwargs)`` in a limited child; its summary.
 
     ``memory_limit_bytes`` caps the address space reading may add, ``timeout_s`` the wall
     and CPU time. ``source_name`` names the file in messages. Raises
-    :class:`DatasetNotFound` with one line on any failure (see the module docstring).
+    :class:`DatasetNotFound` with one line on any failure (see the module docstring), and
+    :class:`JobCancelled` when ``should_stop()`` turns true (the child is killed).
     """
     p = Path(path)
     name = source_name or p.name
@@ -116,15 +121,21 @@ def validate_in_child(
         )
         raise LimitExceeded(msg)
     try:
-        return _run_child(request, env, p, name, timeout_s)
+        return _run_child(request, env, p, name, timeout_s, should_stop)
     finally:
         _slots.release()
 
 
 def _run_child(
-    request: Mapping[str, Any], env: dict[str, str], p: Path, name: str, timeout_s: float
+    request: Mapping[str, Any],
+    env: dict[str, str],
+    p: Path,
+    name: str,
+    timeout_s: float,
+    should_stop: Callable[[], bool] | None,
 ) -> ValidationSummary:
-    """Run one validation child (a slot is held) and read its verdict."""
+    """Run one validation child (a slot is held) and read its verdict; ``should_stop`` is
+    asked every :data:`CANCEL_POLL` seconds."""
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dashboard.backend.untrusted"],
@@ -134,13 +145,25 @@ def _run_child(
             env=env,
             close_fds=True,
         )
-        try:
-            out, _ = proc.communicate(json.dumps(request).encode(), timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            msg = f"{name}: reading it took longer than {timeout_s:g} s; refused"
-            raise DatasetNotFound(msg) from None
+        sent: bytes | None = json.dumps(request).encode()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            try:  # communicate may be called again after a timeout; nothing is lost
+                out, _ = proc.communicate(sent, timeout=max(0.0, min(CANCEL_POLL, left)))
+                break
+            except subprocess.TimeoutExpired:
+                sent = None  # the request went with the first call
+                stop = should_stop is not None and should_stop()
+                if not stop and left > CANCEL_POLL:
+                    continue
+                proc.kill()
+                proc.communicate()
+                if stop:
+                    msg = f"{name}: checking it was cancelled; nothing was stored"
+                    raise JobCancelled(msg) from None
+                msg = f"{name}: reading it took longer than {timeout_s:g} s; refused"
+                raise DatasetNotFound(msg) from None
     return _verdict(proc.returncode, out, p, name, request)
 
 
@@ -151,6 +174,7 @@ def validate_file(
     source_name: str = "",
     read_kwargs: Mapping[str, Any] | None = None,
     reader: str = DATASET_READER,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ValidationSummary:
     """:func:`validate_in_child` with the limits of ``settings``, once per file and reader.
 
@@ -179,6 +203,7 @@ def validate_file(
         timeout_s=settings.validate_timeout,
         source_name=source_name or p.name,
         reader=reader,
+        should_stop=should_stop,
     )
     with _verdicts_lock:
         _verdicts[key] = summary
@@ -189,11 +214,16 @@ def validate_file(
 
 def child_validator(
     settings: Settings, reader: str = DATASET_READER
-) -> Callable[[Path, str], ValidationSummary]:
-    """``validate(path, shown_name)`` for uploads: :func:`validate_file` with ``settings``."""
+) -> Callable[..., ValidationSummary]:
+    """``validate(path, shown_name, should_stop=None)`` for uploads: :func:`validate_file`
+    with ``settings``."""
 
-    def validate(path: Path, shown: str) -> ValidationSummary:
-        return validate_file(path, settings=settings, source_name=shown, reader=reader)
+    def validate(
+        path: Path, shown: str, should_stop: Callable[[], bool] | None = None
+    ) -> ValidationSummary:
+        return validate_file(
+            path, settings=settings, source_name=shown, reader=reader, should_stop=should_stop
+        )
 
     return validate
 

@@ -1,12 +1,14 @@
 """Storing uploaded datasets: streamed to disk, validated, then given a name no one else has.
 
 An upload arrives as a byte stream (the request body, never held whole in memory). It is
-copied in chunks to a hidden temporary file under ``<folder>/.incoming/``, refused as soon
-as it passes the size limit, validated (:mod:`dashboard.backend.untrusted` reads it in a
-child process), and only then linked to its final name with an *exclusive* create: two
-users uploading ``pbmc.h5ad`` at the same moment get ``pbmc.h5ad`` and ``pbmc-2.h5ad``,
-each told the name they got; nothing is ever overwritten. Temporary files are invisible
-to every listing (hidden folder) and removed at start-up when left by a crash.
+copied in chunks to a hidden temporary file under ``<folder>/.incoming/``
+(:func:`receive_upload`, in the upload request), refused as soon as it passes the size
+limit, then checked by a job (:func:`accept_upload`: :mod:`dashboard.backend.untrusted`
+reads it in a child process, with progress and cancel like every job), and only then
+linked to its final name with an *exclusive* create: two users uploading ``pbmc.h5ad`` at
+the same moment get ``pbmc.h5ad`` and ``pbmc-2.h5ad``, each told the name they got;
+nothing is ever overwritten. Temporary files are invisible to every listing (hidden
+folder) and removed at start-up when left by a crash.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from dashboard.backend.errors import DatasetNotFound, LimitExceeded
-from dashboard.backend.owner import DATA_SUFFIXES
+from dashboard.backend.owner import DATA_SUFFIXES, upload_area
 from dashboard.backend.settings import Settings
 from dashboard.backend.untrusted import DATASET_READER, QUERY_READER, child_validator
 
@@ -55,16 +58,35 @@ def megabytes(n: int) -> str:
     return f"{mb:,.0f} MB" if mb >= 10 else f"{mb:.2g} MB"
 
 
-def store_upload(
+@dataclass(frozen=True)
+class Incoming:
+    """An upload that arrived whole and waits for its check: the hidden temporary file,
+    the name it will be stored under, the name the user gave, the folder it goes to."""
+
+    tmp: Path
+    name: str
+    shown: str
+    folder: Path
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON form (a job's payload)."""
+        return {k: str(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Incoming:
+        """Inverse of :meth:`to_dict`."""
+        return cls(Path(d["tmp"]), str(d["name"]), str(d["shown"]), Path(d["folder"]))
+
+
+def receive_upload(
     stream: BinaryIO | None,
     filename: str | None,
     folder: str | os.PathLike[str],
     *,
     max_bytes: int,
-    validate: Callable[[Path, str], Any],
     declared_bytes: int | None = None,
-) -> tuple[Path, Any]:
-    """Copy ``stream`` to ``folder`` under a new name after ``validate`` accepts it.
+) -> Incoming:
+    """Copy ``stream`` to a hidden temporary file under ``folder/.incoming``.
 
     Parameters
     ----------
@@ -77,15 +99,12 @@ def store_upload(
     max_bytes
         Size limit; a larger upload is refused as soon as it passes it (or before reading
         when ``declared_bytes`` says so), and what arrived is deleted.
-    validate
-        ``validate(temp_path, shown_name)`` reads the file and returns what it read; it
-        raises a :class:`~dashboard.backend.errors.BackendError` naming ``shown_name``.
     declared_bytes
         The request's Content-Length, when known.
 
     Returns
     -------
-    The final path (never an existing file's) and what ``validate`` returned.
+    The arrived upload, for :func:`accept_upload` (run as a job: it reads the file).
     """
     name = safe_upload_name(filename)
     shown = str(filename or name)
@@ -111,11 +130,49 @@ def store_upload(
         if size == 0:
             msg = f"{shown} is empty"
             raise DatasetNotFound(msg)
-        data = validate(tmp, shown)
-        return _link_new_name(tmp, folder, name), data
-    finally:
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        raise
+    return Incoming(tmp, name, shown, folder)
+
+
+def accept_upload(arrived: Incoming, validate: Callable[[Path, str], Any]) -> tuple[Path, Any]:
+    """Check an arrived upload and give it its final name; the temporary file goes either way.
+
+    ``validate(temp_path, shown_name)`` reads the file and returns what it read; it raises
+    a :class:`~dashboard.backend.errors.BackendError` naming ``shown_name``. Returns the
+    final path (never an existing file's) and what ``validate`` returned.
+    """
+    try:
+        data = validate(arrived.tmp, arrived.shown)
+        return _link_new_name(arrived.tmp, arrived.folder, arrived.name), data
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            arrived.tmp.unlink()
+
+
+def store_upload(
+    stream: BinaryIO | None,
+    filename: str | None,
+    folder: str | os.PathLike[str],
+    *,
+    max_bytes: int,
+    validate: Callable[[Path, str], Any],
+    declared_bytes: int | None = None,
+) -> tuple[Path, Any]:
+    """:func:`receive_upload` then :func:`accept_upload` in one call (the CLI, tests)."""
+    arrived = receive_upload(
+        stream, filename, folder, max_bytes=max_bytes, declared_bytes=declared_bytes
+    )
+    return accept_upload(arrived, validate)
+
+
+def is_incoming(path: str | os.PathLike[str], data_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a temporary upload under ``data_dir``'s upload areas (what a
+    job given a payload may read and delete, nothing else)."""
+    p, base = Path(path).resolve(), upload_area(data_dir, None).resolve()
+    return p.parent.name == INCOMING and p.is_relative_to(base) and p.is_file()
 
 
 def _link_new_name(tmp: Path, folder: Path, name: str) -> Path:
@@ -153,7 +210,11 @@ def clean_stale_uploads(folder: str | os.PathLike[str], *, older_than: float = S
     return removed
 
 
-def upload_validators(settings: Settings) -> dict[str, Callable[[Path, str], Any]]:
+#: What an upload may be for (``POST /_upload/<target>``), and the reader that checks it.
+UPLOAD_TARGETS = {"dataset": DATASET_READER, "query": QUERY_READER}
+
+
+def upload_validators(settings: Settings) -> dict[str, Callable[..., Any]]:
     """How an upload is checked, per target: ``dataset`` (a CITE-seq file the Model page
     can train on or load a model for) and ``query`` (new data to map; proteins optional).
 
@@ -161,7 +222,4 @@ def upload_validators(settings: Settings) -> dict[str, Callable[[Path, str], Any
     cap (:mod:`dashboard.backend.untrusted`), and raises one line naming the file as the
     user called it (never the temporary path).
     """
-    return {
-        "dataset": child_validator(settings, DATASET_READER),
-        "query": child_validator(settings, QUERY_READER),
-    }
+    return {target: child_validator(settings, reader) for target, reader in UPLOAD_TARGETS.items()}

@@ -54,22 +54,39 @@ def read(store: Mapping[str, Any] | None, label: str) -> JobView:
     return components.job_view(info, label)
 
 
-def _ready(store: Mapping[str, Any] | None, view: JobView) -> Any:
-    return {**(store or {}), "t": time.time()} if view.done else no_update
+def _ready(store: Mapping[str, Any] | None, view: JobView, every_end: bool) -> Any:
+    ended = view.done or (every_end and view.outcome is not None)
+    return {**(store or {}), "t": time.time()} if ended else no_update
 
 
-def started(store: dict | None, view: JobView, *, retry: bool = False) -> tuple:
+def started(
+    store: dict | None, view: JobView, *, retry: bool = False, every_end: bool = False
+) -> tuple:
     """A start callback's outputs: ``(store, interval disabled, ready, progress, cancel
-    disabled[, retry hidden])``."""
-    out = (store, not view.running, _ready(store, view), view.children, not view.running)
+    disabled[, retry hidden])``; ``ready`` changes when the job is done (``every_end``:
+    however it ended)."""
+    out = (
+        store,
+        not view.running,
+        _ready(store, view, every_end),
+        view.children,
+        not view.running,
+    )
     return (*out, not view.ended_badly) if retry else out
 
 
-def polled(store: Mapping[str, Any] | None, view: JobView, *, retry: bool = False) -> tuple:
+def polled(
+    store: Mapping[str, Any] | None,
+    view: JobView,
+    *,
+    retry: bool = False,
+    every_end: bool = False,
+) -> tuple:
     """A poll's outputs: ``(progress, interval disabled, ready, cancel disabled, message[,
     retry hidden])``; the message line (``Cancelling…``) clears once the job has ended."""
     message = no_update if view.running else ""
-    out = (view.children, not view.running, _ready(store, view), not view.running, message)
+    ready = _ready(store, view, every_end)
+    out = (view.children, not view.running, ready, not view.running, message)
     return (*out, not view.ended_badly) if retry else out
 
 
@@ -97,14 +114,15 @@ def start_outputs(panel: JobPanel, ready: str, *, retry: bool = False) -> list[O
 
 
 def panel_callbacks(
-    panel: JobPanel, *, ready: str, label: str, retry: bool = False
+    panel: JobPanel, *, ready: str, label: str, retry: bool = False, every_end: bool = False
 ) -> tuple[Callable[..., tuple], Callable[..., Any]]:
     """Register the poll and Cancel callbacks of ``panel`` (from a page module); returns
-    them, ``poll(n_intervals, store)`` and ``cancel(n_clicks, store)``, to call directly."""
+    them, ``poll(n_intervals, store)`` and ``cancel(n_clicks, store)``, to call directly.
+    ``ready`` changes when the job is done (``every_end``: however it ended)."""
 
     def poll(_n: int | None, store: dict | None) -> tuple:
         """Progress of the panel's job; when it is done, ``ready`` changes."""
-        return polled(store, read(store, label), retry=retry)
+        return polled(store, read(store, label), retry=retry, every_end=every_end)
 
     def cancel_job(n_clicks: int | None, store: dict | None) -> Any:
         """Stop the panel's job (at its next step)."""

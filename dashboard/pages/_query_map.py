@@ -6,13 +6,16 @@ of the leading underscore). The mapping itself: :mod:`dashboard.views.mapping`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dash import Input, Output, callback, dcc, html, no_update
 
 from dashboard import components, ids
+from dashboard.pages import _jobs
 from dashboard.views import mapping
 from dashboard.views import model as mv
 from dashboard.views.errors import BackendError, NotReady
@@ -101,11 +104,14 @@ PICKERS = {
 
 
 def upload_zone(target: str, limit_bytes: int) -> html.Div:
-    """The drop zone of an upload ``target`` (``dataset``, ``query``) and its status line."""
+    """The drop zone of an upload ``target`` (``dataset``, ``query``), the panel of the job
+    that checks what arrived, and its status line."""
     zone, _, what = PICKERS[target]
     return components.upload_with_status(
         zone.zone,
         status_id=zone.status,
+        check=zone.check,
+        checked=zone.checked,
         target=target,
         done_store=zone.done,
         limit_bytes=limit_bytes,
@@ -113,27 +119,55 @@ def upload_zone(target: str, limit_bytes: int) -> html.Div:
     )
 
 
+@dataclass(frozen=True)
+class UploadCallbacks:
+    """The callbacks of one drop zone (to call directly in tests): ``arrived(done)`` follows
+    the job that checks the file, ``checked(ended)`` shows its outcome; the job panel's
+    ``poll(n, store)`` and ``cancel(n_clicks, store)``."""
+
+    arrived: Callable[[Any], tuple]
+    checked: Callable[[Any], tuple]
+    poll: Callable[..., tuple]
+    cancel: Callable[..., Any]
+
+
 def upload_callback(
     target: str, list_options: Callable[[AnalysisService], list[dict[str, str]]]
-) -> Callable[[Any], tuple]:
-    """Register (from the Model page) the callback that shows what became of a file sent to
-    the drop zone of ``target``: the dropdown's options and choice, and the zone's line
-    (:func:`upload`); returns it."""
+) -> UploadCallbacks:
+    """Register (from the Model page) the callbacks of the drop zone of ``target``: the job
+    panel that follows the check of an arrived file (:func:`upload_arrived`), and what
+    became of it once the check ended (:func:`upload_checked`: the dropdown's options and
+    choice, and the zone's line)."""
     zone, dropdown, _ = PICKERS[target]
+    panel = zone.check
 
-    def on_upload(done: dict[str, Any] | None) -> tuple:
+    def on_arrived(done: dict[str, Any] | None) -> tuple:
+        """Follow the job that checks a file the drop zone sent (progress, Cancel)."""
+        return upload_arrived(done, target)
+
+    def on_checked(ended: dict[str, Any] | None) -> tuple:
         """Show what became of an uploaded file (stored under ``<data folder>/uploads`` and
         selected, or refused with one line that clears the choice)."""
-        return upload(done, target, list_options)
+        return upload_checked(ended, target, list_options)
 
+    callback(
+        *_jobs.start_outputs(panel, zone.checked),
+        Output(zone.status, "children", allow_duplicate=True),
+        Input(zone.done, "data"),
+        prevent_initial_call=True,
+    )(on_arrived)
     callback(
         Output(dropdown, "options"),
         Output(dropdown, "value"),
         Output(zone.status, "children"),
-        Input(zone.done, "data"),
+        Output(panel.progress, "children", allow_duplicate=True),
+        Input(zone.checked, "data"),
         prevent_initial_call=True,
-    )(on_upload)
-    return on_upload
+    )(on_checked)
+    poll, cancel = _jobs.panel_callbacks(
+        panel, ready=zone.checked, label="Checking the file", every_end=True
+    )
+    return UploadCallbacks(on_arrived, on_checked, poll, cancel)
 
 
 def choice_io(dropdown: str, batch_key: str, info: str) -> list[Any]:
@@ -147,47 +181,69 @@ def choice_io(dropdown: str, batch_key: str, info: str) -> list[Any]:
     ]
 
 
-def upload(
-    done: Mapping[str, Any] | None,
+def upload_arrived(done: Mapping[str, Any] | None, target: str) -> tuple:
+    """The job panel's start outputs and a cleared status line, after the drop zone of
+    ``target`` sent a file.
+
+    ``done`` is what the browser put in the zone's store: the id of the job that checks
+    the file (looked up here, the owner's only: the browser never says what was stored),
+    or why the file did not reach the server; then, and for an unknown id, the outcome
+    store changes at once so that :func:`upload_checked` says why.
+    """
+    if not isinstance(done, Mapping):
+        return (no_update,) * 6
+    found = mv.upload_check(done.get("upload"), target) if "upload" in done else None
+    if found is None:
+        why = {"unknown": True} if "upload" in done else dict(done)
+        return None, True, {**why, "t": time.time()}, [], True, ""
+    store, view = _jobs.start(lambda: found.job, f"Checking {found.file or 'the file'}")
+    return (*_jobs.started(store, view, every_end=True), "")
+
+
+def upload_checked(
+    ended: Mapping[str, Any] | None,
     target: str,
     list_options: Callable[[AnalysisService], list[dict[str, str]]],
 ) -> tuple:
-    """Dropdown options, choice and message after a file went to the upload route.
+    """Dropdown options, choice, message and a cleared progress block once the check of an
+    upload to ``target`` ended (``ended``: the panel's store, ``{"job": id, "t": ...}``,
+    or why the file never reached a job).
 
-    ``done`` is what the browser put in the zone's store: the server's token for the
-    outcome (looked up here: the browser never says what was stored), or why the file did
-    not reach the server. A refused upload clears the choice, so that Train or Map cannot
-    go on with an earlier file. ``list_options(service)`` lists the data folder.
+    A stored file is listed and chosen; a refused one (or a cancelled check) clears the
+    choice, so that Train or Map cannot go on with an earlier file, and says why in one
+    line. ``list_options(service)`` lists the data folder.
     """
-    if not isinstance(done, Mapping):
-        return no_update, no_update, no_update
+    if not isinstance(ended, Mapping):
+        return (no_update,) * 4
     service = get_state().service
-    if "upload" not in done:
-        if "tooLarge" in done:
-            limit = mv.megabytes(service.settings.max_upload_bytes)
-            line = f"The file is over the upload limit of {limit}"
-        else:
-            status = done.get("failed")
-            code = f" (HTTP {status})" if isinstance(status, int) and status > 0 else ""
-            line = f"The upload did not reach the server{code}; try again"
-        return no_update, None, components.alert(refused(line), kind="warning")
-    found = mv.upload_outcome(done.get("upload"), target)
-    if found is None:
+    found = mv.upload_check(ended.get("job"), target) if "job" in ended else None
+    if found is not None and found.status == "done" and found.path is not None:
+        return list_options(service), str(found.path), uploaded(found.path, found.notices), []
+    if found is not None and found.status in {"queued", "running"}:
+        return (no_update,) * 4
+    if found is not None:
+        name = found.file or "the file"
+        line = f"Checking {name} was cancelled" if found.status == "cancelled" else found.error
+    elif "tooLarge" in ended:
+        limit = mv.megabytes(service.settings.max_upload_bytes)
+        line = f"The file is over the upload limit of {limit}"
+    elif "failed" in ended:
+        status = ended.get("failed")
+        code = f" (HTTP {status})" if isinstance(status, int) and status > 0 else ""
+        line = f"The upload did not reach the server{code}; try again"
+    else:
         line = "This upload is unknown here (the server restarted?); upload the file again"
-        return no_update, None, components.alert(refused(line), kind="warning")
-    if found.path is None:
-        return no_update, None, components.alert(refused(found.error), kind="warning")
-    return list_options(service), str(found.path), uploaded(found.path, found.data)
+    return no_update, None, components.alert(refused(line), kind="warning"), []
 
 
-def refused(err: Exception) -> str:
+def refused(err: Exception | str) -> str:
     """The message of a refused upload: the reason, and that nothing was stored."""
     return f"{str(err).rstrip('.')}. Nothing was stored; choose a dataset or upload another."
 
 
-def uploaded(path: Path, data: Any) -> html.Div:
+def uploaded(path: Path, notices: tuple[str, ...]) -> html.Div:
     """The success alert of an upload, with the notices of reading it on the same line."""
-    notes = " ".join(f"Note: {n}." for n in mv.upload_notices(data))
+    notes = " ".join(f"Note: {n}." for n in notices)
     message = f"Uploaded and checked {path.name}." + (f" {notes}" if notes else "")
     return components.alert(message, kind="success")
 

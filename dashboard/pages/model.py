@@ -172,7 +172,7 @@ def _active_view() -> Any:
 
 
 # ---------------------------------------------------------------------------- dataset
-on_upload = qm.upload_callback("dataset", mv.dataset_options)
+dataset_upload = qm.upload_callback("dataset", mv.dataset_options)
 
 
 @callback(*qm.choice_io(ids.MODEL_DATASET, ids.MODEL_BATCH_KEY, ids.MODEL_DATASET_INFO))
@@ -335,7 +335,7 @@ def cancel_switch() -> html.Div:
 
 
 # ---------------------------------------------------------------- map new data (query)
-on_query_upload = qm.upload_callback("query", mv.dataset_options)
+query_upload = qm.upload_callback("query", mv.dataset_options)
 
 
 @callback(*qm.choice_io(ids.MODEL_QUERY_DATASET, ids.MODEL_QUERY_BATCH_KEY, ids.MODEL_QUERY_INFO))

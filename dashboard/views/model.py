@@ -5,12 +5,18 @@ in rows, and training or loading a model as the workspace's model switch."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dashboard.backend.errors import DatasetNotFound, InvalidSelection, ModelNotFound
+from dashboard.backend.errors import (
+    BackendError,
+    DatasetNotFound,
+    InvalidSelection,
+    ModelNotFound,
+)
 from dashboard.backend.owner import current_owner, model_area
 from dashboard.backend.paths import (
     is_inside,
@@ -20,7 +26,6 @@ from dashboard.backend.paths import (
     shown_path,
 )
 from dashboard.backend.uploads import megabytes
-from dashboard.upload_route import outcome as upload_outcome
 from dashboard.views.state import get_state
 from dashboard.views.values import panel_summary
 from model.errors import CheckpointError
@@ -32,7 +37,7 @@ if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
     from dashboard.backend.service import AnalysisService
 
-__all__ = ["megabytes", "upload_outcome"]
+__all__ = ["megabytes"]
 
 #: The batch-key choice "no batch key: one batch".
 NO_BATCH = "__none__"
@@ -86,6 +91,44 @@ def checkpoint_path(service: AnalysisService, name: str) -> str:
         error=ModelNotFound,
     )
     return str(path)
+
+
+@dataclass(frozen=True)
+class UploadCheck:
+    """What became of one upload, read from the job that checks it: its status
+    (``queued``, ``running``, ``done``, ``failed``, ``cancelled``), the stored file and the
+    notices of reading it once done, the one-line reason once refused."""
+
+    job: str
+    status: str
+    file: str = ""
+    path: Path | None = None
+    notices: tuple[str, ...] = ()
+    error: str = ""
+
+
+def upload_check(token: Any, target: str) -> UploadCheck | None:
+    """The upload whose job id the drop zone of ``target`` holds; ``None`` when unknown:
+    forged, another user's, of the other zone, or forgotten since."""
+    if not isinstance(token, str) or not token or len(token) > 64:
+        return None
+    try:
+        info = get_state().service.job(token)
+    except BackendError:
+        return None
+    if info.kind != "upload" or info.params.get("target") != target:
+        return None
+    status = str(info.status)
+    result = info.result if isinstance(info.result, dict) and status == "done" else {}
+    summary = result.get("summary") if isinstance(result.get("summary"), dict) else {}
+    return UploadCheck(
+        token,
+        status,
+        file=str(info.params.get("file") or ""),
+        path=Path(result["path"]) if result.get("path") else None,
+        notices=tuple(str(n) for n in summary.get("notices") or ()),
+        error=str(info.error or ""),
+    )
 
 
 def upload_notices(data: Any) -> tuple[str, ...]:

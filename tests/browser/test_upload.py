@@ -1,6 +1,7 @@
 """Uploading in a real browser: the file chosen in the Model page's drop zone is sent as it
-is to the upload route (no base64 callback), checked, stored under a name of its own, shown
-and selected; the same name again gets a new name; a bad file is refused in one line."""
+is to the upload route (no base64 callback), checked by a job, stored under a name of its
+own, shown and selected; the same name again gets a new name; a bad file is refused in one
+line."""
 
 from __future__ import annotations
 
@@ -78,5 +79,7 @@ def test_upload_from_the_drop_zone(driver: WebDriver, dashboard) -> None:
     assert line.startswith("notes.h5ad: ") and "\n" not in line and str(DATA_DIR) not in line
     assert not list((DATA_DIR / "uploads").rglob("notes*.h5ad"))
     assert not list((area / ".incoming").iterdir())
+    # the check ran as a job: its panel's progress is gone once the outcome line shows
+    assert not driver.find_element(By.ID, ids.MODEL_UPLOAD_ZONE.check.progress).text
     assert not pages.console_problems(driver)
     assert not dashboard.errors.records, dashboard.errors.messages()

@@ -26,7 +26,7 @@ from dashboard.backend import cli_commands
 from dashboard.backend.export import _with_symbols, build_mudata
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
-from dashboard.testing import post_upload, text
+from dashboard.testing import finish_upload, post_upload, text
 from dashboard.views.colours import ColorSpec, color_data
 from dashboard.views.features import _ordinal, feature_catalog, search_features
 from dashboard.views.state import ActiveState, set_state
@@ -225,8 +225,8 @@ def page(tmp_path_factory) -> Iterator[SimpleNamespace]:
 
 
 def test_upload_and_dataset_info_show_the_notice(page) -> None:
-    options, value, status = page.model.on_upload(
-        post_upload(page.server, page.good.read_bytes(), "dup.h5ad")
+    options, value, status = finish_upload(
+        page.model.dataset_upload, post_upload(page.server, page.good.read_bytes(), "dup.h5ad")
     )
     assert value.endswith("dup.h5ad") and Path(value).parent.parent.name == "uploads"
     area = Path(value).parent.name  # the uploading browser's own folder
@@ -241,8 +241,8 @@ def test_upload_and_dataset_info_show_the_notice(page) -> None:
 
 
 def test_refused_upload_clears_the_dataset_choice(page) -> None:
-    options, value, status = page.model.on_upload(
-        post_upload(page.server, b"not hdf5 at all", "junk.h5ad")
+    options, value, status = finish_upload(
+        page.model.dataset_upload, post_upload(page.server, b"not hdf5 at all", "junk.h5ad")
     )
     assert options is no_update and value is None  # not the dataset chosen before
     message = one_line_alert(status, "warning")
@@ -257,16 +257,17 @@ def test_refused_upload_clears_the_dataset_choice(page) -> None:
 
 
 def test_query_upload_notice_and_refusal(page) -> None:
-    options, value, status = page.model.on_query_upload(
-        post_upload(page.server, page.good.read_bytes(), "more.h5ad", "query")
+    options, value, status = finish_upload(
+        page.model.query_upload,
+        post_upload(page.server, page.good.read_bytes(), "more.h5ad", "query"),
     )
     assert value.endswith("more.h5ad")
     assert f"Note: {GENE_NOTE}." in one_line_alert(status, "success")
     _, _, info = page.model.on_query_dataset(value)
     assert "200 cells × 300 genes × 14 proteins" in text(info[0])
     assert one_line_alert(info[1], "info") == f"Note: {GENE_NOTE}."
-    options, value, status = page.model.on_query_upload(
-        post_upload(page.server, b"junk", "junk.h5ad", "query")
+    options, value, status = finish_upload(
+        page.model.query_upload, post_upload(page.server, b"junk", "junk.h5ad", "query")
     )
     assert options is no_update and value is None
     assert "Nothing was stored" in one_line_alert(status, "warning")

@@ -24,7 +24,7 @@ from dashboard import backend, ids
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.backend.testing import reference_and_query
-from dashboard.testing import fast_umap, find, post_upload, text, walk
+from dashboard.testing import fast_umap, find, finish_upload, post_upload, text, walk
 from dashboard.views.colours import ColorSpec, color_data
 from dashboard.views.features import feature_catalog
 from dashboard.views.state import ActiveState, prepare_pair, set_state
@@ -125,8 +125,9 @@ def test_choosing_the_new_data_reads_it(env) -> None:
 
 
 def test_uploading_rna_only_new_data(env) -> None:
-    options, value, note = env.model.on_query_upload(
-        post_upload(env.app.server, env.query_path.read_bytes(), "more cells.h5ad", "query")
+    options, value, note = finish_upload(
+        env.model.query_upload,
+        post_upload(env.app.server, env.query_path.read_bytes(), "more cells.h5ad", "query"),
     )
     # stored in the uploading browser's own area: uploads/<its workspace>/
     assert value.endswith("more_cells.h5ad") and Path(value).parent.parent.name == "uploads"
@@ -134,7 +135,7 @@ def test_uploading_rna_only_new_data(env) -> None:
     assert {"label": f"uploads/{area}/more_cells.h5ad", "value": value} in options
     assert "Uploaded and checked more_cells.h5ad" in one_line_alert(note, "success")
     bad = post_upload(env.app.server, b"not hdf5", "junk.h5ad", "query")
-    options, value, alert = env.model.on_query_upload(bad)
+    options, value, alert = finish_upload(env.model.query_upload, bad)
     assert options is no_update and value is None  # Map must not map an earlier file
     assert "junk.h5ad" in one_line_alert(alert, "warning")
     assert not list((env.root / "data" / "uploads").rglob("*junk*"))

@@ -158,7 +158,7 @@ def test_uploads_are_validated_in_the_child(tmp_path: Path, monkeypatch):
 
     seen = []
 
-    def fake(path: Path, *, settings: Settings, source_name: str, reader: str):
+    def fake(path: Path, *, settings: Settings, source_name: str, reader: str, should_stop=None):
         seen.append((path.parent.name, source_name, reader))
         return ValidationSummary(source_name, 1, 1, 1, (), ("note",), "0" * 64)
 

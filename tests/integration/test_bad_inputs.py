@@ -27,7 +27,7 @@ import torch
 
 from dashboard.backend.errors import BackendError
 from dashboard.cli import main
-from dashboard.testing import post_upload
+from dashboard.testing import finish_upload, post_upload
 
 pytestmark = [
     pytest.mark.slow,
@@ -515,7 +515,7 @@ def test_app_shows_a_readable_alert(case: Case, world, monkeypatch) -> None:
                 small = world.service.settings.with_overrides(max_upload_bytes=10_000)
                 monkeypatch.setattr(world.service, "settings", small)
         done = post_upload(world.app.server, target.read_bytes(), target.name)
-        options, value, status = page.on_upload(done)
+        options, value, status = finish_upload(page.dataset_upload, done)
         assert options is page.no_update and value is None  # no earlier dataset stays chosen
         alerts.append(alert_text(status))
     if case.kind == "data":

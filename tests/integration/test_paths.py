@@ -17,7 +17,7 @@ from dashboard.backend.errors import DatasetNotFound
 from dashboard.backend.paths import resolve_in_folder
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
-from dashboard.testing import post_upload, walk
+from dashboard.testing import finish_upload, post_upload, walk
 from dashboard.views.model import dataset_options
 from dashboard.views.state import ActiveState, set_state
 
@@ -141,11 +141,13 @@ def test_oversize_upload_is_refused_and_nothing_written(env, monkeypatch) -> Non
     monkeypatch.setattr("dashboard.backend.mapping.load_query_file", must_not_read)
     big = b"\x89HDF\r\n" + b"x" * (2 * LIMIT)
     uploads = env.data_dir / "uploads"
-    options, value, alert = env.model.on_upload(post_upload(env.app.server, big, "big.h5ad"))
+    options, value, alert = finish_upload(
+        env.model.dataset_upload, post_upload(env.app.server, big, "big.h5ad")
+    )
     assert options is no_update and value is None  # the choice is cleared, not kept
     assert "over the upload limit" in alert_text(alert)
     done = post_upload(env.app.server, big, "big.h5ad", "query")
-    options, value, alert = env.model.on_query_upload(done)
+    options, value, alert = finish_upload(env.model.query_upload, done)
     assert "over the upload limit" in alert_text(alert)
     assert not uploads.exists() or not [p for p in uploads.iterdir() if p.is_file()]
     assert not uploads.exists() or not list((uploads / ".incoming").iterdir())
@@ -154,23 +156,27 @@ def test_oversize_upload_is_refused_and_nothing_written(env, monkeypatch) -> Non
     zones = [c for c in walk(page) if "stream-upload" in (getattr(c, "className", "") or "")]
     assert len(zones) == 2 and all(z.to_plotly_json()["props"]["data-limit"] == str(LIMIT)
                                    for z in zones)  # fmt: skip
-    options, value, alert = env.model.on_upload({"tooLarge": 10 * LIMIT, "name": "x.h5ad"})
+    options, value, alert = finish_upload(
+        env.model.dataset_upload, {"tooLarge": 10 * LIMIT, "name": "x.h5ad"}
+    )
     assert value is None and "over the upload limit" in alert_text(alert)
 
 
 def test_bad_upload_within_limit_is_not_stored(env) -> None:
     done = post_upload(env.app.server, b"not hdf5 at all", "junk.h5ad")
-    _, value, alert = env.model.on_upload(done)
+    _, value, alert = finish_upload(env.model.dataset_upload, done)
     assert value is None and "junk.h5ad" in alert_text(alert)
     assert "Nothing was stored" in alert_text(alert)
-    _, value, _ = env.model.on_upload(post_upload(env.app.server, b"x", "../../evil.h5ad"))
+    _, value, _ = finish_upload(
+        env.model.dataset_upload, post_upload(env.app.server, b"x", "../../evil.h5ad")
+    )
     assert value is None
     uploads = env.data_dir / "uploads"
     assert not any(p.name.endswith(".h5ad") for p in uploads.rglob("*"))
     assert not (env.root / "evil.h5ad").exists()
     # a forged or foreign token, or a browser-side failure, reads as one line
     for forged in ({"upload": "not-a-token"}, {"upload": ["x"]}, {"failed": 413}, {}):
-        _, value, alert = env.model.on_upload(forged)
+        _, value, alert = finish_upload(env.model.dataset_upload, forged)
         assert value is None and "Nothing was stored" in alert_text(alert), forged
 
 

@@ -6,9 +6,9 @@ registry in the cache folder).
 Alice loads a second model while Bob trains one, at the same moment, through the Model
 page's callbacks; both preparations and the training run on the workers (the job records
 say which worker ran what, and both did work), each user ends on their own model, and
-neither sees the other's. Then a worker process is killed in the middle of Bob's next
-training: the job reads as failed with one line, no model folder is left half-written, and
-Train works again.
+neither sees the other's; a file Alice uploads is checked by a job on a worker too. Then a
+worker process is killed in the middle of Bob's next training: the job reads as failed with
+one line, no model folder is left half-written, and Train works again.
 """
 
 from __future__ import annotations
@@ -210,6 +210,16 @@ def test_two_users_on_two_celery_workers(redis_url, tmp_path) -> None:
         ]
         assert all(r["pid"] not in (live.proc.pid,) for r in remote if r["status"] == "done")
         assert "Training" not in alice.poll(ids.MODEL_INTERVAL)  # Bob's job is not on Alice's page
+
+        # an upload is checked by a job on a worker too, and it is its owner's
+        line = alice.upload_message((live.data_dir / "small.h5ad").read_bytes(), "a cells.h5ad")
+        assert line.startswith("Uploaded and checked a_cells.h5ad"), line
+        checks = [r for r in records(live) if r["kind"] == "upload"]
+        assert [(r["owner"], r["executor"], r["status"]) for r in checks] == [
+            (USER, "celery", "done")
+        ]
+        assert checks[0]["worker"].split("@")[0] in {"w1", "w2"}
+        assert (live.data_dir / "uploads" / f"u-{USER}" / "a_cells.h5ad").is_file()
 
         # a worker process killed in the middle of Bob's next training
         said_again = train(bob, 400)
