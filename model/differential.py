@@ -29,6 +29,7 @@ over features in chunks.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -273,6 +274,26 @@ def _as_positions(idx: Any, n_cells: int, name: str) -> np.ndarray:
     return arr
 
 
+@dataclass(frozen=True)
+class ChangeMode:
+    """How a change-mode comparison draws and decides, with scvi-tools' defaults: the
+    change threshold ``delta``, the posterior FDR target, ``pseudocounts`` and the protein
+    prior count of the fold changes, ``n_samples_overall`` draws per group, z draws per
+    cell (see the module docstring), the test mode, the modalities compared, cells per
+    forward pass and the seed. The entry points take these as keywords."""
+
+    delta: float = 0.25
+    fdr_target: float = 0.05
+    pseudocounts: float = 1e-5
+    protein_prior_count: float = 0.1
+    n_samples_overall: int = 5000
+    z_samples_per_cell: int = 1
+    test_mode: Literal["three", "two"] = "three"
+    use_field: Sequence[Field] = ("rna", "protein")
+    batch_size: int = 512
+    seed: int | None = 0
+
+
 class DifferentialEngine:
     """Normalized expression cached per cell; any number of comparisons gather from it.
 
@@ -284,17 +305,14 @@ class DifferentialEngine:
         The cells to compare (aligned to the model's genes and proteins by the model).
     cells
         Positions of the cells whose expression is needed (default: all cells).
-    z_samples_per_cell
-        z draws decoded per cell; a cell drawn ``m`` times uses samples ``0..m-1`` cyclically.
-    pseudocounts, protein_prior_count, scale_protein, sample_protein_mixing,
-    include_protein_background, use_field
+    mode
+        How comparisons draw and decide (:class:`ChangeMode`); ``change`` overrides its
+        fields (``z_samples_per_cell``: z draws decoded per cell; a cell drawn ``m`` times
+        uses samples ``0..m-1`` cyclically; ``seed`` seeds the forward passes).
+    scale_protein, sample_protein_mixing, include_protein_background
         As scvi-tools' ``TOTALVI.differential_expression``.
-    batch_size
-        Cells per forward pass.
     feature_chunk
         Features per chunk in the statistics (bounds memory to ``chunk x n_samples``).
-    seed
-        Seeds the forward passes (z samples).
     """
 
     def __init__(
@@ -303,30 +321,27 @@ class DifferentialEngine:
         data: CiteSeqData,
         *,
         cells: np.ndarray | None = None,
-        z_samples_per_cell: int = 1,
-        pseudocounts: float = 1e-5,
-        protein_prior_count: float = 0.1,
+        mode: ChangeMode = ChangeMode(),  # frozen: one default shared safely
         scale_protein: bool = False,
         sample_protein_mixing: bool = False,
         include_protein_background: bool = False,
-        use_field: Sequence[Field] = ("rna", "protein"),
-        batch_size: int = 512,
         feature_chunk: int = 256,
-        seed: int | None = 0,
+        **change: Any,
     ) -> None:
-        if z_samples_per_cell < 1:
-            msg = f"z_samples_per_cell must be >= 1, got {z_samples_per_cell}"
+        self.mode = mode = replace(mode, **change)
+        if mode.z_samples_per_cell < 1:
+            msg = f"z_samples_per_cell must be >= 1, got {mode.z_samples_per_cell}"
             raise ValueError(msg)
-        use_field = tuple(use_field)
+        use_field = tuple(mode.use_field)
         if not use_field or set(use_field) - {"rna", "protein"}:
             msg = f"use_field must name 'rna' and/or 'protein', got {use_field}"
             raise ValueError(msg)
         self.use_field = use_field
-        self.pseudocounts = float(pseudocounts)
+        self.pseudocounts = float(mode.pseudocounts)
         self.feature_chunk = int(feature_chunk)
         self.device = model.device
         self.n_cells = data.n_cells
-        self.k = int(z_samples_per_cell)
+        self.k = int(mode.z_samples_per_cell)
         self.cells = (
             np.arange(data.n_cells)
             if cells is None
@@ -359,15 +374,17 @@ class DifferentialEngine:
             scale_protein=scale_protein,
             sample_protein_mixing=sample_protein_mixing,
             include_protein_background=include_protein_background,
-            batch_size=batch_size,
-            seed=seed,
+            batch_size=mode.batch_size,
+            seed=mode.seed,
             protein_scale=EFFICIENCY_FREE,  # scvi-tools' DE; a batch's efficiency cancels in LFC
         )
         parts = []
         if "rna" in use_field:
             parts.append(_cells_samples_features(rna, self.k))
         if "protein" in use_field:
-            parts.append(_cells_samples_features(pro, self.k) + np.float32(protein_prior_count))
+            parts.append(
+                _cells_samples_features(pro, self.k) + np.float32(mode.protein_prior_count)
+            )
         joint = np.concatenate(parts, axis=-1)  # (cells, k, F)
         n_feat = joint.shape[-1]
         # (cells * k, F): row = cell_pos * k + sample, split into feature chunks so that a
@@ -446,16 +463,13 @@ class DifferentialEngine:
         idx1: Any,
         idx2: Any,
         *,
-        delta: float = 0.25,
-        fdr_target: float = 0.05,
-        n_samples_overall: int = 5000,
-        test_mode: Literal["three", "two"] = "three",
         rng: np.random.Generator | int | None = 0,
         draws: tuple[np.ndarray, np.ndarray] | None = None,
         raw: dict[str, np.ndarray] | None = None,
         sort: bool = True,
     ) -> pd.DataFrame:
-        """Change-mode DE of group ``idx1`` versus ``idx2`` (positions or boolean masks).
+        """Change-mode DE of group ``idx1`` versus ``idx2`` (positions or boolean masks),
+        as the engine's :class:`ChangeMode` says.
 
         ``n_samples_overall`` cells are drawn with replacement from each group (or ``draws``
         gives them); ``raw`` may hold precomputed :func:`raw_counts_properties`. Returns one
@@ -465,6 +479,11 @@ class DifferentialEngine:
         """
         cells1 = _as_positions(idx1, self.n_cells, "idx1")
         cells2 = _as_positions(idx2, self.n_cells, "idx2")
+        delta, fdr_target, n_samples_overall = (
+            self.mode.delta,
+            self.mode.fdr_target,
+            self.mode.n_samples_overall,
+        )
         if draws is None:
             rng = np.random.default_rng(rng)
             draws = (
@@ -489,7 +508,7 @@ class DifferentialEngine:
                     log.index_select(0, cols1) - log.index_select(0, cols2),
                     log_lfc.index_select(0, cols1) - log_lfc.index_select(0, cols2),
                     delta=delta,
-                    test_mode=test_mode,
+                    test_mode=self.mode.test_mode,
                 )
             )
             scale1.append((w1 @ sc).cpu().numpy())
@@ -556,25 +575,18 @@ def differential_expression(
     *,
     group1: str = "group1",
     group2: str | None = None,
-    delta: float = 0.25,
-    fdr_target: float = 0.05,
-    pseudocounts: float = 1e-5,
-    protein_prior_count: float = 0.1,
-    n_samples_overall: int = 5000,
-    z_samples_per_cell: int = 1,
-    test_mode: Literal["three", "two"] = "three",
-    use_field: Sequence[Field] = ("rna", "protein"),
     scale_protein: bool = False,
     sample_protein_mixing: bool = False,
     include_protein_background: bool = False,
-    batch_size: int = 512,
-    seed: int | None = 0,
+    **change: Any,
 ) -> pd.DataFrame:
     """Change-mode DE between two groups of cells (``idx2=None``: the rest of the cells).
 
-    Only the cells drawn are pushed through the model. Adds ``comparison`` (``"g1 vs g2"``),
+    ``change``: any field of :class:`ChangeMode` (``delta``, ``fdr_target``, ...). Only the
+    cells drawn are pushed through the model. Adds ``comparison`` (``"g1 vs g2"``),
     ``group1`` and ``group2`` columns (``group2`` defaults to ``"Rest"`` or ``"group2"``).
     """
+    mode = ChangeMode(**change)
     pos1 = _as_positions(idx1, data.n_cells, "idx1")
     if idx2 is None:
         rest = np.ones(data.n_cells, dtype=bool)
@@ -584,31 +596,19 @@ def differential_expression(
     else:
         pos2 = _as_positions(idx2, data.n_cells, "idx2")
         group2 = group2 or "group2"
-    rng = np.random.default_rng(seed)
-    draws1 = rng.choice(pos1, n_samples_overall, replace=True)
-    draws2 = rng.choice(pos2, n_samples_overall, replace=True)
+    rng = np.random.default_rng(mode.seed)
+    draws1 = rng.choice(pos1, mode.n_samples_overall, replace=True)
+    draws2 = rng.choice(pos2, mode.n_samples_overall, replace=True)
     engine = DifferentialEngine(
         model,
         data,
         cells=np.union1d(draws1, draws2),
-        z_samples_per_cell=z_samples_per_cell,
-        pseudocounts=pseudocounts,
-        protein_prior_count=protein_prior_count,
+        mode=mode,
         scale_protein=scale_protein,
         sample_protein_mixing=sample_protein_mixing,
         include_protein_background=include_protein_background,
-        use_field=use_field,
-        batch_size=batch_size,
-        seed=seed,
     )
-    frame = engine.compare(
-        pos1,
-        pos2,
-        delta=delta,
-        fdr_target=fdr_target,
-        test_mode=test_mode,
-        draws=(draws1, draws2),
-    )
+    frame = engine.compare(pos1, pos2, draws=(draws1, draws2))
     return _label(frame, group1, group2)
 
 
@@ -618,25 +618,18 @@ def differential_expression_one_vs_rest(
     labels: Sequence[Any] | np.ndarray | pd.Series,
     *,
     groups: Sequence[Any] | None = None,
-    delta: float = 0.25,
-    fdr_target: float = 0.05,
-    pseudocounts: float = 1e-5,
-    protein_prior_count: float = 0.1,
-    n_samples_overall: int = 5000,
-    z_samples_per_cell: int = 1,
-    test_mode: Literal["three", "two"] = "three",
-    use_field: Sequence[Field] = ("rna", "protein"),
-    batch_size: int = 512,
-    seed: int | None = 0,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    **change: Any,
 ) -> pd.DataFrame:
     """Each group of ``labels`` versus all other cells, concatenated (scvi's ``groupby``).
 
-    The normalized expression of every cell is computed once and shared by all comparisons.
+    ``change``: any field of :class:`ChangeMode`. The normalized expression of every cell
+    is computed once and shared by all comparisons.
     ``progress(fraction, message)`` is called after each group; ``should_stop()`` is polled
     between groups and raises :class:`InterruptedError` when true.
     """
+    mode = ChangeMode(**change)
     lab = pd.Series(np.asarray(labels, dtype=object)).astype(str)
     if lab.size != data.n_cells:
         msg = f"labels has {lab.size} entries for {data.n_cells} cells"
@@ -649,17 +642,8 @@ def differential_expression_one_vs_rest(
         raise ValueError(msg)
     if progress is not None:
         progress(0.0, "computing normalized expression")
-    engine = DifferentialEngine(
-        model,
-        data,
-        z_samples_per_cell=z_samples_per_cell,
-        pseudocounts=pseudocounts,
-        protein_prior_count=protein_prior_count,
-        use_field=use_field,
-        batch_size=batch_size,
-        seed=seed,
-    )
-    rng = np.random.default_rng(seed)
+    engine = DifferentialEngine(model, data, mode=mode)
+    rng = np.random.default_rng(mode.seed)
     values = lab.to_numpy()
     codes = pd.Categorical(values, categories=categories).codes
     raw_all = engine.raw_one_vs_rest(
@@ -671,16 +655,7 @@ def differential_expression_one_vs_rest(
             msg = f"DE cancelled after {i} of {len(categories)} groups"
             raise InterruptedError(msg)
         mask = values == g
-        frame = engine.compare(
-            mask,
-            ~mask,
-            delta=delta,
-            fdr_target=fdr_target,
-            n_samples_overall=n_samples_overall,
-            test_mode=test_mode,
-            rng=rng,
-            raw=raw_all[i],
-        )
+        frame = engine.compare(mask, ~mask, rng=rng, raw=raw_all[i])
         frames.append(_label(frame, g, "Rest"))
         if progress is not None:
             progress((i + 1) / len(categories), f"DE {g} vs Rest")

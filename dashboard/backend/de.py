@@ -1,22 +1,17 @@
 """Differential expression for the dashboard: cell types one-vs-rest and any two selections.
 
-Wraps :mod:`model.differential` (TotalVI's Bayesian "change" mode, spec §7.7) and adds the
-selection checks and the marker table the pages show.
+What the dashboard adds to :mod:`model.differential` (TotalVI's Bayesian "change" mode,
+spec §7.7): the checks of the selections compared and the marker table the pages show.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from dashboard.backend.errors import InvalidSelection, LimitExceeded
-
-if TYPE_CHECKING:
-    from model.data import CiteSeqData
-    from model.totalvi import TotalVI
 
 
 def selection_positions(selection: Any, n_cells: int, *, name: str = "selection") -> np.ndarray:
@@ -38,82 +33,6 @@ def selection_positions(selection: Any, n_cells: int, *, name: str = "selection"
         msg = f"{name}: cell positions must lie in 0..{n_cells - 1}"
         raise InvalidSelection(msg)
     return arr
-
-
-def de_one_vs_rest(
-    model: TotalVI,
-    data: CiteSeqData,
-    labels: np.ndarray | pd.Series,
-    *,
-    n_samples_overall: int = 5000,
-    delta: float = 0.25,
-    fdr_target: float = 0.05,
-    z_samples_per_cell: int = 1,
-    seed: int = 0,
-    progress: Callable[[float, str], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> pd.DataFrame:
-    """Every label versus all other cells (RNA and protein), one concatenated table."""
-    from model.differential import differential_expression_one_vs_rest
-
-    return differential_expression_one_vs_rest(
-        model,
-        data,
-        np.asarray(labels),
-        n_samples_overall=n_samples_overall,
-        delta=delta,
-        fdr_target=fdr_target,
-        z_samples_per_cell=z_samples_per_cell,
-        seed=seed,
-        progress=progress,
-        should_stop=should_stop,
-    )
-
-
-def de_groups(
-    model: TotalVI,
-    data: CiteSeqData,
-    idx1: Any,
-    idx2: Any | None = None,
-    *,
-    name1: str = "selection",
-    name2: str | None = None,
-    n_samples_overall: int = 5000,
-    delta: float = 0.25,
-    fdr_target: float = 0.05,
-    z_samples_per_cell: int = 1,
-    max_cells: int | None = None,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Selection ``idx1`` versus ``idx2`` (``None``: versus all other cells)."""
-    from model.differential import differential_expression
-
-    pos1 = selection_positions(idx1, data.n_cells, name="group 1")
-    pos2 = None if idx2 is None else selection_positions(idx2, data.n_cells, name="group 2")
-    if pos2 is not None and np.intersect1d(pos1, pos2).size:
-        msg = "the two selections share cells; pick disjoint groups"
-        raise InvalidSelection(msg)
-    if pos2 is None and pos1.size == data.n_cells:
-        msg = "the selection holds every cell, so 'the rest' is empty"
-        raise InvalidSelection(msg)
-    if max_cells is not None:
-        for p, what in ((pos1, "group 1"), (pos2, "group 2")):
-            if p is not None and p.size > max_cells:
-                msg = f"{what} has {p.size} cells; the limit is {max_cells}"
-                raise LimitExceeded(msg)
-    return differential_expression(
-        model,
-        data,
-        pos1,
-        pos2,
-        group1=name1,
-        group2=name2 or ("Rest" if pos2 is None else "group2"),
-        n_samples_overall=n_samples_overall,
-        delta=delta,
-        fdr_target=fdr_target,
-        z_samples_per_cell=z_samples_per_cell,
-        seed=seed,
-    )
 
 
 def top_markers(
@@ -139,3 +58,21 @@ def top_markers(
         keys.insert(0, df[fdr_col].astype(int))
     order = np.lexsort([k.to_numpy() for k in reversed(keys)])[::-1]
     return df.iloc[order[:n]]
+
+
+def check_groups(
+    pos1: np.ndarray, pos2: np.ndarray | None, n_cells: int, *, max_cells: int | None = None
+) -> None:
+    """Refuse two groups (``pos2=None``: the rest) that DE cannot compare: shared cells, a
+    rest that is empty, a group over ``max_cells``."""
+    if pos2 is not None and np.intersect1d(pos1, pos2).size:
+        msg = "the two selections share cells; pick disjoint groups"
+        raise InvalidSelection(msg)
+    if pos2 is None and pos1.size == n_cells:
+        msg = "the selection holds every cell, so 'the rest' is empty"
+        raise InvalidSelection(msg)
+    if max_cells is not None:
+        for p, what in ((pos1, "group 1"), (pos2, "group 2")):
+            if p is not None and p.size > max_cells:
+                msg = f"{what} has {p.size} cells; the limit is {max_cells}"
+                raise LimitExceeded(msg)

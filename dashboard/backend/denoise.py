@@ -7,6 +7,7 @@ fix the dashboard's conventions: tables indexed by cell name, columns by feature
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,40 +20,33 @@ if TYPE_CHECKING:
     from model.totalvi import TotalVI
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How a denoised view summarises the posterior: the mean of ``n_samples`` samples at
+    the observed batch (``seed``), proteins on ``protein_scale`` (measured: times the
+    batch's capture efficiency, as the counts), with the background rate or without."""
+
+    n_samples: int = 5
+    seed: int = 0
+    protein_scale: ProteinScale = MEASURED
+    include_protein_background: bool = False
+
+    def model_args(self) -> dict[str, Any]:
+        """The arguments of the model's normalized-expression queries."""
+        return {**asdict(self), "return_mean": True}
+
+
 def denoised_expression(
-    model: TotalVI,
-    data: CiteSeqData,
-    *,
-    n_samples: int = 5,
-    library_size: float = 1e4,
-    include_protein_background: bool = False,
-    seed: int = 0,
-    protein_scale: ProteinScale = MEASURED,
+    model: TotalVI, data: CiteSeqData, *, library_size: float = 1e4, how: Sampling = Sampling()
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Denoised RNA (per ``library_size`` counts) and protein foreground, mean of samples.
 
     RNA is ``px_scale * library_size``; protein is ``rate_fore * (1 - pi)`` (plus background
-    when asked), both averaged over ``n_samples`` posterior samples at the observed batch;
-    protein on ``protein_scale`` (measured: times the batch's capture efficiency, as the
-    counts).
+    when asked), both as ``how`` says (:class:`Sampling`).
     """
-    args = _mean_of_samples(n_samples, include_protein_background, seed, protein_scale)
+    args = how.model_args()
     rna, pro = model.get_normalized_expression(data, library_size=library_size, **args)
     return rna.astype(np.float32), pro.astype(np.float32)
-
-
-def _mean_of_samples(
-    n_samples: int, include_protein_background: bool, seed: int, protein_scale: ProteinScale
-) -> dict[str, Any]:
-    """The model's normalized-expression arguments of every denoised view: the mean of
-    ``n_samples`` posterior samples at the observed batch."""
-    return {
-        "n_samples": n_samples,
-        "include_protein_background": include_protein_background,
-        "return_mean": True,
-        "seed": seed,
-        "protein_scale": protein_scale,
-    }
 
 
 def denoised_chunks(
@@ -60,11 +54,8 @@ def denoised_chunks(
     data: CiteSeqData,
     *,
     chunk_cells: int = 4096,
-    n_samples: int = 5,
     library_size: float = 1e4,
-    include_protein_background: bool = False,
-    seed: int = 0,
-    protein_scale: ProteinScale = MEASURED,
+    how: Sampling = Sampling(),
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """:func:`denoised_expression` in chunks of cells: yields ``(first cell, rna, protein)``.
 
@@ -77,7 +68,7 @@ def denoised_chunks(
     buffer: np.ndarray | None = None
     pro_parts: list[np.ndarray] = []
     filled = first = 0
-    args = _mean_of_samples(n_samples, include_protein_background, seed, protein_scale)
+    args = how.model_args()
     for idx, rna, pro in model.iter_normalized_expression(data, library_size=library_size, **args):
         if buffer is None:
             buffer = np.empty((max(chunk_cells, len(idx)), rna.shape[1]), dtype=np.float32)
@@ -101,41 +92,29 @@ def chunk_cells_for(
 
 
 def denoised_protein(
-    model: TotalVI,
-    data: CiteSeqData,
-    *,
-    n_samples: int = 5,
-    include_protein_background: bool = False,
-    seed: int = 0,
-    protein_scale: ProteinScale = MEASURED,
+    model: TotalVI, data: CiteSeqData, how: Sampling = Sampling()
 ) -> pd.DataFrame:
-    """Denoised protein (foreground) only, cells x proteins, on ``protein_scale``."""
-    args = _mean_of_samples(n_samples, include_protein_background, seed, protein_scale)
-    _, pro = model.get_normalized_expression(data, gene_list=[], **args)
+    """Denoised protein (foreground) only, cells x proteins, as ``how`` says."""
+    _, pro = model.get_normalized_expression(data, gene_list=[], **how.model_args())
     return pro.astype(np.float32)
 
 
 def foreground_probability(
-    model: TotalVI, data: CiteSeqData, *, n_samples: int = 5, seed: int = 0
+    model: TotalVI, data: CiteSeqData, how: Sampling = Sampling()
 ) -> pd.DataFrame:
-    """Probability that each protein count is foreground (``1 - sigmoid(mixing)``)."""
-    return model.get_protein_foreground_probability(data, n_samples=n_samples, seed=seed).astype(
-        np.float32
-    )
+    """Probability that each protein count is foreground (``1 - sigmoid(mixing)``), the
+    mean of ``how.n_samples`` samples."""
+    found = model.get_protein_foreground_probability(data, n_samples=how.n_samples, seed=how.seed)
+    return found.astype(np.float32)
 
 
 def imputed_proteins(
-    model: TotalVI,
-    data: CiteSeqData,
-    *,
-    n_samples: int = 5,
-    seed: int = 0,
-    protein_scale: ProteinScale = MEASURED,
+    model: TotalVI, data: CiteSeqData, how: Sampling = Sampling()
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Protein values for every cell, decoded in the batches that measured each protein
-    (on ``protein_scale``), and a boolean table marking the entries that were imputed."""
+    (on ``how.protein_scale``), and a boolean table marking the entries that were imputed."""
     values, imputed = model.impute_missing_proteins(
-        data, n_samples=n_samples, seed=seed, protein_scale=protein_scale
+        data, n_samples=how.n_samples, seed=how.seed, protein_scale=how.protein_scale
     )
     return values.astype(np.float32), imputed
 

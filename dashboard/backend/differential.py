@@ -2,8 +2,9 @@
 a selection versus another.
 
 Cached results of :class:`Differential` (:class:`~dashboard.backend.results.Results`),
-computed by :mod:`dashboard.backend.de`. For minified data (counts dropped) the raw-count
-columns are NaN rather than the zeros that would read as "never expressed".
+computed by :mod:`model.differential` after the checks of :mod:`dashboard.backend.de`.
+For minified data (counts dropped) the raw-count columns are NaN rather than the zeros
+that would read as "never expressed".
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from dashboard.backend import de
 from dashboard.backend.results import CachedQueries
+from model.differential import differential_expression, differential_expression_one_vs_rest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,7 +67,7 @@ class Differential(CachedQueries):
 
         def table(model: TotalVI, data: CiteSeqData) -> pd.DataFrame:
             labels = types.astype(str).to_numpy()
-            return de.de_one_vs_rest(
+            return differential_expression_one_vs_rest(
                 model, data, labels, progress=progress, should_stop=should_stop, **self.de_params()
             )
 
@@ -88,24 +90,13 @@ class Differential(CachedQueries):
         n = self.registry.dataset(pair).n_cells
         pos1 = de.selection_positions(idx1, n, name="group 1")
         pos2 = None if idx2 is None else de.selection_positions(idx2, n, name="group 2")
-        params = {
-            **self.de_params(),
-            "idx1": pos1,
-            "idx2": pos2,
-            "name1": name1,
-            "name2": name2,
-        }
+        de.check_groups(pos1, pos2, n, max_cells=self.settings.max_de_cells)
+        params = {**self.de_params(), "idx1": pos1, "idx2": pos2, "name1": name1, "name2": name2}
+        group2 = name2 or ("Rest" if pos2 is None else "group2")
 
         def table(model: TotalVI, data: CiteSeqData) -> pd.DataFrame:
-            return de.de_groups(
-                model,
-                data,
-                pos1,
-                pos2,
-                name1=name1,
-                name2=name2,
-                max_cells=self.settings.max_de_cells,
-                **self.de_params(),
+            return differential_expression(
+                model, data, pos1, pos2, group1=name1, group2=group2, **self.de_params()
             )
 
         return self._cached("de_groups", pair, params, table, progress)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from dashboard.backend import denoise
 from dashboard.backend.blocks import read_with_retry
+from dashboard.backend.denoise import Sampling
 from dashboard.backend.errors import InvalidSelection
 from dashboard.backend.results import CachedQueries
 from model.protein_scale import ProteinScale, check_protein_scale
@@ -104,12 +105,13 @@ class Expression(CachedQueries):
             writer = open_writer(data.n_cells, genes, self.settings.denoise_block_genes)
             pro_parts = []
             scale = self.protein_scale()
+            how = Sampling(n_samples=params["n_samples"], seed=params["seed"], protein_scale=scale)
             for first, rna, pro in denoise.denoised_chunks(
                 model,
                 data,
                 chunk_cells=denoise.chunk_cells_for(len(genes)),
-                protein_scale=scale,
-                **params,
+                library_size=params["library_size"],
+                how=how,
             ):
                 writer.write(rna)
                 pro_parts.append(pro)
@@ -175,7 +177,9 @@ class Expression(CachedQueries):
 
         def table(model: TotalVI, data: CiteSeqData) -> pd.DataFrame:
             return (
-                denoise.denoised_protein(model, data, **params) if computed is None else computed
+                denoise.denoised_protein(model, data, Sampling(**params))
+                if computed is None
+                else computed
             )
 
         def decode(model: TotalVI, data: CiteSeqData, **where: Any) -> Any:
@@ -192,7 +196,7 @@ class Expression(CachedQueries):
         params = {"n_samples": self.settings.denoise_n_samples, "seed": self.settings.seed}
 
         def table(model: TotalVI, data: CiteSeqData) -> pd.DataFrame:
-            return denoise.foreground_probability(model, data, **params)
+            return denoise.foreground_probability(model, data, Sampling(**params))
 
         def decode(model: TotalVI, data: CiteSeqData, **where: Any) -> Any:
             return model.get_protein_foreground_probability(data, **where)
@@ -212,7 +216,7 @@ class Expression(CachedQueries):
 
         def compute() -> tuple[pd.DataFrame, pd.DataFrame]:
             model, data = self.registry.model(pair), self.registry.dataset(pair)
-            return denoise.imputed_proteins(model, data, **params)
+            return denoise.imputed_proteins(model, data, Sampling(**params))
 
         return self.results.cached("imputed", pair, params, compute, progress)
 

@@ -13,7 +13,7 @@ import pytest
 
 from dashboard.backend import denoise
 from dashboard.backend.blocks import BlockCorrupt, BlockStore, BlockWriter
-from dashboard.backend.denoise import denoised_chunks, denoised_expression
+from dashboard.backend.denoise import Sampling, denoised_chunks, denoised_expression
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 
@@ -25,7 +25,7 @@ BLOCK = 64  # 1002 genes: 15 full blocks and a ragged one of 42
 @pytest.fixture(scope="module")
 def dense(trained):
     data, model = trained
-    return denoised_expression(model, data, n_samples=5, library_size=1e4, seed=0)
+    return denoised_expression(model, data, library_size=1e4, how=Sampling(n_samples=5, seed=0))
 
 
 def new_service(cache_dir: Path, trained, **settings):
@@ -55,7 +55,7 @@ def test_blocked_values_equal_the_dense_table(service, trained, dense) -> None:
     # the protein table comes out of the same pass, equal to a protein-only pass
     np.testing.assert_array_equal(svc.denoised_protein(pair).to_numpy(), pro.to_numpy())
     data_, model = trained
-    only = denoise.denoised_protein(model, data_, n_samples=5, seed=0)
+    only = denoise.denoised_protein(model, data_, denoise.Sampling(n_samples=5, seed=0))
     np.testing.assert_array_equal(only.to_numpy(), pro.to_numpy())
     genes = ["MS4A1", "LYZ", str(rna.columns[-1])]
     np.testing.assert_array_equal(svc.denoised_rna(pair, genes).to_numpy(), rna[genes].to_numpy())
