@@ -129,7 +129,7 @@ class BackgroundJobs:
         if target not in validators:
             msg = f"unknown upload target {target!r}"
             raise InvalidSelection(msg)
-        if not is_incoming(arrived.tmp, self.service.settings.data_dir):
+        if not is_incoming(arrived, self.service.settings.data_dir):
             msg = f"{arrived.shown}: the upload is gone (the server restarted?); upload it again"
             raise DatasetNotFound(msg)
 

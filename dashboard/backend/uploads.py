@@ -168,11 +168,22 @@ def store_upload(
     return accept_upload(arrived, validate)
 
 
-def is_incoming(path: str | os.PathLike[str], data_dir: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a temporary upload under ``data_dir``'s upload areas (what a
-    job given a payload may read and delete, nothing else)."""
-    p, base = Path(path).resolve(), upload_area(data_dir, None).resolve()
-    return p.parent.name == INCOMING and p.is_relative_to(base) and p.is_file()
+def is_incoming(arrived: Incoming, data_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``arrived`` is what :func:`receive_upload` makes under ``data_dir``'s upload
+    areas: a temporary file in a hidden incoming folder, stored beside that folder under a
+    safe name. A job given a payload (from Redis) reads, links and deletes nothing else."""
+    tmp, base = arrived.tmp.resolve(), upload_area(data_dir, None).resolve()
+    try:
+        safe = safe_upload_name(arrived.name) == arrived.name
+    except DatasetNotFound:
+        safe = False
+    return (
+        safe
+        and tmp.parent.name == INCOMING
+        and tmp.is_relative_to(base)
+        and tmp.parent.parent == arrived.folder.resolve()
+        and tmp.is_file()
+    )
 
 
 def _link_new_name(tmp: Path, folder: Path, name: str) -> Path:

@@ -122,22 +122,28 @@ def test_a_file_refused_on_arrival_gets_a_failed_record(service) -> None:
         assert _query_map.mv.upload_check(job, "query") is None  # not the other zone's
 
 
-@pytest.mark.parametrize("where", ["outside", "not incoming", "missing"])
+@pytest.mark.parametrize(
+    "where", ["outside", "not incoming", "missing", "linked elsewhere", "unsafe name"]
+)
 def test_a_payload_cannot_point_the_check_elsewhere(service, tmp_path, where) -> None:
-    """A worker takes the job's payload from Redis: it checks and deletes only a file in
-    an upload area's hidden incoming folder."""
+    """A worker takes the job's payload from Redis: it checks, names and deletes only a
+    file in an upload area's hidden incoming folder, stored beside that folder."""
     victim = tmp_path / "victim.h5ad"
     victim.write_bytes(b"precious")
     area = upload_area(service.settings.data_dir, "u-alice")
     (area / INCOMING).mkdir(parents=True)
     kept = area / "kept.h5ad"
     kept.write_bytes(b"precious too")
-    tmp = {
-        "outside": victim,
-        "not incoming": kept,
-        "missing": area / INCOMING / "gone.h5ad",
+    waiting = area / INCOMING / "0123.h5ad"
+    waiting.write_bytes(b"arrived")
+    tmp, folder, name = {
+        "outside": (victim, area, "x.h5ad"),
+        "not incoming": (kept, area, "x.h5ad"),
+        "missing": (area / INCOMING / "gone.h5ad", area, "x.h5ad"),
+        "linked elsewhere": (waiting, tmp_path, "x.h5ad"),
+        "unsafe name": (waiting, area, "../x.h5ad"),
     }[where]
-    payload = {"target": "dataset", **Incoming(tmp, "x.h5ad", "x.h5ad", area).to_dict()}
+    payload = {"target": "dataset", **Incoming(tmp, name, "x.h5ad", folder).to_dict()}
     with pytest.raises(DatasetNotFound, match="upload it again"):
         service.job_body("upload", payload)
     assert victim.read_bytes() == b"precious" and kept.read_bytes() == b"precious too"
