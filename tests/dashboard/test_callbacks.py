@@ -1101,7 +1101,7 @@ def test_url_query_of_the_current_view(env) -> None:
 
 def test_callback_errors_become_one_line_alerts(env, monkeypatch) -> None:
     sent: list[tuple[str, dict]] = []
-    monkeypatch.setattr("dash.set_props", lambda cid, props: sent.append((cid, props)))
+    monkeypatch.setattr(app_module, "set_props", lambda cid, props: sent.append((cid, props)))
     app_module.on_callback_error(InvalidSelection("no gene 'XYZ' in PBMC slice"))
     try:
         raise KeyError("boom")
