@@ -68,31 +68,32 @@ def _module_name(path: Path) -> str:
 
 
 @cache
-def _imports(path: Path) -> tuple[tuple[str, bool], ...]:
-    """``(module, type-checking only)`` of every import in ``path`` (``from a import b``
-    gives ``a.b``: the submodule when there is one)."""
+def _imports(path: Path) -> tuple[tuple[str, bool, bool], ...]:
+    """``(module, type-checking only, inside a function)`` of every import in ``path``
+    (``from a import b`` gives ``a.b``: the submodule when there is one)."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    out: list[tuple[str, bool]] = []
+    out: list[tuple[str, bool, bool]] = []
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
 
-    def visit(node: ast.AST, typing_only: bool) -> None:
+    def visit(node: ast.AST, typing_only: bool, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.If) and _is_type_checking(child):
                 for sub in child.body:
-                    visit_one(sub, True)
+                    visit_one(sub, True, in_function)
                 for sub in child.orelse:
-                    visit_one(sub, typing_only)
+                    visit_one(sub, typing_only, in_function)
             else:
-                visit_one(child, typing_only)
+                visit_one(child, typing_only, in_function)
 
-    def visit_one(node: ast.AST, typing_only: bool) -> None:
+    def visit_one(node: ast.AST, typing_only: bool, in_function: bool) -> None:
         if isinstance(node, ast.Import):
-            out.extend((a.name, typing_only) for a in node.names)
+            out.extend((a.name, typing_only, in_function) for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.extend((f"{node.module}.{a.name}", typing_only) for a in node.names)
+            out.extend((f"{node.module}.{a.name}", typing_only, in_function) for a in node.names)
         else:
-            visit(node, typing_only)
+            visit(node, typing_only, in_function or isinstance(node, functions))
 
-    visit(tree, False)
+    visit(tree, False, False)
     return tuple(out)
 
 
@@ -111,7 +112,7 @@ def test_forbidden_imports(target: str) -> None:
     assert files, f"nothing found at {target}"
     bad = []
     for f in files:
-        for name, _ in _imports(f):
+        for name, _, _ in _imports(f):
             if _under(name, RULES[target]):
                 bad.append(f"{f.relative_to(ROOT)} imports {name}")
     assert not bad, "\n".join(bad)
@@ -122,7 +123,7 @@ def test_pages_reach_the_backend_only_through_the_views() -> None:
     page modules (``_shared``, ``_cells``, ``_jobs``, ...), Dash and libraries."""
     bad = []
     for f in _files("dashboard/pages"):
-        for name, typing_only in _imports(f):
+        for name, typing_only, _ in _imports(f):
             first_party = _under(name, ("dashboard", "model"))
             if first_party and not typing_only and not _under(name, PAGE_IMPORTS):
                 bad.append(f"{f.relative_to(ROOT)} imports {name}")
@@ -143,13 +144,13 @@ def test_pages_use_the_services_methods_not_its_internals() -> None:
     assert not bad, "\n".join(bad)
 
 
-def _graph() -> dict[str, set[str]]:
-    """Run-time imports among the dashboard's modules (a package: its ``__init__``)."""
-    files = {_module_name(p): p for p in (ROOT / "dashboard").rglob("*.py")}
+def _graph(package: str) -> dict[str, set[str]]:
+    """Run-time imports among a package's modules (a package: its ``__init__``)."""
+    files = {_module_name(p): p for p in (ROOT / package).rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for module, path in files.items():
         edges = set()
-        for name, typing_only in _imports(path):
+        for name, typing_only, _ in _imports(path):
             while name and name not in files:
                 name = name.rpartition(".")[0]
             if name and name != module and not typing_only:
@@ -158,17 +159,15 @@ def _graph() -> dict[str, set[str]]:
     return graph
 
 
-def test_no_import_cycles_among_dashboard_modules() -> None:
-    """The dashboard's modules import each other in one direction only (a cycle would
-    make which layer depends on which a matter of import order)."""
-    graph = _graph()
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The modules of each import cycle (Tarjan's strongly connected components)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
     on_stack: set[str] = set()
     cycles: list[list[str]] = []
 
-    def connect(v: str) -> None:  # Tarjan's strongly connected components
+    def connect(v: str) -> None:
         index[v] = low[v] = len(index)
         stack.append(v)
         on_stack.add(v)
@@ -197,4 +196,34 @@ def test_no_import_cycles_among_dashboard_modules() -> None:
                 connect(v)
     finally:
         sys.setrecursionlimit(limit)
-    assert not cycles, "\n".join(" <-> ".join(c) for c in cycles)
+    return cycles
+
+
+@pytest.mark.parametrize("package", ["dashboard", "model"])
+def test_no_import_cycles(package: str) -> None:
+    """A package's modules import each other in one direction only (a cycle would make
+    which layer depends on which a matter of import order). In ``model/`` every own import
+    is at the top of its file (:func:`test_model_imports_its_own_modules_at_the_top`), so
+    the graph sees them all."""
+    cycles = _cycles(_graph(package))
+    assert not cycles, f"import cycles in {package}/: " + "\n".join(
+        " <-> ".join(c) for c in cycles
+    )
+
+
+def test_the_graph_sees_the_model_modules() -> None:
+    graph = _graph("model")
+    assert {"model", "model.totalvi", "model.data", "model.train"} <= set(graph)
+    assert "model.data" in graph["model.totalvi"]
+
+
+def test_model_imports_its_own_modules_at_the_top() -> None:
+    """An import of a ``model`` module inside a function would hide a cycle until the
+    function runs, so ``model/`` has none (imports under ``if TYPE_CHECKING:`` never run)."""
+    late = [
+        f"{f.relative_to(ROOT)} imports {name} inside a function"
+        for f in _files("model")
+        for name, typing_only, in_function in _imports(f)
+        if in_function and not typing_only and _under(name, ("model",))
+    ]
+    assert not late, "\n".join(late)
