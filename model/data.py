@@ -311,12 +311,11 @@ class CiteSeqData:
         """The same cells with only the protein columns ``keep`` (positions, in that order;
         none: RNA only), e.g. a query that measured part of a reference's panel."""
         cols = np.asarray(keep, dtype=np.int64)
-        mask = self.protein_batch_mask
         return replace(
             self,
             protein=self.protein[:, cols],
             protein_names=self.protein_names[cols],
-            protein_batch_mask=None if mask is None else mask[:, cols],
+            protein_batch_mask=_mask_columns(self.protein_batch_mask, cols),
             protein_symbols=None if self.protein_symbols is None else self.protein_symbols[cols],
         )
 
@@ -775,21 +774,25 @@ def align_features(
             "protein the model was trained on (same names); use the model's gene panel"
         )
         raise CiteSeqDataError(msg)
-    mask = data.protein_batch_mask
-    if mask is not None:
-        mask = mask[:, pi]
-        if mask.all():
-            mask = None
     return replace(
         data,
         rna=data.rna[:, gi],
         protein=data.protein[:, pi],
         var_names=want_genes,
         protein_names=want_prots,
-        protein_batch_mask=mask,
+        protein_batch_mask=_mask_columns(data.protein_batch_mask, pi),
         gene_symbols=data.original_var_names[gi],
         protein_symbols=data.original_protein_names[pi],
     )
+
+
+def _mask_columns(mask: np.ndarray | None, cols: np.ndarray) -> np.ndarray | None:
+    """The protein batch mask of the protein columns ``cols``; ``None`` when they were all
+    measured in every batch (the class's rule: no mask means every protein measured)."""
+    if mask is None:
+        return None
+    kept = mask[:, cols]
+    return None if kept.all() else kept
 
 
 def compute_protein_batch_mask(

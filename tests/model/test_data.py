@@ -564,6 +564,24 @@ def test_protein_batch_mask_detection() -> None:
         compute_protein_batch_mask(prot, np.array([0, 0, 2, 1]), 2)
 
 
+def test_selecting_proteins_keeps_the_mask_rule() -> None:
+    """A protein subset keeps the mask of its columns, and no mask once every protein it
+    keeps was measured in every batch (as :func:`align_features`)."""
+    adata = toy_adata()
+    s1 = (adata.obs["sample"] == "s1").to_numpy()
+    adata.obsm["protein_expression"].loc[s1, "prot2"] = 0.0
+    d = from_anndata(adata, batch_key="sample")
+    kept = d.select_proteins([2, 0])
+    assert list(kept.protein_names) == ["prot2", "prot0"]
+    np.testing.assert_array_equal(kept.protein_batch_mask, d.protein_batch_mask[:, [2, 0]])
+    assert d.select_proteins([0, 1]).protein_batch_mask is None
+    assert d.select_proteins([]).protein_batch_mask is None
+    # the same content as a file without that protein: the same fingerprint (cache key)
+    adata.obsm["protein_expression"] = adata.obsm["protein_expression"].drop(columns="prot2")
+    without = from_anndata(adata, batch_key="sample")
+    assert d.select_proteins([0, 1, 3]).fingerprint() == without.fingerprint()
+
+
 def test_subset_keeps_categories_and_mask() -> None:
     adata = toy_adata()
     adata.obsm["protein_expression"].iloc[1::2, 0] = 0.0  # prot0 absent in batch "s1"
