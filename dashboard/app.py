@@ -137,7 +137,8 @@ def update_status(_n: int | None, token: dict[str, Any] | None) -> tuple[list[An
 def update_url_query(
     color: dict[str, Any] | None, selection: dict[str, Any] | None, token: dict[str, Any] | None
 ) -> str:
-    """The shareable query string of the current colour and selection."""
+    """The shareable query string of the current colour, selection and pair (it follows
+    a model switch, so a reload does not open the pair the page was opened with)."""
     cells = _valid_cells(selection, token)
     region = _valid_region(selection, token)
     n_cells = None
@@ -240,8 +241,7 @@ def register_shell_callbacks(app: Dash) -> None:
     )(update_status)
     app.callback(
         Output(ids.URL_QUERY_STORE, "data"),
-        *data_of(ids.COLOR_STORE, ids.SELECTION_STORE),
-        State(ids.MODEL_VERSION_STORE, "data"),
+        *data_of(ids.COLOR_STORE, ids.SELECTION_STORE, ids.MODEL_VERSION_STORE),
     )(update_url_query)
     app.clientside_callback(
         ClientsideFunction(namespace="tve", function_name="writeUrl"),

@@ -76,6 +76,8 @@ def model_page(title: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
     def decorate(layout: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(layout)
         def page(*args: Any, **kwargs: Any) -> Any:
+            if _rerendered_for_a_switch():  # the link's pair was honoured when it opened
+                kwargs.pop("pair", None)
             try:
                 return layout(*args, **kwargs)
             except NotReady as err:
@@ -84,6 +86,16 @@ def model_page(title: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
         return page
 
     return decorate
+
+
+def _rerendered_for_a_switch() -> bool:
+    """True when the router renders the page again because the workspace's model changed
+    (not because the user navigated): the URL the router reads then is the one the page
+    opened with, and its ``pair=`` must not switch the workspace back."""
+    try:
+        return ctx.triggered_id == ids.MODEL_VERSION_STORE
+    except MissingCallbackContextException:  # called directly (tests, validation layout)
+        return False
 
 
 def figure_or_error(build: Callable[..., Any]) -> Callable[..., Any]:

@@ -88,23 +88,29 @@ def call(
     state: list[Any] = (),
     *,
     headers: dict | None = None,
+    changed: str | None = None,
 ) -> Any:
-    """POST one callback request; returns Flask's response."""
+    """POST one callback request (fired by ``changed``, default its first input); returns
+    Flask's response."""
+    first = f"{dep['inputs'][0]['id']}.{dep['inputs'][0]['property']}"
     body = {
         "output": dep["output"],
         "outputs": outputs(dep),
         "inputs": [{**spec, "value": v} for spec, v in zip(dep["inputs"], inputs, strict=True)],
         "state": [{**spec, "value": v} for spec, v in zip(dep["state"], state, strict=True)],
-        "changedPropIds": [f"{dep['inputs'][0]['id']}.{dep['inputs'][0]['property']}"],
+        "changedPropIds": [changed or first],
     }
     return env.client.post("/_dash-update-component", json=body, headers=headers or {})
 
 
-def route(env: SimpleNamespace, path: str, search: str = "") -> dict:
-    """The page layout the router sends for ``path`` (what the browser renders)."""
+def route(
+    env: SimpleNamespace, path: str, search: str = "", *, changed: str | None = None
+) -> dict:
+    """The page layout the router sends for ``path`` (what the browser renders; ``changed``:
+    what fired it, default a navigation)."""
     dep = dependency(env, "_pages_content.children", "_pages_location.pathname")
     token = {"version": 1, "pair": env.pair.id, "dataset": env.pair.dataset.id}
-    response = call(env, dep, [path, search, token], [CELL_TYPE])
+    response = call(env, dep, [path, search, token], [CELL_TYPE], changed=changed)
     assert response.status_code == 200
     return response.get_json()["response"]["_pages_content"]["children"]
 
@@ -152,6 +158,28 @@ def test_shared_link_with_a_foreign_selection_is_explained(app) -> None:
     data = stores[0]["props"]["data"]
     assert "cells" not in data
     assert data["error"] == "the shared selection is for 8 cells; this dataset has 1500"
+
+
+def test_a_links_pair_switches_on_navigation_only(app) -> None:
+    """The router reads the URL the page opened with; rendered again because the
+    workspace's model changed, its ``pair=`` must not switch the workspace back. And the
+    URL the page writes follows the model, so a reload opens the current one."""
+    gone = "0123456789ab-0123456789ab"  # a pair id of the right form no workspace has
+
+    def notice(**how: Any) -> str:
+        layout = route(app, "/", f"?pair={gone}", **how)
+        store = next(n for n in _nodes(layout) if n.get("props", {}).get("id") == ids.PAGE_STATE)
+        return str(store["props"]["data"].get("notice", ""))
+
+    assert "not known to this server" in notice()  # opened from the link: it is honoured
+    assert notice(changed=f"{ids.MODEL_VERSION_STORE}.data") == ""  # a re-render: ignored
+    dep = dependency(app, f"{ids.URL_QUERY_STORE}.data", f"{ids.COLOR_STORE}.data")
+    assert f"{ids.MODEL_VERSION_STORE}.data" in [
+        f"{i['id']}.{i['property']}" for i in dep["inputs"]
+    ]
+    token = {"version": 2, "pair": app.pair.id, "dataset": app.pair.dataset.id}
+    response = call(app, dep, [None, None, token], changed=f"{ids.MODEL_VERSION_STORE}.data")
+    assert f"pair={app.pair.id}" in response.get_json()["response"][ids.URL_QUERY_STORE]["data"]
 
 
 def _nodes(tree: Any) -> Iterator[dict]:
