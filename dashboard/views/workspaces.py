@@ -181,13 +181,16 @@ class Workspaces:
         return None
 
     def _may_open(self, pair: Pair, owner: str) -> bool:
+        """Whether ``owner`` may open ``pair``: its files are in no other user's private
+        area; a pair that lives only in memory (a mapped query: a reference plus another
+        user's own cells) only when it is the server's default."""
+        if pair.dataset.path is None or pair.model.path is None:
+            return pair == self.default.pair
         settings = self.service.settings
         for path, base in (
             (pair.dataset.path, settings.data_dir),
             (pair.model.path, settings.model_dir),
         ):
-            if path is None:
-                continue
             where, root = Path(path).resolve(), Path(base).expanduser().resolve()
             if where.is_relative_to(root) and foreign_area(where.relative_to(root), owner):
                 return False
