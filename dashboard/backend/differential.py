@@ -16,7 +16,6 @@ import numpy as np
 
 from dashboard.backend import de
 from dashboard.backend.results import CachedQueries
-from model.differential import differential_expression, differential_expression_one_vs_rest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,6 +65,8 @@ class Differential(CachedQueries):
         params = {**self.de_params(), "labels": np.asarray(types.astype(str))}
 
         def table(model: TotalVI, data: CiteSeqData) -> pd.DataFrame:
+            from model.differential import differential_expression_one_vs_rest  # torch
+
             labels = types.astype(str).to_numpy()
             return differential_expression_one_vs_rest(
                 model, data, labels, progress=progress, should_stop=should_stop, **self.de_params()
@@ -95,6 +96,8 @@ class Differential(CachedQueries):
         group2 = name2 or ("Rest" if pos2 is None else "group2")
 
         def table(model: TotalVI, data: CiteSeqData) -> pd.DataFrame:
+            from model.differential import differential_expression  # torch
+
             return differential_expression(
                 model, data, pos1, pos2, group1=name1, group2=group2, **self.de_params()
             )
