@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dashboard.backend.errors import DatasetNotFound, InvalidSelection, JobNotFound
+from dashboard.backend.jobs import clean_up
 from dashboard.backend.owner import current_owner
 from dashboard.backend.preparation import STEP_LISTS, prepare_pair
 from dashboard.backend.refs import DatasetRef, Pair
@@ -52,12 +53,16 @@ PAIR_RESULTS = {"train", "load_model"}
 
 @dataclass(frozen=True)
 class JobBody:
-    """What a job runs (``fn(ctx)``) and what its record keeps: the result's cache key
-    (``result_key()``, read after ``fn``) and a small JSON-able result."""
+    """What a job runs (``fn(ctx)``), what its record keeps (the result's cache key,
+    ``result_key()`` read after ``fn``, and a small JSON-able result) and what goes when it
+    ends without one."""
 
     fn: Callable[[JobContext], Any]
     result_key: Callable[[], str | None] | None = None
     result_json: Callable[[Any], Any] | None = None
+    #: removes what the job leaves when it ends without a result (never started, failed,
+    #: cancelled): the temporary file of an upload, the staging folder of a training
+    cleanup: Callable[[], None] | None = None
 
 
 class BackgroundJobs:
@@ -110,14 +115,13 @@ class BackgroundJobs:
             out_dir = kwargs.get("out_dir")
 
             def train(ctx: JobContext) -> dict[str, Any]:
-                try:
-                    return train_in_process(ctx, self.service.settings, dataset, kwargs)
-                except BaseException:
-                    if out_dir is not None:
-                        discard_partial_checkpoint(out_dir)
-                    raise
+                return train_in_process(ctx, self.service.settings, dataset, kwargs)
 
-            return JobBody(train, result_json=lambda result: result)
+            def discard() -> None:
+                if out_dir is not None:
+                    discard_partial_checkpoint(out_dir)
+
+            return JobBody(train, result_json=lambda result: result, cleanup=discard)
         if kind == "upload":
             return self._upload_body(str(payload["target"]), Incoming.from_dict(payload))
         msg = f"unknown job kind {kind!r}"
@@ -141,7 +145,10 @@ class BackgroundJobs:
             )
             return {"path": str(path), "summary": asdict(summary)}
 
-        return JobBody(check, result_json=lambda result: result)
+        def discard() -> None:
+            arrived.tmp.unlink(missing_ok=True)
+
+        return JobBody(check, result_json=lambda result: result, cleanup=discard)
 
     def _query_body(self, query: str, pair: Pair, params: dict[str, Any]) -> JobBody:
         _check_query(query)
@@ -165,11 +172,19 @@ class BackgroundJobs:
     def _dispatch(self, kind: str, name: str, payload: dict[str, Any], params: dict) -> str:
         """Run job ``kind`` (recorded as ``name``) on a Celery worker when configured,
         else on this process's threads; returns the job id."""
+        body = self.job_body(kind, payload)  # a payload a worker would refuse fails here
         if self.remote is not None:
-            return self.remote.submit(name, {"kind": kind, **payload}, params=params)
-        body = self.job_body(kind, payload)
+            job = self.remote.submit(name, {"kind": kind, **payload}, params=params)
+            if body.cleanup is not None and self.runner.status(job).status.finished:
+                clean_up(job, body.cleanup)  # not queued (Redis cannot be reached)
+            return job
         return self.runner.submit(
-            name, body.fn, params=params, result_key=body.result_key, result_json=body.result_json
+            name,
+            body.fn,
+            params=params,
+            result_key=body.result_key,
+            result_json=body.result_json,
+            cleanup=body.cleanup,
         )
 
     def submit(self, query: str, pair: Pair, **params: Any) -> str:
@@ -200,11 +215,7 @@ class BackgroundJobs:
         fails with one line naming the file."""
         payload = {"target": target, **arrived.to_dict()}
         params = {"target": target, "file": arrived.shown}
-        try:
-            return self._dispatch("upload", "upload", payload, params)
-        except BaseException:
-            arrived.tmp.unlink(missing_ok=True)
-            raise
+        return self._dispatch("upload", "upload", payload, params)
 
     def refuse(self, kind: str, error: str, **params: Any) -> str:
         """Record a job of ``kind`` that could not start, failed with ``error`` (one

@@ -115,6 +115,7 @@ def register_tasks(celery_app: Any, make_service: Callable[[], AnalysisService])
             result_key=body.result_key,
             result_json=body.result_json,
             worker=str(getattr(task.request, "hostname", "") or f"pid {os.getpid()}"),
+            cleanup=body.cleanup,
         )
         return service.jobs.registry.read(job_id, check_alive=False).result if done else None
 

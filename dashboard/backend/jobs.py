@@ -398,11 +398,13 @@ class JobRunner:
         params: dict[str, Any] | None = None,
         result_key: Callable[[], str | None] | None = None,
         result_json: Callable[[Any], Any] | None = None,
+        cleanup: Callable[[], None] | None = None,
     ) -> str:
         """Queue ``fn(ctx)``; returns the job id.
 
         ``result_key()`` is read after ``fn`` returns and stored in the record (the cache key
-        of the result); ``result_json(result)`` gives a small JSON-able result to store too.
+        of the result); ``result_json(result)`` gives a small JSON-able result to store too;
+        ``cleanup()`` runs when the job ends without one (:func:`run_job`).
         """
         self._forget(self.registry.maybe_prune())
         job_id = uuid.uuid4().hex
@@ -411,7 +413,7 @@ class JobRunner:
         self.registry.write(JobInfo(id=job_id, kind=kind, params=_jsonable(params or {})))
         plog = ProgressLog(kind, job_id)
         self._futures[job_id] = self._pool.submit(
-            self._run, job_id, fn, event, result_key, result_json, plog
+            self._run, job_id, fn, event, result_key, result_json, cleanup, plog
         )
         return job_id
 
@@ -438,6 +440,7 @@ class JobRunner:
         event: threading.Event,
         result_key: Callable[[], str | None] | None,
         result_json: Callable[[Any], Any] | None,
+        cleanup: Callable[[], None] | None,
         plog: ProgressLog,
     ) -> None:
         done, result = run_job(
@@ -448,6 +451,7 @@ class JobRunner:
             result_key=result_key,
             result_json=result_json,
             on_progress=plog.progress,
+            cleanup=cleanup,
         )
         if done:
             self._results[job_id] = result
@@ -544,10 +548,7 @@ class JobRunner:
                 info = self.registry.fail(job_id, _process_end(info.kind, proc.pid, proc.exitcode))
         plog.end(info)
         if info.status != JobStatus.DONE and cleanup is not None:
-            try:
-                cleanup()
-            except Exception:
-                logger.exception("cleaning up after job %s failed", job_id)
+            clean_up(job_id, cleanup)
 
     def _stop_after_grace(self, job_id: str, future: Future[Any]) -> None:
         """Terminate a cancelled job's process that has not stopped by itself in time."""
@@ -639,6 +640,7 @@ def run_job(
     result_json: Callable[[Any], Any] | None = None,
     on_progress: Callable[[float, str], None] | None = None,
     worker: str = "",
+    cleanup: Callable[[], None] | None = None,
 ) -> tuple[bool, Any]:
     """Run ``fn(ctx)`` for the registered job ``job_id`` here (thread, child process or
     another machine's worker), recording status, pid, progress, result or error in
@@ -646,11 +648,40 @@ def run_job(
     ``(True, result)`` when it finished, else ``(False, None)``.
 
     ``worker`` names the Celery worker running it (kept in the record). A job that is no
-    longer queued (a task delivered twice, a job already failed) is not run again."""
+    longer queued (a task delivered twice, a job already failed) is not run again.
+    ``cleanup()`` removes what the job leaves when this call ends it without a result
+    (cancelled before or while running, failed): a temporary upload, a partial model."""
     ctx = JobContext(registry, job_id, event or threading.Event(), on_progress)
     if registry.read(job_id, check_alive=False).status != JobStatus.QUEUED:
         logger.warning("job %s is not queued any more; not running it again", job_id)
         return False, None
+    done, result = False, None
+    try:
+        done, result = _run_queued(registry, job_id, fn, ctx, result_key, result_json, worker)
+    finally:
+        if not done and cleanup is not None:
+            clean_up(job_id, cleanup)
+    return done, result
+
+
+def clean_up(job_id: str, cleanup: Callable[[], None]) -> None:
+    """Run a job's ``cleanup``; a failure is logged, never raised over the job's end."""
+    try:
+        cleanup()
+    except Exception:
+        logger.exception("job %s: its clean-up failed", job_id)
+
+
+def _run_queued(
+    registry: JobRegistry,
+    job_id: str,
+    fn: Callable[[JobContext], Any],
+    ctx: JobContext,
+    result_key: Callable[[], str | None] | None,
+    result_json: Callable[[Any], Any] | None,
+    worker: str,
+) -> tuple[bool, Any]:
+    """:func:`run_job` for a job that is queued: start, run and record it."""
     if ctx.cancelled():
         registry.update(
             job_id,

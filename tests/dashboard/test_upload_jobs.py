@@ -147,3 +147,42 @@ def test_a_payload_cannot_point_the_check_elsewhere(service, tmp_path, where) ->
     with pytest.raises(DatasetNotFound, match="upload it again"):
         service.job_body("upload", payload)
     assert victim.read_bytes() == b"precious" and kept.read_bytes() == b"precious too"
+
+
+def test_a_check_cancelled_before_it_starts_leaves_no_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(uploads.UPLOAD_TARGETS, "dataset", SLOW)
+    svc = AnalysisService(
+        Settings(cache_dir=tmp_path / "cache", data_dir=tmp_path / "data"), max_jobs=1
+    )
+    try:
+        with acting_as("u-alice"):
+            first = svc.submit_upload("dataset", arrive(svc, b"x" * 64, "first.h5ad"))
+            waiting = arrive(svc, b"y" * 64, "second.h5ad")
+            second = svc.submit_upload("dataset", waiting)  # queued behind the first
+            assert svc.job(second).status == JobStatus.QUEUED
+            svc.cancel(second)
+            svc.cancel(first)
+        assert svc.wait(second, timeout=30).message == "cancelled before start"
+        assert svc.wait(first, timeout=30).status == JobStatus.CANCELLED
+        assert not waiting.tmp.exists()  # its clean-up ran although its body never did
+        assert not list(waiting.tmp.parent.iterdir())
+    finally:
+        svc.close()
+
+
+def test_a_check_the_queue_cannot_take_leaves_no_file(service) -> None:
+    """With Celery configured but Redis unreachable the job fails at once: the arrived
+    file goes with it (no worker will ever read it)."""
+
+    class Unreachable:
+        def submit(self, kind: str, payload: dict, *, params: dict) -> str:
+            job = service.jobs.refuse(kind, "the job queue (Redis) cannot be reached")
+            return job
+
+    service.background.remote = Unreachable()
+    with acting_as("u-alice"):
+        arrived = arrive(service, b"x" * 64, "mine.h5ad")
+        job = service.submit_upload("dataset", arrived)
+        info = service.job(job)
+    assert info.status == JobStatus.FAILED and "cannot be reached" in info.error
+    assert not arrived.tmp.exists()
