@@ -71,7 +71,7 @@ def create_app(
         service = backend.get_service()
     backend.set_service(service)
     default = state if state is not None else ActiveState(service)
-    set_state(default, Workspaces(default, Path(service.settings.cache_dir) / "workspaces"))
+    set_state(default, Workspaces(default, service.settings.workspaces_dir))
 
     # Callbacks registered by an earlier app's pages that no request ever claimed (tests
     # build several apps in one process) would otherwise be served twice by this app.

@@ -214,8 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flag(
         p,
         "redis_url",
-        "Celery/Redis for background callbacks",
-        shown="$REDIS_URL, else none: diskcache",
+        "Redis of the Celery workers that run the long jobs",
+        shown="$REDIS_URL, else none: the server's own threads",
     )
     add_config_flag(p, "trusted_proxy", "reverse proxy address to trust")
     add_config_flag(p, "dev", "Dash development server, debug on", action="store_true")

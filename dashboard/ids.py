@@ -115,17 +115,11 @@ DE_UMAP = "de-umap"
 DE_STATUS = "de-status"
 DE_EXPORT = "de-export"
 DE_JOB = job_ids("de")
-DE_JOB_STORE = DE_JOB.store
-DE_INTERVAL = DE_JOB.interval
-DE_PROGRESS = DE_JOB.progress
 DE_READY_STORE = "de-ready-store"  # bumps when the one-vs-rest results are ready
 DE_FEATURE_STORE = "de-feature-store"  # the feature clicked in the volcano or the table
 
 # metrics page --------------------------------------------------------------------------
 METRICS_JOB = job_ids("metrics")
-METRICS_JOB_STORE = METRICS_JOB.store
-METRICS_INTERVAL = METRICS_JOB.interval
-METRICS_PROGRESS = METRICS_JOB.progress
 METRICS_CONTENT = "metrics-content"
 METRICS_CANCEL = METRICS_JOB.cancel
 METRICS_RETRY = METRICS_JOB.retry  # "Compute again"
@@ -160,7 +154,6 @@ MODEL_CHECKPOINT_PATH = "model-checkpoint-path"
 MODEL_LOAD = "model-load"
 MODEL_INTERVAL = MODEL_JOB.interval  # polls the switch for both panels
 MODEL_PROGRESS = MODEL_JOB.progress
-MODEL_MESSAGE = MODEL_JOB.message
 # model page: map new data onto the active model (query mapping card)
 MODEL_QUERY_JOB = job_ids("model-query")  # the mapping's panel (the model page polls it)
 MODEL_QUERY_DATASET = "model-query-dataset"
@@ -170,13 +163,8 @@ MODEL_QUERY_MAX_EPOCHS = "model-query-max-epochs"
 MODEL_QUERY_START = "model-query-start"
 MODEL_QUERY_CANCEL = MODEL_QUERY_JOB.cancel
 MODEL_QUERY_PROGRESS = MODEL_QUERY_JOB.progress
-MODEL_QUERY_MESSAGE = MODEL_QUERY_JOB.message
 # model page: the drop zones of the dataset (card 1) and of the new data (map card)
 MODEL_UPLOAD_ZONE = upload_ids("model-upload")
 MODEL_UPLOAD = MODEL_UPLOAD_ZONE.zone
 MODEL_UPLOAD_STATUS = MODEL_UPLOAD_ZONE.status
-MODEL_UPLOAD_DONE = MODEL_UPLOAD_ZONE.done
 MODEL_QUERY_UPLOAD_ZONE = upload_ids("model-query-upload")
-MODEL_QUERY_UPLOAD = MODEL_QUERY_UPLOAD_ZONE.zone
-MODEL_QUERY_UPLOAD_STATUS = MODEL_QUERY_UPLOAD_ZONE.status
-MODEL_QUERY_UPLOAD_DONE = MODEL_QUERY_UPLOAD_ZONE.done

@@ -23,7 +23,6 @@ from dashboard.backend.settings import (
     CONFIG_ENV,
     ENV_PREFIX,
     Config,
-    ReadKeys,
     describe_default,
     load_config,
 )
@@ -31,9 +30,6 @@ from model.config import Precision, TotalVIConfig, TrainConfig
 from model.protein_scale import PROTEIN_SCALES
 
 COMMANDS = ("train", "precompute", "export")
-#: The read flags every command that reads data takes (``dest`` names; their values are
-#: :meth:`model.read_options.ReadOptions.overridden` keywords).
-READ_FLAGS = tuple(f.name for f in fields(ReadKeys))
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -143,12 +139,6 @@ def add_read_flags(p: argparse.ArgumentParser, *, with_model: bool = True) -> No
         ("rna_modality", "RNA modality of an .h5mu", "rna"),
     ):
         add_config_flag(p, key, text, group=g, shown=default + shown)
-
-
-def read_flags(args: argparse.Namespace) -> dict[str, str]:
-    """The read flags given on the command line (those left out are not in the dict); the
-    configuration's are :attr:`Config.read_flags`."""
-    return {k: getattr(args, k) for k in READ_FLAGS if getattr(args, k, None) is not None}
 
 
 # -------------------------------------------------------------------------- subcommands

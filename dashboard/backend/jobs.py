@@ -4,7 +4,7 @@ A job is a function ``fn(ctx) -> result`` run on a worker thread. It reports pro
 ``ctx.progress(fraction, message)`` and stops early when ``ctx.cancelled()`` turns true (long
 loops poll it; training passes it to ``TotalVI.train(should_stop=...)``). The registry holds
 one JSON file per job under ``<cache_dir>/jobs/`` (status, progress, message, error, result
-key), written atomically, so another process (a Dash background callback, the CLI) can read a
+key), written atomically, so another process (a Celery worker, the CLI) can read a
 job's state and request its cancellation through a ``<id>.cancel`` flag file.
 
 Results live in the results cache (the registry stores their key); a job that fails records

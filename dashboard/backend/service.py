@@ -41,15 +41,9 @@ from dashboard.backend.jobs import JobRegistry, JobRunner
 from dashboard.backend.model_card import ModelCard
 from dashboard.backend.names import CellTypeNames
 from dashboard.backend.preparation import precompute
-from dashboard.backend.registry import Registry, fresh_data
+from dashboard.backend.registry import Registry
 from dashboard.backend.results import ProgressFn, Results
-from dashboard.backend.training import Training, train_in_process
-
-# the training module's helpers, importable from here as before
-from dashboard.backend.training import (  # noqa: F401
-    discard_partial_checkpoint as _discard_partial_checkpoint,
-)
-from dashboard.backend.training import staging_folder as _staging_folder  # noqa: F401
+from dashboard.backend.training import Training
 
 if TYPE_CHECKING:
     from dashboard.backend.mapping import QueryMapResult
@@ -230,6 +224,4 @@ __all__ = [
     "BackendError",
     "DashboardService",
     "MinifiedData",
-    "fresh_data",
-    "train_in_process",
 ]

@@ -74,7 +74,7 @@ class Settings:
     cache_dir
         Root of the cache: ``results/`` (diskcache of computed results), ``blocks/`` (gene
         blocks of denoised RNA), ``jobs/`` (job registry), ``locks/`` (per-key file locks),
-        ``callbacks/`` (Dash background callbacks) and ``names/`` (the user's cell-type
+        ``workspaces/`` (every user's workspace) and ``names/`` (the user's cell-type
         names, one JSON file per dataset and model). Gitignored under ``data/cache/`` by
         default.
     cache_size_limit
@@ -117,7 +117,8 @@ class Settings:
     max_de_cells
         Largest group a DE request may name (``None``: no limit).
     redis_url
-        When set, Dash background callbacks use Celery with this Redis broker.
+        When set, the long jobs (preparation, queries, training, upload checks) run on
+        Celery workers through this Redis broker; else on the server's own threads.
     max_upload_bytes
         Largest dataset upload the Model page accepts (refused before anything is stored).
     auth_file
@@ -200,8 +201,8 @@ class Settings:
     locks_dir = _cache_folder(
         "locks", "Per-key lock files that make one process compute a missing result."
     )
-    callbacks_dir = _cache_folder(
-        "callbacks", "Dash's own background-callback bookkeeping (kept apart from results)."
+    workspaces_dir = _cache_folder(
+        "workspaces", "Every user's workspace record (one JSON file per workspace)."
     )
     names_dir = _cache_folder(
         "names",

@@ -161,7 +161,8 @@ def store_upload(
     validate: Callable[[Path, str], Any],
     declared_bytes: int | None = None,
 ) -> tuple[Path, Any]:
-    """:func:`receive_upload` then :func:`accept_upload` in one call (the CLI, tests)."""
+    """:func:`receive_upload` then :func:`accept_upload` in one call (tests; the route
+    runs the second as a job)."""
     arrived = receive_upload(
         stream, filename, folder, max_bytes=max_bytes, declared_bytes=declared_bytes
     )

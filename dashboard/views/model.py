@@ -137,11 +137,6 @@ def upload_notices(data: Any) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------ datasets
-def obs_columns(service: AnalysisService, dataset: Any) -> list[str]:
-    """obs columns of a registered dataset (candidates for the batch key)."""
-    return [str(c) for c in service.dataset(dataset).obs.columns]
-
-
 def batch_key_options(data: Any) -> tuple[list[dict[str, str]], list[str]]:
     """The batch-key dropdown of a dataset: "none" and each obs column with 2 to 199
     values (or named ``batch``); and those columns."""

@@ -405,12 +405,6 @@ def open_link(pair_id: str) -> str | None:
     return workspaces.open_link(owner, pair_id)
 
 
-def default_state() -> ActiveState | None:
-    """The server's default state (what new workspaces follow), if installed."""
-    with _state_lock:
-        return _default
-
-
 def set_state(state: ActiveState | None, workspaces: Any = None) -> None:
     """Install the server's default state and the workspaces over it (``create_app`` and
     tests do; ``None`` removes them)."""

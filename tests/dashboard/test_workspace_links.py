@@ -21,7 +21,7 @@ def test_a_pair_only_in_memory_opens_for_no_one_else(tmp_path, trained) -> None:
     )
     try:
         default = ActiveState(svc, warm=False)
-        workspaces = Workspaces(default, root / "cache" / "workspaces")
+        workspaces = Workspaces(default, svc.settings.workspaces_dir)
         mapped = svc.add_model(svc.add_dataset(data), model)  # no files: in memory only
         assert mapped.dataset.path is None and mapped.model.path is None
         workspaces.state("u-alice").activate(mapped)

@@ -352,5 +352,5 @@ def test_each_browser_session_has_its_own_workspace(app) -> None:
     response = forged.get("/_dash-layout")
     assert "tve_workspace=" in response.headers.get("Set-Cookie", "")
     assert _store_data(response.get_json(), ids.SELECTION_STORE) is None
-    records = list((app.service.settings.cache_dir / "workspaces").glob("*.json"))
+    records = list(app.service.settings.workspaces_dir.glob("*.json"))
     assert records and all(p.name.startswith("s-") for p in records)

@@ -271,16 +271,16 @@ def test_a_process_deaf_to_cancel_is_terminated(tmp_path) -> None:
 
 
 def test_what_a_save_cut_short_leaves_is_removed(tmp_path) -> None:
-    from dashboard.backend.service import _discard_partial_checkpoint, _staging_folder
+    from dashboard.backend.training import discard_partial_checkpoint, staging_folder
 
     out = tmp_path / "models" / "small-20260101-000000"
-    staging = _staging_folder(out)
+    staging = staging_folder(out)
     staging.mkdir(parents=True)
     (staging / ".model.abc.tmp").write_bytes(b"half")
-    _discard_partial_checkpoint(out)
+    discard_partial_checkpoint(out)
     assert not list((tmp_path / "models").iterdir())
     out.mkdir()  # an existing model folder keeps its checkpoint, loses the temp file
     (out / "model.pt").write_bytes(b"whole")
     (out / ".model.def.tmp").write_bytes(b"half")
-    _discard_partial_checkpoint(out)
+    discard_partial_checkpoint(out)
     assert [p.name for p in out.iterdir()] == ["model.pt"]
