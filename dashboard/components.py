@@ -185,8 +185,9 @@ def alert(message: str, *, kind: str = "error", dismissable: bool = False) -> ht
 
 
 def notice(message: str, *, kind: str = "info") -> html.Div:
-    """A placeholder box for a view that has nothing to show yet."""
-    return html.Div(message, className=f"notice notice-{kind}")
+    """A placeholder box for a view that has nothing to show yet, one line with no server
+    path, as :func:`alert` (it may carry a failed job's error)."""
+    return html.Div(scrub_paths(one_line(message)), className=f"notice notice-{kind}")
 
 
 def progress_children(fraction: float, message: str = "") -> list[Any]:

@@ -54,7 +54,7 @@ class ModelFolder:
 def locate_model(path: str | os.PathLike[str]) -> ModelFolder:
     """The :class:`ModelFolder` at ``path`` (a folder, a hub cache folder or a ``model.pt``).
 
-    Raises :class:`~model.totalvi.CheckpointError` with one line when there is no
+    Raises :class:`~model.errors.CheckpointError` with one line when there is no
     checkpoint, or when a file's link leads outside the folder.
     """
     p = Path(path)

@@ -29,7 +29,6 @@ from model.checkpoint import (
 )
 from model.config import TotalVIConfig, TrainConfig
 from model.data import CiteSeqData
-from model.errors import CheckpointError
 from model.mapping import QueryInfo, map_query
 from model.model_folder import locate_model
 from model.module import TotalVAE
@@ -48,7 +47,7 @@ from model.train import (
 if TYPE_CHECKING:
     import anndata
 
-__all__ = ["CheckpointError", "TotalVI"]
+__all__ = ["TotalVI"]
 
 
 class TotalVI(PosteriorQueries, Likelihoods):

@@ -25,7 +25,7 @@ from dashboard.backend.metrics import (
     model_card_properties,
 )
 from dashboard.backend.results import CachedQueries
-from model.protein_scale import MEASURED, check_protein_scale
+from model.protein_scale import MEASURED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -155,8 +155,7 @@ class ModelCard(CachedQueries):
         ``protein_scale`` (default ``settings.protein_scale``), the DE-metric rows under the
         cell types' shown names (the cached result keeps the automatic names)."""
         result = self.metrics(pair, **kwargs)
-        scale = self.settings.protein_scale if protein_scale is None else protein_scale
-        result = result.for_scale(check_protein_scale(scale))
+        result = result.for_scale(self.annotation.expression.protein_scale(protein_scale))
         names = self.annotation.cell_type_names(
             pair, labels_key=kwargs.get("labels_key"), resolution=kwargs.get("resolution")
         )

@@ -10,6 +10,7 @@ from dashboard.components import (
     alert,
     job_panel,
     job_view,
+    notice,
     one_line,
     progress_children,
     refused_view,
@@ -24,6 +25,12 @@ def test_alert_shows_a_multi_line_error_as_one_line() -> None:
     assert text == "model.pt: not readable (A load persistent id, but no function)"
     assert box.className == "alert alert-info"
     assert box.role == "alert"
+
+
+def test_a_notice_is_one_line_without_server_paths() -> None:
+    box = notice("Preparing the model failed: /srv/private/x/model.pt:\n  not readable")
+    assert box.children == "Preparing the model failed: model.pt: not readable"
+    assert box.className == "notice notice-info"
 
 
 def test_dismissable_alert_has_a_close_button() -> None:
