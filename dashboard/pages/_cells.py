@@ -192,7 +192,34 @@ def recolor_patch(
     ``hover`` also the cells' base hover text (after a cell type was renamed); ``legend``
     as for :func:`cell_figure`."""
     shown = shown_cells(service, pair)
-    marker, template, labels, cd = color_parts(service, pair, spec, shown, legend=legend)
+    parts = color_parts(service, pair, spec, shown, legend=legend)
+    return _patch(service, pair, spec, shown, parts, umap=umap, hover=hover)
+
+
+def recolor_patches(
+    service: AnalysisService, pair: Pair, spec: ColorSpec, *, hover: bool = False
+) -> tuple[Patch, Patch]:
+    """:func:`recolor_patch` of the UMAP and of the linked view (both with a legend), from
+    one reading of the colour values."""
+    shown = shown_cells(service, pair)
+    parts = color_parts(service, pair, spec, shown, legend=True)
+    return (
+        _patch(service, pair, spec, shown, parts, umap=True, hover=hover),
+        _patch(service, pair, spec, shown, parts, umap=False, hover=hover),
+    )
+
+
+def _patch(
+    service: AnalysisService,
+    pair: Pair,
+    spec: ColorSpec,
+    shown: np.ndarray | None,
+    parts: tuple[Any, ...],
+    *,
+    umap: bool,
+    hover: bool,
+) -> Patch:
+    marker, template, labels, cd = parts
     patch = Patch()
     patch["data"][0]["marker"] = marker
     patch["data"][0]["hovertemplate"] = template

@@ -384,8 +384,7 @@ def recolor(feature: str | None, layer: str | None, color_state: dict | None) ->
     if spec is None:  # the shared colouring already, e.g. the controls just mounted
         return no_update, no_update, no_update, options, new_layer
     service, pair = active()
-    patch = _cells.recolor_patch(service, pair, spec, legend=True)
-    linked = _cells.recolor_patch(service, pair, spec, umap=False, legend=True)
+    patch, linked = _cells.recolor_patches(service, pair, spec)
     return patch, linked, spec.to_state(), options, new_layer
 
 
@@ -617,8 +616,7 @@ def _after_rename(feature: str | None, layer: str | None, note: str) -> tuple:
     service, pair = active()
     spec = ColorSpec.from_state({"feature": feature, "layer": layer})
     return (
-        _cells.recolor_patch(service, pair, spec, hover=True, legend=True),
-        _cells.recolor_patch(service, pair, spec, umap=False, hover=True, legend=True),
+        *_cells.recolor_patches(service, pair, spec, hover=True),
         type_options(service, pair),
         "",
         components.alert(note, kind="success"),
