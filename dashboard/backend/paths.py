@@ -123,15 +123,22 @@ def list_datasets(folder: str | os.PathLike[str], *, max_depth: int = 3) -> list
 def list_model_folders(model_dir: str | os.PathLike[str]) -> list[ModelFolder]:
     """The model folders under ``model_dir`` the current owner may load (the shared area
     and the models they trained)."""
-    base = Path(model_dir).expanduser().resolve()
     owner = current_owner()
-    out = []
-    for folder in find_model_folders(model_dir):
-        where = Path(folder.root or folder.folder).resolve()
-        if where.is_relative_to(base) and foreign_area(where.relative_to(base), owner):
-            continue
-        out.append(folder)
-    return out
+    return [
+        folder
+        for folder in find_model_folders(model_dir)
+        if not in_foreign_area(folder.root or folder.folder, model_dir, owner)
+    ]
+
+
+def in_foreign_area(
+    path: str | os.PathLike[str], folder: str | os.PathLike[str], owner: str | None
+) -> bool:
+    """Whether ``path`` (symlinks followed) lies in another owner's private area of the data
+    or model ``folder`` (:func:`~dashboard.backend.owner.foreign_area`); a path outside
+    ``folder`` is in none."""
+    where, base = Path(path).resolve(), Path(folder).expanduser().resolve()
+    return where.is_relative_to(base) and foreign_area(where.relative_to(base), owner)
 
 
 def is_inside(folder: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:

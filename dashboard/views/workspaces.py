@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from dashboard.backend.errors import BackendError, InvalidSelection
-from dashboard.backend.owner import acting_as, foreign_area, workspace_id
+from dashboard.backend.owner import acting_as, workspace_id
+from dashboard.backend.paths import in_foreign_area
 from dashboard.backend.refs import DatasetRef, Pair
 from dashboard.views.state import ActiveState, pair_name
 
@@ -187,14 +188,10 @@ class Workspaces:
         if pair.dataset.path is None or pair.model.path is None:
             return pair == self.default.pair
         settings = self.service.settings
-        for path, base in (
-            (pair.dataset.path, settings.data_dir),
-            (pair.model.path, settings.model_dir),
-        ):
-            where, root = Path(path).resolve(), Path(base).expanduser().resolve()
-            if where.is_relative_to(root) and foreign_area(where.relative_to(root), owner):
-                return False
-        return True
+        return not (
+            in_foreign_area(pair.dataset.path, settings.data_dir, owner)
+            or in_foreign_area(pair.model.path, settings.model_dir, owner)
+        )
 
     def owners(self) -> list[str]:
         """Owners whose workspace state is in memory now (most recent last)."""
