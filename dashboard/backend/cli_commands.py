@@ -298,6 +298,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train TotalVI on DATA (read keys on the readers' defaults) and save it to ``--out``;
     seed and device come from the configuration (``--seed``, ``--device``)."""
     config = config_of(args)
+    from dashboard.backend.training import save_checkpoint  # anndata, like model
     from model import TotalVI
     from model.read_options import OURS, ReadOptions
 
@@ -317,7 +318,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if config.settings.device:
         overrides["device"] = config.settings.device
     result = model.train(progress=None if args.quiet else _print_progress, **overrides)
-    path = model.save(args.out, overwrite=True)
+    path = save_checkpoint(model, args.out)
     last = result.history.iloc[-1]
     print(
         f"trained {result.epochs} epochs in {result.seconds:.1f}s on {result.device} "

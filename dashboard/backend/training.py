@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from dashboard.backend.refs import DatasetRef, Pair
     from dashboard.backend.results import ProgressFn
     from dashboard.backend.settings import Settings
+    from model.totalvi import TotalVI
 
 
 class Training:
@@ -83,19 +84,27 @@ class Training:
                 )
 
         model.train(progress=on_epoch, should_stop=should_stop, **overrides)
-        out = Path(out_dir)
-        if out.exists():
-            model.save(out, overwrite=True)
-        else:
-            staging = staging_folder(out)
-            discard_partial_checkpoint(out)  # a staging folder left by an earlier crash
-            model.save(staging)
-            try:
-                staging.rename(out)
-            except OSError:  # ``out`` appeared meanwhile: replace its checkpoint instead
-                model.save(out, overwrite=True)
-                discard_partial_checkpoint(out)
+        out = save_checkpoint(model, out_dir)
         return self.registry.add_model(dataset, model, path=str(out), name=out.name)
+
+
+def save_checkpoint(model: TotalVI, out_dir: str | os.PathLike[str]) -> Path:
+    """Save a trained ``model`` to ``out_dir``; returns it. An existing folder's checkpoint
+    is replaced; a new folder is written as a hidden sibling and renamed into place, so it
+    never exists half-written."""
+    out = Path(out_dir)
+    if out.exists():
+        model.save(out, overwrite=True)
+        return out
+    staging = staging_folder(out)
+    discard_partial_checkpoint(out)  # a staging folder left by an earlier crash
+    model.save(staging)
+    try:
+        staging.rename(out)
+    except OSError:  # ``out`` appeared meanwhile: replace its checkpoint instead
+        model.save(out, overwrite=True)
+        discard_partial_checkpoint(out)
+    return out
 
 
 def train_in_process(
