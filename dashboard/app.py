@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -207,21 +208,35 @@ def reset_stale_selection(token: dict[str, Any] | None, selection: dict[str, Any
     return no_update
 
 
-def save_workspace_view(
-    selection: dict[str, Any] | None,
-    saved: dict[str, Any] | None,
-    color: dict[str, Any] | None,
-) -> Any:
-    """Keep the workspace's selection, saved selections and colour on the server (a
-    reload, another tab or a restart shows them); too large a selection is not kept."""
+#: The browser stores a workspace keeps on the server, by their key in its record.
+WORKSPACE_STORES = {
+    "selection": ids.SELECTION_STORE,
+    "saved_selections": ids.SAVED_SELECTIONS_STORE,
+    "color": ids.COLOR_STORE,
+}
+
+
+def save_workspace_view(key: str, value: dict[str, Any] | None) -> Any:
+    """Keep one of the workspace's stores (``key`` of :data:`WORKSPACE_STORES`) on the
+    server, so a reload, another tab or a restart shows it; only the store that changed is
+    sent and written (a tab does not overwrite what another kept); too large a selection
+    is not kept."""
     workspaces, owner = get_workspaces(), current_owner()
     if workspaces is None or owner is None:
         return no_update
     try:
-        workspaces.save_view(owner, selection=selection, saved_selections=saved, color=color)
+        workspaces.save_view(owner, **{key: value})
     except BackendError as err:
         set_props(ids.ALERT, {"children": alert(str(err), kind="warning", dismissable=True)})
     return no_update
+
+
+def _workspace_saver(key: str) -> Callable[[dict[str, Any] | None], Any]:
+    def save(value: dict[str, Any] | None) -> Any:
+        return save_workspace_view(key, value)
+
+    save.__name__ = f"save_workspace_{key}"
+    return save
 
 
 def close_alert(n_clicks: int | None) -> Any:
@@ -263,11 +278,12 @@ def register_shell_callbacks(app: Dash) -> None:
             *shared_outputs((ids.ALERT, "children")),
             Input(ids.ALERT_CLOSE, "n_clicks"),
         ],
-        save_workspace_view: [
-            Output(ids.WORKSPACE_SINK, "children"),
-            *data_of(ids.SELECTION_STORE, ids.SAVED_SELECTIONS_STORE, ids.COLOR_STORE),
-        ],
     }
+    for key, store in WORKSPACE_STORES.items():
+        follow[_workspace_saver(key)] = [
+            Output(ids.WORKSPACE_SINK, "children", allow_duplicate=True),
+            Input(store, "data"),
+        ]
     for function, deps in follow.items():
         app.callback(*deps, prevent_initial_call=True)(function)
     app.clientside_callback(

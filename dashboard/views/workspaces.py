@@ -69,6 +69,7 @@ class WorkspaceStore:
     def update(self, owner: str, **changes: Any) -> dict[str, Any]:
         """Merge ``changes`` into ``owner``'s record and store it; returns the record."""
         with self._lock:
+            new = not self.path(owner).exists()
             record = {**self.read(owner), **changes, "owner": owner, "updated": time.time()}
             body = json.dumps(record, separators=(",", ":"), default=str)
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -80,10 +81,12 @@ class WorkspaceStore:
                 tmp.replace(self.path(owner))
             finally:
                 tmp.unlink(missing_ok=True)
-            self._prune()
+            if new:  # only a new record can pass the bound
+                self._prune()
             return record
 
     def _prune(self) -> None:
+        """Keep the :data:`MAX_RECORDS` most recently updated records."""
         records = sorted(self.folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
         for old in records[: max(len(records) - MAX_RECORDS, 0)]:
             with contextlib.suppress(OSError):

@@ -330,12 +330,18 @@ def test_each_browser_session_has_its_own_workspace(app) -> None:
     assert a_token != bob.get_cookie("tve_workspace").value
     assert alice.get("/_dash-layout").headers.get("Set-Cookie") is None  # kept, not minted
 
-    saver = dependency(app, "app-workspace-sink.children", f"{ids.SELECTION_STORE}.data")
     selection = {"cells": [1, 2, 3], "dataset": app.pair.dataset.id, "source": "lasso"}
     saved = {app.pair.dataset.id: {"three cells": [1, 2, 3]}}
     env = SimpleNamespace(client=alice)
     gene = {"feature": "gene:CD3E", "layer": "raw"}
-    assert call(env, saver, [selection, saved, gene]).status_code in (200, 204)
+    for store, value in (
+        (ids.SELECTION_STORE, selection),
+        (ids.SAVED_SELECTIONS_STORE, saved),
+        (ids.COLOR_STORE, gene),
+    ):  # each store is saved by its own callback, only it sent
+        saver = dependency(app, "app-workspace-sink.children", f"{store}.data")
+        assert [f"{i['id']}.{i['property']}" for i in saver["inputs"]] == [f"{store}.data"]
+        assert call(env, saver, [value]).status_code in (200, 204)
 
     a_layout = alice.get("/_dash-layout").get_json()
     assert _store_data(a_layout, ids.SELECTION_STORE) == selection
