@@ -303,7 +303,7 @@ class BackgroundJobs:
     def discard_partial_checkpoint(self, job_id: str) -> None:
         """Remove what a training job that did not finish left in its output folder (a
         worker killed mid-save leaves a hidden staging folder; never a model)."""
-        out_dir = self.runner.status(job_id).params.get("out_dir")
+        out_dir = self.job(job_id).params.get("out_dir")  # the owner's jobs only
         if isinstance(out_dir, str) and out_dir:
             discard_partial_checkpoint(out_dir)
 
@@ -317,7 +317,9 @@ class BackgroundJobs:
         return self.runner.cancel(job_id)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobInfo:
-        """Block until a job finishes; returns its record."""
+        """Block until a job finishes; returns its record (the owner's jobs only, as
+        :meth:`job`)."""
+        self.job(job_id)
         return self.runner.wait(job_id, timeout)
 
     def job_result(self, job_id: str, timeout: float | None = None) -> Any:

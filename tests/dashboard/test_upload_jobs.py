@@ -186,3 +186,14 @@ def test_a_check_the_queue_cannot_take_leaves_no_file(service) -> None:
         info = service.job(job)
     assert info.status == JobStatus.FAILED and "cannot be reached" in info.error
     assert not arrived.tmp.exists()
+
+
+def test_waiting_on_another_users_job_reads_as_unknown(service) -> None:
+    with acting_as("u-alice"):
+        job = service.refuse("upload", "x.h5ad: refused", target="dataset", file="x.h5ad")
+    with acting_as("u-bob"):
+        with pytest.raises(JobNotFound):
+            service.wait(job, timeout=1)
+        with pytest.raises(JobNotFound):
+            service.discard_partial_checkpoint(job)
+    assert service.wait(job, timeout=1).status == JobStatus.FAILED  # the server sees all
