@@ -34,8 +34,9 @@ TASK = "totalvi_explorer.run"
 
 
 def make_celery_app(settings: Settings) -> Any:
-    """A Celery app on ``settings.redis_url`` (broker and result backend), set up so each
-    worker takes one job at a time and a job is handed to one worker only."""
+    """A Celery app on ``settings.redis_url`` (the broker), set up so each worker takes
+    one job at a time and a job is handed to one worker only. Results go to the job
+    registry and the results cache, not to a Celery result backend."""
     if not settings.redis_url:
         msg = "no Redis URL: set TOTALVI_EXPLORER_REDIS_URL (or REDIS_URL) to use Celery"
         raise BackendError(msg)
@@ -44,13 +45,13 @@ def make_celery_app(settings: Settings) -> Any:
     except ImportError:
         msg = "Celery is not installed: pip install 'celery[redis]'"
         raise BackendError(msg) from None
-    app = Celery("totalvi_explorer", broker=settings.redis_url, backend=settings.redis_url)
+    app = Celery("totalvi_explorer", broker=settings.redis_url)
     app.conf.update(
         worker_prefetch_multiplier=1,  # an idle worker takes the next job, not a busy one
         task_acks_late=True,
         task_reject_on_worker_lost=False,  # a job whose worker died is failed, not re-run
         broker_connection_retry_on_startup=True,
-        result_expires=3600,
+        task_ignore_result=True,  # the job registry says how a job ended
         task_serializer="json",
         accept_content=["json"],
     )
@@ -105,10 +106,10 @@ def register_tasks(celery_app: Any, make_service: Callable[[], AnalysisService])
     """
 
     @celery_app.task(name=TASK, bind=True)
-    def run(task: Any, job_id: str, kind: str, payload: dict[str, Any]) -> Any:
+    def run(task: Any, job_id: str, kind: str, payload: dict[str, Any]) -> None:
         service = worker_service(make_service)
         body = service.job_body(kind, payload)
-        done, _ = run_job(
+        run_job(
             service.jobs.registry,
             job_id,
             body.fn,
@@ -117,7 +118,6 @@ def register_tasks(celery_app: Any, make_service: Callable[[], AnalysisService])
             worker=str(getattr(task.request, "hostname", "") or f"pid {os.getpid()}"),
             cleanup=body.cleanup,
         )
-        return service.jobs.registry.read(job_id, check_alive=False).result if done else None
 
     return {TASK: run}
 

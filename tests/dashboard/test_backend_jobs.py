@@ -186,6 +186,7 @@ def test_celery_app_factory(tmp_path) -> None:
     app = make_celery_app(redis)
     assert app.conf.broker_url.startswith("redis://")
     assert app.conf.worker_prefetch_multiplier == 1 and app.conf.task_acks_late
+    assert app.conf.task_ignore_result  # how a job ended is in the job registry
     with pytest.raises(BackendError, match="REDIS_URL"):
         make_celery_app(Settings(cache_dir=tmp_path))
 
