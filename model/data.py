@@ -151,6 +151,9 @@ class CiteSeqData:
     notices
         One-line notes for the user about what reading changed (e.g. duplicate names made
         unique); empty for most files.
+    simulated
+        For simulated data (:mod:`model.simulate`, which leaves ``uns["simulation"]``): a
+        line saying how it was made, which every page shows; empty for measured data.
     """
 
     rna: sp.csr_matrix
@@ -170,6 +173,7 @@ class CiteSeqData:
     gene_symbols: pd.Index | None = None
     protein_symbols: pd.Index | None = None
     notices: tuple[str, ...] = ()
+    simulated: str = ""
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -305,6 +309,7 @@ class CiteSeqData:
             gene_symbols=self.gene_symbols,
             protein_symbols=self.protein_symbols,
             notices=self.notices,
+            simulated=self.simulated,
         )
 
     def select_proteins(self, keep: Sequence[int]) -> CiteSeqData:
@@ -579,6 +584,7 @@ def from_anndata(
         gene_symbols=adata.var.get(GENE_SYMBOLS),
         protein_symbols=adata.uns.get(PROTEIN_SYMBOLS),
         rna_layers=[str(k) for k in adata.layers],
+        simulated=simulation_line(adata.uns),
     )
 
 
@@ -681,6 +687,7 @@ def from_mudata(
         gene_symbols=rna_ad.var.get(GENE_SYMBOLS),
         protein_symbols=prot_ad.var.get(PROTEIN_SYMBOLS),
         rna_layers=[str(k) for k in rna_ad.layers],
+        simulated=simulation_line(mdata.uns),
     )
 
 
@@ -819,6 +826,22 @@ def compute_protein_batch_mask(
 
 
 # ================================================================== internals
+def simulation_line(uns: Any) -> str:
+    """How simulated data was made, from the ``uns["simulation"]`` that
+    :func:`model.simulate.simulate_cite_seq` writes (generator and seed); ``""`` when the
+    file has none (measured data)."""
+    sim = uns.get("simulation") if uns is not None else None
+    if not isinstance(sim, Mapping):
+        return ""
+    generator = str(sim.get("generator", "a simulation"))[:80]
+    seed = sim.get("seed")
+    return (
+        f"simulated data ({generator}, seed {seed})"
+        if seed is not None
+        else (f"simulated data ({generator})")
+    )
+
+
 def _build(
     *,
     rna: Any,
@@ -839,6 +862,7 @@ def _build(
     gene_symbols: Any = None,
     protein_symbols: Any = None,
     rna_layers: Sequence[str] = (),
+    simulated: str = "",
 ) -> CiteSeqData:
     """Check names and counts, convert to the canonical dtypes and assemble the container.
 
@@ -898,6 +922,7 @@ def _build(
         gene_symbols=gene_syms,
         protein_symbols=prot_syms,
         notices=tuple(n for n in (gene_note, prot_note) if n),
+        simulated=simulated,
     )
 
 

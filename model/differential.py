@@ -10,6 +10,15 @@ with draw *i* of group 2 and studies the log fold change of each pair::
     bayes_factor = log(proba_de + 1e-8) - log(1 - proba_de + 1e-8)
     lfc_mean/median/std/min/max  on  log2(s1 + 1e-3 pc) - log2(s2 + 1e-3 pc)
 
+Beyond scvi-tools' columns, ``lfc_lower`` and ``lfc_upper`` bound the central
+``credible_level`` (95%) interval of the same log fold changes (numpy's linear quantiles of
+the paired draws): a credible interval of the LFC, which scvi-tools does not report.
+
+``batch_correction`` (scvi-tools' option): every batch category ``b`` of the model gets
+``int(n_samples_overall / n_batch)`` draws per group, decoded as if measured in ``b``
+(``transform_batch=b``), and draws are paired within the same batch (spec §7.7). Those draws
+are decoded per comparison, as scvi-tools does; nothing is shared between comparisons.
+
 ``is_de_fdr_<fdr>`` flags the largest set of features, taken in decreasing ``proba_de``, whose
 posterior expected FDR ``cumsum(1 - p) / k`` stays at or below the target.
 
@@ -64,6 +73,8 @@ STAT_COLUMNS = (
     "lfc_min",
     "lfc_max",
 )
+#: The credible interval of the LFC (not in scvi-tools' table).
+INTERVAL_COLUMNS = ("lfc_lower", "lfc_upper")
 RAW_COLUMNS = (
     "raw_mean1",
     "raw_mean2",
@@ -106,17 +117,34 @@ def _median_last(x: torch.Tensor) -> torch.Tensor:
     return (lower + upper) / 2
 
 
+def _quantiles_first(x: torch.Tensor, qs: Sequence[float]) -> list[torch.Tensor]:
+    """Quantiles ``qs`` along dim 0 with numpy's default (linear) interpolation; by one sort,
+    so no size limit (``torch.quantile`` refuses inputs over 2**24 values)."""
+    ordered = torch.sort(x, dim=0).values
+    n = ordered.shape[0]
+    out = []
+    for q in qs:
+        pos = q * (n - 1)
+        lo = int(np.floor(pos))
+        hi = min(lo + 1, n - 1)
+        w = pos - lo
+        out.append(ordered[lo] * (1 - w) + ordered[hi] * w)
+    return out
+
+
 def change_mode_statistics(
     lfc_test: torch.Tensor,
     lfc: torch.Tensor,
     *,
     delta: float = 0.25,
     test_mode: Literal["three", "two"] = "three",
+    credible_level: float = 0.95,
 ) -> dict[str, np.ndarray]:
     """Change-mode statistics from paired log fold changes laid out ``(n_pairs, features)``.
 
     ``lfc_test`` is ``log2(s1 + pc) - log2(s2 + pc)`` (the test); ``lfc`` uses ``1e-3 pc``
-    (the reported summaries). Row ``i`` is pair ``i``. Returns numpy arrays per feature.
+    (the reported summaries and the ``credible_level`` interval ``lfc_lower..lfc_upper``).
+    Row ``i`` is pair ``i``. Returns numpy arrays per feature.
     """
     n = lfc_test.shape[0]
     p_plus = (lfc_test >= delta).sum(0).double() / n
@@ -124,8 +152,12 @@ def change_mode_statistics(
     proba_de = p_plus + p_minus if test_mode == "two" else torch.maximum(p_plus, p_minus)
     mean = lfc.mean(0)
     std = (lfc - mean).square_().mean(0).sqrt()  # two-pass variance, as numpy's std
+    tail = (1.0 - credible_level) / 2
+    lower, upper = _quantiles_first(lfc, (tail, 1.0 - tail))
     out = {
         "proba_de": proba_de,
+        "lfc_lower": lower,
+        "lfc_upper": upper,
         "lfc_mean": mean,
         "lfc_median": _median_last(lfc.T.contiguous()),
         "lfc_std": std,
@@ -194,6 +226,7 @@ def _stats_frame(
         "pseudocounts": np.full(p.shape, pseudocounts),
         "delta": np.full(p.shape, delta),
         **{k: stats[k] for k in ("lfc_mean", "lfc_median", "lfc_std", "lfc_min", "lfc_max")},
+        **{k: stats[k] for k in INTERVAL_COLUMNS if k in stats},
     }
     return pd.DataFrame(cols, index=None if index is None else pd.Index(index))
 
@@ -280,7 +313,9 @@ class ChangeMode:
     change threshold ``delta``, the posterior FDR target, ``pseudocounts`` and the protein
     prior count of the fold changes, ``n_samples_overall`` draws per group, z draws per
     cell (see the module docstring), the test mode, the modalities compared, cells per
-    forward pass and the seed. The entry points take these as keywords."""
+    forward pass, the seed, ``batch_correction`` (draws decoded in every batch, paired
+    within a batch) and the ``credible_level`` of the LFC interval (ours). The entry points
+    take these as keywords."""
 
     delta: float = 0.25
     fdr_target: float = 0.05
@@ -292,6 +327,22 @@ class ChangeMode:
     use_field: Sequence[Field] = ("rna", "protein")
     batch_size: int = 512
     seed: int | None = 0
+    batch_correction: bool = False
+    credible_level: float = 0.95
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.credible_level < 1.0:
+            msg = f"credible_level must lie in (0, 1), got {self.credible_level}"
+            raise ValueError(msg)
+        if not 0.0 <= self.fdr_target <= 1.0:
+            msg = f"fdr_target must lie in [0, 1], got {self.fdr_target}"
+            raise ValueError(msg)
+        if self.delta < 0:
+            msg = f"delta must be >= 0, got {self.delta}"
+            raise ValueError(msg)
+        if self.n_samples_overall < 1:
+            msg = f"n_samples_overall must be >= 1, got {self.n_samples_overall}"
+            raise ValueError(msg)
 
 
 class DifferentialEngine:
@@ -364,39 +415,68 @@ class DifferentialEngine:
         self.feature_names = names
         self.modality = np.asarray(modality)
 
+        self._model = model
+        self._expression_options = {
+            "scale_protein": scale_protein,
+            "sample_protein_mixing": sample_protein_mixing,
+            "include_protein_background": include_protein_background,
+        }
+        self._chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.n_rows = 0
+        if mode.batch_correction:
+            # every comparison decodes its own draws in every batch: nothing to share
+            self._data = model.aligned(data)
+            return
         # normalized expression once per (cell, z sample): scvi's _expression_for_de
-        rna, pro = model.get_normalized_expression(
-            data,
-            indices=self.cells,
-            n_samples=self.k,
-            return_mean=False,
-            return_numpy=True,
-            scale_protein=scale_protein,
-            sample_protein_mixing=sample_protein_mixing,
-            include_protein_background=include_protein_background,
-            batch_size=mode.batch_size,
-            seed=mode.seed,
-            protein_scale=EFFICIENCY_FREE,  # scvi-tools' DE; a batch's efficiency cancels in LFC
-        )
-        parts = []
-        if "rna" in use_field:
-            parts.append(_cells_samples_features(rna, self.k))
-        if "protein" in use_field:
-            parts.append(
-                _cells_samples_features(pro, self.k) + np.float32(mode.protein_prior_count)
-            )
-        joint = np.concatenate(parts, axis=-1)  # (cells, k, F)
+        joint = self._scales(data, self.cells, n_samples=self.k, seed=mode.seed)
         n_feat = joint.shape[-1]
         # (cells * k, F): row = cell_pos * k + sample, split into feature chunks so that a
         # comparison gathers contiguous rows
         scales = torch.as_tensor(joint.reshape(-1, n_feat))
-        del joint, rna, pro
+        del joint
         self.n_rows = scales.shape[0]
-        small = LFC_PSEUDOCOUNT_FACTOR * self.pseudocounts
-        self._chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         for start in range(0, n_feat, self.feature_chunk):
             sc = scales[:, start : start + self.feature_chunk].contiguous().to(self.device)
-            self._chunks.append((sc, torch.log2(sc + self.pseudocounts), torch.log2(sc + small)))
+            self._chunks.append((sc, *self._logs(sc)))
+
+    def _logs(self, sc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log2(s + pc)`` (the test) and ``log2(s + 1e-3 pc)`` (the reported LFC)."""
+        small = LFC_PSEUDOCOUNT_FACTOR * self.pseudocounts
+        return torch.log2(sc + self.pseudocounts), torch.log2(sc + small)
+
+    def _scales(
+        self,
+        data: CiteSeqData,
+        cells: np.ndarray,
+        *,
+        n_samples: int,
+        seed: int | None,
+        transform_batch: int | None = None,
+    ) -> np.ndarray:
+        """Normalized expression of ``cells`` (repeats allowed) as ``(cells, n_samples, F)``
+        float32: gene scales, then protein foreground rates plus the protein prior count
+        (scvi's ``_expression_for_de``), decoded in ``transform_batch`` (``None``: each
+        cell's own batch)."""
+        rna, pro = self._model.get_normalized_expression(
+            data,
+            indices=cells,
+            n_samples=n_samples,
+            transform_batch=transform_batch,
+            return_mean=False,
+            return_numpy=True,
+            batch_size=self.mode.batch_size,
+            seed=seed,
+            protein_scale=EFFICIENCY_FREE,  # scvi-tools' DE; a batch's efficiency cancels in LFC
+            **self._expression_options,
+        )
+        parts = []
+        if "rna" in self.use_field:
+            parts.append(_cells_samples_features(rna, n_samples))
+        if "protein" in self.use_field:
+            parts.append(
+                _cells_samples_features(pro, n_samples) + np.float32(self.mode.protein_prior_count)
+            )
+        return np.concatenate(parts, axis=-1)
 
     @property
     def n_features(self) -> int:
@@ -479,45 +559,24 @@ class DifferentialEngine:
         """
         cells1 = _as_positions(idx1, self.n_cells, "idx1")
         cells2 = _as_positions(idx2, self.n_cells, "idx2")
-        delta, fdr_target, n_samples_overall = (
-            self.mode.delta,
-            self.mode.fdr_target,
-            self.mode.n_samples_overall,
-        )
-        if draws is None:
-            rng = np.random.default_rng(rng)
-            draws = (
-                rng.choice(cells1, n_samples_overall, replace=True),
-                rng.choice(cells2, n_samples_overall, replace=True),
+        if self.mode.batch_correction:
+            if draws is not None:
+                msg = "draws cannot be given with batch_correction (each batch draws its own)"
+                raise ValueError(msg)
+            stats, scale1, scale2 = self._batch_corrected(
+                cells1, cells2, np.random.default_rng(rng)
             )
-        draws1, draws2 = (np.asarray(d, dtype=np.int64) for d in draws)
-        if draws1.size != draws2.size:
-            msg = "the two groups need the same number of draws (they are paired)"
-            raise ValueError(msg)
-        n_samples_overall = draws1.size
-        cols1, cols2 = self._columns(draws1), self._columns(draws2)
-        weights = torch.zeros(self.n_rows, dtype=torch.float32, device=self.device)
-        ones = torch.ones(n_samples_overall, dtype=torch.float32, device=self.device)
-        w1 = weights.index_add(0, cols1, ones) / n_samples_overall
-        w2 = weights.index_add(0, cols2, ones) / n_samples_overall
-        pieces: list[dict[str, np.ndarray]] = []
-        scale1, scale2 = [], []
-        for sc, log, log_lfc in self._chunks:
-            pieces.append(
-                change_mode_statistics(
-                    log.index_select(0, cols1) - log.index_select(0, cols2),
-                    log_lfc.index_select(0, cols1) - log_lfc.index_select(0, cols2),
-                    delta=delta,
-                    test_mode=self.mode.test_mode,
-                )
-            )
-            scale1.append((w1 @ sc).cpu().numpy())
-            scale2.append((w2 @ sc).cpu().numpy())
-        stats = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+        else:
+            if draws is None:
+                gen = np.random.default_rng(rng)
+                n = self.mode.n_samples_overall
+                draws = (gen.choice(cells1, n, replace=True), gen.choice(cells2, n, replace=True))
+            stats, scale1, scale2 = self._gathered(*draws)
+        delta = self.mode.delta
         frame = _stats_frame(
             stats,
-            scale1=np.concatenate(scale1),
-            scale2=np.concatenate(scale2),
+            scale1=scale1,
+            scale2=scale2,
             delta=delta,
             pseudocounts=self.pseudocounts,
             index=self.feature_names,
@@ -536,10 +595,79 @@ class DifferentialEngine:
         frame["modality"] = self.modality
         if sort:
             frame = frame.sort_values("proba_de", ascending=False, kind="stable")
+        fdr_target = self.mode.fdr_target
         frame[f"is_de_fdr_{fdr_target}"] = fdr_de_prediction(
             frame["proba_de"].to_numpy(), fdr_target
         )
         return frame
+
+    def _statistics(self, lfc_test: torch.Tensor, lfc: torch.Tensor) -> dict[str, np.ndarray]:
+        return change_mode_statistics(
+            lfc_test,
+            lfc,
+            delta=self.mode.delta,
+            test_mode=self.mode.test_mode,
+            credible_level=self.mode.credible_level,
+        )
+
+    def _gathered(
+        self, draws1: np.ndarray, draws2: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Statistics and mean scales of paired draws gathered from the cached expression."""
+        draws1, draws2 = (np.asarray(d, dtype=np.int64) for d in (draws1, draws2))
+        if draws1.size != draws2.size:
+            msg = "the two groups need the same number of draws (they are paired)"
+            raise ValueError(msg)
+        n = draws1.size
+        cols1, cols2 = self._columns(draws1), self._columns(draws2)
+        weights = torch.zeros(self.n_rows, dtype=torch.float32, device=self.device)
+        ones = torch.ones(n, dtype=torch.float32, device=self.device)
+        w1 = weights.index_add(0, cols1, ones) / n
+        w2 = weights.index_add(0, cols2, ones) / n
+        pieces: list[dict[str, np.ndarray]] = []
+        scale1, scale2 = [], []
+        for sc, log, log_lfc in self._chunks:
+            pieces.append(
+                self._statistics(
+                    log.index_select(0, cols1) - log.index_select(0, cols2),
+                    log_lfc.index_select(0, cols1) - log_lfc.index_select(0, cols2),
+                )
+            )
+            scale1.append((w1 @ sc).cpu().numpy())
+            scale2.append((w2 @ sc).cpu().numpy())
+        stats = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+        return stats, np.concatenate(scale1), np.concatenate(scale2)
+
+    def _batch_corrected(
+        self, cells1: np.ndarray, cells2: np.ndarray, rng: np.random.Generator
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """scvi-tools' ``batch_correction``: ``int(n_samples_overall / n_batch)`` draws per
+        group in every batch of the model, decoded as if measured there and paired within
+        the batch; statistics and mean scales over all pairs."""
+        n_batch = int(self._model.config.n_batch)
+        per = self.mode.n_samples_overall // n_batch
+        if per == 0:
+            msg = (
+                f"batch correction needs at least one draw per batch: n_samples_overall "
+                f"{self.mode.n_samples_overall} < {n_batch} batches"
+            )
+            raise ValueError(msg)
+        parts1, parts2 = [], []
+        for b in range(n_batch):
+            d1 = rng.choice(cells1, per, replace=True)
+            d2 = rng.choice(cells2, per, replace=True)
+            seed = int(rng.integers(2**31 - 2))
+            for d, out, s in ((d1, parts1, seed), (d2, parts2, seed + 1)):
+                out.append(self._scales(self._data, d, n_samples=1, seed=s, transform_batch=b))
+        sc1 = torch.as_tensor(np.concatenate(parts1)[:, 0]).to(self.device)
+        sc2 = torch.as_tensor(np.concatenate(parts2)[:, 0]).to(self.device)
+        pieces = []
+        for start in range(0, sc1.shape[1], self.feature_chunk):
+            log1, lfc1 = self._logs(sc1[:, start : start + self.feature_chunk])
+            log2, lfc2 = self._logs(sc2[:, start : start + self.feature_chunk])
+            pieces.append(self._statistics(log1 - log2, lfc1 - lfc2))
+        stats = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+        return stats, sc1.mean(0).cpu().numpy(), sc2.mean(0).cpu().numpy()
 
 
 def _cells_samples_features(arr: np.ndarray, k: int) -> np.ndarray:
@@ -597,17 +725,18 @@ def differential_expression(
         pos2 = _as_positions(idx2, data.n_cells, "idx2")
         group2 = group2 or "group2"
     rng = np.random.default_rng(mode.seed)
+    options = {
+        "mode": mode,
+        "scale_protein": scale_protein,
+        "sample_protein_mixing": sample_protein_mixing,
+        "include_protein_background": include_protein_background,
+    }
+    if mode.batch_correction:  # the draws are decoded per batch inside the comparison
+        frame = DifferentialEngine(model, data, **options).compare(pos1, pos2, rng=rng)
+        return _label(frame, group1, group2)
     draws1 = rng.choice(pos1, mode.n_samples_overall, replace=True)
     draws2 = rng.choice(pos2, mode.n_samples_overall, replace=True)
-    engine = DifferentialEngine(
-        model,
-        data,
-        cells=np.union1d(draws1, draws2),
-        mode=mode,
-        scale_protein=scale_protein,
-        sample_protein_mixing=sample_protein_mixing,
-        include_protein_background=include_protein_background,
-    )
+    engine = DifferentialEngine(model, data, cells=np.union1d(draws1, draws2), **options)
     frame = engine.compare(pos1, pos2, draws=(draws1, draws2))
     return _label(frame, group1, group2)
 

@@ -29,12 +29,40 @@ protein names as columns (the layout :func:`model.data.from_anndata` reads).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import anndata
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["simulate_cite_seq"]
+__all__ = ["BLOOD_TYPE_NAMES", "simulate_cite_seq"]
+
+#: Blood cell-type names for a simulated example that reads like a PBMC atlas (labels only:
+#: each type's profile is random, not that type's biology).
+BLOOD_TYPE_NAMES = (
+    "CD4 naive T",
+    "CD4 memory T",
+    "Treg",
+    "CD8 naive T",
+    "CD8 effector T",
+    "MAIT",
+    "gamma-delta T",
+    "NK CD56dim",
+    "NK CD56bright",
+    "naive B",
+    "memory B",
+    "plasmablast",
+    "CD14 monocytes",
+    "CD16 monocytes",
+    "cDC1",
+    "cDC2",
+    "pDC",
+    "platelets",
+    "erythrocytes",
+    "HSPC",
+    "doublets",
+)
 
 
 def _softplus(x: np.ndarray) -> np.ndarray:
@@ -66,6 +94,7 @@ def simulate_cite_seq(
     type_spread: float = 2.0,
     mean_library: float = 1500.0,
     chunk_size: int = 4096,
+    cell_type_names: Sequence[str] | None = None,
 ) -> anndata.AnnData:
     """Simulated CITE-seq AnnData (see the module docstring for the process).
 
@@ -87,6 +116,9 @@ def simulate_cite_seq(
     chunk_size
         Cells simulated at a time (bounds the dense working memory:
         ``chunk_size * n_genes * 4`` bytes per array).
+    cell_type_names
+        Names of the cell types (``n_cell_types`` distinct strings; default ``type00``,
+        ``type01``, ...). They are labels only: the types' profiles are random either way.
     """
     if min(n_cells, n_genes, n_proteins, n_batches, n_cell_types, n_panels, n_latent) < 1:
         msg = "sizes must be positive"
@@ -96,6 +128,11 @@ def simulate_cite_seq(
         raise ValueError(msg)
     if not 0 <= missing_protein_fraction < 1:
         msg = f"missing_protein_fraction must be in [0, 1), got {missing_protein_fraction}"
+        raise ValueError(msg)
+    if cell_type_names is not None and (
+        len(cell_type_names) != n_cell_types or len(set(cell_type_names)) != n_cell_types
+    ):
+        msg = f"cell_type_names must be {n_cell_types} distinct names"
         raise ValueError(msg)
     rng = np.random.default_rng(seed)
     d = n_latent
@@ -194,7 +231,11 @@ def simulate_cite_seq(
     gene_names = pd.Index([f"gene{i:04d}" for i in range(n_genes)])
     protein_names = [f"prot{i:03d}" for i in range(n_proteins)]
     batch_names = [f"batch{i:02d}" for i in range(n_batches)]
-    type_names = [f"type{i:02d}" for i in range(n_cell_types)]
+    type_names = (
+        [str(t) for t in cell_type_names]
+        if cell_type_names is not None
+        else [f"type{i:02d}" for i in range(n_cell_types)]
+    )
     obs = pd.DataFrame(
         {
             "batch": pd.Categorical.from_codes(batch, categories=batch_names),

@@ -28,6 +28,7 @@ from model.checkpoint import (
     write_checkpoint,
 )
 from model.config import TotalVIConfig, TrainConfig
+from model.correlation import FeatureCorrelation
 from model.data import CiteSeqData
 from model.mapping import QueryInfo, map_query
 from model.model_folder import locate_model
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["TotalVI"]
 
 
-class TotalVI(PosteriorQueries, Likelihoods):
+class TotalVI(PosteriorQueries, Likelihoods, FeatureCorrelation):
     """TotalVI for CITE-seq (Gayoso et al. 2021) in plain PyTorch.
 
     Parameters

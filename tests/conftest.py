@@ -57,6 +57,50 @@ def pbmc_adata(pbmc_adata_cached):
     return pbmc_adata_cached.copy()
 
 
+def _simulated_fit(
+    *,
+    n_cells: int,
+    n_genes: int,
+    n_proteins: int,
+    n_batches: int,
+    seed: int,
+    n_cell_types: int = 3,
+    missing_protein_fraction: float = 0.0,
+    n_hidden: int = 16,
+    n_latent: int = 4,
+    max_epochs: int = 0,
+) -> tuple[Any, Any]:
+    """Small simulated multi-batch data (read with ``batch_key="batch"``) and a TotalVI on
+    it, trained ``max_epochs`` epochs in float32 on the CPU (0: untrained)."""
+    from model.data import from_anndata
+    from model.simulate import simulate_cite_seq
+    from model.totalvi import TotalVI
+
+    adata = simulate_cite_seq(
+        n_cells=n_cells,
+        n_genes=n_genes,
+        n_proteins=n_proteins,
+        n_batches=n_batches,
+        n_cell_types=n_cell_types,
+        missing_protein_fraction=missing_protein_fraction,
+        seed=seed,
+    )
+    data = from_anndata(adata, batch_key="batch")
+    model = TotalVI(data, n_hidden=n_hidden, n_latent=n_latent, seed=0)
+    if max_epochs:
+        model.train(
+            max_epochs=max_epochs, seed=0, device="cpu", early_stopping=False, precision="32"
+        )
+    return data, model
+
+
+@pytest.fixture(scope="session")
+def simulated_fit() -> Any:
+    """:func:`_simulated_fit`: the small simulated data and model of the batch features'
+    tests (each module asks for its own sizes)."""
+    return _simulated_fit
+
+
 @pytest.fixture(scope="module")
 def app_options() -> dict[str, Any]:
     """How a test module's :func:`trained_app` is set up; a module overrides this fixture.

@@ -10,10 +10,13 @@ import scipy.sparse as sp
 import torch
 
 from model.differential import (
+    INTERVAL_COLUMNS,
     PROTEIN_SUFFIX,
     STAT_COLUMNS,
+    ChangeMode,
     bayes_factor,
     change_mode_from_scales,
+    change_mode_statistics,
     fdr_de_prediction,
     occurrence_index,
     raw_counts_properties,
@@ -76,7 +79,7 @@ def test_change_mode_hand_computed_features() -> None:
     # lfc uses pc = 1e-8: log2(1e-8 / 1.01e-6) = -6.658
     s1[:, 3], s2[:, 3] = 0.0, 1e-6
     table = change_mode_from_scales(s1, s2, delta=0.25, pseudocounts=1e-5)
-    assert list(table.columns) == [*STAT_COLUMNS, "is_de_fdr_0.05"]
+    assert list(table.columns) == [*STAT_COLUMNS, *INTERVAL_COLUMNS, "is_de_fdr_0.05"]
     assert table["proba_de"].tolist() == [1.0, 0.0, 0.5, 0.0]
     np.testing.assert_allclose(
         table["bayes_factor"],
@@ -90,6 +93,35 @@ def test_change_mode_hand_computed_features() -> None:
     assert table["proba_not_de"].tolist() == [0.0, 1.0, 0.5, 1.0]
     two = change_mode_from_scales(s1, s2, delta=0.25, pseudocounts=1e-5, test_mode="two")
     assert two.loc[2, "proba_de"] == 1.0  # P+ + P- in the "two" test mode
+    # the 95% credible interval: a constant LFC is its own interval; C spans -2..+2
+    a = math.log2(2.0001e-4 / 1.0001e-4)
+    assert table.loc[0, "lfc_lower"] == pytest.approx(a, rel=1e-5)
+    assert table.loc[0, "lfc_upper"] == pytest.approx(a, rel=1e-5)
+    c = math.log2((4e-3 + 1e-8) / (1e-3 + 1e-8))
+    assert table.loc[2, "lfc_lower"] == pytest.approx(-c, rel=1e-5)
+    assert table.loc[2, "lfc_upper"] == pytest.approx(c, rel=1e-5)
+
+
+@pytest.mark.parametrize("level", [0.5, 0.9, 0.95])
+def test_credible_interval_is_numpys_quantiles_of_the_paired_lfc(level: float) -> None:
+    rng = np.random.default_rng(3)
+    s1 = rng.dirichlet(np.ones(23) * 0.4, size=301).astype(np.float32)
+    s2 = rng.dirichlet(np.ones(23) * 0.4, size=301).astype(np.float32)
+    lfc = np.log2(s1.astype(np.float64) + 1e-8) - np.log2(s2.astype(np.float64) + 1e-8)
+    stats = change_mode_statistics(
+        torch.as_tensor(lfc), torch.as_tensor(lfc), credible_level=level
+    )
+    tail = (1 - level) / 2
+    np.testing.assert_allclose(stats["lfc_lower"], np.quantile(lfc, tail, axis=0), rtol=1e-10)
+    np.testing.assert_allclose(stats["lfc_upper"], np.quantile(lfc, 1 - tail, axis=0), rtol=1e-10)
+    assert (stats["lfc_lower"] <= stats["lfc_median"]).all()
+    assert (stats["lfc_median"] <= stats["lfc_upper"]).all()
+
+
+def test_change_mode_options_are_checked() -> None:
+    for bad in ({"credible_level": 1.0}, {"fdr_target": 1.5}, {"delta": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ChangeMode(**bad)
 
 
 def test_change_mode_matches_scvi_formula_on_random_scales() -> None:
