@@ -213,6 +213,7 @@ WORKSPACE_STORES = {
     "selection": ids.SELECTION_STORE,
     "saved_selections": ids.SAVED_SELECTIONS_STORE,
     "color": ids.COLOR_STORE,
+    "gene_sets": ids.GENE_SETS_STORE,
 }
 
 

@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_file_flag(p)
     p.set_defaults(func=cmd_info)
 
-    add_subcommands(sub, include=("precompute", "export"))
+    add_subcommands(sub, include=("precompute", "export", "simulate"))
 
     p = sub.add_parser("run", help="start the dashboard (default: embedded data and model)", **fmt)
     add_config_flag(p, "data", DATA_HELP)

@@ -797,6 +797,40 @@ def metric_bars_figure(
     return fig
 
 
+def scorecard_figure(
+    table: pd.DataFrame, *, groups: Mapping[str, str] | None = None, title: str = ""
+) -> go.Figure:
+    """Grouped bars of an integration scorecard: one bar per embedding (row of ``table``)
+    for every score (column), in [0, 1]; ``groups`` (column → its metric type) labels the
+    columns by type under the bars."""
+    if table.empty:
+        return empty_figure("No scores")
+    cols = [str(c) for c in table.columns]
+    x: Any = cols
+    if groups:
+        x = [[groups.get(c, "") for c in cols], cols]
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=x,
+                y=table.loc[name].to_numpy(dtype=float),
+                name=str(name),
+                marker_color=PALETTE[i % len(PALETTE)],
+                hovertemplate="%{x}<br>%{y:.3f}<extra>" + str(name) + "</extra>",
+            )
+            for i, name in enumerate(table.index)
+        ]
+    )
+    fig.update_layout(**BASE_LAYOUT, barmode="group")
+    fig.update_layout(
+        title={"text": title},
+        yaxis={"range": [0, 1.05], "title": {"text": "score (higher is better)"}},
+        xaxis={"tickangle": -35, "automargin": True},
+        legend={"orientation": "h", "y": 1.12},
+    )
+    return fig
+
+
 def training_curve_figure(history: pd.DataFrame, *, title: str = "Training history") -> go.Figure:
     """Train and validation ELBO per epoch (negative ELBO per cell: lower is better)."""
     cols = [c for c in ("elbo_train", "elbo_validation") if c in history]
@@ -820,6 +854,164 @@ def training_curve_figure(history: pd.DataFrame, *, title: str = "Training histo
     fig.update_layout(**BASE_LAYOUT)
     fig.update_layout(
         title={"text": title}, xaxis_title="epoch", yaxis=yaxis, legend={"orientation": "h"}
+    )
+    return fig
+
+
+# ----------------------------------------------------------- gene-protein concordance
+def concordance_heatmap_figure(
+    z: Sequence[Sequence[float | None]],
+    *,
+    rows: Sequence[str],
+    columns: Sequence[str],
+    flags: Sequence[Sequence[str]],
+    n_cells: Sequence[int] | None = None,
+    title: str = "",
+) -> go.Figure:
+    """Correlation per (protein-gene pair x cell type), red positive and blue negative on
+    −1…1, and a black ring on each flagged (discordant) cell, its flag in the hover."""
+    if not rows or not columns:
+        return empty_figure("No protein has a gene in this model")
+    xs = _short_labels(columns, 24)
+    values = np.array([[np.nan if v is None else float(v) for v in row] for row in z])
+    sizes = list(n_cells) if n_cells is not None else [None] * len(columns)
+    text = [
+        [
+            f"<b>{rows[i]}</b><br>{columns[j]}"
+            + (f" ({sizes[j]:,} cells)" if sizes[j] is not None else "")
+            + "<br>r = "
+            + ("–" if not np.isfinite(values[i, j]) else f"{values[i, j]:.2f}")
+            + (f"<br><b>{flags[i][j]}</b>" if flags[i][j] else "")
+            for j in range(len(columns))
+        ]
+        for i in range(len(rows))
+    ]
+    heat = go.Heatmap(
+        z=[[None if not np.isfinite(v) else float(v) for v in row] for row in values],  # JSON
+        x=xs,
+        y=list(rows),
+        zmin=-1,
+        zmax=1,
+        colorscale="RdBu",
+        reversescale=True,
+        text=text,
+        hovertemplate="%{text}<extra></extra>",
+        colorbar={"title": {"text": "Pearson r", "side": "top"}, "thickness": 12},
+        xgap=1,
+        ygap=1,
+        name="correlation",
+    )
+    marked = [(i, j) for i in range(len(rows)) for j in range(len(columns)) if flags[i][j]]
+    ring = go.Scatter(
+        x=[xs[j] for _, j in marked],
+        y=[rows[i] for i, _ in marked],
+        mode="markers",
+        marker={"symbol": "circle-open", "size": 14, "color": "#111", "line": {"width": 2}},
+        text=[text[i][j] for i, j in marked],
+        hovertemplate="%{text}<extra></extra>",
+        name="discordant",
+        showlegend=bool(marked),
+    )
+    fig = go.Figure([heat, ring])
+    fig.update_layout(**BASE_LAYOUT)
+    fig.update_layout(
+        title={"text": title},
+        xaxis={"tickangle": -45, "automargin": True, "type": "category"},
+        yaxis={"autorange": "reversed", "automargin": True, "type": "category"},
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "xanchor": "left"},
+    )
+    return fig
+
+
+def concordance_scatter_figure(
+    frame: pd.DataFrame,
+    *,
+    group_order: Sequence[str],
+    x_title: str,
+    y_title: str,
+    title: str = "",
+) -> go.Figure:
+    """Denoised RNA (x, column ``rna``) against denoised protein (y, column ``protein``) of
+    one pair's cells, one trace per cell type (``cell_type``) in the embedding's colours."""
+    if frame.empty:
+        return empty_figure("No cells")
+    colors = category_colors(group_order)
+    names = dict(zip(map(str, group_order), _short_labels(group_order, 24), strict=True))
+    groups = frame["cell_type"].astype(str).to_numpy()
+    traces = []
+    for group in group_order:
+        m = groups == str(group)
+        if not m.any():
+            continue
+        traces.append(
+            go.Scattergl(
+                x=frame["rna"].to_numpy()[m],
+                y=frame["protein"].to_numpy()[m],
+                mode="markers",
+                name=names[str(group)],
+                marker={"size": 4, "opacity": 0.6, "color": colors[str(group)]},
+                hovertemplate=f"{names[str(group)]}<br>RNA %{{x:.2f}}<br>protein %{{y:.2f}}"
+                "<extra></extra>",
+            )
+        )
+    fig = go.Figure(traces)
+    fig.update_layout(**BASE_LAYOUT)
+    fig.update_layout(
+        title={"text": title},
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        legend={"itemsizing": "constant", "font": {"size": 11}},
+    )
+    return fig
+
+
+def predictive_check_figure(
+    centres: Sequence[float] | np.ndarray,
+    widths: Sequence[float] | np.ndarray,
+    observed: Sequence[float] | np.ndarray,
+    predicted: Sequence[float] | np.ndarray,
+    *,
+    tickvals: Sequence[float],
+    ticktext: Sequence[str],
+    log_bins: bool = False,
+    title: str = "",
+) -> go.Figure:
+    """Observed counts (bars) vs posterior predictive counts (line) on the same bins:
+    cells per bin, bins at ``centres`` with ``widths`` (on ``log1p(count)`` with
+    ``log_bins``; the count axis labelled by ``tickvals`` / ``ticktext``)."""
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=np.asarray(centres, dtype=float),
+                y=np.asarray(observed, dtype=float),
+                width=np.asarray(widths, dtype=float),
+                name="observed",
+                marker_color=PALETTE[0],
+                opacity=0.7,
+                hovertemplate="observed: %{y:,.0f} cells<extra></extra>",
+            ),
+            go.Scatter(
+                x=np.asarray(centres, dtype=float),
+                y=np.asarray(predicted, dtype=float),
+                mode="lines+markers",
+                name="model (posterior predictive)",
+                line={"color": PALETTE[1], "width": 2},
+                marker={"size": 5},
+                hovertemplate="model: %{y:,.1f} cells<extra></extra>",
+            ),
+        ]
+    )
+    fig.update_layout(**BASE_LAYOUT)
+    fig.update_layout(
+        title={"text": title},
+        bargap=0.05,
+        xaxis={
+            "title": {"text": "count (log scale)" if log_bins else "count"},
+            "tickvals": list(tickvals),
+            "ticktext": list(ticktext),
+        },
+        yaxis={"title": {"text": "cells"}},
+        legend={"x": 0.99, "y": 0.98, "xanchor": "right", "yanchor": "top"},
     )
     return fig
 

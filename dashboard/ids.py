@@ -25,6 +25,20 @@ def job_ids(prefix: str) -> JobPanel:
     return JobPanel(*(f"{prefix}-{part}" for part in parts))
 
 
+class DecodeControl(NamedTuple):
+    """The ids of a page's "Decode in" control (:mod:`dashboard.pages._decode`): the
+    dropdown, its job panel and the store of the finished decoding (``{"batch"}``)."""
+
+    choice: str
+    job: JobPanel
+    ready: str
+
+
+def decode_ids(prefix: str) -> DecodeControl:
+    """The ids of page ``prefix``'s "Decode in" control."""
+    return DecodeControl(f"{prefix}-decode", job_ids(f"{prefix}-decode"), f"{prefix}-decoded")
+
+
 class UploadZone(NamedTuple):
     """The ids of one drop zone (:func:`dashboard.components.upload_with_status`): the
     zone, the line saying what became of the file, the store the browser puts the upload's
@@ -55,6 +69,7 @@ URL = "app-url"
 SELECTION_STORE = "app-selection-store"  # {"cells": [positions], "dataset": fp, "source": id}
 SAVED_SELECTIONS_STORE = "app-saved-selections-store"  # {dataset fp: {name: token}}
 COLOR_STORE = "app-color-store"  # {"feature": "gene:CD3E", "layer": "raw"}
+GENE_SETS_STORE = "app-gene-sets-store"  # {dataset fp: {set name: "set:<name>=<members>"}}
 MODEL_VERSION_STORE = "app-model-version-store"  # status dict; "version" bumps on a switch
 URL_QUERY_STORE = "app-url-query-store"  # "?color=...&sel=..." of the current view
 URL_SINK = "app-url-sink"  # dummy output of the clientside URL writer
@@ -77,6 +92,7 @@ EXPLORE_COLOR = "explore-color"
 EXPLORE_LEGEND = "explore-legend"  # the colouring's categories (click: select their cells)
 LEGEND_ITEM = "legend-item"  # pattern-matching id type of one legend entry
 EXPLORE_LAYER = "explore-layer"
+EXPLORE_DECODE = decode_ids("explore")  # decode denoised values in: own batch, one, all
 EXPLORE_LINKED_KIND = "explore-linked-kind"
 EXPLORE_LINKED_X = "explore-linked-x"
 EXPLORE_LINKED_Y = "explore-linked-y"
@@ -95,16 +111,31 @@ EXPLORE_DE_EXPORT = "explore-de-export"
 EXPLORE_DE_JOB = job_ids("explore-de")  # the compare (DE) job
 EXPLORE_DE_READY_STORE = "explore-de-ready-store"  # the finished compare job: show it
 EXPLORE_SHARE = "explore-share"
+# the Gene sets card (dashboard/pages/_gene_sets.py)
+GENE_SET_NAME = "explore-gene-set-name"
+GENE_SET_TEXT = "explore-gene-set-text"
+GENE_SET_UPLOAD = "explore-gene-set-upload"
+GENE_SET_SCORE = "explore-gene-set-score"
+GENE_SET_STATUS = "explore-gene-set-status"  # the one-line result
+GENE_SET_LIST = "explore-gene-set-list"  # the saved sets as chips
+GENE_SET_CHIP = "explore-gene-set-chip"  # pattern type: {"type", "name"}
+GENE_SET_DELETE = "explore-gene-set-delete"  # pattern type: {"type", "name"}
+GENE_SET_CURRENT = "explore-gene-set-current"  # the key of the set shown
+GENE_SET_VIOLIN = "explore-gene-set-violin"
+GENE_SET_DE = "explore-gene-set-de"  # DE: high vs low (Explore's compare job panel)
 EXPLORE_SHARE_TEXT = "explore-share-text"
 
 # lookup page ---------------------------------------------------------------------------
 LOOKUP_SEARCH = "lookup-search"
 LOOKUP_LAYER = "lookup-layer"
+LOOKUP_DECODE = decode_ids("lookup")  # decode the denoised values (cells, violins) in
 LOOKUP_FEATURES = "lookup-features"
 LOOKUP_UMAP = "lookup-umap"
 LOOKUP_VIOLIN = "lookup-violin"
 LOOKUP_DOTPLOT = "lookup-dotplot"
 LOOKUP_OPEN_EXPLORE = "lookup-open-explore"
+LOOKUP_CHECK = "lookup-check"  # posterior predictive check of the looked-up feature
+LOOKUP_CHECK_NOTE = "lookup-check-note"
 
 # differential expression page --------------------------------------------------------
 DE_GROUP = "de-group"
@@ -117,6 +148,12 @@ DE_EXPORT = "de-export"
 DE_JOB = job_ids("de")
 DE_READY_STORE = "de-ready-store"  # bumps when the one-vs-rest results are ready
 DE_FEATURE_STORE = "de-feature-store"  # the feature clicked in the volcano or the table
+DE_PRESET = "de-preset"  # DE controls: a preset, or the four fields below
+DE_DELTA = "de-delta"
+DE_FDR = "de-fdr"
+DE_SAMPLES = "de-samples"
+DE_BATCH_CORRECTION = "de-batch-correction"
+DE_TRUST = "de-trust"  # the group's model-card DE metric (trust badge)
 
 # metrics page --------------------------------------------------------------------------
 METRICS_JOB = job_ids("metrics")
@@ -136,6 +173,13 @@ METRICS_HISTORY = "metrics-history"
 METRICS_SUMMARY = "metrics-summary"
 METRICS_HUB_CARD = "metrics-hub-card"  # the model card (README.md) of the active model
 METRICS_HUB_SUMMARY = "metrics-hub-summary"  # its summary statistics beside this data
+# metrics page: the integration scorecard (scib-metrics)
+METRICS_INTEGRATION_JOB = job_ids("metrics-integration")
+METRICS_INTEGRATION_RUN = "metrics-integration-run"
+METRICS_INTEGRATION_CONTENT = "metrics-integration-content"
+METRICS_INTEGRATION_READY = "metrics-integration-ready"  # the finished job: show its table
+METRICS_INTEGRATION_GRID = "metrics-integration-grid"
+METRICS_INTEGRATION_PLOT = "metrics-integration-plot"
 
 # model page ----------------------------------------------------------------------------
 MODEL_JOB = job_ids("model")  # train / load: the server's model switch (no store)
@@ -168,3 +212,14 @@ MODEL_UPLOAD_ZONE = upload_ids("model-upload")
 MODEL_UPLOAD = MODEL_UPLOAD_ZONE.zone
 MODEL_UPLOAD_STATUS = MODEL_UPLOAD_ZONE.status
 MODEL_QUERY_UPLOAD_ZONE = upload_ids("model-query-upload")
+
+# concordance page: each protein against its gene's RNA, per cell type
+CONCORDANCE_JOB = job_ids("concordance")
+CONCORDANCE_READY_STORE = "concordance-ready-store"  # bumps when the job's result is cached
+CONCORDANCE_GRID = "concordance-grid"
+CONCORDANCE_EXPORT = "concordance-export"
+CONCORDANCE_HEATMAP = "concordance-heatmap"
+CONCORDANCE_PAIR = "concordance-pair"  # the pair shown in the scatter
+CONCORDANCE_SCATTER = "concordance-scatter"
+CONCORDANCE_NOTES = "concordance-notes"
+SIMULATED_BANNER = "simulated-banner"  # every page: the active data is simulated

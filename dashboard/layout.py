@@ -74,6 +74,7 @@ def shell() -> html.Div:
             # the workspace's, kept on the server (a reload or another tab shows them)
             dcc.Store(id=ids.SELECTION_STORE, data=view.get("selection")),
             dcc.Store(id=ids.SAVED_SELECTIONS_STORE, data=view.get("saved_selections") or {}),
+            dcc.Store(id=ids.GENE_SETS_STORE, data=view.get("gene_sets") or {}),
             dcc.Store(
                 id=ids.COLOR_STORE,
                 data=view.get("color") or ColorSpec().to_state(),

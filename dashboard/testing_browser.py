@@ -32,6 +32,7 @@ PAGES = {
     "explore": ("/", "Explore"),
     "lookup": ("/lookup", "Lookup"),
     "de": ("/de", "Differential expression"),
+    "concordance": ("/concordance", "Gene–protein concordance"),
     "metrics": ("/metrics", "Model metrics"),
     "model": ("/model", "Model"),
 }
@@ -73,6 +74,23 @@ const sp = gd.data[0].selectedpoints;
 out.selectedpoints = sp === undefined || sp === null ? null : Array.from(sp).map(Number);
 out.annotations = (gd._fullLayout.annotations || []).length;
 return out;
+"""
+
+#: The marker colours of a graph's first trace, as numbers (``null`` if not drawn).
+COLORS_JS = """
+const gd = document.querySelector('#' + CSS.escape(arguments[0]) + ' .js-plotly-plot');
+if (!gd || !gd._fullData || !gd._fullData.length) return null;
+const c = (gd._fullData[0].marker || {}).color;
+if (!c || !(Array.isArray(c) || ArrayBuffer.isView(c))) return null;
+return Array.from(c).map(Number);
+"""
+
+#: Every trace of a graph: its type, name and y values.
+TRACES_JS = """
+const gd = document.querySelector('#' + CSS.escape(arguments[0]) + ' .js-plotly-plot');
+if (!gd || !gd._fullData) return null;
+return gd._fullData.map(t => ({type: t.type, name: t.name,
+                              y: t.y ? Array.from(t.y).map(Number) : []}));
 """
 
 #: Viewport pixel position of data point ``(x, y)`` of a graph (``null`` if not drawn).

@@ -38,12 +38,17 @@ JOB_QUERIES = (
     "clusters",
     "cell_types",
     "denoised_rna",
+    "denoised_rna_manifest",
     "denoised_protein",
     "foreground_probability",
     "imputed_proteins",
     "de_one_vs_rest",
     "de_groups",
     "metrics",
+    "integration_scores",
+    "gene_protein_concordance",
+    "cell_cv",
+    "feature_check",
     "precompute",
 )
 

@@ -1,5 +1,5 @@
-"""Subcommands and option helpers of ``totalvi-explorer``: ``train``, ``precompute`` and
-``export``, and the flags every command shares.
+"""Subcommands and option helpers of ``totalvi-explorer``: ``train``, ``precompute``,
+``export`` and ``simulate``, and the flags every command shares.
 
 ``dashboard/cli.py`` wires them in with :func:`add_subcommands`. Every command builds its
 configuration with :func:`config_of` (the one loader,
@@ -29,7 +29,7 @@ from dashboard.backend.settings import (
 from model.config import Precision, TotalVIConfig, TrainConfig
 from model.protein_scale import PROTEIN_SCALES
 
-COMMANDS = ("train", "precompute", "export")
+COMMANDS = ("train", "precompute", "export", "simulate")
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -145,7 +145,8 @@ def add_read_flags(p: argparse.ArgumentParser, *, with_model: bool = True) -> No
 def add_subcommands(
     subparsers: Any, *, include: Sequence[str] = COMMANDS
 ) -> dict[str, argparse.ArgumentParser]:
-    """Register ``train``, ``precompute`` and ``export`` (or those in ``include``).
+    """Register ``train``, ``precompute``, ``export`` and ``simulate`` (or those in
+    ``include``).
 
     ``subparsers`` is what ``ArgumentParser.add_subparsers()`` returns. Each parser gets
     ``func`` set to its command function. Returns the parsers by name.
@@ -208,7 +209,27 @@ def add_subcommands(
         p.add_argument("--denoised-rna", action="store_true", help="also store denoised RNA")
         p.set_defaults(func=cmd_export)
         parsers["export"] = p
+    if "simulate" in include:
+        p = subparsers.add_parser(
+            "simulate", help="write simulated CITE-seq data (the seed's layout) to .h5ad", **fmt
+        )
+        for flag, default, what in SIMULATE_SIZES:
+            p.add_argument(f"--{flag}", type=int, default=default, help=what)
+        p.add_argument("--seed", type=int, default=0, help="random seed")
+        p.add_argument("--out", type=Path, required=True, help="new .h5ad file (required)")
+        p.set_defaults(func=cmd_simulate)
+        parsers["simulate"] = p
     return parsers
+
+
+#: ``simulate``'s size flags: the built-in example's sizes (the seed's layout, fewer cells).
+SIMULATE_SIZES = (
+    ("cells", 10_000, "cells"),
+    ("genes", 4000, "genes"),
+    ("proteins", 111, "proteins"),
+    ("batches", 17, "batches (each but the first on one of 3 antibody panels)"),
+    ("cell-types", 21, "cell types (named after blood types up to 21)"),
+)
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -325,6 +346,46 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"({result.precision})"
         f"{' (early stop)' if result.stopped_early else ''}; validation ELBO "
         f"{last['elbo_validation']:.2f}; saved {path}"
+    )
+    return 0
+
+
+@_guard
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Write :func:`model.simulate.simulate_cite_seq` data to a new ``--out`` file (written
+    beside it under a hidden name, then linked into place: an existing file is refused)."""
+    import os
+
+    from model.simulate import BLOOD_TYPE_NAMES, simulate_cite_seq
+
+    out: Path = args.out
+    if out.suffix != ".h5ad":
+        raise BackendError(f"{out}: the output must be a .h5ad file")
+    if out.exists():
+        raise BackendError(f"{out} already exists; choose a new file")
+    n_types = args.cell_types
+    names = BLOOD_TYPE_NAMES[:n_types] if n_types <= len(BLOOD_TYPE_NAMES) else None
+    adata = simulate_cite_seq(
+        n_cells=args.cells,
+        n_genes=args.genes,
+        n_proteins=args.proteins,
+        n_batches=args.batches,
+        n_cell_types=n_types,
+        seed=args.seed,
+        cell_type_names=names,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        adata.write_h5ad(tmp, compression="gzip")
+        os.link(tmp, out)  # fails if ``out`` appeared meanwhile: nothing is overwritten
+    except FileExistsError:
+        raise BackendError(f"{out} already exists; choose a new file") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(
+        f"wrote {out}: {adata.n_obs} cells, {adata.n_vars} genes, {args.proteins} proteins, "
+        f"{args.batches} batches, {n_types} cell types (simulated, seed {args.seed})"
     )
     return 0
 

@@ -6,12 +6,85 @@ spec §7.7): the checks of the selections compared and the marker table the page
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from dashboard.backend.errors import InvalidSelection, LimitExceeded
+
+#: Bounds of the DE controls a user may set (checked on every request: forged values too).
+DELTA_RANGE = (0.0, 5.0)
+FDR_RANGE = (0.001, 0.5)
+SAMPLES_RANGE = (100, 50_000)
+
+
+@dataclass(frozen=True)
+class DEControls:
+    """What a user may change of a DE test: the change threshold ``delta`` (|LFC| in log2
+    units), the posterior FDR target, ``batch_correction`` (draws decoded in every batch,
+    scvi-tools' option) and ``n_samples_overall`` posterior draws per group. Fields of
+    :class:`model.differential.ChangeMode`; the defaults are scvi-tools'."""
+
+    delta: float = 0.25
+    fdr_target: float = 0.05
+    batch_correction: bool = False
+    n_samples_overall: int = 5000
+
+    @classmethod
+    def checked(cls, raw: Mapping[str, Any] | None, default: DEControls) -> DEControls:
+        """Controls from a request or job payload (any subset of the fields over
+        ``default``); a value of the wrong type or out of range raises one line naming
+        the field."""
+        if raw is None:
+            return default
+        if not isinstance(raw, Mapping):
+            raise InvalidSelection("DE controls: expected a mapping of settings")
+        unknown = sorted(set(raw) - set(asdict(default)))
+        if unknown:
+            raise InvalidSelection(f"DE controls: unknown setting {unknown[0]!r}")
+        checks = {
+            "delta": lambda v: _number(v, "delta (|LFC| threshold)", DELTA_RANGE),
+            "fdr_target": lambda v: _number(v, "FDR target", FDR_RANGE),
+            "batch_correction": lambda v: _flag(v, "batch correction"),
+            "n_samples_overall": lambda v: int(
+                _number(v, "posterior samples", SAMPLES_RANGE, whole=True)
+            ),
+        }
+        # only what the request sets is checked: configured defaults may lie outside
+        return replace(default, **{key: checks[key](value) for key, value in raw.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-able values (job payloads, the browser's store)."""
+        return asdict(self)
+
+
+#: Named presets; the first is scvi-tools' ``differential_expression`` defaults.
+DE_PRESETS: dict[str, DEControls] = {
+    "scvi-tools defaults": DEControls(),
+    "batch-corrected (scvi-tools)": DEControls(batch_correction=True),
+    "strict (|LFC| > 1, FDR 1%)": DEControls(delta=1.0, fdr_target=0.01),
+    "quick look (1,000 samples)": DEControls(n_samples_overall=1000),
+}
+
+
+def _number(value: Any, what: str, bounds: tuple[float, float], *, whole: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise InvalidSelection(f"DE controls: {what} must be a number, got {value!r:.40}")
+    if whole and float(value) != int(value):
+        raise InvalidSelection(f"DE controls: {what} must be a whole number, got {value}")
+    lo, hi = bounds
+    if not lo <= value <= hi:
+        raise InvalidSelection(f"DE controls: {what} must lie in {lo:g}..{hi:g}, got {value:g}")
+    return float(value)
+
+
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidSelection(f"DE controls: {what} must be true or false, got {value!r:.40}")
+    return value
 
 
 def selection_positions(selection: Any, n_cells: int, *, name: str = "selection") -> np.ndarray:

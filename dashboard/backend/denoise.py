@@ -20,20 +20,29 @@ if TYPE_CHECKING:
     from model.totalvi import TotalVI
 
 
+#: The batch choice "decoded in every batch, averaged" (scvi-tools' ``transform_batch`` list).
+ALL_BATCHES = "__all__"
+
+
 @dataclass(frozen=True)
 class Sampling:
-    """How a denoised view summarises the posterior: the mean of ``n_samples`` samples at
-    the observed batch (``seed``), proteins on ``protein_scale`` (measured: times the
-    batch's capture efficiency, as the counts), with the background rate or without."""
+    """How a denoised view summarises the posterior: the mean of ``n_samples`` samples
+    (``seed``) decoded at each cell's observed batch, or as if measured in the batches of
+    ``transform_batch`` (one: a counterfactual; several: averaged over them, as
+    scvi-tools' ``transform_batch`` list), proteins on ``protein_scale`` (measured: times
+    the batch's capture efficiency, as the counts), with the background rate or without."""
 
     n_samples: int = 5
     seed: int = 0
     protein_scale: ProteinScale = MEASURED
     include_protein_background: bool = False
+    transform_batch: tuple[str, ...] | None = None
 
     def model_args(self) -> dict[str, Any]:
         """The arguments of the model's normalized-expression queries."""
-        return {**asdict(self), "return_mean": True}
+        args = {**asdict(self), "return_mean": True}
+        batches = args.pop("transform_batch")
+        return {**args, "transform_batch": None if batches is None else list(batches)}
 
 
 def denoised_expression(

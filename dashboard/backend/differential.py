@@ -9,7 +9,7 @@ that would read as "never expressed".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,16 +40,28 @@ class Differential(CachedQueries):
         super().__init__(results, registry, settings)
         self.annotation = annotation
 
-    def de_params(self) -> dict[str, Any]:
-        """The DE settings every table is computed (and keyed) with."""
+    def default_controls(self) -> de.DEControls:
+        """The DE controls of the settings (scvi-tools' defaults unless configured)."""
         s = self.settings
-        return {
-            "n_samples_overall": s.de_n_samples,
-            "delta": s.de_delta,
-            "fdr_target": s.de_fdr,
-            "z_samples_per_cell": s.de_z_samples_per_cell,
-            "seed": s.seed,
+        return de.DEControls(
+            delta=s.de_delta, fdr_target=s.de_fdr, n_samples_overall=s.de_n_samples
+        )
+
+    def de_params(self, controls: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The DE settings a table is computed (and keyed) with: the settings', with the
+        user's ``controls`` (:class:`~dashboard.backend.de.DEControls` fields) over them,
+        checked (a forged value raises one line)."""
+        c = de.DEControls.checked(controls, self.default_controls())
+        params = {
+            "n_samples_overall": c.n_samples_overall,
+            "delta": c.delta,
+            "fdr_target": c.fdr_target,
+            "z_samples_per_cell": self.settings.de_z_samples_per_cell,
+            "seed": self.settings.seed,
         }
+        if c.batch_correction:  # keys of uncorrected tables stay as they were
+            params["batch_correction"] = True
+        return params
 
     def de_one_vs_rest(
         self,
@@ -57,19 +69,22 @@ class Differential(CachedQueries):
         *,
         labels_key: str | None = None,
         resolution: float | None = None,
+        controls: Mapping[str, Any] | None = None,
         progress: ProgressFn | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> pd.DataFrame:
-        """Bayesian DE of every cell type versus the rest (genes and proteins)."""
+        """Bayesian DE of every cell type versus the rest (genes and proteins), with the
+        user's DE ``controls`` (δ, FDR target, batch correction, samples) if any."""
+        change = self.de_params(controls)
         types = self.annotation.cell_types(pair, labels_key=labels_key, resolution=resolution)
-        params = {**self.de_params(), "labels": np.asarray(types.astype(str))}
+        params = {**change, "labels": np.asarray(types.astype(str))}
 
         def table(model: TotalVI, data: CiteSeqData) -> pd.DataFrame:
             from model.differential import differential_expression_one_vs_rest  # torch
 
             labels = types.astype(str).to_numpy()
             return differential_expression_one_vs_rest(
-                model, data, labels, progress=progress, should_stop=should_stop, **self.de_params()
+                model, data, labels, progress=progress, should_stop=should_stop, **change
             )
 
         return self._cached("de_one_vs_rest", pair, params, table, progress)
@@ -82,24 +97,27 @@ class Differential(CachedQueries):
         *,
         name1: str = "selection",
         name2: str | None = None,
+        controls: Mapping[str, Any] | None = None,
         progress: ProgressFn | None = None,
     ) -> pd.DataFrame:
-        """Bayesian DE of a selection versus another selection (``idx2=None``: the rest).
+        """Bayesian DE of a selection versus another selection (``idx2=None``: the rest),
+        with the user's DE ``controls`` if any.
 
         Selections are cell positions or boolean masks over the dataset's cells.
         """
+        change = self.de_params(controls)
         n = self.registry.dataset(pair).n_cells
         pos1 = de.selection_positions(idx1, n, name="group 1")
         pos2 = None if idx2 is None else de.selection_positions(idx2, n, name="group 2")
         de.check_groups(pos1, pos2, n, max_cells=self.settings.max_de_cells)
-        params = {**self.de_params(), "idx1": pos1, "idx2": pos2, "name1": name1, "name2": name2}
+        params = {**change, "idx1": pos1, "idx2": pos2, "name1": name1, "name2": name2}
         group2 = name2 or ("Rest" if pos2 is None else "group2")
 
         def table(model: TotalVI, data: CiteSeqData) -> pd.DataFrame:
             from model.differential import differential_expression  # torch
 
             return differential_expression(
-                model, data, pos1, pos2, group1=name1, group2=group2, **self.de_params()
+                model, data, pos1, pos2, group1=name1, group2=group2, **change
             )
 
         return self._cached("de_groups", pair, params, table, progress)

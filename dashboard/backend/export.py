@@ -17,7 +17,11 @@ efficiency per protein and batch). The metric tables come from protein samples o
 (``metrics_*``); those of the other scale are written beside them (``metrics_scvi_tools_*``
 or ``metrics_measured_*``, protein only: RNA is the same), with the calibration
 (``metrics_calibration.csv``) and observed vs sampled protein means
-(``metrics_protein_means.csv``); ``scales.json`` says which scale each table is on.
+(``metrics_protein_means.csv``); ``scales.json`` says which scale each table is on. The
+gene-protein concordance (``gene_protein_concordance.csv``, ``..._per_type.csv``) and, once
+computed on the Metrics page, the integration scorecard (``integration_scorecard.csv``) are
+written too; the DE table carries each LFC's 95% credible interval (``lfc_lower``,
+``lfc_upper``).
 """
 
 from __future__ import annotations
@@ -218,6 +222,31 @@ def write_denoised_rna_layer(
         return
 
 
+def _model_reading_tables(
+    service: AnalysisService,
+    pair: Pair,
+    out: Path,
+    labels_key: str | None,
+    resolution: float | None,
+) -> list[Path]:
+    """The gene-protein concordance (pairs and per cell type, when any protein has its
+    gene in the model) and the integration scorecard (when it was computed: scib-metrics
+    is a long job, not started by an export)."""
+    written = []
+    grouping = {"labels_key": labels_key, "resolution": resolution}
+    concordance = service.gene_protein_concordance(pair, **grouping)
+    if len(concordance.pairs):
+        for name, table in (("", concordance.pairs), ("_per_type", concordance.per_type)):
+            path = out / f"gene_protein_concordance{name}.csv"
+            table.to_csv(path, index=False)
+            written.append(path)
+    if service.has_integration_scores(pair, **grouping):
+        path = out / "integration_scorecard.csv"
+        service.integration_scores(pair, **grouping).table.to_csv(path)
+        written.append(path)
+    return written
+
+
 def write_tables(
     service: AnalysisService,
     pair: Pair,
@@ -290,6 +319,7 @@ def write_tables(
         path = out / "metrics.json"
         path.write_text(json.dumps(metrics.markdown(), indent=4))
         written.append(path)
+    written += _model_reading_tables(service, pair, out, labels_key, resolution)
     path = out / "scales.json"  # which scale each table's protein values are on
     scale = service.protein_scale()
     path.write_text(

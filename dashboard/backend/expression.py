@@ -41,14 +41,32 @@ class Expression(CachedQueries):
     (the RNA cached in blocks of ``settings.denoise_block_genes`` genes)."""
 
     # ====================================================================== RNA
+    def decode_batches(self, pair: Pair, batch: str | None) -> tuple[str, ...] | None:
+        """The model batches a denoised view is decoded in: ``None`` (each cell's own) for
+        no ``batch``, every batch for :data:`~dashboard.backend.denoise.ALL_BATCHES`
+        (averaged), else that one batch (a counterfactual); an unknown name raises one
+        line."""
+        if batch in (None, ""):
+            return None
+        names = [str(b) for b in self.registry.model(pair).batch_categories]
+        if batch == denoise.ALL_BATCHES:
+            return tuple(names)
+        if not isinstance(batch, str) or batch not in names:
+            known = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            msg = f"unknown batch {str(batch)[:40]!r}; the model knows {known}"
+            raise InvalidSelection(msg)
+        return (batch,)
+
     def denoised_rna(
         self,
         pair: Pair,
         genes: list[str] | None = None,
         *,
+        batch: str | None = None,
         progress: ProgressFn | None = None,
     ) -> pd.DataFrame:
-        """Denoised RNA (per 10k counts), cells x genes (all genes, or ``genes``).
+        """Denoised RNA (per 10k counts), cells x genes (all genes, or ``genes``), decoded
+        in each cell's own batch or as ``batch`` says (:meth:`decode_batches`).
 
         Stored in blocks of genes (:meth:`denoised_rna_manifest`): asking for some genes
         reads only their rows; ``genes=None`` assembles the whole table (small data; code
@@ -56,7 +74,7 @@ class Expression(CachedQueries):
         by chunks of cells: ``blocks.iter_cells``, as the ``.h5mu`` export does).
         """
         blocks = self.results.blocks
-        manifest = self.denoised_rna_manifest(pair, progress=progress)
+        manifest = self.denoised_rna_manifest(pair, batch=batch, progress=progress)
         if genes is not None:
             known = set(manifest.columns)
             missing = [g for g in genes if g not in known]
@@ -68,7 +86,7 @@ class Expression(CachedQueries):
                 blocks,
                 key,
                 manifest,
-                lambda: self.denoised_rna_manifest(pair, progress=progress),
+                lambda: self.denoised_rna_manifest(pair, batch=batch, progress=progress),
                 lambda m: blocks.read(m, None if genes is None else list(genes)),
             )
         columns = pd.Index(list(manifest.columns) if genes is None else list(genes))
@@ -87,7 +105,7 @@ class Expression(CachedQueries):
         return values.astype(np.float32), pd.Index(list(manifest.columns))
 
     def denoised_rna_manifest(
-        self, pair: Pair, *, progress: ProgressFn | None = None
+        self, pair: Pair, *, batch: str | None = None, progress: ProgressFn | None = None
     ) -> BlockManifest:
         """Compute (once) and return the manifest of the stored denoised RNA blocks.
 
@@ -95,9 +113,11 @@ class Expression(CachedQueries):
         ``settings.denoise_block_genes`` genes (memory: one chunk of cells x genes, never
         the whole table); the denoised protein comes out of the same pass and is stored
         under its own key if missing. Cache key: kind ``"denoised_rna"``, params
-        ``{"n_samples", "library_size": 1e4, "seed"}``.
+        ``{"n_samples", "library_size": 1e4, "seed"}`` (plus ``"transform_batch"``, the
+        batches decoded in, for a ``batch`` other than each cell's own).
         """
-        params = self._denoise_params()
+        batches = self.decode_batches(pair, batch)
+        params = self._denoise_params(batches)
 
         def compute(open_writer: Any) -> None:
             model, data = self.registry.model(pair), self.registry.dataset(pair)
@@ -105,7 +125,12 @@ class Expression(CachedQueries):
             writer = open_writer(data.n_cells, genes, self.settings.denoise_block_genes)
             pro_parts = []
             scale = self.protein_scale()
-            how = Sampling(n_samples=params["n_samples"], seed=params["seed"], protein_scale=scale)
+            how = Sampling(
+                n_samples=params["n_samples"],
+                seed=params["seed"],
+                protein_scale=scale,
+                transform_batch=batches,
+            )
             for first, rna, pro in denoise.denoised_chunks(
                 model,
                 data,
@@ -124,22 +149,26 @@ class Expression(CachedQueries):
                 else np.zeros((0, len(model.protein_names)), np.float32)
             )
             protein = pd.DataFrame(pro_all, index=data.obs_names, columns=model.protein_names)
-            self._denoised_protein(pair, computed=protein, protein_scale=scale)
+            self._denoised_protein(pair, computed=protein, protein_scale=scale, batches=batches)
 
         return self.results.cached_blocks(
             "denoised_rna", pair, params, compute, progress, what="denoised RNA"
         )
 
-    def denoised_rna_key(self, pair: Pair) -> str:
+    def denoised_rna_key(self, pair: Pair, *, batch: str | None = None) -> str:
         """Cache key of the denoised RNA manifest (its blocks live under ``blocks_dir``)."""
-        return self.results.key("denoised_rna", pair, self._denoise_params())
+        batches = self.decode_batches(pair, batch)
+        return self.results.key("denoised_rna", pair, self._denoise_params(batches))
 
-    def _denoise_params(self) -> dict[str, Any]:
-        return {
+    def _denoise_params(self, batches: tuple[str, ...] | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {
             "n_samples": self.settings.denoise_n_samples,
             "library_size": 1e4,
             "seed": self.settings.seed,
         }
+        if batches is not None:  # the observed-batch key stays as it was
+            params["transform_batch"] = list(batches)
+        return params
 
     # ================================================================== protein
     def protein_scale(self, scale: str | None = None) -> ProteinScale:
@@ -147,11 +176,22 @@ class Expression(CachedQueries):
         return check_protein_scale(self.settings.protein_scale if scale is None else scale)
 
     def denoised_protein(
-        self, pair: Pair, *, protein_scale: str | None = None, progress: ProgressFn | None = None
+        self,
+        pair: Pair,
+        *,
+        protein_scale: str | None = None,
+        batch: str | None = None,
+        progress: ProgressFn | None = None,
     ) -> pd.DataFrame:
         """Denoised protein (foreground rate), cells x proteins, on ``protein_scale``
-        (default :meth:`protein_scale`: measured, times the batch's capture efficiency)."""
-        return self._denoised_protein(pair, protein_scale=protein_scale, progress=progress)
+        (default :meth:`protein_scale`: measured, times the batch's capture efficiency),
+        decoded in each cell's own batch or as ``batch`` says (:meth:`decode_batches`)."""
+        return self._denoised_protein(
+            pair,
+            protein_scale=protein_scale,
+            batches=self.decode_batches(pair, batch),
+            progress=progress,
+        )
 
     def _denoised_protein(
         self,
@@ -159,21 +199,34 @@ class Expression(CachedQueries):
         *,
         computed: pd.DataFrame | None = None,
         protein_scale: str | None = None,
+        batches: tuple[str, ...] | None = None,
         progress: ProgressFn | None = None,
     ) -> pd.DataFrame:
         """Cached denoised protein (kind ``"denoised_protein"``, params ``{"n_samples",
         "seed", "protein_scale"}`` plus ``"unmeasured": "predicted"`` when some cells lack
-        proteins).
+        proteins, or ``"transform_batch"`` when every cell is decoded in ``batches``: then
+        every value is that decoding, measured or not).
 
         ``computed``: the protein table of a denoised-RNA pass (same draws as a protein-only
         pass, on the same scale), stored if the key is missing instead of running the model
         again.
         """
-        params = {
+        params: dict[str, Any] = {
             "n_samples": self.settings.denoise_n_samples,
             "seed": self.settings.seed,
             "protein_scale": self.protein_scale(protein_scale),
         }
+        if batches is not None:
+            how = Sampling(**params, transform_batch=batches)
+            params["transform_batch"] = list(batches)
+
+            def counterfactual() -> pd.DataFrame:
+                if computed is not None:
+                    return computed
+                model, data = self.registry.model(pair), self.registry.dataset(pair)
+                return denoise.denoised_protein(model, data, how)
+
+            return self.results.cached("denoised_protein", pair, params, counterfactual, progress)
 
         def table(model: TotalVI, data: CiteSeqData) -> pd.DataFrame:
             return (

@@ -56,13 +56,15 @@ class ModelCard(CachedQueries):
         resolution: float | None = None,
         n_samples: int | None = None,
         progress: ProgressFn | None = None,
-    ) -> MetricsResult:
+        computed_only: bool = False,
+    ) -> MetricsResult | None:
         """Model-card metrics (CV tables and DE metric per modality), as scvi-hub.
 
         Protein tables from measured-scale samples, with scvi-tools 1.4.2's (efficiency left
         out) as ``result.other_scale`` and the calibration of both (:meth:`shown_metrics`
         picks a scale). The DE metric's groups are those of :meth:`metric_groups`; the
-        result says which.
+        result says which. ``computed_only``: the cached result, or ``None`` when it has not
+        been computed (nothing is started).
         """
         self.require_counts(pair, "the model-card metrics (observed vs generated counts)")
         model = self.registry.model(pair)
@@ -79,6 +81,8 @@ class ModelCard(CachedQueries):
             "batch_size": PPC_BATCH_SIZE,
             "calibration": [CALIBRATION_SAMPLES, CALIBRATION_CELLS],
         }
+        if computed_only:
+            return self.results.peek("metrics", pair, params)
 
         def compute() -> MetricsResult:
             return compute_metrics(
@@ -150,11 +154,14 @@ class ModelCard(CachedQueries):
 
     def shown_metrics(
         self, pair: Pair, *, protein_scale: str | None = None, **kwargs: Any
-    ) -> MetricsResult:
+    ) -> MetricsResult | None:
         """:meth:`metrics` (``kwargs``: its options) from protein samples on
         ``protein_scale`` (default ``settings.protein_scale``), the DE-metric rows under the
-        cell types' shown names (the cached result keeps the automatic names)."""
+        cell types' shown names (the cached result keeps the automatic names); ``None``
+        only with ``computed_only`` when they have not been computed."""
         result = self.metrics(pair, **kwargs)
+        if result is None:
+            return None
         result = result.for_scale(self.annotation.expression.protein_scale(protein_scale))
         names = self.annotation.cell_type_names(
             pair, labels_key=kwargs.get("labels_key"), resolution=kwargs.get("resolution")

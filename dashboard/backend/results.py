@@ -75,6 +75,11 @@ class Results:
         self._tls.last_key = key
         return value
 
+    def peek(self, kind: str, pair: Pair, params: dict[str, Any]) -> Any:
+        """The cached result ``kind`` of ``pair`` for ``params`` if it was computed, else
+        ``None``; never computes (a page shows what exists without starting work)."""
+        return self.cache.get(self.key(kind, pair, params))
+
     def cached_blocks(
         self,
         kind: str,

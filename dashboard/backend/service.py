@@ -9,7 +9,11 @@
   :meth:`~dashboard.backend.results.Results.cached`, the one way into the results cache;
 - the cached queries about a (dataset, model) :class:`~dashboard.backend.refs.Pair`:
   ``embeddings`` (latent space, UMAP, clusters), ``annotation`` (cell types and their names),
-  ``expression`` (denoised values), ``differential`` (DE) and ``card`` (model-card metrics);
+  ``expression`` (denoised values), ``differential`` (DE), ``card`` (model-card metrics),
+  ``concordance`` (each protein against its gene's RNA, per cell type) and ``integration``
+  (the scib-metrics integration scorecard, per-cell batch mixing), ``qc`` (model QC per
+  cell: reconstruction error, latent uncertainty, background, CV ratio; and a posterior
+  predictive check per feature), ``gene_sets`` (per-cell scores of gene sets);
 - ``training`` (:class:`~dashboard.backend.training.Training`) and ``background``
   (:class:`~dashboard.backend.background.BackgroundJobs`: jobs with progress and cancel, on
   threads or Celery workers), over ``jobs`` (the :class:`~dashboard.backend.jobs.JobRunner`).
@@ -33,10 +37,14 @@ from dashboard.backend.background import JOB_QUERIES, BackgroundJobs
 from dashboard.backend.blocks import BlockStore
 from dashboard.backend.cache import ResultCache
 from dashboard.backend.celery_jobs import CeleryJobs
+from dashboard.backend.cell_qc import CellQC
+from dashboard.backend.concordance import Concordance
 from dashboard.backend.differential import Differential
 from dashboard.backend.embeddings import Embeddings
 from dashboard.backend.errors import BackendError, MinifiedData
 from dashboard.backend.expression import Expression
+from dashboard.backend.gene_sets import GeneSetScores
+from dashboard.backend.integration import Integration
 from dashboard.backend.jobs import JobRegistry, JobRunner
 from dashboard.backend.model_card import ModelCard
 from dashboard.backend.names import CellTypeNames
@@ -101,6 +109,14 @@ class AnalysisService:
         )
         self.differential = Differential(self.results, r, s, self.annotation)
         self.card = ModelCard(self.results, r, s, self.annotation)
+        self.concordance = Concordance(
+            self.results, r, s, annotation=self.annotation, expression=self.expression
+        )
+        self.integration = Integration(
+            self.results, r, s, card=self.card, embeddings=self.embeddings
+        )
+        self.qc = CellQC(self.results, r, s)
+        self.gene_sets = GeneSetScores(self.results, r, s, expression=self.expression)
         self.background = BackgroundJobs(self, self.jobs, self.remote)
         self._expose_parts()
 
@@ -146,6 +162,19 @@ class AnalysisService:
         self.model_summary = self.card.model_summary
         self.model_card = self.card.model_card
         self.training_history = self.card.training_history
+        self.integration_scores = self.integration.integration_scores
+        self.has_integration_scores = self.integration.has_integration_scores
+        self.require_batches = self.integration.require_batches
+        self.batch_mixing = self.integration.batch_mixing
+        self.has_batch_mixing = self.integration.has_batch_mixing
+        self.protein_gene_pairs = self.concordance.protein_gene_pairs
+        self.gene_protein_concordance = self.concordance.gene_protein_concordance
+        self.cell_qc = self.qc.cell_qc
+        self.cell_diagnostics = self.qc.cell_diagnostics
+        self.cell_cv = self.qc.cell_cv
+        self.has_cell_cv = self.qc.has_cell_cv
+        self.feature_check = self.qc.feature_check
+        self.gene_set_score = self.gene_sets.gene_set_score
         self.job_body = b.job_body
         self.submit = b.submit
         self.submit_local = b.submit_local

@@ -7,10 +7,11 @@ trained model.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,3 +184,57 @@ def protein_populations(protein: np.ndarray, names: Sequence[str]) -> np.ndarray
     out = np.array(["mono", "T", "B"])[high_arr.argmax(1)].astype(object)
     out[high_arr.sum(1) != 1] = "other"
     return out
+
+
+@functools.cache
+def trained_simulated(
+    *,
+    n_cells: int = 600,
+    n_genes: int = 200,
+    n_proteins: int = 10,
+    n_batches: int = 3,
+    max_epochs: int = 20,
+    seed: int = 0,
+) -> tuple[CiteSeqData, TotalVI]:
+    """Small simulated multi-batch CITE-seq data (:func:`model.simulate.simulate_cite_seq`,
+    the true cell types, named after blood types, as labels) and a TotalVI trained on it
+    for a few epochs (memoised per process; the tests of batch features share it)."""
+    from model.data import from_anndata
+    from model.simulate import BLOOD_TYPE_NAMES, simulate_cite_seq
+    from model.totalvi import TotalVI
+
+    adata = simulate_cite_seq(
+        n_cells=n_cells,
+        n_genes=n_genes,
+        n_proteins=n_proteins,
+        n_batches=n_batches,
+        n_cell_types=5,
+        missing_protein_fraction=0.0,
+        seed=seed,
+        cell_type_names=BLOOD_TYPE_NAMES[:5],
+    )
+    data = from_anndata(
+        adata, batch_key="batch", labels_key="cell_type", source="simulated (tests)"
+    )
+    model = TotalVI(data, n_hidden=32, n_latent=5, seed=seed)
+    model.train(
+        max_epochs=max_epochs, seed=seed, device="cpu", early_stopping=False, precision="32"
+    )
+    return data, model
+
+
+@contextlib.contextmanager
+def exact_kbet_neighbours() -> Iterator[None]:
+    """Within the block, scib-metrics' kBET finds its diffusion-map neighbours exactly
+    (scikit-learn) instead of with pynndescent, whose numba compile alone takes a minute or
+    more on 2 cores, once per process. Only kBET's neighbour search changes (pynndescent is
+    approximate, so its values can differ slightly); tests use it, the app does not."""
+    from unittest import mock
+
+    from dashboard.backend.scorecard import exact_neighbors
+
+    def search(x: np.ndarray, n_neighbors: int, **_: Any) -> Any:
+        return exact_neighbors(x, n_neighbors)
+
+    with mock.patch("scib_metrics.nearest_neighbors.pynndescent", search):
+        yield

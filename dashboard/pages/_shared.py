@@ -19,10 +19,10 @@ from dashboard import components, figures, ids
 from dashboard.views.colours import ColorSpec, layer_options, normalise_layer
 from dashboard.views.errors import BackendError, NotReady
 from dashboard.views.features import feature_catalog, search_features, with_current
-from dashboard.views.state import active
+from dashboard.views.state import active, simulated_note
 
 #: The pages' modules, in the order of the navigation.
-NAV = ("explore", "lookup", "de", "metrics", "model")
+NAV = ("explore", "lookup", "de", "concordance", "metrics", "model")
 
 
 #: What each page is for (its ``<meta name="description">``).
@@ -31,6 +31,7 @@ DESCRIPTIONS = {
     "lookup": "Search genes and proteins; raw vs denoised per cell type; dot plots.",
     "de": "Bayesian DE of genes and proteins per cell type or selection.",
     "metrics": "scvi-hub model-card metrics, parameters and training history.",
+    "concordance": "Each protein against its gene's RNA, per cell type, and in the model.",
     "model": "Pick or upload data; train or load a TotalVI model.",
 }
 
@@ -79,13 +80,25 @@ def model_page(title: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
             if _rerendered_for_a_switch():  # the link's pair was honoured when it opened
                 kwargs.pop("pair", None)
             try:
-                return layout(*args, **kwargs)
+                content = layout(*args, **kwargs)
             except NotReady as err:
                 return not_ready_page(title, err)
+            return with_simulated_banner(content)
 
         return page
 
     return decorate
+
+
+def with_simulated_banner(content: Any) -> Any:
+    """``content`` under a banner saying the active data is simulated (how it was made),
+    or ``content`` itself for measured data."""
+    note = simulated_note()
+    if not note:
+        return content
+    return html.Div(
+        [html.Div(note, className="simulated-banner", id=ids.SIMULATED_BANNER), content]
+    )
 
 
 def _rerendered_for_a_switch() -> bool:
@@ -136,13 +149,17 @@ def clicked_item(clicks: Sequence[int | None] | None) -> dict | None:
 
 
 def color_choice(
-    feature: str | None, layer: str | None, color_state: Mapping[str, Any] | None
+    feature: str | None,
+    layer: str | None,
+    color_state: Mapping[str, Any] | None,
+    batch: str = "",
 ) -> tuple[ColorSpec | None, list[dict[str, Any]], Any]:
-    """A picked colouring with a layer valid for it: its spec (``None`` when it is the
-    shared colouring already: nothing to send), the layer options, and the layer to set
-    (``no_update`` when the picked one applies)."""
+    """A picked colouring with a layer valid for it (decoded in ``batch``, a page's
+    "Decode in" choice): its spec (``None`` when it is the shared colouring already:
+    nothing to send), the layer options, and the layer to set (``no_update`` when the
+    picked one applies)."""
     fixed = normalise_layer(feature, layer)
-    spec = ColorSpec.from_state({"feature": feature, "layer": fixed})
+    spec = ColorSpec.from_state({"feature": feature, "layer": fixed, "batch": batch})
     new = None if spec == ColorSpec.from_state(color_state) else spec
     return new, layer_options(spec.feature), fixed if fixed != layer else no_update
 

@@ -30,6 +30,12 @@ MODALITIES = [
 ]
 #: How the job panel names the DE job ("DE failed: ...").
 LABEL = "DE"
+FDR_CHOICES = [0.01, 0.05, 0.1, 0.2]
+SAMPLE_CHOICES = [1000, 5000, 20000]
+CORRECTION = [
+    {"label": "Own batch", "value": "observed"},
+    {"label": "Batch-corrected", "value": "corrected"},
+]
 DE_NOTE = "de-counts-note"
 
 
@@ -45,8 +51,9 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
         [
             components.page_header(
                 "Differential expression",
-                "totalVI's Bayesian test (change mode, |LFC| > 0.25) of one group against all "
-                "other cells, for genes and proteins together.",
+                "totalVI's Bayesian test (change mode) of one group against all other cells, "
+                "for genes and proteins together; the table gives each LFC's 95% credible "
+                "interval.",
             ),
             html.Div(
                 [
@@ -68,6 +75,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                 ],
                 className="toolbar",
             ),
+            _controls(service, pair),
             *(
                 [components.color_note(dv.DE_NO_COUNTS_NOTE, note_id=DE_NOTE)]
                 if is_minified(service, pair)
@@ -75,6 +83,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
             ),
             components.job_panel(ids.DE_JOB, compact=True),
             html.Div(id=ids.DE_STATUS, className="de-status"),
+            html.Div(id=ids.DE_TRUST, className="de-trust"),
             html.Div(
                 [
                     components.graph_card(
@@ -104,6 +113,126 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
         ],
         className="page-de",
     )
+
+
+def _controls(service: Any, pair: Any) -> html.Div:
+    """The DE controls (scvi-tools' defaults first): preset, δ, FDR target, samples, batch
+    correction (offered when the model has more than one batch)."""
+    c = dv.de_controls(service, None)
+    batches = dv.n_batches(service, pair)
+    correction = dcc.RadioItems(
+        id=ids.DE_BATCH_CORRECTION,
+        options=[{**o, "disabled": o["value"] == "corrected" and batches < 2} for o in CORRECTION],
+        value="corrected" if c.batch_correction else "observed",
+        inline=True,
+        className="segmented",
+    )
+    return html.Div(
+        [
+            components.dropdown_field(
+                "Preset",
+                ids.DE_PRESET,
+                options=dv.preset_options(),
+                value=dv.preset_of(c),
+                placeholder="custom",
+                clearable=False,
+                class_name="field-wide",
+            ),
+            components.field(
+                "|LFC| threshold δ",
+                dcc.Input(
+                    id=ids.DE_DELTA,
+                    type="number",
+                    value=c.delta,
+                    min=0,
+                    max=5,
+                    step=0.05,
+                    debounce=True,
+                    className="input",
+                ),
+            ),
+            components.dropdown_field(
+                "FDR target",
+                ids.DE_FDR,
+                options=[
+                    {"label": f"{v:.3g}", "value": v} for v in sorted({*FDR_CHOICES, c.fdr_target})
+                ],
+                value=c.fdr_target,
+                clearable=False,
+            ),
+            components.dropdown_field(
+                "Posterior samples per group",
+                ids.DE_SAMPLES,
+                options=[
+                    {"label": f"{v:,}", "value": v}
+                    for v in sorted({*SAMPLE_CHOICES, c.n_samples_overall})
+                ],
+                value=c.n_samples_overall,
+                clearable=False,
+            ),
+            components.field(
+                "Batches",
+                correction,
+                hint=None if batches > 1 else "one batch: nothing to correct",
+            ),
+        ],
+        className="toolbar de-controls",
+    )
+
+
+def _chosen(delta: Any, fdr: Any, samples: Any, correction: Any) -> dict[str, Any]:
+    """The controls' raw values as the backend checks them (a forged value fails there;
+    ``None``, an emptied field, keeps the default)."""
+    if correction in {"observed", "corrected"}:
+        correction = correction == "corrected"
+    raw = {
+        "delta": delta,
+        "fdr_target": fdr,
+        "n_samples_overall": samples,
+        "batch_correction": correction,
+    }
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+@callback(
+    Output(ids.DE_DELTA, "value"),
+    Output(ids.DE_FDR, "value"),
+    Output(ids.DE_SAMPLES, "value"),
+    Output(ids.DE_BATCH_CORRECTION, "value"),
+    Input(ids.DE_PRESET, "value"),
+    prevent_initial_call=True,
+)
+def apply_preset(name: str | None) -> tuple:
+    """A chosen preset sets the four controls (the DE then runs with them)."""
+    if not name:
+        return no_update, no_update, no_update, no_update
+    try:
+        c = dv.preset(name)
+    except BackendError:
+        return no_update, no_update, no_update, no_update
+    return (
+        c.delta,
+        c.fdr_target,
+        c.n_samples_overall,
+        ("corrected" if c.batch_correction else "observed"),
+    )
+
+
+@callback(
+    Output(ids.DE_PRESET, "value"),
+    Input(ids.DE_DELTA, "value"),
+    Input(ids.DE_FDR, "value"),
+    Input(ids.DE_SAMPLES, "value"),
+    Input(ids.DE_BATCH_CORRECTION, "value"),
+    prevent_initial_call=True,
+)
+def show_preset(delta: Any, fdr: Any, samples: Any, correction: Any) -> str | None:
+    """The preset the controls now equal (none: custom)."""
+    try:
+        c = dv.de_controls(active()[0], _chosen(delta, fdr, samples, correction))
+    except BackendError:
+        return None
+    return dv.preset_of(c)
 
 
 # ---------------------------------------------------------------------------- groups
@@ -136,14 +265,35 @@ def group_options(saved: dict | None, value: str | None) -> list[dict[str, str]]
     *_jobs.start_outputs(ids.DE_JOB, ids.DE_READY_STORE),
     Input(ids.DE_GROUP, "value"),
     State(ids.SAVED_SELECTIONS_STORE, "data"),
+    Input(ids.DE_DELTA, "value"),
+    Input(ids.DE_FDR, "value"),
+    Input(ids.DE_SAMPLES, "value"),
+    Input(ids.DE_BATCH_CORRECTION, "value"),
 )
-def start_de(group: str | None, saved: dict | None) -> tuple:
-    """Run the DE of the chosen group as a background job; a cached result is shown at
-    once, otherwise the progress bar runs until it is ready: ``(job store, poll off,
-    ready, progress, Cancel off)``."""
+def start_de(
+    group: str | None,
+    saved: dict | None,
+    delta: Any = None,
+    fdr: Any = None,
+    samples: Any = None,
+    correction: Any = None,
+) -> tuple:
+    """Run the DE of the chosen group with the chosen controls (``None``: the default) as a
+    background job; a cached result is shown at once, otherwise the progress bar runs until
+    it is ready: ``(job store, poll off, ready, progress, Cancel off)``. A bad control value
+    is refused in one line naming it."""
     if not group:
         return _jobs.started(None, components.JobView())
-    store, view = _jobs.start(lambda: dv.submit_group(*active(), group, saved), LABEL, group=group)
+    try:
+        controls = dv.de_controls(active()[0], _chosen(delta, fdr, samples, correction))
+    except BackendError as err:
+        return _jobs.started(None, components.refused_view(err))
+    store, view = _jobs.start(
+        lambda: dv.submit_group(*active(), group, saved, controls),
+        LABEL,
+        group=group,
+        controls=controls.to_dict(),
+    )
     return _jobs.started(store, view)
 
 
@@ -151,14 +301,33 @@ poll_de, cancel_de = _jobs.panel_callbacks(ids.DE_JOB, ready=ids.DE_READY_STORE,
 
 
 def de_table(ready: dict | None, modality: str, saved: dict | None) -> Any:
-    """The DE table of a finished job's group (cache hit), filtered by modality."""
+    """The DE table of a finished job's group (cache hit) with its controls, filtered by
+    modality."""
+    service, pair = active()
     group = str((ready or {}).get("group") or "")
-    return dv.group_table(*active(), group, modality, saved)
+    controls = dv.de_controls(service, (ready or {}).get("controls"))
+    return dv.group_table(service, pair, group, modality, saved, controls)
+
+
+def _trust(service: Any, pair: Any, group: str) -> Any:
+    badge = dv.trust_badge(service, pair, group)
+    if badge is None:
+        return (
+            html.Span(
+                "Model trust: compute the model card on the Metrics page to see how well "
+                "the model's DE of this type matches the raw counts'.",
+                className="trust-badge trust-none",
+            )
+            if group.startswith("type:")
+            else None
+        )
+    return html.Span(badge["text"], className=f"trust-badge trust-{badge['level']}")
 
 
 @callback(
     Output(ids.DE_TABLE, "rowData"),
     Output(ids.DE_STATUS, "children"),
+    Output(ids.DE_TRUST, "children"),
     Input(ids.DE_READY_STORE, "data"),
     Input(ids.DE_MODALITY, "value"),
     *sh.data_of(ids.SAVED_SELECTIONS_STORE, dep=State),
@@ -167,17 +336,28 @@ def de_table(ready: dict | None, modality: str, saved: dict | None) -> Any:
 def render_table(ready: dict | None, modality: str, saved: dict | None) -> tuple:
     """Fill the table with the finished DE of the chosen group."""
     if not ready:
-        return no_update, no_update
+        return no_update, no_update, no_update
+    service, pair = active()
+    group = str(ready.get("group", ""))
     try:
         table = de_table(ready, modality, saved)
+        controls = dv.de_controls(service, ready.get("controls"))
     except BackendError as err:
-        return [], components.alert(str(err), kind="warning")
-    name = group_name(*active(), str(ready.get("group", "")))
+        return [], components.alert(str(err), kind="warning"), None
+    name = group_name(service, pair, group)
     n_de = int(table["is_de"].sum())
     status = html.Span(
-        [html.B(name), f" vs all other cells: {n_de:,} of {len(table):,} features DE (FDR 5%)."]
+        [
+            html.B(name),
+            f" vs all other cells: {n_de:,} of {len(table):,} features DE at FDR "
+            f"{controls.fdr_target:.3g}. ",
+            html.Span(
+                dv.controls_line(controls, dv.n_batches(service, pair)) + ".",
+                className="de-controls-line",
+            ),
+        ]
     )
-    return dv.de_rows(table), status
+    return dv.de_rows(table), status, _trust(service, pair, group)
 
 
 @callback(

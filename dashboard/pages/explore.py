@@ -26,7 +26,7 @@ from dash import (
 )
 
 from dashboard import components, figures, ids
-from dashboard.pages import _cells, _jobs
+from dashboard.pages import _cells, _decode, _gene_sets, _jobs
 from dashboard.pages import _shared as sh
 from dashboard.views.cells import (
     cell_type_choices,
@@ -125,6 +125,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                         "Values",
                         components.segmented(ids.EXPLORE_LAYER, layer_choices(), spec.layer),
                     ),
+                    _decode.control(ids.EXPLORE_DECODE, service, pair, spec.batch),
                     rename_types_control(service, pair),
                 ],
                 className="toolbar",
@@ -235,6 +236,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                 "proteins between two groups of cells. Click a row to colour the cells by it. "
                 + DE_PROTEIN_SCALE,
             ),
+            _gene_sets.card(spec.feature),
             components.page_state_store(link_state(query, service, pair)),
         ],
         className="page-explore",
@@ -305,20 +307,35 @@ def _selected(selection: dict | None, page_state: dict | None, n_cells: int, ini
     return valid_cells(selection, n_cells)
 
 
+start_decode, poll_decode = _decode.register(ids.EXPLORE_DECODE)
+gene_set_callbacks = _gene_sets.register()  # the Gene sets card
+
+
+def _spec(feature: str | None, layer: str | None, decoded: dict | None) -> ColorSpec:
+    """The colouring the page's controls say, decoded as its "Decode in" job finished."""
+    batch = _decode.decoded_batch(decoded)
+    return ColorSpec.from_state({"feature": feature, "layer": layer, "batch": batch})
+
+
 @callback(
     Output(ids.EXPLORE_UMAP, "figure"),
     Input(ids.EXPLORE_UMAP, "id"),
     *sh.values_of(ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
-    *sh.data_of(ids.SELECTION_STORE, ids.PAGE_STATE, dep=State),
+    *sh.data_of(ids.SELECTION_STORE, ids.PAGE_STATE, ids.EXPLORE_DECODE.ready, dep=State),
 )
 @sh.figure_or_error
 def build_umap(
-    _id: str, feature: str, layer: str, selection: dict | None, page_state: dict | None
+    _id: str,
+    feature: str,
+    layer: str,
+    selection: dict | None,
+    page_state: dict | None,
+    decoded: dict | None = None,
 ) -> Any:
     """The UMAP, coloured and highlighted as the page's controls say."""
     service, pair = active()
     n = service.dataset(pair).n_cells
-    spec = ColorSpec.from_state({"feature": feature, "layer": layer})
+    spec = _spec(feature, layer, decoded)
     cells = _selected(selection, page_state, n, sh.triggered() is None)
     return _cells.umap_figure(service, pair, spec, selected=cells, legend=True)
 
@@ -328,7 +345,7 @@ def build_umap(
     *sh.props_of(Input, "value", ids.EXPLORE_LINKED_KIND, ids.EXPLORE_LINKED_X),
     *sh.props_of(Input, "value", ids.EXPLORE_LINKED_Y, ids.EXPLORE_LINKED_LAYER),
     *sh.values_of(ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
-    *sh.data_of(ids.SELECTION_STORE, ids.PAGE_STATE, dep=State),
+    *sh.data_of(ids.SELECTION_STORE, ids.PAGE_STATE, ids.EXPLORE_DECODE.ready, dep=State),
 )
 @sh.figure_or_error
 def build_linked(
@@ -340,12 +357,13 @@ def build_linked(
     layer: str,
     selection: dict | None,
     page_state: dict | None,
+    decoded: dict | None = None,
 ) -> Any:
     """The linked scatter (protein vs protein, or raw vs denoised of one protein)."""
     service, pair = active()
     view = linked_view(kind, x, y, linked_layer)
     xv, yv, axes, title = linked_values(service, pair, view)
-    spec = ColorSpec.from_state({"feature": feature, "layer": layer})
+    spec = _spec(feature, layer, decoded)
     n = service.dataset(pair).n_cells
     cells = _selected(selection, page_state, n, sh.triggered() is None)
     return _cells.cell_figure(
@@ -376,11 +394,19 @@ def linked_controls(kind: str) -> tuple[bool, str]:
 # --------------------------------------------------------------------------- colour
 @callback(
     *sh.recolor_io([ids.EXPLORE_UMAP, ids.EXPLORE_LINKED], ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
+    Input(ids.EXPLORE_DECODE.ready, "data"),
     prevent_initial_call=True,
 )
-def recolor(feature: str | None, layer: str | None, color_state: dict | None) -> tuple:
-    """Recolour both views by a new choice: a marker ``Patch`` each, nothing else."""
-    spec, options, new_layer = sh.color_choice(feature, layer, color_state)
+def recolor(
+    feature: str | None,
+    layer: str | None,
+    color_state: dict | None,
+    decoded: dict | None = None,
+) -> tuple:
+    """Recolour both views by a new choice (or a finished "Decode in" job): a marker
+    ``Patch`` each, nothing else."""
+    batch = _decode.decoded_batch(decoded)
+    spec, options, new_layer = sh.color_choice(feature, layer, color_state, batch)
     if spec is None:  # the shared colouring already, e.g. the controls just mounted
         return no_update, no_update, no_update, options, new_layer
     service, pair = active()
@@ -430,14 +456,20 @@ def highlight(selection: dict | None) -> tuple:
     *sh.props_of(Input, "value", ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
     Input(ids.SELECTION_STORE, "data"),
     Input(TYPE_NAMES_STORE, "data"),
+    Input(ids.EXPLORE_DECODE.ready, "data"),
     prevent_initial_call=True,
 )
 def render_legend(
-    feature: str | None, layer: str | None, selection: dict | None, _names: dict | None = None
+    feature: str | None,
+    layer: str | None,
+    selection: dict | None,
+    _names: dict | None = None,
+    decoded: dict | None = None,
 ) -> Any:
-    """The colouring's categories with their cell counts (the selected one marked)."""
+    """The colouring's categories with their cell counts (the selected one marked), under
+    the colouring's note (e.g. that its values are decoded as if in another batch)."""
     service, pair = active()
-    spec = ColorSpec.from_state({"feature": feature, "layer": layer})
+    spec = _spec(feature, layer, decoded)
     return legend_and_note(service, pair, spec, selection)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import components, figures, ids
-from dashboard.pages import _cells
+from dashboard.pages import _cells, _decode
 from dashboard.pages import _shared as sh
 from dashboard.views import colours
 from dashboard.views.cells import valid_cells
@@ -32,6 +32,7 @@ from dashboard.views.features import (
     with_current,
 )
 from dashboard.views.links import initial_color, link_state
+from dashboard.views.qc import predictive_check
 from dashboard.views.state import active
 from dashboard.views.values import is_minified
 
@@ -79,6 +80,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                             ids.LOOKUP_LAYER, layer_choices(), spec.layer if value else "raw"
                         ),
                     ),
+                    _decode.control(ids.LOOKUP_DECODE, service, pair, spec.batch),
                     dcc.Link(
                         "Open in Explore →",
                         href="/",
@@ -109,6 +111,14 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                     ),
                 ],
                 className="grid-2",
+            ),
+            components.graph_card(
+                "Model check: observed vs posterior predictive counts",
+                ids.LOOKUP_CHECK,
+                height=380,
+                subtitle="Histogram of the feature's observed counts (bars) and of counts "
+                "drawn from the model's posterior predictive (line), on the same bins.",
+                footer=components.color_note("", note_id=ids.LOOKUP_CHECK_NOTE),
             ),
             components.graph_card(
                 "Dot plot across cell types",
@@ -148,31 +158,54 @@ def search_dot_features(search: str | None, value: list | None) -> Any:
     return sh.feature_search(search, value, include_obs=False)
 
 
+start_decode, poll_decode = _decode.register(ids.LOOKUP_DECODE)
+
+
+def _spec(feature: str | None, layer: str | None, decoded: dict | None) -> ColorSpec:
+    """The looked-up feature in the chosen layer, decoded as the "Decode in" job finished
+    (cell type until a feature is chosen)."""
+    if not feature:
+        return ColorSpec()
+    batch = _decode.decoded_batch(decoded)
+    return ColorSpec.from_state({"feature": feature, "layer": layer, "batch": batch})
+
+
 @callback(
     Output(ids.LOOKUP_UMAP, "figure"),
     Input(ids.LOOKUP_UMAP, "id"),
     State(ids.LOOKUP_SEARCH, "value"),
     State(ids.LOOKUP_LAYER, "value"),
     State(ids.SELECTION_STORE, "data"),
+    State(ids.LOOKUP_DECODE.ready, "data"),
 )
 @sh.figure_or_error
-def build_lookup_umap(_id: str, feature: str | None, layer: str, selection: dict | None) -> Any:
+def build_lookup_umap(
+    _id: str, feature: str | None, layer: str, selection: dict | None, decoded: dict | None = None
+) -> Any:
     """The UMAP coloured by the looked-up feature (cell type until one is chosen)."""
     service, pair = active()
-    spec = ColorSpec.from_state({"feature": feature, "layer": layer}) if feature else ColorSpec()
+    spec = _spec(feature, layer, decoded)
     cells = valid_cells(selection, service.dataset(pair).n_cells)
     return _cells.umap_figure(service, pair, spec, selected=cells)
 
 
 @callback(
     *sh.recolor_io([ids.LOOKUP_UMAP], ids.LOOKUP_SEARCH, ids.LOOKUP_LAYER),
+    Input(ids.LOOKUP_DECODE.ready, "data"),
     prevent_initial_call=True,
 )
-def recolor_lookup(feature: str | None, layer: str | None, color_state: dict | None) -> tuple:
-    """Recolour the cells by the picked feature and share the choice with other pages."""
+def recolor_lookup(
+    feature: str | None,
+    layer: str | None,
+    color_state: dict | None,
+    decoded: dict | None = None,
+) -> tuple:
+    """Recolour the cells by the picked feature (decoded as chosen) and share the choice
+    with other pages."""
     if not feature:
         return no_update, no_update, layer_options(None), no_update
-    spec, options, new_layer = sh.color_choice(feature, layer, color_state)
+    batch = _decode.decoded_batch(decoded)
+    spec, options, new_layer = sh.color_choice(feature, layer, color_state, batch)
     if spec is None:  # the shared colouring already
         return no_update, no_update, options, new_layer
     service, pair = active()
@@ -183,16 +216,18 @@ def recolor_lookup(feature: str | None, layer: str | None, color_state: dict | N
     Output(LOOKUP_NOTE, "children"),
     Input(ids.LOOKUP_SEARCH, "value"),
     Input(ids.LOOKUP_LAYER, "value"),
+    Input(ids.LOOKUP_DECODE.ready, "data"),
     prevent_initial_call=True,
 )
-def color_note(feature: str | None, layer: str | None) -> str:
-    """The line under the cells: where the picked protein is imputed (not measured), or
-    that a minified file has no counts (``""``: nothing to say)."""
+def color_note(feature: str | None, layer: str | None, decoded: dict | None = None) -> str:
+    """The line under the cells: where the picked protein is imputed (not measured), that
+    a minified file has no counts, or that the values are decoded in another batch (``""``:
+    nothing to say)."""
     if not feature:
         return ""
     try:
         service, pair = active()
-        spec = ColorSpec.from_state({"feature": feature, "layer": layer})
+        spec = _spec(feature, layer, decoded)
         return colours.color_note(service, pair, spec)
     except BackendError:
         return ""
@@ -201,17 +236,22 @@ def color_note(feature: str | None, layer: str | None) -> str:
 @callback(
     Output(ids.LOOKUP_VIOLIN, "figure"),
     Input(ids.LOOKUP_SEARCH, "value"),
+    Input(ids.LOOKUP_DECODE.ready, "data"),
 )
 @sh.figure_or_error
-def update_violin(feature: str | None) -> Any:
-    """Violins of raw and denoised values per cell type, side by side."""
+def update_violin(feature: str | None, decoded: dict | None = None) -> Any:
+    """Violins of raw and denoised values per cell type, side by side, and the denoised
+    values decoded in another batch (or averaged over all) when "Decode in" says so."""
     if not feature:
         return figures.empty_figure("Search for a gene or protein above")
     service, pair = active()
-    frame, order = violin_frame(service, pair, feature)
+    batch = _decode.decoded_batch(decoded)
+    frame, order = violin_frame(service, pair, feature, batch=batch)
     name = feature_catalog(service, pair).label(feature)
-    columns = ["raw", "denoised"]  # the columns of violin_frame, each a layer
-    titles = [layer_title(service, pair, ColorSpec(feature, c)) for c in columns]
+    columns = [c for c in ("raw", "denoised", "decoded") if c in frame]  # each a layer
+    specs = {c: ColorSpec(feature, c) for c in ("raw", "denoised")}
+    specs["decoded"] = ColorSpec(feature, "denoised", batch)
+    titles = [layer_title(service, pair, specs[c]) for c in columns]
     if is_minified(service, pair):  # no counts: one violin, and why
         columns, titles = columns[1:], titles[1:]
         name += " · raw counts not in this file (minified data)"
@@ -223,6 +263,35 @@ def update_violin(feature: str | None) -> Any:
         group_order=order,
         title=name,
     )
+
+
+@callback(
+    Output(ids.LOOKUP_CHECK, "figure"),
+    Output(ids.LOOKUP_CHECK_NOTE, "children"),
+    Input(ids.LOOKUP_SEARCH, "value"),
+)
+def update_check(feature: str | None) -> tuple[Any, str]:
+    """The looked-up feature's posterior predictive check: observed vs model counts, and
+    a line with the zero fractions and the calibration coverage."""
+    if not feature:
+        return figures.empty_figure("Search for a gene or protein above"), ""
+    try:
+        service, pair = active()
+        view = predictive_check(service, pair, feature)
+        name = feature_catalog(service, pair).label(feature)
+    except BackendError as err:
+        return figures.empty_figure(str(err)), ""
+    figure = figures.predictive_check_figure(
+        view.centres,
+        view.widths,
+        view.observed,
+        view.predicted,
+        tickvals=view.tickvals,
+        ticktext=view.ticktext,
+        log_bins=view.log_bins,
+        title=f"{name}: observed vs model counts",
+    )
+    return figure, view.summary
 
 
 @callback(

@@ -11,6 +11,9 @@ shows what it says (parameters, setup arguments, summary statistics beside this 
 metric table of the card is shown with ours and the difference. Minified data (counts
 dropped, latent posterior kept) cannot give the metrics: the page says so and shows the
 card's tables alone, without starting the job.
+
+With two batches or more, "Integration (scib-metrics)" computes the integration scorecard on
+request (:mod:`dashboard.pages._integration`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from dash import Input, Output, callback, dcc, html, no_update
 
 from dashboard import components, figures, ids
-from dashboard.pages import _jobs
+from dashboard.pages import _integration, _jobs
 from dashboard.pages import _shared as sh
 from dashboard.views.errors import BackendError
 from dashboard.views.metrics import (
@@ -165,6 +168,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                 "counts, per modality.",
             ),
             dcc.Store(id=ids.METRICS_READY_STORE),
+            _integration.section(service, pair),
         ],
         className="page-metrics",
     )
@@ -333,6 +337,7 @@ def start_metrics(_n: int | None) -> tuple:
 poll_metrics, cancel_metrics = _jobs.panel_callbacks(
     ids.METRICS_JOB, ready=ids.METRICS_READY_STORE, label=LABEL, retry=True
 )
+_integration.register()  # the "Integration (scib-metrics)" section's callbacks
 
 
 def metrics_sections(

@@ -38,7 +38,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
     checkpoints = mv.checkpoint_options(settings.model_dir)
     limit = int(settings.max_upload_bytes)
     switch = switch_outputs(state.switch.view())  # a reload shows a running job at once
-    return html.Div(
+    page = html.Div(
         [
             components.page_header(
                 "Model",
@@ -161,6 +161,7 @@ def layout(model: Any = None, **_: Any) -> html.Div:
         ],
         className="page-model",
     )
+    return sh.with_simulated_banner(page)
 
 
 def _active_view() -> Any:

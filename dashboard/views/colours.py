@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from dashboard.backend.denoise import ALL_BATCHES
 from dashboard.backend.errors import InvalidSelection
 from dashboard.views.features import OBS_BUILTINS, feature_catalog
+from dashboard.views.integration import MIXING_FEATURE, MIXING_NOTE, MIXING_TITLE
+from dashboard.views.scores import SCORES
 from dashboard.views.values import (
     NO_COUNTS_NOTE,
     gene_denoised,
@@ -50,7 +53,8 @@ class Layer:
     of each feature kind it applies to. ``protein_title`` (with ``{scale}``) replaces the
     title for proteins when their values are on the service's protein scale; ``no_counts``
     names the layer shown instead for minified data (no counts); ``linked``: it is offered
-    for the axes of Explore's linked view."""
+    for the axes of Explore's linked view; ``counterfactual``: its readers take a
+    ``batch=`` to decode as if every cell were measured there (:attr:`ColorSpec.batch`)."""
 
     name: str
     label: str
@@ -59,6 +63,7 @@ class Layer:
     protein_title: str | None = None
     no_counts: str | None = None
     linked: bool = False
+    counterfactual: bool = False
 
     def applies(self, kind: str) -> bool:
         """True if a colouring of a ``kind`` feature may keep this layer: a gene or protein
@@ -70,7 +75,7 @@ class Layer:
         annotation; with no feature chosen, when it reads every kind)."""
         if kind in FEATURE_KINDS:
             return kind in self.readers
-        return kind != "obs" and self.readers.keys() >= FEATURE_KINDS
+        return kind != "obs" and kind not in SCORES and self.readers.keys() >= FEATURE_KINDS
 
 
 def _linked_layer(name: str, gene: Reader, protein: Reader, **extra: Any) -> Layer:
@@ -84,7 +89,11 @@ def _linked_layer(name: str, gene: Reader, protein: Reader, **extra: Any) -> Lay
 LAYERS: tuple[Layer, ...] = (
     _linked_layer("raw", gene_raw, protein_raw, no_counts="denoised"),
     _linked_layer(
-        "denoised", gene_denoised, protein_denoised, protein_title="denoised (log1p, {scale})"
+        "denoised",
+        gene_denoised,
+        protein_denoised,
+        protein_title="denoised (log1p, {scale})",
+        counterfactual=True,
     ),
     Layer(
         "foreground",
@@ -103,10 +112,13 @@ DEFAULT_FEATURE = "obs:cell_type"
 class ColorSpec:
     """What the cells are coloured by: ``feature`` is ``"obs:<column>"``, ``"gene:<name>"``
     or ``"protein:<name>"``; ``layer`` is the name of one of :data:`LAYERS` (ignored for
-    obs)."""
+    obs); ``batch``, for a counterfactual layer (denoised), decodes every cell as if
+    measured in that batch, or averaged over all (:data:`ALL_BATCHES`); ``""``: each
+    cell's own batch."""
 
     feature: str = DEFAULT_FEATURE
     layer: str = DEFAULT_LAYER
+    batch: str = ""
 
     @property
     def kind(self) -> str:
@@ -125,16 +137,21 @@ class ColorSpec:
         if not state or not isinstance(state, dict):
             return cls()
         feature = str(state.get("feature") or DEFAULT_FEATURE)
-        if feature.split(":", 1)[0] not in {"obs", *FEATURE_KINDS} or ":" not in feature:
+        kinds = {"obs", *SCORES, *FEATURE_KINDS}
+        if feature.split(":", 1)[0] not in kinds or ":" not in feature:
             feature = DEFAULT_FEATURE
         layer = LAYER.get(str(state.get("layer") or DEFAULT_LAYER))
         if layer is None or not layer.applies(feature.split(":", 1)[0]):
             return cls(feature, DEFAULT_LAYER)
-        return cls(feature, layer.name)
+        batch = state.get("batch")
+        if not layer.counterfactual or not isinstance(batch, str) or len(batch) > 200:
+            batch = ""  # a forged or misplaced batch: each cell's own (checked on reading)
+        return cls(feature, layer.name, batch)
 
     def to_state(self) -> dict[str, str]:
         """The colour store's JSON form."""
-        return {"feature": self.feature, "layer": self.layer}
+        state = {"feature": self.feature, "layer": self.layer}
+        return {**state, "batch": self.batch} if self.batch else state
 
 
 def layer_choices() -> list[dict[str, str]]:
@@ -196,7 +213,10 @@ def feature_values(service: AnalysisService, pair: Pair, spec: ColorSpec) -> np.
         layer = LAYER.get(spec.layer)
         if layer is None or spec.kind not in layer.readers:
             layer = LAYER[DEFAULT_LAYER]
-        return layer.readers[spec.kind](service, pair, spec.name)
+        read = layer.readers[spec.kind]
+        if layer.counterfactual and spec.batch and not is_minified(service, pair):
+            return read(service, pair, spec.name, batch=spec.batch)  # type: ignore[call-arg]
+        return read(service, pair, spec.name)
     msg = f"{spec.feature} is not a gene or protein"
     raise InvalidSelection(msg)
 
@@ -207,6 +227,16 @@ def color_note(service: AnalysisService, pair: Pair, spec: ColorSpec) -> str:
     notes = []
     if spec.kind in {"gene", "protein"} and shown_layer(service, pair, spec) != spec.layer:
         notes.append(NO_COUNTS_NOTE)
+    if spec.kind in SCORES:  # what the score is (dashboard.views.scores)
+        notes.append(SCORES[spec.kind].note(service, pair, spec.feature))
+    if spec.feature == MIXING_FEATURE:
+        notes.append(MIXING_NOTE)
+    decoded = decoded_in(service, pair, spec)
+    if decoded:
+        notes.append(
+            f"Counterfactual: denoised values {decoded} (the model's transform_batch), "
+            "not as measured."
+        )
     if spec.kind == "protein":
         missing = unmeasured_batches(service, pair, spec.name)
         if missing:
@@ -237,6 +267,11 @@ def color_data(
             label,
             in_hover_text=spec.name in {"cell_type", "batch"},
         )
+    if spec.kind in SCORES:  # a per-cell score: model QC, a gene set's
+        score = SCORES[spec.kind]
+        values = score.values(service, pair, spec.feature)
+        title = score.title(spec.feature)
+        return ColorData(values if cells is None else values[cells], False, None, title)
     values = feature_values(service, pair, spec)
     imputed = imputed_cells(service, pair, spec.name) if spec.kind == "protein" else None
     if cells is not None:
@@ -257,7 +292,11 @@ def color_label(service: AnalysisService, pair: Pair, spec: ColorSpec) -> str:
     ``"CD19 protein · denoised (log1p, measured scale)"``, ``"ADT_90 protein · raw (log1p);
     imputed in s03, s11 (not measured)"`` (a protein some batches did not measure)."""
     if spec.kind == "obs":
+        if spec.feature == MIXING_FEATURE:
+            return MIXING_TITLE
         return OBS_BUILTINS.get(spec.name, spec.name)
+    if spec.kind in SCORES:
+        return SCORES[spec.kind].title(spec.feature)
     label = _feature_label(service, pair, spec)
     missing = unmeasured_batches(service, pair, spec.name) if spec.kind == "protein" else []
     if missing:
@@ -278,9 +317,46 @@ def layer_title(service: AnalysisService, pair: Pair, spec: ColorSpec) -> str:
     counts' scale: rate x the batch's capture efficiency) or ``"denoised (log1p,
     efficiency-free)"``."""
     layer = LAYER[shown_layer(service, pair, spec)]
+    title = layer.title
     if spec.kind == "protein" and layer.protein_title:
-        return layer.protein_title.format(scale=SCALE_SHORT[service.protein_scale()])
-    return layer.title
+        title = layer.protein_title.format(scale=SCALE_SHORT[service.protein_scale()])
+    decoded = decoded_in(service, pair, spec)
+    return f"{title}, {decoded}" if decoded else title
+
+
+def decoded_in(service: AnalysisService, pair: Pair, spec: ColorSpec) -> str:
+    """Where a counterfactual colouring decodes the cells, in words (``"as if measured in
+    s03"``, ``"averaged over 17 batches"``); ``""`` for each cell's own batch."""
+    layer = LAYER.get(shown_layer(service, pair, spec))
+    if not spec.batch or layer is None or not layer.counterfactual or spec.kind == "obs":
+        return ""
+    if spec.batch == ALL_BATCHES:
+        return f"averaged over {len(service.model(pair).batch_categories)} batches"
+    return f"as if measured in {spec.batch}"
+
+
+def submit_decode(service: AnalysisService, pair: Pair, batch: Any) -> str:
+    """Start (or find cached) the job decoding every cell's denoised RNA and protein in
+    ``batch`` (``""``: each cell's own; :data:`ALL_BATCHES`: averaged over all); a forged
+    batch is refused in one line. Returns the job id."""
+    if batch not in (None, ""):
+        service.expression.decode_batches(pair, batch)  # refuse before starting anything
+        return service.submit("denoised_rna_manifest", pair, batch=batch)
+    return service.submit("denoised_rna_manifest", pair)
+
+
+def batch_choices(service: AnalysisService, pair: Pair) -> list[dict[str, str]]:
+    """Where denoised values may be decoded: each cell's own batch (``""``), averaged over
+    every batch, or one batch; only the first for a one-batch model."""
+    names = [str(b) for b in service.model(pair).batch_categories]
+    own = [{"label": "each cell's own batch", "value": ""}]
+    if len(names) < 2:
+        return own
+    return [
+        *own,
+        {"label": f"averaged over all {len(names)} batches", "value": ALL_BATCHES},
+        *({"label": f"as if measured in {b}", "value": b} for b in names),
+    ]
 
 
 def _obs_categories(column: pd.Series) -> list[str] | None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from dashboard.backend.de import DE_PRESETS, DEControls
 from dashboard.backend.errors import BackendError, InvalidSelection
 from dashboard.backend.names import display_name
 from dashboard.views.cells import cell_type_choices, group_name, groups_from_selection_stores
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
     from dashboard.backend.service import AnalysisService
 
-__all__ = ["DE_PROTEIN_SCALE"]
+__all__ = ["DE_PRESETS", "DE_PROTEIN_SCALE", "DEControls"]
 
 #: What the DE page says for minified data (the test needs no counts; some columns do).
 DE_NO_COUNTS_NOTE = (
@@ -34,6 +35,8 @@ DE_COLUMNS = [
     "feature",
     "modality",
     "lfc_mean",
+    "lfc_lower",
+    "lfc_upper",
     "lfc_std",
     "bayes_factor",
     "proba_de",
@@ -214,14 +217,21 @@ def _saved_cells(
 
 
 def submit_group(
-    service: AnalysisService, pair: Pair, group: str, saved: Mapping[str, Any] | None
+    service: AnalysisService,
+    pair: Pair,
+    group: str,
+    saved: Mapping[str, Any] | None,
+    controls: DEControls | None = None,
 ) -> str:
     """Start (or find cached) the DE job of a group (a cell type vs the rest, or a saved
-    selection vs the rest); returns the job id."""
+    selection vs the rest) with the user's ``controls``; returns the job id."""
+    options = {} if controls is None else {"controls": controls.to_dict()}
     if group.startswith("saved:"):
         cells = _saved_cells(service, pair, group, saved)
-        return service.submit("de_groups", pair, idx1=cells, name1=group.split(":", 1)[1])
-    return service.submit("de_one_vs_rest", pair)
+        return service.submit(
+            "de_groups", pair, idx1=cells, name1=group.split(":", 1)[1], **options
+        )
+    return service.submit("de_one_vs_rest", pair, **options)
 
 
 def group_table(
@@ -230,18 +240,103 @@ def group_table(
     group: str,
     modality: str,
     saved: Mapping[str, Any] | None,
+    controls: DEControls | None = None,
 ) -> pd.DataFrame:
     """The DE table of a group whose job is done (a cache hit), of one ``modality``
-    (``rna``, ``protein``; else both)."""
+    (``rna``, ``protein``; else both), with the user's ``controls``."""
     catalog = feature_catalog(service, pair)
+    options = {} if controls is None else {"controls": controls.to_dict()}
     if group.startswith("saved:"):
         cells = _saved_cells(service, pair, group, saved)
-        de = service.de_groups(pair, cells, name1=group.split(":", 1)[1])
+        de = service.de_groups(pair, cells, name1=group.split(":", 1)[1], **options)
         table = de_display_table(de, catalog=catalog)
     else:
         table = de_display_table(
-            service.de_one_vs_rest(pair), group=group.split(":", 1)[1], catalog=catalog
+            service.de_one_vs_rest(pair, **options),
+            group=group.split(":", 1)[1],
+            catalog=catalog,
         )
     if modality in {"rna", "protein"}:
         table = table[table["modality"] == modality].reset_index(drop=True)
     return table
+
+
+# ---------------------------------------------------------------------------- controls
+def de_controls(service: AnalysisService, raw: Mapping[str, Any] | None) -> DEControls:
+    """The DE controls the page sent, checked (one line naming a bad field), over the
+    server's defaults."""
+    return DEControls.checked(raw, service.differential.default_controls())
+
+
+def preset_options() -> list[dict[str, str]]:
+    """The DE presets as dropdown options (the first: scvi-tools' defaults)."""
+    return [{"label": name, "value": name} for name in DE_PRESETS]
+
+
+def preset(name: Any) -> DEControls:
+    """The controls of preset ``name`` (a forged name is refused in one line)."""
+    if not isinstance(name, str) or name not in DE_PRESETS:
+        raise InvalidSelection(f"unknown DE preset {str(name)[:40]!r}")
+    return DE_PRESETS[name]
+
+
+def preset_of(controls: DEControls) -> str | None:
+    """The preset the controls equal, if any (the dropdown shows it)."""
+    return next((k for k, v in DE_PRESETS.items() if v == controls), None)
+
+
+def n_batches(service: AnalysisService, pair: Pair) -> int:
+    """Batches the model knows (batch correction decodes in each)."""
+    return len(service.model(pair).batch_categories)
+
+
+def controls_line(controls: DEControls, batches: int) -> str:
+    """What the test ran with, in words (the page's status and the export say it)."""
+    corrected = (
+        f"batch-corrected: each group decoded as if measured in each of the {batches} batches"
+        if controls.batch_correction
+        else "each cell decoded in its own batch"
+    )
+    return (
+        f"|LFC| > {controls.delta:g}, FDR target {controls.fdr_target:.3g}, "
+        f"{controls.n_samples_overall:,} posterior samples per group, {corrected}; "
+        "LFC interval: central 95% of the posterior draws"
+    )
+
+
+# ------------------------------------------------------------------------------ trust
+#: Pearson r of the model's LFC vs the raw counts' LFC at which a type's badge reads
+#: "high" or "fair" (the model-card DE metric; below "fair": "low").
+TRUST_LEVELS = ((0.8, "high"), (0.5, "fair"))
+
+
+def trust_badge(service: AnalysisService, pair: Pair, group: str) -> dict[str, Any] | None:
+    """The model-card DE metric of the group's cell type, as a badge: ``{"level", "text"}``
+    (``level``: high, fair, low by the genes' LFC Pearson r; :data:`TRUST_LEVELS`), or
+    ``None`` when the metrics were not computed yet (nothing is started here), for a saved
+    selection, or for a type the metric has no row for."""
+    if not group.startswith("type:"):
+        return None
+    result = service.shown_metrics(pair, computed_only=True)
+    if result is None:
+        return None
+    name = group_name(service, pair, group)
+    parts, first = [], None
+    for mod, label in (("rna", "genes"), ("protein", "proteins")):
+        table = result.diff_exp.get(mod)
+        if table is None or name not in table.index:
+            continue
+        row = table.loc[name]
+        r = float(row.get("lfc_pearson", np.nan))
+        auc = float(row.get("roc_auc", np.nan))
+        first = r if first is None else first
+        parts.append(f"{label}: LFC Pearson r {r:.2f}, ROC AUC {auc:.2f}")
+    if first is None or not np.isfinite(first):
+        return None
+    level = next((lvl for cut, lvl in TRUST_LEVELS if first >= cut), "low")
+    return {
+        "level": level,
+        "text": f"Model trust for {name} ({level}): "
+        + "; ".join(parts)
+        + " (model-card DE metric: the model's DE of this type vs the raw counts' DE)",
+    }

@@ -27,8 +27,11 @@ def violin_frame(
     *,
     max_per_group: int = 2000,
     seed: int = 0,
+    batch: str = "",
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Raw and denoised values (log1p) of a gene or protein with each cell's type.
+    """Raw and denoised values (log1p) of a gene or protein with each cell's type, and
+    with a ``batch`` (:attr:`ColorSpec.batch`) the denoised values decoded there too
+    (column ``decoded``).
 
     At most ``max_per_group`` cells per type are kept (seeded draw) so the payload stays
     small at any dataset size; returns the frame and the cell-type order.
@@ -42,6 +45,8 @@ def violin_frame(
     types = service.shown_cell_types(pair)
     order = [str(c) for c in types.cat.categories]
     frame = pd.DataFrame({"cell_type": types.astype(str).to_numpy(), "raw": raw, "denoised": den})
+    if batch:
+        frame["decoded"] = feature_values(service, pair, ColorSpec(feature, "denoised", batch))
     rng = np.random.default_rng(seed)
     keep = []
     for _, idx in frame.groupby("cell_type", observed=True).indices.items():

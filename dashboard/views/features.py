@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from dashboard.backend.names import display_name, short_protein_name, short_protein_names
+from dashboard.views.gene_set_keys import SET_KIND, set_known, set_label
+from dashboard.views.integration import with_batch_mixing
+from dashboard.views.qc import QC_KIND, qc_entries
 
 if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
@@ -36,12 +39,18 @@ class FeatureCatalog:
     genes: list[str]
     proteins: list[str]
     renamed: dict[str, tuple[str, int]] = field(default_factory=dict)
+    qc: list[tuple[str, str]] = field(default_factory=list)  # model QC: (value, label)
 
     def label(self, value: str) -> str:
-        """Dropdown label of a value: an annotation's label, a feature's :meth:`shown_name`."""
+        """Dropdown label of a value: an annotation's or model QC quantity's label, a
+        feature's :meth:`shown_name`."""
         kind, _, name = value.partition(":")
         if kind == "obs":
             return dict(self.obs).get(value, name)
+        if kind == QC_KIND:
+            return dict(self.qc).get(value, name)
+        if kind == SET_KIND:  # a gene set (dashboard.views.gene_set_keys)
+            return set_label(value)
         return self.shown_name(value)
 
     def shown_name(self, value: str) -> str:
@@ -77,6 +86,10 @@ class FeatureCatalog:
         kind, _, name = value.partition(":")
         if kind == "obs":
             return value in dict(self.obs)
+        if kind == QC_KIND:
+            return value in dict(self.qc)
+        if kind == SET_KIND:  # every member one of this pair's genes or proteins
+            return set_known(value, self)
         pool = self.genes if kind == "gene" else self.proteins if kind == "protein" else []
         return name in set(pool)
 
@@ -88,7 +101,14 @@ _catalog_lock = threading.Lock()
 
 
 def feature_catalog(service: AnalysisService, pair: Pair) -> FeatureCatalog:
-    """The pair's :class:`FeatureCatalog` (memoised per dataset)."""
+    """The pair's :class:`FeatureCatalog` (memoised per dataset), with the per-cell batch
+    mixing among the annotations once the integration scorecard has computed it
+    (:func:`~dashboard.views.integration.with_batch_mixing`)."""
+    return with_batch_mixing(service, pair, _dataset_catalog(service, pair))
+
+
+def _dataset_catalog(service: AnalysisService, pair: Pair) -> FeatureCatalog:
+    """The :class:`FeatureCatalog` of the pair's dataset (memoised per dataset)."""
     key = pair.dataset.fingerprint
     with _catalog_lock:
         if key in _catalogs:
@@ -99,7 +119,11 @@ def feature_catalog(service: AnalysisService, pair: Pair) -> FeatureCatalog:
     renamed = _renamed("gene", data.var_names, data.original_var_names)
     renamed |= _renamed("protein", data.protein_names, data.original_protein_names)
     catalog = FeatureCatalog(
-        obs, [str(g) for g in data.var_names], [str(p) for p in data.protein_names], renamed
+        obs,
+        [str(g) for g in data.var_names],
+        [str(p) for p in data.protein_names],
+        renamed,
+        qc_entries(minified=data.minified is not None),
     )
     with _catalog_lock:
         _catalogs[key] = catalog
@@ -143,13 +167,14 @@ def search_features(
     pools = [(0, "protein", catalog.proteins), (1, "gene", catalog.genes)]
     if not q:
         out = [{"label": lab, "value": v} for v, lab in catalog.obs] if include_obs else []
+        out += [{"label": lab, "value": v} for v, lab in catalog.qc] if include_obs else []
         out += [
             {"label": catalog.label(f"protein:{p}"), "value": f"protein:{p}"}
             for p in catalog.proteins
         ]
         return out[:limit]
     if include_obs:
-        for value, label in catalog.obs:
+        for value, label in [*catalog.obs, *catalog.qc]:
             low = label.lower()
             rank = _rank(low, q)
             if rank is None:

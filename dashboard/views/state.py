@@ -396,6 +396,22 @@ def active() -> tuple[AnalysisService, Pair]:
     return get_state().require()
 
 
+def simulated_note() -> str:
+    """The line every page shows when the workspace's active dataset is simulated (how it
+    was made), ``""`` for measured data or no active pair."""
+    try:
+        service, pair = active()
+    except NotReady:
+        return ""
+    made = service.dataset(pair).simulated
+    if not made:
+        return ""
+    return (
+        f"Simulated data: {made}. These cells were generated, not measured; cell types, "
+        "genes and proteins are labels of the simulation, not biology."
+    )
+
+
 def open_link(pair_id: str) -> str | None:
     """Switch the request's workspace to the pair a shared link names; one line for the
     page, or ``None`` (already shown, or no workspace: nothing to switch)."""

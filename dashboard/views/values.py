@@ -20,6 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from dashboard.backend.errors import InvalidSelection
+from dashboard.views.integration import MIXING_COLUMN, batch_mixing_values
 
 if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
@@ -190,9 +191,12 @@ def gene_raw(service: AnalysisService, pair: Pair, gene: str) -> np.ndarray:
     return np.log1p(col / np.maximum(lib, 1.0) * 1e4).astype(np.float32)
 
 
-def gene_denoised(service: AnalysisService, pair: Pair, gene: str) -> np.ndarray:
-    """log1p of the model's denoised expression (per 10k) for one gene, per cell."""
-    values = service.denoised_rna(pair, [gene])[gene].to_numpy(dtype=np.float32)
+def gene_denoised(
+    service: AnalysisService, pair: Pair, gene: str, *, batch: str | None = None
+) -> np.ndarray:
+    """log1p of the model's denoised expression (per 10k) for one gene, per cell (decoded
+    as if measured in ``batch``, or averaged over all, when given)."""
+    values = service.denoised_rna(pair, [gene], batch=batch)[gene].to_numpy(dtype=np.float32)
     return np.log1p(values)
 
 
@@ -217,9 +221,13 @@ def _protein_column(frame: pd.DataFrame, protein: str, what: str) -> np.ndarray:
     return frame[protein].to_numpy(dtype=np.float32)
 
 
-def protein_denoised(service: AnalysisService, pair: Pair, protein: str) -> np.ndarray:
-    """log1p of the denoised (foreground) protein value, per cell."""
-    return np.log1p(_protein_column(service.denoised_protein(pair), protein, "denoised value"))
+def protein_denoised(
+    service: AnalysisService, pair: Pair, protein: str, *, batch: str | None = None
+) -> np.ndarray:
+    """log1p of the denoised (foreground) protein value, per cell (decoded as if measured
+    in ``batch``, or averaged over all, when given)."""
+    table = service.denoised_protein(pair, batch=batch)
+    return np.log1p(_protein_column(table, protein, "denoised value"))
 
 
 def protein_foreground(service: AnalysisService, pair: Pair, protein: str) -> np.ndarray:
@@ -239,6 +247,8 @@ def obs_labels(service: AnalysisService, pair: Pair, column: str) -> pd.Series:
         return pd.Series(
             pd.Categorical.from_codes(data.batch, categories=cats), index=data.obs_names
         )
+    if column == MIXING_COLUMN:  # the integration scorecard's per-cell batch mixing
+        return batch_mixing_values(service, pair)
     if column not in data.obs.columns:
         msg = f"no cell annotation {column!r}; choose one of {list(data.obs.columns)}"
         raise InvalidSelection(msg)

@@ -41,7 +41,7 @@ MAX_RECORDS = 2000
 #: Largest stored selection state (bytes of JSON): a share link's bound, with room.
 MAX_VIEW_BYTES = 4 * 1024 * 1024
 #: The view keys a workspace keeps (what the browser's stores hold).
-VIEW_KEYS = ("selection", "saved_selections", "color")
+VIEW_KEYS = ("selection", "saved_selections", "color", "gene_sets")
 _PAIR_ID = re.compile(r"[0-9a-f]{12}-[0-9a-f]{12}")
 
 

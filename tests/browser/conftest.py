@@ -66,7 +66,8 @@ def dashboard(
 ) -> Iterator[Dashboard]:
     """The dashboard over a prepared small model, served on a free local port (module
     scope: its service and state are process-wide while it runs, and reset after). A test
-    module's ``DASHBOARD_SETTINGS`` dict (e.g. ``{"max_points": 300}``) adds settings."""
+    module's ``DASHBOARD_SETTINGS`` dict (e.g. ``{"max_points": 300}``) adds settings; its
+    ``DASHBOARD_PAIR`` (a function returning ``(data, model)``) replaces the PBMC slice."""
     _require_browser()
     from werkzeug.serving import make_server
 
@@ -77,7 +78,8 @@ def dashboard(
     from dashboard.backend.testing import trained_pbmc
     from dashboard.views.state import ActiveState, set_state
 
-    data, model = trained_pbmc(**SLICE)
+    make_pair = getattr(request.module, "DASHBOARD_PAIR", None)
+    data, model = make_pair() if make_pair is not None else trained_pbmc(**SLICE)
     root = tmp_path_factory.mktemp("browser")
     settings = Settings(
         cache_dir=root / "cache",

@@ -35,13 +35,37 @@ def run(argv: list[str]) -> int:
     return main(argv)
 
 
-def test_add_subcommands_registers_three() -> None:
+def test_add_subcommands_registers_four() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")
-    assert set(add_subcommands(sub)) == {"train", "precompute", "export"}
+    assert set(add_subcommands(sub)) == {"train", "precompute", "export", "simulate"}
     assert set(
         add_subcommands(argparse.ArgumentParser().add_subparsers(), include=["export"])
     ) == {"export"}
+
+
+def test_simulate_writes_new_data_and_never_overwrites(tmp_path, capsys) -> None:
+    import anndata as ad
+
+    out = tmp_path / "sim" / "small.h5ad"
+    argv = ["simulate", "--cells", "300", "--genes", "50", "--proteins", "6", "--batches", "3"]
+    argv += ["--cell-types", "4", "--seed", "1", "--out", str(out)]
+    assert run(argv) == 0
+    assert "300 cells, 50 genes, 6 proteins, 3 batches" in capsys.readouterr().out
+    adata = ad.read_h5ad(out)
+    assert adata.shape == (300, 50) and adata.obsm["protein_expression"].shape == (300, 6)
+    assert list(adata.obs["cell_type"].cat.categories) == [
+        "CD4 naive T", "CD4 memory T", "Treg", "CD8 naive T"
+    ]  # fmt: skip
+    assert adata.uns["simulation"]["seed"] == 1
+    before = out.read_bytes()
+    assert run(argv) == 2  # an existing file is refused in one line, and kept
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "already exists" in err and "\n" not in err
+    assert out.read_bytes() == before
+    assert run([*argv[:-1], str(tmp_path / "x.csv")]) == 2
+    assert "must be a .h5ad file" in capsys.readouterr().err
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp left
 
 
 def test_precompute_fills_cache_then_computes_nothing(files, capsys) -> None:
@@ -108,6 +132,12 @@ def test_export_writes_h5mu_and_tables(files, capsys) -> None:
     assert len(de) == n_types * (data.n_genes + data.n_proteins)
     assert set(de.loc[de["group1_auto"] == renamed, "group1"]) == {"My first type"}
     assert set(de["group1"]) == set(shown)
+    assert (de["lfc_lower"] <= de["lfc_upper"]).all()  # each LFC's 95% credible interval
+    pairs = pd.read_csv(tables / "gene_protein_concordance.csv")
+    per_type = pd.read_csv(tables / "gene_protein_concordance_per_type.csv")
+    assert {"CD14_TotalSeqB", "CD19_TotalSeqB"} <= set(pairs["protein"])
+    assert set(per_type["protein"]) == set(pairs["protein"])
+    assert not (tables / "integration_scorecard.csv").exists()  # one batch: no scorecard
     for name in ("cell_wise_cv", "gene_wise_cv", "diff_exp"):
         for mod in ("rna", "protein"):
             assert (tables / f"metrics_{name}_{mod}.csv").is_file()

@@ -577,13 +577,13 @@ def test_de_page_groups_are_the_cell_types_and_saved_selections(env) -> None:
 
 
 def test_de_page_table_per_cell_type(env, de_ready) -> None:
-    rows, status = env.de.render_table(de_ready, "all", None)
+    rows, status, _ = env.de.render_table(de_ready, "all", None)
     assert len(rows) == env.data.n_genes + env.data.n_proteins
     assert {"lfc_mean", "bayes_factor", "proba_de", "is_de"} <= set(rows[0])
     name = largest_type(env)
     assert f"{name} vs all other cells" in text(status)
     assert all(r["group1"] == name for r in rows)
-    proteins, _ = env.de.render_table(de_ready, "protein", None)
+    proteins, _, _ = env.de.render_table(de_ready, "protein", None)
     assert len(proteins) == env.data.n_proteins
     assert {r["modality"] for r in proteins} == {"protein"}
 
@@ -597,7 +597,7 @@ def test_de_page_volcano_and_click_colours_the_cells(env, de_ready) -> None:
     table = de_display_table(env.service.de_one_vs_rest(env.pair))
     top = str(table.groupby("group1")["is_de"].sum().idxmax())
     ready = {**de_ready, "group": f"type:{top}"}
-    rows, status = env.de.render_table(ready, "all", None)
+    rows, status, _ = env.de.render_table(ready, "all", None)
     de_keys = {r["key"] for r in rows if r["is_de"]}
     assert f"{len(de_keys):,} of" in text(status) and len(de_keys) > 0
     shown = env.de.render_volcano(ready, "all", None, None)
@@ -628,15 +628,96 @@ def test_de_page_saved_selection_group(env) -> None:
     if ready is no_update:
         finish(env.service, store["job"])
         _, _, ready, *_ = env.de.poll_de(1, store)
-    rows, status = env.de.render_table(ready, "rna", saved)
+    rows, status, _ = env.de.render_table(ready, "rna", saved)
     assert len(rows) == env.data.n_genes
     assert "forty vs all other cells" in text(status)
     # the saved selection was deleted in another tab: a warning, not a crash
-    rows, status = env.de.render_table(ready, "all", {})
+    rows, status, _ = env.de.render_table(ready, "all", {})
     assert rows == []
     assert "no longer exists" in assert_one_line_alert(status, kind="warning")
     _, _, _, alert, _ = env.de.start_de("saved:gone", {})
     assert "no longer exists" in assert_one_line_alert(alert, kind="warning")
+
+
+def _run_de(env, group: str, *controls: Any) -> dict:
+    store, _, ready, alert, _ = env.de.start_de(group, None, *controls)
+    assert store is not None, text(alert)
+    if ready is no_update:
+        finish(env.service, store["job"])
+        _, _, ready, *_ = env.de.poll_de(1, store)
+    return ready
+
+
+def test_de_controls_change_the_test_and_the_table_says_so(env, de_ready) -> None:
+    table = de_display_table(env.service.de_one_vs_rest(env.pair))
+    group = f"type:{table.groupby('group1')['is_de'].sum().idxmax()}"  # the most DE
+    ready = {**de_ready, "group": group}
+    assert "batch_correction" not in env.service.differential.de_params()  # old keys kept
+    rows, status, _ = env.de.render_table(ready, "all", None)
+    loose = sum(r["is_de"] for r in rows)
+    assert "|LFC| > 0.25, FDR target 0.05, 1,000 posterior samples" in text(status)
+    assert "each cell decoded in its own batch" in text(status)
+    ready = _run_de(env, group, 1.0, 0.05, 1000, "observed")
+    assert ready["controls"]["delta"] == 1.0
+    rows, status, _ = env.de.render_table(ready, "all", None)
+    assert "|LFC| > 1, FDR target 0.05" in text(status)
+    strict = sum(r["is_de"] for r in rows)
+    assert strict < loose  # a larger threshold: fewer features pass
+    table = env.service.de_one_vs_rest(env.pair, controls={"delta": 1.0})
+    assert set(table["delta"]) == {1.0}
+    type_id = group.split(":", 1)[1]  # the results keep the automatic names
+    assert strict == int(table[table["group1"] == type_id]["is_de_fdr_0.05"].sum())
+    # every row carries its 95% credible interval around the mean LFC
+    for r in rows:
+        assert r["lfc_lower"] <= r["lfc_mean"] + 1e-3 and r["lfc_mean"] <= r["lfc_upper"] + 1e-3
+    assert any(r["lfc_upper"] - r["lfc_lower"] > 0.1 for r in rows)
+
+
+def test_de_controls_refuse_forged_values_in_one_line(env, de_ready) -> None:
+    group = de_ready["group"]
+    forged = [
+        (("abc", 0.05, 1000, "observed"), "delta"),
+        ((0.25, 0.9, 1000, "observed"), "FDR target"),
+        ((0.25, 0.05, 10**9, "observed"), "posterior samples"),
+        ((0.25, 0.05, 12.5, "observed"), "posterior samples"),
+        ((0.25, 0.05, 1000, "sideways"), "batch correction"),
+        ((float("nan"), 0.05, 1000, "observed"), "delta"),
+    ]
+    for controls, word in forged:
+        store, _, _, alert, _ = env.de.start_de(group, None, *controls)
+        assert store is None
+        assert word in assert_one_line_alert(alert, kind="warning"), controls
+    forged_ready = {**de_ready, "controls": {"delta": -3}}
+    rows, status, _ = env.de.render_table(forged_ready, "all", None)
+    assert rows == [] and "delta" in assert_one_line_alert(status, kind="warning")
+
+
+def test_de_presets_set_the_controls(env) -> None:
+    assert env.de.apply_preset("strict (|LFC| > 1, FDR 1%)") == (1.0, 0.01, 5000, "observed")
+    assert env.de.apply_preset("batch-corrected (scvi-tools)")[3] == "corrected"
+    assert env.de.apply_preset("forged") == (no_update,) * 4
+    assert env.de.show_preset(0.25, 0.05, 5000, "observed") == "scvi-tools defaults"
+    assert env.de.show_preset(0.3, 0.05, 5000, "observed") is None  # custom
+    assert env.de.show_preset("x", 0.05, 5000, "observed") is None
+    layout = text(env.de.layout())
+    assert "Preset" in layout and "FDR target" in layout
+
+
+def test_de_trust_badge_reads_the_model_card_metric(env, de_ready) -> None:
+    group = de_ready["group"]
+    name = env.de.group_name(env.service, env.pair, group)
+    result = env.service.shown_metrics(env.pair, computed_only=True)
+    if result is None:
+        _, _, trust = env.de.render_table(de_ready, "all", None)
+        assert "compute the model card on the Metrics page" in text(trust)
+        env.service.metrics(env.pair)
+        result = env.service.shown_metrics(env.pair, computed_only=True)
+    _, _, trust = env.de.render_table(de_ready, "all", None)
+    r = float(result.diff_exp["rna"].loc[name, "lfc_pearson"])
+    assert f"Model trust for {name}" in text(trust)
+    assert f"LFC Pearson r {r:.2f}" in text(trust)
+    level = "high" if r >= 0.8 else "fair" if r >= 0.5 else "low"
+    assert f"trust-{level}" in trust.className
 
 
 # ---------------------------------------------------------------------- display names
@@ -713,7 +794,7 @@ def test_rename_a_cell_type_everywhere_then_reset(env, de_ready) -> None:
         } in first
         group = {o["value"]: o["label"] for o in env.de.group_options(None, None)}
         assert group[f"type:{type_id}"].startswith("Main type (")
-        rows, line = env.de.render_table(de_ready, "all", None)
+        rows, line, _ = env.de.render_table(de_ready, "all", None)
         assert text(line).startswith("Main type vs all other cells")
         assert rows and all(r["group1"] == type_id for r in rows)  # the cached table
         volcano = env.de.render_volcano(de_ready, "all", None, None)

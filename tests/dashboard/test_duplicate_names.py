@@ -103,6 +103,7 @@ def fake(data: CiteSeqData) -> tuple[Any, Any]:
         model_summary=lambda _pair: {},
         protein_scale=lambda _scale=None: "measured",
         model=lambda _pair: SimpleNamespace(protein_efficiency=lambda: None),
+        has_batch_mixing=lambda _pair: False,  # no integration scorecard computed
     )
     pair = SimpleNamespace(
         dataset=SimpleNamespace(fingerprint=data.fingerprint(), name="dup"),

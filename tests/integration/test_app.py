@@ -211,7 +211,7 @@ def test_dash_layout_and_dependencies_are_json(app) -> None:
 # -------------------------------------------------------------------------- callbacks
 def test_recolour_over_http_is_a_small_patch(app) -> None:
     build = dependency(app, "explore-umap.figure", "explore-umap.id")
-    full = call(app, build, [ids.EXPLORE_UMAP], ["gene:LYZ", "raw", None, None])
+    full = call(app, build, [ids.EXPLORE_UMAP], ["gene:LYZ", "raw", None, None, None])
     assert full.status_code == 200
     trace = full.get_json()["response"][ids.EXPLORE_UMAP]["figure"]["data"][0]
     assert trace["type"] == "scattergl"
@@ -219,7 +219,7 @@ def test_recolour_over_http_is_a_small_patch(app) -> None:
     assert len(trace["text"]) == 1500
 
     recolor = dependency(app, "app-color-store.data", "explore-color.value")
-    response = call(app, recolor, ["gene:LYZ", "raw"], [CELL_TYPE])
+    response = call(app, recolor, ["gene:LYZ", "raw", None], [CELL_TYPE])
     assert response.status_code == 200
     payload = response.get_json()["response"]
     patch = payload[ids.EXPLORE_UMAP]["figure"]
@@ -234,7 +234,7 @@ def test_recolour_over_http_is_a_small_patch(app) -> None:
 
 def test_a_failing_callback_shows_one_line_and_no_traceback(app) -> None:
     recolor = dependency(app, "app-color-store.data", "explore-color.value")
-    response = call(app, recolor, ["gene:NOT_A_GENE", "raw"], [CELL_TYPE])
+    response = call(app, recolor, ["gene:NOT_A_GENE", "raw", None], [CELL_TYPE])
     body = response.get_data()
     assert_no_traceback(body)
     alert = response.get_json()["sideUpdate"][ids.ALERT]["children"]
@@ -292,7 +292,7 @@ def test_gzip_when_the_client_accepts_it(app) -> None:
 
 def test_gzip_applies_to_callback_responses(app) -> None:
     build = dependency(app, "explore-umap.figure", "explore-umap.id")
-    args = ([ids.EXPLORE_UMAP], ["obs:cell_type", "raw", None, None])
+    args = ([ids.EXPLORE_UMAP], ["obs:cell_type", "raw", None, None, None])
     plain = call(app, build, *args)
     zipped = call(app, build, *args, headers={"Accept-Encoding": "gzip"})
     assert zipped.headers["Content-Encoding"] == "gzip"

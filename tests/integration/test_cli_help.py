@@ -20,7 +20,7 @@ import pytest
 from dashboard.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
-SUBCOMMANDS = ("train", "info", "precompute", "export", "run", "serve", "passwd")
+SUBCOMMANDS = ("train", "info", "precompute", "export", "simulate", "run", "serve", "passwd")
 HEAVY = ("torch", "dash", "scanpy", "anndata", "plotly", "mudata", "sklearn", "umap")
 
 _PROBE = """

@@ -177,14 +177,16 @@ def operations(patch: dict) -> dict[tuple, Any]:
 
 def recolour(env: SimpleNamespace, feature: str, layer: str = "raw") -> dict:
     """The Explore recolour's outputs for ``feature``."""
-    return call(env, "app-color-store.data", "explore-color.value", [feature, layer], [CELL_TYPE])[
-        "response"
-    ]
+    return call(
+        env, "app-color-store.data", "explore-color.value", [feature, layer, None], [CELL_TYPE]
+    )["response"]
 
 
 def legend(env: SimpleNamespace, feature: str, layer: str = "raw") -> Any:
     """What Explore shows under the UMAP for a colouring (note line and legend)."""
-    got = call(env, "explore-legend.children", "explore-color.value", [feature, layer, None, {}])
+    got = call(
+        env, "explore-legend.children", "explore-color.value", [feature, layer, None, {}, None]
+    )
     return got["response"][ids.EXPLORE_LEGEND]["children"]
 
 
@@ -252,11 +254,15 @@ def test_explore_says_where_a_protein_is_imputed(hub) -> None:
 
 
 def test_lookup_says_where_a_protein_is_imputed(hub) -> None:
-    got = call(hub, "lookup-color-note.children", "lookup-search.value", ["protein:ADT_90", "raw"])
+    got = call(
+        hub, "lookup-color-note.children", "lookup-search.value", ["protein:ADT_90", "raw", None]
+    )
     assert got["response"]["lookup-color-note"]["children"].startswith(NOTE_90)
     layout = json.dumps(route(hub, "/lookup", "?color=protein%3AADT_90&layer=denoised"))
     assert NOTE_90 in layout
-    got = call(hub, "lookup-color-note.children", "lookup-search.value", ["gene:Gene1", "raw"])
+    got = call(
+        hub, "lookup-color-note.children", "lookup-search.value", ["gene:Gene1", "raw", None]
+    )
     assert got["response"]["lookup-color-note"]["children"] == ""
 
 
@@ -336,10 +342,10 @@ def test_minified_pages_say_the_counts_are_missing(mini) -> None:
     # the linked raw-vs-denoised view says why it is not drawn
     got = call(
         mini, "explore-linked.figure", "explore-linked-kind.value",
-        ["raw_denoised", "ADT_1", "ADT_2", "denoised"], [gene, "raw", None, None],
+        ["raw_denoised", "ADT_1", "ADT_2", "denoised"], [gene, "raw", None, None, None],
     )  # fmt: skip
     assert "Raw counts are not in this file" in json.dumps(got)
-    violin = call(mini, "lookup-violin.figure", "lookup-search.value", [gene])
+    violin = call(mini, "lookup-violin.figure", "lookup-search.value", [gene, None])
     fig = violin["response"][ids.LOOKUP_VIOLIN]["figure"]
     assert "raw counts not in this file" in fig["layout"]["title"]["text"]
     assert {t.get("xaxis", "x") for t in fig["data"]} == {"x"}  # one violin per type
