@@ -15,18 +15,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from dashboard import ids
+from dashboard import testing_browser as tb
 from dashboard.backend.testing import trained_simulated
-from dashboard.testing_browser import (
-    COLORS_JS,
-    PAGES,
-    assert_clean,
-    graph,
-    open_page,
-    pick_option,
-    wait_for,
-    wait_graph,
-    wait_idle,
-)
 from dashboard.views.colours import ColorSpec, color_data
 from dashboard.views.de import de_display_table
 
@@ -55,40 +45,40 @@ def _status(driver: WebDriver) -> str:
 
 
 def test_every_page_says_the_data_is_simulated(driver: WebDriver, dashboard: Any) -> None:
-    for page in PAGES:
-        open_page(driver, dashboard.url, page)
-        banner = wait_for(
+    for page in tb.PAGES:
+        tb.open_page(driver, dashboard.url, page)
+        banner = tb.wait_for(
             driver,
             lambda d: d.find_element(By.ID, ids.SIMULATED_BANNER),
             f"{page}: no simulated-data banner",
         )
         assert banner.text.startswith("Simulated data: simulated data"), banner.text
         assert "generated, not measured" in banner.text
-    assert_clean(driver, dashboard, "pages of simulated data")
+    tb.assert_clean(driver, dashboard, "pages of simulated data")
 
 
 def test_explore_decodes_every_cell_in_another_batch(
     driver: WebDriver, dashboard: Any, screenshots: Any
 ) -> None:
-    open_page(driver, dashboard.url, "explore", color=f"gene:{GENE}")
+    tb.open_page(driver, dashboard.url, "explore", color=f"gene:{GENE}")
     _option(driver, ids.EXPLORE_LAYER, "Denoised").click()
-    own = wait_graph(
+    own = tb.wait_graph(
         driver,
         ids.EXPLORE_UMAP,
         lambda g: "denoised" in _title(g) and "as if" not in _title(g),
         "never coloured by the denoised gene",
     )
     assert own["color_numeric"]
-    before = np.asarray(driver.execute_script(COLORS_JS, ids.EXPLORE_UMAP))
-    pick_option(driver, ids.EXPLORE_DECODE.choice, "batch01", "batch01")
-    wait_graph(
+    before = np.asarray(driver.execute_script(tb.COLORS_JS, ids.EXPLORE_UMAP))
+    tb.pick_option(driver, ids.EXPLORE_DECODE.choice, "batch01", "batch01")
+    tb.wait_graph(
         driver,
         ids.EXPLORE_UMAP,
         lambda g: "as if measured in batch01" in _title(g),
         "the colour bar never named the counterfactual batch",
     )
-    wait_idle(driver)
-    shown = np.asarray(driver.execute_script(COLORS_JS, ids.EXPLORE_UMAP))
+    tb.wait_idle(driver)
+    shown = np.asarray(driver.execute_script(tb.COLORS_JS, ids.EXPLORE_UMAP))
     spec = ColorSpec(f"gene:{GENE}", "denoised", "batch01")
     expected = color_data(dashboard.service, dashboard.pair, spec).values
     # the cells drawn are the model's transform_batch values (in the figure's order)
@@ -97,14 +87,14 @@ def test_explore_decodes_every_cell_in_another_batch(
     note = driver.find_element(By.ID, ids.EXPLORE_LEGEND).text
     assert "Counterfactual: denoised values as if measured in batch01" in note
     driver.save_screenshot(str(screenshots / "explore-decoded-in-batch01.png"))
-    pick_option(driver, ids.EXPLORE_DECODE.choice, "averaged", "__all__")
-    wait_graph(
+    tb.pick_option(driver, ids.EXPLORE_DECODE.choice, "averaged", "__all__")
+    tb.wait_graph(
         driver,
         ids.EXPLORE_UMAP,
         lambda g: "averaged over 3 batches" in _title(g),
         "the colour bar never said the values are averaged over the batches",
     )
-    assert_clean(driver, dashboard, "explore decoded in other batches")
+    tb.assert_clean(driver, dashboard, "explore decoded in other batches")
 
 
 def test_de_controls_batch_correction_interval_and_trust(
@@ -112,8 +102,8 @@ def test_de_controls_batch_correction_interval_and_trust(
 ) -> None:
     service, pair = dashboard.service, dashboard.pair
     service.metrics(pair)  # the trust badge reads the model card's DE metric
-    open_page(driver, dashboard.url, "de")
-    wait_for(driver, lambda d: " vs all other cells" in _status(d), "no DE status")
+    tb.open_page(driver, dashboard.url, "de")
+    tb.wait_for(driver, lambda d: " vs all other cells" in _status(d), "no DE status")
     name = _status(driver).split(" vs all other cells")[0]
     assert "|LFC| > 0.25, FDR target 0.05" in _status(driver)
     badge = driver.find_element(By.ID, ids.DE_TRUST).text
@@ -141,7 +131,7 @@ def test_de_controls_batch_correction_interval_and_trust(
     corrected = _option(driver, ids.DE_BATCH_CORRECTION, "Batch-corrected")
     assert "disabled" not in (corrected.get_attribute("class") or "")
     corrected.click()
-    wait_for(
+    tb.wait_for(
         driver,
         lambda d: (
             "batch-corrected: each group decoded as if measured in each of the 3 batches"
@@ -155,15 +145,15 @@ def test_de_controls_batch_correction_interval_and_trust(
     box = driver.find_element(By.ID, ids.DE_DELTA)
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys("1", Keys.ENTER)
-    wait_for(driver, lambda d: "|LFC| > 1," in _status(d), "δ never reached the test", 120)
+    tb.wait_for(driver, lambda d: "|LFC| > 1," in _status(d), "δ never reached the test", 120)
     strict = int(_status(driver).split(": ", 1)[1].split(" of ")[0].replace(",", ""))
     controls = {"delta": 1.0, "batch_correction": True}
     table = de_display_table(service.de_one_vs_rest(pair, controls=controls), group=name)
     assert strict == int(table["is_de"].sum()) and strict <= loose
     assert driver.find_element(By.ID, ids.DE_PRESET).text.strip() in {"", "custom"}
     driver.save_screenshot(str(screenshots / "de-controls.png"))
-    pick_option(driver, ids.DE_PRESET, "scvi", "scvi-tools defaults")
-    wait_for(
+    tb.pick_option(driver, ids.DE_PRESET, "scvi", "scvi-tools defaults")
+    tb.wait_for(
         driver,
         lambda d: (
             "|LFC| > 0.25, FDR target 0.05, 5,000 posterior samples" in _status(d)
@@ -172,18 +162,18 @@ def test_de_controls_batch_correction_interval_and_trust(
         "the preset never set scvi-tools' defaults",
         timeout=120,
     )
-    assert graph(driver, ids.DE_VOLCANO)["n_traces"] >= 1
-    assert_clean(driver, dashboard, "DE controls")
+    assert tb.graph(driver, ids.DE_VOLCANO)["n_traces"] >= 1
+    tb.assert_clean(driver, dashboard, "DE controls")
 
 
 def test_lookup_violins_add_the_decoded_values(driver: WebDriver, dashboard: Any) -> None:
-    open_page(driver, dashboard.url, "lookup", color=f"gene:{GENE}")
-    pick_option(driver, ids.LOOKUP_DECODE.choice, "batch02", "batch02")
+    tb.open_page(driver, dashboard.url, "lookup", color=f"gene:{GENE}")
+    tb.pick_option(driver, ids.LOOKUP_DECODE.choice, "batch02", "batch02")
     titles_js = (
         "const gd = document.querySelector('#' + CSS.escape(arguments[0]) + ' .js-plotly-plot');"
         "return (gd._fullLayout.annotations || []).map(a => a.text);"
     )
-    titles = wait_for(
+    titles = tb.wait_for(
         driver,
         lambda d: (
             (t := d.execute_script(titles_js, ids.LOOKUP_VIOLIN))
@@ -203,4 +193,4 @@ def test_lookup_violins_add_the_decoded_values(driver: WebDriver, dashboard: Any
     spec = ColorSpec(f"gene:{GENE}", "denoised", "batch02")
     expected = np.sort(color_data(dashboard.service, dashboard.pair, spec).values)
     np.testing.assert_allclose(drawn, expected, rtol=1e-4, atol=1e-5)  # every cell, once
-    assert_clean(driver, dashboard, "lookup decoded in batch02")
+    tb.assert_clean(driver, dashboard, "lookup decoded in batch02")

@@ -11,16 +11,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from dashboard import ids
-from dashboard.testing_browser import (
-    COLORS_JS,
-    TRACES_JS,
-    assert_clean,
-    open_page,
-    pick_option,
-    wait_for,
-    wait_graph,
-    wait_idle,
-)
+from dashboard import testing_browser as tb
 
 
 def test_explore_colours_cells_by_reconstruction_error(
@@ -30,9 +21,9 @@ def test_explore_colours_cells_by_reconstruction_error(
     the colours vary, agree with the backend's per-cell values, and the colour bar names
     the quantity; the note under the view says what it is."""
     service, pair = dashboard.service, dashboard.pair
-    open_page(driver, dashboard.url, "explore", color="obs:cell_type")
-    pick_option(driver, ids.EXPLORE_COLOR, "reconstruction", "qc:recon_rna")
-    info = wait_graph(
+    tb.open_page(driver, dashboard.url, "explore", color="obs:cell_type")
+    tb.pick_option(driver, ids.EXPLORE_COLOR, "reconstruction", "qc:recon_rna")
+    info = tb.wait_graph(
         driver,
         ids.EXPLORE_UMAP,
         lambda g: g["color_numeric"] and "reconstruction" in g["colorbar_title"].lower(),
@@ -40,18 +31,18 @@ def test_explore_colours_cells_by_reconstruction_error(
     )
     title = info["colorbar_title"].replace("<br>", " ")
     assert "RNA reconstruction error" in title, title
-    colors = np.asarray(driver.execute_script(COLORS_JS, ids.EXPLORE_UMAP), dtype=float)
+    colors = np.asarray(driver.execute_script(tb.COLORS_JS, ids.EXPLORE_UMAP), dtype=float)
     expected = service.cell_qc(pair, "recon_rna")
     assert colors.shape == expected.shape and np.ptp(colors) > 0
     np.testing.assert_allclose(colors, expected, rtol=1e-5)
-    wait_for(
+    tb.wait_for(
         driver,
         lambda d: "negative log-likelihood" in d.find_element(By.ID, ids.EXPLORE_LEGEND).text,
         "the note on what the reconstruction error is did not show",
     )
-    wait_idle(driver)
+    tb.wait_idle(driver)
     driver.save_screenshot(str(screenshots / "explore-qc-recon.png"))
-    assert_clean(driver, dashboard, "explore coloured by the reconstruction error")
+    tb.assert_clean(driver, dashboard, "explore coloured by the reconstruction error")
 
 
 def test_lookup_shows_a_posterior_predictive_check(
@@ -61,16 +52,16 @@ def test_lookup_shows_a_posterior_predictive_check(
     each summing to the cells checked) and a line with zero fractions and coverage."""
     service, pair = dashboard.service, dashboard.pair
     n = service.dataset(pair).n_cells
-    open_page(driver, dashboard.url, "lookup")
-    pick_option(driver, ids.LOOKUP_SEARCH, "lyz", "gene:LYZ")
-    wait_graph(driver, ids.LOOKUP_CHECK, lambda g: g["n_traces"] == 2, "no check figure")
-    traces = driver.execute_script(TRACES_JS, ids.LOOKUP_CHECK)
+    tb.open_page(driver, dashboard.url, "lookup")
+    tb.pick_option(driver, ids.LOOKUP_SEARCH, "lyz", "gene:LYZ")
+    tb.wait_graph(driver, ids.LOOKUP_CHECK, lambda g: g["n_traces"] == 2, "no check figure")
+    traces = driver.execute_script(tb.TRACES_JS, ids.LOOKUP_CHECK)
     assert [t["type"] for t in traces] == ["bar", "scatter"]
     observed, model = (np.asarray(t["y"]) for t in traces)
     assert len(observed) == len(model) > 1
     assert observed.sum() == n  # every cell of the slice counted once
     assert model.sum() == pytest.approx(n)  # the draws' mean histogram too
-    note = wait_for(
+    note = tb.wait_for(
         driver,
         lambda d: d.find_element(By.ID, ids.LOOKUP_CHECK_NOTE).text or False,
         "no zero-fraction line",
@@ -81,6 +72,6 @@ def test_lookup_shows_a_posterior_predictive_check(
     assert "50%:" in note and "90%:" in note and f"{n:,} cells" in note
     card = driver.find_element(By.ID, ids.LOOKUP_CHECK)
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", card)
-    wait_idle(driver)
+    tb.wait_idle(driver)
     driver.save_screenshot(str(screenshots / "lookup-check.png"))
-    assert_clean(driver, dashboard, "lookup's posterior predictive check")
+    tb.assert_clean(driver, dashboard, "lookup's posterior predictive check")

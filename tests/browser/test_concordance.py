@@ -12,7 +12,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from dashboard import ids
-from dashboard.testing_browser import assert_clean, wait_for, wait_idle
+from dashboard import testing_browser as tb
 from dashboard.views import concordance as view
 
 pytestmark = pytest.mark.browser
@@ -57,12 +57,12 @@ def test_concordance_page_shows_pairs_heatmap_and_cells(
     driver: WebDriver, dashboard: Any, screenshots: Any
 ) -> None:
     driver.get(dashboard.url + "/concordance")
-    wait_for(
+    tb.wait_for(
         driver,
         lambda d: any(h.text.strip() == HEADING for h in d.find_elements(By.TAG_NAME, "h1")),
         "the Concordance heading never appeared",
     )
-    wait_for(
+    tb.wait_for(
         driver,
         lambda d: d.find_elements(
             By.CSS_SELECTOR, f"#{ids.CONCORDANCE_GRID} .ag-row[row-id='{CD14}']"
@@ -70,7 +70,7 @@ def test_concordance_page_shows_pairs_heatmap_and_cells(
         "the CD14 protein ~ CD14 row never appeared (the job did not finish?)",
         timeout=300,
     )
-    wait_idle(driver)
+    tb.wait_idle(driver)
     svc, pair = dashboard.service, dashboard.pair
     result = svc.gene_protein_concordance(pair)  # cached by the page's job
 
@@ -87,7 +87,7 @@ def test_concordance_page_shows_pairs_heatmap_and_cells(
     assert cells["gene"] == "CD14"
 
     # the heatmap: the backend's per-type correlations, labels and flagged cells
-    drawn = wait_for(
+    drawn = tb.wait_for(
         driver,
         lambda d: d.execute_script(FIGURES_JS, ids.CONCORDANCE_HEATMAP, ids.CONCORDANCE_SCATTER),
         "the heatmap was never drawn",
@@ -105,7 +105,7 @@ def test_concordance_page_shows_pairs_heatmap_and_cells(
         assert heat.flags[i][j]
 
     # the scatter opens on CD14 protein ~ CD14, one trace per cell type
-    wait_for(
+    tb.wait_for(
         driver,
         lambda d: (
             d.execute_script(FIGURES_JS, ids.CONCORDANCE_HEATMAP, ids.CONCORDANCE_SCATTER)[
@@ -132,7 +132,7 @@ def test_concordance_page_shows_pairs_heatmap_and_cells(
     )
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", cell)
     cell.click()
-    wait_for(
+    tb.wait_for(
         driver,
         lambda d: (
             d.execute_script(FIGURES_JS, ids.CONCORDANCE_HEATMAP, ids.CONCORDANCE_SCATTER)[
@@ -142,5 +142,5 @@ def test_concordance_page_shows_pairs_heatmap_and_cells(
         ),
         "clicking the CD19 row did not show its cells",
     )
-    wait_idle(driver)
-    assert_clean(driver, dashboard, "concordance")
+    tb.wait_idle(driver)
+    tb.assert_clean(driver, dashboard, "concordance")

@@ -14,16 +14,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from dashboard import ids
-from dashboard.testing_browser import (
-    COLORS_JS,
-    TRACES_JS,
-    assert_clean,
-    open_page,
-    pick_option,
-    wait_for,
-    wait_graph,
-    wait_idle,
-)
+from dashboard import testing_browser as tb
 
 pytestmark = pytest.mark.browser
 
@@ -37,7 +28,7 @@ def _scroll_to(driver: WebDriver, element_id: str) -> Any:
 
 
 def _coloured_by_set(driver: WebDriver) -> dict:
-    return wait_graph(
+    return tb.wait_graph(
         driver,
         ids.EXPLORE_UMAP,
         lambda g: (
@@ -54,12 +45,12 @@ def test_a_pasted_set_scores_colours_and_is_kept(
     data = service.dataset(pair)
     genes = [g for g in ("CD2", "CD3D", "CD3E", "CD8A") if g in set(data.var_names)]
     protein = next(p for p in data.protein_names if p.split("_")[0].upper() == "CD3")
-    open_page(driver, dashboard.url, "explore", color="obs:cell_type")
+    tb.open_page(driver, dashboard.url, "explore", color="obs:cell_type")
 
     _scroll_to(driver, ids.GENE_SET_NAME).send_keys("T cells")
     driver.find_element(By.ID, ids.GENE_SET_TEXT).send_keys(T_CELLS)
     driver.find_element(By.ID, ids.GENE_SET_SCORE).click()
-    status = wait_for(
+    status = tb.wait_for(
         driver,
         lambda d: d.find_element(By.ID, ids.GENE_SET_STATUS).text or False,
         "no result line after Score",
@@ -72,7 +63,7 @@ def test_a_pasted_set_scores_colours_and_is_kept(
     # the UMAP shows the backend's score, and its colour bar names the set
     info = _coloured_by_set(driver)
     assert "score" in info["colorbar_title"]
-    colours = np.asarray(driver.execute_script(COLORS_JS, ids.EXPLORE_UMAP), dtype=float)
+    colours = np.asarray(driver.execute_script(tb.COLORS_JS, ids.EXPLORE_UMAP), dtype=float)
     expected = service.gene_set_score(pair, genes, [protein]).values
     assert colours.shape == expected.shape and np.ptp(colours) > 0
     np.testing.assert_allclose(colours, expected, rtol=1e-5, atol=1e-6)
@@ -81,39 +72,39 @@ def test_a_pasted_set_scores_colours_and_is_kept(
 
     # one violin per cell type
     types = set(service.shown_cell_types(pair).astype(str))
-    wait_graph(driver, ids.GENE_SET_VIOLIN, lambda g: g["n_traces"] == len(types), "no violins")
-    traces = driver.execute_script(TRACES_JS, ids.GENE_SET_VIOLIN)
+    tb.wait_graph(driver, ids.GENE_SET_VIOLIN, lambda g: g["n_traces"] == len(types), "no violins")
+    traces = driver.execute_script(tb.TRACES_JS, ids.GENE_SET_VIOLIN)
     assert {t["type"] for t in traces} == {"violin"}
     assert sum(len(t["y"]) for t in traces) == data.n_cells  # every cell in one violin
-    chip = wait_for(
+    chip = tb.wait_for(
         driver,
         lambda d: d.find_elements(By.CSS_SELECTOR, f"#{ids.GENE_SET_LIST} .chip"),
         "the set was not saved as a chip",
     )
     assert chip[0].text == f"T cells · {len(genes) + 1}"
-    wait_idle(driver)
+    tb.wait_idle(driver)
     _scroll_to(driver, ids.GENE_SET_VIOLIN)
     driver.save_screenshot(str(screenshots / "explore-gene-set.png"))
-    assert_clean(driver, dashboard, "explore coloured by a gene set")
+    tb.assert_clean(driver, dashboard, "explore coloured by a gene set")
 
     # a reload keeps the set (and the colouring); its chip colours the cells again
-    open_page(driver, dashboard.url, "explore", color="obs:cell_type")
-    chips = wait_for(
+    tb.open_page(driver, dashboard.url, "explore", color="obs:cell_type")
+    chips = tb.wait_for(
         driver,
         lambda d: d.find_elements(By.CSS_SELECTOR, f"#{ids.GENE_SET_LIST} .chip"),
         "the saved set did not come back after a reload",
     )
     assert chips[0].text.startswith("T cells")
-    wait_graph(driver, ids.EXPLORE_UMAP, lambda g: not g["showscale"], "not by cell type")
+    tb.wait_graph(driver, ids.EXPLORE_UMAP, lambda g: not g["showscale"], "not by cell type")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", chips[0])
     chips[0].click()
     _coloured_by_set(driver)
-    colours = np.asarray(driver.execute_script(COLORS_JS, ids.EXPLORE_UMAP), dtype=float)
+    colours = np.asarray(driver.execute_script(tb.COLORS_JS, ids.EXPLORE_UMAP), dtype=float)
     np.testing.assert_allclose(colours, expected, rtol=1e-5, atol=1e-6)
 
     # DE between the top and bottom quartile of the score fills the compare table
     _scroll_to(driver, ids.GENE_SET_DE).click()
-    wait_for(
+    tb.wait_for(
         driver,
         lambda d: d.find_elements(By.CSS_SELECTOR, f"#{ids.EXPLORE_DE_TABLE} .ag-row"),
         "the high-vs-low DE table stayed empty",
@@ -121,38 +112,38 @@ def test_a_pasted_set_scores_colours_and_is_kept(
     )
     line = driver.find_element(By.ID, ids.EXPLORE_DE_STATUS).text
     assert "T cells high (top 25%) vs T cells low (bottom 25%)" in line, line
-    wait_idle(driver)
-    assert_clean(driver, dashboard, "explore after DE high vs low")
+    tb.wait_idle(driver)
+    tb.assert_clean(driver, dashboard, "explore after DE high vs low")
 
 
 def test_an_uploaded_list_fills_the_box_and_a_list_with_no_known_entry_is_refused(
     driver: WebDriver, dashboard: Any, tmp_path: Any
 ) -> None:
-    open_page(driver, dashboard.url, "explore", color="obs:cell_type")
+    tb.open_page(driver, dashboard.url, "explore", color="obs:cell_type")
     listing = tmp_path / "b_cells.csv"
     listing.write_text("gene\nMS4A1\nCD79A\n", encoding="utf-8")
     upload = driver.find_element(By.CSS_SELECTOR, f"#{ids.GENE_SET_UPLOAD} input[type=file]")
     upload.send_keys(str(listing))
     box = driver.find_element(By.ID, ids.GENE_SET_TEXT)
-    wait_for(driver, lambda d: "MS4A1" in (box.get_attribute("value") or ""), "upload not read")
+    tb.wait_for(driver, lambda d: "MS4A1" in (box.get_attribute("value") or ""), "upload not read")
     name = driver.find_element(By.ID, ids.GENE_SET_NAME)
     assert name.get_attribute("value") == "b_cells"
     assert "File read" in driver.find_element(By.ID, ids.GENE_SET_STATUS).text
     for field in (name, box):  # emptied as a user would (React sees the keys)
         field.send_keys(Keys.CONTROL, "a")
         field.send_keys(Keys.DELETE)
-    wait_for(driver, lambda d: not box.get_attribute("value"), "the box did not empty")
+    tb.wait_for(driver, lambda d: not box.get_attribute("value"), "the box did not empty")
     _scroll_to(driver, ids.GENE_SET_NAME).send_keys("junk")
     driver.find_element(By.ID, ids.GENE_SET_TEXT).send_keys("FOO BAR")
     driver.find_element(By.ID, ids.GENE_SET_SCORE).click()
     refusal = "none of the entries is a gene or protein of this dataset: FOO, BAR"
-    wait_for(
+    tb.wait_for(
         driver,
         lambda d: refusal in d.find_element(By.ID, ids.GENE_SET_STATUS).text,
         "no refusal line",
     )
     driver.execute_script("window.scrollTo(0, 0);")
-    pick_option(driver, ids.EXPLORE_COLOR, "lyz", "gene:LYZ")  # the page still works
-    wait_graph(driver, ids.EXPLORE_UMAP, lambda g: "LYZ" in g["colorbar_title"], "no LYZ")
-    wait_idle(driver)
-    assert_clean(driver, dashboard, "explore after a refused gene set")
+    tb.pick_option(driver, ids.EXPLORE_COLOR, "lyz", "gene:LYZ")  # the page still works
+    tb.wait_graph(driver, ids.EXPLORE_UMAP, lambda g: "LYZ" in g["colorbar_title"], "no LYZ")
+    tb.wait_idle(driver)
+    tb.assert_clean(driver, dashboard, "explore after a refused gene set")

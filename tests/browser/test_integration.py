@@ -14,16 +14,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from dashboard import ids
+from dashboard import testing_browser as tb
 from dashboard.backend.testing import exact_kbet_neighbours, trained_simulated
-from dashboard.testing_browser import (
-    COLORS_JS,
-    assert_clean,
-    open_page,
-    pick_option,
-    wait_for,
-    wait_graph,
-    wait_idle,
-)
 
 pytestmark = pytest.mark.browser
 
@@ -63,13 +55,13 @@ def test_metrics_page_computes_the_scorecard_and_shows_both_rows(
     driver: WebDriver, dashboard: Any, screenshots: Any
 ) -> None:
     service, pair = dashboard.service, dashboard.pair
-    open_page(driver, dashboard.url, "metrics")
+    tb.open_page(driver, dashboard.url, "metrics")
     run = driver.find_element(By.ID, ids.METRICS_INTEGRATION_RUN)
     assert run.get_attribute("disabled") is None
     assert not grid_rows(driver)  # nothing computed yet
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", run)
     run.click()
-    wait_for(
+    tb.wait_for(
         driver,
         lambda d: len(grid_rows(d)) == 2,
         "the scorecard table never showed its two rows",
@@ -91,14 +83,14 @@ def test_metrics_page_computes_the_scorecard_and_shows_both_rows(
     text = driver.find_element(By.ID, ids.METRICS_INTEGRATION_CONTENT).text
     assert "Bio conservation" in text and "Batch correction" in text
     assert "0.6 × bio + 0.4 × batch" in text and "3 batches" in text
-    wait_graph(
+    tb.wait_graph(
         driver, ids.METRICS_INTEGRATION_PLOT, lambda g: g["n_traces"] == 2, "no scorecard bars"
     )
     content = driver.find_element(By.ID, ids.METRICS_INTEGRATION_CONTENT)
     driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", content)
-    wait_idle(driver)
+    tb.wait_idle(driver)
     driver.save_screenshot(str(screenshots / "metrics-integration.png"))
-    assert_clean(driver, dashboard, "the integration scorecard")
+    tb.assert_clean(driver, dashboard, "the integration scorecard")
 
 
 def test_explore_paints_the_per_cell_batch_mixing(
@@ -109,24 +101,24 @@ def test_explore_paints_the_per_cell_batch_mixing(
     service, pair = dashboard.service, dashboard.pair
     if not service.has_batch_mixing(pair):  # run alone: compute what the first test does
         service.integration_scores(pair)
-    open_page(driver, dashboard.url, "explore", color="obs:cell_type")
-    pick_option(driver, ids.EXPLORE_COLOR, "mixing", "obs:batch_mixing")
-    info = wait_graph(
+    tb.open_page(driver, dashboard.url, "explore", color="obs:cell_type")
+    tb.pick_option(driver, ids.EXPLORE_COLOR, "mixing", "obs:batch_mixing")
+    info = tb.wait_graph(
         driver,
         ids.EXPLORE_UMAP,
         lambda g: g["color_numeric"] and "batch mixing" in g["colorbar_title"].lower(),
         "not coloured by the batch mixing",
     )
     assert "iLISI" in info["colorbar_title"].replace("<br>", " ")
-    colors = np.asarray(driver.execute_script(COLORS_JS, ids.EXPLORE_UMAP), dtype=float)
+    colors = np.asarray(driver.execute_script(tb.COLORS_JS, ids.EXPLORE_UMAP), dtype=float)
     expected = service.batch_mixing(pair).to_numpy()
     assert colors.shape == expected.shape and np.ptp(colors) > 0.05
     np.testing.assert_allclose(colors, expected, rtol=1e-5, atol=1e-6)
-    wait_for(
+    tb.wait_for(
         driver,
         lambda d: "per-cell iLISI" in d.find_element(By.ID, ids.EXPLORE_LEGEND).text,
         "the note on what the batch mixing is did not show",
     )
-    wait_idle(driver)
+    tb.wait_idle(driver)
     driver.save_screenshot(str(screenshots / "explore-batch-mixing.png"))
-    assert_clean(driver, dashboard, "explore coloured by the batch mixing")
+    tb.assert_clean(driver, dashboard, "explore coloured by the batch mixing")
