@@ -88,7 +88,8 @@ def dashboard(
         **getattr(request.module, "DASHBOARD_SETTINGS", {}),
     )
     service = AnalysisService(settings)
-    pair = service.add_model(service.add_dataset(data, name="pbmc slice"), model)
+    name = "simulated pair" if make_pair is not None else "pbmc slice"
+    pair = service.add_model(service.add_dataset(data, name=name), model)
     state = ActiveState(service, warm=True)
     job = state.prepare(pair)
     info = service.wait(job, timeout=600)
