@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from dashboard.backend.errors import InvalidSelection, MinifiedData
+from dashboard.backend.errors import InvalidSelection
 from dashboard.backend.metrics import (
     PPC_BATCH_SIZE,
     interval_hits,
@@ -111,7 +111,7 @@ class CellQC(CachedQueries):
             table = self.cell_cv(pair, progress=progress)
             return table[f"log2_ratio_{name.removeprefix('cv_ratio_')}"].to_numpy()
         if QC_QUANTITIES[name]:
-            self._require_counts(pair, "the reconstruction error")
+            self.require_counts(pair, "the per-cell reconstruction errors")
         return self.cell_diagnostics(pair, progress=progress)[_DIAGNOSTIC[name]].to_numpy()
 
     def cell_diagnostics(self, pair: Pair, *, progress: ProgressFn | None = None) -> pd.DataFrame:
@@ -153,7 +153,7 @@ class CellQC(CachedQueries):
         (:func:`~dashboard.backend.metrics.model_and_raw_cv`). One minibatch of draws in
         memory at a time.
         """
-        self._require_counts(pair, "the cell-wise CV (observed vs generated counts)")
+        self.require_counts(pair, "the cell-wise CVs (observed vs generated counts)")
         n = int(n_samples or self.settings.n_posterior_samples)
         params = self._cv_params(n)
 
@@ -169,7 +169,7 @@ class CellQC(CachedQueries):
         if self.registry.dataset(pair).minified is not None:
             return False
         params = self._cv_params(self.settings.n_posterior_samples)
-        return self.results.key("cell_cv", pair, params) in self.results.cache
+        return self.results.has("cell_cv", pair, params)
 
     def _cv_params(self, n_samples: int) -> dict[str, Any]:
         return {"n_samples": int(n_samples), "seed": self.settings.seed, "version": _VERSION}
@@ -186,7 +186,7 @@ class CellQC(CachedQueries):
         ``"protein:<name>"``): :class:`FeatureCheck` from ``n_samples`` draws per cell
         (proteins on the measured scale, the counts'), over at most :data:`CHECK_CELLS`
         cells drawn with the seed from those whose batch measured the feature."""
-        self._require_counts(pair, "the posterior predictive check (observed counts)")
+        self.require_counts(pair, "the posterior predictive checks (observed counts)")
         model = self.registry.model(pair)
         kind, name = _feature(model, feature)
         if not 1 <= int(n_samples) <= 200:
@@ -207,15 +207,6 @@ class CellQC(CachedQueries):
             )
 
         return self.results.cached("feature_check", pair, params, compute, progress)
-
-    def _require_counts(self, pair: Pair, what: str) -> None:
-        if self.registry.dataset(pair).minified is not None:
-            shown = pair.dataset.name or pair.dataset.id
-            msg = (
-                f"{shown} is minified (counts were dropped, only the latent posterior is "
-                f"kept): {what} needs the original counts"
-            )
-            raise MinifiedData(msg)
 
 
 def _feature(model: TotalVI, feature: str) -> tuple[str, str]:

@@ -193,14 +193,14 @@ class Integration(CachedQueries):
         if data.n_batch < 2 or data.minified is not None:
             return False
         params, _, _ = self._params(pair, labels_key=labels_key, resolution=resolution)
-        return self.results.key("integration_scores", pair, params) in self.results.cache
+        return self.results.has("integration_scores", pair, params)
 
     def _params(
         self, pair: Pair, *, labels_key: str | None, resolution: float | None
     ) -> tuple[dict, pd.Series, str]:
         """The scorecard's cache parameters, the labels per cell and what they are."""
         self.require_batches(pair)
-        self.card.require_counts(pair, "the integration scorecard (its PCA baseline)")
+        self.require_counts(pair, "the integration scorecard (its PCA baseline)")
         types, what = self.card.metric_groups(pair, labels_key=labels_key, resolution=resolution)
         params = {
             "labels": np.asarray(types.astype(str)),
@@ -256,4 +256,4 @@ class Integration(CachedQueries):
         computed)."""
         if self.registry.dataset(pair).n_batch < 2:
             return False
-        return self.results.key("batch_mixing", pair, self._mixing_params()) in self.results.cache
+        return self.results.has("batch_mixing", pair, self._mixing_params())

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dashboard.backend.errors import MinifiedData
 from dashboard.backend.metrics import (
     CALIBRATION_CELLS,
     CALIBRATION_SAMPLES,
@@ -96,17 +95,6 @@ class ModelCard(CachedQueries):
             )
 
         return self.results.cached("metrics", pair, params, compute, progress)
-
-    def require_counts(self, pair: Pair, what: str) -> None:
-        """Raise :class:`MinifiedData` (one line naming ``what``) when the pair's dataset is
-        minified: its counts were dropped and only the latent posterior is kept."""
-        if self.registry.dataset(pair).minified is not None:
-            name = pair.dataset.name or pair.dataset.id
-            msg = (
-                f"{name} is minified (counts were dropped, only the latent posterior is kept): "
-                f"{what} need the original counts"
-            )
-            raise MinifiedData(msg)
 
     def metric_groups(
         self, pair: Pair, *, labels_key: str | None = None, resolution: float | None = None

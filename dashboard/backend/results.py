@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from dashboard.backend.errors import MinifiedData
 from dashboard.backend.fingerprint import cache_key
 
 if TYPE_CHECKING:
@@ -80,6 +81,11 @@ class Results:
         ``None``; never computes (a page shows what exists without starting work)."""
         return self.cache.get(self.key(kind, pair, params))
 
+    def has(self, kind: str, pair: Pair, params: dict[str, Any]) -> bool:
+        """True if the result ``kind`` of ``pair`` for ``params`` is in the cache (a page
+        offers what exists without computing it)."""
+        return self.key(kind, pair, params) in self.cache
+
     def cached_blocks(
         self,
         kind: str,
@@ -131,6 +137,17 @@ class CachedQueries:
         self.results = results
         self.registry = registry
         self.settings = settings
+
+    def require_counts(self, pair: Pair, what: str) -> None:
+        """Raise :class:`MinifiedData` (one line naming ``what``) when the pair's dataset is
+        minified: its counts were dropped and only the latent posterior is kept."""
+        if self.registry.dataset(pair).minified is not None:
+            name = pair.dataset.name or pair.dataset.id
+            msg = (
+                f"{name} is minified (counts were dropped, only the latent posterior is kept): "
+                f"{what} need the original counts"
+            )
+            raise MinifiedData(msg)
 
 
 def _waiting(progress: ProgressFn | None, what: str) -> Callable[[], None]:

@@ -16,13 +16,13 @@ from dash import Input, callback, dcc, html
 from dashboard import components
 from dashboard.ids import DecodeControl
 from dashboard.pages import _jobs
-from dashboard.views.colours import ALL_BATCHES, batch_choices, submit_decode
+from dashboard.views.colours import ALL_BATCHES, ColorSpec, batch_choices, submit_decode
 from dashboard.views.state import active
 
 #: How the job panel names the job ("Decoding failed: ...").
 LABEL = "Decoding"
 
-__all__ = ["ALL_BATCHES", "control", "decoded_batch", "register"]
+__all__ = ["ALL_BATCHES", "control", "decoded_batch", "decoded_spec", "register"]
 
 
 def control(ids: DecodeControl, service: Any, pair: Any, batch: str) -> html.Div:
@@ -47,6 +47,15 @@ def control(ids: DecodeControl, service: Any, pair: Any, batch: str) -> html.Div
         ],
         className="decode-control",
     )
+
+
+def decoded_spec(feature: str | None, layer: str | None, ready: dict | None) -> ColorSpec:
+    """The colouring a page's controls say (cell type without a feature), decoded as its
+    "Decode in" job finished; the colour store's checks apply (``ColorSpec.from_state``)."""
+    if not feature:
+        return ColorSpec()
+    batch = decoded_batch(ready)
+    return ColorSpec.from_state({"feature": feature, "layer": layer, "batch": batch})
 
 
 def decoded_batch(ready: dict | None) -> str:

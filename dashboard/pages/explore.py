@@ -311,12 +311,6 @@ start_decode, poll_decode = _decode.register(ids.EXPLORE_DECODE)
 gene_set_callbacks = _gene_sets.register()  # the Gene sets card
 
 
-def _spec(feature: str | None, layer: str | None, decoded: dict | None) -> ColorSpec:
-    """The colouring the page's controls say, decoded as its "Decode in" job finished."""
-    batch = _decode.decoded_batch(decoded)
-    return ColorSpec.from_state({"feature": feature, "layer": layer, "batch": batch})
-
-
 @callback(
     Output(ids.EXPLORE_UMAP, "figure"),
     Input(ids.EXPLORE_UMAP, "id"),
@@ -335,7 +329,7 @@ def build_umap(
     """The UMAP, coloured and highlighted as the page's controls say."""
     service, pair = active()
     n = service.dataset(pair).n_cells
-    spec = _spec(feature, layer, decoded)
+    spec = _decode.decoded_spec(feature, layer, decoded)
     cells = _selected(selection, page_state, n, sh.triggered() is None)
     return _cells.umap_figure(service, pair, spec, selected=cells, legend=True)
 
@@ -363,7 +357,7 @@ def build_linked(
     service, pair = active()
     view = linked_view(kind, x, y, linked_layer)
     xv, yv, axes, title = linked_values(service, pair, view)
-    spec = _spec(feature, layer, decoded)
+    spec = _decode.decoded_spec(feature, layer, decoded)
     n = service.dataset(pair).n_cells
     cells = _selected(selection, page_state, n, sh.triggered() is None)
     return _cells.cell_figure(
@@ -469,7 +463,7 @@ def render_legend(
     """The colouring's categories with their cell counts (the selected one marked), under
     the colouring's note (e.g. that its values are decoded as if in another batch)."""
     service, pair = active()
-    spec = _spec(feature, layer, decoded)
+    spec = _decode.decoded_spec(feature, layer, decoded)
     return legend_and_note(service, pair, spec, selection)
 
 

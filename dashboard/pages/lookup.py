@@ -161,15 +161,6 @@ def search_dot_features(search: str | None, value: list | None) -> Any:
 start_decode, poll_decode = _decode.register(ids.LOOKUP_DECODE)
 
 
-def _spec(feature: str | None, layer: str | None, decoded: dict | None) -> ColorSpec:
-    """The looked-up feature in the chosen layer, decoded as the "Decode in" job finished
-    (cell type until a feature is chosen)."""
-    if not feature:
-        return ColorSpec()
-    batch = _decode.decoded_batch(decoded)
-    return ColorSpec.from_state({"feature": feature, "layer": layer, "batch": batch})
-
-
 @callback(
     Output(ids.LOOKUP_UMAP, "figure"),
     Input(ids.LOOKUP_UMAP, "id"),
@@ -184,7 +175,7 @@ def build_lookup_umap(
 ) -> Any:
     """The UMAP coloured by the looked-up feature (cell type until one is chosen)."""
     service, pair = active()
-    spec = _spec(feature, layer, decoded)
+    spec = _decode.decoded_spec(feature, layer, decoded)
     cells = valid_cells(selection, service.dataset(pair).n_cells)
     return _cells.umap_figure(service, pair, spec, selected=cells)
 
@@ -227,7 +218,7 @@ def color_note(feature: str | None, layer: str | None, decoded: dict | None = No
         return ""
     try:
         service, pair = active()
-        spec = _spec(feature, layer, decoded)
+        spec = _decode.decoded_spec(feature, layer, decoded)
         return colours.color_note(service, pair, spec)
     except BackendError:
         return ""
