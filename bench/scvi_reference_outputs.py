@@ -114,6 +114,55 @@ def seedlike_card_metrics() -> None:
     print(json.dumps({m: r["calibration_error"] for m, r in result.items()}))
 
 
+#: Features of the correlation block kept (the first genes, then every protein).
+CORRELATION_GENES = 30
+
+
+def pbmc_groups(adata) -> tuple[np.ndarray, np.ndarray]:
+    """Two groups of the PBMC 300 x 1000 cells across both batches, for the DE references:
+    the cells above the median CD14 protein count vs the rest."""
+    cd14 = np.asarray(adata.obsm["protein_expression"]["CD14_TotalSeqB"], dtype=float)
+    high = cd14 > np.median(cd14)
+    return np.flatnonzero(high), np.flatnonzero(~high)
+
+
+def pbmc_correlation_and_batch_corrected_de() -> None:
+    """``get_feature_correlation_matrix`` (Spearman, 10 samples, each cell's own batch and
+    averaged over both batches) and ``differential_expression`` with and without
+    ``batch_correction`` of the PBMC 300 x 1000 model (written to
+    ``expected_correlation_de.npz``)."""
+    import anndata as ad
+    import scvi
+    import torch
+
+    folder = TESTS_DATA / "scvi_tools_1.4.2_pbmc300x1000"
+    adata = ad.read_h5ad(folder / "adata.h5ad")
+    model = scvi.model.TOTALVI.load(str(folder), adata=adata)
+    keep = np.r_[
+        np.arange(CORRELATION_GENES), adata.n_vars + np.arange(model.summary_stats["n_proteins"])
+    ]
+    out: dict[str, np.ndarray] = {}
+    for name, batch in (("corr_own", None), ("corr_both", ["b0", "b1"])):
+        torch.manual_seed(0)
+        corr = model.get_feature_correlation_matrix(
+            n_samples=10, batch_size=64, transform_batch=batch, correlation_type="spearman"
+        )
+        out[name] = corr.to_numpy()[np.ix_(keep, keep)].astype(np.float32)
+    out["corr_features"] = np.asarray(corr.index[keep], dtype=str)
+    idx1, idx2 = pbmc_groups(adata)
+    for name, corrected in (("de", False), ("de_corrected", True)):
+        scvi.settings.seed = 0
+        de = model.differential_expression(
+            idx1=idx1, idx2=idx2, mode="change", delta=0.25, batch_correction=corrected
+        )
+        out[f"{name}_features"] = np.asarray(de.index, dtype=str)
+        for col in ("lfc_mean", "lfc_std", "proba_de", "bayes_factor"):
+            out[f"{name}_{col}"] = de[col].to_numpy(np.float32)
+    np.savez_compressed(folder / "expected_correlation_de.npz", **out)
+    print({k: v.shape for k, v in out.items()})
+
+
 if __name__ == "__main__":
     pbmc_sampling()
     seedlike_card_metrics()
+    pbmc_correlation_and_batch_corrected_de()

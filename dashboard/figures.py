@@ -1047,3 +1047,84 @@ def graph_config(filename: str, *, image_format: str = "svg", scale: float = 2.0
         "toImageButtonOptions": {"format": image_format, "filename": filename, "scale": scale},
         "modeBarButtonsToRemove": ["autoScale2d"],
     }
+
+
+# ----------------------------------------------------------------- two-feature blend
+#: Where a blend's key sits (paper fractions): a corner right of the cells, which keep
+#: :data:`BLEND_CELLS_DOMAIN` of the width.
+BLEND_CELLS_DOMAIN = (0.0, 0.74)
+BLEND_KEY_DOMAIN = ((0.79, 0.9), (0.62, 1.0))  # B's ticks and title on its right
+
+
+def blend_marker(codes: np.ndarray | Sequence[int], colors: Sequence[str], *, size: float) -> dict:
+    """Marker of a two-feature blend: each cell's code (uint8 typed array) on a step
+    colourscale of the blend's ``colors``, so every point gets exactly its colour; no bar
+    (the blend's key replaces it)."""
+    n = max(len(colors), 1)
+    return {
+        "size": size,
+        "color": typed_array(np.asarray(codes), "u1" if n <= 256 else "i4"),
+        "colorscale": discrete_colorscale(colors),
+        "cmin": -0.5,
+        "cmax": n - 0.5,
+        "showscale": False,
+    }
+
+
+def add_blend_key(
+    fig: go.Figure,
+    *,
+    codes: Sequence[Sequence[int]],
+    colors: Sequence[str],
+    x: Sequence[float],
+    y: Sequence[float],
+    titles: tuple[str, str],
+    x_ticks: tuple[Sequence[float], Sequence[str]],
+    y_ticks: tuple[Sequence[float], Sequence[str]],
+) -> go.Figure:
+    """``fig`` (a cell view) with a blend's two-axis key inset in its top-right corner: the
+    grid of ``colors`` (``codes[j][i]``: B step ``j``, A step ``i``, at A values ``x`` and
+    B values ``y``) on its own ``xaxis2`` / ``yaxis2``, titled with the two features and
+    ticked at their low and high values. The cells' axes shrink to
+    :data:`BLEND_CELLS_DOMAIN`; the key is the last trace (patches address ``data[0]``)."""
+    n = max(len(colors), 1)
+    fig.add_trace(
+        go.Heatmap(
+            x=list(x),
+            y=list(y),
+            z=[list(row) for row in codes],
+            zmin=-0.5,
+            zmax=n - 0.5,
+            colorscale=discrete_colorscale(colors),
+            showscale=False,
+            xaxis="x2",
+            yaxis="y2",
+            name="blend key",
+            hovertemplate=f"{titles[0]}: %{{x:.3g}}<br>{titles[1]}: %{{y:.3g}}<extra>key</extra>",
+        )
+    )
+    small = {"size": 10}
+
+    def axis(domain: tuple[float, float], anchor: str, title: str, ticks: Any) -> dict:
+        low, high = float(ticks[0][0]), float(ticks[0][-1])
+        pad = 0.04 * (high - low)  # so the ticks at the edges are drawn
+        return {
+            "domain": list(domain),
+            "anchor": anchor,
+            "title": {"text": title, "font": small, "standoff": 2},
+            "tickvals": list(ticks[0]),
+            "ticktext": list(ticks[1]),
+            "tickfont": small,
+            "range": [low - pad, high + pad],
+            "fixedrange": True,
+            "showgrid": False,
+            "zeroline": False,
+        }
+
+    (kx, ky) = BLEND_KEY_DOMAIN
+    fig.update_layout(
+        xaxis={"domain": list(BLEND_CELLS_DOMAIN)},
+        xaxis2=axis(kx, "y2", titles[0], x_ticks),
+        yaxis2={**axis(ky, "x2", titles[1], y_ticks), "side": "right"},
+    )
+    return fig

@@ -243,7 +243,8 @@ def pick_option(driver: WebDriver, dropdown_id: str, search: str, value: str) ->
         f"{dropdown_id}: the search box did not open",
     )
     box.send_keys(search)
-    selector = f'.dash-dropdown-content [role=option] input[value="{value}"]'
+    quoted = value.replace("\\", "\\\\").replace('"', '\\"')  # a CSS string
+    selector = f'.dash-dropdown-content [role=option] input[value="{quoted}"]'
     option = wait_for(
         driver,
         lambda d: d.find_element(By.CSS_SELECTOR, selector),

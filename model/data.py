@@ -154,6 +154,11 @@ class CiteSeqData:
     simulated
         For simulated data (:mod:`model.simulate`, which leaves ``uns["simulation"]``): a
         line saying how it was made, which every page shows; empty for measured data.
+    layouts
+        The file's own 2-D layouts of the cells (``obsm`` keys such as ``X_umap``,
+        ``X_tsne``, ``X_pca``: their first two columns, ``(n_cells, 2)`` float32, every value
+        finite; see :func:`obsm_layouts`), for display only: not part of
+        :meth:`fingerprint`, since the model never reads them.
     """
 
     rna: sp.csr_matrix
@@ -174,6 +179,7 @@ class CiteSeqData:
     protein_symbols: pd.Index | None = None
     notices: tuple[str, ...] = ()
     simulated: str = ""
+    layouts: dict[str, np.ndarray] = field(default_factory=dict)
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -191,6 +197,9 @@ class CiteSeqData:
         self.gene_symbols = _symbols_or_none(self.gene_symbols, self.var_names)
         self.protein_symbols = _symbols_or_none(self.protein_symbols, self.protein_names)
         self.notices = tuple(str(n) for n in self.notices)
+        self.layouts = {
+            str(k): np.ascontiguousarray(v, dtype=np.float32) for k, v in self.layouts.items()
+        }
         self._check_shapes()
 
     def _check_shapes(self) -> None:
@@ -232,6 +241,11 @@ class CiteSeqData:
         ):
             if symbols is not None and len(symbols) != len(names):
                 problems.append(f"{len(symbols)} {what} symbols for {len(names)} {what}s")
+        problems += [
+            f"layout {k!r} has shape {v.shape}, expected ({n}, 2)"
+            for k, v in self.layouts.items()
+            if v.shape != (n, 2)
+        ]
         if problems:
             raise CiteSeqDataError(f"{where}: inconsistent CiteSeqData: " + "; ".join(problems))
 
@@ -310,6 +324,7 @@ class CiteSeqData:
             protein_symbols=self.protein_symbols,
             notices=self.notices,
             simulated=self.simulated,
+            layouts={k: v[idx] for k, v in self.layouts.items()},
         )
 
     def select_proteins(self, keep: Sequence[int]) -> CiteSeqData:
@@ -437,6 +452,8 @@ class CiteSeqData:
             adata.var[GENE_SYMBOLS] = np.asarray(self.gene_symbols, dtype=object)
         if self.protein_symbols is not None:
             adata.uns[PROTEIN_SYMBOLS] = np.asarray(self.protein_symbols, dtype=object)
+        for key, xy in self.layouts.items():  # the file's own layouts, read back as such
+            adata.obsm[key] = xy.copy()
         return adata
 
     def _where(self) -> str:
@@ -567,6 +584,7 @@ def from_anndata(
     obs = adata.obs.copy()
     obs.index = pd.Index(adata.obs_names).astype(str)
     n = len(obs)
+    layouts, layout_notes = obsm_layouts([adata.obsm], n, skip=(protein_obsm_key,))
     keys = _key_fields(
         lambda key, _: _obs_column(key, [obs], where), batch_key, labels_key, where, n
     )
@@ -585,6 +603,8 @@ def from_anndata(
         protein_symbols=adata.uns.get(PROTEIN_SYMBOLS),
         rna_layers=[str(k) for k in adata.layers],
         simulated=simulation_line(adata.uns),
+        layouts=layouts,
+        layout_notes=layout_notes,
     )
 
 
@@ -669,6 +689,13 @@ def from_mudata(
         return _obs_column(key, first + frames, where)
 
     n = len(obs)
+    global_obsm = [mdata.obsm] if parts and parts[0][0] == "" else []
+    if global_obsm and not gobs.index.equals(rna_cells):  # mdata rows in the RNA order
+        order = gobs.index.get_indexer(rna_cells)
+        global_obsm = [
+            {k: np.asarray(v)[order] for k, v in mdata.obsm.items() if _is_embedding_key(k)}
+        ]
+    layouts, layout_notes = obsm_layouts([*global_obsm, rna_ad.obsm], n)
     return _build(
         rna=rna,
         protein=prot,
@@ -688,6 +715,8 @@ def from_mudata(
         protein_symbols=prot_ad.var.get(PROTEIN_SYMBOLS),
         rna_layers=[str(k) for k in rna_ad.layers],
         simulated=simulation_line(mdata.uns),
+        layouts=layouts,
+        layout_notes=layout_notes,
     )
 
 
@@ -863,6 +892,8 @@ def _build(
     protein_symbols: Any = None,
     rna_layers: Sequence[str] = (),
     simulated: str = "",
+    layouts: Mapping[str, np.ndarray] | None = None,
+    layout_notes: Sequence[str] = (),
 ) -> CiteSeqData:
     """Check names and counts, convert to the canonical dtypes and assemble the container.
 
@@ -921,8 +952,9 @@ def _build(
         minified=minified,
         gene_symbols=gene_syms,
         protein_symbols=prot_syms,
-        notices=tuple(n for n in (gene_note, prot_note) if n),
+        notices=(*(n for n in (gene_note, prot_note) if n), *layout_notes),
         simulated=simulated,
+        layouts=dict(layouts or {}),
     )
 
 
@@ -1194,6 +1226,49 @@ def _protein_names_from_uns(
 def _is_embedding_key(key: str) -> bool:
     """An obsm key of a layout or reduction (``X_umap``, ``X_pca``, scvi's ``_scvi_*``)."""
     return key.startswith(("X_", "_scvi")) or key.lower() in {"umap", "pca", "tsne", "spatial"}
+
+
+#: Most ``obsm`` layouts a dataset keeps (8 x 2 float32 per cell: 64 bytes a cell at most).
+MAX_LAYOUTS = 8
+
+
+def obsm_layouts(
+    containers: Sequence[Mapping[str, Any]], n: int, *, skip: Sequence[str] = ()
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The 2-D layouts among ``obsm`` entries (first container first; a key seen twice keeps
+    the first): keys :func:`_is_embedding_key` accepts (not scvi's ``_scvi_*`` posterior, not
+    ``skip``) holding a numeric ``(n, >=2)`` array; their first two columns as float32.
+
+    A layout with a non-finite value in those columns is not kept (a one-line note says so,
+    in the returned notes), nor are more than :data:`MAX_LAYOUTS`; anything else (sparse,
+    text, wrong shape) is silently not a layout.
+    """
+    out: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    for container in containers:
+        for key in map(str, container.keys()):
+            if key in out or key in skip or key.startswith("_scvi"):
+                continue
+            if not _is_embedding_key(key) or len(out) >= MAX_LAYOUTS:
+                continue
+            raw = container[key]
+            if sp.issparse(raw):
+                continue
+            arr = raw.to_numpy() if isinstance(raw, pd.DataFrame) else np.asarray(raw)
+            if arr.ndim != 2 or arr.shape[0] != n or arr.shape[1] < 2:
+                continue
+            if not (np.issubdtype(arr.dtype, np.number) and not np.iscomplexobj(arr)):
+                continue
+            xy = np.ascontiguousarray(arr[:, :2], dtype=np.float32)
+            bad = int((~np.isfinite(xy).all(axis=1)).sum())
+            if bad:
+                notes.append(
+                    f"obsm[{key!r}] has {bad:,} cells without finite coordinates; that layout "
+                    "is not offered"
+                )
+                continue
+            out[key] = xy
+    return out, notes
 
 
 def _obs_column(key: str | None, frames: list[pd.DataFrame], where: str) -> pd.Series | None:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from dashboard.backend.clustering import NAMING_VERSION, name_clusters
 from dashboard.backend.errors import InvalidSelection
+from dashboard.backend.label_sets import LIVE_PREFIX, SNAPSHOT_PREFIX, LabelSet
 from dashboard.backend.results import CachedQueries
 from dashboard.backend.sampling import stratified_subsample
 from model.protein_scale import EFFICIENCY_FREE
@@ -22,6 +23,7 @@ from model.protein_scale import EFFICIENCY_FREE
 if TYPE_CHECKING:
     from dashboard.backend.embeddings import Embeddings
     from dashboard.backend.expression import Expression
+    from dashboard.backend.label_sets import LabelSets
     from dashboard.backend.names import CellTypeNames
     from dashboard.backend.refs import DatasetRef, Pair
     from dashboard.backend.registry import Registry
@@ -44,6 +46,10 @@ class Annotation(CachedQueries):
         The clusters, and the denoised values that name them.
     type_names
         The names users gave the cell types.
+    label_sets
+        The label sets users made (:mod:`~dashboard.backend.label_sets`): a ``labels_key``
+        ``"labels:<set name>"`` (the current workspace's set, in a request) or
+        ``"labels@<digest>"`` (a snapshot, for jobs) groups cells by one.
     """
 
     def __init__(
@@ -55,11 +61,13 @@ class Annotation(CachedQueries):
         embeddings: Embeddings,
         expression: Expression,
         type_names: CellTypeNames,
+        label_sets: LabelSets,
     ) -> None:
         super().__init__(results, registry, settings)
         self.embeddings = embeddings
         self.expression = expression
         self.type_names = type_names
+        self.label_sets = label_sets
 
     def cluster_names(self, pair: Pair, resolution: float | None = None) -> dict[str, str]:
         """Short, distinct name per Leiden cluster from the proteins really up in it and its
@@ -117,6 +125,9 @@ class Annotation(CachedQueries):
         with; else Leiden clusters named by their markers (:meth:`cluster_names`).
         """
         data = self.registry.dataset(pair)
+        if labels_key and is_label_set(labels_key):
+            found = self.label_set(pair, labels_key)
+            return found.series(data.obs_names).rename("cell_type")
         key = labels_key or data.labels_key
         if key is not None:
             if key not in data.obs.columns:
@@ -140,8 +151,25 @@ class Annotation(CachedQueries):
         are applied): what pages, hover texts and exports show. Results stay keyed by the
         automatic names (the categories of :meth:`cell_types`)."""
         types = self.cell_types(pair, labels_key=labels_key, resolution=resolution)
+        if labels_key and is_label_set(labels_key):  # a user's own names already
+            return types
         names = self._shown_names(pair, [str(c) for c in types.cat.categories])
         return types.cat.rename_categories([names[str(c)] for c in types.cat.categories])
+
+    def label_set(self, pair: Pair, key: str) -> LabelSet:
+        """The label set a ``labels_key`` names: ``"labels:<name>"`` (the current
+        workspace's) or ``"labels@<digest>"`` (a snapshot)."""
+        n = self.registry.dataset(pair).n_cells
+        if key.startswith(SNAPSHOT_PREFIX):
+            return self.label_sets.snapshot(pair, n, key)
+        return self.label_sets.get(pair, n, key[len(LIVE_PREFIX) :])
+
+    def label_set_snapshot(self, pair: Pair, name: str) -> str:
+        """The ``labels@<digest>`` key of the current workspace's set ``name``: what a job
+        is given to group cells by it (:meth:`~dashboard.backend.label_sets.LabelSets.
+        snapshot_key`)."""
+        n = self.registry.dataset(pair).n_cells
+        return self.label_sets.snapshot_key(pair, n, name)
 
     def cell_type_names(
         self, pair: Pair, *, labels_key: str | None = None, resolution: float | None = None
@@ -149,6 +177,8 @@ class Annotation(CachedQueries):
         """``{type id: shown name}`` of every cell type (id = automatic name; shown = the
         user's name, else the id), in the types' order."""
         types = self.cell_types(pair, labels_key=labels_key, resolution=resolution)
+        if labels_key and is_label_set(labels_key):
+            return {str(c): str(c) for c in types.cat.categories}
         return self._shown_names(pair, [str(c) for c in types.cat.categories])
 
     def rename_cell_type(self, pair: Pair, type_id: str, name: str) -> dict[str, str]:
@@ -173,3 +203,8 @@ class Annotation(CachedQueries):
         if len(set(shown.values())) < len(shown):  # a hand-edited file: keep types apart
             return {t: t for t in ids}
         return shown
+
+
+def is_label_set(labels_key: str) -> bool:
+    """True if ``labels_key`` names a user's label set rather than an obs column."""
+    return labels_key.startswith((LIVE_PREFIX, SNAPSHOT_PREFIX))

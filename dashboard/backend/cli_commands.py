@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from dashboard.backend.errors import BackendError
+from dashboard.backend.owner import acting_as
 from dashboard.backend.settings import (
     CONFIG_ENV,
     ENV_PREFIX,
@@ -207,6 +208,13 @@ def add_subcommands(
             "--tables", type=Path, default=None, help="folder for CSV tables (default: none)"
         )
         p.add_argument("--denoised-rna", action="store_true", help="also store denoised RNA")
+        p.add_argument(
+            "--workspace",
+            default=None,
+            metavar="USER",
+            help="export the cell-type names and label sets of USER's workspace (the "
+            "dashboard's user name); default: those kept outside any workspace",
+        )
         p.set_defaults(func=cmd_export)
         parsers["export"] = p
     if "simulate" in include:
@@ -424,11 +432,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             if args.tables is not None:
                 service.precompute(pair, progress=lambda f, m: progress(0.8 * f, m))
             progress(0.8, "writing .h5mu")
-            path = write_h5mu(service, pair, args.out, include_denoised_rna=args.denoised_rna)
-            written = [path]
-            if args.tables is not None:
-                progress(0.9, "writing tables")
-                written += write_tables(service, pair, args.tables)
+            with acting_as(getattr(args, "workspace", None)):  # whose names and label sets
+                path = write_h5mu(service, pair, args.out, include_denoised_rna=args.denoised_rna)
+                written = [path]
+                if args.tables is not None:
+                    progress(0.9, "writing tables")
+                    written += write_tables(service, pair, args.tables)
             progress(1.0, "written")
         for p in written:
             print(p)

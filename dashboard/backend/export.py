@@ -5,6 +5,8 @@ The MuData holds ``rna`` (raw counts) and ``protein`` (raw counts, ``layers["den
 ``obsm["X_umap"]``, and ``obs["leiden"]`` / ``obs["cell_type"]`` at the MuData level.
 ``obs["cell_type"]`` holds the names the user gave the cell types (renamed on the Explore
 page), ``obs["cell_type_auto"]`` the automatic names; the tables name the types the same way.
+Each label set of the workspace exporting (the CLI's ``--workspace``) is a categorical
+``obs["labels_<set name>"]`` (unlabelled cells: ``"unlabelled"``).
 The var names are the dataset's unique names; ``rna.var["gene_symbols"]`` and
 ``protein.var["protein_symbols"]`` hold each feature's name as the source file spells it
 (they differ only where duplicate names were made unique: ``COG8-1`` has symbol ``COG8``).
@@ -66,6 +68,12 @@ def _with_symbols(de: pd.DataFrame, data: Any) -> pd.DataFrame:
     out = de.copy()
     out.insert(0, "symbol", symbols)
     return out
+
+
+def label_set_column(name: str) -> str:
+    """The obs column of label set ``name`` in the export (``labels_<name>``; ``/``, which
+    HDF5 reads as a group, becomes ``_``)."""
+    return "labels_" + name.replace("/", "_")
 
 
 def build_mudata(
@@ -135,6 +143,11 @@ def build_mudata(
     mdata.obs["cell_type_auto"] = pd.Categorical(
         types.astype(str).to_numpy(), categories=[str(c) for c in types.cat.categories]
     )
+    for s in service.label_sets.sets(pair, data.n_cells):  # the workspace's label sets
+        labels = s.series(obs_names)
+        mdata.obs[label_set_column(s.name)] = pd.Categorical(
+            labels.astype(str).to_numpy(), categories=[str(c) for c in labels.cat.categories]
+        )
     mdata.obsm["X_totalvi"] = np.asarray(service.latent(pair), dtype=np.float32)
     mdata.obsm["X_umap"] = service.umap(pair).to_numpy(np.float32)
     mdata.uns["totalvi_explorer"] = json.dumps(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dashboard.backend.annotation import is_label_set
 from dashboard.backend.metrics import (
     CALIBRATION_CELLS,
     CALIBRATION_SAMPLES,
@@ -108,6 +109,11 @@ class ModelCard(CachedQueries):
         raw data).
         """
         cell_types = self.annotation.cell_types
+        if labels_key and is_label_set(labels_key):
+            chosen = self.annotation.label_set(pair, labels_key)
+            return cell_types(
+                pair, labels_key=labels_key
+            ), f"the label set “{chosen.name}” (chosen)"
         if labels_key:
             return cell_types(pair, labels_key=labels_key), f"obs column '{labels_key}' (chosen)"
         data = self.registry.dataset(pair)

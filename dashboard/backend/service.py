@@ -46,6 +46,7 @@ from dashboard.backend.expression import Expression
 from dashboard.backend.gene_sets import GeneSetScores
 from dashboard.backend.integration import Integration
 from dashboard.backend.jobs import JobRegistry, JobRunner
+from dashboard.backend.label_sets import LabelSets
 from dashboard.backend.model_card import ModelCard
 from dashboard.backend.names import CellTypeNames
 from dashboard.backend.preparation import precompute
@@ -86,6 +87,7 @@ class AnalysisService:
         )
         self.blocks = BlockStore(self.cache, s.blocks_dir)
         self.type_names = CellTypeNames(s.names_dir)
+        self.label_sets = LabelSets(s.names_dir)
         records = JobRegistry(
             s.jobs_dir, max_age=s.job_record_max_age, max_count=s.job_record_max_count
         )
@@ -106,6 +108,7 @@ class AnalysisService:
             embeddings=self.embeddings,
             expression=self.expression,
             type_names=self.type_names,
+            label_sets=self.label_sets,
         )
         self.differential = Differential(self.results, r, s, self.annotation)
         self.card = ModelCard(self.results, r, s, self.annotation)
@@ -145,6 +148,8 @@ class AnalysisService:
         self.cell_type_names = self.annotation.cell_type_names
         self.rename_cell_type = self.annotation.rename_cell_type
         self.reset_cell_type_names = self.annotation.reset_cell_type_names
+        self.label_set = self.annotation.label_set
+        self.label_set_snapshot = self.annotation.label_set_snapshot
         self.denoised_rna = self.expression.denoised_rna
         self.denoised_rna_manifest = self.expression.denoised_rna_manifest
         self.denoised_rna_key = self.expression.denoised_rna_key

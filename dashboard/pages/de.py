@@ -17,6 +17,7 @@ from dashboard.views.cells import cell_type_choices, group_name
 from dashboard.views.colours import ColorSpec, feature_of
 from dashboard.views.errors import BackendError, NotReady
 from dashboard.views.features import feature_catalog
+from dashboard.views.label_sets import compare_entries
 from dashboard.views.links import initial_color, link_state
 from dashboard.views.state import active
 from dashboard.views.values import is_minified
@@ -251,6 +252,7 @@ def group_options(saved: dict | None, value: str | None) -> list[dict[str, str]]
         {"label": f"{name} ({n:,} cells)", "value": f"type:{t}"}
         for t, name, n in cell_type_choices(service, pair)
     ]
+    options += compare_entries(service, pair)  # each category of the user's label sets
     for name, item in ((saved or {}).get(pair.dataset.id) or {}).items():
         options.append(
             {
@@ -286,13 +288,15 @@ def start_de(
         return _jobs.started(None, components.JobView())
     try:
         controls = dv.de_controls(active()[0], _chosen(delta, fdr, samples, correction))
+        labels_key = dv.group_labels_key(*active(), group)
     except BackendError as err:
         return _jobs.started(None, components.refused_view(err))
     store, view = _jobs.start(
-        lambda: dv.submit_group(*active(), group, saved, controls),
+        lambda: dv.submit_group(*active(), group, saved, controls, labels_key),
         LABEL,
         group=group,
         controls=controls.to_dict(),
+        labels_key=labels_key,
     )
     return _jobs.started(store, view)
 
@@ -306,7 +310,8 @@ def de_table(ready: dict | None, modality: str, saved: dict | None) -> Any:
     service, pair = active()
     group = str((ready or {}).get("group") or "")
     controls = dv.de_controls(service, (ready or {}).get("controls"))
-    return dv.group_table(service, pair, group, modality, saved, controls)
+    labels_key = (ready or {}).get("labels_key")
+    return dv.group_table(service, pair, group, modality, saved, controls, labels_key)
 
 
 def _trust(service: Any, pair: Any, group: str) -> Any:

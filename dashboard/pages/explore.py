@@ -26,7 +26,7 @@ from dash import (
 )
 
 from dashboard import components, figures, ids
-from dashboard.pages import _cells, _decode, _gene_sets, _jobs
+from dashboard.pages import _annotations, _cells, _decode, _gene_sets, _jobs, _linked
 from dashboard.pages import _shared as sh
 from dashboard.views.cells import (
     cell_type_choices,
@@ -65,6 +65,8 @@ sh.register_page(__name__, "/", "Explore")
 LINKED_KINDS = [
     {"label": "Protein vs protein", "value": "proteins"},
     {"label": "Raw vs denoised", "value": "raw_denoised"},
+    {"label": "Embedding", "value": "embedding"},
+    {"label": "Two-feature blend", "value": "blend"},
 ]
 SAVED_CHIP = "explore-saved-chip"
 SAVED_DELETE = "explore-saved-delete"
@@ -73,7 +75,7 @@ RENAME_NAME = "explore-rename-name"
 RENAME_APPLY = "explore-rename-apply"
 RENAME_RESET = "explore-rename-reset"
 RENAME_STATUS = "explore-rename-status"
-TYPE_NAMES_STORE = "explore-type-names"  # {type id: shown name}; changes after a rename
+TYPE_NAMES_STORE = ids.EXPLORE_TYPE_NAMES  # {type id: shown name}; changes after a rename
 #: How the job panel names the compare job ("Comparison failed: ...").
 COMPARE_LABEL = "Comparison"
 
@@ -168,6 +170,13 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                             components.segmented(
                                 ids.EXPLORE_LINKED_LAYER, linked_choices(), "denoised"
                             ),
+                            *_linked.controls(
+                                service,
+                                pair,
+                                catalog,
+                                x0 and f"protein:{x0}",
+                                y0 and f"protein:{y0}",
+                            ),
                         ],
                     ),
                 ],
@@ -236,6 +245,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                 "proteins between two groups of cells. Click a row to colour the cells by it. "
                 + DE_PROTEIN_SCALE,
             ),
+            _annotations.card(service, pair),
             _gene_sets.card(spec.feature),
             components.page_state_store(link_state(query, service, pair)),
         ],
@@ -308,7 +318,9 @@ def _selected(selection: dict | None, page_state: dict | None, n_cells: int, ini
 
 
 start_decode, poll_decode = _decode.register(ids.EXPLORE_DECODE)
+linked_callbacks = _linked.register()  # the Embedding and Two-feature blend controls
 gene_set_callbacks = _gene_sets.register()  # the Gene sets card
+annotation_edit = _annotations.register()  # the Annotations card (label sets)
 
 
 @callback(
@@ -340,6 +352,8 @@ def build_umap(
     *sh.props_of(Input, "value", ids.EXPLORE_LINKED_Y, ids.EXPLORE_LINKED_LAYER),
     *sh.values_of(ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
     *sh.data_of(ids.SELECTION_STORE, ids.PAGE_STATE, ids.EXPLORE_DECODE.ready, dep=State),
+    *sh.props_of(Input, "value", ids.EXPLORE_LINKED_LAYOUT, ids.EXPLORE_LINKED_COLOR),
+    *sh.props_of(Input, "value", ids.EXPLORE_LINKED_A, ids.EXPLORE_LINKED_B),
 )
 @sh.figure_or_error
 def build_linked(
@@ -352,9 +366,28 @@ def build_linked(
     selection: dict | None,
     page_state: dict | None,
     decoded: dict | None = None,
+    layout: str | None = None,
+    own_color: str | None = None,
+    a: str | None = None,
+    b: str | None = None,
 ) -> Any:
-    """The linked scatter (protein vs protein, or raw vs denoised of one protein)."""
+    """The linked scatter (protein vs protein, raw vs denoised of one protein, a layout
+    of the cells, or the UMAP coloured by a blend of two features)."""
     service, pair = active()
+    if kind in _linked.KINDS:
+        cells = _selected(selection, page_state, service.dataset(pair).n_cells, False)
+        return _linked.linked_figure(
+            service,
+            pair,
+            kind,
+            layout=layout,
+            color=own_color,
+            a=a,
+            b=b,
+            layer=linked_layer,
+            page_spec=_decode.decoded_spec(feature, layer, decoded),
+            selected=cells,
+        )
     view = linked_view(kind, x, y, linked_layer)
     xv, yv, axes, title = linked_values(service, pair, view)
     spec = _decode.decoded_spec(feature, layer, decoded)
@@ -389,6 +422,7 @@ def linked_controls(kind: str) -> tuple[bool, str]:
 @callback(
     *sh.recolor_io([ids.EXPLORE_UMAP, ids.EXPLORE_LINKED], ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
     Input(ids.EXPLORE_DECODE.ready, "data"),
+    *sh.props_of(State, "value", ids.EXPLORE_LINKED_KIND, ids.EXPLORE_LINKED_COLOR),
     prevent_initial_call=True,
 )
 def recolor(
@@ -396,15 +430,20 @@ def recolor(
     layer: str | None,
     color_state: dict | None,
     decoded: dict | None = None,
+    linked_kind: str | None = None,
+    linked_color: str | None = None,
 ) -> tuple:
     """Recolour both views by a new choice (or a finished "Decode in" job): a marker
-    ``Patch`` each, nothing else."""
+    ``Patch`` each, nothing else (none for a linked view with colours of its own: a blend,
+    an embedding coloured by another feature)."""
     batch = _decode.decoded_batch(decoded)
     spec, options, new_layer = sh.color_choice(feature, layer, color_state, batch)
     if spec is None:  # the shared colouring already, e.g. the controls just mounted
         return no_update, no_update, no_update, options, new_layer
     service, pair = active()
     patch, linked = _cells.recolor_patches(service, pair, spec)
+    if not _linked.follows_page(linked_kind, linked_color):
+        linked = no_update
     return patch, linked, spec.to_state(), options, new_layer
 
 
@@ -636,13 +675,20 @@ _RENAME_OUTPUTS = (
 )
 
 
-def _after_rename(feature: str | None, layer: str | None, note: str) -> tuple:
-    """Both views patched to the new names (legend, on-data labels, hover), the rename
-    dropdown, a cleared name box, a one-line note and the names store."""
+def _after_rename(
+    feature: str | None, layer: str | None, note: str, linked: tuple = (None, None)
+) -> tuple:
+    """Both views patched to the new names (legend, on-data labels, hover; a linked view
+    with colours of its own, ``linked`` = its kind and colouring: its hover only), the
+    rename dropdown, a cleared name box, a one-line note and the names store."""
     service, pair = active()
     spec = ColorSpec.from_state({"feature": feature, "layer": layer})
+    umap, linked_patch = _cells.recolor_patches(service, pair, spec, hover=True)
+    if not _linked.follows_page(*linked):
+        linked_patch = _linked.hover_patch(service, pair)
     return (
-        *_cells.recolor_patches(service, pair, spec, hover=True),
+        umap,
+        linked_patch,
         type_options(service, pair),
         "",
         components.alert(note, kind="success"),
@@ -654,6 +700,7 @@ def _after_rename(feature: str | None, layer: str | None, note: str) -> tuple:
     *_RENAME_OUTPUTS,
     Input(RENAME_APPLY, "n_clicks"),
     *sh.values_of(RENAME_TYPE, RENAME_NAME, ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
+    *sh.values_of(ids.EXPLORE_LINKED_KIND, ids.EXPLORE_LINKED_COLOR),
     prevent_initial_call=True,
 )
 def rename_type(
@@ -662,6 +709,8 @@ def rename_type(
     name: str | None,
     feature: str | None,
     layer: str | None,
+    linked_kind: str | None = None,
+    linked_color: str | None = None,
 ) -> tuple:
     """Show a cell type under a new name everywhere (kept for this dataset and model)."""
     if not n_clicks:
@@ -675,22 +724,31 @@ def rename_type(
         names = service.rename_cell_type(pair, type_id, name or "")
     except BackendError as err:
         return (*(no_update,) * 4, components.alert(str(err), kind="warning"), no_update)
-    return _after_rename(feature, layer, f"“{old}” is now “{names[type_id]}”.")
+    note = f"“{old}” is now “{names[type_id]}”."
+    return _after_rename(feature, layer, note, (linked_kind, linked_color))
 
 
 @callback(
     *_RENAME_OUTPUTS,
     Input(RENAME_RESET, "n_clicks"),
     *sh.values_of(ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
+    *sh.values_of(ids.EXPLORE_LINKED_KIND, ids.EXPLORE_LINKED_COLOR),
     prevent_initial_call=True,
 )
-def reset_type_names(n_clicks: int | None, feature: str | None, layer: str | None) -> tuple:
+def reset_type_names(
+    n_clicks: int | None,
+    feature: str | None,
+    layer: str | None,
+    linked_kind: str | None = None,
+    linked_color: str | None = None,
+) -> tuple:
     """Every cell type under its automatic name again."""
     if not n_clicks:
         return (no_update,) * 6
     service, pair = active()
     service.reset_cell_type_names(pair)
-    return _after_rename(feature, layer, "Cell types show their automatic names again.")
+    note = "Cell types show their automatic names again."
+    return _after_rename(feature, layer, note, (linked_kind, linked_color))
 
 
 # --------------------------------------------------------------------------- compare

@@ -31,6 +31,7 @@ from dashboard.views.features import (
     search_features,
     with_current,
 )
+from dashboard.views.label_sets import grouping_choices
 from dashboard.views.links import initial_color, link_state
 from dashboard.views.qc import predictive_check
 from dashboard.views.state import active
@@ -132,13 +133,23 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                     if is_minified(service, pair)
                     else ""
                 ),
-                controls=dcc.Dropdown(
-                    id=ids.LOOKUP_FEATURES,
-                    options=with_current([], catalog, dot_features),
-                    value=dot_features,
-                    multi=True,
-                    placeholder="Add genes or proteins…",
-                ),
+                controls=[
+                    dcc.Dropdown(
+                        id=ids.LOOKUP_FEATURES,
+                        options=with_current([], catalog, dot_features),
+                        value=dot_features,
+                        multi=True,
+                        placeholder="Add genes or proteins…",
+                    ),
+                    dcc.Dropdown(
+                        id=ids.LOOKUP_DOT_GROUPING,
+                        options=grouping_choices(service, pair),
+                        value="",
+                        clearable=False,
+                        className="dropdown-small",
+                        placeholder="Rows: cell types",
+                    ),
+                ],
             ),
             components.page_state_store(link_state(query, service, pair)),
         ],
@@ -307,12 +318,14 @@ def add_to_dotplot(feature: str | None, features: list | None, options: list | N
 @callback(
     Output(ids.LOOKUP_DOTPLOT, "figure"),
     Input(ids.LOOKUP_FEATURES, "value"),
+    Input(ids.LOOKUP_DOT_GROUPING, "value"),
 )
 @sh.figure_or_error
-def update_dotplot(features: list | None) -> Any:
-    """Dot plot of the chosen features across cell types."""
+def update_dotplot(features: list | None, grouping: str | None = None) -> Any:
+    """Dot plot of the chosen features across cell types (or the groups of an obs column
+    or a label set)."""
     if not features:
         return figures.empty_figure("Add genes or proteins to compare across cell types")
     service, pair = active()
-    mean, frac = dotplot_tables(service, pair, list(features))
-    return figures.dotplot_figure(mean, frac, title=dotplot_title(service, pair))
+    mean, frac = dotplot_tables(service, pair, list(features), grouping=grouping)
+    return figures.dotplot_figure(mean, frac, title=dotplot_title(service, pair, grouping))

@@ -26,6 +26,7 @@ from dashboard import components, figures, ids
 from dashboard.pages import _integration, _jobs
 from dashboard.pages import _shared as sh
 from dashboard.views.errors import BackendError
+from dashboard.views.label_sets import grouping_choices, grouping_key
 from dashboard.views.metrics import (
     CALIBRATION_CELLS,
     CALIBRATION_SAMPLES,
@@ -34,6 +35,7 @@ from dashboard.views.metrics import (
     PROTEIN_SCALES,
     WHY_SCALES_DIFFER,
     card_text,
+    checked_labels_key,
     compare_summary,
     compare_tables,
     cv_advice,
@@ -154,6 +156,16 @@ def layout(model: Any = None, **_: Any) -> html.Div:
                 "Model-card metrics",
                 [
                     scale_choice(service, pair),
+                    components.dropdown_field(
+                        "DE metric groups",
+                        ids.METRICS_GROUPING,
+                        options=grouping_choices(service, pair),
+                        value="",
+                        clearable=False,
+                        class_name="field-mid",
+                        hint="The groups whose model DE is checked against the raw counts': "
+                        "the cell types, an obs column or one of your label sets.",
+                    ),
                     components.job_panel(ids.METRICS_JOB, retry="Compute again", compact=True),
                     dcc.Loading(
                         html.Div(
@@ -320,17 +332,22 @@ def _vs_card(
 @callback(
     *_jobs.start_outputs(ids.METRICS_JOB, ids.METRICS_READY_STORE, retry=True),
     Input(ids.METRICS_RETRY, "n_clicks"),
+    Input(ids.METRICS_GROUPING, "value"),
 )
-def start_metrics(_n: int | None) -> tuple:
-    """Ask for the metrics: cached ones render at once, else a job runs with progress:
+def start_metrics(_n: int | None, grouping: str | None = None) -> tuple:
+    """Ask for the metrics (the DE metric over ``grouping``: cell types, an obs column or
+    a label set): cached ones render at once, else a job runs with progress:
     ``(job store, poll off, ready, progress, Cancel off, Compute again hidden)``."""
     try:
         service, pair = active()
         if is_minified(service, pair):  # no counts: the layout shows the card's tables
             return _jobs.started(None, components.JobView(), retry=True)
+        labels_key = grouping_key(service, pair, grouping)
     except BackendError as err:
         return _jobs.started(None, components.refused_view(err), retry=True)
-    store, view = _jobs.start(lambda: submit_metrics(service, pair), LABEL)
+    store, view = _jobs.start(
+        lambda: submit_metrics(service, pair, labels_key=labels_key), LABEL, labels_key=labels_key
+    )
     return _jobs.started(store, view, retry=True)
 
 
@@ -341,7 +358,11 @@ _integration.register()  # the "Integration (scib-metrics)" section's callbacks
 
 
 def metrics_sections(
-    service: AnalysisService, pair: Pair, *, protein_scale: str | None = None
+    service: AnalysisService,
+    pair: Pair,
+    *,
+    protein_scale: str | None = None,
+    labels_key: str | None = None,
 ) -> list[Any]:
     """Tables and plots of the card metrics (from the cache) from protein samples on
     ``protein_scale``, each beside the model card's when the model folder has one, then the
@@ -352,7 +373,7 @@ def metrics_sections(
         return minified_sections(card)
     scale = service.protein_scale(protein_scale)
     # cell types under their shown names
-    result = service.shown_metrics(pair, protein_scale=scale)
+    result = service.shown_metrics(pair, protein_scale=scale, labels_key=labels_key)
     points = result.gene_cv_points
     sections: list[Any] = [
         html.P(
@@ -564,6 +585,7 @@ def render_metrics(ready: dict | None, scale: str | None = None) -> Any:
         )
     try:
         service, pair = active()
-        return metrics_sections(service, pair, protein_scale=scale)
+        labels_key = checked_labels_key(service, pair, ready.get("labels_key"))
+        return metrics_sections(service, pair, protein_scale=scale, labels_key=labels_key)
     except BackendError as err:
         return components.alert(str(err), kind="warning")

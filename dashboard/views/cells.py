@@ -34,6 +34,7 @@ from dashboard.backend.sampling import MIN_PER_GROUP, region_mask, stratified_su
 from dashboard.url_state import decode_selection, encode_selection
 from dashboard.views.colours import ColorSpec, category_codes, feature_values, layer_title
 from dashboard.views.features import feature_catalog
+from dashboard.views.layouts import OURS, layout_xy
 from dashboard.views.state import active
 from dashboard.views.values import is_minified
 
@@ -45,7 +46,10 @@ if TYPE_CHECKING:
 #: Most vertices a lasso may have (longer ones are refused as malformed).
 MAX_VERTICES = 5000
 VIEWS = ("umap", "linked")
-LINKED_KINDS = ("proteins", "raw_denoised")
+#: The linked view's kinds: protein vs protein, raw vs denoised of one protein, a layout
+#: (ours or the file's own, :mod:`dashboard.views.layouts`) and a two-feature blend on
+#: the latent UMAP (:mod:`dashboard.views.blend`).
+LINKED_KINDS = ("proteins", "raw_denoised", "embedding", "blend")
 #: Most categories a legend lists (the rest are counted in one line).
 MAX_LEGEND_ITEMS = 200
 
@@ -111,8 +115,10 @@ def view_xy(
     service: AnalysisService, pair: Pair, view: Mapping[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
     """x and y of every cell in a view (``{"view": "umap"}`` or a linked view's spec)."""
-    if view.get("view") == "umap":
+    if view.get("view") == "umap" or view.get("kind") == "blend":
         return umap_xy(service, pair)
+    if view.get("kind") == "embedding":
+        return layout_xy(service, pair, view.get("layout"))
     x = str(view.get("x") or "")
     layer = str(view.get("layer") or "denoised")
     if view.get("kind") == "raw_denoised":
@@ -131,11 +137,17 @@ def umap_xy(service: AnalysisService, pair: Pair) -> tuple[np.ndarray, np.ndarra
     return xy["UMAP1"].to_numpy(), xy["UMAP2"].to_numpy()
 
 
-def linked_view(kind: str, x: str | None, y: str | None, layer: str | None) -> dict[str, Any]:
+def linked_view(
+    kind: str, x: str | None, y: str | None, layer: str | None, *, layout: str | None = None
+) -> dict[str, Any]:
     """The spec of Explore's linked view: protein ``x`` vs ``y`` (default: ``x``) in
     ``layer`` (default: denoised), or raw vs denoised of ``x`` (``kind``
-    ``"raw_denoised"``)."""
-    return {"view": "linked", "kind": kind, "x": x, "y": y or x, "layer": layer or "denoised"}
+    ``"raw_denoised"``); kind ``"embedding"`` also names its ``layout`` (default: ours);
+    for ``"blend"`` ``x`` and ``y`` are its two features (the cells sit on the UMAP)."""
+    view = {"view": "linked", "kind": kind, "x": x, "y": y or x, "layer": layer or "denoised"}
+    if kind == "embedding":
+        view["layout"] = layout or OURS
+    return view
 
 
 def linked_values(
@@ -195,7 +207,7 @@ def clean_region(region: Any) -> dict[str, Any]:
             msg = f"the selection's linked view kind {kind!r} is unknown"
             raise InvalidSelection(msg)
         out["kind"] = kind
-        for key in ("x", "y", "layer"):
+        for key in ("x", "y", "layer", "layout"):
             if region.get(key) is not None:
                 out[key] = str(region[key])
     lasso, box = region.get("lasso"), region.get("box")
@@ -354,10 +366,16 @@ def cell_type_choices(service: AnalysisService, pair: Pair) -> list[tuple[str, s
 
 def group_name(service: AnalysisService, pair: Pair, value: str) -> str:
     """Display name of a group choice: a cell type's shown name (``type:<id>``), a saved
-    selection's name (``saved:<name>``)."""
+    selection's name (``saved:<name>``), a label set's category (``lab:[set, category]``)."""
     kind, _, name = str(value).partition(":")
     if kind == "type":
         return service.cell_type_names(pair).get(name, name)
+    if kind == "lab":  # a category of a label set: "Lineage: T cells"
+        try:
+            set_name, category = json.loads(name)
+            return f"{set_name}: {category}"
+        except (ValueError, TypeError):
+            return "label-set group"
     return name or str(value)
 
 

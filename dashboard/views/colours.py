@@ -20,6 +20,7 @@ from dashboard.backend.denoise import ALL_BATCHES
 from dashboard.backend.errors import InvalidSelection
 from dashboard.views.features import OBS_BUILTINS, feature_catalog
 from dashboard.views.integration import MIXING_FEATURE, MIXING_NOTE, MIXING_TITLE
+from dashboard.views.label_sets import COLUMN_PREFIX, is_set_column
 from dashboard.views.scores import SCORES
 from dashboard.views.values import (
     NO_COUNTS_NOTE,
@@ -294,6 +295,8 @@ def color_label(service: AnalysisService, pair: Pair, spec: ColorSpec) -> str:
     if spec.kind == "obs":
         if spec.feature == MIXING_FEATURE:
             return MIXING_TITLE
+        if is_set_column(spec.name):
+            return f"{spec.name[len(COLUMN_PREFIX) :]} (label set)"
         return OBS_BUILTINS.get(spec.name, spec.name)
     if spec.kind in SCORES:
         return SCORES[spec.kind].title(spec.feature)

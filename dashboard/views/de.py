@@ -12,9 +12,16 @@ import pandas as pd
 
 from dashboard.backend.de import DE_PRESETS, DEControls
 from dashboard.backend.errors import BackendError, InvalidSelection
+from dashboard.backend.label_sets import SNAPSHOT_PREFIX
 from dashboard.backend.names import display_name
 from dashboard.views.cells import cell_type_choices, group_name, groups_from_selection_stores
 from dashboard.views.features import FeatureCatalog, feature_catalog
+from dashboard.views.label_sets import (
+    COMPARE_PREFIX,
+    compare_entries,
+    label_group,
+    resolve_compare,
+)
 from model.differential import PROTEIN_SUFFIX
 from model.protein_scale import DE_PROTEIN_SCALE
 
@@ -111,8 +118,8 @@ def feature_key_from_click(click: Mapping[str, Any] | None) -> str | None:
 def compare_choices(
     service: AnalysisService, pair: Pair, selection: dict | None, saved: dict | None
 ) -> tuple[list, list]:
-    """Options of the two compare dropdowns: the selection, saved selections, cell types
-    (and "all other cells" for the second)."""
+    """Options of the two compare dropdowns: the selection, saved selections, cell types,
+    the categories of the user's label sets (and "all other cells" for the second)."""
     n = service.dataset(pair).n_cells
     groups = groups_from_selection_stores(selection, saved, pair.dataset.id, n)
     first = []
@@ -132,6 +139,7 @@ def compare_choices(
         {"label": f"{name} ({n:,})", "value": f"type:{t}"}
         for t, name, n in cell_type_choices(service, pair)
     ]
+    first += compare_entries(service, pair)  # each category of the user's label sets
     second = [{"label": "All other cells", "value": "__rest__"}, *first]
     return first, second
 
@@ -152,6 +160,8 @@ def resolve_group(
         types = service.cell_types(pair).astype(str).to_numpy()
         cells = [int(i) for i in (types == type_id).nonzero()[0]]
         return cells, group_name(service, pair, value)
+    if value.startswith(COMPARE_PREFIX):  # a category of a label set
+        return resolve_compare(service, pair, value)
     groups = groups_from_selection_stores(selection, saved, pair.dataset.id, n)
     if value not in groups:
         msg = "that selection is gone; select cells or pick another group"
@@ -222,16 +232,37 @@ def submit_group(
     group: str,
     saved: Mapping[str, Any] | None,
     controls: DEControls | None = None,
+    labels_key: str | None = None,
 ) -> str:
-    """Start (or find cached) the DE job of a group (a cell type vs the rest, or a saved
-    selection vs the rest) with the user's ``controls``; returns the job id."""
-    options = {} if controls is None else {"controls": controls.to_dict()}
+    """Start (or find cached) the DE job of a group (a cell type vs the rest, a saved
+    selection vs the rest, or a category of a label set vs the rest: ``labels_key``, its
+    :func:`group_labels_key`) with the user's ``controls``; returns the job id."""
+    options: dict[str, Any] = {} if controls is None else {"controls": controls.to_dict()}
     if group.startswith("saved:"):
         cells = _saved_cells(service, pair, group, saved)
         return service.submit(
             "de_groups", pair, idx1=cells, name1=group.split(":", 1)[1], **options
         )
+    if labels_key is not None:
+        options["labels_key"] = _snapshot(labels_key)
     return service.submit("de_one_vs_rest", pair, **options)
+
+
+def group_labels_key(service: AnalysisService, pair: Pair, group: str) -> str | None:
+    """The snapshot key of the label set a ``lab:`` group is a category of (what its
+    one-vs-rest job groups cells by); ``None`` for other groups."""
+    if not group.startswith(COMPARE_PREFIX):
+        return None
+    set_name = label_group(group)[0]
+    return service.label_set_snapshot(pair, set_name)
+
+
+def _snapshot(labels_key: Any) -> str:
+    """A label-set snapshot key from a page's store, checked (forged: one line)."""
+    if not isinstance(labels_key, str) or not labels_key.startswith(SNAPSHOT_PREFIX):
+        msg = "that label-set group is not one of the listed ones"
+        raise InvalidSelection(msg)
+    return labels_key
 
 
 def group_table(
@@ -241,15 +272,20 @@ def group_table(
     modality: str,
     saved: Mapping[str, Any] | None,
     controls: DEControls | None = None,
+    labels_key: str | None = None,
 ) -> pd.DataFrame:
     """The DE table of a group whose job is done (a cache hit), of one ``modality``
-    (``rna``, ``protein``; else both), with the user's ``controls``."""
+    (``rna``, ``protein``; else both), with the user's ``controls`` (and, for a category
+    of a label set, the ``labels_key`` its job ran with)."""
     catalog = feature_catalog(service, pair)
-    options = {} if controls is None else {"controls": controls.to_dict()}
+    options: dict[str, Any] = {} if controls is None else {"controls": controls.to_dict()}
     if group.startswith("saved:"):
         cells = _saved_cells(service, pair, group, saved)
         de = service.de_groups(pair, cells, name1=group.split(":", 1)[1], **options)
         table = de_display_table(de, catalog=catalog)
+    elif group.startswith(COMPARE_PREFIX):
+        de = service.de_one_vs_rest(pair, labels_key=_snapshot(labels_key), **options)
+        table = de_display_table(de, group=label_group(group)[1], catalog=catalog)
     else:
         table = de_display_table(
             service.de_one_vs_rest(pair, **options),

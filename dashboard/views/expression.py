@@ -12,6 +12,7 @@ import pandas as pd
 from dashboard.backend.errors import BackendError, InvalidSelection
 from dashboard.views.colours import ColorSpec, feature_values
 from dashboard.views.features import feature_catalog
+from dashboard.views.label_sets import grouping_labels, grouping_name
 from dashboard.views.values import gene_counts, protein_foreground
 from model.protein_scale import SCALE_SHORT
 
@@ -56,12 +57,19 @@ def violin_frame(
 
 
 def dotplot_tables(
-    service: AnalysisService, pair: Pair, features: Sequence[str], *, layer: str = "denoised"
+    service: AnalysisService,
+    pair: Pair,
+    features: Sequence[str],
+    *,
+    layer: str = "denoised",
+    grouping: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per cell type: mean value (``layer``, log1p) and fraction of cells with a raw count
-    above zero, for each feature (columns named by display name). Minified data has no
-    counts: its genes' fractions are NaN (unknown)."""
-    types = service.shown_cell_types(pair)
+    """Per cell type (or group of ``grouping``, a
+    :func:`~dashboard.views.label_sets.grouping_choices` value: an obs column or a label
+    set): mean value (``layer``, log1p) and fraction of cells with a raw count above zero,
+    for each feature (columns named by display name). Minified data has no counts: its
+    genes' fractions are NaN (unknown)."""
+    types = grouping_labels(service, pair, grouping)
     order = [str(c) for c in types.cat.categories]
     labels = types.astype(str).to_numpy()
     data = service.dataset(pair)
@@ -88,10 +96,12 @@ def dotplot_tables(
     return pd.DataFrame(means, index=order), pd.DataFrame(fracs, index=order)
 
 
-def dotplot_title(service: AnalysisService, pair: Pair) -> str:
-    """The dot plot's title: what its colour is, and the scale of denoised proteins."""
+def dotplot_title(service: AnalysisService, pair: Pair, grouping: str | None = None) -> str:
+    """The dot plot's title: what its colour is, what groups its rows, and the scale of
+    denoised proteins."""
+    rows = "cell type" if not grouping else f"group of {grouping_name(service, pair, grouping)}"
     return (
-        "Mean denoised value (log1p) per cell type, scaled per feature; denoised proteins: "
+        f"Mean denoised value (log1p) per {rows}, scaled per feature; denoised proteins: "
         f"{SCALE_SHORT[service.protein_scale()]}"
     )
 

@@ -15,6 +15,7 @@ import pandas as pd
 from dashboard.backend.names import display_name, short_protein_name, short_protein_names
 from dashboard.views.gene_set_keys import SET_KIND, set_known, set_label
 from dashboard.views.integration import with_batch_mixing
+from dashboard.views.label_sets import with_label_sets
 from dashboard.views.qc import QC_KIND, qc_entries
 
 if TYPE_CHECKING:
@@ -103,8 +104,10 @@ _catalog_lock = threading.Lock()
 def feature_catalog(service: AnalysisService, pair: Pair) -> FeatureCatalog:
     """The pair's :class:`FeatureCatalog` (memoised per dataset), with the per-cell batch
     mixing among the annotations once the integration scorecard has computed it
-    (:func:`~dashboard.views.integration.with_batch_mixing`)."""
-    return with_batch_mixing(service, pair, _dataset_catalog(service, pair))
+    (:func:`~dashboard.views.integration.with_batch_mixing`) and the current workspace's
+    label sets (:func:`~dashboard.views.label_sets.with_label_sets`)."""
+    catalog = with_batch_mixing(service, pair, _dataset_catalog(service, pair))
+    return with_label_sets(service, pair, catalog)
 
 
 def _dataset_catalog(service: AnalysisService, pair: Pair) -> FeatureCatalog:

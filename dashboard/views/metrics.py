@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dashboard.backend.card import compare_summary, compare_tables
+from dashboard.backend.errors import InvalidSelection
+from dashboard.backend.label_sets import SNAPSHOT_PREFIX
 from dashboard.backend.metrics import (
     CALIBRATION_CELLS,
     CALIBRATION_SAMPLES,
@@ -72,15 +74,30 @@ def card_text(card: HubCard) -> dict[str, str]:
     }
 
 
-def submit_metrics(service: AnalysisService, pair: Pair) -> str:
+def submit_metrics(service: AnalysisService, pair: Pair, *, labels_key: str | None = None) -> str:
     """Submit the job computing the card metrics (tables of both protein scales, the CV
-    points behind the plots and the calibration)."""
+    points behind the plots and the calibration), the DE metric over ``labels_key``'s
+    groups (:func:`~dashboard.views.label_sets.grouping_key`; ``None``: the default)."""
 
     def run(ctx: JobContext) -> None:
         ctx.check()
-        service.metrics(pair, progress=ctx.progress)
+        service.metrics(pair, labels_key=labels_key, progress=ctx.progress)
 
-    return service.submit_local("metrics_page", run, params={"pair": pair.to_dict()})
+    params = {"pair": pair.to_dict(), "labels_key": labels_key}
+    return service.submit_local("metrics_page", run, params=params)
+
+
+def checked_labels_key(service: AnalysisService, pair: Pair, key: Any) -> str | None:
+    """A metrics job's ``labels_key`` read back from the page's store: ``None``, a label
+    set snapshot or a label-like obs column (anything else is refused in one line)."""
+    if key is None:
+        return None
+    if isinstance(key, str) and (
+        key.startswith(SNAPSHOT_PREFIX) or key in service.label_columns(pair)
+    ):
+        return key
+    msg = "those metric groups are not one of the listed ones; choose again"
+    raise InvalidSelection(msg)
 
 
 def history_note(history: Any) -> str:

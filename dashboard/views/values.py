@@ -21,6 +21,7 @@ import scipy.sparse as sp
 
 from dashboard.backend.errors import InvalidSelection
 from dashboard.views.integration import MIXING_COLUMN, batch_mixing_values
+from dashboard.views.label_sets import is_set_column, label_set_labels
 
 if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
@@ -236,7 +237,8 @@ def protein_foreground(service: AnalysisService, pair: Pair, protein: str) -> np
 
 
 def obs_labels(service: AnalysisService, pair: Pair, column: str) -> pd.Series:
-    """A per-cell annotation: cell type, Leiden cluster, batch or any obs column."""
+    """A per-cell annotation: cell type, Leiden cluster, batch, a label set
+    (``labels:<name>``) or any obs column."""
     data = _dataset(service, pair)
     if column == "cell_type":
         return service.shown_cell_types(pair)
@@ -249,6 +251,8 @@ def obs_labels(service: AnalysisService, pair: Pair, column: str) -> pd.Series:
         )
     if column == MIXING_COLUMN:  # the integration scorecard's per-cell batch mixing
         return batch_mixing_values(service, pair)
+    if is_set_column(column):  # a label set of the user's workspace
+        return label_set_labels(service, pair, column)
     if column not in data.obs.columns:
         msg = f"no cell annotation {column!r}; choose one of {list(data.obs.columns)}"
         raise InvalidSelection(msg)

@@ -104,6 +104,7 @@ def fake(data: CiteSeqData) -> tuple[Any, Any]:
         protein_scale=lambda _scale=None: "measured",
         model=lambda _pair: SimpleNamespace(protein_efficiency=lambda: None),
         has_batch_mixing=lambda _pair: False,  # no integration scorecard computed
+        label_sets=SimpleNamespace(sets=lambda _pair, _n: []),  # no label sets made
     )
     pair = SimpleNamespace(
         dataset=SimpleNamespace(fingerprint=data.fingerprint(), name="dup"),

@@ -219,7 +219,7 @@ def test_recolour_over_http_is_a_small_patch(app) -> None:
     assert len(trace["text"]) == 1500
 
     recolor = dependency(app, "app-color-store.data", "explore-color.value")
-    response = call(app, recolor, ["gene:LYZ", "raw", None], [CELL_TYPE])
+    response = call(app, recolor, ["gene:LYZ", "raw", None], [CELL_TYPE, "proteins", None])
     assert response.status_code == 200
     payload = response.get_json()["response"]
     patch = payload[ids.EXPLORE_UMAP]["figure"]
@@ -234,7 +234,7 @@ def test_recolour_over_http_is_a_small_patch(app) -> None:
 
 def test_a_failing_callback_shows_one_line_and_no_traceback(app) -> None:
     recolor = dependency(app, "app-color-store.data", "explore-color.value")
-    response = call(app, recolor, ["gene:NOT_A_GENE", "raw", None], [CELL_TYPE])
+    response = call(app, recolor, ["gene:NOT_A_GENE", "raw", None], [CELL_TYPE, "proteins", None])
     body = response.get_data()
     assert_no_traceback(body)
     alert = response.get_json()["sideUpdate"][ids.ALERT]["children"]

@@ -178,7 +178,11 @@ def operations(patch: dict) -> dict[tuple, Any]:
 def recolour(env: SimpleNamespace, feature: str, layer: str = "raw") -> dict:
     """The Explore recolour's outputs for ``feature``."""
     return call(
-        env, "app-color-store.data", "explore-color.value", [feature, layer, None], [CELL_TYPE]
+        env,
+        "app-color-store.data",
+        "explore-color.value",
+        [feature, layer, None],
+        [CELL_TYPE, "proteins", None],  # the linked view's kind and colouring
     )["response"]
 
 
@@ -342,7 +346,8 @@ def test_minified_pages_say_the_counts_are_missing(mini) -> None:
     # the linked raw-vs-denoised view says why it is not drawn
     got = call(
         mini, "explore-linked.figure", "explore-linked-kind.value",
-        ["raw_denoised", "ADT_1", "ADT_2", "denoised"], [gene, "raw", None, None, None],
+        ["raw_denoised", "ADT_1", "ADT_2", "denoised", "umap", "same", None, None],
+        [gene, "raw", None, None, None],
     )  # fmt: skip
     assert "Raw counts are not in this file" in json.dumps(got)
     violin = call(mini, "lookup-violin.figure", "lookup-search.value", [gene, None])
