@@ -9,8 +9,6 @@ which the legend and the compare choices listen to, so both show the new categor
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +23,7 @@ from dashboard.views.colours import DEFAULT_FEATURE, ColorSpec, layer_options
 from dashboard.views.errors import BackendError, InvalidSelection, NotReady
 from dashboard.views.features import feature_catalog, with_current
 from dashboard.views.state import active
+from dashboard.views.upload_payload import upload_bytes
 
 #: Largest CSV the card takes (bytes; its base64 must fit a callback body).
 MAX_UPLOAD_BYTES = 20 * 1024**2
@@ -146,23 +145,10 @@ def card(service: Any, pair: Any) -> html.Section:
 
 # ------------------------------------------------------------------------------ actions
 def _csv_upload(contents: Any, filename: Any) -> tuple[bytes, str]:
-    """The bytes and name of an uploaded CSV (``data:...;base64,...``), else one line."""
+    """The bytes and name of an uploaded CSV, else one line."""
     name = str(filename or "the file")[:80]
-    if not isinstance(contents, str) or "," not in contents:
-        msg = f"{name} could not be read (not an upload)"
-        raise InvalidSelection(msg)
-    head, data = contents.split(",", 1)
-    if not head.startswith("data:") or ";base64" not in head:
-        msg = f"{name} could not be read (not an upload)"
-        raise InvalidSelection(msg)
-    if len(data) > (MAX_UPLOAD_BYTES * 4) // 3 + 8:
-        msg = f"{name} is larger than {MAX_UPLOAD_BYTES // 2**20} MB"
-        raise InvalidSelection(msg)
-    try:
-        return base64.b64decode(data, validate=True), name
-    except (binascii.Error, ValueError):
-        msg = f"{name} could not be read (damaged upload)"
-        raise InvalidSelection(msg) from None
+    too_large = f"larger than {MAX_UPLOAD_BYTES // 2**20} MB"
+    return upload_bytes(contents, what=name, max_bytes=MAX_UPLOAD_BYTES, too_large=too_large), name
 
 
 def apply_action(

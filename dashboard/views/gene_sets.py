@@ -14,8 +14,6 @@ set's features of the z-scored (across all cells) log1p denoised value (:data:`S
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from dashboard.backend.errors import InvalidSelection
 from dashboard.backend.gene_sets import MAX_FEATURES
 from dashboard.views.features import feature_catalog
 from dashboard.views.gene_set_keys import MAX_MEMBER, GeneSet, known_set, make_set, set_label
+from dashboard.views.upload_payload import upload_bytes
 from dashboard.views.values import names_list
 
 if TYPE_CHECKING:
@@ -115,24 +114,8 @@ def upload_text(contents: object, filename: object = None) -> str:
     """The text of a ``dcc.Upload`` (``data:<type>;base64,<data>``): at most
     :data:`MAX_TEXT_BYTES`, UTF-8 text (a binary file is refused in one line)."""
     what = f"{str(filename)[:60]!r}" if filename else "the file"
-    if not isinstance(contents, str) or "," not in contents:
-        msg = f"{what} could not be read (not an upload)"
-        raise InvalidSelection(msg)
-    head, data = contents.split(",", 1)
-    if not head.startswith("data:") or ";base64" not in head:
-        msg = f"{what} could not be read (not an upload)"
-        raise InvalidSelection(msg)
-    if len(data) > (MAX_TEXT_BYTES * 4) // 3 + 8:
-        msg = f"{what} is too large for a gene list (at most {MAX_TEXT_BYTES // 1024} kB)"
-        raise InvalidSelection(msg)
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        msg = f"{what} could not be read (damaged upload)"
-        raise InvalidSelection(msg) from None
-    if len(raw) > MAX_TEXT_BYTES:
-        msg = f"{what} is too large for a gene list (at most {MAX_TEXT_BYTES // 1024} kB)"
-        raise InvalidSelection(msg)
+    too_large = f"too large for a gene list (at most {MAX_TEXT_BYTES // 1024} kB)"
+    raw = upload_bytes(contents, what=what, max_bytes=MAX_TEXT_BYTES, too_large=too_large)
     if b"\x00" in raw:
         msg = f"{what} is not a text file: upload one gene per line, or a one-column CSV"
         raise InvalidSelection(msg)
