@@ -192,6 +192,12 @@ class Annotation(CachedQueries):
         self.type_names.rename(pair, str(type_id), name, ids)
         return self.cell_type_names(pair)
 
+    def undo_cell_type_name(self, pair: Pair) -> dict[str, str]:
+        """Undo the last rename (or reset) of the pair's cell types; returns
+        :meth:`cell_type_names` (one line when there is nothing to undo)."""
+        self.type_names.undo(pair)
+        return self.cell_type_names(pair)
+
     def reset_cell_type_names(self, pair: Pair) -> dict[str, str]:
         """Forget the user's names: every type shows its automatic name again."""
         self.type_names.reset(pair)

@@ -35,6 +35,8 @@ PROTEIN_NAME_SUFFIXES = ("_TotalSeqB", "_TotalSeqA", "_TotalSeqC", "_TotalA", "_
 PROTEIN_MARK = " protein"
 #: Longest cell-type name a user may give.
 MAX_TYPE_NAME = 60
+#: Renames (and resets) that can be undone.
+UNDO_RENAMES = 20
 
 
 # ============================================================================ features
@@ -118,7 +120,8 @@ def check_type_name(new: str, type_id: str, shown: Mapping[str, str]) -> str:
 class CellTypeNames:
     """Renamed cell types, one small JSON file per (dataset, model) pair in ``folder``.
 
-    The file holds ``{"dataset": fp, "model": fp, "names": {type id: name}}``; it is
+    The file holds ``{"dataset": fp, "model": fp, "names": {type id: name}, "previous":
+    [the names before each of the last 20 renames or resets]}`` (:meth:`undo`); it is
     written to a temporary file in the same folder and moved into place (``os.replace``),
     so a reader never sees half a file. Reads go to the file every time, so every service
     over the same folder (other threads, other processes, a restarted server, the CLI)
@@ -140,42 +143,68 @@ class CellTypeNames:
 
     def get(self, pair: Pair) -> dict[str, str]:
         """``{type id: name}`` of the renamed types (empty when none, or unreadable)."""
+        return self._read(pair)[0]
+
+    def _read(self, pair: Pair) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """The renames and the earlier states (oldest first; empty when unreadable)."""
         try:
             raw = json.loads(self.path(pair).read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return {}
+            return {}, []
         if not isinstance(raw, dict) or raw.get("dataset") != pair.dataset.fingerprint:
-            return {}
+            return {}, []
         if raw.get("model") != pair.model.fingerprint:
-            return {}
+            return {}, []
         names = raw.get("names")
         if not isinstance(names, dict):
-            return {}
-        return {str(k): str(v) for k, v in names.items()}
+            return {}, []
+        previous = [
+            {str(k): str(v) for k, v in p.items()}
+            for p in raw.get("previous") or []
+            if isinstance(p, dict)
+        ]
+        return {str(k): str(v) for k, v in names.items()}, previous[-UNDO_RENAMES:]
+
+    def undo(self, pair: Pair) -> dict[str, str]:
+        """Step back over the last rename or reset; returns the renames now (one line when
+        there is nothing to undo)."""
+        with self._lock:
+            _, previous = self._read(pair)
+            if not previous:
+                msg = "no rename to undo"
+                raise InvalidSelection(msg)
+            names = previous.pop()
+            self._write(pair, names, previous)
+            return names
 
     def rename(self, pair: Pair, type_id: str, new: str, ids: Sequence[str]) -> dict[str, str]:
         """Name type ``type_id`` (one of ``ids``, the pair's type ids) ``new``; returns the
         renames. A name equal to the id drops that rename. Refusals: :func:`check_type_name`.
         """
         with self._lock:
-            names = self.get(pair)
+            names, previous = self._read(pair)
+            before = dict(names)
             shown = {t: names.get(t, t) for t in ids}
             name = check_type_name(new, type_id, shown)
             if name == type_id:
                 names.pop(type_id, None)
             else:
                 names[type_id] = name
-            self._write(pair, names)
+            self._write(pair, names, [*previous, before])
             return names
 
     def reset(self, pair: Pair) -> None:
-        """Forget every rename of the pair (types show their automatic names again)."""
-        with self._lock, contextlib.suppress(FileNotFoundError):
-            self.path(pair).unlink()
+        """Forget every rename of the pair (types show their automatic names again; Undo
+        brings them back)."""
+        with self._lock:
+            names, previous = self._read(pair)
+            if names:
+                self._write(pair, {}, [*previous, names])
 
-    def _write(self, pair: Pair, names: Mapping[str, str]) -> None:
+    def _write(self, pair: Pair, names: Mapping[str, str], previous: list[dict[str, str]]) -> None:
         path = self.path(pair)
-        if not names:
+        previous = previous[-UNDO_RENAMES:]
+        if not names and not previous:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             return
@@ -184,6 +213,7 @@ class CellTypeNames:
             "dataset": pair.dataset.fingerprint,
             "model": pair.model.fingerprint,
             "names": dict(names),
+            "previous": previous,
         }
         fd, tmp_name = tempfile.mkstemp(prefix=".names-", suffix=".tmp", dir=path.parent)
         tmp = Path(tmp_name)

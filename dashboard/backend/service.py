@@ -148,6 +148,7 @@ class AnalysisService:
         self.cell_type_names = self.annotation.cell_type_names
         self.rename_cell_type = self.annotation.rename_cell_type
         self.reset_cell_type_names = self.annotation.reset_cell_type_names
+        self.undo_cell_type_name = self.annotation.undo_cell_type_name
         self.label_set = self.annotation.label_set
         self.label_set_snapshot = self.annotation.label_set_snapshot
         self.denoised_rna = self.expression.denoised_rna

@@ -74,6 +74,7 @@ RENAME_TYPE = "explore-rename-type"  # the cell type to rename (value: its id)
 RENAME_NAME = "explore-rename-name"
 RENAME_APPLY = "explore-rename-apply"
 RENAME_RESET = "explore-rename-reset"
+RENAME_UNDO = "explore-rename-undo"
 RENAME_STATUS = "explore-rename-status"
 TYPE_NAMES_STORE = ids.EXPLORE_TYPE_NAMES  # {type id: shown name}; changes after a rename
 #: How the job panel names the compare job ("Comparison failed: ...").
@@ -278,6 +279,12 @@ def rename_types_control(service: Any, pair: Any) -> html.Details:
                         style={"width": "260px"},
                     ),
                     html.Button("Apply", id=RENAME_APPLY, className="btn btn-secondary"),
+                    html.Button(
+                        "Undo",
+                        id=RENAME_UNDO,
+                        className="btn btn-ghost",
+                        title="Undo the last rename or reset",
+                    ),
                     html.Button(
                         "Reset names",
                         id=RENAME_RESET,
@@ -748,6 +755,32 @@ def reset_type_names(
     service, pair = active()
     service.reset_cell_type_names(pair)
     note = "Cell types show their automatic names again."
+    return _after_rename(feature, layer, note, (linked_kind, linked_color))
+
+
+@callback(
+    *_RENAME_OUTPUTS,
+    Input(RENAME_UNDO, "n_clicks"),
+    *sh.values_of(ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
+    *sh.values_of(ids.EXPLORE_LINKED_KIND, ids.EXPLORE_LINKED_COLOR),
+    prevent_initial_call=True,
+)
+def undo_type_name(
+    n_clicks: int | None,
+    feature: str | None,
+    layer: str | None,
+    linked_kind: str | None = None,
+    linked_color: str | None = None,
+) -> tuple:
+    """Step back over the last rename or reset of the cell types."""
+    if not n_clicks:
+        return (no_update,) * 6
+    service, pair = active()
+    try:
+        service.undo_cell_type_name(pair)
+    except BackendError as err:
+        return (*(no_update,) * 4, components.alert(str(err), kind="warning"), no_update)
+    note = "Undone: the cell types show the names they had before."
     return _after_rename(feature, layer, note, (linked_kind, linked_color))
 
 

@@ -839,6 +839,17 @@ def test_rename_a_cell_type_everywhere_then_reset(env, de_ready) -> None:
         assert "automatic names" in assert_one_line_alert(out[4], kind="success")
         group = {o["value"]: o["label"] for o in env.de.group_options(None, None)}
         assert group[f"type:{type_id}"].startswith(f"{type_id} (")
+        # undo the reset: the user's name is back, on the hover text and in the store
+        back = env.explore.undo_type_name(1, "gene:LYZ", "raw")
+        assert back[5][type_id] == "Main type"
+        assert any("type: Main type" in t for t in operations(back[0])[("data", 0, "text")])
+        assert "Undone" in assert_one_line_alert(back[4], kind="success")
+        for _ in range(25):  # undo every step kept (at most 20), then a one-line refusal
+            nothing = env.explore.undo_type_name(1, "gene:LYZ", "raw")
+            if "alert-warning" in nothing[4].className:
+                break
+        assert "no rename to undo" in assert_one_line_alert(nothing[4], kind="warning")
+        assert env.service.type_names.get(env.pair) == {}
     finally:
         env.service.reset_cell_type_names(env.pair)
 

@@ -169,6 +169,7 @@ def test_renames_are_one_json_file_per_pair_written_atomically(tmp_path) -> None
         "dataset": pair.dataset.fingerprint,
         "model": pair.model.fingerprint,
         "names": {"A": "Monocytes"},
+        "previous": [{}],  # the state before, for Undo
     }
     # a new store over the same folder (a restart, another process) reads the same names
     assert CellTypeNames(tmp_path / "names").get(pair) == {"A": "Monocytes"}
@@ -177,9 +178,20 @@ def test_renames_are_one_json_file_per_pair_written_atomically(tmp_path) -> None
         store.rename(pair, "B", "monocytes", ids)
     assert store.get(pair) == {"A": "Monocytes"}  # a refusal changes nothing
     assert store.rename(pair, "A", "A", ids) == {}  # back to its own name: no rename left
-    assert not store.path(pair).exists()
     store.rename(pair, "B", "B cells", ids)
     store.reset(pair)
     assert store.get(pair) == {}
+    # undo steps back over the reset, the renames, then says there is nothing left
+    assert store.undo(pair) == {"B": "B cells"}
+    assert store.undo(pair) == {}
+    assert store.undo(pair) == {"A": "Monocytes"}
+    assert store.undo(pair) == {}
+    assert not store.path(pair).exists()  # nothing renamed, nothing to undo: no file
+    with pytest.raises(InvalidSelection, match="no rename to undo"):
+        store.undo(pair)
+    for i in range(30):  # the history is bounded
+        store.rename(pair, "A", f"Mono {i}", ids)
+    assert len(json.loads(store.path(pair).read_text())["previous"]) == 20
+    store.reset(pair)
     store.path(pair).write_text("{not json")
     assert store.get(pair) == {}  # a damaged file reads as no renames
