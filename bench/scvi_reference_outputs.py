@@ -18,6 +18,10 @@ bench/scvi_reference_outputs.py``); it writes, next to each checkpoint in ``test
   densified, as 1.4.2's integer check fails on sparse counts), DE groups ``cell_type``; and
   ``calibration_error()`` per modality (the model named ``"model1"``, the only name it works
   with in 1.4.2).
+* ``expected_correlation_de.npz`` (PBMC 300 x 1000): the feature correlation matrix
+  (own batch and both batches) and ``differential_expression`` with and without
+  ``batch_correction``; ``expected_batch_corrected_de.npz`` (seed-like): the same DE over
+  17 batches.
 """
 
 from __future__ import annotations
@@ -162,7 +166,34 @@ def pbmc_correlation_and_batch_corrected_de() -> None:
     print({k: v.shape for k, v in out.items()})
 
 
+def seedlike_batch_corrected_de() -> None:
+    """``differential_expression`` of the seed-like model's first cell type vs the rest,
+    with and without ``batch_correction`` (17 batches, a real batch effect), written to
+    ``expected_batch_corrected_de.npz`` beside it."""
+    import mudata as md
+    import scvi
+
+    folder = TESTS_DATA / "scvi_tools_1.4.2_mudata_seedlike_800"
+    mdata = md.read_h5mu(folder / "mdata.h5mu")
+    model = scvi.model.TOTALVI.load(str(folder), adata=mdata)
+    types = mdata["rna"].obs["cell_type"].astype(str)
+    group = sorted(set(types))[0]
+    idx1 = np.flatnonzero(types.to_numpy() == group)
+    out: dict[str, np.ndarray] = {"group": np.asarray(group), "idx1": idx1}
+    for name, corrected in (("de", False), ("de_corrected", True)):
+        scvi.settings.seed = 0
+        de = model.differential_expression(
+            idx1=idx1, mode="change", delta=0.25, batch_correction=corrected
+        )
+        out[f"{name}_features"] = np.asarray(de.index, dtype=str)
+        for col in ("lfc_mean", "lfc_std", "proba_de", "bayes_factor", "scale1", "scale2"):
+            out[f"{name}_{col}"] = de[col].to_numpy(np.float32)
+    np.savez_compressed(folder / "expected_batch_corrected_de.npz", **out)
+    print({k: v.shape for k, v in out.items()})
+
+
 if __name__ == "__main__":
     pbmc_sampling()
     seedlike_card_metrics()
     pbmc_correlation_and_batch_corrected_de()
+    seedlike_batch_corrected_de()

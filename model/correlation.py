@@ -28,7 +28,7 @@ import torch
 from scipy.stats import spearmanr
 
 from model.data import CiteSeqData
-from model.posterior import BatchSpec, PosteriorBase
+from model.posterior import CONTINUE_STREAM, BatchSpec, ContinueStream, PosteriorBase
 from model.protein_scale import MEASURED, ProteinScale, is_measured
 
 CorrelationType = Literal["spearman", "pearson"]
@@ -48,7 +48,7 @@ class FeatureCorrelation(PosteriorBase):
         transform_batch: int | str | None = None,
         gene_list: Sequence[str] | None = None,
         protein_list: Sequence[str] | None = None,
-        seed: int | None = 0,
+        seed: int | ContinueStream | None = 0,
         protein_scale: ProteinScale = MEASURED,
     ) -> np.ndarray:
         """Samples of the adjusted posterior predictive, ``(cells, genes + proteins,
@@ -126,30 +126,68 @@ class FeatureCorrelation(PosteriorBase):
             transform_batch if isinstance(transform_batch, (list, tuple)) else [transform_batch]
         )
         matrices = []
-        for batch in items:
-            samples = self._get_denoised_samples(
-                data,
-                indices=indices,
-                n_samples=n_samples,
-                batch_size=batch_size,
-                rna_size_factor=rna_size_factor,
-                transform_batch=batch,
-                gene_list=None if gene_list is None else list(gene_list),
-                protein_list=None if protein_list is None else list(protein_list),
-                seed=seed,
-                protein_scale=protein_scale,
-            )
-            # sample-major rows, as scvi-tools: sample i of every cell, then sample i + 1
-            flat = np.transpose(samples, (2, 0, 1)).reshape(-1, samples.shape[1])
-            flat = flat.astype(np.float64)
-            if log_transform:
-                flat[:, : len(gi)] = np.log(flat[:, : len(gi)] + 1e-8)
-                flat[:, len(gi) :] = np.log1p(flat[:, len(gi) :])
-            matrices.append(_correlation(flat, correlation_type))
+        with torch.random.fork_rng(devices=[]):  # seeded once, as one scvi-tools call
+            if seed is not None:
+                torch.manual_seed(seed)
+            for batch in items:
+                matrices.append(
+                    self._batch_correlation(
+                        data,
+                        indices=indices,
+                        n_samples=n_samples,
+                        batch_size=batch_size,
+                        rna_size_factor=rna_size_factor,
+                        transform_batch=batch,
+                        correlation_type=correlation_type,
+                        log_transform=log_transform,
+                        gene_list=gene_list,
+                        protein_list=protein_list,
+                        protein_scale=protein_scale,
+                        n_genes=len(gi),
+                    )
+                )
         names = np.concatenate(
             [np.asarray(self.var_names[gi]), np.asarray(self.protein_names[pi])]
         )
         return pd.DataFrame(np.mean(np.stack(matrices), axis=0), index=names, columns=names)
+
+    def _batch_correlation(
+        self,
+        data: CiteSeqData,
+        *,
+        indices: np.ndarray | None,
+        n_samples: int,
+        batch_size: int,
+        rna_size_factor: float,
+        transform_batch: int | str | None,
+        correlation_type: CorrelationType,
+        log_transform: bool,
+        gene_list: Sequence[str] | None,
+        protein_list: Sequence[str] | None,
+        protein_scale: ProteinScale,
+        n_genes: int,
+    ) -> np.ndarray:
+        """The correlation matrix of one transform batch's samples, drawn on with the
+        caller's random stream (scvi-tools draws the batches one after another)."""
+        samples = self._get_denoised_samples(
+            data,
+            indices=indices,
+            n_samples=n_samples,
+            batch_size=batch_size,
+            rna_size_factor=rna_size_factor,
+            transform_batch=transform_batch,
+            gene_list=None if gene_list is None else list(gene_list),
+            protein_list=None if protein_list is None else list(protein_list),
+            seed=CONTINUE_STREAM,
+            protein_scale=protein_scale,
+        )
+        # sample-major rows, as scvi-tools: sample i of every cell, then sample i + 1
+        flat = np.transpose(samples, (2, 0, 1)).reshape(-1, samples.shape[1])
+        flat = flat.astype(np.float64)
+        if log_transform:
+            flat[:, :n_genes] = np.log(flat[:, :n_genes] + 1e-8)
+            flat[:, n_genes:] = np.log1p(flat[:, n_genes:])
+        return _correlation(flat, correlation_type)
 
 
 def _correlation(flat: np.ndarray, correlation_type: CorrelationType) -> np.ndarray:

@@ -27,6 +27,14 @@ from model.protein_scale import MEASURED, ProteinScale, is_measured
 BatchSpec = None | int | str | Sequence[int | str]
 
 
+class ContinueStream:
+    """The type of :data:`CONTINUE_STREAM`."""
+
+
+#: A ``seed`` that draws on with the caller's random stream (no reseed, no restore).
+CONTINUE_STREAM = ContinueStream()
+
+
 class NormalizedExpressionOptions(TypedDict, total=False):
     """Keyword arguments of :meth:`PosteriorQueries.iter_normalized_expression` (its defaults)."""
 
@@ -195,11 +203,20 @@ class PosteriorBase:
             raise CiteSeqDataError(msg)
 
     @contextlib.contextmanager
-    def _eval(self, seed: int | None) -> Iterator[None]:
+    def _eval(self, seed: int | ContinueStream | None) -> Iterator[None]:
+        """Eval mode without gradients, on a random stream of its own seeded ``seed``
+        (``None``: the current state; the caller's stream is restored after), or, with
+        :data:`CONTINUE_STREAM`, on the caller's stream, left where the draws end (a
+        caller making several passes as one scvi-tools call, seeded once)."""
         was = self.module.training
         self.module.eval()
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            if seed is not None:
+        fork = (
+            contextlib.nullcontext()
+            if seed is CONTINUE_STREAM
+            else torch.random.fork_rng(devices=[])
+        )
+        with torch.no_grad(), fork:
+            if isinstance(seed, int):
                 torch.manual_seed(seed)
             # scvi-tools' DataLoader draws its base seed before the first minibatch: one draw
             # here keeps every later draw on scvi-tools' random stream (bit-equal samples)

@@ -51,7 +51,7 @@ PRESENT_Z = 0.5
 PROTEIN_ONLY = "protein without RNA"
 RNA_ONLY = "RNA without protein"
 #: Bumped when the computation changes (older cached results are not reused).
-VERSION = 1
+VERSION = 2  # 2: the batch-averaged model correlation seeded once, as scvi-tools
 
 CORRELATION_NOTE = (
     "Per cell type: Pearson correlation across the type's cells of log1p denoised RNA (per "

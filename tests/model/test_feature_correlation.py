@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import spearmanr
+
+from model.posterior import CONTINUE_STREAM
 
 GENES = ["gene0000", "gene0001", "gene0002", "gene0003"]
 PROTEINS = ["prot000", "prot001", "prot002"]
@@ -24,11 +27,21 @@ def test_spearman_matrix_is_the_mean_over_batches_of_the_samples_correlation(fit
     data, model = fitted
     kw = {"n_samples": 6, "gene_list": GENES, "protein_list": PROTEINS, "seed": 3}
     got = model.get_feature_correlation_matrix(data, transform_batch=[0, 1], **kw)
-    direct = []
-    for b in (0, 1):
-        samples = model._get_denoised_samples(data, transform_batch=b, **kw)
-        assert samples.shape == (data.n_cells, len(GENES) + len(PROTEINS), 6)
-        direct.append(spearmanr(_flat(samples), axis=0).statistic)
+    direct, draws = [], []
+    with torch.random.fork_rng(devices=[]):  # one seed, the batches drawn one after another
+        torch.manual_seed(kw["seed"])
+        for b in (0, 1):
+            samples = model._get_denoised_samples(
+                data, transform_batch=b, **{**kw, "seed": CONTINUE_STREAM}
+            )
+            assert samples.shape == (data.n_cells, len(GENES) + len(PROTEINS), 6)
+            direct.append(spearmanr(_flat(samples), axis=0).statistic)
+            draws.append(samples)
+    # the first batch's draws are those of a call seeded on its own; the second draws on
+    np.testing.assert_array_equal(
+        draws[0], model._get_denoised_samples(data, transform_batch=0, **kw)
+    )
+    assert not np.array_equal(draws[1], model._get_denoised_samples(data, transform_batch=1, **kw))
     np.testing.assert_allclose(got.to_numpy(), np.mean(direct, axis=0), rtol=1e-10)
     assert list(got.index) == GENES + PROTEINS
     assert list(got.columns) == GENES + PROTEINS
