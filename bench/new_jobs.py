@@ -13,7 +13,8 @@ At 72k the model is a TotalVI trained ``--epochs`` epochs on a stratified 10,000
 subset (the weights do not change the cost of these jobs); cell types are the simulation's
 labels. Steps in ``--skip`` are not run (they are listed with the reason).
 
-Usage: ``python bench/new_jobs.py [--sizes 7k 72k] [--skip cell_cv@72k ...]``; results
+Usage: ``python bench/new_jobs.py [--sizes 7k 72k] [--skip cell_cv@72k ...] [--only cell_cv
+...]``; results
 in ``bench/out/new_jobs.json``. Run it on an otherwise idle machine.
 """
 
@@ -124,9 +125,10 @@ def run_size(size: str, args: argparse.Namespace) -> dict[str, Any]:
             timed(rows, "prerequisite: cell types", lambda: service.cell_types(pair))
             timed(rows, "prerequisite: denoised RNA", lambda: service.denoised_rna_manifest(pair))
             for name, fn in steps(service, pair, size):
-                if name in args.skip or f"{name}@{size}" in args.skip:
+                only = args.only and not any(name.startswith(o) for o in args.only)
+                if only or name in args.skip or f"{name}@{size}" in args.skip:
                     rows.append({"step": name, "skipped": True})
-                    print(f"  {name:<34} skipped (--skip)")
+                    print(f"  {name:<34} skipped (--skip / --only)")
                     continue
                 timed(rows, name, fn)
             data = service.dataset(pair)
@@ -157,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--skip", nargs="*", default=[], help="steps to skip: a step's name, or name@size"
     )
+    p.add_argument("--only", nargs="*", default=[], help="run only the steps whose names start so")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "new_jobs.json")
     args = p.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
