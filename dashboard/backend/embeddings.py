@@ -56,6 +56,9 @@ class Embeddings(CachedQueries):
             "min_dist": float(s.umap_min_dist if min_dist is None else min_dist),
             "seed": int(s.seed if seed is None else seed),
         }
+        n_cells = self.registry.dataset(pair).n_cells
+        if n_cells > s.umap_max_fit_cells:  # smaller data: the key (and layout) as before
+            params["max_fit_cells"] = int(s.umap_max_fit_cells)
 
         def compute() -> pd.DataFrame:
             if progress is not None:

@@ -99,6 +99,10 @@ class Settings:
         Seed of every stochastic step (model sampling, UMAP, Leiden, DE draws).
     umap_n_neighbors, umap_min_dist
         UMAP defaults (scanpy's ``min_dist`` 0.5 default).
+    umap_max_fit_cells
+        Above this many cells umap-learn is fitted on a seeded sample of that many and the
+        others are placed through their latent neighbours (the first look at a large model
+        in seconds; ``bench/first_look.py`` measures the layout's neighbour preservation).
     n_neighbors, leiden_resolution
         kNN graph size and Leiden resolution for clusters.
     denoise_n_samples
@@ -155,6 +159,7 @@ class Settings:
     seed: int = 0
     umap_n_neighbors: int = 15
     umap_min_dist: float = 0.5
+    umap_max_fit_cells: int = 20_000
     n_neighbors: int = 15
     leiden_resolution: float = 1.0
     denoise_n_samples: int = 5

@@ -1,0 +1,129 @@
+"""The first look at a new model: seconds until Explore can show it, until everything is
+prepared, and how good its layout is, at the seed's layout simulated at ``--cells`` cells.
+
+The pair goes through the app's real path on an empty cache: the switch job's
+``prepare_pair(steps="essential")`` (latent, UMAP, clusters, denoised expression, cell
+types: what the first Explore view needs), then :func:`precompute` (every result the pages
+show: foreground, imputed proteins, DE one vs rest, the model-card metrics; ``--no-all``
+skips it, e.g. at a million cells). The layout's quality is the 15-nearest-neighbour
+preservation of the latent in 2-D (``knn_preservation``, 5,000 sampled cells), beside that
+of umap-learn fitted on every cell of the same latent (``--no-reference`` skips that fit).
+
+The model is a TotalVI trained ``--epochs`` epochs on a 10,000-cell subset (the weights do
+not change these costs); the simulation's cell types are the dataset's labels.
+
+Usage: ``python bench/first_look.py --cells 72042 --json bench/out/first_look_72k.json``
+(prints a table; the JSON has ``seconds_to_first_view``, ``seconds_to_all_prepared``,
+``knn_preservation``, ``knn_preservation_umap_learn``, ``peak_rss_mb`` and the steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import _bench  # noqa: F401  (puts the repository first on sys.path)
+
+from dashboard.backend.embedding import compute_umap, knn_preservation
+from dashboard.backend.preparation import precompute, prepare_pair
+from dashboard.backend.service import AnalysisService
+from dashboard.backend.settings import Settings
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def simulated_pair(service: AnalysisService, n_cells: int, epochs: int) -> Any:
+    from model.data import from_anndata
+    from model.simulate import BLOOD_TYPE_NAMES, simulate_cite_seq
+    from model.totalvi import TotalVI
+
+    adata = simulate_cite_seq(n_cells=n_cells, seed=0, cell_type_names=BLOOD_TYPE_NAMES)
+    data = from_anndata(adata, batch_key="batch", labels_key="cell_type", source="simulated")
+    rng = np.random.default_rng(0)
+    subset = data.subset(np.sort(rng.choice(data.n_cells, min(10_000, n_cells), replace=False)))
+    model = TotalVI(subset, seed=0)
+    model.train(max_epochs=epochs, seed=0, early_stopping=False)
+    dataset = service.add_dataset(data, name=f"simulated {n_cells}")
+    return service.add_model(dataset, model, name="brief")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    python = sys.version.split()[0]
+    out: dict[str, Any] = {
+        "cells": args.cells,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {python}",
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        service = AnalysisService(Settings(cache_dir=Path(tmp) / "cache"))
+        try:
+            t0 = time.perf_counter()
+            pair = simulated_pair(service, args.cells, args.epochs)
+            out["seconds_simulate_and_train"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out["first_view_steps"] = prepare_pair(service, pair, steps="essential")
+            out["seconds_to_first_view"] = time.perf_counter() - t0
+            if args.all:
+                t1 = time.perf_counter()
+                precompute(service, pair)
+                out["seconds_to_all_prepared"] = out["seconds_to_first_view"] + (
+                    time.perf_counter() - t1
+                )
+            latent = service.latent(pair)
+            xy = service.umap(pair).to_numpy()
+            out["umap_max_fit_cells"] = service.settings.umap_max_fit_cells
+            out["knn_preservation"] = knn_preservation(latent, xy)
+            if args.reference:
+                t1 = time.perf_counter()
+                full = compute_umap(latent, seed=service.settings.seed)
+                out["seconds_umap_learn_all_cells"] = time.perf_counter() - t1
+                out["knn_preservation_umap_learn"] = knn_preservation(latent, full)
+            out["peak_rss_mb"] = peak_mb()
+        finally:
+            service.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cells", type=int, default=72042)
+    p.add_argument("--epochs", type=int, default=2, help="epochs on the 10,000-cell subset")
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--no-all", dest="all", action="store_false", help="skip precompute")
+    p.add_argument(
+        "--no-reference", dest="reference", action="store_false", help="skip umap-learn on all"
+    )
+    args = p.parse_args(argv)
+    res = run(args)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=1))
+    print(f"machine: {res['machine']}, load before {res['load_before']}")
+    print("| quantity | value |\n|---|---|")
+    for key, value in res.items():
+        if key in {"machine", "load_before"}:
+            continue
+        if isinstance(value, dict):
+            for step, sec in value.items():
+                print(f"| first view: {step} (s) | {sec:.1f} |")
+        elif isinstance(value, float):
+            print(f"| {key} | {value:.3f} |")
+        else:
+            print(f"| {key} | {value} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
