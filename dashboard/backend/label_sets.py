@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -77,6 +78,14 @@ class LabelSet:
     categories: tuple[str, ...]
     codes: np.ndarray
 
+    @functools.cached_property
+    def packed_codes(self) -> str:
+        """The codes as the file stores them (little-endian int32, zlib, base64): computed
+        once per set, and taken from the file for a set read from it, so an edit compresses
+        only the set it changed."""
+        raw = np.ascontiguousarray(self.codes, dtype="<i4").tobytes()
+        return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+
     def series(self, index: pd.Index) -> pd.Series:
         """Per cell its category (categorical over :attr:`categories`, plus
         :data:`UNLABELLED` last when some cells have none)."""
@@ -114,9 +123,7 @@ class LabelSet:
 
 
 def _encode(s: LabelSet) -> dict[str, Any]:
-    raw = np.ascontiguousarray(s.codes, dtype="<i4").tobytes()
-    packed = base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
-    return {"name": s.name, "categories": list(s.categories), "codes": packed}
+    return {"name": s.name, "categories": list(s.categories), "codes": s.packed_codes}
 
 
 def _decode(entry: Any, n_cells: int) -> LabelSet | None:
@@ -136,7 +143,9 @@ def _decode(entry: Any, n_cells: int) -> LabelSet | None:
     if len(cats) > MAX_CATEGORIES or out_of_range:
         return None
     codes.flags.writeable = False  # shared by every reader of the parsed file
-    return LabelSet(name, tuple(cats), codes)
+    out = LabelSet(name, tuple(cats), codes)
+    out.__dict__["packed_codes"] = str(entry["codes"])  # as read: no need to compress again
+    return out
 
 
 def check_name(new: Any, what: str, *, taken: Sequence[str] = ()) -> str:
