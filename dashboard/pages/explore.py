@@ -750,12 +750,9 @@ def reset_type_names(
     linked_color: str | None = None,
 ) -> tuple:
     """Every cell type under its automatic name again."""
-    if not n_clicks:
-        return (no_update,) * 6
-    service, pair = active()
-    service.reset_cell_type_names(pair)
     note = "Cell types show their automatic names again."
-    return _after_rename(feature, layer, note, (linked_kind, linked_color))
+    step = _names_step("reset_cell_type_names", note)
+    return step(n_clicks, feature, layer, (linked_kind, linked_color))
 
 
 @callback(
@@ -773,15 +770,26 @@ def undo_type_name(
     linked_color: str | None = None,
 ) -> tuple:
     """Step back over the last rename or reset of the cell types."""
-    if not n_clicks:
-        return (no_update,) * 6
-    service, pair = active()
-    try:
-        service.undo_cell_type_name(pair)
-    except BackendError as err:
-        return (*(no_update,) * 4, components.alert(str(err), kind="warning"), no_update)
     note = "Undone: the cell types show the names they had before."
-    return _after_rename(feature, layer, note, (linked_kind, linked_color))
+    step = _names_step("undo_cell_type_name", note)
+    return step(n_clicks, feature, layer, (linked_kind, linked_color))
+
+
+def _names_step(method: str, note: str) -> Any:
+    """A button that changes every cell type's name at once (``service.<method>(pair)``:
+    reset, undo): the rename outputs with ``note``, or its refusal in one line."""
+
+    def run(n_clicks: int | None, feature: Any, layer: Any, linked: tuple) -> tuple:
+        if not n_clicks:
+            return (no_update,) * 6
+        service, pair = active()
+        try:
+            getattr(service, method)(pair)
+        except BackendError as err:
+            return (*(no_update,) * 4, components.alert(str(err), kind="warning"), no_update)
+        return _after_rename(feature, layer, note, linked)
+
+    return run
 
 
 # --------------------------------------------------------------------------- compare
