@@ -136,6 +136,25 @@ def follow_progress(
         time.sleep(poll)
 
 
+def start_layout_warm_up(out: TextIO | None = sys.stdout) -> threading.Thread:
+    """Compile umap-learn's kernels in a daemon thread (:func:`~dashboard.backend.embedding.
+    warm_up`) and say when done; a failure is logged, never raised (layouts then compile on
+    first use, as without the warm-up)."""
+    from dashboard.backend import embedding
+
+    def run() -> None:
+        try:
+            seconds = embedding.warm_up()
+        except Exception:  # the layout still works, compiled on first use
+            log.exception("layout warm-up failed")
+            return
+        _say(out, f"warm   layout kernels compiled in {seconds:.1f}s")
+
+    thread = threading.Thread(target=run, name="layout-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def serve(
     data: str | Path | None = None,
     model: str | Path | None = None,
@@ -167,6 +186,8 @@ def serve(
     except Exception:
         boot.service.close()
         raise
+    if boot.service.settings.warm_up_layout:
+        start_layout_warm_up(out)
     if boot.job is not None:
         threading.Thread(
             target=follow_progress, args=(boot.service, boot.job), kwargs={"out": out}, daemon=True

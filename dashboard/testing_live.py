@@ -427,6 +427,7 @@ def start_server(
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "TOTALVI_EXPLORER_UMAP_N_NEIGHBORS": "10",
+        "TOTALVI_EXPLORER_WARM_UP_LAYOUT": "0",  # no 40 s compile beside every suite
         **(extra_env or {}),
     }
     cmd = [

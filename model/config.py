@@ -13,7 +13,7 @@ from typing import Any, Literal
 GeneDispersion = Literal["gene", "gene-batch", "gene-label", "gene-cell"]
 ProteinDispersion = Literal["protein", "protein-batch", "protein-label"]
 GeneLikelihood = Literal["nb", "zinb"]
-Precision = Literal["auto", "32", "bf16-mixed"]
+Precision = Literal["auto", "32", "bf16-mixed", "tf32"]
 LatentDistribution = Literal["normal", "ln"]
 NormSetting = Literal["encoder", "decoder", "both", "none"]
 
@@ -122,7 +122,9 @@ class TrainConfig:
     # "bf16-mixed": the large matmuls (encoder input and hidden layers, the genes-wide
     # decoder head) run in bfloat16 during training on fp32 master weights; everything else
     # (norms, likelihoods, optimiser, validation, inference) stays float32. "auto" picks it
-    # on CPUs with native bfloat16 dot products (AVX512-BF16 / AMX), else "32".
+    # on CPUs with native bfloat16 dot products (AVX512-BF16 / AMX) and on CUDA devices
+    # with bfloat16 (compute capability 8.0+), else "tf32" on CUDA (float32 tensors, TF32
+    # tensor-core matmuls while training) and "32" on CPU.
     precision: Precision = "auto"
 
     def to_dict(self) -> dict[str, Any]:

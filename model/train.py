@@ -6,9 +6,10 @@ tensors and minibatches are index gathers, so there is no DataLoader in the hot 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -102,15 +103,48 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
+def cuda_has_bf16(device: torch.device) -> bool:
+    """True when the CUDA ``device`` computes bfloat16 matmuls natively (compute capability
+    8.0 or later: A100, H100, H200, ...)."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"32"`` or ``"bf16-mixed"`` for ``precision`` (``"auto"``: bf16-mixed on CPUs with
-    native bfloat16 arithmetic, where its matmuls are several times faster; float32 else)."""
-    if precision not in ("auto", "32", "bf16-mixed"):
-        msg = f"precision must be 'auto', '32' or 'bf16-mixed', got {precision!r}"
+    """``"32"``, ``"bf16-mixed"`` or ``"tf32"`` for ``precision`` on ``device``.
+
+    ``"auto"``: bf16-mixed where bfloat16 matmuls are native (CPUs with AVX512-BF16 / AMX,
+    CUDA devices of compute capability 8.0+), where they are several times faster; on other
+    CUDA devices ``"tf32"`` (float32 tensors, TensorFloat-32 matmuls while training); float32
+    on other CPUs. ``"tf32"`` means nothing on a CPU and resolves to ``"32"`` there.
+    """
+    if precision not in ("auto", "32", "bf16-mixed", "tf32"):
+        msg = f"precision must be 'auto', '32', 'bf16-mixed' or 'tf32', got {precision!r}"
         raise ValueError(msg)
     if precision == "auto":
+        if device.type == "cuda":
+            return "bf16-mixed" if cuda_has_bf16(device) else "tf32"
         return "bf16-mixed" if device.type == "cpu" and cpu_has_native_bf16() else "32"
+    if precision == "tf32" and device.type != "cuda":
+        return "32"
     return precision
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str) -> Iterator[None]:
+    """Within the block, CUDA float32 matmuls and convolutions use TF32 tensor cores when
+    ``precision`` is ``"tf32"``; the global flags are restored after (inference stays
+    full float32)."""
+    if precision != "tf32":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 class Minibatch(NamedTuple):
@@ -307,6 +341,8 @@ def train_module(
     precision = resolve_precision(cfg.precision, device)
     module.to(device).train()
     set_compute_dtype(module, torch.bfloat16 if precision == "bf16-mixed" else None)
+    flags = contextlib.ExitStack()
+    flags.enter_context(matmul_precision(precision))
     try:
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -428,5 +464,6 @@ def train_module(
         )
     finally:
         set_compute_dtype(module, None)  # inference and later use are float32
+        flags.close()  # TF32 off again
     result.precision = precision
     return result

@@ -179,8 +179,8 @@ def add_subcommands(
             "--precision",
             choices=get_args(Precision),
             default=_default(TrainConfig, "precision"),
-            help="training matmul precision; auto: bf16-mixed on CPUs with native bfloat16, "
-            "else 32",
+            help="training matmul precision; auto: bf16-mixed where bfloat16 is native (CPUs "
+            "with AVX512-BF16/AMX, CUDA 8.0+), tf32 on older GPUs, else 32",
         )
         p.add_argument(
             "--out",

@@ -84,6 +84,34 @@ def _umap(
         return np.asarray(reducer.fit_transform(x), dtype=np.float32)
 
 
+#: Cells of the warm-up layout: above umap-learn's exact-neighbour limit (4,096), so its
+#: approximate-neighbour kernels (pynndescent) are compiled too.
+WARM_UP_CELLS = 4_500
+
+
+def warm_up(*, n_cells: int = WARM_UP_CELLS, seed: int = 0) -> float:
+    """Compile umap-learn's and pynndescent's numba kernels on a small random layout and
+    return the seconds it took.
+
+    numba compiles them in every new process on first use (about 40 s on 2 cores, most of
+    a 7k-cell layout); the server runs this once in a background thread when it starts
+    (``Settings.warm_up_layout``), so a model opened later gets its layout without the
+    compile. The kernels are kept per process; a second call takes the fit's time only.
+    """
+    import time
+
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    _umap(
+        rng.normal(size=(int(n_cells), 10)).astype(np.float32),
+        n_neighbors=15,
+        min_dist=0.5,
+        metric="euclidean",
+        seed=seed,
+    )
+    return time.perf_counter() - t0
+
+
 def knn_preservation(
     latent: np.ndarray, xy: np.ndarray, *, k: int = 15, n_sample: int = 5000, seed: int = 0
 ) -> float:

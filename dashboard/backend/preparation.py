@@ -1,4 +1,4 @@
-"""Preparing a (dataset, model) pair: the results every page needs, computed before a
+"""Preparing a (dataset, model) pair: the results the first view needs, computed before a
 workspace switches to it, and the ones worth having soon after; or every result the pages
 show at once (:func:`precompute`, the CLI's ``precompute`` and ``export``).
 
@@ -17,18 +17,21 @@ if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
     from dashboard.backend.service import AnalysisService
 
-#: Results every page needs, with their rough share of the preparation time.
+#: Results the first view needs (a layout and a colouring by cell type), with their rough
+#: share of the preparation time. The denoised values are not among them: the cell types
+#: name clusters from protein-only passes, and a gene's denoised RNA is computed when a
+#: page first asks (or by the warm steps, soon after the pair is active).
 ESSENTIAL_STEPS: tuple[tuple[str, float], ...] = (
-    ("latent space", 0.05),
-    ("UMAP", 0.5),
-    ("Leiden clusters", 0.05),
-    ("denoised expression", 0.35),
-    ("cell types", 0.05),
+    ("latent space", 0.1),
+    ("UMAP", 0.6),
+    ("Leiden clusters", 0.2),
+    ("cell types", 0.1),
 )
 #: Results computed after the pair is active, so later pages open instantly.
 WARM_STEPS: tuple[tuple[str, float], ...] = (
-    ("foreground probability", 0.2),
-    ("differential expression (one vs rest)", 0.8),
+    ("denoised expression", 0.35),
+    ("foreground probability", 0.1),
+    ("differential expression (one vs rest)", 0.55),
 )
 #: The step lists by name (the ``steps`` of a prepare job).
 STEP_LISTS = {"essential": ESSENTIAL_STEPS, "warm": WARM_STEPS}

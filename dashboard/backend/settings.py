@@ -103,6 +103,10 @@ class Settings:
         Above this many cells umap-learn is fitted on a seeded sample of that many and the
         others are placed through their latent neighbours (the first look at a large model
         in seconds; ``bench/first_look.py`` measures the layout's neighbour preservation).
+    warm_up_layout
+        When the server starts, compile umap-learn's numba kernels in a background thread
+        (:func:`~dashboard.backend.embedding.warm_up`, about 40 s of CPU on 2 cores once per
+        process), so the first new model's layout does not wait for the compile.
     n_neighbors, leiden_resolution
         kNN graph size and Leiden resolution for clusters.
     denoise_n_samples
@@ -160,6 +164,7 @@ class Settings:
     umap_n_neighbors: int = 15
     umap_min_dist: float = 0.5
     umap_max_fit_cells: int = 20_000
+    warm_up_layout: bool = True
     n_neighbors: int = 15
     leiden_resolution: float = 1.0
     denoise_n_samples: int = 5

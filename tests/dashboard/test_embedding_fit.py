@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dashboard.backend import embedding
 from dashboard.backend.embedding import compute_umap, knn_preservation, place_by_neighbours
 
 
@@ -52,3 +53,44 @@ def test_knn_preservation_is_one_for_the_latent_itself_and_low_for_noise() -> No
     assert knn_preservation(np.c_[x[:, :2], pad], x[:, :2], k=10) == 1.0
     noise = np.random.default_rng(1).normal(size=(400, 2))
     assert knn_preservation(x, noise, k=10) < 0.15
+
+
+def test_warm_up_fits_a_small_layout() -> None:
+    # the exact-neighbour path (below 4,096 cells) keeps the test quick; the server's
+    # default size also compiles pynndescent
+    assert embedding.WARM_UP_CELLS > 4096
+    assert embedding.warm_up(n_cells=200) > 0.0
+
+
+def test_server_warms_up_in_the_background(monkeypatch) -> None:
+    import io
+
+    from dashboard.server import start_layout_warm_up
+
+    calls: list[int] = []
+    monkeypatch.setattr(embedding, "warm_up", lambda **_: calls.append(1) or 1.25)
+    out = io.StringIO()
+    thread = start_layout_warm_up(out)
+    thread.join(10)
+    assert calls == [1] and thread.daemon
+    assert "layout kernels compiled in 1.2s" in out.getvalue()
+
+    def broken(**_: object) -> float:
+        raise RuntimeError("no numba")
+
+    monkeypatch.setattr(embedding, "warm_up", broken)
+    out = io.StringIO()
+    start_layout_warm_up(out).join(10)  # logged, not raised; nothing printed
+    assert out.getvalue() == ""
+
+
+def test_the_first_view_waits_for_no_denoising() -> None:
+    from dashboard.backend.preparation import ESSENTIAL_STEPS, WARM_STEPS
+    from dashboard.backend.settings import Settings
+
+    first = [name for name, _ in ESSENTIAL_STEPS]
+    assert first == ["latent space", "UMAP", "Leiden clusters", "cell types"]
+    assert "denoised expression" in [name for name, _ in WARM_STEPS]
+    assert abs(sum(share for _, share in ESSENTIAL_STEPS) - 1.0) < 1e-9
+    assert Settings().warm_up_layout is True
+    assert Settings.from_env({"TOTALVI_EXPLORER_WARM_UP_LAYOUT": "0"}).warm_up_layout is False

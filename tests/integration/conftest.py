@@ -71,7 +71,7 @@ def waitress_serve(
         set_password(users, "alice", request.module.PASSWORD)
         settings = Settings(
             cache_dir=tmp_path / "cache", data_dir=small_h5ad.parent,
-            model_dir=tmp_path / "models", auth_file=users,
+            model_dir=tmp_path / "models", auth_file=users, warm_up_layout=False,
         )  # fmt: skip
         started = threading.Event()
         box: dict[str, object] = {}

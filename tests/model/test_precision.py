@@ -67,13 +67,33 @@ def test_auto_precision_follows_the_hardware(monkeypatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
     assert resolve_precision("auto", cpu) == "bf16-mixed"
-    assert resolve_precision("auto", cuda) == "32"
+    monkeypatch.setattr(train, "cuda_has_bf16", lambda device: True)
+    assert resolve_precision("auto", cuda) == "bf16-mixed"  # A100/H100/H200
+    monkeypatch.setattr(train, "cuda_has_bf16", lambda device: False)
+    assert resolve_precision("auto", cuda) == "tf32"  # older GPUs: TF32 tensor cores
+    assert resolve_precision("tf32", cpu) == "32"  # no TF32 on a CPU
+    assert resolve_precision("32", cuda) == "32"
     monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto", cpu) == "32"
     assert resolve_precision("bf16-mixed", cpu) == "bf16-mixed"
     assert resolve_precision("32", cpu) == "32"
     with pytest.raises(ValueError, match="precision must be"):
         resolve_precision("fp16", cpu)
+
+
+def test_tf32_flags_hold_only_inside_the_block() -> None:
+    from model.train import matmul_precision
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with matmul_precision("tf32"):
+            assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+        with matmul_precision("bf16-mixed"):
+            assert torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 @pytest.fixture(scope="module")
