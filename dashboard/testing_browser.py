@@ -70,7 +70,8 @@ out.showscale = !!m.showscale;
 const cb = m.colorbar || {};
 out.colorbar_title = (cb.title && cb.title.text) || '';
 out.colorbar_ticks = cb.tickvals ? Array.from(cb.tickvals).length : 0;
-const sp = gd.data[0].selectedpoints;
+let sp = gd.data[0].selectedpoints;
+if (sp && sp.bdata !== undefined) sp = t.selectedpoints;  // typed-array spec: decoded
 out.selectedpoints = sp === undefined || sp === null ? null : Array.from(sp).map(Number);
 out.annotations = (gd._fullLayout.annotations || []).length;
 return out;

@@ -458,13 +458,45 @@ class PosteriorQueries(PosteriorBase):
         scvi-tools 1.4.2 draws. An empty ``gene_list`` skips the RNA heads and draws (faster;
         the random stream is then not scvi-tools').
         """
+        rna_parts, pro_parts = [], []
+        for _, rna, pro in self.iter_posterior_predictive_sample(
+            data,
+            indices=indices,
+            n_samples=n_samples,
+            gene_list=gene_list,
+            protein_list=protein_list,
+            batch_size=batch_size,
+            seed=seed,
+            protein_scale=protein_scale,
+        ):
+            rna_parts.append(rna)
+            pro_parts.append(pro)
+        return {"rna": np.concatenate(rna_parts), "protein": np.concatenate(pro_parts)}
+
+    def iter_posterior_predictive_sample(
+        self,
+        data: CiteSeqData | None = None,
+        *,
+        indices: np.ndarray | None = None,
+        n_samples: int = 1,
+        gene_list: Sequence[str] | None = None,
+        protein_list: Sequence[str] | None = None,
+        batch_size: int = 256,
+        seed: int | None = 0,
+        protein_scale: ProteinScale = MEASURED,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """:meth:`posterior_predictive_sample` one minibatch at a time: ``(cells, rna,
+        protein)`` per minibatch, the same draws in the same order (memory: one minibatch).
+
+        The draws run on a forked random stream while the iterator is open: the consumer
+        should draw no torch random numbers between minibatches.
+        """
         if self.config.gene_likelihood != "nb":
             msg = "posterior_predictive_sample needs gene_likelihood='nb' (as in scvi-tools)"
             raise ValueError(msg)
         data = self._prepare_data(data)
         gi, pi = self._features(gene_list, protein_list)
         measured = is_measured(protein_scale)
-        rna_parts, pro_parts = [], []
         with self._eval(seed):
             for idx, x, y, b in self._minibatches(data, indices, batch_size):
                 inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
@@ -480,9 +512,7 @@ class PosteriorQueries(PosteriorBase):
                 rna, pro = rna[..., gi], pro[..., pi]
                 if n_samples > 1:
                     rna, pro = rna.permute(1, 2, 0), pro.permute(1, 2, 0)
-                rna_parts.append(rna.cpu().numpy())
-                pro_parts.append(pro.cpu().numpy())
-        return {"rna": np.concatenate(rna_parts), "protein": np.concatenate(pro_parts)}
+                yield idx, rna.cpu().numpy(), pro.cpu().numpy()
 
     def impute_missing_proteins(
         self,

@@ -159,23 +159,110 @@ def coefficient_of_variation(x: np.ndarray | sp.spmatrix, axis: int) -> np.ndarr
         return std / mean
 
 
+CV_CHUNK_CELLS = 2048  # cells per chunk of the CV moments (memory: one chunk in float64)
+
+
+class CVMoments:
+    """Coefficients of variation of ``(cells, features, n_samples)`` arrays given a chunk of
+    cells at a time, as :func:`coefficient_of_variation` computes them on the whole array.
+
+    Cell-wise CVs (across features) are computed per chunk; feature-wise ones (across cells)
+    from float64 running sums of x and x² per feature and sample, so memory is the chunk and
+    ``features x n_samples`` sums, not the cells x features x samples array.
+    """
+
+    def __init__(self, n_cells: int, n_features: int, n_samples: int) -> None:
+        self.n_cells = n_cells
+        self.cell = np.full((n_samples, n_cells), np.nan)
+        self.sums = np.zeros((n_samples, n_features))
+        self.squares = np.zeros((n_samples, n_features))
+        self.filled = 0
+
+    def add(self, chunk: np.ndarray | sp.spmatrix) -> None:
+        """The next cells: ``(cells, features, n_samples)``, or 2-D (one sample, may be
+        sparse)."""
+        parts = [chunk] if chunk.ndim == 2 else [chunk[..., s] for s in range(chunk.shape[-1])]
+        if len(parts) != self.cell.shape[0]:
+            msg = f"expected {self.cell.shape[0]} samples, got {len(parts)}"
+            raise ValueError(msg)
+        rows = chunk.shape[0]
+        stop = self.filled + rows
+        if stop > self.n_cells:
+            msg = f"more than the {self.n_cells} cells expected"
+            raise ValueError(msg)
+        for s, x in enumerate(parts):
+            self.cell[s, self.filled : stop] = coefficient_of_variation(x, 1)
+            if sp.issparse(x):
+                x = sp.csr_matrix(x, dtype=np.float64)
+                self.sums[s] += np.asarray(x.sum(axis=0)).ravel()
+                self.squares[s] += np.asarray(x.multiply(x).sum(axis=0)).ravel()
+            else:
+                x = np.asarray(x)
+                self.sums[s] += x.sum(axis=0, dtype=np.float64)
+                self.squares[s] += np.square(x, dtype=np.float64).sum(axis=0)
+        self.filled = stop
+
+    def per_sample(self, *, cell_wise: bool) -> np.ndarray:
+        """``(n_samples, cells)`` or ``(n_samples, features)`` CVs, NaN where the mean is 0."""
+        if self.filled != self.n_cells:
+            msg = f"{self.filled} of {self.n_cells} cells given"
+            raise ValueError(msg)
+        if cell_wise:
+            return self.cell
+        mean = self.sums / self.n_cells
+        std = np.sqrt(np.maximum(self.squares / self.n_cells - mean**2, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return std / mean
+
+    def model_cv(self, *, cell_wise: bool) -> np.ndarray:
+        """The model CV: the mean over samples of the per-sample CV, NaN skipped."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN
+            return np.nanmean(self.per_sample(cell_wise=cell_wise), axis=0)
+
+    def raw_cv(self, *, cell_wise: bool) -> np.ndarray:
+        """The raw CV (one sample: the counts), NaN set to 0."""
+        return np.nan_to_num(self.per_sample(cell_wise=cell_wise)[0])
+
+
+def raw_cvs(
+    x: np.ndarray | sp.spmatrix, *, chunk: int = CV_CHUNK_CELLS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cell-wise and feature-wise CV of the counts ``x`` (cells x features), NaN -> 0.
+
+    Dense counts go ``chunk`` cells at a time (:class:`CVMoments`); sparse ones, already
+    compact, whole (scipy's sparse mean divides before it sums, so chunks would not give
+    the same last bits, and Spearman's ties would move).
+    """
+    if sp.issparse(x):
+        return (
+            np.nan_to_num(coefficient_of_variation(x, 1)),
+            np.nan_to_num(coefficient_of_variation(x, 0)),
+        )
+    moments = CVMoments(x.shape[0], x.shape[1], 1)
+    for start in range(0, x.shape[0], chunk):
+        moments.add(x[start : start + chunk])
+    return moments.raw_cv(cell_wise=True), moments.raw_cv(cell_wise=False)
+
+
 def model_and_raw_cv(
-    samples: np.ndarray, raw: np.ndarray | sp.spmatrix, *, cell_wise: bool
+    samples: np.ndarray,
+    raw: np.ndarray | sp.spmatrix,
+    *,
+    cell_wise: bool,
+    chunk: int = CV_CHUNK_CELLS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Model CV (mean over samples, NaN skipped) and raw CV (NaN -> 0).
 
     ``samples`` is ``(cells, features, n_samples)``; ``cell_wise`` computes across features
-    for every cell (scvi's ``dim="features"``), else across cells for every feature.
+    for every cell (scvi's ``dim="features"``), else across cells for every feature. Both
+    are accumulated ``chunk`` cells at a time (:class:`CVMoments`).
     """
-    axis = 1 if cell_wise else 0
-    per_sample = np.stack(
-        [coefficient_of_variation(samples[..., s], axis) for s in range(samples.shape[-1])]
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN
-        model_cv = np.nanmean(per_sample, axis=0)
-    raw_cv = np.nan_to_num(coefficient_of_variation(raw, axis))
-    return model_cv, raw_cv
+    moments = CVMoments(*samples.shape)
+    for start in range(0, samples.shape[0], chunk):
+        moments.add(samples[start : start + chunk])
+    raw_cv = raw_cvs(raw, chunk=chunk)[0 if cell_wise else 1]
+    return moments.model_cv(cell_wise=cell_wise), raw_cv
 
 
 def cv_metrics(model_cv: np.ndarray, raw_cv: np.ndarray) -> dict[str, float]:
@@ -654,14 +741,31 @@ def compute_metrics(
     check_protein_scale(protein_scale)
     if progress is not None:
         progress(0.0, f"drawing {n_samples} posterior predictive samples")
-    pp = model.posterior_predictive_sample(
+    raw = {"rna": _aligned(data.rna, data.var_names, model.var_names)}
+    raw["protein"] = _aligned(data.protein, data.protein_names, model.protein_names)
+    # RNA: moments and the first sample only, a minibatch at a time (bounded memory)
+    rna_moments, first_rna, pro_parts = None, None, []
+    pos = 0
+    for _, rna_part, pro_part in model.iter_posterior_predictive_sample(
         data,
         n_samples=n_samples,
         seed=seed,
         batch_size=batch_size,
         protein_scale=EFFICIENCY_FREE,
-    )
-    protein = {EFFICIENCY_FREE: _with_sample_axis(pp["protein"])}
+    ):
+        rna_part = _with_sample_axis(rna_part)
+        if rna_moments is None:
+            rna_moments = CVMoments(data.n_cells, rna_part.shape[1], rna_part.shape[2])
+            first_rna = np.empty((data.n_cells, rna_part.shape[1]), dtype=np.float32)
+        rna_moments.add(rna_part)
+        first_rna[pos : pos + len(rna_part)] = rna_part[..., 0]
+        pos += len(rna_part)
+        pro_parts.append(pro_part)
+    if rna_moments is None:
+        msg = "the metrics need at least one cell"
+        raise ValueError(msg)
+    protein = {EFFICIENCY_FREE: _with_sample_axis(np.concatenate(pro_parts))}
+    del pro_parts
     if protein_scale == MEASURED and model.has_protein_efficiency:
         protein[MEASURED] = _with_sample_axis(
             model.posterior_predictive_sample(
@@ -684,25 +788,30 @@ def compute_metrics(
             and max(np.max(ti), np.max(vi)) < data.n_cells
         ):
             train, val = np.asarray(ti), np.asarray(vi)
-    raw = {"rna": _aligned(data.rna, data.var_names, model.var_names)}
-    raw["protein"] = _aligned(data.protein, data.protein_names, model.protein_names)
     names = {"rna": list(model.var_names), "protein": list(model.protein_names)}
+    raw_cv = {mod: raw_cvs(raw[mod]) for mod in MODALITIES}  # (cell-wise, feature-wise)
 
-    def tables(result: MetricsResult, mod: str, samples: np.ndarray) -> None:
+    def tables(result: MetricsResult, mod: str, moments: CVMoments, first: np.ndarray) -> None:
         result.n_features[mod] = len(names[mod])
         result.n_top[mod] = n_top_features(len(names[mod]))
-        m_cell, r_cell = model_and_raw_cv(samples, raw[mod], cell_wise=True)
+        m_cell = moments.model_cv(cell_wise=True)
+        r_cell = raw_cv[mod][0]
         result.cell_wise_cv[mod] = cv_table(
             m_cell, r_cell, train_indices=train, validation_indices=val
         )
-        m_gene, r_gene = model_and_raw_cv(samples, raw[mod], cell_wise=False)
+        m_gene = moments.model_cv(cell_wise=False)
+        r_gene = raw_cv[mod][1]
         result.gene_wise_cv[mod] = cv_table(m_gene, r_gene)
         result.gene_cv_points[mod] = pd.DataFrame(
             {"feature": names[mod], "observed": r_gene, "generated": m_gene}
         )
-        result.diff_exp[mod] = de_metric_table(
-            raw[mod], samples[..., 0], labels, feature_names=names[mod]
-        )
+        result.diff_exp[mod] = de_metric_table(raw[mod], first, labels, feature_names=names[mod])
+
+    def protein_tables(result: MetricsResult, samples: np.ndarray) -> None:
+        moments = CVMoments(*samples.shape)
+        for start in range(0, samples.shape[0], CV_CHUNK_CELLS):
+            moments.add(samples[start : start + CV_CHUNK_CELLS])
+        tables(result, "protein", moments, samples[..., 0])
 
     # without a learned efficiency (or one of 1) the two scales are one: the draws above
     result = MetricsResult(
@@ -711,10 +820,11 @@ def compute_metrics(
         protein_scale=protein_scale,
         one_scale=not model.has_protein_efficiency,
     )
-    tables(result, "rna", _with_sample_axis(pp["rna"]))
+    tables(result, "rna", rna_moments, first_rna)
+    del first_rna
     if progress is not None:
         progress(0.5, "protein: CV and DE metric")
-    tables(result, "protein", protein.get(protein_scale, protein[EFFICIENCY_FREE]))
+    protein_tables(result, protein.get(protein_scale, protein[EFFICIENCY_FREE]))
     result.protein_means = protein_means_table(
         raw["protein"], protein, names["protein"], mask=measured_proteins(model, data)
     )
@@ -739,7 +849,7 @@ def compute_metrics(
             protein_scale=EFFICIENCY_FREE,
             **{name: dict(getattr(result, name)) for name in per_modality},
         )
-        tables(scvi, "protein", protein[EFFICIENCY_FREE])
+        protein_tables(scvi, protein[EFFICIENCY_FREE])
         result.other_scale, scvi.other_scale = scvi, result
     if progress is not None:
         progress(1.0, "done")

@@ -29,7 +29,8 @@ ESSENTIAL_STEPS: tuple[tuple[str, float], ...] = (
 )
 #: Results computed after the pair is active, so later pages open instantly.
 WARM_STEPS: tuple[tuple[str, float], ...] = (
-    ("denoised expression", 0.35),
+    ("denoised protein", 0.05),  # first: Explore's linked view plots it
+    ("denoised expression", 0.3),
     ("foreground probability", 0.1),
     ("differential expression (one vs rest)", 0.55),
 )
@@ -74,6 +75,7 @@ def step_calls(
         "UMAP": "umap",
         "Leiden clusters": "clusters",
         "cell types": "cell_types",
+        "denoised protein": "denoised_protein",
         "foreground probability": "foreground_probability",
         "differential expression (one vs rest)": "de_one_vs_rest",
     }
