@@ -91,7 +91,8 @@ def test_every_option_has_help_stating_its_default() -> None:
 def test_help_text_shows_the_defaults() -> None:
     subs = _subparsers(build_parser())
     train = subs["train"].format_help()
-    assert "--out DIR" in train.split("\n\n")[0]  # usage: required, so not in brackets
+    usage = " ".join(train.split("\n\n")[0].split())  # argparse wraps the usage lines
+    assert "--out DIR" in usage  # usage: required, so not in brackets
     assert "[--out" not in train
     assert re.search(r"--n-latent N_LATENT\s+latent dimensions \(default: 20\)", train)
     assert re.search(r"--quiet\s+no per-epoch progress lines \(default: off\)", train)
