@@ -74,15 +74,6 @@ def typed_array(values: np.ndarray | Sequence[float], dtype: str = "f4") -> dict
     return {"dtype": dtype, "bdata": base64.b64encode(arr.tobytes()).decode("ascii")}
 
 
-def index_array(values: np.ndarray | Sequence[int]) -> np.ndarray:
-    """Point or cell positions as the smallest unsigned typed array that holds them
-    (``uint16`` below 65,536, else ``int32``): plotly.py sends numpy arrays as base64
-    typed arrays, 2 or 4 bytes an index where a JSON list takes a digit a decimal place."""
-    arr = np.asarray(values, dtype=np.int64).ravel()
-    small = arr.size == 0 or (arr.min() >= 0 and arr.max() < 2**16)
-    return arr.astype(np.uint16 if small else np.int32)
-
-
 def category_colors(categories: Sequence[str]) -> dict[str, str]:
     """Stable colour per category (same order → same colour in every view)."""
     return {str(c): PALETTE[i % len(PALETTE)] for i, c in enumerate(categories)}
@@ -390,11 +381,11 @@ def cell_scatter_figure(
         y=np.asarray(y, dtype=np.float32),
         mode="markers",
         marker=dict(marker),
-        customdata=index_array(custom),
+        customdata=custom.astype(np.int32),
         text=list(hover_text) if hover_text is not None else None,
         hovertext=list(hovertext) if hovertext is not None else None,
         hovertemplate=hovertemplate,
-        selectedpoints=index_array(selected) if selected is not None else None,
+        selectedpoints=list(selected) if selected is not None else None,
         selected={"marker": {"opacity": 1.0}},
         unselected={"marker": {"opacity": 0.12}},
         showlegend=False,

@@ -70,8 +70,7 @@ out.showscale = !!m.showscale;
 const cb = m.colorbar || {};
 out.colorbar_title = (cb.title && cb.title.text) || '';
 out.colorbar_ticks = cb.tickvals ? Array.from(cb.tickvals).length : 0;
-let sp = gd.data[0].selectedpoints;
-if (sp && sp.bdata !== undefined) sp = t.selectedpoints;  // typed-array spec: decoded
+const sp = gd.data[0].selectedpoints;
 out.selectedpoints = sp === undefined || sp === null ? null : Array.from(sp).map(Number);
 out.annotations = (gd._fullLayout.annotations || []).length;
 return out;
