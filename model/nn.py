@@ -157,6 +157,29 @@ class FCLayers(nn.Module):
                     x = slot(x)
         return x
 
+    def forward_columns(
+        self, x: torch.Tensor, *cat_list: torch.Tensor, columns: torch.Tensor
+    ) -> torch.Tensor:
+        """Output ``columns`` of a one-layer linear head (no norm, activation or dropout)
+        without computing the others: ``forward(x, *cat_list)[..., columns]``, with the
+        cost of ``len(columns)`` outputs (one gene's denoised RNA of a genes-wide head)."""
+        (layer,) = self.fc_layers
+        linear = layer[0]
+        if any(slot is not None for slot in list(layer)[1:]) or not isinstance(linear, Linear):
+            msg = "forward_columns needs a one-layer linear head"
+            raise ValueError(msg)
+        one_hots = [
+            one_hot(cat, n_cat)
+            for n_cat, cat in zip(self.n_cat_list, cat_list, strict=False)
+            if n_cat > 1
+        ]
+        if one_hots:
+            if x.dim() == 3:
+                one_hots = [oh.unsqueeze(0).expand(x.size(0), -1, -1) for oh in one_hots]
+            x = torch.cat([x, *one_hots], dim=-1)
+        bias = None if linear.bias is None else linear.bias[columns]
+        return F.linear(x, linear.weight[columns], bias)
+
 
 class EncoderTotalVI(nn.Module):
     """q(z | x, y, s) and q(log l | x, y, s): Gaussian posteriors from log counts."""

@@ -30,6 +30,7 @@ from model.checkpoint import (
 from model.config import TotalVIConfig, TrainConfig
 from model.correlation import FeatureCorrelation
 from model.data import CiteSeqData
+from model.gene_columns import GeneColumns
 from model.mapping import QueryInfo, map_query
 from model.model_folder import locate_model
 from model.module import TotalVAE
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["TotalVI"]
 
 
-class TotalVI(PosteriorQueries, Likelihoods, FeatureCorrelation):
+class TotalVI(PosteriorQueries, Likelihoods, FeatureCorrelation, GeneColumns):
     """TotalVI for CITE-seq (Gayoso et al. 2021) in plain PyTorch.
 
     Parameters

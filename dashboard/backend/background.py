@@ -39,6 +39,7 @@ JOB_QUERIES = (
     "cell_types",
     "denoised_rna",
     "denoised_rna_manifest",
+    "denoised_rna_state",
     "denoised_protein",
     "foreground_probability",
     "imputed_proteins",

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from model.data import CiteSeqData
     from model.totalvi import TotalVI
 
+#: Genes per block decoded on demand (:meth:`Expression.denoised_rna_block`): small, so one
+#: gene's first request decodes few others (at 72k cells a block is 4.6 MB).
+DEMAND_BLOCK_GENES = 16
 #: A protein table of a model and its data.
 Table = Callable[["TotalVI", "CiteSeqData"], pd.DataFrame]
 #: ``decode(model, data, indices=, transform_batch=, protein_list=, n_samples=,
@@ -68,19 +71,33 @@ class Expression(CachedQueries):
         """Denoised RNA (per 10k counts), cells x genes (all genes, or ``genes``), decoded
         in each cell's own batch or as ``batch`` says (:meth:`decode_batches`).
 
-        Stored in blocks of genes (:meth:`denoised_rna_manifest`): asking for some genes
-        reads only their rows; ``genes=None`` assembles the whole table (small data; code
-        that needs every gene at scale reads block by block: ``blocks.read_block``, or
-        by chunks of cells: ``blocks.iter_cells``, as the ``.h5mu`` export does).
+        A few genes in each cell's own batch are decoded on first request, in blocks of
+        :data:`DEMAND_BLOCK_GENES` genes (:meth:`denoised_rna_block`, from the stored
+        decoder state: no pass over every gene). Every gene, many genes, a counterfactual
+        batch, or genes of an already stored all-genes table come from the all-genes blocks
+        (:meth:`denoised_rna_manifest`): ``genes=None`` assembles the whole table (small
+        data; code that needs every gene at scale reads block by block:
+        ``blocks.read_block``, or by chunks of cells: ``blocks.iter_cells``, as the
+        ``.h5mu`` export does).
         """
-        blocks = self.results.blocks
-        manifest = self.denoised_rna_manifest(pair, batch=batch, progress=progress)
+        names = self.registry.model(pair).var_names
         if genes is not None:
-            known = set(manifest.columns)
-            missing = [g for g in genes if g not in known]
+            missing = [g for g in genes if g not in names]
             if missing:
                 msg = f"unknown gene(s) {missing[:5]}"
                 raise InvalidSelection(msg)
+        index = self.registry.dataset(pair).obs_names
+        if self._on_demand(pair, genes, batch):
+            positions = names.get_indexer(list(genes or []))
+            values = np.empty((len(index), len(positions)), dtype=np.float32)
+            with self.results.keeping_last_key():
+                for b in np.unique(positions // DEMAND_BLOCK_GENES):
+                    block = self.denoised_rna_block(pair, int(b), progress=progress)
+                    mine = np.flatnonzero(positions // DEMAND_BLOCK_GENES == b)
+                    values[:, mine] = block[:, positions[mine] - b * DEMAND_BLOCK_GENES]
+            return pd.DataFrame(values, index=index, columns=pd.Index(list(genes or [])))
+        blocks = self.results.blocks
+        manifest = self.denoised_rna_manifest(pair, batch=batch, progress=progress)
         with self.results.keeping_last_key() as key:
             values = read_with_retry(
                 blocks,
@@ -90,7 +107,63 @@ class Expression(CachedQueries):
                 lambda m: blocks.read(m, None if genes is None else list(genes)),
             )
         columns = pd.Index(list(manifest.columns) if genes is None else list(genes))
-        return pd.DataFrame(values, index=self.registry.dataset(pair).obs_names, columns=columns)
+        return pd.DataFrame(values, index=index, columns=columns)
+
+    def _on_demand(self, pair: Pair, genes: list[str] | None, batch: str | None) -> bool:
+        """True if ``genes`` are best decoded on demand: in each cell's own batch, at most
+        a quarter of the model's demand blocks, and no all-genes table stored yet."""
+        if genes is None or self.decode_batches(pair, batch) is not None:
+            return False
+        names = self.registry.model(pair).var_names
+        wanted = len(np.unique(names.get_indexer(list(genes)) // DEMAND_BLOCK_GENES))
+        every = -(-len(names) // DEMAND_BLOCK_GENES)
+        if wanted > max(1, every // 4):
+            return False
+        return not self.results.has("denoised_rna", pair, self._denoise_params())
+
+    def denoised_rna_state(self, pair: Pair, *, progress: ProgressFn | None = None) -> Any:
+        """The decoder state a gene is decoded from on demand
+        (:class:`~model.gene_columns.RnaDecoderState`: latent samples and the softmax's log
+        normaliser per cell and sample; one encoder and decoder pass, about as long as
+        decoding every gene once, but nothing per gene is written). Cache key: kind
+        ``"denoised_rna_state"``, the params of :meth:`denoised_rna_manifest` (each cell's
+        own batch), so its draws are those of the all-genes table."""
+        params = self._denoise_params()
+
+        def compute() -> Any:
+            model, data = self.registry.model(pair), self.registry.dataset(pair)
+            return model.rna_decoder_state(
+                data,
+                n_samples=params["n_samples"],
+                library_size=params["library_size"],
+                seed=params["seed"],
+            )
+
+        return self.results.cached("denoised_rna_state", pair, params, compute, progress)
+
+    def denoised_rna_block(
+        self, pair: Pair, block: int, *, progress: ProgressFn | None = None
+    ) -> np.ndarray:
+        """Denoised RNA (per 10k) of the model's genes ``block * DEMAND_BLOCK_GENES`` up to
+        the next block, every cell, float32 ``cells x genes``: decoded from
+        :meth:`denoised_rna_state` on first request and cached (kind
+        ``"denoised_rna_genes"``, params those of the state plus ``"block"`` and
+        ``"block_genes"``)."""
+        n_genes = len(self.registry.model(pair).var_names)
+        first = int(block) * DEMAND_BLOCK_GENES
+        if not 0 <= first < n_genes:
+            msg = f"gene block {block} is outside the model's {n_genes} genes"
+            raise InvalidSelection(msg)
+        params = {**self._denoise_params(), "block": int(block), "block_genes": DEMAND_BLOCK_GENES}
+
+        def compute() -> np.ndarray:
+            state = self.denoised_rna_state(pair, progress=progress)
+            model = self.registry.model(pair)
+            return model.rna_columns(
+                state, np.arange(first, min(first + DEMAND_BLOCK_GENES, n_genes))
+            )
+
+        return self.results.cached("denoised_rna_genes", pair, params, compute, progress)
 
     def denoised_rna_rows(self, pair: Pair, cells: np.ndarray) -> tuple[np.ndarray, pd.Index]:
         """Denoised RNA (per 10k) of the ``cells`` positions (sorted), read by chunks of

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 #: Results the first view needs (a layout and a colouring by cell type), with their rough
 #: share of the preparation time. The denoised values are not among them: the cell types
-#: name clusters from protein-only passes, and a gene's denoised RNA is computed when a
-#: page first asks (or by the warm steps, soon after the pair is active).
+#: name clusters from protein-only passes, and a gene's denoised RNA is decoded when a
+#: page first asks, from the decoder state the warm steps store soon after the pair is
+#: active (every gene at once only where something needs every gene: export, precompute).
 ESSENTIAL_STEPS: tuple[tuple[str, float], ...] = (
     ("latent space", 0.1),
     ("UMAP", 0.6),
@@ -30,7 +31,7 @@ ESSENTIAL_STEPS: tuple[tuple[str, float], ...] = (
 #: Results computed after the pair is active, so later pages open instantly.
 WARM_STEPS: tuple[tuple[str, float], ...] = (
     ("denoised protein", 0.05),  # first: Explore's linked view plots it
-    ("denoised expression", 0.3),
+    ("denoised RNA decoder state", 0.3),  # then any gene's denoised RNA takes a block
     ("foreground probability", 0.1),
     ("differential expression (one vs rest)", 0.55),
 )
@@ -80,11 +81,7 @@ def step_calls(
         "differential expression (one vs rest)": "de_one_vs_rest",
     }
     calls = {name: service_call(service, pair, m, should_stop) for name, m in methods.items()}
-    # one model pass: RNA written as gene blocks, the protein table stored alongside
-    calls["denoised expression"] = lambda: (
-        service.denoised_rna_manifest(pair),
-        service.denoised_protein(pair),
-    )
+    calls["denoised RNA decoder state"] = lambda: service.denoised_rna_state(pair)
     return calls
 
 

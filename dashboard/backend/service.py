@@ -153,6 +153,8 @@ class AnalysisService:
         self.label_set_snapshot = self.annotation.label_set_snapshot
         self.denoised_rna = self.expression.denoised_rna
         self.denoised_rna_manifest = self.expression.denoised_rna_manifest
+        self.denoised_rna_state = self.expression.denoised_rna_state
+        self.denoised_rna_block = self.expression.denoised_rna_block
         self.denoised_rna_key = self.expression.denoised_rna_key
         self.protein_scale = self.expression.protein_scale
         self.denoised_protein = self.expression.denoised_protein

@@ -340,12 +340,14 @@ def decoded_in(service: AnalysisService, pair: Pair, spec: ColorSpec) -> str:
 
 def submit_decode(service: AnalysisService, pair: Pair, batch: Any) -> str:
     """Start (or find cached) the job decoding every cell's denoised RNA and protein in
-    ``batch`` (``""``: each cell's own; :data:`ALL_BATCHES`: averaged over all); a forged
+    ``batch`` (:data:`ALL_BATCHES`: averaged over all; ``""``: each cell's own, where the
+    job stores the decoder state genes are decoded from on demand); a forged
     batch is refused in one line. Returns the job id."""
     if batch not in (None, ""):
         service.expression.decode_batches(pair, batch)  # refuse before starting anything
         return service.submit("denoised_rna_manifest", pair, batch=batch)
-    return service.submit("denoised_rna_manifest", pair)
+    # each cell's own batch: genes are decoded on demand from the stored decoder state
+    return service.submit("denoised_rna_state", pair)
 
 
 def batch_choices(service: AnalysisService, pair: Pair) -> list[dict[str, str]]:

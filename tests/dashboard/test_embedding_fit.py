@@ -91,7 +91,7 @@ def test_the_first_view_waits_for_no_denoising() -> None:
     first = [name for name, _ in ESSENTIAL_STEPS]
     assert first == ["latent space", "UMAP", "Leiden clusters", "cell types"]
     warm = [name for name, _ in WARM_STEPS]
-    assert warm[:2] == ["denoised protein", "denoised expression"]
+    assert warm[:2] == ["denoised protein", "denoised RNA decoder state"]
     assert abs(sum(share for _, share in ESSENTIAL_STEPS) - 1.0) < 1e-9
     assert Settings().warm_up_layout is True
     assert Settings.from_env({"TOTALVI_EXPLORER_WARM_UP_LAYOUT": "0"}).warm_up_layout is False

@@ -45,7 +45,8 @@ def test_feature_correlation_is_scvi_tools(pbmc, name, batches) -> None:
         data, n_samples=10, batch_size=64, transform_batch=batches, protein_scale=EFFICIENCY_FREE
     )
     features = [str(f) for f in expected["corr_features"]]
-    np.testing.assert_allclose(ours.loc[features, features], expected[name], atol=1e-6)
+    # float32 sums round differently on other CPUs / BLAS builds (1.2e-6 seen on one CI machine)
+    np.testing.assert_allclose(ours.loc[features, features], expected[name], atol=5e-6)
     if batches is not None:  # decoded in one batch at a time, the measured scale multiplies
         measured = model.get_feature_correlation_matrix(  # each protein by one constant
             data, n_samples=10, batch_size=64, transform_batch=batches
