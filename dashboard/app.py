@@ -41,6 +41,7 @@ from dashboard.pages._shared import data_of, shared_outputs
 from dashboard.upload_route import install_upload_route
 from dashboard.url_state import view_search
 from dashboard.views.cells import cell_positions
+from dashboard.views.layouts import MAX_KEY
 from dashboard.views.state import ActiveState, get_state, get_workspaces, set_state
 from dashboard.views.workspaces import Workspaces
 
@@ -136,10 +137,14 @@ def update_status(_n: int | None, token: dict[str, Any] | None) -> tuple[list[An
 
 
 def update_url_query(
-    color: dict[str, Any] | None, selection: dict[str, Any] | None, token: dict[str, Any] | None
+    color: dict[str, Any] | None,
+    selection: dict[str, Any] | None,
+    token: dict[str, Any] | None,
+    layout: dict[str, Any] | None = None,
 ) -> str:
-    """The shareable query string of the current colour, selection and pair (it follows
-    a model switch, so a reload does not open the pair the page was opened with)."""
+    """The shareable query string of the current colour, selection, pair (it follows a
+    model switch, so a reload does not open the pair the page was opened with) and
+    Explore's layout when not the default (this dataset's only)."""
     cells = _valid_cells(selection, token)
     region = _valid_region(selection, token)
     n_cells = None
@@ -152,7 +157,20 @@ def update_url_query(
         if cells and max(cells) >= (n_cells or 0):  # made on other cells: not shared
             cells = None
     pair = token.get("pair") if token else None
-    return view_search(color, cells, n_cells, region=region, pair=pair)
+    return view_search(
+        color, cells, n_cells, region=region, pair=pair, layout=_valid_layout(layout, token)
+    )
+
+
+def _valid_layout(layout: dict[str, Any] | None, token: dict[str, Any] | None) -> str | None:
+    """Explore's layout key (this dataset's; a page checks it when it opens the link),
+    else ``None``."""
+    if not isinstance(layout, dict) or not isinstance(layout.get("layout"), str):
+        return None
+    if token and layout.get("dataset") != token.get("dataset"):
+        return None
+    key = layout["layout"]
+    return key if len(key) <= MAX_KEY else None
 
 
 def _valid_region(
@@ -258,6 +276,7 @@ def register_shell_callbacks(app: Dash) -> None:
     app.callback(
         Output(ids.URL_QUERY_STORE, "data"),
         *data_of(ids.COLOR_STORE, ids.SELECTION_STORE, ids.MODEL_VERSION_STORE),
+        Input(ids.LAYOUT_STORE, "data"),
     )(update_url_query)
     app.clientside_callback(
         ClientsideFunction(namespace="tve", function_name="writeUrl"),

@@ -39,6 +39,21 @@ def decode_ids(prefix: str) -> DecodeControl:
     return DecodeControl(f"{prefix}-decode", job_ids(f"{prefix}-decode"), f"{prefix}-decoded")
 
 
+class LayoutControl(NamedTuple):
+    """The ids of a cell view's layout control (:mod:`dashboard.pages._layout`): the
+    dropdown, the panel of the job computing our UMAP and the store of the layout the view
+    shows (``{"layout": key}``)."""
+
+    choice: str
+    job: JobPanel
+    ready: str
+
+
+def layout_ids(prefix: str) -> LayoutControl:
+    """The ids of page ``prefix``'s layout control."""
+    return LayoutControl(f"{prefix}-layout", job_ids(f"{prefix}-layout"), f"{prefix}-layout-shown")
+
+
 class UploadZone(NamedTuple):
     """The ids of one drop zone (:func:`dashboard.components.upload_with_status`): the
     zone, the line saying what became of the file, the store the browser puts the upload's
@@ -72,6 +87,7 @@ COLOR_STORE = "app-color-store"  # {"feature": "gene:CD3E", "layer": "raw"}
 GENE_SETS_STORE = "app-gene-sets-store"  # {dataset fp: {set name: "set:<name>=<members>"}}
 MODEL_VERSION_STORE = "app-model-version-store"  # status dict; "version" bumps on a switch
 URL_QUERY_STORE = "app-url-query-store"  # "?color=...&sel=..." of the current view
+LAYOUT_STORE = "app-layout-store"  # {"layout": key (None: the default), "dataset": fp}
 URL_SINK = "app-url-sink"  # dummy output of the clientside URL writer
 WORKSPACE_SINK = "app-workspace-sink"  # dummy output of the workspace-view saver
 PAGE_STATE = "app-page-state"  # page-local store (one per page): state from the URL
@@ -93,6 +109,7 @@ EXPLORE_LEGEND = "explore-legend"  # the colouring's categories (click: select t
 LEGEND_ITEM = "legend-item"  # pattern-matching id type of one legend entry
 EXPLORE_LAYER = "explore-layer"
 EXPLORE_DECODE = decode_ids("explore")  # decode denoised values in: own batch, one, all
+EXPLORE_LAYOUT = layout_ids("explore")  # the main view's layout: our UMAP or the file's
 EXPLORE_LINKED_KIND = "explore-linked-kind"
 EXPLORE_LINKED_X = "explore-linked-x"
 EXPLORE_LINKED_Y = "explore-linked-y"

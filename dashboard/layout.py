@@ -82,6 +82,7 @@ def shell() -> html.Div:
             html.Div(id=ids.WORKSPACE_SINK, hidden=True),
             dcc.Store(id=ids.MODEL_VERSION_STORE, data=version_token(status)),
             dcc.Store(id=ids.URL_QUERY_STORE, data=""),
+            dcc.Store(id=ids.LAYOUT_STORE),  # Explore's layout, for the shareable URL
             html.Div(id=ids.URL_SINK, hidden=True),
             dcc.Interval(
                 id=ids.STATUS_INTERVAL,

@@ -2,9 +2,10 @@
 
 Selections are stored as a zlib-compressed bitset in URL-safe base64: a lasso selection of
 thousands of cells becomes a few hundred characters. The query string carries ``color``
-(``"gene:CD3E"``), ``layer`` (``raw``/``denoised``/``foreground``), ``sel`` (the bitset)
-and ``n`` (the number of cells the bitset was made for, so a link to another dataset is
-recognised instead of silently selecting the wrong cells).
+(``"gene:CD3E"``), ``layer`` (``raw``/``denoised``/``foreground``), ``layout`` (the
+layout of Explore's cell view when not the dataset's default, ``"obsm:X_tsne"``), ``sel``
+(the bitset) and ``n`` (the number of cells the bitset was made for, so a link to another
+dataset is recognised instead of silently selecting the wrong cells).
 
 On datasets above ``max_points`` a selection is a *region* (a lasso or box in one view, see
 :mod:`dashboard.views.cells`): the link then carries ``region`` (its compact JSON, zlib-compressed,
@@ -22,7 +23,7 @@ from urllib.parse import parse_qs, urlencode
 
 import numpy as np
 
-KEYS = ("pair", "color", "layer", "sel", "region", "n")
+KEYS = ("pair", "color", "layer", "layout", "sel", "region", "n")
 #: Most bytes a link's region may take once decompressed (room for a lasso of the most
 #: vertices a region may have, 5,000).
 MAX_REGION_BYTES = 512 * 1024
@@ -119,11 +120,13 @@ def view_search(
     n_cells: int | None,
     region: Mapping[str, Any] | None = None,
     pair: str | None = None,
+    layout: str | None = None,
 ) -> str:
     """The query string of a view: the (dataset, model) ``pair`` it shows (its id, so a
-    colleague's workspace opens the same one), colour (omitted when default) and selection
-    (cell positions, or a ``region`` on datasets shown as a subsample)."""
-    params: dict[str, Any] = {"pair": pair}
+    colleague's workspace opens the same one), colour (omitted when default), the cell
+    view's ``layout`` (given only when not the default) and selection (cell positions, or a
+    ``region`` on datasets shown as a subsample)."""
+    params: dict[str, Any] = {"pair": pair, "layout": layout}
     if color:
         feature, layer = color.get("feature"), color.get("layer") or "raw"
         if feature and feature != "obs:cell_type":

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from dashboard.backend.service import AnalysisService
 
 #: Results the first view needs (a layout and a colouring by cell type), with their rough
-#: share of the preparation time. The denoised values are not among them: the cell types
+#: share of the preparation time (a dataset with a layout of its own: no UMAP, see
+#: :func:`step_list`). The denoised values are not among them: the cell types
 #: name clusters from protein-only passes, and a gene's denoised RNA is decoded when a
 #: page first asks, from the decoder state the warm steps store soon after the pair is
 #: active (every gene at once only where something needs every gene: export, precompute).
@@ -37,6 +38,27 @@ WARM_STEPS: tuple[tuple[str, float], ...] = (
 )
 #: The step lists by name (the ``steps`` of a prepare job).
 STEP_LISTS = {"essential": ESSENTIAL_STEPS, "warm": WARM_STEPS}
+#: The step a dataset that carries a layout of its own (``obsm["X_umap"]``, ...) moves from
+#: the essential steps to the front of the warm ones: its first view shows the file's layout.
+LAYOUT_STEP = "UMAP"
+
+
+def step_list(steps: str, *, has_layouts: bool = False) -> tuple[tuple[str, float], ...]:
+    """The steps of list ``steps`` (a key of :data:`STEP_LISTS`) with their shares: as
+    listed, or for a dataset that ``has_layouts`` without our UMAP among the essential
+    steps and with it first among the warm ones (the shares of each list sum to 1)."""
+    if steps not in STEP_LISTS:
+        msg = f"unknown step list {steps!r}; choose one of {sorted(STEP_LISTS)}"
+        raise ValueError(msg)
+    listed = STEP_LISTS[steps]
+    if not has_layouts:
+        return listed
+    moved = dict(ESSENTIAL_STEPS)[LAYOUT_STEP]
+    if steps == "essential":
+        rest = [(name, share) for name, share in listed if name != LAYOUT_STEP]
+        return tuple((name, share / (1.0 - moved)) for name, share in rest)
+    with_layout = [(LAYOUT_STEP, moved), *listed]
+    return tuple((name, share / (1.0 + moved)) for name, share in with_layout)
 
 
 #: What :func:`precompute` fills, in order: (result, the service method computing it).
@@ -94,14 +116,13 @@ def prepare_pair(
     should_stop: Callable[[], bool] | None = None,
     extra: Mapping[str, Callable[[], Any]] | None = None,
 ) -> dict[str, float]:
-    """Compute (or read from the cache) the results of step list ``steps``; returns
-    seconds per step. ``extra`` steps (name: call) run after them, in this process (what
-    only the web server's memory holds, e.g. column-major counts)."""
-    if steps not in STEP_LISTS:
-        msg = f"unknown step list {steps!r}; choose one of {sorted(STEP_LISTS)}"
-        raise ValueError(msg)
+    """Compute (or read from the cache) the results of step list ``steps``
+    (:func:`step_list`: a dataset with a layout of its own computes our UMAP among the warm
+    steps); returns seconds per step. ``extra`` steps (name: call) run after them, in this
+    process (what only the web server's memory holds, e.g. column-major counts)."""
+    listed = step_list(steps, has_layouts=bool(service.dataset(pair).layouts))
     calls = step_calls(service, pair, should_stop)
-    plan = [(name, share, calls[name]) for name, share in STEP_LISTS[steps]]
+    plan = [(name, share, calls[name]) for name, share in listed]
     plan += [(name, 0.0, call) for name, call in (extra or {}).items()]
     done = 0.0
     seconds: dict[str, float] = {}

@@ -22,6 +22,7 @@ from dashboard.views.cells import valid_cells
 from dashboard.views.colours import DEFAULT_FEATURE, ColorSpec, layer_options
 from dashboard.views.errors import BackendError, InvalidSelection, NotReady
 from dashboard.views.features import feature_catalog, with_current
+from dashboard.views.layouts import shown_layout
 from dashboard.views.state import active
 from dashboard.views.upload_payload import upload_bytes
 
@@ -273,6 +274,7 @@ def register() -> Callable[..., Any]:
         State(ids.EXPLORE_COLOR, "options"),
         State(ids.EXPLORE_LINKED_KIND, "value"),
         State(ids.EXPLORE_LINKED_COLOR, "value"),
+        State(ids.EXPLORE_LAYOUT.ready, "data"),
         prevent_initial_call=True,
     )
     def edit(*args: Any) -> tuple:
@@ -281,7 +283,7 @@ def register() -> Callable[..., Any]:
         (contents, filename, set_name, new_name, label, cats, cat_name, selection, options) = args[
             n_buttons : n_buttons + 9
         ]
-        linked = args[n_buttons + 9 : n_buttons + 11]
+        linked = args[n_buttons + 9 : n_buttons + 12]  # and the main view's layout
         action = ACTIONS.get(str(sh.triggered()), "")
         try:
             name, status = apply_action(
@@ -316,15 +318,18 @@ def _after_edit(
     options: list | None,
     linked_kind: str | None = None,
     linked_color: str | None = None,
+    layout: dict | None = None,
 ) -> tuple:
     """What an edit changes besides its status line: the set and category pickers, the
     undo button's title, and Explore coloured by the set (``name``; the cell types when
     none is left); the linked view too unless it shows colours of its own (a blend, an
-    embedding coloured apart)."""
+    embedding coloured apart; the main view's on-data labels where its ``layout`` store
+    puts the cells)."""
     service, pair = active()
     feature = ls.set_feature(name) if name else DEFAULT_FEATURE
     spec = ColorSpec(feature)
-    umap, linked = _cells.recolor_patches(service, pair, spec)
+    key = shown_layout(service, pair, layout)  # where the main view's labels go
+    umap, linked = _cells.recolor_patches(service, pair, spec, layout=key)
     if not _linked.follows_page(linked_kind, linked_color):
         linked = no_update
     undo = ls.next_undo(service, pair)

@@ -16,9 +16,9 @@ from dash import Patch
 from dashboard import components, figures
 from dashboard.views.cells import (
     MAX_LEGEND_ITEMS,
+    main_view,
     shown_cells,
     shown_positions,
-    umap_xy,
     view_meta,
 )
 from dashboard.views.colours import (
@@ -29,6 +29,7 @@ from dashboard.views.colours import (
     color_label,
     hover_columns,
 )
+from dashboard.views.layouts import OURS, layout_axes, layout_xy
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -161,9 +162,11 @@ def umap_figure(
     selected: Sequence[int] | None = None,
     title: str = "",
     legend: bool = False,
+    layout: str = OURS,
 ) -> go.Figure:
-    """The latent UMAP of the pair coloured by ``spec``."""
-    x, y = umap_xy(service, pair)
+    """The latent UMAP of the pair coloured by ``spec``, or the cells in another
+    ``layout`` (a key of :mod:`dashboard.views.layouts`, checked)."""
+    x, y = layout_xy(service, pair, layout)
     return cell_figure(
         service,
         pair,
@@ -172,8 +175,9 @@ def umap_figure(
         y=y,
         selected=selected,
         title=title,
+        axis_titles=layout_axes(layout),
         labels_on_data=True,
-        view={"view": "umap"},
+        view=main_view(layout),
         legend=legend,
     )
 
@@ -197,14 +201,20 @@ def recolor_patch(
 
 
 def recolor_patches(
-    service: AnalysisService, pair: Pair, spec: ColorSpec, *, hover: bool = False
+    service: AnalysisService,
+    pair: Pair,
+    spec: ColorSpec,
+    *,
+    hover: bool = False,
+    layout: str = OURS,
 ) -> tuple[Patch, Patch]:
-    """:func:`recolor_patch` of the UMAP and of the linked view (both with a legend), from
-    one reading of the colour values."""
+    """:func:`recolor_patch` of the main view (shown in ``layout``: where its on-data
+    labels go) and of the linked view (both with a legend), from one reading of the colour
+    values."""
     shown = shown_cells(service, pair)
     parts = color_parts(service, pair, spec, shown, legend=True)
     return (
-        _patch(service, pair, spec, shown, parts, umap=True, hover=hover),
+        _patch(service, pair, spec, shown, parts, umap=True, hover=hover, layout=layout),
         _patch(service, pair, spec, shown, parts, umap=False, hover=hover),
     )
 
@@ -218,6 +228,7 @@ def _patch(
     *,
     umap: bool,
     hover: bool,
+    layout: str = OURS,
 ) -> Patch:
     marker, template, labels, cd = parts
     patch = Patch()
@@ -229,7 +240,7 @@ def _patch(
     if umap:
         annotations = []
         if cd.categorical and spec.feature == "obs:cell_type":
-            x, y = umap_xy(service, pair)
+            x, y = layout_xy(service, pair, layout)
             if shown is not None:
                 x, y = x[shown], y[shown]
             annotations = figures.category_annotations(x, y, cd.values)

@@ -26,7 +26,7 @@ from dash import (
 )
 
 from dashboard import components, figures, ids
-from dashboard.pages import _annotations, _cells, _decode, _gene_sets, _jobs, _linked
+from dashboard.pages import _annotations, _cells, _decode, _gene_sets, _jobs, _layout, _linked
 from dashboard.pages import _shared as sh
 from dashboard.views.cells import (
     cell_type_choices,
@@ -56,6 +56,7 @@ from dashboard.views.features import (
     search_features,
     with_current,
 )
+from dashboard.views.layouts import link_layout, shown_layout
 from dashboard.views.links import initial_color, link_state
 from dashboard.views.state import active
 
@@ -83,7 +84,8 @@ COMPARE_LABEL = "Comparison"
 
 @sh.model_page("Explore")
 def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> html.Div:
-    """The Explore page (query: ``color``, ``layer``, ``sel``, ``n`` from a shared link)."""
+    """The Explore page (query: ``color``, ``layer``, ``layout``, ``sel``, ``n`` from a
+    shared link)."""
     service, pair = active()
     catalog, spec = initial_color(service, pair, query, color_state)
     x0, y0 = default_protein_pair(catalog)
@@ -93,6 +95,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
     color_options = with_current(search_features(catalog, ""), catalog, spec.feature)
     data = service.dataset(pair)
     note = overview_note(service, pair)
+    layout_key, _ = link_layout(service, pair, query.get("layout"))  # (link_state says why)
     return html.Div(
         [
             components.page_header(
@@ -128,6 +131,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                         "Values",
                         components.segmented(ids.EXPLORE_LAYER, layer_choices(), spec.layer),
                     ),
+                    _layout.control(ids.EXPLORE_LAYOUT, service, pair, layout_key),
                     _decode.control(ids.EXPLORE_DECODE, service, pair, spec.batch),
                     rename_types_control(service, pair),
                 ],
@@ -136,7 +140,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
             html.Div(
                 [
                     components.graph_card(
-                        "Latent space (UMAP)",
+                        "Cells" if data.layouts else "Latent space (UMAP)",
                         ids.EXPLORE_UMAP,
                         height=_cells.UMAP_HEIGHT,
                         subtitle=(f"{note} " if note else "")
@@ -325,6 +329,7 @@ def _selected(selection: dict | None, page_state: dict | None, n_cells: int, ini
 
 
 start_decode, poll_decode = _decode.register(ids.EXPLORE_DECODE)
+start_layout, poll_layout = _layout.register(ids.EXPLORE_LAYOUT)
 linked_callbacks = _linked.register()  # the Embedding and Two-feature blend controls
 gene_set_callbacks = _gene_sets.register()  # the Gene sets card
 annotation_edit = _annotations.register()  # the Annotations card (label sets)
@@ -335,6 +340,7 @@ annotation_edit = _annotations.register()  # the Annotations card (label sets)
     Input(ids.EXPLORE_UMAP, "id"),
     *sh.values_of(ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
     *sh.data_of(ids.SELECTION_STORE, ids.PAGE_STATE, ids.EXPLORE_DECODE.ready, dep=State),
+    Input(ids.EXPLORE_LAYOUT.ready, "data"),
 )
 @sh.figure_or_error
 def build_umap(
@@ -344,13 +350,17 @@ def build_umap(
     selection: dict | None,
     page_state: dict | None,
     decoded: dict | None = None,
+    layout: dict | None = None,
 ) -> Any:
-    """The UMAP, coloured and highlighted as the page's controls say."""
+    """The main cell view (our UMAP or a layout of the file's, as the layout control's
+    ready store says; none: the default), coloured and highlighted as the page's controls
+    say."""
     service, pair = active()
     n = service.dataset(pair).n_cells
     spec = _decode.decoded_spec(feature, layer, decoded)
     cells = _selected(selection, page_state, n, sh.triggered() is None)
-    return _cells.umap_figure(service, pair, spec, selected=cells, legend=True)
+    key = shown_layout(service, pair, layout)
+    return _cells.umap_figure(service, pair, spec, selected=cells, legend=True, layout=key)
 
 
 @callback(
@@ -430,6 +440,7 @@ def linked_controls(kind: str) -> tuple[bool, str]:
     *sh.recolor_io([ids.EXPLORE_UMAP, ids.EXPLORE_LINKED], ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
     Input(ids.EXPLORE_DECODE.ready, "data"),
     *sh.props_of(State, "value", ids.EXPLORE_LINKED_KIND, ids.EXPLORE_LINKED_COLOR),
+    State(ids.EXPLORE_LAYOUT.ready, "data"),
     prevent_initial_call=True,
 )
 def recolor(
@@ -439,6 +450,7 @@ def recolor(
     decoded: dict | None = None,
     linked_kind: str | None = None,
     linked_color: str | None = None,
+    layout: dict | None = None,
 ) -> tuple:
     """Recolour both views by a new choice (or a finished "Decode in" job): a marker
     ``Patch`` each, nothing else (none for a linked view with colours of its own: a blend,
@@ -448,7 +460,8 @@ def recolor(
     if spec is None:  # the shared colouring already, e.g. the controls just mounted
         return no_update, no_update, no_update, options, new_layer
     service, pair = active()
-    patch, linked = _cells.recolor_patches(service, pair, spec)
+    key = shown_layout(service, pair, layout)
+    patch, linked = _cells.recolor_patches(service, pair, spec, layout=key)
     if not _linked.follows_page(linked_kind, linked_color):
         linked = no_update
     return patch, linked, spec.to_state(), options, new_layer
@@ -683,14 +696,20 @@ _RENAME_OUTPUTS = (
 
 
 def _after_rename(
-    feature: str | None, layer: str | None, note: str, linked: tuple = (None, None)
+    feature: str | None,
+    layer: str | None,
+    note: str,
+    linked: tuple = (None, None),
+    layout: dict | None = None,
 ) -> tuple:
     """Both views patched to the new names (legend, on-data labels, hover; a linked view
-    with colours of its own, ``linked`` = its kind and colouring: its hover only), the
-    rename dropdown, a cleared name box, a one-line note and the names store."""
+    with colours of its own, ``linked`` = its kind and colouring: its hover only; the main
+    view's labels where its ``layout`` store puts the cells), the rename dropdown, a
+    cleared name box, a one-line note and the names store."""
     service, pair = active()
     spec = ColorSpec.from_state({"feature": feature, "layer": layer})
-    umap, linked_patch = _cells.recolor_patches(service, pair, spec, hover=True)
+    key = shown_layout(service, pair, layout)
+    umap, linked_patch = _cells.recolor_patches(service, pair, spec, hover=True, layout=key)
     if not _linked.follows_page(*linked):
         linked_patch = _linked.hover_patch(service, pair)
     return (
@@ -708,6 +727,7 @@ def _after_rename(
     Input(RENAME_APPLY, "n_clicks"),
     *sh.values_of(RENAME_TYPE, RENAME_NAME, ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
     *sh.values_of(ids.EXPLORE_LINKED_KIND, ids.EXPLORE_LINKED_COLOR),
+    State(ids.EXPLORE_LAYOUT.ready, "data"),
     prevent_initial_call=True,
 )
 def rename_type(
@@ -718,6 +738,7 @@ def rename_type(
     layer: str | None,
     linked_kind: str | None = None,
     linked_color: str | None = None,
+    layout: dict | None = None,
 ) -> tuple:
     """Show a cell type under a new name everywhere (kept for this dataset and model)."""
     if not n_clicks:
@@ -732,7 +753,7 @@ def rename_type(
     except BackendError as err:
         return (*(no_update,) * 4, components.alert(str(err), kind="warning"), no_update)
     note = f"“{old}” is now “{names[type_id]}”."
-    return _after_rename(feature, layer, note, (linked_kind, linked_color))
+    return _after_rename(feature, layer, note, (linked_kind, linked_color), layout)
 
 
 @callback(
@@ -740,6 +761,7 @@ def rename_type(
     Input(RENAME_RESET, "n_clicks"),
     *sh.values_of(ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
     *sh.values_of(ids.EXPLORE_LINKED_KIND, ids.EXPLORE_LINKED_COLOR),
+    State(ids.EXPLORE_LAYOUT.ready, "data"),
     prevent_initial_call=True,
 )
 def reset_type_names(
@@ -748,11 +770,12 @@ def reset_type_names(
     layer: str | None,
     linked_kind: str | None = None,
     linked_color: str | None = None,
+    layout: dict | None = None,
 ) -> tuple:
     """Every cell type under its automatic name again."""
     note = "Cell types show their automatic names again."
     step = _names_step("reset_cell_type_names", note)
-    return step(n_clicks, feature, layer, (linked_kind, linked_color))
+    return step(n_clicks, feature, layer, (linked_kind, linked_color), layout)
 
 
 @callback(
@@ -760,6 +783,7 @@ def reset_type_names(
     Input(RENAME_UNDO, "n_clicks"),
     *sh.values_of(ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
     *sh.values_of(ids.EXPLORE_LINKED_KIND, ids.EXPLORE_LINKED_COLOR),
+    State(ids.EXPLORE_LAYOUT.ready, "data"),
     prevent_initial_call=True,
 )
 def undo_type_name(
@@ -768,18 +792,21 @@ def undo_type_name(
     layer: str | None,
     linked_kind: str | None = None,
     linked_color: str | None = None,
+    layout: dict | None = None,
 ) -> tuple:
     """Step back over the last rename or reset of the cell types."""
     note = "Undone: the cell types show the names they had before."
     step = _names_step("undo_cell_type_name", note)
-    return step(n_clicks, feature, layer, (linked_kind, linked_color))
+    return step(n_clicks, feature, layer, (linked_kind, linked_color), layout)
 
 
 def _names_step(method: str, note: str) -> Any:
     """A button that changes every cell type's name at once (``service.<method>(pair)``:
     reset, undo): the rename outputs with ``note``, or its refusal in one line."""
 
-    def run(n_clicks: int | None, feature: Any, layer: Any, linked: tuple) -> tuple:
+    def run(
+        n_clicks: int | None, feature: Any, layer: Any, linked: tuple, layout: Any = None
+    ) -> tuple:
         if not n_clicks:
             return (no_update,) * 6
         service, pair = active()
@@ -787,7 +814,7 @@ def _names_step(method: str, note: str) -> Any:
             getattr(service, method)(pair)
         except BackendError as err:
             return (*(no_update,) * 4, components.alert(str(err), kind="warning"), no_update)
-        return _after_rename(feature, layer, note, linked)
+        return _after_rename(feature, layer, note, linked, layout)
 
     return run
 

@@ -9,12 +9,15 @@ the results cache). A lasso or box drawn on it is kept as a *region*, the shape 
 view it was drawn in::
 
     {"view": "umap", "lasso": [[x...], [y...]]}
+    {"view": "umap", "layout": "obsm:X_tsne", "lasso": [[x...], [y...]]}
     {"view": "linked", "kind": "proteins", "x": "CD3", "y": "CD4", "layer": "denoised",
      "box": [[x0, x1], [y0, y1]]}
 
 and :func:`region_cells` resolves it against every cell of the dataset (memoised), so a
 selection still means cells of the whole dataset while the browser's store, the URL and
-saved selections hold a few kilobytes instead of a million positions. Below the threshold
+saved selections hold a few kilobytes instead of a million positions. A region of the main
+view names the layout it was drawn in (:mod:`dashboard.views.layouts`; none: ours), so it
+keeps meaning the same cells after a switch of layout. Below the threshold
 none of this applies: all cells are drawn and selections are lists of positions as before.
 """
 
@@ -114,7 +117,10 @@ def view_meta(
 def view_xy(
     service: AnalysisService, pair: Pair, view: Mapping[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """x and y of every cell in a view (``{"view": "umap"}`` or a linked view's spec)."""
+    """x and y of every cell in a view (``{"view": "umap"}``, with the ``layout`` it shows
+    when not ours, or a linked view's spec)."""
+    if view.get("view") == "umap" and view.get("layout") is not None:
+        return layout_xy(service, pair, view["layout"])
     if view.get("view") == "umap" or view.get("kind") == "blend":
         return umap_xy(service, pair)
     if view.get("kind") == "embedding":
@@ -135,6 +141,13 @@ def umap_xy(service: AnalysisService, pair: Pair) -> tuple[np.ndarray, np.ndarra
     """x and y of every cell in the latent UMAP."""
     xy = service.umap(pair)
     return xy["UMAP1"].to_numpy(), xy["UMAP2"].to_numpy()
+
+
+def main_view(layout: str = OURS) -> dict[str, Any]:
+    """The spec of the main cell view (Explore's, the UMAP of other pages) in ``layout``:
+    ``{"view": "umap"}`` for ours (what regions drawn before layouts say), else with its
+    ``layout``."""
+    return {"view": "umap"} if layout == OURS else {"view": "umap", "layout": layout}
 
 
 def linked_view(
@@ -210,6 +223,8 @@ def clean_region(region: Any) -> dict[str, Any]:
         for key in ("x", "y", "layer", "layout"):
             if region.get(key) is not None:
                 out[key] = str(region[key])
+    elif region.get("layout") not in (None, OURS):  # the main view in a layout of the file's
+        out["layout"] = str(region["layout"])
     lasso, box = region.get("lasso"), region.get("box")
     if lasso is not None:
         if not isinstance(lasso, list | tuple) or len(lasso) != 2:

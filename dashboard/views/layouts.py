@@ -1,6 +1,8 @@
-"""The cell layouts Explore's "Embedding" linked view can show: the model's latent UMAP and
-every 2-D layout the dataset's file carries in ``obsm`` (``X_umap``, ``X_tsne``, the first
-two components of ``X_pca``, ...; read by :func:`model.data.obsm_layouts`).
+"""The cell layouts Explore's main cell view and its "Embedding" linked view can show: the
+model's latent UMAP and every 2-D layout the dataset's file carries in ``obsm`` (``X_umap``,
+``X_tsne``, the first two components of ``X_pca``, ...; read by
+:func:`model.data.obsm_layouts`). A dataset with a layout of its own opens on it
+(:func:`default_layout`), so its first view waits for no UMAP of ours.
 
 A layout is named by a key: :data:`OURS` (``"umap"``) or ``"obsm:<obsm key>"``. Keys come
 back from the browser (dropdown values, regions of a lasso), so :func:`layout_xy` refuses
@@ -24,6 +26,8 @@ OURS = "umap"
 OURS_LABEL = "Latent UMAP (ours)"
 #: Prefix of the keys of the file's own layouts.
 OBSM = "obsm:"
+#: The file's layout a dataset opens with when it has one (else the file's first).
+PREFERRED = "X_umap"
 #: Longest key accepted from the browser (longer ones are refused unread).
 MAX_KEY = 200
 NO_LAYOUTS_NOTE = (
@@ -35,6 +39,40 @@ NO_LAYOUTS_NOTE = (
 def layout_keys(service: AnalysisService, pair: Pair) -> list[str]:
     """Every layout key of the pair: ours first, then the file's in its order."""
     return [OURS, *(OBSM + k for k in service.dataset(pair).layouts)]
+
+
+def default_layout(service: AnalysisService, pair: Pair) -> str:
+    """The layout the main cell view opens with: the file's own ``X_umap`` if it carries
+    one, else the file's first layout, else ours (:data:`OURS`)."""
+    layouts = service.dataset(pair).layouts
+    if not layouts:
+        return OURS
+    return OBSM + (PREFERRED if PREFERRED in layouts else next(iter(layouts)))
+
+
+def shown_layout(service: AnalysisService, pair: Pair, ready: object) -> str:
+    """The layout a view's ready store names (``{"layout": key}``, from the browser:
+    checked by :func:`check_layout`), or :func:`default_layout` when it names none."""
+    key = ready.get("layout") if isinstance(ready, dict) else None
+    return default_layout(service, pair) if key is None else check_layout(service, pair, key)
+
+
+def link_layout(service: AnalysisService, pair: Pair, value: object) -> tuple[str, str]:
+    """The layout a shared link opens (``value``: its ``layout``, from the browser; none:
+    :func:`default_layout`) and, when the dataset has no such layout, the line saying so
+    (the default is shown instead; else ``""``)."""
+    value = value[-1] if isinstance(value, list) and value else value  # a repeated key
+    default = default_layout(service, pair)
+    if value in (None, "", []):
+        return default, ""
+    try:
+        return check_layout(service, pair, value), ""
+    except InvalidSelection:
+        shown = str(value) if len(str(value)) <= 40 else str(value)[:37] + "..."
+        return default, (
+            f"the link shows the layout {shown!r}, which this dataset does not have; "
+            f"showing {layout_label(default)} instead"
+        )
 
 
 def layout_label(key: str) -> str:

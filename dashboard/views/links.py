@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from dashboard.url_state import state_from_query
 from dashboard.views.colours import ColorSpec
 from dashboard.views.features import FeatureCatalog, feature_catalog
+from dashboard.views.layouts import link_layout
 from dashboard.views.state import open_link
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ def link_state(query: Mapping[str, Any], service: AnalysisService, pair: Pair) -
     a ``notice`` when the link's colour is not in this dataset (the page then shows cell
     types, and says so instead of falling back silently). A link that names another
     (dataset, model) pair switches the workspace to it (when this user may open it) and
-    says so; the page shows the link's view once that pair is ready."""
+    says so; the page shows the link's view once that pair is ready. A ``layout`` the
+    dataset does not have is said in the ``notice`` too (the page shows its default)."""
     linked = query.get("pair")
     linked = linked[-1] if isinstance(linked, list) and linked else linked
     if linked and str(linked) != pair.id:
@@ -45,13 +47,17 @@ def link_state(query: Mapping[str, Any], service: AnalysisService, pair: Pair) -
         if line:
             return {"notice": line}
     out: dict[str, Any] = {}
+    notices = []
     color = query.get("color")
     if color and not feature_catalog(service, pair).has(str(color)):
         shown = str(color) if len(str(color)) <= 60 else str(color)[:57] + "..."
-        out["notice"] = (
+        notices.append(
             f"the link colours by {shown!r}, which this dataset does not have (no such "
             "gene, protein or cell annotation); showing cell types instead"
         )
+    notices.append(link_layout(service, pair, query.get("layout"))[1])
+    if any(notices):
+        out["notice"] = "; ".join(n for n in notices if n)
     if not (query.get("sel") or query.get("region")):
         return out
     selection = state_from_query(query, service.dataset(pair).n_cells)

@@ -1,6 +1,7 @@
 """Explore's linked view in a real headless Chromium: the kind "Embedding" plots a layout
-of the file's own (``obsm``), and a lasso in it selects the same cells in the UMAP; the kind
-"Two-feature blend" colours the UMAP by two features with a two-axis key."""
+of the file's own (``obsm``), and a lasso in it selects the same cells in the main view; the
+kind "Two-feature blend" colours the UMAP by two features with a two-axis key. The main view
+opens on the file's layout and switches to our latent UMAP."""
 
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ from dashboard.testing_browser import (
     wait_idle,
 )
 from dashboard.views.blend import blend_values
+from dashboard.views.cells import umap_xy
 from dashboard.views.colours import ColorSpec, feature_values
 from dashboard.views.features import default_protein_pair, feature_catalog
+from dashboard.views.layouts import OURS
 
 pytestmark = pytest.mark.browser
 
@@ -103,8 +106,8 @@ def test_embedding_plots_the_files_layout_and_a_lasso_selects_in_the_umap(
     x, y = driver.execute_script(XY_JS, ids.EXPLORE_LINKED)
     np.testing.assert_allclose(x, tsne[:, 0], rtol=1e-6)
     np.testing.assert_allclose(y, tsne[:, 1], rtol=1e-6)
-    umap_x, _ = driver.execute_script(XY_JS, ids.EXPLORE_UMAP)
-    assert not np.allclose(umap_x, x)
+    main_x, _ = driver.execute_script(XY_JS, ids.EXPLORE_UMAP)
+    np.testing.assert_allclose(main_x, x, rtol=1e-6)  # the main view opens on the file's
     # "same as the UMAP": the same colours per cell
     assert driver.execute_script(COLORS_JS, ids.EXPLORE_LINKED) == driver.execute_script(
         COLORS_JS, ids.EXPLORE_UMAP
@@ -131,7 +134,7 @@ def test_embedding_plots_the_files_layout_and_a_lasso_selects_in_the_umap(
     assert in_umap == _selected(driver, ids.EXPLORE_LINKED)
     overlap = len(set(in_umap) & set(expected))  # cells right on the edge may go either way
     assert overlap >= 0.9 * len(expected) and len(in_umap) <= 1.1 * len(expected) + 2
-    # they are the cells on the left of the t-SNE layout, wherever they are on the UMAP
+    # they are the cells on the left of the t-SNE layout
     chosen = tsne[in_umap, 0]
     assert np.quantile(chosen, 0.9) < np.quantile(tsne[:, 0], 0.6)
     wait_for(
@@ -184,3 +187,31 @@ def test_two_feature_blend_colours_each_cell_and_names_both_axes_of_its_key(
     assert key["traces"][-1] == "blend key"
     driver.find_element(By.ID, ids.EXPLORE_LINKED).screenshot(str(screenshots / "blend.png"))
     assert_clean(driver, dashboard, "linked blend")
+
+
+def test_the_main_view_opens_on_the_files_layout_and_switches_to_ours(
+    driver: WebDriver, dashboard: Any
+) -> None:
+    service, pair = dashboard.service, dashboard.pair
+    tsne = service.dataset(pair).layouts["X_tsne"]
+    n = service.dataset(pair).n_cells
+    open_page(driver, dashboard.url, "explore")
+    wait_graph(driver, ids.EXPLORE_UMAP, lambda g: g["n_points"] == n, "no main view")
+    wait_idle(driver)
+    choice = driver.find_element(By.ID, ids.EXPLORE_LAYOUT.choice)
+    assert "X_tsne (from the file)" in choice.text
+    x, y = driver.execute_script(XY_JS, ids.EXPLORE_UMAP)
+    np.testing.assert_allclose(x, tsne[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(y, tsne[:, 1], rtol=1e-6)
+    pick_option(driver, ids.EXPLORE_LAYOUT.choice, "Latent", OURS)
+    ux, uy = umap_xy(service, pair)
+    wait_for(
+        driver,
+        lambda d: np.allclose(d.execute_script(XY_JS, ids.EXPLORE_UMAP)[0], ux, rtol=1e-6),
+        "the main view does not show our UMAP",
+        timeout=60,  # (computed by a job if the warm steps have not yet)
+    )
+    np.testing.assert_allclose(driver.execute_script(XY_JS, ids.EXPLORE_UMAP)[1], uy, rtol=1e-6)
+    assert "Latent UMAP (ours)" in choice.text
+    assert "layout=umap" in driver.current_url  # a shared link opens ours
+    assert_clean(driver, dashboard, "main view layout")

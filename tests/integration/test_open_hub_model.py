@@ -182,7 +182,7 @@ def recolour(env: SimpleNamespace, feature: str, layer: str = "raw") -> dict:
         "app-color-store.data",
         "explore-color.value",
         [feature, layer, None],
-        [CELL_TYPE, "proteins", None],  # the linked view's kind and colouring
+        [CELL_TYPE, "proteins", None, None],  # the linked view's kind and colouring, layout
     )["response"]
 
 
