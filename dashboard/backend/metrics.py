@@ -431,7 +431,7 @@ def _rank(
 
 def de_metric_table(
     raw: np.ndarray | sp.spmatrix,
-    sample: np.ndarray,
+    sample: np.ndarray | sp.spmatrix,
     labels: Sequence[Any] | np.ndarray | pd.Series,
     *,
     feature_names: Sequence[str],
@@ -743,9 +743,9 @@ def compute_metrics(
         progress(0.0, f"drawing {n_samples} posterior predictive samples")
     raw = {"rna": _aligned(data.rna, data.var_names, model.var_names)}
     raw["protein"] = _aligned(data.protein, data.protein_names, model.protein_names)
-    # RNA: moments and the first sample only, a minibatch at a time (bounded memory)
-    rna_moments, first_rna, pro_parts = None, None, []
-    pos = 0
+    # RNA: moments and the first sample only (sparse: counts are mostly zeros), a minibatch
+    # at a time (bounded memory)
+    rna_moments, first_parts, pro_parts = None, [], []
     for _, rna_part, pro_part in model.iter_posterior_predictive_sample(
         data,
         n_samples=n_samples,
@@ -756,14 +756,14 @@ def compute_metrics(
         rna_part = _with_sample_axis(rna_part)
         if rna_moments is None:
             rna_moments = CVMoments(data.n_cells, rna_part.shape[1], rna_part.shape[2])
-            first_rna = np.empty((data.n_cells, rna_part.shape[1]), dtype=np.float32)
         rna_moments.add(rna_part)
-        first_rna[pos : pos + len(rna_part)] = rna_part[..., 0]
-        pos += len(rna_part)
+        first_parts.append(sp.csr_matrix(rna_part[..., 0], dtype=np.float32))
         pro_parts.append(pro_part)
     if rna_moments is None:
         msg = "the metrics need at least one cell"
         raise ValueError(msg)
+    first_rna = sp.vstack(first_parts, format="csr", dtype=np.float32)
+    del first_parts
     protein = {EFFICIENCY_FREE: _with_sample_axis(np.concatenate(pro_parts))}
     del pro_parts
     if protein_scale == MEASURED and model.has_protein_efficiency:
