@@ -26,32 +26,40 @@ MAX_NAME_LENGTH = 20
 UNINFORMATIVE_GENE = re.compile(r"^(MT-|RP[LS]\d|LINC\d|ENSG\d|A[CLP]\d{6}|MIR\d)|\.|-AS\d")
 
 
+#: How the kNN graph of :func:`leiden_clusters` is found.
+KNN_EXACT, KNN_NNDESCENT = "exact", "nndescent"
+
+
 def leiden_clusters(
     latent: np.ndarray,
     *,
     resolution: float = 1.0,
     n_neighbors: int = 15,
     seed: int = 0,
+    knn: str = KNN_EXACT,
 ) -> np.ndarray:
     """Leiden cluster of every cell as a string code (``"0"`` = largest cluster).
 
     Runs ``sc.pp.neighbors(use_rep=...)`` then ``sc.tl.leiden(flavor="igraph",
-    n_iterations=2, directed=False)``, both seeded.
+    n_iterations=2, directed=False)``, both seeded. ``knn``: :data:`KNN_EXACT`
+    (scikit-learn's exact search, quadratic in cells) or :data:`KNN_NNDESCENT` (pynndescent's
+    approximate graph, as umap-learn and scanpy use at scale: for a million cells).
     """
     import anndata as ad
     import scanpy as sc
 
+    if knn not in (KNN_EXACT, KNN_NNDESCENT):
+        msg = f"unknown kNN search {knn!r}; choose {KNN_EXACT!r} or {KNN_NNDESCENT!r}"
+        raise ValueError(msg)
     x = np.asarray(latent, dtype=np.float32)
     adata = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(x.shape[0])]))
     adata.obsm["X_latent"] = x
-    # exact kNN at every size: scanpy's approximate path (pynndescent, from 8192 cells on)
-    # breaks with scipy's sparse arrays ("csr_array has no attribute getnnz")
+    k = min(n_neighbors, x.shape[0] - 1)
+    # scanpy's own approximate path (pynndescent, from 8192 cells on) breaks with scipy's
+    # sparse arrays ("csr_array has no attribute getnnz"): exact, or our CSR-matrix wrapper
+    transformer = "sklearn" if knn == KNN_EXACT else NNDescentTransformer(k, seed=seed)
     sc.pp.neighbors(
-        adata,
-        use_rep="X_latent",
-        n_neighbors=min(n_neighbors, x.shape[0] - 1),
-        random_state=seed,
-        transformer="sklearn",
+        adata, use_rep="X_latent", n_neighbors=k, random_state=seed, transformer=transformer
     )
     sc.tl.leiden(
         adata,
@@ -62,6 +70,46 @@ def leiden_clusters(
         random_state=seed,
     )
     return adata.obs["leiden"].astype(str).to_numpy()
+
+
+class NNDescentTransformer:
+    """scikit-learn-style kNN transformer over pynndescent, what ``sc.pp.neighbors`` takes
+    as ``transformer``: ``fit_transform(x)`` is the ``cells x cells`` CSR *matrix* of
+    distances from each cell to itself (0, first) and its ``n_neighbors - 1`` approximate
+    nearest other cells, nearest first: the rows scanpy reads without re-sorting."""
+
+    def __init__(self, n_neighbors: int, *, seed: int = 0) -> None:
+        self.n_neighbors = int(n_neighbors)
+        self.seed = int(seed)
+
+    def get_params(self, deep: bool = True) -> dict[str, int]:
+        """The parameters (scanpy reads ``n_neighbors``: neighbours per cell, itself in)."""
+        return {"n_neighbors": self.n_neighbors, "seed": self.seed}
+
+    def fit(self, x: np.ndarray, y: Any = None) -> NNDescentTransformer:
+        """Nothing to fit apart from :meth:`fit_transform` (scanpy calls that)."""
+        return self
+
+    def fit_transform(self, x: np.ndarray, y: Any = None) -> sp.csr_matrix:
+        """The distance graph of ``x`` (rows: cells)."""
+        from pynndescent import NNDescent
+
+        x = np.asarray(x, dtype=np.float32)
+        n, k = x.shape[0], self.n_neighbors
+        if not 1 < k < n:
+            msg = f"{k} neighbours need more than {k} cells (got {n})"
+            raise ValueError(msg)
+        index = NNDescent(x, n_neighbors=k, random_state=self.seed, n_jobs=-1)
+        ind, dist = index.neighbor_graph  # nearest first, usually the cell itself
+        own = np.arange(n)[:, None]
+        # each row's nearest other cells, in order (a duplicate cell may displace itself)
+        order = np.argsort((ind == own) | (ind < 0), axis=1, kind="stable")[:, : k - 1]
+        others = np.take_along_axis(ind, order, axis=1)
+        far = np.take_along_axis(dist, order, axis=1)
+        indices = np.hstack([own, np.maximum(others, 0)]).astype(np.int32).ravel()
+        data = np.hstack([np.zeros((n, 1)), np.maximum(far, 0.0)]).astype(np.float32).ravel()
+        indptr = np.arange(0, n * k + 1, k, dtype=np.int64)
+        return sp.csr_matrix((data, indices, indptr), shape=(n, n))
 
 
 def natural_key(name: str) -> tuple[Any, ...]:

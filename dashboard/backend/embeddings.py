@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard.backend import embedding
-from dashboard.backend.clustering import leiden_clusters
+from dashboard.backend.clustering import KNN_NNDESCENT, leiden_clusters
 from dashboard.backend.errors import InvalidSelection
 from dashboard.backend.results import CachedQueries
 
@@ -90,6 +90,9 @@ class Embeddings(CachedQueries):
         if params["resolution"] <= 0:
             msg = f"resolution must be positive, got {params['resolution']}"
             raise InvalidSelection(msg)
+
+        if self.registry.dataset(pair).n_cells > s.leiden_exact_max_cells:
+            params["knn"] = KNN_NNDESCENT  # smaller data: the key (and clusters) as before
 
         def compute() -> pd.Series:
             codes = leiden_clusters(self.latent(pair), **params)

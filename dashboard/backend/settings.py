@@ -41,7 +41,7 @@ POSITIVE = frozenset(
     {
         "threads", "cache_size_limit", "job_record_max_count", "denoise_block_genes",
         "max_upload_bytes", "max_points", "max_loaded_datasets", "validate_memory_limit",
-        "validate_timeout",
+        "validate_timeout", "leiden_exact_max_cells",
     }
 )  # fmt: skip
 
@@ -109,6 +109,10 @@ class Settings:
         process), so the first new model's layout does not wait for the compile.
     n_neighbors, leiden_resolution
         kNN graph size and Leiden resolution for clusters.
+    leiden_exact_max_cells
+        Up to this many cells the clusters' kNN graph is exact (scikit-learn); above it,
+        pynndescent's approximate graph (the exact search is quadratic in cells: a million
+        cells would take the better part of an hour).
     denoise_n_samples
         Posterior samples averaged for denoised expression and foreground probability.
     denoise_block_genes
@@ -167,6 +171,7 @@ class Settings:
     warm_up_layout: bool = True
     n_neighbors: int = 15
     leiden_resolution: float = 1.0
+    leiden_exact_max_cells: int = 100_000
     denoise_n_samples: int = 5
     denoise_block_genes: int = 256
     de_n_samples: int = 5000
