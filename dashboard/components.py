@@ -74,6 +74,23 @@ def download_buttons(graph_id: str) -> html.Div:
     )
 
 
+def tooltip_id(graph_id: str) -> str:
+    """The id of the hover tooltip of the graph ``graph_id`` (:func:`graph` with
+    ``tooltip``)."""
+    return f"{graph_id}-tooltip"
+
+
+def cell_tooltip(name: str, rows: Sequence[tuple[str, str, bool]], mark: str = "") -> html.Div:
+    """A cell view's hover: the cell's ``name`` in bold, then one line per ``(label,
+    value, bold)`` row (a bold label for the coloured value), ``mark`` after the last
+    value (e.g. that it is imputed)."""
+    lines: list[Any] = [html.B(name, className="cell-tooltip-name")]
+    for i, (label, value, bold) in enumerate(rows):
+        tail = mark if i == len(rows) - 1 else ""
+        lines.append(html.Div([html.B(label) if bold else label, f": {value}{tail}"]))
+    return html.Div(lines, className="cell-tooltip")
+
+
 def graph(
     graph_id: str,
     *,
@@ -81,19 +98,27 @@ def graph(
     height: int = 480,
     filename: str | None = None,
     loading: bool = True,
+    tooltip: bool = False,
 ) -> Any:
     """A ``dcc.Graph`` with the app's config (SVG modebar download, no logo) and a
-    delayed loading spinner (quick recolours do not flash it)."""
+    delayed loading spinner (quick recolours do not flash it); with ``tooltip`` a
+    ``dcc.Tooltip`` over it (id :func:`tooltip_id`), which a callback on the graph's
+    ``hoverData`` fills (the cell views' hover)."""
     g = dcc.Graph(
         id=graph_id,
         figure=figure if figure is not None else empty_figure("Loading…"),
         config=graph_config(filename or graph_id),
         style={"height": f"{height}px"},
         className="graph",
+        clear_on_unhover=tooltip,  # the pointer leaves the points: the tooltip goes
     )
-    if not loading:
-        return g
-    return dcc.Loading(g, delay_show=600, type="circle", parent_className="graph-loading")
+    out: Any = g
+    if loading:
+        out = dcc.Loading(g, delay_show=600, type="circle", parent_className="graph-loading")
+    if not tooltip:
+        return out
+    tip = dcc.Tooltip(id=tooltip_id(graph_id), show=False, direction="right", loading_text="")
+    return html.Div([out, tip], style={"position": "relative"}, className="graph-with-tooltip")
 
 
 def graph_card(
@@ -106,11 +131,12 @@ def graph_card(
     class_name: str = "",
     filename: str | None = None,
     footer: Any = None,
+    tooltip: bool = False,
 ) -> html.Section:
     """A card holding one graph, its controls, its download buttons and an optional
-    ``footer`` under the graph (e.g. a legend)."""
+    ``footer`` under the graph (e.g. a legend); ``tooltip`` as for :func:`graph`."""
     body = ([html.Div(controls, className="controls")] if controls is not None else []) + [
-        graph(graph_id, height=height, filename=filename)
+        graph(graph_id, height=height, filename=filename, tooltip=tooltip)
     ]
     if footer is not None:
         body.append(footer)

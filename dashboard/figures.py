@@ -206,41 +206,8 @@ def color_marker(
     }
 
 
-def hover_template(
-    label: str, *, categorical: bool, value_in_text: bool = False, marked: bool = False
-) -> str:
-    """Hover text: the cell's base text (id, type, batch) plus the coloured value.
-
-    Categorical values come from ``hovertext`` (labels), numbers from the marker colour;
-    with ``marked`` a number is followed by the cell's ``hovertext`` (e.g. ``" (imputed)"``,
-    see :func:`value_marks`).
-    """
-    if value_in_text:
-        return "%{text}<extra></extra>"
-    value = "%{hovertext}" if categorical else "%{marker.color:.3g}"
-    if marked and not categorical:
-        value += "%{hovertext}"
-    return f"%{{text}}<br><b>{label}</b>: {value}<extra></extra>"
-
-
-#: What the hover text adds to a value the model imputed (its batch did not measure it).
+#: What the hover adds to a value the model imputed (its batch did not measure it).
 IMPUTED_MARK = " (imputed: not measured in this batch)"
-
-
-def value_marks(imputed: np.ndarray | Sequence[bool]) -> list[str]:
-    """Per-cell ``hovertext`` of :func:`hover_template` with ``marked``: :data:`IMPUTED_MARK`
-    for imputed values, nothing for measured ones."""
-    return np.where(np.asarray(imputed, dtype=bool), IMPUTED_MARK, "").tolist()
-
-
-def cell_hover_text(cell_ids: Sequence[str], columns: Mapping[str, Sequence[Any]]) -> list[str]:
-    """Per-cell base hover text: ``<b>id</b><br>name: value...``."""
-    cols = [(name, np.asarray(vals, dtype=object).astype(str)) for name, vals in columns.items()]
-    out = []
-    for i, cid in enumerate(cell_ids):
-        parts = [f"<b>{cid}</b>"] + [f"{name}: {vals[i]}" for name, vals in cols]
-        out.append("<br>".join(parts))
-    return out
 
 
 # ----------------------------------------------------------------------- text labels
@@ -353,9 +320,6 @@ def cell_scatter_figure(
     y: np.ndarray | Sequence[float],
     *,
     marker: Mapping[str, Any],
-    hover_text: Sequence[str] | None = None,
-    hovertemplate: str | None = None,
-    hovertext: Sequence[str] | None = None,
     selected: Sequence[int] | None = None,
     title: str = "",
     axis_titles: tuple[str, str] = ("UMAP 1", "UMAP 2"),
@@ -373,18 +337,22 @@ def cell_scatter_figure(
     ``customdata``) and ``meta`` (``layout.meta``) tells the browser how to read a lasso;
     ``density`` (:func:`density_heatmap` of all cells) is added as the second trace, drawn
     under the WebGL points (the cell trace stays ``data[0]``, which patches address).
+
+    The cell trace sends no string per point: its hover is ``"none"`` (plotly draws no
+    label but still reports ``hoverData``, whose point names the cell) and the page shows
+    a tooltip of that cell's name, type, batch and value from the server.
+    ``customdata`` goes as 2-byte positions below 65,536 cells, else 4-byte.
     """
     n = len(x)
     custom = np.arange(n) if cells is None else np.asarray(cells)
+    wide = bool(custom.size) and int(custom.max()) >= 2**16
     trace = go.Scattergl(
         x=np.asarray(x, dtype=np.float32),
         y=np.asarray(y, dtype=np.float32),
         mode="markers",
         marker=dict(marker),
-        customdata=custom.astype(np.int32),
-        text=list(hover_text) if hover_text is not None else None,
-        hovertext=list(hovertext) if hovertext is not None else None,
-        hovertemplate=hovertemplate,
+        customdata=custom.astype(np.int32 if wide else np.uint16),
+        hoverinfo="none",
         selectedpoints=list(selected) if selected is not None else None,
         selected={"marker": {"opacity": 1.0}},
         unselected={"marker": {"opacity": 0.12}},

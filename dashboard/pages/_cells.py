@@ -5,17 +5,17 @@ functions, like ``_shared``)."""
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from dash import Patch
+from dash import Input, Output, Patch, no_update
 
 from dashboard import components, figures
 from dashboard.views.cells import (
     MAX_LEGEND_ITEMS,
+    cell_hover,
+    hovered_point,
     main_view,
     shown_cells,
     shown_positions,
@@ -27,9 +27,10 @@ from dashboard.views.colours import (
     category_counts,
     color_data,
     color_label,
-    hover_columns,
 )
+from dashboard.views.errors import BackendError
 from dashboard.views.layouts import OURS, layout_axes, layout_xy
+from dashboard.views.state import active
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -41,34 +42,6 @@ UMAP_HEIGHT = 540
 POINT_SIZE = 3.0
 
 
-_hover_cache: OrderedDict[str, list[str]] = OrderedDict()
-
-
-_hover_lock = threading.Lock()
-
-
-def hover_text(service: AnalysisService, pair: Pair) -> list[str]:
-    """Base hover text of every plotted cell (id, type, batch), memoised per pair and
-    cell-type names."""
-    names = sorted(service.type_names.get(pair).items())
-    key = f"{pair.id}@{service.settings.max_points}@{names}"
-    with _hover_lock:
-        if key in _hover_cache:
-            return _hover_cache[key]
-    data = service.dataset(pair)
-    shown = shown_cells(service, pair)
-    names = data.obs_names if shown is None else data.obs_names[shown]
-    columns = hover_columns(service, pair)
-    if shown is not None:
-        columns = {k: np.asarray(v)[shown] for k, v in columns.items()}
-    text = figures.cell_hover_text([str(c) for c in names], columns)
-    with _hover_lock:
-        _hover_cache[key] = text
-        while len(_hover_cache) > 4:
-            _hover_cache.popitem(last=False)
-    return text
-
-
 def color_parts(
     service: AnalysisService,
     pair: Pair,
@@ -76,11 +49,10 @@ def color_parts(
     shown: np.ndarray | None = None,
     *,
     legend: bool = False,
-) -> tuple[dict[str, Any], str, list[str] | None, ColorData]:
-    """Marker, hover template and per-cell hover labels of a colouring (of the ``shown``
-    cells only when given; the returned ``ColorData`` then holds their values). With
-    ``legend`` the page shows :func:`color_legend` for categories, so the figure has no
-    colour bar for them."""
+) -> tuple[dict[str, Any], ColorData]:
+    """Marker of a colouring and its values (of the ``shown`` cells only when given: the
+    returned ``ColorData`` then holds theirs). With ``legend`` the page shows
+    :func:`color_legend` for categories, so the figure has no colour bar for them."""
     cd = color_data(service, pair, spec, shown)
     marker = figures.color_marker(
         cd.values,
@@ -90,19 +62,7 @@ def color_parts(
         size=POINT_SIZE,
         colorbar=not legend,
     )
-    marked = cd.imputed is not None and not cd.categorical
-    template = figures.hover_template(
-        cd.hover_label or cd.label,
-        categorical=cd.categorical,
-        value_in_text=cd.in_hover_text,
-        marked=marked,
-    )
-    labels = None
-    if cd.categorical and not cd.in_hover_text:
-        labels = [str(v) for v in cd.values]
-    elif marked:  # imputed cells say so after their value
-        labels = figures.value_marks(cd.imputed)
-    return marker, template, labels, cd
+    return marker, cd
 
 
 def cell_figure(
@@ -128,7 +88,7 @@ def cell_figure(
     (``{"view": "umap"}`` or the linked view's axes) so a lasso becomes a region of it.
     """
     shown = shown_cells(service, pair)
-    marker, template, labels, cd = color_parts(service, pair, spec, shown, legend=legend)
+    marker, cd = color_parts(service, pair, spec, shown, legend=legend)
     density = None
     if shown is not None:  # where every cell is, under the plotted sample
         density = figures.density_heatmap(x, y)
@@ -141,9 +101,6 @@ def cell_figure(
         x,
         y,
         marker=marker,
-        hover_text=hover_text(service, pair),
-        hovertemplate=template,
-        hovertext=labels,
         selected=selected,
         title=title,
         axis_titles=axis_titles,
@@ -188,16 +145,14 @@ def recolor_patch(
     spec: ColorSpec,
     *,
     umap: bool = True,
-    hover: bool = False,
     legend: bool = False,
 ) -> Patch:
-    """Only what a recolour changes: the marker (typed-array colours, scale, colour bar),
-    the hover template, the hover labels of categories and the on-data labels; with
-    ``hover`` also the cells' base hover text (after a cell type was renamed); ``legend``
-    as for :func:`cell_figure`."""
+    """Only what a recolour changes: the marker (typed-array colours, scale, colour bar)
+    and the on-data labels (the hover is the page's tooltip, :func:`tooltip`, which reads
+    the colouring itself); ``legend`` as for :func:`cell_figure`."""
     shown = shown_cells(service, pair)
     parts = color_parts(service, pair, spec, shown, legend=legend)
-    return _patch(service, pair, spec, shown, parts, umap=umap, hover=hover)
+    return _patch(service, pair, spec, shown, parts, umap=umap)
 
 
 def recolor_patches(
@@ -205,7 +160,6 @@ def recolor_patches(
     pair: Pair,
     spec: ColorSpec,
     *,
-    hover: bool = False,
     layout: str = OURS,
 ) -> tuple[Patch, Patch]:
     """:func:`recolor_patch` of the main view (shown in ``layout``: where its on-data
@@ -214,8 +168,8 @@ def recolor_patches(
     shown = shown_cells(service, pair)
     parts = color_parts(service, pair, spec, shown, legend=True)
     return (
-        _patch(service, pair, spec, shown, parts, umap=True, hover=hover, layout=layout),
-        _patch(service, pair, spec, shown, parts, umap=False, hover=hover),
+        _patch(service, pair, spec, shown, parts, umap=True, layout=layout),
+        _patch(service, pair, spec, shown, parts, umap=False),
     )
 
 
@@ -227,16 +181,11 @@ def _patch(
     parts: tuple[Any, ...],
     *,
     umap: bool,
-    hover: bool,
     layout: str = OURS,
 ) -> Patch:
-    marker, template, labels, cd = parts
+    marker, cd = parts
     patch = Patch()
     patch["data"][0]["marker"] = marker
-    patch["data"][0]["hovertemplate"] = template
-    patch["data"][0]["hovertext"] = labels
-    if hover:
-        patch["data"][0]["text"] = hover_text(service, pair)
     if umap:
         annotations = []
         if cd.categorical and spec.feature == "obs:cell_type":
@@ -285,3 +234,42 @@ def selection_patch(
     if clear_outline:
         patch["layout"]["selections"] = []
     return patch
+
+
+# ---------------------------------------------------------------------------- tooltip
+def tooltip_io(graph_id: str) -> tuple[Any, ...]:
+    """Outputs and input of a cell view's tooltip callback (:func:`tooltip`)."""
+    tip = components.tooltip_id(graph_id)
+    return (
+        Output(tip, "show"),
+        Output(tip, "bbox"),
+        Output(tip, "children"),
+        Input(graph_id, "hoverData"),
+    )
+
+
+def tooltip(
+    hover: Any,
+    spec: ColorSpec | None = None,
+    *,
+    blend: tuple[Any, Any, str | None] | None = None,
+) -> tuple[bool, Any, Any]:
+    """``show``, ``bbox`` and ``children`` of a cell view's tooltip for its ``hoverData``:
+    the hovered cell's name (bold), type, batch and the value of the colouring ``spec``
+    (:data:`figures.IMPUTED_MARK` after an imputed one), or both values of a ``blend``
+    ``(a, b, layer)`` (:func:`dashboard.views.cells.cell_hover`). A payload that names no
+    cell of the active dataset (forged, or the pointer left the cells) hides it; so does a
+    colouring that cannot be read (e.g. a forged feature): the hover is no place for an
+    error."""
+    try:
+        service, pair = active()
+        n_cells = service.dataset(pair).n_cells
+        found = hovered_point(hover, n_cells, shown_cells(service, pair))
+        if found is None:
+            return False, no_update, no_update
+        cell, bbox = found
+        info = cell_hover(service, pair, cell, spec, blend=blend)
+    except (BackendError, LookupError, ValueError, TypeError):
+        return False, no_update, no_update
+    mark = figures.IMPUTED_MARK if info.imputed else ""
+    return True, bbox, components.cell_tooltip(info.name, info.rows, mark)

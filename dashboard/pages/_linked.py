@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dash import Input, Output, Patch, callback, dcc, html, no_update
+from dash import Input, Output, callback, dcc, html, no_update
 
 from dashboard import figures, ids
 from dashboard.pages import _cells
 from dashboard.pages import _shared as sh
-from dashboard.views.blend import blend_data, blend_hover, blend_key
+from dashboard.views.blend import blend_data, blend_key
 from dashboard.views.cells import (
     linked_view,
     shown_cells,
@@ -104,7 +104,7 @@ def blend_figure(
     selected: Sequence[int] | None,
 ) -> go.Figure:
     """The latent UMAP coloured by the blend of features ``a`` and ``b`` in ``layer``, with
-    its two-axis key; hover shows both values of each cell."""
+    its two-axis key; the page's tooltip shows both values of a hovered cell."""
     blend = blend_data(service, pair, a, b, layer)
     shown = shown_cells(service, pair)
     x, y = umap_xy(service, pair)
@@ -119,9 +119,6 @@ def blend_figure(
         x,
         y,
         marker=figures.blend_marker(codes, blend.colors, size=_cells.POINT_SIZE),
-        hover_text=_cells.hover_text(service, pair),
-        hovertemplate="%{text}<br>%{hovertext}<extra></extra>",
-        hovertext=blend_hover(blend, shown),
         selected=shown_positions(shown, selected),
         title=f"{name_a} × {name_b} · blend, {what}",
         cells=shown,
@@ -166,14 +163,6 @@ def linked_figure(
         page_spec=page_spec,
         selected=selected,
     )
-
-
-def hover_patch(service: AnalysisService, pair: Pair) -> Patch:
-    """Only the cells' base hover text (after a cell type was renamed), for a linked view
-    whose colours are its own."""
-    patch = Patch()
-    patch["data"][0]["text"] = _cells.hover_text(service, pair)
-    return patch
 
 
 # --------------------------------------------------------------------------- controls

@@ -97,6 +97,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                         "Cells",
                         ids.DE_UMAP,
                         height=470,
+                        tooltip=True,
                         subtitle="Coloured by the clicked feature",
                     ),
                 ],
@@ -420,6 +421,17 @@ def build_de_umap(_id: str, feature: str | None) -> Any:
     service, pair = active()
     spec = ColorSpec(feature, "denoised") if feature else ColorSpec()
     return _cells.umap_figure(service, pair, spec, title=_umap_title(service, pair, spec))
+
+
+@callback(
+    *_cells.tooltip_io(ids.DE_UMAP),
+    State(ids.DE_FEATURE_STORE, "data"),
+    prevent_initial_call=True,  # hoverData is empty until the pointer is on a cell
+)
+def de_umap_tooltip(hover: Any, feature: Any) -> tuple:
+    """The hovered cell: name, type, batch and the clicked feature's denoised value."""
+    spec = ColorSpec.from_state({"feature": feature, "layer": "denoised"}) if feature else None
+    return _cells.tooltip(hover, spec or ColorSpec())
 
 
 def _umap_title(service: Any, pair: Any, spec: ColorSpec) -> str:

@@ -143,6 +143,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                         "Cells" if data.layouts else "Latent space (UMAP)",
                         ids.EXPLORE_UMAP,
                         height=_cells.UMAP_HEIGHT,
+                        tooltip=True,
                         subtitle=(f"{note} " if note else "")
                         + "Lasso or box-select cells, or click a legend entry; "
                         "double-click to clear.",
@@ -154,6 +155,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                         "Linked view",
                         ids.EXPLORE_LINKED,
                         height=_cells.UMAP_HEIGHT - 52,
+                        tooltip=True,
                         subtitle=note,
                         controls=[
                             components.segmented(
@@ -422,6 +424,47 @@ def build_linked(
         view=view,
         legend=True,
     )
+
+
+@callback(
+    *_cells.tooltip_io(ids.EXPLORE_UMAP),
+    *sh.values_of(ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
+    State(ids.EXPLORE_DECODE.ready, "data"),
+    prevent_initial_call=True,
+)
+def umap_tooltip(
+    hover: Any, feature: str | None, layer: str | None, decoded: dict | None = None
+) -> tuple:
+    """The hovered cell of the main view: name, type, batch and the page's colouring."""
+    return _cells.tooltip(hover, _decode.decoded_spec(feature, layer, decoded))
+
+
+@callback(
+    *_cells.tooltip_io(ids.EXPLORE_LINKED),
+    *sh.values_of(ids.EXPLORE_COLOR, ids.EXPLORE_LAYER),
+    State(ids.EXPLORE_DECODE.ready, "data"),
+    *sh.values_of(ids.EXPLORE_LINKED_KIND, ids.EXPLORE_LINKED_COLOR, ids.EXPLORE_LINKED_LAYER),
+    *sh.values_of(ids.EXPLORE_LINKED_A, ids.EXPLORE_LINKED_B),
+    prevent_initial_call=True,
+)
+def linked_tooltip(
+    hover: Any,
+    feature: str | None,
+    layer: str | None,
+    decoded: dict | None = None,
+    kind: str | None = None,
+    own_color: str | None = None,
+    linked_layer: str | None = None,
+    a: str | None = None,
+    b: str | None = None,
+) -> tuple:
+    """The hovered cell of the linked view: name, type, batch and what that view is
+    coloured by (the page's colouring, an embedding's own, or a blend's two values)."""
+    if kind == "blend":
+        return _cells.tooltip(hover, blend=(a, b, linked_layer))
+    if _linked.follows_page(kind, own_color):
+        return _cells.tooltip(hover, _decode.decoded_spec(feature, layer, decoded))
+    return _cells.tooltip(hover, _linked.own_spec(own_color, linked_layer))
 
 
 @callback(
@@ -702,16 +745,17 @@ def _after_rename(
     linked: tuple = (None, None),
     layout: dict | None = None,
 ) -> tuple:
-    """Both views patched to the new names (legend, on-data labels, hover; a linked view
-    with colours of its own, ``linked`` = its kind and colouring: its hover only; the main
-    view's labels where its ``layout`` store puts the cells), the rename dropdown, a
-    cleared name box, a one-line note and the names store."""
+    """Both views patched to the new names (legend, on-data labels; a linked view with
+    colours of its own, ``linked`` = its kind and colouring, is left as it is: the hover
+    tooltips read the names when shown; the main view's labels where its ``layout``
+    store puts the cells), the rename dropdown, a cleared name box, a one-line note and
+    the names store."""
     service, pair = active()
     spec = ColorSpec.from_state({"feature": feature, "layer": layer})
     key = shown_layout(service, pair, layout)
-    umap, linked_patch = _cells.recolor_patches(service, pair, spec, hover=True, layout=key)
+    umap, linked_patch = _cells.recolor_patches(service, pair, spec, layout=key)
     if not _linked.follows_page(*linked):
-        linked_patch = _linked.hover_patch(service, pair)
+        linked_patch = no_update
     return (
         umap,
         linked_patch,

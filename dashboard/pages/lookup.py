@@ -97,6 +97,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                         "Cells",
                         ids.LOOKUP_UMAP,
                         height=460,
+                        tooltip=True,
                         subtitle="Latent UMAP",
                         footer=components.color_note(
                             colours.color_note(service, pair, spec) if value else "",
@@ -189,6 +190,19 @@ def build_lookup_umap(
     spec = _decode.decoded_spec(feature, layer, decoded)
     cells = valid_cells(selection, service.dataset(pair).n_cells)
     return _cells.umap_figure(service, pair, spec, selected=cells)
+
+
+@callback(
+    *_cells.tooltip_io(ids.LOOKUP_UMAP),
+    *sh.values_of(ids.LOOKUP_SEARCH, ids.LOOKUP_LAYER),
+    State(ids.LOOKUP_DECODE.ready, "data"),
+    prevent_initial_call=True,
+)
+def lookup_tooltip(
+    hover: Any, feature: str | None, layer: str | None, decoded: dict | None = None
+) -> tuple:
+    """The hovered cell: name, type, batch and the looked-up feature's value."""
+    return _cells.tooltip(hover, _decode.decoded_spec(feature, layer, decoded))
 
 
 @callback(

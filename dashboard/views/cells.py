@@ -28,6 +28,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,11 +36,18 @@ import numpy as np
 from dashboard.backend.errors import BackendError, InvalidSelection
 from dashboard.backend.sampling import MIN_PER_GROUP, region_mask, stratified_subsample
 from dashboard.url_state import decode_selection, encode_selection
-from dashboard.views.colours import ColorSpec, category_codes, feature_values, layer_title
+from dashboard.views.blend import check_feature
+from dashboard.views.colours import (
+    ColorSpec,
+    category_codes,
+    color_data,
+    feature_values,
+    layer_title,
+)
 from dashboard.views.features import feature_catalog
 from dashboard.views.layouts import OURS, layout_xy
 from dashboard.views.state import active
-from dashboard.views.values import is_minified
+from dashboard.views.values import is_minified, obs_labels
 
 if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
@@ -424,3 +432,101 @@ def saved_selection(
         return {"region": item["region"], "source": "saved", "dataset": pair.dataset.id}
     cells = decode_selection(item["token"], service.dataset(pair).n_cells)
     return {"cells": cells, "source": "saved", "dataset": pair.dataset.id}
+
+
+# ------------------------------------------------------------------------------ hover
+#: Most points of a ``hoverData`` payload read (plotly sends one per hovered trace).
+MAX_HOVER_POINTS = 8
+
+
+@dataclass(frozen=True)
+class CellHover:
+    """What a cell view's hover says about one cell: its ``name`` (bold), then ``rows`` of
+    ``(label, value, bold)`` (its type, its batch, the coloured value)."""
+
+    name: str
+    rows: tuple[tuple[str, str, bool], ...]
+    imputed: bool = False  # the coloured value is the model's prediction, not measured
+
+
+def hovered_point(
+    hover: Any, n_cells: int, shown: np.ndarray | None = None
+) -> tuple[int, dict[str, float]] | None:
+    """The dataset position of the cell a cell view's ``hoverData`` points at, and the
+    point's box (``bbox``, where the tooltip goes); ``None`` for anything else (the payload
+    is the browser's: any field may be forged).
+
+    The cell is the point's ``customdata`` (its position, or ``[position, ...]``) when the
+    payload has one, else its ``pointNumber`` read through ``shown`` (the plotted cells,
+    :func:`shown_cells`; ``None``: point ``i`` is cell ``i``). dcc.Graph leaves
+    ``customdata`` out when the figure sends it as a typed array (it indexes the undecoded
+    ``{"dtype", "bdata"}`` object), so the browser's payloads take the second way.
+    """
+    if not isinstance(hover, Mapping):
+        return None
+    points = hover.get("points")
+    if not isinstance(points, list) or not 0 < len(points) <= MAX_HOVER_POINTS:
+        return None
+    point = points[0]
+    if not isinstance(point, Mapping) or point.get("curveNumber") != 0:
+        return None
+    if "customdata" in point:
+        cell, limit = point["customdata"], n_cells
+        if isinstance(cell, list) and cell:
+            cell = cell[0]
+    else:
+        cell, limit = point.get("pointNumber"), n_cells if shown is None else len(shown)
+    if isinstance(cell, bool) or not isinstance(cell, int) or not 0 <= cell < limit:
+        return None
+    if "customdata" not in point and shown is not None:
+        cell = int(shown[cell])
+    box = point.get("bbox")
+    if not isinstance(box, Mapping):
+        return None
+    out: dict[str, float] = {}
+    for key in ("x0", "x1", "y0", "y1"):
+        v = box.get(key)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            return None
+        out[key] = float(v)
+    return cell, out
+
+
+def _number(value: float) -> str:
+    """A value as the hover shows it: 3 significant digits."""
+    return f"{value:.3g}" if math.isfinite(value) else "NaN"
+
+
+def cell_hover(
+    service: AnalysisService,
+    pair: Pair,
+    cell: int,
+    spec: ColorSpec | None = None,
+    *,
+    blend: tuple[Any, Any, str | None] | None = None,
+) -> CellHover:
+    """The hover of cell ``cell`` (a position, checked by :func:`hovered_point`): its name,
+    its cell type (as renamed), its batch, and the value of the colouring ``spec`` (a
+    category, or a number with its imputed flag; none when the colouring is the type or
+    batch shown anyway), or both values of a two-feature ``blend`` ``(a, b, layer)``."""
+    name = str(service.dataset(pair).obs_names[cell])
+    rows = [
+        ("type", str(service.shown_cell_types(pair).iloc[cell]), False),
+        ("batch", str(obs_labels(service, pair, "batch").iloc[cell]), False),
+    ]
+    imputed = False
+    if blend is not None:
+        catalog = feature_catalog(service, pair)
+        for feature in blend[:2]:
+            key = check_feature(service, pair, feature)
+            layer = ColorSpec.from_state({"feature": key, "layer": blend[2] or "denoised"})
+            value = float(feature_values(service, pair, layer)[cell])
+            rows.append((catalog.shown_name(key), _number(value), False))
+    elif spec is not None:
+        cd = color_data(service, pair, spec, np.array([cell]))
+        if cd.categorical and not cd.in_hover_text:
+            rows.append((cd.hover_label or cd.label, str(cd.values[0]), True))
+        elif not cd.categorical:
+            rows.append((cd.hover_label or cd.label, _number(float(cd.values[0])), True))
+            imputed = cd.imputed is not None and bool(cd.imputed[0])
+    return CellHover(name, tuple(rows), imputed)

@@ -15,7 +15,7 @@ from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from dashboard import ids
+from dashboard import components, ids
 from dashboard.backend.metrics import CV_DISPLAY_ROWS, DE_COLUMNS
 from dashboard.backend.owner import acting_as
 from dashboard.testing_browser import (
@@ -35,6 +35,7 @@ from dashboard.testing_browser import (
     wait_idle,
 )
 from dashboard.views.state import get_workspaces
+from dashboard.views.values import obs_labels
 
 pytestmark = pytest.mark.browser
 
@@ -597,3 +598,50 @@ def test_console_clean_across_pages(driver: WebDriver, dashboard: Any) -> None:
         wait_idle(driver)
         assert "active" in (link.get_attribute("class") or ""), f"{page}: nav link not active"
         assert_clean(driver, dashboard, f"navigated to {page}")
+
+
+#: The point of the main view farthest right (few neighbours), and the per-point strings
+#: the browser holds.
+EDGE_POINT_JS = """
+const gd = document.querySelector('#' + CSS.escape(arguments[0]) + ' .js-plotly-plot');
+const t = gd._fullData[0], raw = gd.data[0];
+let b = 0;
+for (let i = 1; i < t.x.length; i++) { if (t.x[i] > t.x[b]) { b = i; } }
+return {x: t.x[b], y: t.y[b], cell: Number(t.customdata[b]),
+        text: raw.text ? raw.text.length : null,
+        hovertext: raw.hovertext ? raw.hovertext.length : null};
+"""
+
+
+def test_hovering_a_cell_shows_its_name_type_and_batch(driver: WebDriver, dashboard: Any) -> None:
+    open_page(driver, dashboard.url, "explore")
+    wait_graph(driver, ids.EXPLORE_UMAP, lambda g: g["n_points"] > 0, "no cells drawn")
+    driver.execute_script(PLOT_AREA_JS, ids.EXPLORE_UMAP)  # scrolled into view
+    point = driver.execute_script(EDGE_POINT_JS, ids.EXPLORE_UMAP)
+    assert point["text"] is None and point["hovertext"] is None  # no string per point
+    px, py = driver.execute_script(POINT_PX_JS, ids.EXPLORE_UMAP, point["x"], point["y"])
+    actions = ActionBuilder(driver)
+    actions.pointer_action.move_to_location(int(px) + 6, int(py))
+    actions.pointer_action.pause(0.1)
+    actions.pointer_action.move_to_location(int(px), int(py))
+    actions.perform()
+    tip_id = components.tooltip_id(ids.EXPLORE_UMAP)
+
+    def shown(d: WebDriver) -> str | None:
+        found = d.find_elements(By.ID, tip_id)
+        return found[0].text if found and found[0].is_displayed() and found[0].text else None
+
+    tip = wait_for(driver, shown, "no tooltip on the hovered cell")
+    cell = point["cell"]
+    service, pair = dashboard.service, dashboard.pair
+    name = str(service.dataset(pair).obs_names[cell])
+    cell_type = str(service.shown_cell_types(pair).iloc[cell])
+    batch = str(obs_labels(service, pair, "batch").iloc[cell])
+    assert tip.splitlines() == [name, f"type: {cell_type}", f"batch: {batch}"], tip
+    # the pointer leaves the cells (onto the card's title above the plot): the tooltip goes
+    left, top, _, _ = driver.execute_script(PLOT_AREA_JS, ids.EXPLORE_UMAP)
+    away = ActionBuilder(driver)
+    away.pointer_action.move_to_location(int(left) + 5, max(int(top) - 60, 1))
+    away.perform()
+    wait_for(driver, lambda d: not shown(d), "the tooltip stayed after the pointer left")
+    assert_clean(driver, dashboard, "explore after a hover")

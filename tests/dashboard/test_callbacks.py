@@ -104,6 +104,14 @@ def largest_type(env: SimpleNamespace) -> str:
     return str(env.types.astype(str).value_counts().index[0])
 
 
+def tooltip_text(env: SimpleNamespace, cell: int, feature: str = "obs:cell_type") -> str:
+    """What Explore's main view's tooltip says when the pointer is on cell ``cell``."""
+    point = {"curveNumber": 0, "customdata": cell, "bbox": {"x0": 1, "x1": 2, "y0": 1, "y1": 2}}
+    show, _bbox, children = env.explore.umap_tooltip({"points": [point]}, feature, "raw", None)
+    assert show is True
+    return text(children)
+
+
 def b_cell_type(env: SimpleNamespace) -> str:
     """The B cells (clusters are named by their markers, e.g. "CD19+ IGHM/CD79A")."""
     return next(str(t) for t in env.types.cat.categories if str(t).startswith("CD19+ "))
@@ -118,11 +126,12 @@ def test_explore_umap_has_one_point_per_cell(env) -> None:
     assert len(trace.x) == env.n
     umap = env.service.umap(env.pair)
     np.testing.assert_allclose(trace.x, umap["UMAP1"].to_numpy(), rtol=1e-5)
-    # hover: cell id, cell type and batch of each cell; the legend names the types
+    # hover: no string per point; the tooltip names the cell id, cell type and batch
+    assert trace.text is None and trace.hoverinfo == "none"
     first = str(env.data.obs_names[0])
-    assert trace.text[0].startswith(f"<b>{first}</b>")
-    assert f"type: {env.types.iloc[0]}" in trace.text[0]
-    assert "batch: " in trace.text[0]
+    batch = str(obs_labels(env.service, env.pair, "batch").iloc[0])
+    assert tooltip_text(env, 0) == f"{first}type: {env.types.iloc[0]}batch: {batch}"
+    # the legend names the types
     cats = [str(c) for c in env.types.cat.categories]
     legend = env.explore.render_legend("obs:cell_type", "raw", None)
     assert [e.id["value"] for e in legend_entries(legend)] == cats
@@ -217,25 +226,23 @@ def test_recolour_sends_only_a_marker_patch(env) -> None:
     assert isinstance(umap_patch, Patch)
     assert isinstance(linked_patch, Patch)
     ops = operations(umap_patch)
-    assert set(ops) == {
-        ("data", 0, "marker"),
-        ("data", 0, "hovertemplate"),
-        ("data", 0, "hovertext"),
-        ("layout", "annotations"),
-    }
+    assert set(ops) == {("data", 0, "marker"), ("layout", "annotations")}  # no hover strings
     assert ("layout", "annotations") not in operations(linked_patch)
     marker = ops[("data", 0, "marker")]
     expected = gene_raw(env.service, env.pair, "LYZ")
     np.testing.assert_allclose(decode(marker["color"]), expected, rtol=1e-6)
     assert marker["colorbar"]["title"]["text"].startswith("LYZ")
     assert ops[("layout", "annotations")] == []  # no cell-type labels on a gene colouring
-    assert "%{marker.color" in ops[("data", 0, "hovertemplate")]
+    lyz = float(expected[7])  # the hover shows the new colouring's value of the cell
+    assert tooltip_text(env, 7, "gene:LYZ").endswith(f"LYZ · raw (log1p): {lyz:.3g}")
     assert color_store == {"feature": "gene:LYZ", "layer": "raw"}
     assert layer_value is no_update
     assert [o["value"] for o in layer_options if not o["disabled"]] == ["raw", "denoised"]
-    # the patch is a small fraction of the whole figure (no coordinates, no hover text)
+    # the patch is the marker and little else: no coordinates, no cell positions (the
+    # whole figure has no hover strings any more, so it is only ~5x the colours' size)
     full = env.explore.build_umap(ids.EXPLORE_UMAP, "gene:LYZ", "raw", None, None)
-    assert len(to_json(umap_patch)) < len(full.to_json()) / 5
+    assert len(to_json(umap_patch)) < len(to_json(marker)) + 1000
+    assert len(to_json(umap_patch)) < len(full.to_json()) / 3
 
 
 def test_recolour_by_protein_foreground_and_back(env) -> None:
@@ -767,6 +774,7 @@ def test_one_display_name_per_feature_on_every_view(env, de_ready) -> None:
 def test_rename_a_cell_type_everywhere_then_reset(env, de_ready) -> None:
     type_id = largest_type(env)  # its one-vs-rest DE is cached (de_ready)
     other = next(str(t) for t in env.types.cat.categories if str(t) != type_id)
+    one = int(np.flatnonzero(env.types.astype(str).to_numpy() == type_id)[0])  # of that type
     try:
         out = env.explore.rename_type(1, type_id, "  Main type ", "obs:cell_type", "raw")
         umap_patch, linked_patch, options, name_box, status, names = out
@@ -774,16 +782,16 @@ def test_rename_a_cell_type_everywhere_then_reset(env, de_ready) -> None:
         assert name_box == ""
         assert names[type_id] == "Main type" and names[other] == other
         assert {"label": f"Main type (auto: {type_id})", "value": type_id} in options
-        # the Explore views: legend, on-data labels and hover, without a reload
+        # the Explore views: legend, on-data labels and the hover, without a reload
         ops = operations(umap_patch)
         legend = env.explore.render_legend("obs:cell_type", "raw", None, names)
         shown = [e.id["value"] for e in legend_entries(legend)]
         assert "Main type" in shown and type_id not in shown
         assert "Main type" in {a["text"] for a in ops[("layout", "annotations")]}
-        assert any("type: Main type" in t for t in ops[("data", 0, "text")])
+        assert "type: Main type" in tooltip_text(env, one)
         assert ("data", 0, "marker") in operations(linked_patch)
         fig = env.explore.build_umap(ids.EXPLORE_UMAP, "obs:cell_type", "raw", None, None)
-        assert any("type: Main type" in t for t in fig.data[0].text)
+        assert "Main type" in {a.text for a in fig.layout.annotations}
         cells = np.flatnonzero(env.types.astype(str).to_numpy() == type_id)[:10].tolist()
         assert "Main type (10)" in text(env.explore.selection_info({"cells": cells}))
         # compare and DE choices show the name and keep the id (cached results stay)
@@ -833,16 +841,15 @@ def test_rename_a_cell_type_everywhere_then_reset(env, de_ready) -> None:
         )
         # reset: the automatic names everywhere again
         out = env.explore.reset_type_names(1, "gene:LYZ", "raw")
-        ops = operations(out[0])
-        assert any(f"type: {type_id}" in t for t in ops[("data", 0, "text")])
+        assert f"type: {type_id}batch" in tooltip_text(env, one)
         assert out[5][type_id] == type_id
         assert "automatic names" in assert_one_line_alert(out[4], kind="success")
         group = {o["value"]: o["label"] for o in env.de.group_options(None, None)}
         assert group[f"type:{type_id}"].startswith(f"{type_id} (")
-        # undo the reset: the user's name is back, on the hover text and in the store
+        # undo the reset: the user's name is back, in the hover and in the store
         back = env.explore.undo_type_name(1, "gene:LYZ", "raw")
         assert back[5][type_id] == "Main type"
-        assert any("type: Main type" in t for t in operations(back[0])[("data", 0, "text")])
+        assert "type: Main type" in tooltip_text(env, one, "gene:LYZ")
         assert "Undone" in assert_one_line_alert(back[4], kind="success")
         for _ in range(25):  # undo every step kept (at most 20), then a one-line refusal
             nothing = env.explore.undo_type_name(1, "gene:LYZ", "raw")

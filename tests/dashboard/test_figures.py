@@ -173,30 +173,6 @@ def test_long_colour_titles_wrap_and_are_never_cut() -> None:
     assert figures.wrap_title("x" * 30) == "x" * 30  # one long word keeps its line
 
 
-# ------------------------------------------------------------------------ hover text
-def test_hover_template_shows_value_by_kind() -> None:
-    numeric = figures.hover_template("CD3E · raw", categorical=False)
-    assert "%{text}" in numeric
-    assert "%{marker.color:.3g}" in numeric
-    assert "<b>CD3E · raw</b>" in numeric
-    categorical = figures.hover_template("Leiden cluster", categorical=True)
-    assert "%{hovertext}" in categorical
-    assert "marker.color" not in categorical
-    assert figures.hover_template("Cell type", categorical=True, value_in_text=True) == (
-        "%{text}<extra></extra>"
-    )
-
-
-def test_cell_hover_text_names_id_type_and_batch() -> None:
-    text = figures.cell_hover_text(
-        ["AAAC-1", "TTTG-1"], {"type": ["B cell", "NK"], "batch": ["0", "1"]}
-    )
-    assert text == [
-        "<b>AAAC-1</b><br>type: B cell<br>batch: 0",
-        "<b>TTTG-1</b><br>type: NK<br>batch: 1",
-    ]
-
-
 # ------------------------------------------------------------------------ cell views
 @pytest.fixture
 def cells() -> dict:
@@ -214,15 +190,7 @@ def cells() -> dict:
 
 def test_cell_scatter_is_one_webgl_trace_in_dataset_order(cells) -> None:
     marker = figures.color_marker(cells["value"], categorical=False, title="CD4")
-    hover = figures.cell_hover_text(cells["ids"], {"type": cells["types"], "batch": ["b0"] * 40})
-    fig = figures.cell_scatter_figure(
-        cells["x"],
-        cells["y"],
-        marker=marker,
-        hover_text=hover,
-        hovertemplate=figures.hover_template("CD4", categorical=False),
-        title="UMAP",
-    )
+    fig = figures.cell_scatter_figure(cells["x"], cells["y"], marker=marker, title="UMAP")
     assert isinstance(fig, go.Figure)
     assert len(fig.data) == 1
     trace = fig.data[0]
@@ -230,8 +198,10 @@ def test_cell_scatter_is_one_webgl_trace_in_dataset_order(cells) -> None:
     assert trace.mode == "markers"
     np.testing.assert_allclose(trace.x, cells["x"], rtol=1e-6)
     assert list(trace.customdata) == list(range(40))  # point i is cell i
-    assert trace.text[7] == "<b>cell-7</b><br>type: Mono<br>batch: b0"
-    assert "%{marker.color:.3g}" in trace.hovertemplate
+    # no string per point: plotly draws no hover label, the page's tooltip names the cell
+    # from the point's customdata (tests/dashboard/test_cell_hover.py)
+    assert trace.text is None and trace.hovertext is None and trace.hovertemplate is None
+    assert trace.hoverinfo == "none"
     np.testing.assert_allclose(decode(trace.marker.color), cells["value"], rtol=1e-6)
     assert trace.selectedpoints is None  # nothing selected: every cell at full opacity
     layout = fig.layout
@@ -263,8 +233,6 @@ def test_cell_scatter_highlights_the_selection(cells) -> None:
         cells["x"],
         cells["y"],
         marker=marker,
-        hovertext=list(cells["types"]),
-        hovertemplate=figures.hover_template("Cell type", categorical=True),
         selected=[3, 5, 8],
         axis_titles=("CD4 raw", "CD8 raw"),
         equal_axes=True,
@@ -273,7 +241,6 @@ def test_cell_scatter_highlights_the_selection(cells) -> None:
     assert list(trace.selectedpoints) == [3, 5, 8]
     assert trace.selected.marker.opacity == 1.0
     assert trace.unselected.marker.opacity < 0.5
-    assert trace.hovertext[1] == "B"
     assert fig.layout.xaxis.title.text == "CD4 raw"
     assert fig.layout.yaxis.scaleanchor == "x"
 

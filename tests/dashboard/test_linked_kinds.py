@@ -19,6 +19,7 @@ from dash import Patch, no_update
 from dashboard import figures
 from dashboard.backend.errors import InvalidSelection
 from dashboard.backend.sampling import points_in_box
+from dashboard.testing import text
 from dashboard.views import blend as bl
 from dashboard.views.cells import (
     LINKED_KINDS,
@@ -273,9 +274,15 @@ def test_blend_view_colours_the_umap_by_both_features_with_a_key(env) -> None:
     name_a, name_b = catalog.shown_name(a), catalog.shown_name(b)
     assert fig.layout.xaxis2.title.text == name_a and fig.layout.yaxis2.title.text == name_b
     assert fig.layout.xaxis2.tickvals[1] == pytest.approx(np.percentile(va, 99), rel=1e-5)
-    assert (
-        fig.data[0].hovertext[0].startswith(f"{name_a}: ") and name_b in fig.data[0].hovertext[0]
+    # no string per point: the linked view's tooltip gives both values of the hovered cell
+    assert fig.data[0].hovertext is None and fig.data[0].hoverinfo == "none"
+    point = {"curveNumber": 0, "customdata": 3, "bbox": {"x0": 1, "x1": 2, "y0": 1, "y1": 2}}
+    show, _, children = env.explore.linked_tooltip(
+        {"points": [point]}, "obs:cell_type", "raw", None, "blend", None, "denoised", a, b
     )
+    assert show is True
+    assert f"{name_a}: {va[3]:.3g}" in text(children)
+    assert text(children).endswith(f"{name_b}: {vb[3]:.3g}")
     assert fig.data[-1].name == "blend key"
     assert fig.layout.meta is None  # all cells plotted: selections are cell positions
 
@@ -308,13 +315,18 @@ def operations(patch: Patch) -> dict[tuple, Any]:
 
 def test_a_rename_keeps_a_blends_colours_and_renames_in_its_hover(env) -> None:
     type_id = str(env.service.cell_types(env.pair).cat.categories[0])
+    cell = int(np.flatnonzero(env.service.cell_types(env.pair).astype(str) == type_id)[0])
+    point = {"curveNumber": 0, "customdata": cell, "bbox": {"x0": 1, "x1": 2, "y0": 1, "y1": 2}}
+    a, b = "protein:" + feature_catalog(env.service, env.pair).proteins[0], "gene:LYZ"
     try:
         out = env.explore.rename_type(
             1, type_id, "Renamed type", "obs:cell_type", "raw", "blend", None
         )
-        ops = operations(out[1])
-        assert set(ops) == {("data", 0, "text")}  # no marker: the blend's colours stay
-        assert any("Renamed type" in t for t in ops[("data", 0, "text")])
+        assert out[1] is no_update  # the blend's colours stay, and it has no hover strings
+        _, _, children = env.explore.linked_tooltip(
+            {"points": [point]}, "obs:cell_type", "raw", None, "blend", None, "denoised", a, b
+        )
+        assert "type: Renamed type" in text(children)
         same = env.explore.reset_type_names(1, "obs:cell_type", "raw", "embedding", "same")
         assert ("data", 0, "marker") in operations(same[1])  # it follows the page
     finally:

@@ -95,8 +95,12 @@ def test_umap_plots_a_stratified_subsample_and_says_so(env) -> None:
     assert len(trace.x) == MAX_POINTS
     np.testing.assert_array_equal(trace.customdata, env.shown)
     np.testing.assert_allclose(trace.x, env.x[env.shown], rtol=1e-6)
-    assert len(trace.text) == MAX_POINTS
-    assert trace.text[0].startswith(f"<b>{env.data.obs_names[env.shown[0]]}</b>")
+    assert trace.text is None  # no string per point: the tooltip names the hovered cell
+    box = {"x0": 1, "x1": 2, "y0": 1, "y1": 2}
+    point = {"curveNumber": 0, "customdata": int(env.shown[0]), "bbox": box}
+    show, _, children = env.explore.umap_tooltip({"points": [point]}, "obs:cell_type", "raw")
+    assert show is True
+    assert text(children).startswith(f"{env.data.obs_names[env.shown[0]]}type: ")
     density = fig.data[1]  # all cells as a density image under the sample
     assert isinstance(density, go.Heatmap)
     assert np.asarray(density.z).max() == 255
@@ -131,7 +135,7 @@ def test_recolour_patches_only_the_shown_points(env) -> None:
     patch, *_ = env.explore.recolor("obs:cluster", "raw", {"feature": "gene:LYZ", "layer": "raw"})
     ops = operations(patch)
     assert decode(ops[("data", 0, "marker")]["color"]).shape == (MAX_POINTS,)
-    assert len(ops[("data", 0, "hovertext")]) == MAX_POINTS
+    assert set(ops) == {("data", 0, "marker"), ("layout", "annotations")}  # no hover strings
 
 
 def test_colour_data_of_the_shown_cells_is_the_full_colouring_subset(env) -> None:

@@ -186,6 +186,20 @@ def recolour(env: SimpleNamespace, feature: str, layer: str = "raw") -> dict:
     )["response"]
 
 
+def tooltip(env: SimpleNamespace, cell: int, feature: str, layer: str = "raw") -> str:
+    """What Explore's main view's tooltip says with the pointer on cell ``cell``."""
+    point = {"curveNumber": 0, "customdata": cell, "bbox": {"x0": 1, "x1": 2, "y0": 1, "y1": 2}}
+    got = call(
+        env,
+        "explore-umap-tooltip.children",
+        "explore-umap.hoverData",
+        [{"points": [point]}],
+        [feature, layer, None],
+    )["response"]["explore-umap-tooltip"]
+    assert got["show"] is True
+    return "".join(texts(got["children"]))
+
+
 def legend(env: SimpleNamespace, feature: str, layer: str = "raw") -> Any:
     """What Explore shows under the UMAP for a colouring (note line and legend)."""
     got = call(
@@ -244,16 +258,18 @@ def test_explore_says_where_a_protein_is_imputed(hub) -> None:
     ops = operations(response[ids.EXPLORE_UMAP]["figure"])
     marker = ops[("data", 0, "marker")]
     assert marker["colorbar"]["title"]["text"].replace("<br>", " ") == TITLE_90
-    # hover: imputed cells say so after their value, measured ones add nothing
-    marks = ops[("data", 0, "hovertext")]
-    assert marks.count(IMPUTED_MARK) == in_batches(hub, ["s03", "s11"])
-    assert set(marks) == {"", IMPUTED_MARK}
-    assert "%{hovertext}" in ops[("data", 0, "hovertemplate")]
+    # hover: an imputed cell says so after its value, a measured one adds nothing
+    assert set(ops) == {("data", 0, "marker"), ("layout", "annotations")}  # no hover strings
+    codes = [hub.data.batch_categories.index(b) for b in ("s03", "s00")]
+    imputed, measured = (int(np.flatnonzero(hub.data.batch == c)[0]) for c in codes)
+    assert tooltip(hub, imputed, "protein:ADT_90").endswith(IMPUTED_MARK)
+    assert "s03" in tooltip(hub, imputed, "protein:ADT_90")
+    assert "imputed" not in tooltip(hub, measured, "protein:ADT_90")
     assert NOTE_90 in " ".join(texts(legend(hub, "protein:ADT_90")))
     # a protein every batch measured: no note, no marks
     ops = operations(recolour(hub, "protein:ADT_79")[ids.EXPLORE_UMAP]["figure"])
     assert "imputed" not in ops[("data", 0, "marker")]["colorbar"]["title"]["text"]
-    assert ops[("data", 0, "hovertext")] is None
+    assert "imputed" not in tooltip(hub, imputed, "protein:ADT_79")
     assert "imputed" not in json.dumps(legend(hub, "protein:ADT_79"))
 
 
