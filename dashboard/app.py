@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +56,17 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
 PAGES = Path(__file__).resolve().parent / "pages"
 GZIP_MIN_BYTES = 1400
-GZIP_TYPES = ("application/json", "text/html", "application/javascript", "text/css")
+GZIP_TYPES = (
+    "application/json", "text/html", "application/javascript", "text/javascript", "text/css"
+)  # fmt: skip
+#: gzipped static files (Dash's component suites: fingerprinted or with an ETag, never
+#: changing while the server runs) kept compressed (:func:`_static_key`): plotly.min.js is
+#: 4.8 MB, not compressed again for every page load. The oldest goes past this many.
+GZIP_CACHE_ITEMS = 64
+#: ... and past this many bytes (a forged fingerprint in a path is a new key).
+GZIP_CACHE_BYTES = 24 * 1024**2
+_gzip_cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+_gzip_cache_lock = threading.Lock()
 
 log = logging.getLogger(__name__)
 
@@ -323,8 +335,20 @@ def register_shell_callbacks(app: Dash) -> None:
 
 
 # ---------------------------------------------------------------------------- compression
+def _static_key(response: Response, path: str) -> tuple[str, str] | None:
+    """The key a static response's gzip is kept under: ``(path, ETag)``, or ``(path, "")``
+    for a fingerprinted file cached a day or more (its path changes with its content);
+    ``None`` for anything else (callback payloads differ every time)."""
+    etag = response.headers.get("ETag")
+    if etag:
+        return path, etag
+    max_age = response.cache_control.max_age
+    return (path, "") if max_age is not None and max_age >= 86_400 else None
+
+
 def _gzip_response(response: Response) -> Response:
-    """gzip JSON/HTML/JS responses for clients that accept it (no extra dependency).
+    """gzip JSON/HTML/JS/CSS responses for clients that accept it (no extra dependency);
+    static files with an ETag are compressed once (:data:`GZIP_CACHE_ITEMS`).
 
     Callback payloads (figures, hover text, typed arrays) shrink several-fold, which is
     what a large dataset's first figure needs.
@@ -342,7 +366,19 @@ def _gzip_response(response: Response) -> Response:
     body = response.get_data()
     if len(body) < GZIP_MIN_BYTES:
         return response
-    response.set_data(gzip.compress(body, compresslevel=5))
+    key = _static_key(response, request.full_path.rstrip("?"))
+    with _gzip_cache_lock:
+        zipped = _gzip_cache.get(key) if key else None
+    if zipped is None:
+        zipped = gzip.compress(body, compresslevel=5)
+        if key:
+            with _gzip_cache_lock:
+                _gzip_cache[key] = zipped
+                while len(_gzip_cache) > GZIP_CACHE_ITEMS or (
+                    sum(map(len, _gzip_cache.values())) > GZIP_CACHE_BYTES
+                ):
+                    _gzip_cache.popitem(last=False)
+    response.set_data(zipped)
     response.headers["Content-Encoding"] = "gzip"
     response.headers["Content-Length"] = str(len(response.get_data()))
     response.vary.add("Accept-Encoding")

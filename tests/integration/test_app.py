@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import re
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -365,3 +366,28 @@ def test_each_browser_session_has_its_own_workspace(app) -> None:
     assert _store_data(response.get_json(), ids.SELECTION_STORE) is None
     records = list(app.service.settings.workspaces_dir.glob("*.json"))
     assert records and all(p.name.startswith("s-") for p in records)
+
+
+def test_the_page_scripts_go_gzipped_and_are_compressed_once(app) -> None:
+    from dashboard import app as app_module
+
+    page = app.client.get("/").get_data(as_text=True)
+    scripts = re.findall(r'src="(/_dash-component-suites/[^"]+\.js[^"]*)"', page)
+    grid = next(s for s in scripts if "dash_ag_grid" in s)  # plotly.js loads as a chunk
+    plain = app.client.get(grid)
+    assert plain.status_code == 200 and "Content-Encoding" not in plain.headers
+    assert len(plain.get_data()) > 1_000_000  # dash_ag_grid.min.js, 1.3 MB
+    zipped = app.client.get(grid, headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(zipped.get_data()) == plain.get_data()
+    assert len(zipped.get_data()) < len(plain.get_data()) / 3
+    cached = {k: v for k, v in app_module._gzip_cache.items() if k[0] in grid}
+    assert len(cached) == 1
+    again = app.client.get(grid, headers={"Accept-Encoding": "gzip"})
+    assert again.get_data() == zipped.get_data()
+    # forged fingerprints serve the same file under new keys: the kept bytes stay bounded
+    for n in range(30):
+        forged = re.sub(r"m\d+\.min\.js", f"m{n}.min.js", grid)
+        assert app.client.get(forged, headers={"Accept-Encoding": "gzip"}).status_code == 200
+    assert len(app_module._gzip_cache) <= app_module.GZIP_CACHE_ITEMS
+    assert sum(map(len, app_module._gzip_cache.values())) <= app_module.GZIP_CACHE_BYTES
