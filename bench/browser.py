@@ -198,23 +198,12 @@ def start_app(args: argparse.Namespace, cache_dir: Path) -> tuple[Any, Any, Any,
 
 # ======================================================================== the browser
 def new_driver(chromium: Path) -> Any:
-    """A fresh headless Chromium (empty profile and cache)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    """A fresh headless Chromium (empty profile and cache): the tests' driver
+    (:func:`dashboard.testing_browser.new_driver`), with a longer page-load timeout for
+    large datasets."""
+    from dashboard.testing_browser import new_driver as test_driver
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(chromium)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        "--enable-unsafe-swiftshader",
-    ):
-        options.add_argument(arg)
-    driver_path = os.environ.get("TVE_CHROMEDRIVER", "/usr/bin/chromedriver")
-    drv = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    drv = test_driver(chromium)
     drv.set_page_load_timeout(120)
     return drv
 

@@ -9,7 +9,7 @@ store's checks, the values and the titles all read it, so a new layer is one ent
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -405,10 +405,3 @@ def category_counts(
         return None
     cats, codes = found
     return cats, np.bincount(codes[codes >= 0], minlength=len(cats)), int((codes < 0).sum())
-
-
-def hover_columns(service: AnalysisService, pair: Pair) -> dict[str, Sequence[Any]]:
-    """The base hover annotations of every cell view: cell type and batch."""
-    types = service.shown_cell_types(pair).astype(str).to_numpy()
-    batch = obs_labels(service, pair, "batch").astype(str).to_numpy()
-    return {"type": types, "batch": batch}
