@@ -71,11 +71,16 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
         }
       }
       const cells = [];
+      // dcc.Graph drops customdata sent as a typed array from event points: read the
+      // decoded array of the drawn trace instead (overview point i = cell custom[i]).
+      const full = gd && gd._fullData && gd._fullData[0];
+      const custom = overview && full ? full.customdata : null;
       for (const p of selected.points || []) {
         if (p.curveNumber === 0) {
-          const i = overview
-            ? p.customdata
-            : (p.pointIndex !== undefined ? p.pointIndex : p.pointNumber);
+          const n = p.pointIndex !== undefined ? p.pointIndex : p.pointNumber;
+          const i = !overview
+            ? n
+            : (p.customdata !== undefined ? p.customdata : (custom ? custom[n] : undefined));
           if (i !== undefined) {
             cells.push(i);
           }

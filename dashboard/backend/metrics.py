@@ -9,7 +9,9 @@ separately for each modality (``rna``, then ``protein``):
   per-sample CV (NaN skipped); the raw CV has NaN set to 0. Rows: Mean Absolute Error,
   Pearson, Spearman, and R² = ``r2_score(y_true=model, y_pred=raw)`` (scvi's order).
 * **DE metric** per cell type: scanpy ``normalize_total(1e4)`` + ``log1p`` +
-  ``rank_genes_groups(method="t-test")`` on the raw counts and on the first posterior sample;
+  ``rank_genes_groups(method="t-test")`` on the raw counts and on the first posterior sample
+  (the same tables from per-group sums a chunk of cells at a time,
+  :mod:`dashboard.backend.group_ttest`, so neither count matrix is copied);
   top-n F1, lfc MAE / Pearson / Spearman, ROC AUC and average precision of the sample's
   t-scores against raw ``pvals_adj < 0.2`` (fallback: raw top-n), rows by n_cells descending.
 
@@ -41,6 +43,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from dashboard.backend.denoise import unmeasured_proteins
+from dashboard.backend.group_ttest import GroupTTest
 from model.protein_scale import (
     EFFICIENCY_FREE,
     MEASURED,
@@ -407,26 +410,35 @@ def n_top_features(n_vars: int, n_top: int = DEFAULT_N_TOP, *, clamp: bool = Tru
     return max(1, n) if clamp else n
 
 
-def _rank(
-    counts: np.ndarray | sp.spmatrix, labels: pd.Series, groups: list[str], names: pd.Index
-) -> Any:
-    import anndata as ad
-    import scanpy as sc
+DE_CHUNK_CELLS = 4096  # cells per chunk of the DE metric's t-test sums
 
-    x = sp.csr_matrix(counts, dtype=np.float32) if sp.issparse(counts) else counts
-    adata = ad.AnnData(
-        X=np.array(x, dtype=np.float32) if not sp.issparse(x) else x.copy(),
-        obs=pd.DataFrame({"group": labels.to_numpy()}, index=labels.index),
-        var=pd.DataFrame(index=names),
-    )
-    sc.pp.normalize_total(adata, target_sum=CELL_SCALE_FACTOR)
-    sc.pp.log1p(adata)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.tl.rank_genes_groups(
-            adata, "group", groups=groups, use_raw=False, method="t-test", key_added="rgg"
-        )
-    return adata
+
+def de_groups(labels: Sequence[Any] | np.ndarray | pd.Series) -> tuple[np.ndarray, list[str]]:
+    """The DE metric's labels (as strings) and the groups it ranks: those of two or more
+    cells (scanpy's t-test needs two), in category order."""
+    lab = pd.Series(np.asarray(labels).astype(str)).astype("category")
+    counts = lab.value_counts()
+    groups = [str(g) for g in lab.cat.categories if counts[g] >= 2]
+    if len(groups) < 2 or len(lab.cat.categories) < 2:
+        msg = "the DE metric needs at least two groups with two or more cells each"
+        raise ValueError(msg)
+    return lab.to_numpy(dtype=str), groups
+
+
+def group_ttest(
+    counts: np.ndarray | sp.spmatrix,
+    labels: np.ndarray,
+    groups: Sequence[str],
+    names: Sequence[str],
+    *,
+    chunk: int = DE_CHUNK_CELLS,
+) -> GroupTTest:
+    """The one-vs-rest t-test sums of ``counts`` (cells x features), ``chunk`` cells at a
+    time."""
+    test = GroupTTest(labels, groups, names)
+    for start in range(0, counts.shape[0], chunk):
+        test.add(counts[start : start + chunk])
+    return test
 
 
 def de_metric_table(
@@ -438,28 +450,38 @@ def de_metric_table(
     n_top: int = DEFAULT_N_TOP,
     p_val_thresh: float = DEFAULT_P_VAL_THRESH,
 ) -> pd.DataFrame:
-    """DE agreement between raw counts and one posterior predictive sample, per group.
+    """DE agreement between raw counts and one posterior predictive sample, per group
+    (:func:`de_metric_from_tests` of both counts' t-tests).
 
     Columns :data:`DE_COLUMNS`, index = group, sorted by ``n_cells`` descending.
     """
-    import scanpy as sc
+    lab, groups = de_groups(labels)
+    names = [str(f) for f in feature_names]
+    return de_metric_from_tests(
+        group_ttest(raw, lab, groups, names),
+        group_ttest(sample, lab, groups, names),
+        n_top=n_top,
+        p_val_thresh=p_val_thresh,
+    )
+
+
+def de_metric_from_tests(
+    raw: GroupTTest,
+    sample: GroupTTest,
+    *,
+    n_top: int = DEFAULT_N_TOP,
+    p_val_thresh: float = DEFAULT_P_VAL_THRESH,
+) -> pd.DataFrame:
+    """The DE metric's table from the t-tests of the raw counts and of the sample (same
+    labels, groups and features; scanpy's ``rank_genes_groups`` tables, which scvi-tools
+    uses, to float rounding: :mod:`dashboard.backend.group_ttest`)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    names = pd.Index([str(f) for f in feature_names])
-    lab = pd.Series(np.asarray(labels).astype(str), index=[str(i) for i in range(len(labels))])
-    lab = lab.astype("category")
-    counts = lab.value_counts()
-    groups = [str(g) for g in lab.cat.categories if counts[g] >= 2]
-    if len(groups) < 2 or len(lab.cat.categories) < 2:
-        msg = "the DE metric needs at least two groups with two or more cells each"
-        raise ValueError(msg)
-    n_top = n_top_features(len(names), n_top)
-    raw_ad = _rank(raw, lab, groups, names)
-    smp_ad = _rank(sample, lab, groups, names)
+    n_top = n_top_features(len(raw.names), n_top)
     rows = {}
-    for group in groups:
-        rg = sc.get.rank_genes_groups_df(raw_ad, group=group, key="rgg").set_index("names")
-        sg = sc.get.rank_genes_groups_df(smp_ad, group=group, key="rgg").set_index("names")
+    for g, group in enumerate(raw.groups):
+        rg = raw.table(group).set_index("names")
+        sg = sample.table(group).set_index("names")
         f1 = top_overlap_f1(rg.index[:n_top], sg.index[:n_top])
         sg = sg.reindex(rg.index)
         rgd = rg["logfoldchanges"].to_numpy(dtype=np.float64)
@@ -478,7 +500,7 @@ def de_metric_table(
             "lfc_spearman": _correlation(rgd, sgd, "spearman"),
             "roc_auc": float(roc_auc_score(true, pred)) if both_classes else float("nan"),
             "pr_auc": float(average_precision_score(true, pred)) if both_classes else float("nan"),
-            "n_cells": np.int64(counts[group]),
+            "n_cells": np.int64(raw.counts[g]),
         }
     table = pd.DataFrame.from_dict(rows, orient="index")[list(DE_COLUMNS)]
     table.index.name = "group"
@@ -743,9 +765,12 @@ def compute_metrics(
         progress(0.0, f"drawing {n_samples} posterior predictive samples")
     raw = {"rna": _aligned(data.rna, data.var_names, model.var_names)}
     raw["protein"] = _aligned(data.protein, data.protein_names, model.protein_names)
-    # RNA: moments and the first sample only (sparse: counts are mostly zeros), a minibatch
-    # at a time (bounded memory)
-    rna_moments, first_parts, pro_parts = None, [], []
+    names = {"rna": list(model.var_names), "protein": list(model.protein_names)}
+    de_labels, de_group_names = de_groups(labels)
+    # RNA: CV moments and the DE metric's t-test sums of the first sample, a minibatch at a
+    # time (memory: the minibatch and the sums; no sample is kept)
+    rna_moments, pro_parts = None, []
+    first_rna = GroupTTest(de_labels, de_group_names, names["rna"])
     for _, rna_part, pro_part in model.iter_posterior_predictive_sample(
         data,
         n_samples=n_samples,
@@ -757,13 +782,11 @@ def compute_metrics(
         if rna_moments is None:
             rna_moments = CVMoments(data.n_cells, rna_part.shape[1], rna_part.shape[2])
         rna_moments.add(rna_part)
-        first_parts.append(sp.csr_matrix(rna_part[..., 0], dtype=np.float32))
+        first_rna.add(rna_part[..., 0])
         pro_parts.append(pro_part)
     if rna_moments is None:
         msg = "the metrics need at least one cell"
         raise ValueError(msg)
-    first_rna = sp.vstack(first_parts, format="csr", dtype=np.float32)
-    del first_parts
     protein = {EFFICIENCY_FREE: _with_sample_axis(np.concatenate(pro_parts))}
     del pro_parts
     if protein_scale == MEASURED and model.has_protein_efficiency:
@@ -788,10 +811,9 @@ def compute_metrics(
             and max(np.max(ti), np.max(vi)) < data.n_cells
         ):
             train, val = np.asarray(ti), np.asarray(vi)
-    names = {"rna": list(model.var_names), "protein": list(model.protein_names)}
     raw_cv = {mod: raw_cvs(raw[mod]) for mod in MODALITIES}  # (cell-wise, feature-wise)
 
-    def tables(result: MetricsResult, mod: str, moments: CVMoments, first: np.ndarray) -> None:
+    def tables(result: MetricsResult, mod: str, moments: CVMoments, first: GroupTTest) -> None:
         result.n_features[mod] = len(names[mod])
         result.n_top[mod] = n_top_features(len(names[mod]))
         m_cell = moments.model_cv(cell_wise=True)
@@ -805,13 +827,15 @@ def compute_metrics(
         result.gene_cv_points[mod] = pd.DataFrame(
             {"feature": names[mod], "observed": r_gene, "generated": m_gene}
         )
-        result.diff_exp[mod] = de_metric_table(raw[mod], first, labels, feature_names=names[mod])
+        raw_test = group_ttest(raw[mod], de_labels, de_group_names, names[mod])
+        result.diff_exp[mod] = de_metric_from_tests(raw_test, first)
 
     def protein_tables(result: MetricsResult, samples: np.ndarray) -> None:
         moments = CVMoments(*samples.shape)
         for start in range(0, samples.shape[0], CV_CHUNK_CELLS):
             moments.add(samples[start : start + CV_CHUNK_CELLS])
-        tables(result, "protein", moments, samples[..., 0])
+        first = group_ttest(samples[..., 0], de_labels, de_group_names, names["protein"])
+        tables(result, "protein", moments, first)
 
     # without a learned efficiency (or one of 1) the two scales are one: the draws above
     result = MetricsResult(

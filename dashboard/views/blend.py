@@ -203,16 +203,3 @@ def blend_key(blend: BlendData) -> BlendKey:
         x_ticks=_ticks(blend.scaled_a),
         y_ticks=_ticks(blend.scaled_b),
     )
-
-
-def blend_hover(blend: BlendData, cells: np.ndarray | None = None) -> list[str]:
-    """Per plotted cell: both features' values (``"CD4 protein: 1.2<br>CD8a protein:
-    0.03"``)."""
-    va, vb = blend.values_a, blend.values_b
-    if cells is not None:
-        va, vb = va[cells], vb[cells]
-    name_a, name_b = blend.names
-    return [
-        f"{name_a}: {x:.3g}<br>{name_b}: {y:.3g}"
-        for x, y in zip(va.tolist(), vb.tolist(), strict=True)
-    ]

@@ -106,8 +106,6 @@ def test_the_key_has_feature_a_along_x_and_b_along_y() -> None:
     assert rgb(key.colors[key.codes[0][n - 1]]) == bl.HIGH_A
     assert rgb(key.colors[key.codes[n - 1][0]]) == bl.HIGH_B
     assert rgb(key.colors[key.codes[n - 1][n - 1]]) == bl.HIGH_BOTH
-    hover = bl.blend_hover(blend, np.array([0, 1]))
-    assert hover[0] == "CD4 protein: 10<br>LYZ gene: 0"
 
 
 def test_blend_figure_shows_cells_coloured_and_the_key() -> None:
