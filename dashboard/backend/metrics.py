@@ -65,7 +65,6 @@ CV_DISPLAY_ROWS = (CV_ROWS[0], CV_ROWS[1], PEARSON_R2_ROW, *CV_ROWS[2:])
 PEARSON_R2_THRESHOLD = 0.4  # the card template's advice, on the squared Pearson correlation
 DEFAULT_N_TOP = 100  # scvi-tools' DEFAULT_DE_N_TOP_GENES_OVERLAP
 DEFAULT_P_VAL_THRESH = 0.2
-CELL_SCALE_FACTOR = 1e4
 PPC_BATCH_SIZE = 32  # scvi-tools' PosteriorPredictiveCheck draws its samples 32 cells at a time
 #: scvi-tools' ``calibration_error`` quantiles: 7 central intervals, 95% down to 65%
 CALIBRATION_QUANTILES = (
@@ -812,6 +811,9 @@ def compute_metrics(
         ):
             train, val = np.asarray(ti), np.asarray(vi)
     raw_cv = {mod: raw_cvs(raw[mod]) for mod in MODALITIES}  # (cell-wise, feature-wise)
+    raw_test = {
+        mod: group_ttest(raw[mod], de_labels, de_group_names, names[mod]) for mod in MODALITIES
+    }
 
     def tables(result: MetricsResult, mod: str, moments: CVMoments, first: GroupTTest) -> None:
         result.n_features[mod] = len(names[mod])
@@ -827,8 +829,7 @@ def compute_metrics(
         result.gene_cv_points[mod] = pd.DataFrame(
             {"feature": names[mod], "observed": r_gene, "generated": m_gene}
         )
-        raw_test = group_ttest(raw[mod], de_labels, de_group_names, names[mod])
-        result.diff_exp[mod] = de_metric_from_tests(raw_test, first)
+        result.diff_exp[mod] = de_metric_from_tests(raw_test[mod], first)
 
     def protein_tables(result: MetricsResult, samples: np.ndarray) -> None:
         moments = CVMoments(*samples.shape)
