@@ -13,9 +13,10 @@ The model is a TotalVI trained ``--epochs`` epochs on a 10,000-cell subset (the 
 not change these costs); the simulation's cell types are the dataset's labels.
 
 By default the process first runs what ``serve`` runs once when it starts
-(:func:`~dashboard.backend.embedding.warm_up`, numba compiling umap-learn; reported as
-``seconds_server_warm_up``, not counted in the first view); ``--cold`` leaves it out, so
-the first layout pays the compile, as in a fresh process without the server's warm-up.
+(:func:`~dashboard.backend.warm_up.warm_up`, numba compiling umap-learn and pynndescent;
+reported as ``seconds_server_warm_up``, not counted in the first view); ``--cold`` leaves it
+out, so the first layout pays the compile, as in a fresh process without the server's
+warm-up.
 
 Usage: ``python bench/first_look.py --cells 72042 --json bench/out/first_look_72k.json``
 (prints a table; the JSON has ``seconds_to_first_view``, ``seconds_to_all_prepared``,
@@ -41,10 +42,11 @@ import numpy as np
 
 import _bench  # noqa: F401  (puts the repository first on sys.path)
 
-from dashboard.backend.embedding import compute_umap, knn_preservation, warm_up
+from dashboard.backend.embedding import compute_umap, knn_preservation
 from dashboard.backend.preparation import precompute, prepare_pair
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
+from dashboard.backend.warm_up import warm_up
 
 
 def peak_mb() -> float:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from dashboard.backend import warm_up
 from dashboard.backend.settings import ServeOptions, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -137,22 +138,11 @@ def follow_progress(
 
 
 def start_layout_warm_up(out: TextIO | None = sys.stdout) -> threading.Thread:
-    """Compile umap-learn's kernels in a daemon thread (:func:`~dashboard.backend.embedding.
-    warm_up`) and say when done; a failure is logged, never raised (layouts then compile on
-    first use, as without the warm-up)."""
-    from dashboard.backend import embedding
-
-    def run() -> None:
-        try:
-            seconds = embedding.warm_up()
-        except Exception:  # the layout still works, compiled on first use
-            log.exception("layout warm-up failed")
-            return
-        _say(out, f"warm   layout kernels compiled in {seconds:.1f}s")
-
-    thread = threading.Thread(target=run, name="layout-warm-up", daemon=True)
-    thread.start()
-    return thread
+    """Compile umap-learn's and pynndescent's kernels in a daemon thread
+    (:func:`~dashboard.backend.warm_up.start_in_background`) and say when done."""
+    return warm_up.start_in_background(
+        lambda seconds: _say(out, f"warm   layout kernels compiled in {seconds:.1f}s")
+    )
 
 
 def serve(

@@ -94,7 +94,9 @@ class NNDescentTransformer:
         """The distance graph of ``x`` (rows: cells)."""
         from pynndescent import NNDescent
 
-        x = np.asarray(x, dtype=np.float32)
+        # a writeable C-ordered copy: numba compiles apart (20 s) for the read-only arrays
+        # the results cache hands out, which the server's warm-up did not compile
+        x = np.array(x, dtype=np.float32, order="C")
         n, k = x.shape[0], self.n_neighbors
         if not 1 < k < n:
             msg = f"{k} neighbours need more than {k} cells (got {n})"

@@ -16,20 +16,29 @@ def compute_umap(
     metric: str = "euclidean",
     seed: int = 0,
     max_fit_cells: int | None = None,
+    n_epochs: int | None = None,
 ) -> np.ndarray:
     """UMAP coordinates ``(n_cells, 2)`` (float32) of ``latent``.
 
-    ``seed`` is umap-learn's ``random_state``: the same latent and settings give the same
-    layout (umap-learn then runs single-threaded, which is what makes it reproducible).
+    ``n_epochs``: umap-learn's (``None``: its default, 500 epochs up to 10,000 cells and
+    200 above). ``seed`` is umap-learn's ``random_state``: the same latent and settings give
+    the same layout (umap-learn then runs single-threaded, which is what makes it
+    reproducible).
     With more than ``max_fit_cells`` cells, umap-learn is fitted on a seeded uniform sample
     of that many and every other cell is placed through its latent neighbours among them
     (:func:`place_by_neighbours`): the cost of the fit stops growing with the data.
     """
-    x = np.asarray(latent, dtype=np.float32)
+    x = np.array(latent, dtype=np.float32, order="C")  # writeable: see NNDescentTransformer
     if x.ndim != 2 or x.shape[0] < 3:
         msg = f"UMAP needs a (cells, dims) array with at least 3 cells, got shape {x.shape}"
         raise ValueError(msg)
-    options = {"n_neighbors": n_neighbors, "min_dist": min_dist, "metric": metric, "seed": seed}
+    options = {
+        "n_neighbors": n_neighbors,
+        "min_dist": min_dist,
+        "metric": metric,
+        "seed": seed,
+        "n_epochs": n_epochs,
+    }
     if max_fit_cells is None or x.shape[0] <= max(int(max_fit_cells), 3):
         return _umap(x, **options)
     rng = np.random.default_rng(seed)
@@ -66,7 +75,13 @@ def place_by_neighbours(
 
 
 def _umap(
-    x: np.ndarray, *, n_neighbors: int, min_dist: float, metric: str, seed: int
+    x: np.ndarray,
+    *,
+    n_neighbors: int,
+    min_dist: float,
+    metric: str,
+    seed: int,
+    n_epochs: int | None = None,
 ) -> np.ndarray:
     import umap  # heavy (numba); imported on first use
 
@@ -76,40 +91,13 @@ def _umap(
         min_dist=min_dist,
         n_components=2,
         metric=metric,
+        n_epochs=n_epochs,
         random_state=seed,
         transform_seed=seed,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
         return np.asarray(reducer.fit_transform(x), dtype=np.float32)
-
-
-#: Cells of the warm-up layout: above umap-learn's exact-neighbour limit (4,096), so its
-#: approximate-neighbour kernels (pynndescent) are compiled too.
-WARM_UP_CELLS = 4_500
-
-
-def warm_up(*, n_cells: int = WARM_UP_CELLS, seed: int = 0) -> float:
-    """Compile umap-learn's and pynndescent's numba kernels on a small random layout and
-    return the seconds it took.
-
-    numba compiles them in every new process on first use (about 40 s on 2 cores, most of
-    a 7k-cell layout); the server runs this once in a background thread when it starts
-    (``Settings.warm_up_layout``), so a model opened later gets its layout without the
-    compile. The kernels are kept per process; a second call takes the fit's time only.
-    """
-    import time
-
-    rng = np.random.default_rng(seed)
-    t0 = time.perf_counter()
-    _umap(
-        rng.normal(size=(int(n_cells), 10)).astype(np.float32),
-        n_neighbors=15,
-        min_dist=0.5,
-        metric="euclidean",
-        seed=seed,
-    )
-    return time.perf_counter() - t0
 
 
 def knn_preservation(

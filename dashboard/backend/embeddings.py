@@ -55,6 +55,7 @@ class Embeddings(CachedQueries):
             "n_neighbors": int(options.get("n_neighbors") or s.umap_n_neighbors),
             "min_dist": float(s.umap_min_dist if min_dist is None else min_dist),
             "seed": int(s.seed if seed is None else seed),
+            "n_epochs": int(s.umap_n_epochs),
         }
         n_cells = self.registry.dataset(pair).n_cells
         if n_cells > s.umap_max_fit_cells:  # smaller data: the key (and layout) as before

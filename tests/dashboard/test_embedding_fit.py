@@ -4,9 +4,12 @@ measure the first-look benchmark reports."""
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import replace
 
-from dashboard.backend import embedding
+import numpy as np
+import pytest
+
+from dashboard.backend import warm_up
 from dashboard.backend.embedding import compute_umap, knn_preservation, place_by_neighbours
 
 
@@ -55,11 +58,18 @@ def test_knn_preservation_is_one_for_the_latent_itself_and_low_for_noise() -> No
     assert knn_preservation(x, noise, k=10) < 0.15
 
 
+def test_the_epochs_reach_umap_learn() -> None:
+    x, _ = _clusters(300)
+    few, again = (compute_umap(x, n_epochs=20) for _ in range(2))
+    np.testing.assert_array_equal(few, again)  # seeded
+    assert not np.allclose(few, compute_umap(x, n_epochs=200))
+
+
 def test_warm_up_fits_a_small_layout() -> None:
     # the exact-neighbour path (below 4,096 cells) keeps the test quick; the server's
     # default size also compiles pynndescent
-    assert embedding.WARM_UP_CELLS > 4096
-    assert embedding.warm_up(n_cells=200) > 0.0
+    assert warm_up.WARM_UP_CELLS > 4096
+    assert warm_up.warm_up(n_cells=200) > 0.0
 
 
 def test_server_warms_up_in_the_background(monkeypatch) -> None:
@@ -68,7 +78,7 @@ def test_server_warms_up_in_the_background(monkeypatch) -> None:
     from dashboard.server import start_layout_warm_up
 
     calls: list[int] = []
-    monkeypatch.setattr(embedding, "warm_up", lambda **_: calls.append(1) or 1.25)
+    monkeypatch.setattr(warm_up, "warm_up", lambda **_: calls.append(1) or 1.25)
     out = io.StringIO()
     thread = start_layout_warm_up(out)
     thread.join(10)
@@ -78,10 +88,25 @@ def test_server_warms_up_in_the_background(monkeypatch) -> None:
     def broken(**_: object) -> float:
         raise RuntimeError("no numba")
 
-    monkeypatch.setattr(embedding, "warm_up", broken)
+    monkeypatch.setattr(warm_up, "warm_up", broken)
     out = io.StringIO()
     start_layout_warm_up(out).join(10)  # logged, not raised; nothing printed
     assert out.getvalue() == ""
+
+
+def test_each_celery_worker_process_warms_up_unless_told_not_to(monkeypatch) -> None:
+    pytest.importorskip("celery", reason="celery is not installed (pip install -e .[test])")
+    monkeypatch.setenv("TOTALVI_EXPLORER_REDIS_URL", "redis://127.0.0.1:9/0")  # never reached
+    from dashboard import worker
+
+    started: list[int] = []
+    monkeypatch.setattr(warm_up, "start_in_background", lambda: started.append(1))
+    monkeypatch.setattr(worker, "settings", replace(worker.settings, warm_up_layout=True))
+    worker.compile_layout_kernels(sender=None)
+    assert started == [1]
+    monkeypatch.setattr(worker, "settings", replace(worker.settings, warm_up_layout=False))
+    worker.compile_layout_kernels(sender=None)
+    assert started == [1]
 
 
 def test_the_first_view_waits_for_no_denoising() -> None:

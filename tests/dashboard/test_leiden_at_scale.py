@@ -39,6 +39,24 @@ def test_the_graph_is_what_scanpy_reads() -> None:
     )
 
 
+def test_a_read_only_latent_is_searched_as_a_writeable_one(monkeypatch) -> None:
+    # the cached latent is read-only; numba would compile pynndescent again for it
+    import pynndescent
+
+    seen = []
+
+    class Recording(pynndescent.NNDescent):
+        def __init__(self, data, **kwargs):
+            seen.append(data.flags.writeable and data.flags.c_contiguous)
+            super().__init__(data, **kwargs)
+
+    monkeypatch.setattr(pynndescent, "NNDescent", Recording)
+    x, _ = mixture()
+    x.flags.writeable = False
+    graph = NNDescentTransformer(15, seed=0).fit_transform(x)
+    assert seen == [True] and graph.shape == (x.shape[0], x.shape[0])
+
+
 def test_approximate_and_exact_graphs_give_the_same_clusters() -> None:
     x, truth = mixture()
     approx = leiden_clusters(x, resolution=0.3, seed=0, knn=KNN_NNDESCENT)

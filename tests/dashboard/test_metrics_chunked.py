@@ -64,6 +64,23 @@ def test_chunked_cv_equals_the_whole_array(chunk: int, sparse: bool) -> None:
     assert np.isnan(gene_cv[2]) and raw_gene[6] == 0 and np.isfinite(gene_cv[5])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_sparse_counts_cvs_have_the_whole_matrix_bits(dtype) -> None:
+    # bit for bit, not to a tolerance: the card's Spearman correlations rank these values
+    rng = np.random.default_rng(5)
+    dense = rng.poisson(rng.uniform(0.05, 8, 300), (600, 300)) * (rng.random((600, 300)) < 0.3)
+    dense[7] = 0  # an empty cell
+    dense[:, 11] = 0  # an undetected feature
+    raw = sp.csr_matrix(dense.astype(dtype))
+    for chunk in (1, 64, 599, 10_000):
+        cell, feature = M.sparse_cvs(raw, chunk=chunk)
+        np.testing.assert_array_equal(cell, M.coefficient_of_variation(raw, 1))
+        np.testing.assert_array_equal(feature, M.coefficient_of_variation(raw, 0))
+    assert np.isnan(cell[7]) and np.isnan(feature[11])
+    zero_filled = M.raw_cvs(raw, chunk=64)
+    assert zero_filled[0][7] == 0 and zero_filled[1][11] == 0
+
+
 def test_moments_refuse_wrong_shapes() -> None:
     moments = M.CVMoments(3, 2, 2)
     with pytest.raises(ValueError, match="samples"):
