@@ -11,7 +11,11 @@ validation ELBO of each, latent agreement (kNN overlap), peak memory, and the ma
 difference of latent means when the scvi-tools model is loaded into ours. Each side trains
 in its own process, so peak memory is per side.
 
-Usage: ``python bench/train_vs_scvi_tools.py [--epochs 30] [--data PATH] [--out DIR]``
+``--simulate N`` trains both on the seed's layout simulated at ``N`` cells instead
+(:func:`model.simulate.simulate_cite_seq`: 17 batches, 4,000 genes, 111 proteins, panels
+with missing proteins), with its own batches.
+
+Usage: ``python bench/train_vs_scvi_tools.py [--epochs 30] [--data PATH | --simulate 72042]``
 """
 
 from __future__ import annotations
@@ -47,10 +51,14 @@ def knn_overlap(a: np.ndarray, b: np.ndarray, k: int = 15) -> float:
     return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb, strict=True)]))
 
 
-def pseudo_batched(path: Path):
+def pseudo_batched(path: Path, *, own_batches: bool = False):
+    """The file's cells in two pseudo-batches (alternate cells), or as given when
+    ``own_batches`` (its ``obs["batch"]``)."""
     import anndata as ad
 
     adata = ad.read_h5ad(path)
+    if own_batches:
+        return adata
     adata.obs["batch"] = np.where(np.arange(adata.n_obs) % 2 == 0, "b0", "b1")
     adata.obs["batch"] = adata.obs["batch"].astype("category")
     return adata
@@ -122,9 +130,22 @@ def run_ours(adata, epochs: int, seed: int, precision: str = "auto") -> dict:
     }
 
 
-def _side(side: str, data: Path, epochs: int, seed: int, workdir: Path) -> int:
+def simulated_file(n_cells: int, folder: Path) -> Path:
+    """The seed's layout simulated at ``n_cells`` cells, written as an h5ad both sides read."""
+    from model.simulate import simulate_cite_seq
+
+    adata = simulate_cite_seq(n_cells=n_cells, seed=0)
+    del adata.uns["simulation"]  # parameters and masks: not data either side reads
+    path = folder / f"simulated_{n_cells}.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+def _side(
+    side: str, data: Path, epochs: int, seed: int, workdir: Path, *, own_batches: bool
+) -> int:
     """One side in its own process, so its peak RSS is its own; results go to ``workdir``."""
-    adata = pseudo_batched(data)
+    adata = pseudo_batched(data, own_batches=own_batches)
     if side in ("ours", "ours32"):
         res = run_ours(adata, epochs, seed, "auto" if side == "ours" else "32")
         res.pop("data")
@@ -138,6 +159,7 @@ def _side(side: str, data: Path, epochs: int, seed: int, workdir: Path) -> int:
 def _run_side(side: str, args: argparse.Namespace, workdir: Path) -> dict:
     cmd = [sys.executable, __file__, "--side", side, "--workdir", str(workdir)]
     cmd += ["--epochs", str(args.epochs), "--seed", str(args.seed), "--data", str(args.data)]
+    cmd += ["--own-batches"] if args.own_batches else []
     subprocess.run(cmd, check=True)
     res = json.loads((workdir / f"{side}.json").read_text())
     res["latent"] = np.load(workdir / f"{side}_latent.npy")
@@ -155,21 +177,30 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the extra run of ours forced to float32 (shown for reference)",
     )
+    parser.add_argument(
+        "--simulate", type=int, default=None, help="simulate the seed's layout at N cells"
+    )
+    parser.add_argument("--own-batches", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=("ours", "ours32", "scvi"), help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.side:
-        return _side(args.side, args.data, args.epochs, args.seed, args.workdir)
+        return _side(
+            args.side, args.data, args.epochs, args.seed, args.workdir,
+            own_batches=args.own_batches,
+        )  # fmt: skip
 
     from model import TotalVI
     from model.data import from_anndata
 
-    adata = pseudo_batched(args.data)
     with tempfile.TemporaryDirectory() as tmp:
+        if args.simulate:
+            args.data, args.own_batches = simulated_file(args.simulate, Path(tmp)), True
+        adata = pseudo_batched(args.data, own_batches=args.own_batches)
         ours = _run_side("ours", args, Path(tmp))
         ours32 = None if args.no_fp32 else _run_side("ours32", args, Path(tmp))
         theirs = _run_side("scvi", args, Path(tmp))
-        data = from_anndata(adata, batch_key="batch", source="pbmc10k (pseudo-batches)")
+        data = from_anndata(adata, batch_key="batch", source=args.data.name)
         loaded = TotalVI.load(Path(tmp) / "scvi_model", data=data)
     # scvi-tools' own latent means of its trained model vs ours computed from its weights
     max_diff = float(np.abs(loaded.get_latent_representation() - theirs["latent"]).max())
@@ -186,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         ("final validation ELBO", "elbo_validation", ".3f"),
         ("peak RSS (MB)", "peak_rss_mb", ".1f"),
     ]
-    print(f"data: {args.data.name}, {adata.n_obs} cells, 2 pseudo-batches, {args.epochs} epochs")
+    batches = adata.obs["batch"].nunique()
+    print(f"data: {args.data.name}, {adata.n_obs} cells, {batches} batches, {args.epochs} epochs")
     print(f"{'metric':<32}" + "".join(f"{name:>18}" for name, _ in sides))
     for label, key, fmt in rows:
         print(f"{label:<32}" + "".join(f"{side[key]:>18{fmt}}" for _, side in sides))

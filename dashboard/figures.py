@@ -454,7 +454,9 @@ def category_annotations(
                 "x": float(r.x),
                 "y": float(r.y),
                 "text": text,
-                "hovertext": str(g),
+                # the whole name on hover only where the label is shortened: an annotation
+                # with a hover text takes the pointer, and the cells under it get no tooltip
+                **({"hovertext": str(g)} if text != str(g) else {}),
                 "showarrow": moved,
                 **({"ax": ax, "ay": ay, "arrowhead": 0, "arrowwidth": 0.8} if moved else {}),
                 "arrowcolor": "#52606d",

@@ -9,6 +9,7 @@ without having driven a real browser.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -60,6 +61,45 @@ def _require_browser() -> None:
         )
 
 
+#: Prepared results caches by pair (see :func:`_prepared_results`), shared by the modules.
+_PREPARED: dict[str, Path] = {}
+#: The cache folders that hold computed results (not jobs, workspaces or names).
+RESULT_FOLDERS = ("results", "blocks")
+
+
+def _prepare(service: Any, pair: Any, state: Any) -> None:
+    """Prepare ``pair`` as a workspace switching to it does, warm steps included."""
+    job = state.prepare(pair)
+    info = service.wait(job, timeout=600)
+    assert str(info.status) == "done", f"preparing the model failed: {info.error}"
+    deadline = time.monotonic() + 120
+    while state.status().warming and time.monotonic() < deadline:  # DE one-vs-rest
+        time.sleep(0.1)
+
+
+def _prepared_results(name: str, data: Any, model: Any, root: Path) -> Path:
+    """A cache folder where ``(data, model)`` was prepared once per session (first view
+    and warm steps), for the modules of the same pair to copy: results are keyed by
+    content, so a copy serves them as the preparation would compute them."""
+    if name not in _PREPARED:
+        from dashboard.backend.service import AnalysisService
+        from dashboard.backend.settings import Settings
+        from dashboard.views.state import ActiveState
+
+        service = AnalysisService(Settings(cache_dir=root, de_n_samples=DE_N_SAMPLES))
+        try:
+            pair = service.add_model(service.add_dataset(data, name=name), model)
+            _prepare(service, pair, ActiveState(service, warm=True))
+        finally:
+            service.close()
+        _PREPARED[name] = root
+    return _PREPARED[name]
+
+
+#: DE draws of the browser tests' service (fewer than the default: quick, still real).
+DE_N_SAMPLES = 1000
+
+
 @pytest.fixture(scope="module")
 def dashboard(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -67,7 +107,9 @@ def dashboard(
     """The dashboard over a prepared small model, served on a free local port (module
     scope: its service and state are process-wide while it runs, and reset after). A test
     module's ``DASHBOARD_SETTINGS`` dict (e.g. ``{"max_points": 300}``) adds settings; its
-    ``DASHBOARD_PAIR`` (a function returning ``(data, model)``) replaces the PBMC slice."""
+    ``DASHBOARD_PAIR`` (a function returning ``(data, model)``) replaces the PBMC slice.
+    The module starts from a copy of the pair's results prepared once per session (its
+    jobs, workspaces and names start empty)."""
     _require_browser()
     from werkzeug.serving import make_server
 
@@ -80,23 +122,23 @@ def dashboard(
 
     make_pair = getattr(request.module, "DASHBOARD_PAIR", None)
     data, model = make_pair() if make_pair is not None else trained_pbmc(**SLICE)
+    name = "simulated pair" if make_pair is not None else "pbmc slice"
+    kind = make_pair.__name__ if make_pair is not None else name
+    template = _prepared_results(kind, data, model, tmp_path_factory.mktemp("prepared"))
     root = tmp_path_factory.mktemp("browser")
+    for folder in RESULT_FOLDERS:
+        if (template / folder).is_dir():
+            shutil.copytree(template / folder, root / "cache" / folder)
     settings = Settings(
         cache_dir=root / "cache",
         model_dir=root / "models",
-        de_n_samples=1000,
+        de_n_samples=DE_N_SAMPLES,
         **getattr(request.module, "DASHBOARD_SETTINGS", {}),
     )
     service = AnalysisService(settings)
-    name = "simulated pair" if make_pair is not None else "pbmc slice"
     pair = service.add_model(service.add_dataset(data, name=name), model)
     state = ActiveState(service, warm=True)
-    job = state.prepare(pair)
-    info = service.wait(job, timeout=600)
-    assert str(info.status) == "done", f"preparing the model failed: {info.error}"
-    deadline = time.monotonic() + 120
-    while state.status().warming and time.monotonic() < deadline:  # DE one-vs-rest
-        time.sleep(0.1)
+    _prepare(service, pair, state)
 
     errors = LogCapture()
     logging.getLogger("dashboard").addHandler(errors)

@@ -603,11 +603,19 @@ def test_console_clean_across_pages(driver: WebDriver, dashboard: Any) -> None:
 
 #: The point of the main view farthest right (few neighbours), and the per-point strings
 #: the browser holds.
+#: The cell drawn farthest from any other (in data units; the axes are near-equal in
+#: scale): hover picks the point nearest the pointer, so it must be that cell's own.
 EDGE_POINT_JS = """
 const gd = document.querySelector('#' + CSS.escape(arguments[0]) + ' .js-plotly-plot');
 const t = gd._fullData[0], raw = gd.data[0];
-let b = 0;
-for (let i = 1; i < t.x.length; i++) { if (t.x[i] > t.x[b]) { b = i; } }
+let b = 0, far = -1;
+for (let i = 0; i < t.x.length; i++) {
+  let near = Infinity;
+  for (let j = 0; j < t.x.length; j++) {
+    if (j !== i) { near = Math.min(near, Math.hypot(t.x[i] - t.x[j], t.y[i] - t.y[j])); }
+  }
+  if (near > far) { far = near; b = i; }
+}
 return {x: t.x[b], y: t.y[b], cell: Number(t.customdata[b]),
         text: raw.text ? raw.text.length : null,
         hovertext: raw.hovertext ? raw.hovertext.length : null};

@@ -254,6 +254,12 @@ def test_category_annotations_sit_at_group_medians(cells) -> None:
     assert all(n["showarrow"] is False for n in notes)
     many = figures.category_annotations(x, y, list("abcdef"), max_labels=5)
     assert many == []
+    # a whole name has no hover text (an annotation with one takes the pointer from the
+    # cells under it); a shortened one shows the whole name on hover
+    assert not any("hovertext" in n for n in notes)
+    long = "CD4+ T cells, central memory, IL7R high"
+    (cut,) = figures.category_annotations(x[:3], y[:3], [long] * 3)
+    assert cut["text"] != long and cut["hovertext"] == long
 
 
 def _boxes(notes, ranges, plot_px) -> list[tuple[float, float, float, float]]:

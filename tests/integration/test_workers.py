@@ -161,6 +161,7 @@ def test_two_users_on_two_celery_workers(redis_url, tmp_path) -> None:
         "TOTALVI_EXPLORER_MODEL_DIR": str(root / "models"),
         "TOTALVI_EXPLORER_DEVICE": "cpu",
         "TOTALVI_EXPLORER_UMAP_N_NEIGHBORS": "10",
+        "TOTALVI_EXPLORER_WARM_UP_LAYOUT": "0",  # small data: no 40 s compile per worker
         "OMP_NUM_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
     }

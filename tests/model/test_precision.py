@@ -98,14 +98,15 @@ def test_tf32_flags_hold_only_inside_the_block() -> None:
 
 @pytest.fixture(scope="module")
 def small_pbmc(pbmc_adata_cached):
-    return from_anndata(pbmc_adata_cached[:800].copy(), source="pbmc slice")
+    # 1,000 genes keep the gene decoder (256 x 1,000 weights) among the bfloat16 layers
+    return from_anndata(pbmc_adata_cached[:500, :1000].copy(), source="pbmc slice")
 
 
 def test_training_in_each_precision_learns_and_leaves_float32_inference(small_pbmc) -> None:
     results = {}
     for precision in ("32", "bf16-mixed"):
         model = TotalVI(small_pbmc, seed=0)
-        out = model.train(max_epochs=40, seed=0, precision=precision)
+        out = model.train(max_epochs=25, seed=0, precision=precision)
         elbo = out.history["elbo_validation"].to_numpy()
         assert out.precision == precision
         assert model.train_config.precision == precision  # what ran, not "auto"
@@ -113,8 +114,8 @@ def test_training_in_each_precision_learns_and_leaves_float32_inference(small_pb
         assert not any(getattr(m, "compute_dtype", None) for m in model.module.modules())
         z = model.get_latent_representation()
         assert z.dtype == np.float32 and np.isfinite(z).all()
-        # the 80 validation cells of an 800-cell slice swing by 3-5% from epoch to epoch
-        # (the model overfits them); the training ELBO over 720 cells is steady
+        # the 50 validation cells of a 500-cell slice swing by 3-5% from epoch to epoch
+        # (the model overfits them); the training ELBO over 450 cells is steady
         results[precision] = out.history["elbo_train"].to_numpy()[-10:].mean()
     # same model, same seed: the two precisions fit the training cells equally well
     assert abs(results["bf16-mixed"] - results["32"]) / results["32"] < 0.01
