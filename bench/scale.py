@@ -27,10 +27,12 @@ Explore figures in full, and a lasso on the overview resolved against every cell
 cells alone, and the highlight POST that does it). Above ``--max-points`` (default
 ``Settings.max_points``, 200,000) the views plot a stratified subsample, so recolour and
 figure payloads stop growing with the number of cells. With ``umap`` among the steps the
-layout is umap-learn's on all cells (16 min at 1M here; ``--force`` past the budget check),
-else the first two principal components of the latent space (said so in the output). The
-preparation runs as the app's does (denoised RNA written as gene blocks, denoised protein,
-cell types; timed per step). Leiden at these sizes is replaced by the true cell types.
+layout is the service's (umap-learn fitted on ``Settings.umap_max_fit_cells`` cells, the
+rest placed through their latent neighbours), else the first two principal components of
+the latent space (said so in the output); with ``clusters``, the service's Leiden clusters
+(pynndescent's kNN graph at these sizes), else the true cell types. The preparation runs
+as the app's first view does (latent, UMAP, clusters, cell types: found or computed, timed
+per step).
 
 A step whose estimate (linear in cells, from a smaller size measured in this run, else
 from bench/RESULTS.md's 7k figures) exceeds ``--step-budget`` minutes is skipped and
@@ -75,13 +77,16 @@ SEED_LAYOUT = {  # the lab's data set (the seed of the issue)
 }
 NAMED_SIZES = {"72k": 72042, "1m": 1_000_000}
 FULL_STEPS = ["data", "train", "latent", "umap", "clusters", "de", "metrics"]
-LARGE_STEPS = ["data", "model", "latent", "umap", "recolour"]
+LARGE_STEPS = ["data", "model", "latent", "umap", "clusters", "recolour"]
 # seconds per cell (per epoch for training) at 7k, from bench/RESULTS.md (idle machine);
 # used to estimate a step before any size of this run has measured it
+#: Large sizes: the sampled UMAP (fit on Settings.umap_max_fit_cells, the rest placed) and
+#: Leiden on pynndescent's graph, per cell at 72k (bench/RESULTS.md §15 part 5)
+LARGE_S_PER_CELL = {"umap": 12.0 / 72042, "clusters": 4.7 / 72042}
 FALLBACK_S_PER_CELL = {
     "train": 1.249 / 6855,
     "latent": 0.30 / 6855,
-    "umap": 31.17 / 6855,
+    "umap": 31.17 / 6855,  # umap-learn on all cells (below Settings.umap_max_fit_cells)
     "clusters": 3.97 / 6855,
     "de": 6.29 / 6855,
     "metrics": 11.76 / 6855,
@@ -345,7 +350,14 @@ def large_worker(args: argparse.Namespace, size: str, n_cells: int) -> dict[str,
         )
         if latent is None:
             return {**info, "steps": steps.rows}
-        umap = steps.run("umap", "UMAP (umap-learn, all cells)", lambda: service.umap(pair))
+        for name, rate in LARGE_S_PER_CELL.items():
+            steps.rates.setdefault(name, rate)
+        fit = service.settings.umap_max_fit_cells
+        umap = steps.run(
+            "umap",
+            f"UMAP (umap-learn fitted on {fit:,} cells, the rest placed)",
+            lambda: service.umap(pair),
+        )
         if umap is None:
             est_umap = steps.estimate("umap")
             info["umap"] = (
@@ -353,17 +365,25 @@ def large_worker(args: argparse.Namespace, size: str, n_cells: int) -> dict[str,
                 "principal components of the latent space"
             )
         else:
-            info["umap"] = "UMAP computed by the service (umap-learn, seeded)"
+            info["umap"] = f"the service's UMAP (seeded; fitted on {fit:,} cells, rest placed)"
+        clusters = steps.run(
+            "clusters",
+            "Leiden clusters (pynndescent kNN graph, all cells)",
+            lambda: service.clusters(pair),
+        )
+        if clusters is None:
+            est_leiden = steps.estimate("clusters")
+            info["clusters"] = (
+                f"Leiden not run (estimated {est_leiden / 60:.0f} min); clusters = true cell types"
+            )
+        else:
+            info["clusters"] = f"the service's Leiden clusters: {clusters.nunique()} clusters"
         if "recolour" not in args.steps:
             return {**info, "steps": steps.rows}
-        est_leiden = steps.estimate("clusters")
-        info["clusters"] = (
-            f"Leiden skipped, estimated {est_leiden / 60:.0f} min; clusters = true cell types"
-        )
         recolour = steps.run(
             "recolour",
-            "dashboard: prepare (denoised RNA blocks, protein, cell types) + recolours",
-            lambda: recolour_step(args, service, pair, latent, data, umap),
+            "dashboard: prepare (first view) + recolours",
+            lambda: recolour_step(args, service, pair, latent, data, umap, clusters),
         )
         if recolour is not None:
             info["recolour"] = recolour
@@ -381,44 +401,35 @@ def recolour_step(
     latent: np.ndarray,
     data: Any,
     umap: Any = None,
+    clusters: Any = None,
 ) -> dict[str, Any]:
-    """Seed the layout (when UMAP was not run) and the clusters, prepare the pair as the
-    app does (denoised RNA blocks, denoised protein, cell types: computed, timed per
-    step), then POST recolours and a lasso."""
+    """Seed the layout and the clusters where their steps did not run (PCA of the latent,
+    the true cell types), prepare the pair as the app does (the first view's steps:
+    computed or found, timed per step), then POST recolours and a lasso."""
     import pandas as pd
 
     from dashboard import ids
     from dashboard.views.state import ActiveState
 
     bd = load_bench_dashboard()
-    s = service.settings
     names = data.obs_names
     if umap is None:
         centred = latent - latent.mean(axis=0)
         _, _, vt = np.linalg.svd(centred[:: max(1, len(centred) // 50000)], full_matrices=False)
         xy = (centred @ vt[:2].T).astype(np.float32)
-        umap_params = {
-            "n_neighbors": int(s.umap_n_neighbors),
-            "min_dist": float(s.umap_min_dist),
-            "seed": int(s.seed),
-        }
         service.cache.set(
-            service.key("umap", pair, umap_params),
+            service.key("umap", pair, service.embeddings.umap_params(pair)),
             pd.DataFrame(xy, index=names, columns=["UMAP1", "UMAP2"]),
         )
     else:
         xy = umap[["UMAP1", "UMAP2"]].to_numpy(np.float32)
-    codes = np.asarray(data.labels).astype(str)
-    cats = sorted(set(codes), key=int)
-    clusters_params = {
-        "resolution": float(s.leiden_resolution),
-        "n_neighbors": int(s.n_neighbors),
-        "seed": s.seed,
-    }
-    service.cache.set(
-        service.key("clusters", pair, clusters_params),
-        pd.Series(pd.Categorical(codes, categories=cats), index=names, name="leiden"),
-    )
+    if clusters is None:
+        codes = np.asarray(data.labels).astype(str)
+        cats = sorted(set(codes), key=int)
+        service.cache.set(
+            service.key("clusters", pair, service.embeddings.clusters_params(pair)),
+            pd.Series(pd.Categorical(codes, categories=cats), index=names, name="leiden"),
+        )
     state = ActiveState(service, warm=False)
     t_prep, job = timed(lambda: state.prepare(pair))
     rec = service.wait(job)

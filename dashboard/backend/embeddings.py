@@ -6,7 +6,7 @@ by :mod:`dashboard.backend.embedding` and :mod:`dashboard.backend.clustering`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -44,22 +44,27 @@ class Embeddings(CachedQueries):
 
         return self.results.cached("latent", pair, {"seed": seed}, compute, progress)
 
-    def umap(
-        self, pair: Pair, *, progress: ProgressFn | None = None, **options: Unpack[UmapOptions]
-    ) -> pd.DataFrame:
-        """UMAP of the latent space (``options``: :class:`UmapOptions`): columns ``UMAP1``,
-        ``UMAP2``, index = cell names."""
+    def umap_params(self, pair: Pair, **options: Unpack[UmapOptions]) -> dict[str, Any]:
+        """The parameters (and cache key parts) of :meth:`umap` for ``pair``: the options
+        over the settings; above ``umap_max_fit_cells`` cells, the fit's sample size."""
         s = self.settings
         min_dist, seed = options.get("min_dist"), options.get("seed")
-        params = {
+        params: dict[str, Any] = {
             "n_neighbors": int(options.get("n_neighbors") or s.umap_n_neighbors),
             "min_dist": float(s.umap_min_dist if min_dist is None else min_dist),
             "seed": int(s.seed if seed is None else seed),
             "n_epochs": int(s.umap_n_epochs),
         }
-        n_cells = self.registry.dataset(pair).n_cells
-        if n_cells > s.umap_max_fit_cells:  # smaller data: the key (and layout) as before
+        if self.registry.dataset(pair).n_cells > s.umap_max_fit_cells:  # smaller: as before
             params["max_fit_cells"] = int(s.umap_max_fit_cells)
+        return params
+
+    def umap(
+        self, pair: Pair, *, progress: ProgressFn | None = None, **options: Unpack[UmapOptions]
+    ) -> pd.DataFrame:
+        """UMAP of the latent space (``options``: :class:`UmapOptions`): columns ``UMAP1``,
+        ``UMAP2``, index = cell names."""
+        params = self.umap_params(pair, **options)
 
         def compute() -> pd.DataFrame:
             if progress is not None:
@@ -73,6 +78,24 @@ class Embeddings(CachedQueries):
 
         return self.results.cached("umap", pair, params, compute, progress)
 
+    def clusters_params(
+        self, pair: Pair, resolution: float | None = None, *, n_neighbors: int | None = None
+    ) -> dict[str, Any]:
+        """The parameters (and cache key parts) of :meth:`clusters` for ``pair``; above
+        ``leiden_exact_max_cells`` cells, the approximate kNN search."""
+        s = self.settings
+        params: dict[str, Any] = {
+            "resolution": float(s.leiden_resolution if resolution is None else resolution),
+            "n_neighbors": int(n_neighbors or s.n_neighbors),
+            "seed": s.seed,
+        }
+        if params["resolution"] <= 0:
+            msg = f"resolution must be positive, got {params['resolution']}"
+            raise InvalidSelection(msg)
+        if self.registry.dataset(pair).n_cells > s.leiden_exact_max_cells:
+            params["knn"] = KNN_NNDESCENT  # smaller data: the key (and clusters) as before
+        return params
+
     def clusters(
         self,
         pair: Pair,
@@ -82,18 +105,7 @@ class Embeddings(CachedQueries):
         progress: ProgressFn | None = None,
     ) -> pd.Series:
         """Leiden cluster per cell (categorical of ``"0"``, ``"1"``..., largest first)."""
-        s = self.settings
-        params = {
-            "resolution": float(s.leiden_resolution if resolution is None else resolution),
-            "n_neighbors": int(n_neighbors or s.n_neighbors),
-            "seed": s.seed,
-        }
-        if params["resolution"] <= 0:
-            msg = f"resolution must be positive, got {params['resolution']}"
-            raise InvalidSelection(msg)
-
-        if self.registry.dataset(pair).n_cells > s.leiden_exact_max_cells:
-            params["knn"] = KNN_NNDESCENT  # smaller data: the key (and clusters) as before
+        params = self.clusters_params(pair, resolution, n_neighbors=n_neighbors)
 
         def compute() -> pd.Series:
             codes = leiden_clusters(self.latent(pair), **params)
