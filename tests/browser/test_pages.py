@@ -601,10 +601,9 @@ def test_console_clean_across_pages(driver: WebDriver, dashboard: Any) -> None:
         assert_clean(driver, dashboard, f"navigated to {page}")
 
 
-#: The point of the main view farthest right (few neighbours), and the per-point strings
-#: the browser holds.
 #: The cell drawn farthest from any other (in data units; the axes are near-equal in
-#: scale): hover picks the point nearest the pointer, so it must be that cell's own.
+#: scale): hover picks the point nearest the pointer, so it must be that cell's own. Also
+#: the per-point strings the browser holds.
 EDGE_POINT_JS = """
 const gd = document.querySelector('#' + CSS.escape(arguments[0]) + ' .js-plotly-plot');
 const t = gd._fullData[0], raw = gd.data[0];

@@ -66,8 +66,8 @@ def test_the_epochs_reach_umap_learn() -> None:
 
 
 def test_warm_up_fits_a_small_layout() -> None:
-    # the exact-neighbour path (below 4,096 cells) keeps the test quick; the server's
-    # default size also compiles pynndescent
+    # umap-learn's exact-neighbour path (below 4,096 cells) keeps its layout quick; the
+    # clusters' pynndescent search is compiled at any size
     assert warm_up.WARM_UP_CELLS > 4096
     assert warm_up.warm_up(n_cells=200) > 0.0
 
