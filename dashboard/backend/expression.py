@@ -266,6 +266,21 @@ class Expression(CachedQueries):
             progress=progress,
         )
 
+    def denoised_protein_ready(self, pair: Pair, *, protein_scale: str | None = None) -> bool:
+        """True if the denoised protein of each cell's own batch (on ``protein_scale``) is
+        in the cache: a view that would otherwise decode every cell inside a request shows
+        raw counts while the warm steps compute it (:mod:`dashboard.views.pending`)."""
+        params = self._protein_key_params(protein_scale)
+        return self.results.has("denoised_protein", pair, self._with_unmeasured(pair, params))
+
+    def _protein_key_params(self, protein_scale: str | None) -> dict[str, Any]:
+        """The key params every denoised-protein table shares."""
+        return {
+            "n_samples": self.settings.denoise_n_samples,
+            "seed": self.settings.seed,
+            "protein_scale": self.protein_scale(protein_scale),
+        }
+
     def _denoised_protein(
         self,
         pair: Pair,
@@ -284,11 +299,7 @@ class Expression(CachedQueries):
         pass, on the same scale), stored if the key is missing instead of running the model
         again.
         """
-        params: dict[str, Any] = {
-            "n_samples": self.settings.denoise_n_samples,
-            "seed": self.settings.seed,
-            "protein_scale": self.protein_scale(protein_scale),
-        }
+        params = self._protein_key_params(protein_scale)
         if batches is not None:
             how = Sampling(**params, transform_batch=batches)
             params["transform_batch"] = list(batches)
@@ -359,7 +370,7 @@ class Expression(CachedQueries):
         ``decode``-d in batches that measured it (key params then gain ``"unmeasured":
         "predicted"``)."""
         predicted = self._predicts_unmeasured(pair)
-        key_params = {**params, "unmeasured": "predicted"} if predicted else params
+        key_params = self._with_unmeasured(pair, params, predicted)
 
         def compute() -> pd.DataFrame:
             model, data = self.registry.model(pair), self.registry.dataset(pair)
@@ -382,6 +393,15 @@ class Expression(CachedQueries):
             return denoise.fill_unmeasured(values, model, data, predict)
 
         return self.results.cached(kind, pair, key_params, compute, progress)
+
+    def _with_unmeasured(
+        self, pair: Pair, params: dict[str, Any], predicted: bool | None = None
+    ) -> dict[str, Any]:
+        """The cache key params of a protein table: ``params`` plus ``"unmeasured":
+        "predicted"`` where some cells lack proteins (:meth:`_predicts_unmeasured`)."""
+        if predicted is None:
+            predicted = self._predicts_unmeasured(pair)
+        return {**params, "unmeasured": "predicted"} if predicted else params
 
     def _predicts_unmeasured(self, pair: Pair) -> bool:
         """True if some cells of the dataset lack proteins (a mapped query without those

@@ -58,6 +58,7 @@ from dashboard.views.features import (
 )
 from dashboard.views.layouts import link_layout, shown_layout
 from dashboard.views.links import initial_color, link_state
+from dashboard.views.pending import shown_view, waiting
 from dashboard.views.state import active
 
 sh.register_page(__name__, "/", "Explore")
@@ -69,6 +70,8 @@ LINKED_KINDS = [
     {"label": "Embedding", "value": "embedding"},
     {"label": "Two-feature blend", "value": "blend"},
 ]
+#: How often the page asks whether the denoised protein is ready (only while it is not).
+LINKED_POLL_MS = 2000
 SAVED_CHIP = "explore-saved-chip"
 SAVED_DELETE = "explore-saved-delete"
 RENAME_TYPE = "explore-rename-type"  # the cell type to rename (value: its id)
@@ -96,6 +99,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
     data = service.dataset(pair)
     note = overview_note(service, pair)
     layout_key, _ = link_layout(service, pair, query.get("layout"))  # (link_state says why)
+    wait = waiting(service, pair)
     return html.Div(
         [
             components.page_header(
@@ -189,6 +193,8 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                 ],
                 className="grid-2",
             ),
+            dcc.Store(id=ids.EXPLORE_LINKED_WAIT, data={"waiting": wait}),
+            dcc.Interval(id=ids.EXPLORE_LINKED_POLL, interval=LINKED_POLL_MS, disabled=not wait),
             components.card(
                 "Selection",
                 [
@@ -373,6 +379,7 @@ def build_umap(
     *sh.data_of(ids.SELECTION_STORE, ids.PAGE_STATE, ids.EXPLORE_DECODE.ready, dep=State),
     *sh.props_of(Input, "value", ids.EXPLORE_LINKED_LAYOUT, ids.EXPLORE_LINKED_COLOR),
     *sh.props_of(Input, "value", ids.EXPLORE_LINKED_A, ids.EXPLORE_LINKED_B),
+    Input(ids.EXPLORE_LINKED_WAIT, "data"),
 )
 @sh.figure_or_error
 def build_linked(
@@ -389,9 +396,12 @@ def build_linked(
     own_color: str | None = None,
     a: str | None = None,
     b: str | None = None,
+    _wait: dict | None = None,
 ) -> Any:
     """The linked scatter (protein vs protein, raw vs denoised of one protein, a layout
-    of the cells, or the UMAP coloured by a blend of two features)."""
+    of the cells, or the UMAP coloured by a blend of two features); on raw counts while
+    the denoised protein is computed (:mod:`dashboard.views.pending`: ``_wait`` changing
+    redraws it)."""
     service, pair = active()
     if kind in _linked.KINDS:
         cells = _selected(selection, page_state, service.dataset(pair).n_cells, False)
@@ -407,8 +417,9 @@ def build_linked(
             page_spec=_decode.decoded_spec(feature, layer, decoded),
             selected=cells,
         )
-    view = linked_view(kind, x, y, linked_layer)
+    view, note = shown_view(service, pair, linked_view(kind, x, y, linked_layer))
     xv, yv, axes, title = linked_values(service, pair, view)
+    title = f"{title} · {note}" if note else title
     spec = _decode.decoded_spec(feature, layer, decoded)
     n = service.dataset(pair).n_cells
     cells = _selected(selection, page_state, n, sh.triggered() is None)
@@ -424,6 +435,24 @@ def build_linked(
         view=view,
         legend=True,
     )
+
+
+@callback(
+    Output(ids.EXPLORE_LINKED_WAIT, "data"),
+    Output(ids.EXPLORE_LINKED_POLL, "disabled"),
+    Input(ids.EXPLORE_LINKED_POLL, "n_intervals"),
+    prevent_initial_call=True,
+)
+def linked_wait(_n: int | None) -> tuple:
+    """While the page waits for the denoised protein: once it is cached, the wait store
+    changes (the linked view redraws on denoised values) and the polling stops."""
+    try:
+        service, pair = active()
+    except NotReady:
+        return no_update, no_update
+    if waiting(service, pair):
+        return no_update, no_update
+    return {"waiting": False}, True
 
 
 @callback(
