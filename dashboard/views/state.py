@@ -178,6 +178,12 @@ class ActiveState:
         with self._lock:
             return self._job
 
+    @property
+    def warm_job(self) -> str | None:
+        """The job computing the active pair's warm steps, if one was started."""
+        with self._lock:
+            return self._warm_job
+
     def require(self) -> tuple[AnalysisService, Pair]:
         """``(service, active pair)``; raises :class:`NotReady` with a readable reason."""
         with self._lock:

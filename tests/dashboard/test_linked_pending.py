@@ -70,8 +70,9 @@ def warming(trained_app: SimpleNamespace) -> Iterator[SimpleNamespace]:
     finally:
         gate.set()
         mp.undo()
-        warm = state._warm_job
-        if warm is not None:
+        warm = state.status().warming and state.warm_job
+        if warm:  # the rest of the warm steps (decoder state, DE) are not this test's
+            trained_app.service.jobs.cancel(warm)
             trained_app.service.wait(warm, timeout=120)
         set_state(before, workspaces)
 
