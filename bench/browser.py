@@ -156,8 +156,10 @@ def _first_look() -> Any:
     return module
 
 
-def start_app(args: argparse.Namespace, cache_dir: Path) -> tuple[Any, Any, Any, dict]:
-    """A prepared service, the werkzeug server and its thread; how long preparing took."""
+def start_app(args: argparse.Namespace, cache_dir: Path) -> tuple[Any, Any, Any, Any, dict]:
+    """A prepared service, its workspace state, the werkzeug server and its thread; how
+    long preparing took. As on the real server, the warm steps (denoised protein first)
+    start in the background the moment the pair is active (``--no-warm``: they do not)."""
     import logging
 
     from werkzeug.serving import make_server
@@ -177,7 +179,8 @@ def start_app(args: argparse.Namespace, cache_dir: Path) -> tuple[Any, Any, Any,
         pair = _first_look().simulated_pair(service, args.cells, args.epochs)
         info["data"] = f"simulated {args.cells} cells (model.simulate), {args.epochs} epochs"
     info["seconds_data_and_model"] = time.perf_counter() - t0
-    state = ActiveState(service, warm=False)
+    state = ActiveState(service, warm=not args.no_warm)
+    info["warm_steps"] = "off (--no-warm)" if args.no_warm else "running, as on the server"
     t0 = time.perf_counter()
     job = state.prepare(pair)
     rec = service.wait(job, timeout=args.timeout)
@@ -193,7 +196,16 @@ def start_app(args: argparse.Namespace, cache_dir: Path) -> tuple[Any, Any, Any,
     server = make_server("127.0.0.1", 0, app.server, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    return service, server, thread, info
+    return service, state, server, thread, info
+
+
+def stop_warm_up(service: Any, state: Any) -> None:
+    """Cancel the warm job (if still running) and wait for it: a torch thread still
+    working when the interpreter exits aborts it."""
+    job = state.warm_job
+    if job is not None:
+        service.jobs.cancel(job)
+        service.wait(job, timeout=600)
 
 
 # ======================================================================== the browser
@@ -338,6 +350,7 @@ def print_report(res: dict[str, Any]) -> None:
     rows = [
         ("cells (plotted)", f"{app['n_cells']:,} ({m.get('scatter_points') or 0:,})"),
         ("data", app["data"]),
+        ("warm steps", app.get("warm_steps", "-")),
         ("scatter first paint", ms(m["scatter_first_paint_ms"])),
         ("DOMContentLoaded", ms(m["dom_content_loaded_ms"])),
         ("transferred, all", mb(m["transferred_bytes"])),
@@ -359,6 +372,19 @@ def print_report(res: dict[str, Any]) -> None:
             f"{mb(first.get('decoded_bytes'))} decoded, ends {ms(first.get('end_ms'))}",
         ),
     ]
+    paint = m["scatter_first_paint_ms"]
+    for call in m.get("callbacks", []):  # what the server did before the paint
+        if paint is not None and (call.get("start_ms") or 0) > paint:
+            continue
+        output = str(call.get("output") or "")
+        output = output if len(output) <= 38 else output[:35] + "..."
+        rows.append(
+            (
+                f"  callback {output}",
+                f"{ms(call.get('start_ms'))} to {ms(call.get('end_ms'))}, "
+                f"{mb(call.get('transfer_bytes'))} on the wire",
+            )
+        )
     for r in m.get("largest", [])[:3]:
         name = r["name"].rsplit("/", 1)[-1] or r["name"]
         rows.append(
@@ -403,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chromium", type=Path, default=Path("/usr/bin/chromium"))
     p.add_argument("--timeout", type=float, default=600.0, help="seconds for prepare, paint")
     p.add_argument("--json", type=Path, default=DEFAULT_OUT / "browser.json")
+    p.add_argument("--no-warm", action="store_true", help="no warm steps behind the page")
     args = p.parse_args(argv)
     if not args.chromium.exists():
         raise SystemExit(f"no Chromium at {args.chromium} (--chromium PATH)")
@@ -414,11 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache_dir if args.cells == EMBEDDED_CELLS else Path(tmp) / "cache"
         cache.mkdir(parents=True, exist_ok=True)
-        service, server, thread, info = start_app(args, cache)
+        service, state, server, thread, info = start_app(args, cache)
         res["app"] = info
         try:
             res["browser"] = measure(f"http://127.0.0.1:{server.server_port}", args)
         finally:
+            stop_warm_up(service, state)
             server.shutdown()
             thread.join(timeout=10)
             service.close()

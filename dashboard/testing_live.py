@@ -387,6 +387,56 @@ def small_dataset(path: Path, *, n_cells: int = 200, n_genes: int = 100) -> Path
     return path
 
 
+#: The default small pair made and prepared once per process (:func:`prepared_small`).
+_SMALL: dict[str, Path] = {}
+#: The cache folders that hold computed results (not jobs, workspaces or names).
+RESULT_FOLDERS = ("results", "blocks")
+#: What every test server runs with (a small neighbourhood for 200 cells, no compile).
+SERVER_ENV = {
+    "PYTHONUNBUFFERED": "1",
+    "TOTALVI_EXPLORER_UMAP_N_NEIGHBORS": "10",
+    "TOTALVI_EXPLORER_WARM_UP_LAYOUT": "0",  # no 40 s compile beside every suite
+}
+
+
+def prepared_small(base: Path) -> Path:
+    """A folder with the default small pair (``data/small.h5ad``, ``models/small``) and a
+    results cache where it was prepared (first view and warm steps) as a test server
+    prepares it: made once per process under ``base``, then copied by each server that
+    opens the default, so none trains it again or spends its start compiling UMAP.
+    Results are keyed by content, so a copy serves what the server would compute."""
+    if "root" in _SMALL:
+        return _SMALL["root"]
+    from dashboard.backend.settings import Settings
+    from dashboard.server import bootstrap
+    from model import TotalVI, read_cite_seq
+
+    root = base / "prepared-small"
+    data_dir, model_dir, cache_dir = root / "data", root / "models", root / "cache"
+    for d in (data_dir, model_dir, cache_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    data, model = small_dataset(data_dir / "small.h5ad"), model_dir / "small"
+    cells = read_cite_seq(data, batch_key="batch")
+    small = TotalVI(cells, n_hidden=32, n_latent=5, seed=0)
+    small.train(max_epochs=3, device="cpu", early_stopping=False, precision="32")
+    small.save(model)
+    settings = Settings.from_env(
+        SERVER_ENV, cache_dir=cache_dir, data_dir=data_dir, model_dir=model_dir
+    )
+    boot = bootstrap(data, model, settings=settings, out=None)
+    try:
+        assert boot.job is not None, boot.message
+        info = boot.service.wait(boot.job, timeout=300)
+        assert str(info.status) == "done", f"preparing the small pair failed: {info.error}"
+        deadline = time.monotonic() + 300
+        while boot.state.status().warming and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        boot.service.close()
+    _SMALL["root"] = root
+    return root
+
+
 def start_server(
     root: Path,
     *,
@@ -399,10 +449,9 @@ def start_server(
 ) -> Live:
     """Start ``serve`` over folders under ``root`` (made when missing) and wait for it;
     ``users`` (name: password, default :data:`USER` alone) may log in. It opens ``data``
-    and ``model`` (default: a small slice and a model trained on it for 3 epochs, made in
-    the data and model folders)."""
+    and ``model`` (default: a small slice and a model trained on it for 3 epochs, copied
+    into the data and model folders with their prepared results, :func:`prepared_small`)."""
     users = dict(users or {USER: PASSWORD})
-    from model import TotalVI, read_cite_seq
 
     data_dir, model_dir, cache_dir = root / "data", root / "models", root / "cache"
     for d in (data_dir, model_dir, cache_dir):
@@ -414,22 +463,17 @@ def start_server(
     if data is None or model is None:
         data, model = data_dir / "small.h5ad", model_dir / "small"
         if not data.exists():
-            small_dataset(data)
-            cells = read_cite_seq(data, batch_key="batch")
-            small = TotalVI(cells, n_hidden=32, n_latent=5, seed=0)
-            small.train(max_epochs=3, device="cpu", early_stopping=False, precision="32")
-            small.save(model)
+            small = prepared_small(root.parent)
+            shutil.copy2(small / "data" / "small.h5ad", data)
+            shutil.copytree(small / "models" / "small", model)
+            for folder in RESULT_FOLDERS:
+                if (small / "cache" / folder).is_dir():
+                    shutil.copytree(small / "cache" / folder, cache_dir / folder)
     users_file = root / "users"
     if not users_file.exists():
         for name, password in users.items():
             set_password(users_file, name, password)
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "TOTALVI_EXPLORER_UMAP_N_NEIGHBORS": "10",
-        "TOTALVI_EXPLORER_WARM_UP_LAYOUT": "0",  # no 40 s compile beside every suite
-        **(extra_env or {}),
-    }
+    env = {**os.environ, **SERVER_ENV, **(extra_env or {})}
     cmd = [
         sys.executable, "-m", "dashboard.cli", "serve", "--data", str(data),
         "--model", str(model), "--data-dir", str(data_dir),
@@ -444,13 +488,17 @@ def start_server(
     ready = threading.Event()
 
     def read() -> None:
+        # ready once it listens and its results are prepared (in either order: a cache
+        # that holds them says "ready" before the address), or at once on an error
         assert proc.stdout is not None
+        prepared = False
         for line in proc.stdout:
             live.log.append(line)
             m = re.search(r"serve\s+(http://127\.0\.0\.1:\d+)/", line)
             if m:
                 live.url = m.group(1)
-            if line.startswith(("ready", "error")):
+            prepared = prepared or line.startswith("ready")
+            if line.startswith("error") or (prepared and live.url):
                 ready.set()
         ready.set()
 
