@@ -47,7 +47,7 @@ from dashboard.views.colours import (
 from dashboard.views.features import feature_catalog
 from dashboard.views.layouts import OURS, layout_xy
 from dashboard.views.state import active
-from dashboard.views.values import is_minified, obs_labels
+from dashboard.views.values import MEASURED_COUNTS, is_minified, obs_labels, protein_counts
 
 if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
@@ -140,6 +140,8 @@ def view_xy(
         yv = feature_values(service, pair, ColorSpec(f"protein:{x}", "denoised"))
         return xv, yv
     y = str(view.get("y") or x)
+    if layer == MEASURED_COUNTS:  # raw counts, unmeasured cells left out
+        return protein_counts(service, pair, x), protein_counts(service, pair, y)
     xv = feature_values(service, pair, ColorSpec(f"protein:{x}", layer))
     yv = feature_values(service, pair, ColorSpec(f"protein:{y}", layer))
     return xv, yv
@@ -196,9 +198,9 @@ def linked_values(
         )
         return xv, yv, (f"{name_x} {raw}", f"{name_x} {den}"), f"{name_x}: raw vs denoised"
     name_y = catalog.shown_name(f"protein:{y}")
-    what = layer_title(
-        service, pair, ColorSpec(f"protein:{x}", str(view.get("layer") or "denoised"))
-    )
+    layer = str(view.get("layer") or "denoised")
+    layer = "raw" if layer == MEASURED_COUNTS else layer  # the same title: raw counts
+    what = layer_title(service, pair, ColorSpec(f"protein:{x}", layer))
     return xv, yv, (f"{name_x} {what}", f"{name_y} {what}"), f"{name_x} vs {name_y}"
 
 

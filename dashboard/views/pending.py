@@ -6,9 +6,10 @@ every cell is the first warm step (:data:`~dashboard.backend.preparation.WARM_ST
 million cells it takes minutes, so a linked view that asked for it inside its request
 would hold a server thread that long and show nothing. While the warm job runs and the
 table is not cached, protein vs protein is drawn on raw counts instead (its title says so,
-and a lasso on it selects by the values shown); views that cannot do without denoised
-values (raw vs denoised, minified data, proteins some batches did not measure) say they
-fill in when ready. The page polls :func:`waiting` and redraws once it is ``False``.
+and a lasso on it selects by the values shown; cells whose batch did not measure a
+protein are left out, their raw values being the model's predictions); views that cannot
+do without denoised values (raw vs denoised, minified data) say they fill in when ready.
+The page polls :func:`waiting` and redraws once it is ``False``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from dashboard.views.errors import NotReady
 from dashboard.views.state import get_state
-from dashboard.views.values import imputed_cells, is_minified
+from dashboard.views.values import MEASURED_COUNTS, imputed_cells, is_minified
 
 if TYPE_CHECKING:
     from dashboard.backend.refs import Pair
@@ -26,13 +27,16 @@ if TYPE_CHECKING:
 
 #: The title's note on a view drawn on raw counts while the denoised protein is computed.
 RAW_NOTE = "raw counts until the denoised protein is computed"
+#: The note when some cells' batches did not measure a protein of the view: those cells
+#: are left out (their values would be the model's predictions) until it is computed.
+MEASURED_NOTE = "raw counts where measured, until the denoised protein is computed"
 #: The message of a view that needs the denoised protein while it is computed.
 WAIT_MESSAGE = (
     "The denoised protein is being computed (warm-up after the model opened); "
     "this view fills in when it is ready."
 )
 
-__all__ = ["RAW_NOTE", "WAIT_MESSAGE", "shown_view", "waiting"]
+__all__ = ["MEASURED_NOTE", "RAW_NOTE", "WAIT_MESSAGE", "shown_view", "waiting"]
 
 
 def waiting(service: AnalysisService, pair: Pair) -> bool:
@@ -50,9 +54,10 @@ def shown_view(
     """The linked ``view`` to draw now and the note its title gains (``None``: as asked).
 
     Protein vs protein in the denoised layer becomes the same view on raw counts while
-    :func:`waiting`; raw vs denoised, and views whose raw values would need the denoised
-    table (minified data, a protein some batch did not measure), raise :class:`NotReady`
-    with :data:`WAIT_MESSAGE` then (the page shows it in place of the figure).
+    :func:`waiting` (layer :data:`~dashboard.views.values.MEASURED_COUNTS`, without the
+    cells of batches that did not measure a protein, when there are some); raw vs
+    denoised, and minified data (no counts), raise :class:`NotReady` with
+    :data:`WAIT_MESSAGE` then (the page shows it in place of the figure).
     """
     kind, layer = view.get("kind"), view.get("layer") or "denoised"
     needs_denoised = kind == "raw_denoised" or (kind == "proteins" and layer == "denoised")
@@ -62,5 +67,6 @@ def shown_view(
         raise NotReady(WAIT_MESSAGE)
     proteins = {str(view.get("x") or ""), str(view.get("y") or view.get("x") or "")}
     if any(imputed_cells(service, pair, p) is not None for p in proteins if p):
-        raise NotReady(WAIT_MESSAGE)
+        # raw counts would be predictions where a batch did not measure the protein
+        return {**view, "layer": MEASURED_COUNTS}, MEASURED_NOTE
     return {**view, "layer": "raw"}, RAW_NOTE

@@ -215,6 +215,24 @@ def protein_raw(service: AnalysisService, pair: Pair, protein: str) -> np.ndarra
     return values
 
 
+#: A linked view's layer of raw protein counts where measured and no value (NaN: not
+#: drawn) where the cell's batch did not measure the protein: what it shows while the
+#: model's predictions for those cells are still computed (:mod:`dashboard.views.pending`).
+MEASURED_COUNTS = "raw-measured"
+
+
+def protein_counts(service: AnalysisService, pair: Pair, protein: str) -> np.ndarray:
+    """log1p of the raw protein counts, per cell, NaN where its batch did not measure
+    ``protein`` (no model involved: :func:`protein_raw` fills those with predictions)."""
+    data = _dataset(service, pair)
+    pos = _protein_position(data, pair, protein)
+    values = np.log1p(np.asarray(data.protein[:, pos], dtype=np.float32))
+    unmeasured = imputed_cells(service, pair, protein)
+    if unmeasured is not None:
+        values[unmeasured] = np.nan
+    return values
+
+
 def _protein_column(frame: pd.DataFrame, protein: str, what: str) -> np.ndarray:
     if protein not in frame.columns:
         msg = f"the model has no {what} for protein {protein!r}"

@@ -21,9 +21,10 @@ from dash import no_update
 from dashboard import ids
 from dashboard.backend import denoise
 from dashboard.testing import find, text
-from dashboard.views.cells import linked_view
+from dashboard.views import pending, values
+from dashboard.views.cells import linked_view, region_cells
 from dashboard.views.features import default_protein_pair, feature_catalog
-from dashboard.views.pending import RAW_NOTE, WAIT_MESSAGE, shown_view
+from dashboard.views.pending import MEASURED_NOTE, RAW_NOTE, WAIT_MESSAGE, shown_view
 from dashboard.views.state import ActiveState, get_state, get_workspaces, set_state
 from dashboard.views.values import protein_denoised, protein_raw
 
@@ -116,8 +117,30 @@ def test_linked_view_waits_on_raw_counts_then_redraws_denoised(warming) -> None:
     assert fig.layout.xaxis.title.text.endswith("raw (log1p)")
     shown, note = shown_view(env.service, env.pair, linked_view("proteins", env.x, env.y, None))
     assert shown["layer"] == "raw" and note == RAW_NOTE  # what a region drawn on it reads
+    xv = protein_raw(env.service, env.pair, env.x)
+    yv = protein_raw(env.service, env.pair, env.y)
     raw = linked(env, "proteins", layer="raw")  # raw counts asked for: as asked, no note
     assert RAW_NOTE not in raw.layout.title.text
+    # a protein some batches did not measure: their cells are left out (their raw values
+    # would be the model's predictions), and a box around everything selects the rest
+    unmeasured = np.zeros(env.n, dtype=bool)
+    unmeasured[:10] = True
+
+    def fake(_service: Any, _pair: Any, protein: str) -> np.ndarray | None:
+        return unmeasured if protein == env.x else None
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(values, "imputed_cells", fake)
+        mp.setattr(pending, "imputed_cells", fake)
+        fig = linked(env, "proteins")
+        assert MEASURED_NOTE in fig.layout.title.text
+        shown_x = np.asarray(fig.data[0].x, dtype=float)
+        assert np.isnan(shown_x[:10]).all()
+        np.testing.assert_allclose(shown_x[10:], xv[10:], rtol=1e-6)
+        shown, _ = shown_view(env.service, env.pair, linked_view("proteins", env.x, env.y, None))
+        everything = [[-1.0, float(xv.max()) + 1], [-1.0, float(yv.max()) + 1]]
+        inside = region_cells(env.service, env.pair, {**shown, "box": everything})
+        np.testing.assert_array_equal(inside, np.arange(10, env.n))
     # raw vs denoised cannot be drawn without it: one line saying it fills in
     waiting_fig = linked(env, "raw_denoised")
     assert WAIT_MESSAGE in text(waiting_fig.layout.annotations[0].text)
