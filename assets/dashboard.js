@@ -4,6 +4,15 @@
  * never receives the full list of selected points). */
 window.dash_clientside = Object.assign({}, window.dash_clientside, {
   tve: {
+    /* Explore's linked view asks the server only once the main view's figure came, so the
+     * browser draws the main view first (opened: the gate's current value). */
+    mainViewCame: function (figure, opened) {
+      if (opened || !figure) {
+        return window.dash_clientside.no_update;
+      }
+      return true;
+    },
+
     /* Keep the address bar shareable without a page reload or re-render. */
     writeUrl: function (query, pathname) {
       const path = pathname || window.location.pathname;

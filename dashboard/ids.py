@@ -122,6 +122,7 @@ EXPLORE_LINKED_B = "explore-linked-b"  # feature B (y of the key)
 EXPLORE_LINKED_BLEND = "explore-linked-blend"  # those two controls
 EXPLORE_LINKED_WAIT = "explore-linked-wait"  # {"waiting"}: denoised protein still computed
 EXPLORE_LINKED_POLL = "explore-linked-poll"  # polls until it is (then redraws the view)
+EXPLORE_LINKED_GATE = "explore-linked-gate"  # true once the main view's figure came
 EXPLORE_SELECTION_INFO = "explore-selection-info"
 EXPLORE_SELECTION_NAME = "explore-selection-name"
 EXPLORE_SAVE_SELECTION = "explore-save-selection"

@@ -194,6 +194,7 @@ def layout(color_state: dict | None = None, model: Any = None, **query: Any) -> 
                 className="grid-2",
             ),
             dcc.Store(id=ids.EXPLORE_LINKED_WAIT, data={"waiting": wait}),
+            dcc.Store(id=ids.EXPLORE_LINKED_GATE, data=False),
             dcc.Interval(id=ids.EXPLORE_LINKED_POLL, interval=LINKED_POLL_MS, disabled=not wait),
             components.card(
                 "Selection",
@@ -380,6 +381,7 @@ def build_umap(
     *sh.props_of(Input, "value", ids.EXPLORE_LINKED_LAYOUT, ids.EXPLORE_LINKED_COLOR),
     *sh.props_of(Input, "value", ids.EXPLORE_LINKED_A, ids.EXPLORE_LINKED_B),
     Input(ids.EXPLORE_LINKED_WAIT, "data"),
+    Input(ids.EXPLORE_LINKED_GATE, "data"),
 )
 @sh.figure_or_error
 def build_linked(
@@ -397,11 +399,15 @@ def build_linked(
     a: str | None = None,
     b: str | None = None,
     _wait: dict | None = None,
+    gate: bool | None = None,
 ) -> Any:
     """The linked scatter (protein vs protein, raw vs denoised of one protein, a layout
     of the cells, or the UMAP coloured by a blend of two features); on raw counts while
     the denoised protein is computed (:mod:`dashboard.views.pending`: ``_wait`` changing
-    redraws it)."""
+    redraws it). Not before the main view's figure came (``gate`` ``False``: the browser
+    draws the main view first; a large linked view would compete with it)."""
+    if gate is False:
+        return no_update
     service, pair = active()
     if kind in _linked.KINDS:
         cells = _selected(selection, page_state, service.dataset(pair).n_cells, False)
@@ -1010,6 +1016,13 @@ def color_by_de_row(cell: dict | None, options: list | None) -> tuple:
 
 export_de = sh.csv_export(ids.EXPLORE_DE_TABLE, ids.EXPLORE_DE_EXPORT)
 
+
+clientside_callback(
+    ClientsideFunction(namespace="tve", function_name="mainViewCame"),
+    Output(ids.EXPLORE_LINKED_GATE, "data"),
+    Input(ids.EXPLORE_UMAP, "figure"),
+    State(ids.EXPLORE_LINKED_GATE, "data"),
+)
 
 clientside_callback(
     ClientsideFunction(namespace="tve", function_name="currentUrl"),

@@ -648,9 +648,7 @@ def test_hovering_a_cell_shows_its_name_type_and_batch(driver: WebDriver, dashbo
     lines = tip.splitlines()
     assert lines[:3] == [name, f"type: {cell_type}", f"batch: {batch}"], tip
     # the workspace's colouring (an earlier test's) adds its value: "FCMR · ...: 0.241"
-    assert len(lines) == 3 or (
-        len(lines) == 4 and re.fullmatch(r"[^:]+: \S.*", lines[3])
-    ), tip
+    assert len(lines) == 3 or (len(lines) == 4 and re.fullmatch(r"[^:]+: \S.*", lines[3])), tip
     # the pointer leaves the cells (onto the card's title above the plot): the tooltip goes
     left, top, _, _ = driver.execute_script(PLOT_AREA_JS, ids.EXPLORE_UMAP)
     away = ActionBuilder(driver)

@@ -105,6 +105,12 @@ def test_linked_view_waits_on_raw_counts_then_redraws_denoised(warming) -> None:
     page = env.explore.layout()
     assert find(page, ids.EXPLORE_LINKED_WAIT).data == {"waiting": True}
     assert find(page, ids.EXPLORE_LINKED_POLL).disabled is False
+    # the linked view waits for the main view's figure (the browser draws that first)
+    assert find(page, ids.EXPLORE_LINKED_GATE).data is False
+    gated = env.explore.build_linked(
+        "proteins", env.x, env.y, "raw", "obs:cell_type", "raw", None, None, *[None] * 6, False
+    )
+    assert gated is no_update
 
     # protein vs protein in the denoised layer: drawn at once on raw counts, and says so
     started = time.monotonic()

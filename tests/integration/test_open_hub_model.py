@@ -362,7 +362,7 @@ def test_minified_pages_say_the_counts_are_missing(mini) -> None:
     # the linked raw-vs-denoised view says why it is not drawn
     got = call(
         mini, "explore-linked.figure", "explore-linked-kind.value",
-        ["raw_denoised", "ADT_1", "ADT_2", "denoised", "umap", "same", None, None, None],
+        ["raw_denoised", "ADT_1", "ADT_2", "denoised", "umap", "same", None, None, None, True],
         [gene, "raw", None, None, None],
     )  # fmt: skip
     assert "Raw counts are not in this file" in json.dumps(got)
