@@ -193,10 +193,35 @@ def start_app(args: argparse.Namespace, cache_dir: Path) -> tuple[Any, Any, Any,
     info["max_points"] = int(service.settings.max_points)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     app = create_app(service, state=state)
+    time_callbacks(app.server, info.setdefault("server_callbacks", []))
     server = make_server("127.0.0.1", 0, app.server, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     return service, state, server, thread, info
+
+
+def time_callbacks(server: Any, log: list[dict[str, Any]]) -> None:
+    """Record each Dash callback request the server handles: its output, when it arrived
+    (``time.perf_counter``) and its seconds up to the gzipped response (``after_request``),
+    so the report tells the server's time from the browser's."""
+    import flask
+
+    @server.before_request
+    def _arrived() -> None:
+        flask.g.bench_t0 = time.perf_counter()
+
+    @server.after_request
+    def _answered(response: Any) -> Any:
+        if UPDATE_URL in flask.request.path and hasattr(flask.g, "bench_t0"):
+            body = flask.request.get_json(silent=True) or {}
+            log.append(
+                {
+                    "output": str(body.get("output") or ""),
+                    "arrived": flask.g.bench_t0,
+                    "seconds": time.perf_counter() - flask.g.bench_t0,
+                }
+            )
+        return response
 
 
 def stop_warm_up(service: Any, state: Any) -> None:
@@ -240,6 +265,7 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
         drv.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
         drv.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PROBE_JS})
         t0 = time.perf_counter()
+        out_t0 = t0
         drv.get(url + "/")
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
@@ -261,6 +287,7 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
         drv.quit()
     out = summarise(raw)
     out["wall_seconds_to_paint"] = wall_paint
+    out["navigation_perf_counter"] = out_t0
     out["figure_in_browser"] = figure
     return out
 
@@ -334,6 +361,22 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def server_timeline(log: list[dict[str, Any]], browser: dict[str, Any]) -> dict[str, Any]:
+    """The server's callback times from the navigation's start (the driver's ``get``, a few
+    ms before the browser's ``timeOrigin``), and when the first figure was answered."""
+    t0 = browser.pop("navigation_perf_counter")
+    calls = [
+        {
+            "output": c["output"],
+            "arrived_ms": 1000 * (c["arrived"] - t0),
+            "server_ms": 1000 * c["seconds"],
+        }
+        for c in log
+    ]
+    first = next((c for c in calls if c["output"].startswith(f"{GRAPH}.figure")), None)
+    return {"callbacks": calls, "first_figure": first}
+
+
 # ============================================================================= report
 def mb(n: float | None) -> str:
     return "-" if n is None else f"{n / 1e6:.3f} MB"
@@ -372,6 +415,16 @@ def print_report(res: dict[str, Any]) -> None:
             f"{mb(first.get('decoded_bytes'))} decoded, ends {ms(first.get('end_ms'))}",
         ),
     ]
+    server_first = (res.get("server") or {}).get("first_figure") or {}
+    if server_first:
+        answered = server_first["arrived_ms"] + server_first["server_ms"]
+        rows.append(
+            (
+                "  first figure on the server",
+                f"arrived {ms(server_first['arrived_ms'])}, answered {ms(answered)} "
+                f"({ms(server_first['server_ms'])} in the callback and gzip)",
+            )
+        )
     paint = m["scatter_first_paint_ms"]
     for call in m.get("callbacks", []):  # what the server did before the paint
         if paint is not None and (call.get("start_ms") or 0) > paint:
@@ -445,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         res["app"] = info
         try:
             res["browser"] = measure(f"http://127.0.0.1:{server.server_port}", args)
+            res["server"] = server_timeline(info.pop("server_callbacks"), res["browser"])
         finally:
             stop_warm_up(service, state)
             server.shutdown()
