@@ -27,6 +27,9 @@ from model.distributions import (
 )
 from model.nn import DecoderTotalVI, EncoderTotalVI, one_hot
 
+#: ``(q(z), q(log l))`` of some cells (``q(log l)`` ``None`` when not computed).
+Posterior = tuple[torch.distributions.Normal, torch.distributions.Normal | None]
+
 
 @dataclass
 class InferenceOutputs:
@@ -164,6 +167,21 @@ class TotalVAE(nn.Module):
             y = torch.log(1 + y)
         return torch.cat((x, y), dim=-1)
 
+    def encode(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_index: torch.Tensor,
+        *,
+        compute_library: bool = True,
+        encoder_input: torch.Tensor | None = None,
+    ) -> Posterior:
+        """q(z) and q(log l) of the cells, without drawing (:meth:`inference` draws)."""
+        if encoder_input is None:
+            encoder_input = self.encoder_input(x, y)
+        compute_library = compute_library or not self.config.use_observed_lib_size
+        return self.encoder.posterior(encoder_input, batch_index, compute_library=compute_library)
+
     def inference(
         self,
         x: torch.Tensor,
@@ -174,6 +192,7 @@ class TotalVAE(nn.Module):
         compute_library: bool = True,
         encoder_input: torch.Tensor | None = None,
         library: torch.Tensor | None = None,
+        posterior: Posterior | None = None,
     ) -> InferenceOutputs:
         """Encode counts into q(z) and q(log l); sample ``n_samples`` latents.
 
@@ -181,14 +200,15 @@ class TotalVAE(nn.Module):
         its outputs are then NaN. ``encoder_input`` (:meth:`encoder_input` of these cells)
         and ``library`` (their total counts) may be passed precomputed, e.g. by a training
         loop that stores them per cell; ``x`` is then not read and may be ``None``.
+        ``posterior``: :meth:`encode` of the same cells (and ``compute_library``), for a
+        caller that draws from it several times; the draws are those of a fresh encoding.
         """
         c = self.config
-        if encoder_input is None:
-            encoder_input = self.encoder_input(x, y)
-        compute_library = compute_library or not c.use_observed_lib_size
-        qz, ql, untran_z, log_library = self.encoder(
-            encoder_input, batch_index, compute_library=compute_library
-        )
+        if posterior is None:
+            posterior = self.encode(
+                x, y, batch_index, compute_library=compute_library, encoder_input=encoder_input
+            )
+        qz, ql, untran_z, log_library = self.encoder.draw(*posterior)
         if ql is None:
             nan = torch.full_like(log_library, float("nan"))
             ql = torch.distributions.Normal(nan, torch.ones_like(nan), validate_args=False)

@@ -226,19 +226,37 @@ class EncoderTotalVI(nn.Module):
         ``compute_library=False`` skips the library branch (``ql`` is None), which training
         with the observed library size never reads.
         """
+        return self.draw(*self.posterior(data, *cat_list, compute_library=compute_library))
+
+    def posterior(
+        self, data: torch.Tensor, *cat_list: torch.Tensor, compute_library: bool = True
+    ) -> tuple[torch.distributions.Normal, torch.distributions.Normal | None]:
+        """``q(z)`` and ``q(log l)`` of the cells (no random draw): a caller decoding the
+        same cells several times (once per batch of ``transform_batch``) encodes once and
+        :meth:`draw`-s each time."""
         q = self.encoder(data, *cat_list)
         qz_m = self.z_mean_encoder(q)
         qz_v = torch.exp(self.z_var_encoder(q)) + 1e-4
         qz = torch.distributions.Normal(qz_m, qz_v.sqrt())
-        untran_z = qz.rsample()
         if not compute_library:
-            return qz, None, untran_z, torch.zeros_like(untran_z[..., :1])
+            return qz, None
         ql_gene = self.l_gene_encoder(data, *cat_list)
         ql_m = self.l_gene_mean_encoder(ql_gene)
         ql_v = torch.exp(self.l_gene_var_encoder(ql_gene)) + 1e-4
-        ql = torch.distributions.Normal(ql_m, ql_v.sqrt())
-        log_library = torch.clamp(ql.rsample(), max=15)
-        return qz, ql, untran_z, log_library
+        return qz, torch.distributions.Normal(ql_m, ql_v.sqrt())
+
+    @staticmethod
+    def draw(
+        qz: torch.distributions.Normal, ql: torch.distributions.Normal | None
+    ) -> tuple[
+        torch.distributions.Normal, torch.distributions.Normal | None, torch.Tensor, torch.Tensor
+    ]:
+        """One reparameterised draw of ``z``, then of ``log library`` (clamped at 15), in
+        that order (the random stream of :meth:`forward`)."""
+        untran_z = qz.rsample()
+        if ql is None:
+            return qz, None, untran_z, torch.zeros_like(untran_z[..., :1])
+        return qz, ql, untran_z, torch.clamp(ql.rsample(), max=15)
 
 
 class DecoderTotalVI(nn.Module):

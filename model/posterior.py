@@ -20,7 +20,7 @@ import torch
 
 from model.config import TotalVIConfig
 from model.data import CiteSeqData, CiteSeqDataError, align_features
-from model.module import GenerativeOutputs, InferenceOutputs, TotalVAE
+from model.module import GenerativeOutputs, InferenceOutputs, Posterior, TotalVAE
 from model.protein_scale import MEASURED, ProteinScale, is_measured
 
 #: A batch to decode in: its name or code, several (averaged over), or ``None`` (the cell's own).
@@ -158,10 +158,12 @@ class PosteriorBase:
         y: torch.Tensor,
         b: torch.Tensor,
         n_samples: int = 1,
+        posterior: Posterior | None = None,
     ) -> InferenceOutputs:
-        """Encoder pass, or the stored posterior for minified (scvi-hub) data."""
+        """Encoder pass (or draws from its ``posterior``, :meth:`_encode`), or the stored
+        posterior for minified (scvi-hub) data."""
         if data.minified is None:
-            return self.module.inference(x, y, b, n_samples=n_samples)
+            return self.module.inference(x, y, b, n_samples=n_samples, posterior=posterior)
         m = data.minified
         return self.module.cached_inference(
             torch.as_tensor(m.qzm[idx], device=self.device),
@@ -171,6 +173,20 @@ class PosteriorBase:
             n_samples=n_samples,
         )
 
+    def _encode(
+        self,
+        data: CiteSeqData,
+        minibatch: tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor],
+        codes: Sequence[int | None],
+    ) -> Posterior | None:
+        """The encoder's posterior of a minibatch when it is decoded in several batch
+        ``codes`` (each decoding then draws from it instead of encoding the same cells
+        again; the draws are the same); ``None`` for one code or minified data."""
+        if len(codes) < 2 or data.minified is not None:
+            return None
+        _, x, y, b = minibatch
+        return self.module.encode(x, y, b)
+
     def _decode(
         self,
         data: CiteSeqData,
@@ -179,11 +195,13 @@ class PosteriorBase:
         *,
         n_samples: int,
         compute_rna: bool,
+        posterior: Posterior | None = None,
     ) -> GenerativeOutputs:
-        """Fresh latent samples of a minibatch decoded in batch ``code`` (``None``: the
-        cells' own), without the dropout head."""
+        """Fresh latent samples of a minibatch (drawn from ``posterior`` when given, the
+        encoder's of these cells) decoded in batch ``code`` (``None``: the cells' own),
+        without the dropout head."""
         idx, x, y, b = minibatch
-        inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
+        inf = self._infer(data, idx, x, y, b, n_samples=n_samples, posterior=posterior)
         return self.module.generative(
             inf.z,
             inf.library_gene,
@@ -369,9 +387,15 @@ class PosteriorQueries(PosteriorBase):
         with self._eval(seed):
             for minibatch in self._minibatches(data, indices, batch_size):
                 rna_acc = pro_acc = None
+                posterior = self._encode(data, minibatch, codes)
                 for code in codes:
                     gen = self._decode(
-                        data, minibatch, code, n_samples=n_samples, compute_rna=len(gi) > 0
+                        data,
+                        minibatch,
+                        code,
+                        n_samples=n_samples,
+                        compute_rna=len(gi) > 0,
+                        posterior=posterior,
                     )
                     px, py = gen.px, gen.py
                     if len(gi):
@@ -421,9 +445,15 @@ class PosteriorQueries(PosteriorBase):
         with self._eval(seed):
             for minibatch in self._minibatches(data, indices, batch_size):
                 acc = None
+                posterior = self._encode(data, minibatch, codes)
                 for code in codes:
                     gen = self._decode(
-                        data, minibatch, code, n_samples=n_samples, compute_rna=False
+                        data,
+                        minibatch,
+                        code,
+                        n_samples=n_samples,
+                        compute_rna=False,
+                        posterior=posterior,
                     )
                     mix = torch.sigmoid(gen.py["mixing"])[..., pi]
                     if n_samples > 1:
