@@ -25,10 +25,7 @@ from model.distributions import (
     sample_mixture_nb,
     sample_nb,
 )
-from model.nn import DecoderTotalVI, EncoderTotalVI, one_hot
-
-#: ``(q(z), q(log l))`` of some cells (``q(log l)`` ``None`` when not computed).
-Posterior = tuple[torch.distributions.Normal, torch.distributions.Normal | None]
+from model.nn import DecoderTotalVI, EncoderTotalVI, Posterior, one_hot
 
 
 @dataclass

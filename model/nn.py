@@ -181,6 +181,10 @@ class FCLayers(nn.Module):
         return F.linear(x, linear.weight[columns], bias)
 
 
+#: ``(q(z), q(log l))`` of some cells (``q(log l)`` ``None`` when not computed).
+Posterior = tuple[torch.distributions.Normal, torch.distributions.Normal | None]
+
+
 class EncoderTotalVI(nn.Module):
     """q(z | x, y, s) and q(log l | x, y, s): Gaussian posteriors from log counts."""
 
@@ -230,7 +234,7 @@ class EncoderTotalVI(nn.Module):
 
     def posterior(
         self, data: torch.Tensor, *cat_list: torch.Tensor, compute_library: bool = True
-    ) -> tuple[torch.distributions.Normal, torch.distributions.Normal | None]:
+    ) -> Posterior:
         """``q(z)`` and ``q(log l)`` of the cells (no random draw): a caller decoding the
         same cells several times (once per batch of ``transform_batch``) encodes once and
         :meth:`draw`-s each time."""

@@ -20,7 +20,8 @@ import torch
 
 from model.config import TotalVIConfig
 from model.data import CiteSeqData, CiteSeqDataError, align_features
-from model.module import GenerativeOutputs, InferenceOutputs, Posterior, TotalVAE
+from model.module import GenerativeOutputs, InferenceOutputs, TotalVAE
+from model.nn import Posterior
 from model.protein_scale import MEASURED, ProteinScale, is_measured
 
 #: A batch to decode in: its name or code, several (averaged over), or ``None`` (the cell's own).

@@ -205,14 +205,24 @@ def protein_raw(service: AnalysisService, pair: Pair, protein: str) -> np.ndarra
     """log1p of the raw protein counts, per cell; the model's prediction (denoised) in
     batches that did not measure it, and everywhere for minified data (no counts)."""
     data = _dataset(service, pair)
-    pos = _protein_position(data, pair, protein)
+    _protein_position(data, pair, protein)  # an unknown name: one line, before anything
     if data.minified is not None:
         return protein_denoised(service, pair, protein)
-    values = np.log1p(np.asarray(data.protein[:, pos], dtype=np.float32))
-    unmeasured = imputed_cells(service, pair, protein)
+    values, unmeasured = _log_counts(service, pair, protein)
     if unmeasured is not None:  # e.g. a mapped query without this antibody: its prediction
         values[unmeasured] = protein_denoised(service, pair, protein)[unmeasured]
     return values
+
+
+def _log_counts(
+    service: AnalysisService, pair: Pair, protein: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """log1p of the raw counts of ``protein`` per cell, and :func:`imputed_cells` (the
+    cells whose batch did not measure it, whose counts mean nothing)."""
+    data = _dataset(service, pair)
+    pos = _protein_position(data, pair, protein)
+    values = np.log1p(np.asarray(data.protein[:, pos], dtype=np.float32))
+    return values, imputed_cells(service, pair, protein)
 
 
 #: A linked view's layer of raw protein counts where measured and no value (NaN: not
@@ -224,10 +234,7 @@ MEASURED_COUNTS = "raw-measured"
 def protein_counts(service: AnalysisService, pair: Pair, protein: str) -> np.ndarray:
     """log1p of the raw protein counts, per cell, NaN where its batch did not measure
     ``protein`` (no model involved: :func:`protein_raw` fills those with predictions)."""
-    data = _dataset(service, pair)
-    pos = _protein_position(data, pair, protein)
-    values = np.log1p(np.asarray(data.protein[:, pos], dtype=np.float32))
-    unmeasured = imputed_cells(service, pair, protein)
+    values, unmeasured = _log_counts(service, pair, protein)
     if unmeasured is not None:
         values[unmeasured] = np.nan
     return values

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from dashboard.testing_browser import CHROMEDRIVER, CHROMIUM, new_driver
+from dashboard.testing_live import RESULT_FOLDERS
 
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 #: A slice that trains in seconds but still has every PBMC cell type.
@@ -63,8 +64,6 @@ def _require_browser() -> None:
 
 #: Prepared results caches by pair (see :func:`_prepared_results`), shared by the modules.
 _PREPARED: dict[str, Path] = {}
-#: The cache folders that hold computed results (not jobs, workspaces or names).
-RESULT_FOLDERS = ("results", "blocks")
 
 
 def _prepare(service: Any, pair: Any, state: Any) -> None:

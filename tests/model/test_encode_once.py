@@ -34,35 +34,19 @@ def test_several_batches_encode_once_and_give_the_same_values(
     fitted, monkeypatch, n_samples
 ) -> None:
     data, model = fitted
-    options = {
-        "transform_batch": [0, 1, 2],
-        "n_samples": n_samples,
-        "seed": 5,
-        "return_numpy": True,
-        "batch_size": 128,
-    }
+    options = {"n_samples": n_samples, "seed": 5, "return_numpy": True, "batch_size": 128}
+
+    def decode_all() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rna, pro = model.get_normalized_expression(data, transform_batch=[0, 1, 2], **options)
+        fore = model.get_protein_foreground_probability(data, transform_batch=[0, 2], **options)
+        return rna, pro, fore
+
     calls = encodings(monkeypatch)
-    rna, pro = model.get_normalized_expression(data, **options)
-    fore = model.get_protein_foreground_probability(
-        data,
-        transform_batch=[0, 2],
-        n_samples=n_samples,
-        seed=5,
-        return_numpy=True,
-        batch_size=128,
-    )
+    rna, pro, fore = decode_all()
     assert len(calls) == 2 * 3  # 3 minibatches of 128 (300 cells), once each, per call
     calls.clear()
     monkeypatch.setattr(type(model), "_encode", lambda *a, **k: None)  # the per-batch path
-    rna_again, pro_again = model.get_normalized_expression(data, **options)
-    fore_again = model.get_protein_foreground_probability(
-        data,
-        transform_batch=[0, 2],
-        n_samples=n_samples,
-        seed=5,
-        return_numpy=True,
-        batch_size=128,
-    )
+    rna_again, pro_again, fore_again = decode_all()
     assert len(calls) == 3 * 3 + 3 * 2  # every batch encodes its minibatch again
     np.testing.assert_array_equal(rna, rna_again)
     np.testing.assert_array_equal(pro, pro_again)
