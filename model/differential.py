@@ -117,19 +117,36 @@ def _median_last(x: torch.Tensor) -> torch.Tensor:
     return (lower + upper) / 2
 
 
-def _quantiles_first(x: torch.Tensor, qs: Sequence[float]) -> list[torch.Tensor]:
-    """Quantiles ``qs`` along dim 0 with numpy's default (linear) interpolation; by one sort,
-    so no size limit (``torch.quantile`` refuses inputs over 2**24 values)."""
-    ordered = torch.sort(x, dim=0).values
-    n = ordered.shape[0]
-    out = []
+def _quantiles_last(x: torch.Tensor, qs: Sequence[float]) -> list[torch.Tensor]:
+    """Quantiles ``qs`` along the last dim with numpy's default (linear) interpolation.
+
+    Only the order statistics the quantiles interpolate are found: those among the lowest
+    or highest quarter by a partial sort (``topk``) from that end, which for the tails of a
+    credible interval is about 4x cheaper than sorting every row; a full sort if one lies
+    in the middle. The order statistics are exact values, so the result equals a sort's
+    (and ``torch.quantile`` would refuse inputs over 2**24 values).
+    """
+    n = x.shape[-1]
+    parts = []
     for q in qs:
         pos = q * (n - 1)
         lo = int(np.floor(pos))
-        hi = min(lo + 1, n - 1)
-        w = pos - lo
-        out.append(ordered[lo] * (1 - w) + ordered[hi] * w)
-    return out
+        parts.append((lo, min(lo + 1, n - 1), pos - lo))
+    ranks = {r for lo, hi, _ in parts for r in (lo, hi)}
+    low = [r for r in ranks if r < n // 4]
+    high = [r for r in ranks if r >= n - n // 4]
+    if len(low) + len(high) < len(ranks):
+        ordered = torch.sort(x, dim=-1).values
+        stat = {r: ordered[..., r] for r in ranks}
+    else:
+        stat = {}
+        if low:  # the k smallest, ascending: position r is rank r
+            smallest = torch.topk(x, max(low) + 1, dim=-1, largest=False).values
+            stat.update({r: smallest[..., r] for r in low})
+        if high:  # the k largest, descending: position j is rank n - 1 - j
+            largest = torch.topk(x, n - min(high), dim=-1, largest=True).values
+            stat.update({r: largest[..., n - 1 - r] for r in high})
+    return [stat[lo] * (1 - w) + stat[hi] * w for lo, hi, w in parts]
 
 
 def change_mode_statistics(
@@ -153,13 +170,14 @@ def change_mode_statistics(
     mean = lfc.mean(0)
     std = (lfc - mean).square_().mean(0).sqrt()  # two-pass variance, as numpy's std
     tail = (1.0 - credible_level) / 2
-    lower, upper = _quantiles_first(lfc, (tail, 1.0 - tail))
+    by_feature = lfc.T.contiguous()  # each feature's draws contiguous: faster selection
+    lower, upper = _quantiles_last(by_feature, (tail, 1.0 - tail))
     out = {
         "proba_de": proba_de,
         "lfc_lower": lower,
         "lfc_upper": upper,
         "lfc_mean": mean,
-        "lfc_median": _median_last(lfc.T.contiguous()),
+        "lfc_median": _median_last(by_feature),
         "lfc_std": std,
         "lfc_min": lfc.amin(0),
         "lfc_max": lfc.amax(0),

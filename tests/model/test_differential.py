@@ -118,6 +118,26 @@ def test_credible_interval_is_numpys_quantiles_of_the_paired_lfc(level: float) -
     assert (stats["lfc_median"] <= stats["lfc_upper"]).all()
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 9, 40, 401, 5000])
+@pytest.mark.parametrize("qs", [(0.025, 0.975), (0.05, 0.95), (0.25, 0.75), (0.0, 1.0), (0.5,)])
+def test_quantiles_from_the_tails_equal_a_full_sorts(n: int, qs: tuple[float, ...]) -> None:
+    """The partial sort (``topk`` from either end) finds exactly the order statistics a full
+    sort does, ties included, so the interval is bit for bit that of sorting every row."""
+    from model.differential import _quantiles_last
+
+    rng = np.random.default_rng(n)
+    x = torch.as_tensor(rng.normal(size=(7, n)).astype(np.float32))
+    x[:3] = torch.as_tensor(rng.integers(0, 3, size=(3, n)).astype(np.float32))  # ties
+    ordered = torch.sort(x, dim=-1).values
+    for q, got in zip(qs, _quantiles_last(x, qs), strict=True):
+        pos = q * (n - 1)
+        lo = int(np.floor(pos))
+        hi, w = min(lo + 1, n - 1), pos - lo
+        want = ordered[:, lo] * (1 - w) + ordered[:, hi] * w
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        np.testing.assert_allclose(got.numpy(), np.quantile(x.numpy(), q, axis=-1), rtol=1e-6)
+
+
 def test_change_mode_options_are_checked() -> None:
     for bad in ({"credible_level": 1.0}, {"fdr_target": 1.5}, {"delta": -0.1}):
         with pytest.raises(ValueError, match=next(iter(bad))):

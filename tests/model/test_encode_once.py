@@ -58,3 +58,34 @@ def test_one_batch_encodes_as_before(fitted, monkeypatch) -> None:
     calls = encodings(monkeypatch)
     model.get_normalized_expression(data, transform_batch=1, return_numpy=True, batch_size=128)
     assert len(calls) == 3  # one encoding per minibatch, no posterior kept
+
+
+@pytest.mark.parametrize("n_samples", [1, 3])
+def test_imputed_proteins_draw_once_and_equal_a_query_per_batch(
+    fitted, monkeypatch, n_samples
+) -> None:
+    """:meth:`impute_missing_proteins` encodes and draws each minibatch once and decodes
+    it in every batch: bit for bit the weighted mean of one seeded query per batch."""
+    data, model = fitted
+    measured = np.ones((3, len(model.protein_names)), dtype=bool)
+    measured[1, 0] = measured[0, 2] = measured[2, 2] = False  # panels with gaps
+    monkeypatch.setattr(model, "protein_batch_mask", measured)
+    calls = encodings(monkeypatch)
+    values, imputed = model.impute_missing_proteins(
+        data, n_samples=n_samples, seed=4, batch_size=128
+    )
+    assert len(calls) == 3  # one encoding per minibatch for all three batches
+    per_batch = np.stack(
+        [
+            model.get_normalized_expression(
+                data, transform_batch=code, n_samples=n_samples, seed=4, batch_size=128,
+                return_numpy=True,
+            )[1]
+            for code in range(3)
+        ]
+    )  # fmt: skip
+    weights = measured[:, None, :].astype(np.float32)
+    expected = (per_batch * weights).sum(0) / np.maximum(weights.sum(0), 1)
+    np.testing.assert_array_equal(values.to_numpy(), expected)
+    np.testing.assert_array_equal(values.iloc[:, 2].to_numpy(), per_batch[1][:, 2])
+    np.testing.assert_array_equal(imputed.to_numpy(), ~measured[data.batch])
