@@ -16,6 +16,7 @@ import numpy as np
 from dashboard.backend.annotation import is_label_set
 from dashboard.backend.metrics import (
     CALIBRATION_CELLS,
+    CALIBRATION_PROTEIN_CELLS,
     CALIBRATION_SAMPLES,
     MEASURED_CARD_NOTE,
     PPC_BATCH_SIZE,
@@ -79,7 +80,7 @@ class ModelCard(CachedQueries):
             "validation_indices": model.validation_indices,
             "protein_scale": "measured, and scvi-tools 1.4.2's",
             "batch_size": PPC_BATCH_SIZE,
-            "calibration": [CALIBRATION_SAMPLES, CALIBRATION_CELLS],
+            "calibration": [CALIBRATION_SAMPLES, CALIBRATION_CELLS, CALIBRATION_PROTEIN_CELLS],
         }
         if computed_only:
             return self.results.peek("metrics", pair, params)

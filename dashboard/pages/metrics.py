@@ -29,6 +29,7 @@ from dashboard.views.errors import BackendError
 from dashboard.views.label_sets import grouping_choices, grouping_key
 from dashboard.views.metrics import (
     CALIBRATION_CELLS,
+    CALIBRATION_PROTEIN_CELLS,
     CALIBRATION_SAMPLES,
     EFFICIENCY_FREE,
     MEASURED,
@@ -529,7 +530,8 @@ def calibration_sections(result: Any) -> list[Any]:
             html.H3("Posterior predictive calibration", className="section-title"),
             f"Share of observed counts inside the central 95% … 65% interval of "
             f"{CALIBRATION_SAMPLES} posterior predictive draws per cell and feature (RNA over "
-            f"{CALIBRATION_CELLS} cells drawn at random, proteins over all cells), beside each "
+            f"at most {CALIBRATION_CELLS:,} cells drawn at random, proteins over at most "
+            f"{CALIBRATION_PROTEIN_CELLS:,}; the table says how many), beside each "
             "interval's nominal width; calibration error = Σ (share − width)², as scvi-tools' "
             "calibration_error (0 is perfect, lower is better). Many zero counts make RNA "
             "intervals degenerate (0 to 0), which inflates its coverage.",

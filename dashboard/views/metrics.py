@@ -10,6 +10,7 @@ from dashboard.backend.errors import InvalidSelection
 from dashboard.backend.label_sets import SNAPSHOT_PREFIX
 from dashboard.backend.metrics import (
     CALIBRATION_CELLS,
+    CALIBRATION_PROTEIN_CELLS,
     CALIBRATION_SAMPLES,
     WHY_SCALES_DIFFER,
     cv_advice,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CALIBRATION_CELLS",
+    "CALIBRATION_PROTEIN_CELLS",
     "CALIBRATION_SAMPLES",
     "EFFICIENCY_FREE",
     "MEASURED",

@@ -138,7 +138,7 @@ def test_measured_metrics_keep_scvi_tools_tables_one_step_away(seedlike) -> None
         M.cv_table_markdown(compat.gene_wise_cv["protein"]) == expected["protein"]["gene_wise_cv"]
     )
     assert not result.gene_wise_cv["protein"].equals(compat.gene_wise_cv["protein"])
-    # calibration: RNA on 100 cells, both protein scales on all cells, shared by both
+    # calibration: RNA on 100 cells, both protein scales on all 800 (under the cap), shared
     table = result.calibration
     assert compat.calibration is table
     assert list(table.index) == ["RNA", M.PROTEIN_ROWS[MEASURED], M.PROTEIN_ROWS[EFFICIENCY_FREE]]
@@ -165,6 +165,34 @@ def test_measured_metrics_keep_scvi_tools_tables_one_step_away(seedlike) -> None
     points = result.gene_cv_points["protein"]
     assert list(points.columns) == ["feature", "observed", "generated"]
     assert len(points) == len(model.protein_names)
+
+
+def test_protein_calibration_draws_at_most_its_cap_of_cells(seedlike) -> None:
+    """Above ``max_protein_cells`` the protein rows draw a seeded subset (after the RNA's),
+    so the table's time does not grow with the data; the coverage is that subset's, over
+    its measured entries only."""
+    model, data, _ = seedlike
+    raw = {
+        "rna": M._aligned(data.rna, data.var_names, model.var_names),
+        "protein": M._aligned(data.protein, data.protein_names, model.protein_names),
+    }
+    table = M.calibration_table(
+        model, data, raw, scales=[MEASURED], n_samples=5, max_cells=40, max_protein_cells=300,
+        seed=2,
+    )  # fmt: skip
+    assert list(table["cells"]) == [40, 300]
+    rng = np.random.default_rng(2)
+    rng.choice(data.n_cells, 40, replace=False)  # the RNA's cells come first
+    cells = np.sort(rng.choice(data.n_cells, 300, replace=False))
+    aligned = model.aligned(data)
+    mask = M.measured_proteins(model, aligned)
+    assert mask is not None and not mask[cells].all()  # s03 and s11 lack proteins 80-110
+    hits = M.sampled_hits(
+        model, aligned, raw["protein"], cells, modality="protein", n_samples=5, seed=2,
+        protein_scale=MEASURED, mask=mask,
+    )  # fmt: skip
+    expected = M.calibration_row(hits, int(mask[cells].sum()))
+    assert table.loc["Protein"].drop("cells").to_dict() == pytest.approx(expected)
 
 
 def test_embedded_model_is_better_calibrated_on_the_measured_scale() -> None:
