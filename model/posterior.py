@@ -203,6 +203,13 @@ class PosteriorBase:
         without the dropout head."""
         idx, x, y, b = minibatch
         inf = self._infer(data, idx, x, y, b, n_samples=n_samples, posterior=posterior)
+        return self._generate(inf, b, code, compute_rna=compute_rna)
+
+    def _generate(
+        self, inf: InferenceOutputs, b: torch.Tensor, code: int | None, *, compute_rna: bool
+    ) -> GenerativeOutputs:
+        """The latent samples ``inf`` of cells in batches ``b`` decoded in batch ``code``
+        (``None``: their own), without the dropout head (the queries never read it)."""
         return self.module.generative(
             inf.z,
             inf.library_gene,
@@ -211,6 +218,30 @@ class PosteriorBase:
             compute_dropout=False,
             compute_rna=compute_rna,
         )
+
+    @staticmethod
+    def _denoised_protein(
+        gen: GenerativeOutputs,
+        *,
+        measured: bool,
+        sample_mixing: bool = False,
+        include_background: bool = False,
+        scale: bool = False,
+    ) -> torch.Tensor:
+        """Denoised protein of a decoding (spec §7.3): the foreground rate times
+        ``1 - π`` (π drawn as a Bernoulli when ``sample_mixing``), plus the background rate
+        times π if asked, L1-normalised per cell if ``scale``; rates on the measured scale
+        when ``measured``."""
+        mix = torch.sigmoid(gen.py["mixing"])
+        if sample_mixing:
+            mix = torch.bernoulli(mix)
+        rate_back, rate_fore = gen.protein_rates(measured=measured)
+        pro = rate_fore * (1 - mix)
+        if include_background:
+            pro = pro + rate_back * mix
+        if scale:
+            pro = torch.nn.functional.normalize(pro, p=1, dim=-1)
+        return pro
 
     @staticmethod
     def _require_counts(data: CiteSeqData, what: str) -> None:
@@ -404,16 +435,13 @@ class PosteriorQueries(PosteriorBase):
                         rna = rna[..., gi]
                     else:  # protein-only query: the gene heads were skipped
                         rna = py["mixing"][..., :0]
-                    mix = torch.sigmoid(py["mixing"])
-                    if sample_protein_mixing:
-                        mix = torch.bernoulli(mix)
-                    rate_back, rate_fore = gen.protein_rates(measured=measured)
-                    pro = rate_fore * (1 - mix)
-                    if include_protein_background:
-                        pro = pro + rate_back * mix
-                    if scale_protein:
-                        pro = torch.nn.functional.normalize(pro, p=1, dim=-1)
-                    pro = pro[..., pi]
+                    pro = self._denoised_protein(
+                        gen,
+                        measured=measured,
+                        sample_mixing=sample_protein_mixing,
+                        include_background=include_protein_background,
+                        scale=scale_protein,
+                    )[..., pi]
                     rna_acc = rna if rna_acc is None else rna_acc + rna
                     pro_acc = pro if pro_acc is None else pro_acc + pro
                 rna_acc = rna_acc / len(codes)
@@ -580,16 +608,8 @@ class PosteriorQueries(PosteriorBase):
                 per_batch = []
                 for code in range(self.config.n_batch):
                     _set_stream_state(x.device, stream)
-                    gen = self.module.generative(
-                        inf.z,
-                        inf.library_gene,
-                        b,
-                        transform_batch=code,
-                        compute_dropout=False,
-                        compute_rna=False,
-                    )
-                    _, rate_fore = gen.protein_rates(measured=on_measured_scale)
-                    pro = rate_fore * (1 - torch.sigmoid(gen.py["mixing"]))
+                    gen = self._generate(inf, b, code, compute_rna=False)
+                    pro = self._denoised_protein(gen, measured=on_measured_scale)
                     if n_samples > 1:
                         pro = pro.permute(1, 2, 0).mean(-1)
                     per_batch.append(pro.cpu().numpy())
