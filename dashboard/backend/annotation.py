@@ -17,7 +17,7 @@ from dashboard.backend.clustering import NAMING_VERSION, name_clusters
 from dashboard.backend.errors import InvalidSelection
 from dashboard.backend.label_sets import LIVE_PREFIX, SNAPSHOT_PREFIX, LabelSet
 from dashboard.backend.results import CachedQueries
-from dashboard.backend.sampling import stratified_subsample
+from dashboard.backend.sampling import MIN_PER_GROUP, stratified_subsample
 from model.protein_scale import EFFICIENCY_FREE
 
 if TYPE_CHECKING:
@@ -133,15 +133,36 @@ class Annotation(CachedQueries):
             if key not in data.obs.columns:
                 msg = f"no obs column {key!r}; choose one of {self.label_columns(pair)}"
                 raise InvalidSelection(msg)
-            col = data.obs[key].astype(str)
-            return pd.Series(pd.Categorical(col), index=data.obs_names, name="cell_type")
+            return pd.Series(
+                string_categories(data.obs[key]), index=data.obs_names, name="cell_type"
+            )
         clusters = self.embeddings.clusters(pair, resolution)
         names = self.cluster_names(pair, resolution)
-        named = clusters.astype(str).map(names)
-        cats = [names[c] for c in clusters.cat.categories]
+        cats = [names[str(c)] for c in clusters.cat.categories]
         return pd.Series(
-            pd.Categorical(named, categories=cats), index=data.obs_names, name="cell_type"
+            pd.Categorical.from_codes(clusters.cat.codes.to_numpy(), categories=cats),
+            index=data.obs_names,
+            name="cell_type",
         )
+
+    def shown_cells(self, pair: Pair) -> np.ndarray | None:
+        """Sorted positions (int32) of the cells the cell views plot, or ``None`` when
+        the dataset has at most ``Settings.max_points`` cells (all are plotted).
+
+        Stratified by cell type (every type keeps ``min(size, 50)`` cells, the rest in
+        proportion), seeded by ``Settings.seed``; cached per (dataset, model, max_points).
+        One of the first view's preparation steps, so no page request draws it.
+        """
+        k = int(self.settings.max_points)
+        if self.registry.dataset(pair).n_cells <= k:
+            return None
+        params = {"max_points": k, "seed": int(self.settings.seed), "min": MIN_PER_GROUP}
+
+        def compute() -> np.ndarray:
+            types = self.cell_types(pair)  # categorical: ranked codes, not strings
+            return stratified_subsample(types, k, seed=params["seed"]).astype(np.int32)
+
+        return self.results.cached("overview", pair, params, compute)
 
     # ------------------------------------------------------------ cell-type names
     def shown_cell_types(
@@ -214,3 +235,21 @@ class Annotation(CachedQueries):
 def is_label_set(labels_key: str) -> bool:
     """True if ``labels_key`` names a user's label set rather than an obs column."""
     return labels_key.startswith((LIVE_PREFIX, SNAPSHOT_PREFIX))
+
+
+def string_categories(column: pd.Series) -> pd.Categorical:
+    """``pd.Categorical(column.astype(str))``: the values as strings, the observed ones as
+    sorted categories. A categorical column whose categories stay distinct as strings (and
+    has no missing value) is recoded through its categories, not its million strings:
+    milliseconds instead of a few tenths of a second per call at a million cells, on every
+    page that reads the cell types."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        names = np.asarray([str(c) for c in column.cat.categories], dtype=object)
+        codes = column.cat.codes.to_numpy()
+        if len(set(names)) == len(names) and (len(codes) == 0 or codes.min() >= 0):
+            used = np.flatnonzero(np.bincount(codes, minlength=len(names)))
+            kept = used[np.argsort(names[used].astype(str), kind="stable")]
+            recode = np.full(len(names), -1, dtype=np.int64)
+            recode[kept] = np.arange(len(kept))
+            return pd.Categorical.from_codes(recode[codes], categories=list(names[kept]))
+    return pd.Categorical(column.astype(str))

@@ -104,6 +104,8 @@ def step_calls(
     }
     calls = {name: service_call(service, pair, m, should_stop) for name, m in methods.items()}
     calls["denoised RNA decoder state"] = lambda: service.denoised_rna_state(pair)
+    # the cell types, and the overview sample of them the cell views plot (large data)
+    calls["cell types"] = lambda: (service.cell_types(pair), service.shown_cells(pair))
     return calls
 
 

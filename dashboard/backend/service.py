@@ -144,6 +144,7 @@ class AnalysisService:
         self.cluster_names = self.annotation.cluster_names
         self.label_columns = self.annotation.label_columns
         self.cell_types = self.annotation.cell_types
+        self.shown_cells = self.annotation.shown_cells
         self.shown_cell_types = self.annotation.shown_cell_types
         self.cell_type_names = self.annotation.cell_type_names
         self.rename_cell_type = self.annotation.rename_cell_type

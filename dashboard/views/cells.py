@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dashboard.backend.errors import BackendError, InvalidSelection
-from dashboard.backend.sampling import MIN_PER_GROUP, region_mask, stratified_subsample
+from dashboard.backend.sampling import region_mask
 from dashboard.url_state import decode_selection, encode_selection
 from dashboard.views.blend import check_feature
 from dashboard.views.colours import (
@@ -69,21 +69,10 @@ MAX_LEGEND_ITEMS = 200
 
 
 def shown_cells(service: AnalysisService, pair: Pair) -> np.ndarray | None:
-    """Sorted positions of the cells the views plot, or ``None`` when all are plotted.
-
-    Stratified by cell type (every type keeps ``min(size, 50)`` cells, the rest in
-    proportion), seeded by ``Settings.seed``; cached per (dataset, model, max_points).
-    """
-    k = int(service.settings.max_points)
-    if service.dataset(pair).n_cells <= k:
-        return None
-    params = {"max_points": k, "seed": int(service.settings.seed), "min": MIN_PER_GROUP}
-
-    def compute() -> np.ndarray:
-        types = service.cell_types(pair).astype(str).to_numpy()
-        return stratified_subsample(types, k, seed=params["seed"]).astype(np.int32)
-
-    return service.cached("overview", pair, params, compute)
+    """Sorted positions of the cells the views plot, or ``None`` when all are plotted
+    (:meth:`~dashboard.backend.annotation.Annotation.shown_cells`: stratified by cell type,
+    seeded, cached, computed among the first view's preparation steps)."""
+    return service.shown_cells(pair)
 
 
 def overview_note(service: AnalysisService, pair: Pair) -> str | None:
@@ -384,9 +373,13 @@ def cell_type_choices(service: AnalysisService, pair: Pair) -> list[tuple[str, s
     """``(id, shown name, cells)`` of every cell type, in the types' order: dropdowns
     choose ``type:<id>`` (the key of cached results) and show the name."""
     types = service.cell_types(pair)
-    counts = types.astype(str).value_counts()
+    codes = types.cat.codes.to_numpy()
+    counts = np.bincount(codes[codes >= 0], minlength=len(types.cat.categories))
     names = service.cell_type_names(pair)
-    return [(t, names.get(t, t), int(counts.get(t, 0))) for t in map(str, types.cat.categories)]
+    return [
+        (t, names.get(t, t), int(c))
+        for t, c in zip(map(str, types.cat.categories), counts, strict=True)
+    ]
 
 
 def group_name(service: AnalysisService, pair: Pair, value: str) -> str:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from dashboard.backend import metrics as card_metrics
+from dashboard.backend.annotation import string_categories
 from dashboard.backend.cache import ResultCache
 from dashboard.backend.errors import CacheError, InvalidSelection
 from dashboard.backend.service import AnalysisService
@@ -329,6 +330,27 @@ def test_cell_types_from_obs_column(service, trained) -> None:
     assert list(types.cat.categories) == ["a", "b"]
     with pytest.raises(InvalidSelection, match="no obs column"):
         svc.cell_types(pair2, labels_key="nope")
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pd.Series(pd.Categorical(["b", "a", "c", "a"], categories=["c", "b", "a", "zz"])),
+        pd.Series(pd.Categorical([3, 1, 10, 1])),  # numbers: sorted as strings ("10" < "3")
+        pd.Series(pd.Categorical(["a", None, "b", "a"])),  # a missing value: "nan"
+        pd.Series(pd.Categorical([1, "1", 2], categories=[1, "1", 2])),  # alike as strings
+        pd.Series(["t", "b", "t"], dtype=object),
+        pd.Series(pd.Categorical([], categories=["a"])),
+    ],
+)
+def test_cell_type_labels_read_through_the_categories_as_through_the_strings(
+    column: pd.Series,
+) -> None:
+    """The fast path (recode the categories) gives what ``astype(str)`` gives."""
+    got = string_categories(column)
+    want = pd.Categorical(column.astype(str))
+    assert list(got.categories) == list(want.categories)
+    assert list(got.astype(str)) == list(want.astype(str))
 
 
 def test_denoised_foreground_and_imputed(service, trained) -> None:

@@ -85,6 +85,15 @@ def selection_of(env: SimpleNamespace, region: dict, source: str = ids.EXPLORE_U
 
 
 # ------------------------------------------------------------------------------ subsample
+def test_the_cell_types_step_of_the_preparation_draws_the_overview_sample(env) -> None:
+    """The first page request finds the sample drawn (2 s at a million cells before)."""
+    from dashboard.backend.preparation import step_calls
+
+    types, shown = step_calls(env.service, env.pair)["cell types"]()
+    np.testing.assert_array_equal(shown, env.shown)
+    assert len(types) == env.service.dataset(env.pair).n_cells
+
+
 def test_umap_plots_a_stratified_subsample_and_says_so(env) -> None:
     assert env.shown is not None and len(env.shown) == MAX_POINTS
     assert set(env.types[env.shown]) == set(env.types)  # every cell type keeps points

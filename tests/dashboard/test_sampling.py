@@ -1,10 +1,11 @@
-"""The overview subsample and region selection (pure numpy) against brute-force references."""
+"""The overview subsample and region selection against brute-force references."""
 
 from __future__ import annotations
 
 from fractions import Fraction
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dashboard.backend.sampling import (
@@ -38,6 +39,30 @@ def test_subsample_has_exact_size_every_type_and_is_seeded() -> None:
     assert counts["T"] / counts["mono"] == pytest.approx(2.0, rel=0.05)
     np.testing.assert_array_equal(idx, stratified_subsample(groups, 1000, seed=3))
     assert not np.array_equal(idx, stratified_subsample(groups, 1000, seed=4))
+
+
+@pytest.mark.parametrize(
+    "categories",
+    [
+        ["T", "mono", "B", "DC", "plt"],  # not in sorted order
+        ["plt", "mono", "DC", "T", "B", "unused"],  # a category no cell has
+    ],
+)
+def test_subsample_of_a_categorical_is_that_of_its_strings(categories: list[str]) -> None:
+    """A categorical is read through its codes (ranked by name), not a million strings:
+    the same groups, in the same order, so the same cells."""
+    groups = _groups(1)
+    cat = pd.Series(pd.Categorical(groups, categories=categories))
+    for seed in (0, 5):
+        np.testing.assert_array_equal(
+            stratified_subsample(cat, 1000, seed=seed),
+            stratified_subsample(groups.astype(object), 1000, seed=seed),
+        )
+    with_missing = cat.cat.remove_categories(["plt"])  # its cells become missing
+    np.testing.assert_array_equal(
+        stratified_subsample(with_missing, 1000, seed=2),
+        stratified_subsample(with_missing.astype(str).to_numpy(), 1000, seed=2),
+    )
 
 
 def test_subsample_keeps_all_cells_at_or_below_the_threshold() -> None:
