@@ -53,16 +53,19 @@ def control(ids: LayoutControl, service: Any, pair: Any, key: str) -> html.Div:
     )
 
 
-def register(ids: LayoutControl) -> tuple[Callable[..., tuple], Callable[..., tuple]]:
+def register(
+    ids: LayoutControl,
+) -> tuple[Callable[..., tuple], Callable[..., tuple], Callable[..., tuple]]:
     """Register the control's callbacks (from the page module); returns
-    ``start(key, ready)`` and ``poll(n_intervals, store)`` to call directly."""
+    ``start(key, ready)``, ``poll(n_intervals, store)`` and ``opened(id, key, ready)`` to
+    call directly."""
 
     @callback(
         *_jobs.start_outputs(ids.job, ids.ready),
         Output(LAYOUT_STORE, "data"),
         Input(ids.choice, "value"),
         State(ids.ready, "data"),
-        prevent_initial_call=False,  # a link (or a reload) naming ours: show it when ready
+        prevent_initial_call=True,  # when the page opens: opened_layout
     )
     def start_layout(key: Any, ready: dict | None) -> tuple:
         """Show the chosen layout: a file's at once, ours at once when computed, else
@@ -82,5 +85,30 @@ def register(ids: LayoutControl) -> tuple[Callable[..., tuple], Callable[..., tu
         store, view = _jobs.start(lambda: service.submit("umap", pair), LABEL, layout=OURS)
         return (*_jobs.started(store, view), shared)
 
+    @callback(
+        *(
+            Output(target, prop, allow_duplicate=True)
+            for target, prop in (
+                (ids.job.store, "data"),
+                (ids.job.interval, "disabled"),
+                (ids.job.progress, "children"),
+                (ids.job.cancel, "disabled"),
+                (LAYOUT_STORE, "data"),
+            )
+        ),
+        Input(ids.choice, "id"),  # once, when the page opens
+        State(ids.choice, "value"),
+        State(ids.ready, "data"),
+        prevent_initial_call="initial_duplicate",
+    )
+    def opened_layout(_id: str, key: Any, ready: dict | None) -> tuple:
+        """:func:`start_layout` when the page opens, without the ready store: the view's
+        first figure (whose callback reads that store) is then not held back until this
+        one has answered. The view opens in the layout the control started it in; a link
+        naming ours while it is not shown starts its job, whose poll shows it when done
+        (the poll runs even if the job is done already: only the poll says ready)."""
+        store, interval_off, _ready, progress, cancel_off, shared = start_layout(key, ready)
+        return store, interval_off and store is None, progress, cancel_off, shared
+
     poll, _cancel = _jobs.panel_callbacks(ids.job, ready=ids.ready, label=LABEL)
-    return start_layout, poll
+    return start_layout, poll, opened_layout

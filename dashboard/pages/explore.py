@@ -338,7 +338,7 @@ def _selected(selection: dict | None, page_state: dict | None, n_cells: int, ini
 
 
 start_decode, poll_decode = _decode.register(ids.EXPLORE_DECODE)
-start_layout, poll_layout = _layout.register(ids.EXPLORE_LAYOUT)
+start_layout, poll_layout, opened_layout = _layout.register(ids.EXPLORE_LAYOUT)
 linked_callbacks = _linked.register()  # the Embedding and Two-feature blend controls
 gene_set_callbacks = _gene_sets.register()  # the Gene sets card
 annotation_edit = _annotations.register()  # the Annotations card (label sets)

@@ -303,6 +303,46 @@ def test_a_recolour_puts_the_labels_on_the_shown_layout(env) -> None:
     assert labels and all(pca[:, 0].min() <= a["x"] <= pca[:, 0].max() for a in labels)
 
 
+def _targets(output: str) -> set[tuple[str, str]]:
+    """``(id, property)`` of each output of a ``/_dash-dependencies`` entry."""
+    parts = output[2:-2].split("...") if output.startswith("..") else [output]
+    return {tuple(part.split("@")[0].rsplit(".", 1)) for part in parts}
+
+
+def test_the_main_views_first_figure_waits_for_no_other_callback(env) -> None:
+    """The renderer holds a callback back while another one that fired with it sets one of
+    its inputs. The main view's figure (whose inputs include the layout control's ready
+    store) must not wait for one: at a million cells that round cost 0.4-1.7 s."""
+    deps = env.app.server.test_client().get("/_dash-dependencies").get_json()
+    main = [d for d in deps if _targets(d["output"]) == {(ids.EXPLORE_UMAP, "figure")}]
+    assert len(main) == 1
+    inputs = {(i["id"], i["property"]) for i in main[0]["inputs"]}
+    assert (ids.EXPLORE_LAYOUT.ready, "data") in inputs
+    initial = [d for d in deps if not d["prevent_initial_call"]]
+    assert any((ids.EXPLORE_LAYOUT.job.store, "data") in _targets(d["output"]) for d in initial)
+    blocking = [d["output"] for d in initial if _targets(d["output"]) & inputs]
+    assert blocking == []
+
+
+def test_opening_a_link_to_ours_starts_its_job_and_the_poll_shows_it(env) -> None:
+    """The page-open call of the layout control sets no ready store; a link naming ours on
+    a dataset whose view starts in the file's layout starts our UMAP's job and keeps the
+    poll on (even when the job is done already), and the poll then shows ours."""
+    store, interval_off, progress, cancel_off, shared = env.explore.opened_layout(
+        ids.EXPLORE_LAYOUT.choice, OURS, {"layout": "obsm:X_umap"}
+    )
+    assert store["layout"] == OURS and interval_off is False
+    assert shared == {"layout": OURS, "dataset": env.pair.dataset.id}
+    env.service.wait(store["job"], timeout=60)
+    _, interval_off, ready, *_ = env.explore.poll_layout(1, store)
+    assert interval_off and ready["layout"] == OURS
+    # the file's layout, as the control started it: nothing to start, nothing to poll
+    store, interval_off, *_ = env.explore.opened_layout(
+        ids.EXPLORE_LAYOUT.choice, "obsm:X_tsne", {"layout": "obsm:X_tsne"}
+    )
+    assert store is None and interval_off is True
+
+
 # ------------------------------------------------------------------------ shared links
 def test_a_shared_link_opens_the_same_layout(env) -> None:
     token = {"dataset": env.pair.dataset.id, "pair": env.pair.id}
