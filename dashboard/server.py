@@ -137,11 +137,13 @@ def follow_progress(
         time.sleep(poll)
 
 
-def start_layout_warm_up(out: TextIO | None = sys.stdout) -> threading.Thread:
+def start_layout_warm_up(out: TextIO | None = sys.stdout, *, nice: int = 0) -> threading.Thread:
     """Compile umap-learn's and pynndescent's kernels in a daemon thread
-    (:func:`~dashboard.backend.warm_up.start_in_background`) and say when done."""
+    (:func:`~dashboard.backend.warm_up.start_in_background`, ``nice`` as the job threads)
+    and say when done."""
     return warm_up.start_in_background(
-        lambda seconds: _say(out, f"warm   layout kernels compiled in {seconds:.1f}s")
+        lambda seconds: _say(out, f"warm   layout kernels compiled in {seconds:.1f}s"),
+        nice=nice,
     )
 
 
@@ -177,7 +179,7 @@ def serve(
         boot.service.close()
         raise
     if boot.service.settings.warm_up_layout:
-        start_layout_warm_up(out)
+        start_layout_warm_up(out, nice=boot.service.settings.job_nice)
     if boot.job is not None:
         threading.Thread(
             target=follow_progress, args=(boot.service, boot.job), kwargs={"out": out}, daemon=True

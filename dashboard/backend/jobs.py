@@ -50,6 +50,7 @@ from typing import Any
 from dashboard.backend.errors import BackendError, JobCancelled, JobFailed, JobNotFound
 from dashboard.backend.lifetime import die_with_parent
 from dashboard.backend.owner import current_owner
+from dashboard.backend.priority import lower_thread_priority
 
 logger = logging.getLogger(__name__)
 #: Seconds a finished job's record is kept whatever the count limit (its waiters read it).
@@ -365,14 +366,27 @@ class JobRunner:
     cancel_grace
         Seconds a cancelled :meth:`submit_process` job has to stop by itself before its
         process is terminated.
+    nice
+        How much lower than the server's threads the job threads' CPU priority is
+        (:func:`~dashboard.backend.priority.lower_thread_priority`; 0: the same).
     """
 
     def __init__(
-        self, registry: JobRegistry, *, max_workers: int = 2, cancel_grace: float = 5.0
+        self,
+        registry: JobRegistry,
+        *,
+        max_workers: int = 2,
+        cancel_grace: float = 5.0,
+        nice: int = 0,
     ) -> None:
         self.registry = registry
         self.cancel_grace = cancel_grace
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="job")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max_workers,
+            thread_name_prefix="job",
+            initializer=lower_thread_priority,
+            initargs=(nice,),
+        )
         self._events: dict[str, threading.Event] = {}
         self._futures: dict[str, Future[Any]] = {}
         self._results: dict[str, Any] = {}

@@ -91,7 +91,7 @@ class AnalysisService:
         records = JobRegistry(
             s.jobs_dir, max_age=s.job_record_max_age, max_count=s.job_record_max_count
         )
-        self.jobs = JobRunner(records, max_workers=max_jobs)
+        self.jobs = JobRunner(records, max_workers=max_jobs, nice=s.job_nice)
         #: Celery workers for the long jobs when ``redis_url`` is set (``remote=False``: a
         #: worker's own service, which runs what it is given)
         self.remote = CeleryJobs(s, records) if remote and s.redis_url else None

@@ -158,6 +158,12 @@ class Settings:
     validate_timeout
         Seconds (wall clock and CPU) that validation child may take before the file is
         refused.
+    job_nice
+        How much lower the CPU priority of the server's job threads is than that of the
+        threads answering page requests (Linux nice values, 0-19; 0: the same), so a
+        model's warm steps or a DE on every core do not slow the pages others are using
+        (:mod:`~dashboard.backend.priority`). Celery workers run at whatever priority they
+        were started with.
     """
 
     data_dir: Path = REPO_ROOT / "data"
@@ -196,6 +202,7 @@ class Settings:
     max_loaded_datasets: int = 4
     validate_memory_limit: int = 4 * 1024**3
     validate_timeout: float = 600.0
+    job_nice: int = 10
 
     def __post_init__(self) -> None:
         for name in ("data_dir", "model_dir", "cache_dir"):
@@ -208,6 +215,9 @@ class Settings:
                 raise ValueError(msg)
         if self.job_record_max_age < 0:
             msg = f"job_record_max_age must be >= 0, got {self.job_record_max_age}"
+            raise ValueError(msg)
+        if not 0 <= self.job_nice <= 19:
+            msg = f"job_nice must be from 0 to 19 (a nice value), got {self.job_nice}"
             raise ValueError(msg)
         check_protein_scale(self.protein_scale)
         if self.eviction_policy not in get_args(EvictionPolicy):

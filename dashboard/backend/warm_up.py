@@ -18,6 +18,7 @@ import numpy as np
 
 from dashboard.backend import embedding
 from dashboard.backend.clustering import KNN_NNDESCENT, leiden_clusters
+from dashboard.backend.priority import lower_thread_priority
 
 #: Cells of the warm-up data: above umap-learn's exact-neighbour limit (4,096), so its
 #: approximate-neighbour kernels (pynndescent) are compiled too.
@@ -43,12 +44,16 @@ def warm_up(*, n_cells: int = WARM_UP_CELLS, seed: int = 0, n_epochs: int = 200)
     return time.perf_counter() - t0
 
 
-def start_in_background(on_done: Callable[[float], None] | None = None) -> threading.Thread:
-    """Run :func:`warm_up` in a daemon thread and pass its seconds to ``on_done``; a failure
-    is logged, never raised (layouts and clusters then compile on first use, as without the
+def start_in_background(
+    on_done: Callable[[float], None] | None = None, *, nice: int = 0
+) -> threading.Thread:
+    """Run :func:`warm_up` in a daemon thread (its CPU priority ``nice`` lower than the
+    server's, as the job threads') and pass its seconds to ``on_done``; a failure is
+    logged, never raised (layouts and clusters then compile on first use, as without the
     warm-up)."""
 
     def run() -> None:
+        lower_thread_priority(nice)
         try:
             seconds = warm_up()
         except Exception:  # the layout still works, compiled on first use
