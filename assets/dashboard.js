@@ -4,13 +4,40 @@
  * never receives the full list of selected points). */
 window.dash_clientside = Object.assign({}, window.dash_clientside, {
   tve: {
-    /* Explore's linked view asks the server only once the main view's figure came, so the
-     * browser draws the main view first (opened: the gate's current value). */
+    /* Explore's linked view asks the server only once the main view has drawn its
+     * figure (plotly's afterplot with traces in it), so the browser draws the main view
+     * first and does not parse and draw both at once; after 4 s whatever
+     * happened (an error figure has no traces) (opened: the gate's current value). */
     mainViewCame: function (figure, opened) {
       if (opened || !figure) {
         return window.dash_clientside.no_update;
       }
-      return true;
+      return new Promise(function (resolve) {
+        let done = false;
+        const open = function () {
+          if (!done) {
+            done = true;
+            resolve(true);
+          }
+        };
+        setTimeout(open, 4000);
+        const watch = function () {
+          const graph = document.querySelector("#explore-umap .js-plotly-plot");
+          if (!graph || typeof graph.on !== "function") {
+            if (!done) window.requestAnimationFrame(watch);
+            return;
+          }
+          const drawn = function () {
+            return Array.isArray(graph.data) && graph.data.some(function (t) {
+              return t && t.x && t.x.length;
+            });
+          };
+          graph.on("plotly_afterplot", function () {
+            if (drawn()) open();
+          });
+        };
+        watch();
+      });
     },
 
     /* Keep the address bar shareable without a page reload or re-render. */

@@ -41,17 +41,23 @@ def decode_ids(prefix: str) -> DecodeControl:
 
 class LayoutControl(NamedTuple):
     """The ids of a cell view's layout control (:mod:`dashboard.pages._layout`): the
-    dropdown, the panel of the job computing our UMAP and the store of the layout the view
-    shows (``{"layout": key}``)."""
+    dropdown, the panel of the job computing our UMAP, the store of the layout the view
+    shows (``{"layout": key}``) and the page's copy of what the shareable URL says."""
 
     choice: str
     job: JobPanel
     ready: str
+    link: str
 
 
 def layout_ids(prefix: str) -> LayoutControl:
     """The ids of page ``prefix``'s layout control."""
-    return LayoutControl(f"{prefix}-layout", job_ids(f"{prefix}-layout"), f"{prefix}-layout-shown")
+    return LayoutControl(
+        f"{prefix}-layout",
+        job_ids(f"{prefix}-layout"),
+        f"{prefix}-layout-shown",
+        f"{prefix}-layout-link",
+    )
 
 
 class UploadZone(NamedTuple):

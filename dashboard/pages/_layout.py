@@ -48,6 +48,7 @@ def control(ids: LayoutControl, service: Any, pair: Any, key: str) -> html.Div:
             ),
             components.job_panel(ids.job, compact=True),
             dcc.Store(id=ids.ready, data={"layout": first}),
+            dcc.Store(id=ids.link),  # for the app's layout store (see register)
         ],
         className="layout-control",
     )
@@ -58,11 +59,20 @@ def register(
 ) -> tuple[Callable[..., tuple], Callable[..., tuple], Callable[..., tuple]]:
     """Register the control's callbacks (from the page module); returns
     ``start(key, ready)``, ``poll(n_intervals, store)`` and ``opened(id, key, ready)`` to
-    call directly."""
+    call directly.
+
+    The page's first figure reads the ready store, and the renderer holds a callback back
+    while any callback that fired with it can lead to one of its inputs. So no callback
+    that fires when the page opens sets the ready store: :func:`start_layout` runs on a
+    change of the dropdown only. All its outputs are in the page: one outside it (the
+    app's layout store) would make the renderer call it whenever the page is inserted,
+    ``prevent_initial_call`` or not. The page-open call sets everything else. The key for
+    the shareable URL goes to the page's link store, and from there to the app's store.
+    """
 
     @callback(
         *_jobs.start_outputs(ids.job, ids.ready),
-        Output(LAYOUT_STORE, "data"),
+        Output(ids.link, "data"),
         Input(ids.choice, "value"),
         State(ids.ready, "data"),
         prevent_initial_call=True,  # when the page opens: opened_layout
@@ -70,8 +80,8 @@ def register(
     def start_layout(key: Any, ready: dict | None) -> tuple:
         """Show the chosen layout: a file's at once, ours at once when computed, else
         after its job (``(job store, poll off, ready, progress, Cancel off, shared)``,
-        ``shared``: the app's layout store, for the shareable URL: the key unless it is
-        the default); a key the dataset does not have: one line, the view as it was."""
+        ``shared``: for the app's layout store and the shareable URL: the key unless it
+        is the default); a key the dataset does not have: one line, the view as it was."""
         try:
             service, pair = active()
             key = check_layout(service, pair, key)
@@ -93,7 +103,7 @@ def register(
                 (ids.job.interval, "disabled"),
                 (ids.job.progress, "children"),
                 (ids.job.cancel, "disabled"),
-                (LAYOUT_STORE, "data"),
+                (ids.link, "data"),
             )
         ),
         Input(ids.choice, "id"),  # once, when the page opens
@@ -109,6 +119,11 @@ def register(
         (the poll runs even if the job is done already: only the poll says ready)."""
         store, interval_off, _ready, progress, cancel_off, shared = start_layout(key, ready)
         return store, interval_off and store is None, progress, cancel_off, shared
+
+    @callback(Output(LAYOUT_STORE, "data"), Input(ids.link, "data"), prevent_initial_call=True)
+    def share_layout(shared: dict | None) -> Any:
+        """The page's layout key into the app's layout store (the shareable URL)."""
+        return shared if isinstance(shared, dict) else no_update
 
     poll, _cancel = _jobs.panel_callbacks(ids.job, ready=ids.ready, label=LABEL)
     return start_layout, poll, opened_layout
