@@ -86,21 +86,31 @@ def stratified_subsample(
     return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
+def string_categories(column: pd.Series | pd.Categorical) -> pd.Categorical:
+    """``pd.Categorical(column.astype(str))``: the values as strings, the observed ones as
+    sorted categories. A categorical whose categories stay distinct as strings (and has no
+    missing value) is recoded through its categories, not its million strings:
+    milliseconds instead of a few tenths of a second per call at a million cells."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        cat = pd.Categorical(column)
+        names = np.asarray([str(c) for c in cat.categories], dtype=object)
+        codes = np.asarray(cat.codes)
+        if len(set(names)) == len(names) and (len(codes) == 0 or codes.min() >= 0):
+            used = np.flatnonzero(np.bincount(codes, minlength=len(names)))
+            kept = used[np.argsort(names[used].astype(str), kind="stable")]
+            recode = np.full(len(names), -1, dtype=np.int64)
+            recode[kept] = np.arange(len(kept))
+            return pd.Categorical.from_codes(recode[codes], categories=list(names[kept]))
+    return pd.Categorical(pd.Series(column).astype(str))
+
+
 def _group_codes(groups: Sequence | np.ndarray) -> np.ndarray:
     """``groups`` as values whose sorted order is that of the groups' names: a pandas
-    categorical (no missing values) as integer codes ranked by its categories' names, so
-    the groups and every draw are those of its strings without sorting a million of them
-    (2 s at a million cells); anything else as an array."""
-    dtype = getattr(groups, "dtype", None)
-    if isinstance(dtype, pd.CategoricalDtype):
-        cat = pd.Categorical(groups)
-        codes = cat.codes
-        names = np.asarray([str(c) for c in cat.categories])
-        if len(set(names.tolist())) == len(names) and (len(codes) == 0 or codes.min() >= 0):
-            rank = np.empty(len(names), dtype=np.int64)
-            rank[np.argsort(names, kind="stable")] = np.arange(len(names))
-            return rank[codes]
-        return np.asarray(cat.astype(str))
+    categorical as the codes of :func:`string_categories` (sorted names), so the groups and
+    every draw are those of its strings without sorting a million of them (2 s at a
+    million cells); anything else as an array."""
+    if isinstance(getattr(groups, "dtype", None), pd.CategoricalDtype):
+        return np.asarray(string_categories(groups).codes, dtype=np.int64)
     return np.asarray(groups)
 
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from dashboard.backend import metrics as card_metrics
-from dashboard.backend.annotation import string_categories
 from dashboard.backend.cache import ResultCache
 from dashboard.backend.errors import CacheError, InvalidSelection
+from dashboard.backend.sampling import string_categories
 from dashboard.backend.service import AnalysisService
 from dashboard.backend.settings import Settings
 from dashboard.backend.testing import count_compute_worker
