@@ -24,7 +24,11 @@ Reported (all times from the navigation's start, ``performance.timeOrigin``):
   trace as the page holds it: each per-point array's kind and length (``x``, ``y``,
   ``marker.color``, ``customdata``: typed arrays) and any per-point strings (``text``,
   ``hovertext``: none expected);
-* every callback response's output and sizes (``callbacks`` in the JSON).
+* every callback response's output and sizes (``callbacks`` in the JSON);
+* where the renderer's main thread went before the paint: when plotly.js had been
+  evaluated (``plotly_ready_ms``), its tasks of 50 ms or more (``long_tasks``, the
+  Long Tasks API) and when each script arrived; with ``--js-profile`` the JavaScript
+  functions with the most self time (the DevTools profiler, which slows the page a little).
 
 Usage::
 
@@ -63,8 +67,22 @@ GRAPH = "explore-umap"  # dashboard.ids.EXPLORE_UMAP
 #: (``window.__tveBench.paint``).
 PROBE_JS = """
 (function () {
-  const bench = {calls: [], paint: null, points: 0};
+  const bench = {calls: [], paint: null, points: 0, long: []};
   window.__tveBench = bench;
+  try {  // the renderer's main thread busy for 50 ms or more (start, duration)
+    new PerformanceObserver(function (list) {
+      for (const e of list.getEntries()) { bench.long.push([e.startTime, e.duration]); }
+    }).observe({type: 'longtask', buffered: true});
+  } catch (e) {}
+  let plotly;  // when plotly.js finished evaluating (its bundle assigns window.Plotly)
+  Object.defineProperty(window, 'Plotly', {
+    configurable: true,
+    get: function () { return plotly; },
+    set: function (v) {
+      plotly = v;
+      if (bench.plotly === undefined) { bench.plotly = performance.now(); }
+    },
+  });
   const fetch0 = window.fetch.bind(window);
   window.fetch = function (input, init) {
     const url = typeof input === 'string' ? input : (input && input.url) || '';
@@ -164,7 +182,7 @@ def start_app(args: argparse.Namespace, cache_dir: Path) -> tuple[Any, Any, Any,
 
     from werkzeug.serving import make_server
 
-    from dashboard.app import create_app
+    from dashboard.app import create_app, precompress_scripts
     from dashboard.backend.service import AnalysisService
     from dashboard.backend.settings import Settings
     from dashboard.views.state import ActiveState
@@ -193,6 +211,7 @@ def start_app(args: argparse.Namespace, cache_dir: Path) -> tuple[Any, Any, Any,
     info["max_points"] = int(service.settings.max_points)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     app = create_app(service, state=state)
+    info["seconds_precompress_scripts"] = precompress_scripts(app)  # as serve() does
     time_callbacks(app.server, info.setdefault("server_callbacks", []))
     server = make_server("127.0.0.1", 0, app.server, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -264,6 +283,10 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
         drv.execute_cdp_cmd("Network.enable", {})
         drv.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
         drv.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PROBE_JS})
+        if args.js_profile:
+            drv.execute_cdp_cmd("Profiler.enable", {})
+            drv.execute_cdp_cmd("Profiler.setSamplingInterval", {"interval": 500})  # µs
+            drv.execute_cdp_cmd("Profiler.start", {})
         t0 = time.perf_counter()
         out_t0 = t0
         drv.get(url + "/")
@@ -276,6 +299,7 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
             msg = f"the cell scatter did not paint within {args.timeout:.0f} s"
             raise BenchError(msg)
         wall_paint = time.perf_counter() - t0
+        profile = drv.execute_cdp_cmd("Profiler.stop", {})["profile"] if args.js_profile else None
         idle_for = 0.0
         while time.monotonic() < deadline and idle_for < 1.0:  # Dash idle for a second
             time.sleep(0.1)
@@ -289,7 +313,27 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     out["wall_seconds_to_paint"] = wall_paint
     out["navigation_perf_counter"] = out_t0
     out["figure_in_browser"] = figure
+    if profile is not None:
+        out["js_profile_top"] = js_self_time(profile)
     return out
+
+
+def js_self_time(profile: dict[str, Any], top: int = 25) -> list[dict[str, Any]]:
+    """The renderer's JavaScript up to the paint by self time (CDP ``Profiler`` samples):
+    the ``top`` functions, each with its script's file name and milliseconds."""
+    nodes = {n["id"]: n for n in profile["nodes"]}
+    deltas = profile.get("timeDeltas") or []
+    per_node: dict[int, float] = {}
+    for node_id, delta in zip(profile.get("samples") or [], [*deltas[1:], 0], strict=False):
+        per_node[node_id] = per_node.get(node_id, 0.0) + delta / 1000.0
+    per_function: dict[tuple[str, str], float] = {}
+    for node_id, spent in per_node.items():
+        frame = nodes[node_id]["callFrame"]
+        script = frame.get("url", "").split("?")[0].rsplit("/", 1)[-1]
+        key = (frame.get("functionName") or "(anonymous)", script)
+        per_function[key] = per_function.get(key, 0.0) + spent
+    rows = sorted(per_function.items(), key=lambda kv: -kv[1])[:top]
+    return [{"function": f, "script": s, "self_ms": round(t, 1)} for (f, s), t in rows]
 
 
 def _match(call: dict[str, Any], resources: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -358,6 +402,21 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         ],
         "first_figure_response": first,
         "callbacks": calls,
+        "plotly_ready_ms": bench.get("plotly"),
+        "long_tasks": [
+            {"start_ms": start, "duration_ms": duration}
+            for start, duration in bench.get("long", [])
+            if paint is None or start <= paint
+        ],
+        "scripts": [
+            {
+                "name": r["name"].split("?")[0].rsplit("/", 1)[-1],
+                "start_ms": r["start"],
+                "end_ms": r["end"],
+            }
+            for r in raw["resources"]
+            if r["type"] == "script" and (paint is None or (r["end"] or 0) <= paint)
+        ],
     }
 
 
@@ -438,6 +497,20 @@ def print_report(res: dict[str, Any]) -> None:
                 f"{mb(call.get('transfer_bytes'))} on the wire",
             )
         )
+    long_tasks = m.get("long_tasks") or []
+    if long_tasks:
+        busy = sum(t["duration_ms"] for t in long_tasks)
+        spans = ", ".join(
+            f"{t['start_ms']:,.0f}+{t['duration_ms']:,.0f}"
+            for t in sorted(long_tasks, key=lambda t: -t["duration_ms"])[:6]
+        )
+        rows.append(("plotly.js evaluated", ms(m.get("plotly_ready_ms"))))
+        rows.append(("main thread busy before the paint", f"{ms(busy)} in tasks >= 50 ms"))
+        rows.append(("  longest (start+ms)", spans))
+    scripts = m.get("scripts") or []
+    if scripts:
+        last = max(scripts, key=lambda r: r["end_ms"] or 0)
+        rows.append(("  last script arrived", f"{last['name'][:40]} at {ms(last['end_ms'])}"))
     for r in m.get("largest", [])[:3]:
         name = r["name"].rsplit("/", 1)[-1] or r["name"]
         rows.append(
@@ -483,6 +556,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds for prepare, paint")
     p.add_argument("--json", type=Path, default=DEFAULT_OUT / "browser.json")
     p.add_argument("--no-warm", action="store_true", help="no warm steps behind the page")
+    p.add_argument(
+        "--js-profile",
+        action="store_true",
+        help="sample the page's JavaScript up to the paint (adds profiler overhead)",
+    )
     args = p.parse_args(argv)
     if not args.chromium.exists():
         raise SystemExit(f"no Chromium at {args.chromium} (--chromium PATH)")

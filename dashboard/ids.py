@@ -95,6 +95,7 @@ MODEL_VERSION_STORE = "app-model-version-store"  # status dict; "version" bumps 
 URL_QUERY_STORE = "app-url-query-store"  # "?color=...&sel=..." of the current view
 LAYOUT_STORE = "app-layout-store"  # {"layout": key (None: the default), "dataset": fp}
 URL_SINK = "app-url-sink"  # dummy output of the clientside URL writer
+PLOTLY_LOADER = "app-plotly-loader"  # hidden graph: plotly.js loads with the shell
 WORKSPACE_SINK = "app-workspace-sink"  # dummy output of the workspace-view saver
 PAGE_STATE = "app-page-state"  # page-local store (one per page): state from the URL
 ALERT = "app-alert"

@@ -180,6 +180,7 @@ def serve(
         raise
     if boot.service.settings.warm_up_layout:
         start_layout_warm_up(out, nice=boot.service.settings.job_nice)
+    start_precompress(app)
     if boot.job is not None:
         threading.Thread(
             target=follow_progress, args=(boot.service, boot.job), kwargs={"out": out}, daemon=True
@@ -263,7 +264,27 @@ def make_app(boot: Bootstrap) -> Dash:
     """The Dash app of a bootstrap (for WSGI servers: ``make_app(bootstrap(...)).server``)."""
     from dashboard.app import create_app
 
-    return create_app(boot.service, state=boot.state)
+    app = create_app(boot.service, state=boot.state)
+    start_precompress(app)
+    return app
+
+
+def start_precompress(app: Dash) -> threading.Thread:
+    """Compress the page's scripts in a daemon thread
+    (:func:`~dashboard.app.precompress_scripts`), so the first visitor does not wait for
+    plotly.js to be compressed; a failure is logged (the scripts are then compressed on
+    first request, as before)."""
+    from dashboard.app import precompress_scripts
+
+    def run() -> None:
+        try:
+            precompress_scripts(app)
+        except Exception:
+            log.exception("compressing the page scripts failed")
+
+    thread = threading.Thread(target=run, name="precompress-scripts", daemon=True)
+    thread.start()
+    return thread
 
 
 def _say(out: TextIO | None, line: str) -> None:

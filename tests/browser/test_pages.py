@@ -78,6 +78,13 @@ def test_unknown_page_is_a_readable_404(driver: WebDriver, dashboard: Any) -> No
         lambda d: any("not found" in h.text.lower() for h in d.find_elements(By.TAG_NAME, "h1")),
         "no 'Page not found' heading",
     )
+    # plotly.js loads with the shell (its hidden graph), not when a page's first graph
+    # mounts: this page has none
+    wait_for(
+        driver,
+        lambda d: d.execute_script("return !!(window.Plotly && window.Plotly.react)"),
+        "plotly.js did not load with the app shell",
+    )
     assert_clean(driver, dashboard, "404")
 
 

@@ -391,3 +391,23 @@ def test_the_page_scripts_go_gzipped_and_are_compressed_once(app) -> None:
         assert app.client.get(forged, headers={"Accept-Encoding": "gzip"}).status_code == 200
     assert len(app_module._gzip_cache) <= app_module.GZIP_CACHE_ITEMS
     assert sum(map(len, app_module._gzip_cache.values())) <= app_module.GZIP_CACHE_BYTES
+
+
+def test_the_scripts_are_compressed_before_the_first_visitor(app) -> None:
+    """``precompress_scripts`` (the server runs it at start) fills the gzip cache with
+    every script the page loads, plotly.js included; a browser then gets those bytes."""
+    from dashboard import app as app_module
+
+    app_module._gzip_cache.clear()
+    paths = app_module.page_script_paths(app.app)
+    page = app.client.get("/").get_data(as_text=True)
+    in_page = re.findall(r'<script src="(/_dash-component-suites/[^"]+)"', page)
+    assert paths[:-1] == in_page and paths[-1].endswith("plotly/package_data/plotly.min.js")
+    app_module.precompress_scripts(app.app)
+    assert {k[0] for k in app_module._gzip_cache} == set(paths)
+    plotly = next(v for k, v in app_module._gzip_cache.items() if k[0] == paths[-1])
+    assert len(plotly) > 1_000_000  # 4.8 MB, about 1.5 MB gzipped
+    served = app.client.get(paths[-1], headers={"Accept-Encoding": "gzip"})
+    assert served.headers["Content-Encoding"] == "gzip" and served.get_data() == plotly
+    assert gzip.decompress(plotly) == app.client.get(paths[-1]).get_data()
+    assert len(app_module._gzip_cache) == len(paths)  # served from the cache, no new entry
