@@ -59,27 +59,30 @@ def cell_diagnostics(
     module = model.module
     measured = is_measured(protein_scale)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in DIAGNOSTICS}
-    with model._eval(seed):
+    with model._eval(seed) as stream:
         for idx, x, y, b in model._minibatches(data, indices, batch_size):
-            if data.minified is None:  # the pass of get_reconstruction_error
-                inf, gen, out = module(x, y, b, 1.0)
-                rec_gene, rec_protein = out.rec_gene, out.rec_protein
-            else:
-                inf = model._infer(data, idx, x, y, b)
-                gen = module.generative(
-                    inf.z, inf.library_gene, b, compute_dropout=False, compute_rna=False
+            with stream.turn():
+                if data.minified is None:  # the pass of get_reconstruction_error
+                    inf, gen, out = module(x, y, b, 1.0)
+                    rec_gene, rec_protein = out.rec_gene, out.rec_protein
+                else:
+                    inf = model._infer(data, idx, x, y, b)
+                    gen = module.generative(
+                        inf.z, inf.library_gene, b, compute_dropout=False, compute_rna=False
+                    )
+                    rec_gene = rec_protein = torch.full((len(idx),), float("nan"))
+                log_back = gen.py["back_alpha"]
+                if measured and gen.efficiency is not None:
+                    log_back = log_back + torch.log(gen.efficiency)
+                mask = module.cell_protein_mask(b)
+                # mean over the measured proteins (0/0, none measured: NaN)
+                back = (
+                    log_back.mean(-1) if mask is None else (log_back * mask).sum(-1) / mask.sum(-1)
                 )
-                rec_gene = rec_protein = torch.full((len(idx),), float("nan"))
-            log_back = gen.py["back_alpha"]
-            if measured and gen.efficiency is not None:
-                log_back = log_back + torch.log(gen.efficiency)
-            mask = module.cell_protein_mask(b)
-            # mean over the measured proteins (0/0, none measured: NaN)
-            back = log_back.mean(-1) if mask is None else (log_back * mask).sum(-1) / mask.sum(-1)
-            parts["reconstruction_loss_gene"].append(rec_gene.reshape(-1).cpu().numpy())
-            parts["reconstruction_loss_protein"].append(rec_protein.reshape(-1).cpu().numpy())
-            parts["latent_variance"].append(inf.qz_v.mean(-1).cpu().numpy())
-            parts["log_protein_background"].append(back.cpu().numpy())
+                parts["reconstruction_loss_gene"].append(rec_gene.reshape(-1).cpu().numpy())
+                parts["reconstruction_loss_protein"].append(rec_protein.reshape(-1).cpu().numpy())
+                parts["latent_variance"].append(inf.qz_v.mean(-1).cpu().numpy())
+                parts["log_protein_background"].append(back.cpu().numpy())
     return {k: np.concatenate(v).astype(np.float64) for k, v in parts.items()}
 
 
@@ -110,30 +113,37 @@ def iter_predictive_samples(
     gi, pi = model._features(gene_list, protein_list)
     measured = is_measured(protein_scale)
     zinb = model.config.gene_likelihood == "zinb"
-    with model._eval(seed):
+    with model._eval(seed) as stream:
         for idx, x, y, b in model._minibatches(data, indices, batch_size):
-            inf = model._infer(data, idx, x, y, b, n_samples=n_samples)
-            z, library = inf.z, inf.library_gene
-            if n_samples > 1:  # draws x cells as one batch: one decoder pass, not per draw
-                z, library = z.reshape(-1, z.shape[-1]), library.reshape(-1, 1)
-                b = b.repeat(n_samples, 1)
-            gen = module.generative(z, library, b, compute_dropout=zinb, compute_rna=len(gi) > 0)
-            px, py = gen.px, gen.py
-            if len(gi):
-                rna = sample_nb(px["rate"][..., gi], px["r"][..., gi])
-                if zinb:
-                    drop = torch.bernoulli(torch.sigmoid(px["dropout"][..., gi])).bool()
-                    rna = rna.masked_fill(drop, 0.0)
-            else:
-                rna = py["mixing"][..., :0]
-            if len(pi):
-                rate_back, rate_fore = gen.protein_rates(measured=measured)
-                protein = sample_mixture_nb(
-                    rate_back[..., pi], rate_fore[..., pi], py["r"][..., pi], py["mixing"][..., pi]
+            with stream.turn():
+                inf = model._infer(data, idx, x, y, b, n_samples=n_samples)
+                z, library = inf.z, inf.library_gene
+                if n_samples > 1:  # draws x cells as one batch: one decoder pass, not per draw
+                    z, library = z.reshape(-1, z.shape[-1]), library.reshape(-1, 1)
+                    b = b.repeat(n_samples, 1)
+                gen = module.generative(
+                    z, library, b, compute_dropout=zinb, compute_rna=len(gi) > 0
                 )
-            else:
-                protein = py["mixing"][..., :0]
-            if n_samples > 1:
-                rna = rna.reshape(n_samples, len(idx), -1).permute(1, 2, 0)
-                protein = protein.reshape(n_samples, len(idx), -1).permute(1, 2, 0)
-            yield idx, rna.cpu().numpy(), protein.cpu().numpy()
+                px, py = gen.px, gen.py
+                if len(gi):
+                    rna = sample_nb(px["rate"][..., gi], px["r"][..., gi])
+                    if zinb:
+                        drop = torch.bernoulli(torch.sigmoid(px["dropout"][..., gi])).bool()
+                        rna = rna.masked_fill(drop, 0.0)
+                else:
+                    rna = py["mixing"][..., :0]
+                if len(pi):
+                    rate_back, rate_fore = gen.protein_rates(measured=measured)
+                    protein = sample_mixture_nb(
+                        rate_back[..., pi],
+                        rate_fore[..., pi],
+                        py["r"][..., pi],
+                        py["mixing"][..., pi],
+                    )
+                else:
+                    protein = py["mixing"][..., :0]
+                if n_samples > 1:
+                    rna = rna.reshape(n_samples, len(idx), -1).permute(1, 2, 0)
+                    protein = protein.reshape(n_samples, len(idx), -1).permute(1, 2, 0)
+                out = idx, rna.cpu().numpy(), protein.cpu().numpy()
+            yield out

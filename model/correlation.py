@@ -28,8 +28,9 @@ import torch
 from scipy.stats import spearmanr
 
 from model.data import CiteSeqData
-from model.posterior import CONTINUE_STREAM, BatchSpec, ContinueStream, PosteriorBase
+from model.posterior import BatchSpec, PosteriorBase
 from model.protein_scale import MEASURED, ProteinScale, is_measured
+from model.streams import Stream
 
 CorrelationType = Literal["spearman", "pearson"]
 
@@ -48,7 +49,7 @@ class FeatureCorrelation(PosteriorBase):
         transform_batch: int | str | None = None,
         gene_list: Sequence[str] | None = None,
         protein_list: Sequence[str] | None = None,
-        seed: int | ContinueStream | None = 0,
+        seed: int | Stream | None = 0,
         protein_scale: ProteinScale = MEASURED,
     ) -> np.ndarray:
         """Samples of the adjusted posterior predictive, ``(cells, genes + proteins,
@@ -67,24 +68,29 @@ class FeatureCorrelation(PosteriorBase):
         (code,) = self._batch_codes(transform_batch)
         measured = is_measured(protein_scale)
         parts = []
-        with self._eval(seed):
+        with self._eval(seed) as stream:
             for minibatch in self._minibatches(data, indices, batch_size):
-                gen = self._decode(data, minibatch, code, n_samples=n_samples, compute_rna=True)
-                px, py = gen.px, gen.py
-                pi_back = torch.sigmoid(py["mixing"])[..., pi]
-                mixing = torch.distributions.Bernoulli(pi_back).sample()
-                _, rate_fore = gen.protein_rates(measured=measured)
-                rate = torch.cat((rna_size_factor * px["scale"][..., gi], rate_fore[..., pi]), -1)
-                lead = rate.shape[:-1]  # (samples,) cells
-                gene_r = torch.broadcast_to(px["r"], (*lead, px["scale"].shape[-1]))[..., gi]
-                pro_r = torch.broadcast_to(py["r"], (*lead, py["mixing"].shape[-1]))[..., pi]
-                dispersion = torch.cat((gene_r, pro_r), -1)
-                p = rate / (rate + dispersion)
-                draws = torch.distributions.Gamma(dispersion, (1 - p) / p).sample()
-                draws[..., len(gi) :] *= 1 - mixing
-                if n_samples == 1:
-                    draws = draws.unsqueeze(0)
-                parts.append(draws.permute(1, 2, 0).cpu().numpy())
+                with stream.turn():
+                    gen = self._decode(
+                        data, minibatch, code, n_samples=n_samples, compute_rna=True
+                    )
+                    px, py = gen.px, gen.py
+                    pi_back = torch.sigmoid(py["mixing"])[..., pi]
+                    mixing = torch.distributions.Bernoulli(pi_back).sample()
+                    _, rate_fore = gen.protein_rates(measured=measured)
+                    rate = torch.cat(
+                        (rna_size_factor * px["scale"][..., gi], rate_fore[..., pi]), -1
+                    )
+                    lead = rate.shape[:-1]  # (samples,) cells
+                    gene_r = torch.broadcast_to(px["r"], (*lead, px["scale"].shape[-1]))[..., gi]
+                    pro_r = torch.broadcast_to(py["r"], (*lead, py["mixing"].shape[-1]))[..., pi]
+                    dispersion = torch.cat((gene_r, pro_r), -1)
+                    p = rate / (rate + dispersion)
+                    draws = torch.distributions.Gamma(dispersion, (1 - p) / p).sample()
+                    draws[..., len(gi) :] *= 1 - mixing
+                    if n_samples == 1:
+                        draws = draws.unsqueeze(0)
+                    parts.append(draws.permute(1, 2, 0).cpu().numpy())
         if not parts:
             return np.zeros((0, len(gi) + len(pi), n_samples), np.float32)
         return np.concatenate(parts)
@@ -126,26 +132,25 @@ class FeatureCorrelation(PosteriorBase):
             transform_batch if isinstance(transform_batch, (list, tuple)) else [transform_batch]
         )
         matrices = []
-        with torch.random.fork_rng(devices=[]):  # seeded once, as one scvi-tools call
-            if seed is not None:
-                torch.manual_seed(seed)
-            for batch in items:
-                matrices.append(
-                    self._batch_correlation(
-                        data,
-                        indices=indices,
-                        n_samples=n_samples,
-                        batch_size=batch_size,
-                        rna_size_factor=rna_size_factor,
-                        transform_batch=batch,
-                        correlation_type=correlation_type,
-                        log_transform=log_transform,
-                        gene_list=gene_list,
-                        protein_list=protein_list,
-                        protein_scale=protein_scale,
-                        n_genes=len(gi),
-                    )
+        stream = Stream(seed, self.device)  # seeded once, as one scvi-tools call
+        for batch in items:
+            matrices.append(
+                self._batch_correlation(
+                    data,
+                    stream=stream,
+                    indices=indices,
+                    n_samples=n_samples,
+                    batch_size=batch_size,
+                    rna_size_factor=rna_size_factor,
+                    transform_batch=batch,
+                    correlation_type=correlation_type,
+                    log_transform=log_transform,
+                    gene_list=gene_list,
+                    protein_list=protein_list,
+                    protein_scale=protein_scale,
+                    n_genes=len(gi),
                 )
+            )
         names = np.concatenate(
             [np.asarray(self.var_names[gi]), np.asarray(self.protein_names[pi])]
         )
@@ -155,6 +160,7 @@ class FeatureCorrelation(PosteriorBase):
         self,
         data: CiteSeqData,
         *,
+        stream: Stream,
         indices: np.ndarray | None,
         n_samples: int,
         batch_size: int,
@@ -167,8 +173,8 @@ class FeatureCorrelation(PosteriorBase):
         protein_scale: ProteinScale,
         n_genes: int,
     ) -> np.ndarray:
-        """The correlation matrix of one transform batch's samples, drawn on with the
-        caller's random stream (scvi-tools draws the batches one after another)."""
+        """The correlation matrix of one transform batch's samples, drawn on ``stream``
+        (the caller's: scvi-tools draws the batches one after another)."""
         samples = self._get_denoised_samples(
             data,
             indices=indices,
@@ -178,7 +184,7 @@ class FeatureCorrelation(PosteriorBase):
             transform_batch=transform_batch,
             gene_list=None if gene_list is None else list(gene_list),
             protein_list=None if protein_list is None else list(protein_list),
-            seed=CONTINUE_STREAM,
+            seed=stream,
             protein_scale=protein_scale,
         )
         # sample-major rows, as scvi-tools: sample i of every cell, then sample i + 1

@@ -78,20 +78,21 @@ class GeneColumns(PosteriorBase):
         data = self._prepare_data(data)
         softplus = self.module.decoder.use_softplus_scale
         zs, norms = [], []
-        with self._eval(seed):
+        with self._eval(seed) as stream:
             for minibatch in self._minibatches(data, None, batch_size):
-                idx, x, y, b = minibatch
-                inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
-                # the protein heads draw the background: keep the stream where the full
-                # query leaves it (the gene heads draw nothing)
-                self.module.generative(
-                    inf.z, inf.library_gene, b, compute_dropout=False, compute_rna=False
-                )
-                z = inf.z if inf.z.dim() == 3 else inf.z.unsqueeze(0)  # (S, B, L)
-                zs.append(z.permute(1, 0, 2).cpu().numpy())
-                if not softplus:
-                    logits = self._scale_logits(z, b, None)
-                    norms.append(torch.logsumexp(logits, dim=-1).T.cpu().numpy())
+                with stream.turn():
+                    idx, x, y, b = minibatch
+                    inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
+                    # the protein heads draw the background: keep the stream where the full
+                    # query leaves it (the gene heads draw nothing)
+                    self.module.generative(
+                        inf.z, inf.library_gene, b, compute_dropout=False, compute_rna=False
+                    )
+                    z = inf.z if inf.z.dim() == 3 else inf.z.unsqueeze(0)  # (S, B, L)
+                    zs.append(z.permute(1, 0, 2).cpu().numpy())
+                    if not softplus:
+                        logits = self._scale_logits(z, b, None)
+                        norms.append(torch.logsumexp(logits, dim=-1).T.cpu().numpy())
         n_latent = self.config.n_latent
         z_all = np.concatenate(zs) if zs else np.zeros((0, n_samples, n_latent), np.float32)
         norm = None

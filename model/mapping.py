@@ -54,6 +54,7 @@ from model.errors import QueryDataError, QueryGeneMismatchError
 from model.module import TotalVAE
 from model.nn import FCLayers
 from model.priors import library_size_prior, protein_background_prior
+from model.streams import seeded
 from model.train import (
     DeviceData,
     TrainProgress,
@@ -311,8 +312,7 @@ def extend_module(
     if not cfg.use_observed_lib_size:
         kwargs["library_log_means"] = padded(library_log_means, 0.0, 1)
         kwargs["library_log_vars"] = padded(library_log_vars, 1.0, 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):  # the initial weights: a stream of their own
         module = TotalVAE(new_cfg, protein_batch_mask=protein_batch_mask, **kwargs)
 
     one_hot_weights = _one_hot_weight_names(module)

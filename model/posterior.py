@@ -1,9 +1,10 @@
 """The posterior queries of :class:`~model.totalvi.TotalVI`, one minibatch at a time.
 
 Every query aligns its data to the model first (:meth:`PosteriorBase.aligned`), then runs
-the module over minibatches of cells in eval mode on a forked, seeded random stream (one
-draw ahead, as scvi-tools' DataLoader), so results match scvi-tools' draw for draw. The
-classes here are mixins: :class:`~model.totalvi.TotalVI` builds the module and sets the
+the module over minibatches of cells in eval mode on a seeded random stream of its own
+(:mod:`model.streams`; one draw ahead, as scvi-tools' DataLoader), so results match
+scvi-tools' draw for draw, whatever other threads draw meanwhile. The classes here are
+mixins: :class:`~model.totalvi.TotalVI` builds the module and sets the
 attributes :class:`PosteriorBase` declares.
 """
 
@@ -23,17 +24,10 @@ from model.data import CiteSeqData, CiteSeqDataError, align_features
 from model.module import GenerativeOutputs, InferenceOutputs, TotalVAE
 from model.nn import Posterior
 from model.protein_scale import MEASURED, ProteinScale, is_measured
+from model.streams import Stream
 
 #: A batch to decode in: its name or code, several (averaged over), or ``None`` (the cell's own).
 BatchSpec = None | int | str | Sequence[int | str]
-
-
-class ContinueStream:
-    """The type of :data:`CONTINUE_STREAM`."""
-
-
-#: A ``seed`` that draws on with the caller's random stream (no reseed, no restore).
-CONTINUE_STREAM = ContinueStream()
 
 
 class NormalizedExpressionOptions(TypedDict, total=False):
@@ -253,26 +247,23 @@ class PosteriorBase:
             raise CiteSeqDataError(msg)
 
     @contextlib.contextmanager
-    def _eval(self, seed: int | ContinueStream | None) -> Iterator[None]:
-        """Eval mode without gradients, on a random stream of its own seeded ``seed``
-        (``None``: the current state; the caller's stream is restored after), or, with
-        :data:`CONTINUE_STREAM`, on the caller's stream, left where the draws end (a
-        caller making several passes as one scvi-tools call, seeded once)."""
+    def _eval(self, seed: int | Stream | None) -> Iterator[Stream]:
+        """Eval mode without gradients, and the pass's random stream
+        (:class:`~model.streams.Stream`): seeded ``seed``, or from the generator's current
+        state for ``None`` (which stays as it was), or ``seed`` itself when it is a stream
+        (a caller making several passes as one scvi-tools call, seeded once). Every
+        minibatch draws inside one ``stream.turn()``, so passes on other threads do not
+        change its numbers."""
         was = self.module.training
         self.module.eval()
-        fork = (
-            contextlib.nullcontext()
-            if seed is CONTINUE_STREAM
-            else torch.random.fork_rng(devices=[])
-        )
-        with torch.no_grad(), fork:
-            if isinstance(seed, int):
-                torch.manual_seed(seed)
+        stream = seed if isinstance(seed, Stream) else Stream(seed, self.device)
+        with torch.no_grad():
             # scvi-tools' DataLoader draws its base seed before the first minibatch: one draw
             # here keeps every later draw on scvi-tools' random stream (bit-equal samples)
-            torch.empty((), dtype=torch.int64).random_()
+            with stream.turn():
+                torch.empty((), dtype=torch.int64).random_()
             try:
-                yield
+                yield stream
             finally:
                 self.module.train(was)
 
@@ -313,20 +304,21 @@ class PosteriorQueries(PosteriorBase):
         """Posterior mean (or one sample) of z per cell; ``return_dist`` gives (mean, var)."""
         data = self._prepare_data(data)
         means, variances, out = [], [], []
-        with self._eval(seed):
+        with self._eval(seed) as stream:
             for idx, x, y, b in self._minibatches(data, indices, batch_size):
-                inf = self._infer(data, idx, x, y, b)
-                means.append(inf.qz_m.cpu().numpy())
-                variances.append(inf.qz_v.cpu().numpy())
-                if not give_mean:
-                    out.append(inf.z.cpu().numpy())
-                elif self.config.latent_distribution == "ln":
-                    samples = torch.distributions.Normal(inf.qz_m, inf.qz_v.sqrt()).sample(
-                        (mc_samples,)
-                    )
-                    out.append(torch.softmax(samples, dim=-1).mean(0).cpu().numpy())
-                else:
-                    out.append(inf.qz_m.cpu().numpy())
+                with stream.turn():
+                    inf = self._infer(data, idx, x, y, b)
+                    means.append(inf.qz_m.cpu().numpy())
+                    variances.append(inf.qz_v.cpu().numpy())
+                    if not give_mean:
+                        out.append(inf.z.cpu().numpy())
+                    elif self.config.latent_distribution == "ln":
+                        samples = torch.distributions.Normal(inf.qz_m, inf.qz_v.sqrt()).sample(
+                            (mc_samples,)
+                        )
+                        out.append(torch.softmax(samples, dim=-1).mean(0).cpu().numpy())
+                    else:
+                        out.append(inf.qz_m.cpu().numpy())
         if return_dist:
             return np.concatenate(means), np.concatenate(variances)
         return np.concatenate(out)
@@ -344,13 +336,14 @@ class PosteriorQueries(PosteriorBase):
         data = self._prepare_data(data)
         self._require_counts(data, "the latent library size")
         out = []
-        with self._eval(seed):
+        with self._eval(seed) as stream:
             for _, x, y, b in self._minibatches(data, indices, batch_size):
-                inf = self.module.inference(x, y, b)
-                if give_mean:
-                    out.append(torch.exp(inf.ql_m + 0.5 * inf.ql_v).cpu().numpy())
-                else:
-                    out.append(inf.library_gene.cpu().numpy())
+                with stream.turn():
+                    inf = self.module.inference(x, y, b)
+                    if give_mean:
+                        out.append(torch.exp(inf.ql_m + 0.5 * inf.ql_v).cpu().numpy())
+                    else:
+                        out.append(inf.library_gene.cpu().numpy())
         return np.concatenate(out).ravel()
 
     def get_normalized_expression(
@@ -410,49 +403,52 @@ class PosteriorQueries(PosteriorBase):
         The draws are those of :meth:`get_normalized_expression` with the same arguments (one
         random stream seeded once, minibatches in order), so concatenating the parts gives
         its result bit for bit. The model stays in eval mode, under ``no_grad`` and on its
-        own forked random stream until the generator is exhausted or closed.
+        own random stream until the generator is exhausted or closed; each minibatch is
+        drawn in one turn of the stream, so the consumer may draw in between.
         """
         data = self._prepare_data(data)
         gi, pi = self._features(gene_list, protein_list)
         codes = self._batch_codes(transform_batch)
         measured = is_measured(protein_scale)
-        with self._eval(seed):
+        with self._eval(seed) as stream:
             for minibatch in self._minibatches(data, indices, batch_size):
-                rna_acc = pro_acc = None
-                posterior = self._encode(data, minibatch, codes)
-                for code in codes:
-                    gen = self._decode(
-                        data,
-                        minibatch,
-                        code,
-                        n_samples=n_samples,
-                        compute_rna=len(gi) > 0,
-                        posterior=posterior,
-                    )
-                    px, py = gen.px, gen.py
-                    if len(gi):
-                        rna = px["rate"] if library_size == "latent" else px["scale"]
-                        rna = rna[..., gi]
-                    else:  # protein-only query: the gene heads were skipped
-                        rna = py["mixing"][..., :0]
-                    pro = self._denoised_protein(
-                        gen,
-                        measured=measured,
-                        sample_mixing=sample_protein_mixing,
-                        include_background=include_protein_background,
-                        scale=scale_protein,
-                    )[..., pi]
-                    rna_acc = rna if rna_acc is None else rna_acc + rna
-                    pro_acc = pro if pro_acc is None else pro_acc + pro
-                rna_acc = rna_acc / len(codes)
-                pro_acc = pro_acc / len(codes)
-                if library_size != "latent":
-                    rna_acc = rna_acc * float(library_size)
-                if n_samples > 1:
-                    rna_acc, pro_acc = rna_acc.permute(1, 2, 0), pro_acc.permute(1, 2, 0)
-                    if return_mean:
-                        rna_acc, pro_acc = rna_acc.mean(-1), pro_acc.mean(-1)
-                yield minibatch[0], rna_acc.cpu().numpy(), pro_acc.cpu().numpy()
+                with stream.turn():
+                    rna_acc = pro_acc = None
+                    posterior = self._encode(data, minibatch, codes)
+                    for code in codes:
+                        gen = self._decode(
+                            data,
+                            minibatch,
+                            code,
+                            n_samples=n_samples,
+                            compute_rna=len(gi) > 0,
+                            posterior=posterior,
+                        )
+                        px, py = gen.px, gen.py
+                        if len(gi):
+                            rna = px["rate"] if library_size == "latent" else px["scale"]
+                            rna = rna[..., gi]
+                        else:  # protein-only query: the gene heads were skipped
+                            rna = py["mixing"][..., :0]
+                        pro = self._denoised_protein(
+                            gen,
+                            measured=measured,
+                            sample_mixing=sample_protein_mixing,
+                            include_background=include_protein_background,
+                            scale=scale_protein,
+                        )[..., pi]
+                        rna_acc = rna if rna_acc is None else rna_acc + rna
+                        pro_acc = pro if pro_acc is None else pro_acc + pro
+                    rna_acc = rna_acc / len(codes)
+                    pro_acc = pro_acc / len(codes)
+                    if library_size != "latent":
+                        rna_acc = rna_acc * float(library_size)
+                    if n_samples > 1:
+                        rna_acc, pro_acc = rna_acc.permute(1, 2, 0), pro_acc.permute(1, 2, 0)
+                        if return_mean:
+                            rna_acc, pro_acc = rna_acc.mean(-1), pro_acc.mean(-1)
+                    out = minibatch[0], rna_acc.cpu().numpy(), pro_acc.cpu().numpy()
+                yield out
 
     def get_protein_foreground_probability(
         self,
@@ -471,25 +467,26 @@ class PosteriorQueries(PosteriorBase):
         pi = self._feature_index(protein_list, self.protein_names)
         codes = self._batch_codes(transform_batch)
         parts, cells = [], []
-        with self._eval(seed):
+        with self._eval(seed) as stream:
             for minibatch in self._minibatches(data, indices, batch_size):
-                acc = None
-                posterior = self._encode(data, minibatch, codes)
-                for code in codes:
-                    gen = self._decode(
-                        data,
-                        minibatch,
-                        code,
-                        n_samples=n_samples,
-                        compute_rna=False,
-                        posterior=posterior,
-                    )
-                    mix = torch.sigmoid(gen.py["mixing"])[..., pi]
-                    if n_samples > 1:
-                        mix = mix.mean(0)
-                    acc = mix if acc is None else acc + mix
-                parts.append((1 - acc / len(codes)).cpu().numpy())
-                cells.append(minibatch[0])
+                with stream.turn():
+                    acc = None
+                    posterior = self._encode(data, minibatch, codes)
+                    for code in codes:
+                        gen = self._decode(
+                            data,
+                            minibatch,
+                            code,
+                            n_samples=n_samples,
+                            compute_rna=False,
+                            posterior=posterior,
+                        )
+                        mix = torch.sigmoid(gen.py["mixing"])[..., pi]
+                        if n_samples > 1:
+                            mix = mix.mean(0)
+                        acc = mix if acc is None else acc + mix
+                    parts.append((1 - acc / len(codes)).cpu().numpy())
+                    cells.append(minibatch[0])
         out = np.concatenate(parts)
         if return_numpy:
             return out
@@ -547,8 +544,8 @@ class PosteriorQueries(PosteriorBase):
         """:meth:`posterior_predictive_sample` one minibatch at a time: ``(cells, rna,
         protein)`` per minibatch, the same draws in the same order (memory: one minibatch).
 
-        The draws run on a forked random stream while the iterator is open: the consumer
-        should draw no torch random numbers between minibatches.
+        The draws run on a stream of their own (one turn per minibatch, :mod:`model.streams`):
+        the consumer, or another thread, may draw between minibatches.
         """
         if self.config.gene_likelihood != "nb":
             msg = "posterior_predictive_sample needs gene_likelihood='nb' (as in scvi-tools)"
@@ -556,22 +553,24 @@ class PosteriorQueries(PosteriorBase):
         data = self._prepare_data(data)
         gi, pi = self._features(gene_list, protein_list)
         measured = is_measured(protein_scale)
-        with self._eval(seed):
+        with self._eval(seed) as stream:
             for idx, x, y, b in self._minibatches(data, indices, batch_size):
-                inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
-                rna, pro = self.module.sample(
-                    x,
-                    y,
-                    b,
-                    n_samples=n_samples,
-                    inf=inf,
-                    measured=measured,
-                    compute_rna=len(gi) > 0,
-                )
-                rna, pro = rna[..., gi], pro[..., pi]
-                if n_samples > 1:
-                    rna, pro = rna.permute(1, 2, 0), pro.permute(1, 2, 0)
-                yield idx, rna.cpu().numpy(), pro.cpu().numpy()
+                with stream.turn():
+                    inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
+                    rna, pro = self.module.sample(
+                        x,
+                        y,
+                        b,
+                        n_samples=n_samples,
+                        inf=inf,
+                        measured=measured,
+                        compute_rna=len(gi) > 0,
+                    )
+                    rna, pro = rna[..., gi], pro[..., pi]
+                    if n_samples > 1:
+                        rna, pro = rna.permute(1, 2, 0), pro.permute(1, 2, 0)
+                    out = idx, rna.cpu().numpy(), pro.cpu().numpy()
+                yield out
 
     def impute_missing_proteins(
         self,
@@ -601,19 +600,20 @@ class PosteriorQueries(PosteriorBase):
         # query per batch seeded ``seed`` draws exactly these numbers (the same latents, and
         # the background draw of each decoding), so the values are theirs bit for bit (test)
         # at a seventeenth of the encoder passes for 17 batches.
-        with self._eval(seed):
+        with self._eval(seed) as stream:
             for idx, x, y, b in self._minibatches(data, indices, batch_size):
-                inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
-                stream = _stream_state(x.device)
-                per_batch = []
-                for code in range(self.config.n_batch):
-                    _set_stream_state(x.device, stream)
-                    gen = self._generate(inf, b, code, compute_rna=False)
-                    pro = self._denoised_protein(gen, measured=on_measured_scale)
-                    if n_samples > 1:
-                        pro = pro.permute(1, 2, 0).mean(-1)
-                    per_batch.append(pro.cpu().numpy())
-                parts.append((np.stack(per_batch) * weights).sum(0) / counts)
+                with stream.turn():
+                    inf = self._infer(data, idx, x, y, b, n_samples=n_samples)
+                    start = _stream_state(x.device)
+                    per_batch = []
+                    for code in range(self.config.n_batch):
+                        _set_stream_state(x.device, start)
+                        gen = self._generate(inf, b, code, compute_rna=False)
+                        pro = self._denoised_protein(gen, measured=on_measured_scale)
+                        if n_samples > 1:
+                            pro = pro.permute(1, 2, 0).mean(-1)
+                        per_batch.append(pro.cpu().numpy())
+                    parts.append((np.stack(per_batch) * weights).sum(0) / counts)
         values = np.concatenate(parts)
         idx = np.arange(data.n_cells) if indices is None else np.asarray(indices)
         obs_names = data.obs_names[idx]
@@ -694,13 +694,14 @@ class Likelihoods(PosteriorBase):
             "negative_elbo": 0.0,
         }
         n = 0
-        with self._eval(seed):
+        with self._eval(seed) as stream:
             for idx, x, y, b in self._minibatches(data, indices, batch_size):
-                _, _, out = self.module(x, y, b, 1.0)
-                tot["reconstruction_loss_gene"] += out.rec_gene.sum().item()
-                tot["reconstruction_loss_protein"] += out.rec_protein.sum().item()
-                tot["negative_elbo"] += out.elbo_per_cell().sum().item()
-                n += len(idx)
+                with stream.turn():
+                    _, _, out = self.module(x, y, b, 1.0)
+                    tot["reconstruction_loss_gene"] += out.rec_gene.sum().item()
+                    tot["reconstruction_loss_protein"] += out.rec_protein.sum().item()
+                    tot["negative_elbo"] += out.elbo_per_cell().sum().item()
+                    n += len(idx)
         return {k: v / max(n, 1) for k, v in tot.items()}
 
     def get_marginal_ll(
@@ -716,8 +717,9 @@ class Likelihoods(PosteriorBase):
         data = self._prepare_data(data)
         self._require_counts(data, "the marginal likelihood")
         total, n = 0.0, 0
-        with self._eval(seed):
+        with self._eval(seed) as stream:
             for idx, x, y, b in self._minibatches(data, indices, batch_size):
-                total += self.module.marginal_ll(x, y, b, n_mc_samples).sum().item()
-                n += len(idx)
+                with stream.turn():
+                    total += self.module.marginal_ll(x, y, b, n_mc_samples).sum().item()
+                    n += len(idx)
         return total / max(n, 1)

@@ -37,6 +37,7 @@ from model.module import TotalVAE
 from model.posterior import Likelihoods, PosteriorQueries
 from model.priors import library_size_prior, protein_background_prior
 from model.scvi_compat import from_scvi_tools_checkpoint, read_scvi_tools_checkpoint
+from model.streams import seeded
 from model.train import (
     DeviceData,
     TrainProgress,
@@ -112,8 +113,7 @@ class TotalVI(PosteriorQueries, Likelihoods, FeatureCorrelation, GeneColumns):
         lib_means = lib_vars = None
         if not config.use_observed_lib_size:
             lib_means, lib_vars = library_size_prior(data.rna, data.batch, data.n_batch)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):  # the initial weights: a stream of their own
             module = TotalVAE(
                 config,
                 protein_batch_mask=mask,

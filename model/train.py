@@ -23,6 +23,7 @@ from model.config import TrainConfig
 from model.distributions import NonZeroCounts
 from model.module import TotalVAE
 from model.nn import Classifier, one_hot, set_compute_dtype
+from model.streams import Stream
 
 if TYPE_CHECKING:
     from model.data import CiteSeqData
@@ -345,7 +346,9 @@ def train_module(
     flags.enter_context(matmul_precision(precision))
     try:
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        # the draws of the steps (latent samples, dropout), on a stream of their own: a
+        # pass on another thread does not change them (:mod:`model.streams`)
+        stream = Stream(cfg.seed, device)
         max_epochs = cfg.max_epochs or max_epochs_heuristic(n_cells_total)
         n_steps_warmup = (
             int(0.75 * n_cells_total) if cfg.n_steps_kl_warmup is None else cfg.n_steps_kl_warmup
@@ -369,7 +372,8 @@ def train_module(
         n_batch = module.config.n_batch
         classifier = None
         if use_adversarial and n_batch > 1:
-            classifier = Classifier(module.config.n_latent, n_batch).to(device).train()
+            with stream.turn():  # its initial weights: the stream's first draws
+                classifier = Classifier(module.config.n_latent, n_batch).to(device).train()
             opt_cls = torch.optim.Adam(
                 classifier.parameters(), lr=1e-3, eps=0.01, weight_decay=cfg.weight_decay
             )
@@ -384,37 +388,39 @@ def train_module(
             for start in range(0, len(perm), cfg.batch_size):
                 if should_stop is not None and should_stop():
                     raise TrainingCancelled(f"training cancelled at epoch {epoch}")
-                idx = perm[start : start + cfg.batch_size]
-                mb = data.get(idx)
-                b = mb.batch
-                kl_w = kl_weight_at(step, n_steps_warmup)
-                inf, _, out = module(
-                    mb.x, mb.y, b, kl_w, mb.lgamma_x_plus_1_sum, **mb.model_inputs()
-                )
-                loss = out.loss
-                if classifier is not None:
-                    kappa = 1.0 - kl_w
-                    loss = loss + kappa * _adversarial_loss(
-                        classifier, inf.z, b, n_batch, fool=True
+                with stream.turn():
+                    idx = perm[start : start + cfg.batch_size]
+                    mb = data.get(idx)
+                    b = mb.batch
+                    kl_w = kl_weight_at(step, n_steps_warmup)
+                    inf, _, out = module(
+                        mb.x, mb.y, b, kl_w, mb.lgamma_x_plus_1_sum, **mb.model_inputs()
                     )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                if classifier is not None:
-                    kappa = 1.0 - kl_w
-                    cls_loss = kappa * _adversarial_loss(
-                        classifier, inf.z.detach(), b, n_batch, fool=False
-                    )
-                    opt_cls.zero_grad(set_to_none=True)
-                    cls_loss.backward()
-                    opt_cls.step()
-                    step += 1  # Lightning counts both optimisers' steps
-                with torch.no_grad():
-                    elbo_sum += out.elbo_per_cell().sum().item()
-                    loss_sum += out.loss.item() * len(idx)
-                    n_seen += len(idx)
-            val = evaluate_elbo(module, data, val_idx) if len(val_idx) else None
+                    loss = out.loss
+                    if classifier is not None:
+                        kappa = 1.0 - kl_w
+                        loss = loss + kappa * _adversarial_loss(
+                            classifier, inf.z, b, n_batch, fool=True
+                        )
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    step += 1
+                    if classifier is not None:
+                        kappa = 1.0 - kl_w
+                        cls_loss = kappa * _adversarial_loss(
+                            classifier, inf.z.detach(), b, n_batch, fool=False
+                        )
+                        opt_cls.zero_grad(set_to_none=True)
+                        cls_loss.backward()
+                        opt_cls.step()
+                        step += 1  # Lightning counts both optimisers' steps
+                    with torch.no_grad():
+                        elbo_sum += out.elbo_per_cell().sum().item()
+                        loss_sum += out.loss.item() * len(idx)
+                        n_seen += len(idx)
+            with stream.turn():
+                val = evaluate_elbo(module, data, val_idx) if len(val_idx) else None
             elbo_val = val["elbo"] if val else math.nan
             lr = opt.param_groups[0]["lr"]
             row = {

@@ -69,7 +69,7 @@ def test_protein_background_is_the_masked_mean_log_background(small) -> None:
     for scale in (MEASURED, EFFICIENCY_FREE):
         diag = cell_diagnostics(model, data, batch_size=n, seed=5, protein_scale=scale)
         # the same pass by hand (one minibatch, the same seeded stream)
-        with model._eval(5):
+        with model._eval(5) as stream, stream.turn():
             x = torch.as_tensor(data.rna.toarray(), dtype=torch.float32)
             y = torch.as_tensor(data.protein, dtype=torch.float32)
             b = torch.as_tensor(data.batch).view(-1, 1)
