@@ -28,7 +28,8 @@ Reported (all times from the navigation's start, ``performance.timeOrigin``):
 * where the renderer's main thread went before the paint: when plotly.js had been
   evaluated (``plotly_ready_ms``), its tasks of 50 ms or more (``long_tasks``, the
   Long Tasks API) and when each script arrived; with ``--js-profile`` the JavaScript
-  functions with the most self time (the DevTools profiler, which slows the page a little).
+  functions with the most self time (the DevTools profiler, which slows the page a little;
+  the whole profile goes to ``FILE``, which DevTools opens).
 
 Usage::
 
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import platform
 import tempfile
@@ -315,6 +317,7 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     out["figure_in_browser"] = figure
     if profile is not None:
         out["js_profile_top"] = js_self_time(profile)
+        args.js_profile.write_text(json.dumps(profile))
     return out
 
 
@@ -558,8 +561,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-warm", action="store_true", help="no warm steps behind the page")
     p.add_argument(
         "--js-profile",
-        action="store_true",
-        help="sample the page's JavaScript up to the paint (adds profiler overhead)",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="sample the page's JavaScript up to the paint into FILE (.cpuprofile, opens in "
+        "DevTools; adds profiler overhead) and report the top functions",
     )
     args = p.parse_args(argv)
     if not args.chromium.exists():

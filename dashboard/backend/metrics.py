@@ -769,6 +769,10 @@ def protein_means_table(
 
 
 # ------------------------------------------------------------------------------- pipeline
+#: Minibatches of the posterior predictive draws between two progress reports.
+PROGRESS_EVERY = 25
+
+
 def compute_metrics(
     model: TotalVI,
     data: CiteSeqData,
@@ -809,7 +813,8 @@ def compute_metrics(
     # time (memory: the minibatch and the sums; no sample is kept)
     rna_moments, pro_parts = None, []
     first_rna = GroupTTest(de_labels, de_group_names, names["rna"])
-    for _, rna_part, pro_part in model.iter_posterior_predictive_sample(
+    drawn = 0
+    for cells, rna_part, pro_part in model.iter_posterior_predictive_sample(
         data,
         n_samples=n_samples,
         seed=seed,
@@ -822,6 +827,9 @@ def compute_metrics(
         rna_moments.add(rna_part)
         first_rna.add(rna_part[..., 0])
         pro_parts.append(pro_part)
+        drawn += len(cells)
+        if progress is not None and len(pro_parts) % PROGRESS_EVERY == 0:  # and a cancel point
+            progress(0.45 * drawn / data.n_cells, f"posterior predictive samples: {drawn:,} cells")
     if rna_moments is None:
         msg = "the metrics need at least one cell"
         raise ValueError(msg)

@@ -145,3 +145,33 @@ def test_streamed_card_metrics_equal_the_whole_array_tables(seedlike) -> None:
         de = M.de_metric_table(raw[mod], samples[..., 0], labels, feature_names=names)
         pd.testing.assert_frame_equal(res.diff_exp[mod], de, rtol=1e-5)
     assert list(result.cell_wise_cv["rna"].columns) == ["Training Value", "Validation Value"]
+
+
+def test_the_draws_report_progress_as_they_go(seedlike, monkeypatch) -> None:
+    """The card's job shows how far the posterior predictive draws are (its longest part),
+    and a job's cancel check in its progress callback stops them there."""
+    model, data = seedlike
+    labels = data.obs["cell_type"].astype(str).to_numpy()
+    monkeypatch.setattr(M, "PROGRESS_EVERY", 2)
+    seen: list[tuple[float, str]] = []
+    M.compute_metrics(
+        model,
+        data,
+        labels,
+        n_samples=1,
+        calibration_samples=0,
+        progress=lambda f, m: seen.append((f, m)),
+    )
+    drawing = [f for f, m in seen if m.startswith("posterior predictive samples")]
+    n_batches = -(-data.n_cells // M.PPC_BATCH_SIZE)
+    assert len(drawing) == n_batches // 2
+    assert drawing == sorted(drawing) and drawing[0] > 0 and drawing[-1] <= 0.45
+
+    def cancelled(fraction: float, message: str) -> None:
+        if message.startswith("posterior predictive samples"):
+            raise InterruptedError("cancelled")
+
+    with pytest.raises(InterruptedError):
+        M.compute_metrics(
+            model, data, labels, n_samples=1, calibration_samples=0, progress=cancelled
+        )
