@@ -119,8 +119,8 @@ def plotly_loader() -> dcc.Graph:
     """A hidden, empty graph in the shell. dcc loads plotly.js (4.8 MB of script, about
     0.8 s of the browser's main thread on a slow core) when the first graph mounts; in a
     page that is after the page's layout has come back. Mounted with the shell, plotly.js
-    arrives and is evaluated while the page's first callbacks are on the server, so the
-    first figure is drawn as soon as it arrives."""
+    is fetched and evaluated while the page's first callbacks are still on the server
+    (bench/RESULTS.md §15 part 9: Explore's first paint at 7k, median 2.75 -> 2.56 s)."""
     return dcc.Graph(
         id=ids.PLOTLY_LOADER,
         figure={"data": [], "layout": {"width": 10, "height": 10}},
