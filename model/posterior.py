@@ -30,6 +30,19 @@ from model.streams import Stream
 BatchSpec = None | int | str | Sequence[int | str]
 
 
+class PassTurns:
+    """The turns of one posterior pass on its random stream, each without gradients."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """One minibatch's draws: on the pass's stream (:meth:`Stream.turn`), no autograd."""
+        with torch.no_grad(), self.stream.turn():
+            yield
+
+
 class NormalizedExpressionOptions(TypedDict, total=False):
     """Keyword arguments of :meth:`PosteriorQueries.iter_normalized_expression` (its defaults)."""
 
@@ -247,25 +260,26 @@ class PosteriorBase:
             raise CiteSeqDataError(msg)
 
     @contextlib.contextmanager
-    def _eval(self, seed: int | Stream | None) -> Iterator[Stream]:
-        """Eval mode without gradients, and the pass's random stream
+    def _eval(self, seed: int | Stream | None) -> Iterator[PassTurns]:
+        """Eval mode, and the pass's turns on its random stream
         (:class:`~model.streams.Stream`): seeded ``seed``, or from the generator's current
         state for ``None`` (which stays as it was), or ``seed`` itself when it is a stream
         (a caller making several passes as one scvi-tools call, seeded once). Every
-        minibatch draws inside one ``stream.turn()``, so passes on other threads do not
-        change its numbers."""
+        minibatch draws inside one ``turn()``, without gradients, so passes on other
+        threads do not change its numbers. Gradients are off in the turns only: grad mode
+        is per thread, and a generator suspended mid-pass would leave it off for the
+        caller (or, with two passes advanced in turn, switch it back on for the other)."""
         was = self.module.training
         self.module.eval()
-        stream = seed if isinstance(seed, Stream) else Stream(seed, self.device)
-        with torch.no_grad():
-            # scvi-tools' DataLoader draws its base seed before the first minibatch: one draw
-            # here keeps every later draw on scvi-tools' random stream (bit-equal samples)
-            with stream.turn():
-                torch.empty((), dtype=torch.int64).random_()
-            try:
-                yield stream
-            finally:
-                self.module.train(was)
+        turns = PassTurns(seed if isinstance(seed, Stream) else Stream(seed, self.device))
+        # scvi-tools' DataLoader draws its base seed before the first minibatch: one draw
+        # here keeps every later draw on scvi-tools' random stream (bit-equal samples)
+        with turns.turn():
+            torch.empty((), dtype=torch.int64).random_()
+        try:
+            yield turns
+        finally:
+            self.module.train(was)
 
     def _feature_index(self, names: Sequence[str] | None, all_names: pd.Index) -> np.ndarray:
         if names is None:

@@ -88,9 +88,19 @@ def test_interleaved_passes_in_one_thread_keep_their_streams(fitted) -> None:
         strict=True,
     )
     for (a, b), want_a, want_b in zip(zipped, alone_a, alone_b, strict=True):
+        assert torch.is_grad_enabled()  # the passes turn gradients off in their turns only
         for got, want in ((a, want_a), (b, want_b)):
             for part_got, part_want in zip(got, want, strict=True):
                 np.testing.assert_array_equal(part_got, part_want)
+    assert torch.is_grad_enabled()  # as before the passes (training would fail otherwise)
+
+
+def test_an_abandoned_pass_leaves_gradients_on(fitted) -> None:
+    data, model = fitted
+    parts = model.iter_normalized_expression(data, seed=0, batch_size=64)
+    next(parts)  # suspended mid-pass, never finished
+    assert torch.is_grad_enabled()
+    parts.close()
 
 
 def test_a_stream_is_torch_manual_seed_and_leaves_the_generator_as_it_was() -> None:
