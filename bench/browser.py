@@ -321,6 +321,11 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def file_name(url: str) -> str:
+    """The last part of a URL's path (a script's file name), without its query."""
+    return url.split("?")[0].rsplit("/", 1)[-1]
+
+
 def js_self_time(profile: dict[str, Any], top: int = 25) -> list[dict[str, Any]]:
     """The renderer's JavaScript up to the paint by self time (CDP ``Profiler`` samples):
     the ``top`` functions, each with its script's file name and milliseconds."""
@@ -332,7 +337,7 @@ def js_self_time(profile: dict[str, Any], top: int = 25) -> list[dict[str, Any]]
     per_function: dict[tuple[str, str], float] = {}
     for node_id, spent in per_node.items():
         frame = nodes[node_id]["callFrame"]
-        script = frame.get("url", "").split("?")[0].rsplit("/", 1)[-1]
+        script = file_name(frame.get("url", ""))
         key = (frame.get("functionName") or "(anonymous)", script)
         per_function[key] = per_function.get(key, 0.0) + spent
     rows = sorted(per_function.items(), key=lambda kv: -kv[1])[:top]
@@ -413,7 +418,7 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         ],
         "scripts": [
             {
-                "name": r["name"].split("?")[0].rsplit("/", 1)[-1],
+                "name": file_name(r["name"]),
                 "start_ms": r["start"],
                 "end_ms": r["end"],
             }
